@@ -1,0 +1,157 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::env::EnvSource;
+use crate::{Error, Result};
+
+/// Settings of a [`Metrics`](crate::Metrics) registry.
+///
+/// | field | variable | default |
+/// |---|---|---|
+/// | `reset_interval` | `METRICS_RESET_INTERVAL` (seconds, 0 = never) | 3600 s |
+/// | `max_endpoints` | `METRICS_MAX_ENDPOINTS` | 1000 |
+/// | `max_operations` | `METRICS_MAX_OPERATIONS` | 10000 |
+/// | `namespace` | `METRICS_NAMESPACE` | `cortex` |
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// How often [`Metrics::spawn_reset_task`](crate::Metrics::spawn_reset_task) starts a
+    /// new window. Cumulative totals are never reset. Zero disables the task.
+    ///
+    /// Default: 3600 s (`METRICS_RESET_INTERVAL`).
+    #[serde(with = "secs")]
+    pub reset_interval: Duration,
+    /// Most distinct (method, route) series kept for HTTP endpoints; requests beyond it
+    /// are recorded under the route `(other)`, so a flood of odd paths cannot grow
+    /// memory without bound.
+    ///
+    /// Default: 1000 (`METRICS_MAX_ENDPOINTS`).
+    pub max_endpoints: usize,
+    /// Most distinct operation names; beyond it, records go to the operation `(other)`.
+    ///
+    /// Default: 10000 (`METRICS_MAX_OPERATIONS`).
+    pub max_operations: usize,
+    /// Prefix of every Prometheus metric name. Must match `[a-zA-Z_][a-zA-Z0-9_]*`.
+    ///
+    /// Default: `cortex` (`METRICS_NAMESPACE`).
+    pub namespace: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            reset_interval: Duration::from_secs(3600),
+            max_endpoints: 1000,
+            max_operations: 10_000,
+            namespace: "cortex".to_owned(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Defaults overridden by the environment variables in the table above.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable when a value does not parse or is out
+    /// of range.
+    pub fn from_env() -> Result<Self> {
+        Self::from_source(&EnvSource::process())
+    }
+
+    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+        let mut c = Self::default();
+        if let Some(v) = env.secs("METRICS_RESET_INTERVAL")? {
+            c.reset_interval = v;
+        }
+        if let Some(v) = env.parse("METRICS_MAX_ENDPOINTS")? {
+            c.max_endpoints = v;
+        }
+        if let Some(v) = env.parse("METRICS_MAX_OPERATIONS")? {
+            c.max_operations = v;
+        }
+        if let Some(v) = env.var("METRICS_NAMESPACE") {
+            c.namespace = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Check the values.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a zero series cap or a namespace that is not a valid
+    /// Prometheus name.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_endpoints == 0 {
+            return Err(invalid("METRICS_MAX_ENDPOINTS", "0", "must be at least 1"));
+        }
+        if self.max_operations == 0 {
+            return Err(invalid("METRICS_MAX_OPERATIONS", "0", "must be at least 1"));
+        }
+        let mut chars = self.namespace.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(invalid(
+                "METRICS_NAMESPACE",
+                &self.namespace,
+                "must match [a-zA-Z_][a-zA-Z0-9_]*",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
+    Error::InvalidConfig {
+        key,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Durations as (fractional) seconds in config files, like the environment variables.
+pub(crate) mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn env_overrides_and_errors_name_the_variable() {
+        let vars = HashMap::from([
+            ("METRICS_RESET_INTERVAL", "60"),
+            ("METRICS_NAMESPACE", "svc"),
+        ]);
+        let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+        let c = MetricsConfig::from_source(&EnvSource::from_fn(&lookup)).unwrap();
+        assert_eq!(c.reset_interval, Duration::from_secs(60));
+        assert_eq!(c.namespace, "svc");
+
+        let bad = HashMap::from([("METRICS_NAMESPACE", "my-svc")]);
+        let lookup = |k: &str| bad.get(k).map(|v| v.to_string());
+        let err = MetricsConfig::from_source(&EnvSource::from_fn(&lookup)).unwrap_err();
+        assert!(err.to_string().contains("METRICS_NAMESPACE"), "{err}");
+        assert!(err.to_string().contains("my-svc"), "{err}");
+    }
+}

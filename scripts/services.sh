@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Make PostgreSQL and Redis available on loopback for tests, examples and benches.
+#
+#   scripts/services.sh          start (or reuse) both, print `export` lines
+#   scripts/services.sh stop     stop only the instances this script started
+#   scripts/services.sh status   say what answers
+#
+# Idempotent: a server that already answers at DATABASE_URL / REDIS_URL is left alone.
+# Otherwise the Debian packages are installed when missing and throwaway instances are
+# started with their data under target/services (trust auth on 127.0.0.1 only, no Redis
+# persistence). Progress goes to stderr; stdout carries only the export lines, so
+# `eval "$(scripts/services.sh)"` works.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+state="${CORTEX_SERVICES_DIR:-$root/target/services}"
+DATABASE_URL="${DATABASE_URL:-postgres://cortex@127.0.0.1:5432/cortex}"
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+WAIT_SECS="${CORTEX_SERVICES_WAIT:-30}"
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+# host and port of a URL like scheme://user:pw@host:port/db (password never printed).
+url_host() { local h=${1#*://}; h=${h##*@}; h=${h%%/*}; h=${h%%\?*}; printf '%s' "${h%:*}"; }
+url_port() {
+  local h=${1#*://}; h=${h##*@}; h=${h%%/*}; h=${h%%\?*}
+  if [[ $h == *:* ]]; then printf '%s' "${h##*:}"; else printf '%s' "$2"; fi
+}
+url_user() { local u=${1#*://}; if [[ $u == *@* ]]; then u=${u%%@*}; printf '%s' "${u%%:*}"; fi; }
+url_db() { local d=${1#*://}; d=${d#*/}; [[ $1 == */*/* ]] || d=""; printf '%s' "${d%%\?*}"; }
+redact() { printf '%s' "$1" | sed -E 's#(://[^:/@]+:)[^@]*@#\1***@#'; }
+is_loopback() { [[ $1 == 127.* || $1 == localhost || $1 == "::1" || $1 == "[::1]" ]]; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+pg_bin() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$d" ] && printf '%s' "$d"
+}
+
+pg_answers() { command -v psql >/dev/null && psql "$DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1; }
+redis_answers() {
+  command -v redis-cli >/dev/null && [ "$(redis-cli -u "$REDIS_URL" ping 2>/dev/null)" = PONG ]
+}
+
+# Run a command as the postgres user when we are root (PostgreSQL refuses to run as root).
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    su postgres -s /bin/sh -c "$*"
+  else
+    sh -c "$*"
+  fi
+}
+
+install_packages() {
+  local pkgs=("$@")
+  [ ${#pkgs[@]} -gt 0 ] || return 0
+  command -v apt-get >/dev/null || die "need ${pkgs[*]} but apt-get is not available: install them by hand"
+  [ "$(id -u)" = 0 ] || die "need ${pkgs[*]}: run as root or install them by hand"
+  log "installing ${pkgs[*]} (apt-get)"
+  # Keep the packages' own service start-up from grabbing 5432/6379: we start our own.
+  local made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  local rc=0
+  {
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+  } >"$state/apt.log" 2>&1 || rc=$?
+  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ $rc = 0 ] || { tail -n 20 "$state/apt.log" >&2; die "apt-get install ${pkgs[*]} failed (log: $state/apt.log)"; }
+}
+
+wait_for() { # description, command...
+  local what=$1; shift
+  local deadline=$((SECONDS + WAIT_SECS))
+  until "$@"; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+  log "$what answers"
+}
+
+# Where the PostgreSQL cluster lives: under target/ when the postgres user can reach it
+# (as root the server runs as postgres, and a checkout in a private folder is out of its
+# reach), otherwise a folder under /tmp named after this checkout.
+pg_dir() {
+  local dir="$state/pg"
+  if [ -f "$state/pg.path" ]; then cat "$state/pg.path"; return; fi
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$dir"
+    if ! as_pg "test -w '$dir'"; then
+      dir="/tmp/cortex-services-$(printf '%s' "$root" | cksum | cut -d' ' -f1)/pg"
+      mkdir -p "$dir" && chown postgres: "$dir" "$(dirname "$dir")"
+      log "the postgres user cannot reach $state: cluster goes to $dir"
+    fi
+  fi
+  printf '%s' "$dir" >"$state/pg.path"
+  printf '%s' "$dir"
+}
+
+start_postgres() {
+  local host port user db bin dir
+  host=$(url_host "$DATABASE_URL"); port=$(url_port "$DATABASE_URL" 5432)
+  user=$(url_user "$DATABASE_URL"); user=${user:-postgres}; db=$(url_db "$DATABASE_URL"); db=${db:-$user}
+  is_loopback "$host" || die "PostgreSQL at $(redact "$DATABASE_URL") does not answer, and it is not on loopback: not starting one"
+  [[ $user =~ ^[a-z_][a-z0-9_]*$ ]] || die "database user '$user' in DATABASE_URL is not a plain identifier"
+  [[ $db =~ ^[a-z_][a-z0-9_]*$ ]] || die "database name '$db' in DATABASE_URL is not a plain identifier"
+  if port_open 127.0.0.1 "$port"; then
+    die "port $port on 127.0.0.1 is held by something that does not answer as PostgreSQL for $(redact "$DATABASE_URL"): $(holder "$port")"
+  fi
+  bin=$(pg_bin) || true
+  [ -n "$bin" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+  dir=$(pg_dir)
+  if [ ! -s "$dir/data/PG_VERSION" ]; then
+    log "initdb in $dir/data"
+    as_pg "'$bin/initdb' -D '$dir/data' -U '$user' -A trust -E UTF8 --no-locale" >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+    # Trust on loopback and the private socket only; nothing else may connect.
+    printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' >"$dir/data/pg_hba.conf"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir/data/pg_hba.conf"
+  fi
+  log "starting PostgreSQL on 127.0.0.1:$port"
+  as_pg "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t '$WAIT_SECS' \
+    -o \"-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$dir' \
+        -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200\" start" \
+    >/dev/null || { tail -n 20 "$dir/server.log" >&2; die "PostgreSQL did not start (log: $dir/server.log)"; }
+  touch "$dir/started-by-us"
+  if ! as_pg "'$bin/psql' -h '$dir' -p $port -U '$user' -d postgres -Atqc \"select 1 from pg_database where datname = '$db'\"" | grep -q 1; then
+    as_pg "'$bin/createdb' -h '$dir' -p $port -U '$user' '$db'" || die "createdb $db failed"
+  fi
+  wait_for "PostgreSQL at $(redact "$DATABASE_URL")" pg_answers || die "PostgreSQL started but $(redact "$DATABASE_URL") does not answer"
+}
+
+start_redis() {
+  local host port dir
+  host=$(url_host "$REDIS_URL"); port=$(url_port "$REDIS_URL" 6379)
+  is_loopback "$host" || die "Redis at $(redact "$REDIS_URL") does not answer, and it is not on loopback: not starting one"
+  if port_open 127.0.0.1 "$port"; then
+    die "port $port on 127.0.0.1 is held by something that does not answer as Redis for $(redact "$REDIS_URL"): $(holder "$port")"
+  fi
+  dir="$state/redis"
+  mkdir -p "$dir"
+  log "starting Redis on 127.0.0.1:$port"
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
+    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/server.log" >/dev/null \
+    || die "redis-server did not start (log: $dir/server.log)"
+  touch "$dir/started-by-us"
+  wait_for "Redis at $(redact "$REDIS_URL")" redis_answers || die "Redis started but $(redact "$REDIS_URL") does not answer (log: $dir/server.log)"
+}
+
+holder() {
+  if command -v ss >/dev/null; then
+    ss -ltnpH "sport = :$1" 2>/dev/null | sed -E 's/.*users:\(\("([^"]+)",pid=([0-9]+).*/\1 (pid \2)/' | head -n 1
+  else
+    printf 'unknown process'
+  fi
+}
+
+stop_all() {
+  local bin
+  local pgdir
+  pgdir=$(cat "$state/pg.path" 2>/dev/null || printf '%s' "$state/pg")
+  if [ -f "$pgdir/started-by-us" ]; then
+    bin=$(pg_bin) || true
+    if [ -n "$bin" ] && [ -f "$pgdir/data/postmaster.pid" ]; then
+      log "stopping PostgreSQL (pid $(head -n 1 "$pgdir/data/postmaster.pid"))"
+      as_pg "'$bin/pg_ctl' -D '$pgdir/data' -m fast -w -t '$WAIT_SECS' stop" >/dev/null || log "pg_ctl stop failed"
+    fi
+    rm -f "$pgdir/started-by-us"
+  fi
+  if [ -f "$state/redis/started-by-us" ]; then
+    local pid
+    pid=$(cat "$state/redis/redis.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && grep -q redis-server "/proc/$pid/cmdline" 2>/dev/null; then
+      log "stopping Redis (pid $pid)"
+      kill "$pid"
+      local deadline=$((SECONDS + WAIT_SECS))
+      while kill -0 "$pid" 2>/dev/null; do
+        [ $SECONDS -lt $deadline ] || { kill -9 "$pid" 2>/dev/null || true; break; }
+        sleep 0.1
+      done
+    fi
+    rm -f "$state/redis/started-by-us" "$state/redis/redis.pid"
+  fi
+}
+
+case "${1:-start}" in
+  start)
+    mkdir -p "$state"
+    need=()
+    # Clients first: they are how we tell whether a server already answers.
+    pg_answers || { [ -n "$(pg_bin)" ] && command -v psql >/dev/null; } || need+=(postgresql)
+    redis_answers || command -v redis-server >/dev/null || need+=(redis-server)
+    if [ ${#need[@]} -gt 0 ]; then install_packages "${need[@]}"; fi
+    if pg_answers; then log "PostgreSQL already answers at $(redact "$DATABASE_URL")"; else start_postgres; fi
+    if redis_answers; then log "Redis already answers at $(redact "$REDIS_URL")"; else start_redis; fi
+    printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\n' "$DATABASE_URL" "$REDIS_URL"
+    ;;
+  stop) stop_all ;;
+  status)
+    if pg_answers; then log "PostgreSQL answers at $(redact "$DATABASE_URL")"; else log "PostgreSQL does not answer at $(redact "$DATABASE_URL")"; fi
+    if redis_answers; then log "Redis answers at $(redact "$REDIS_URL")"; else log "Redis does not answer at $(redact "$REDIS_URL")"; fi
+    ;;
+  *) die "unknown command '$1' (use start, stop or status)" ;;
+esac

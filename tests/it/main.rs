@@ -1,0 +1,4 @@
+//! Workspace-level integration tests: one binary, so the workspace links few test executables.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
+
+mod services;

@@ -49,13 +49,13 @@ pub fn render(snap: &MetricsSnapshot, namespace: &str) -> String {
             (0.999, w.p999_ms),
         ];
         for (q, ms) in qs {
-            sample_q(&mut out, &name, &labels, q, ms / 1e3);
+            sample_q(&mut out, &name, &labels, q, secs(ms));
         }
         sample(
             &mut out,
             &format!("{name}_sum"),
             &labels,
-            op.total.total_ms / 1e3,
+            secs(op.total.total_ms),
         );
         sample(
             &mut out,
@@ -100,13 +100,13 @@ pub fn render(snap: &MetricsSnapshot, namespace: &str) -> String {
             (0.99, w.p99_ms),
             (0.999, w.p999_ms),
         ] {
-            sample_q(&mut out, &name, &labels, q, ms / 1e3);
+            sample_q(&mut out, &name, &labels, q, secs(ms));
         }
         sample(
             &mut out,
             &format!("{name}_sum"),
             &labels,
-            e.total.total_ms / 1e3,
+            secs(e.total.total_ms),
         );
         sample(
             &mut out,
@@ -175,6 +175,12 @@ fn summary_values(
     }
     sample(out, &format!("{name}_sum"), &[], total.sum as f64);
     sample(out, &format!("{name}_count"), &[], total.count as f64);
+}
+
+/// Milliseconds (derived from whole nanoseconds) to seconds with a single rounding, so
+/// 0.131 µs prints as `0.000000131`, not `0.00000013100000000000002`.
+fn secs(ms: f64) -> f64 {
+    (ms * 1e6).round() / 1e9
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str, any: bool) {

@@ -179,3 +179,26 @@ fn reset_under_concurrent_recording_loses_nothing() {
         "windows do not add up to the total"
     );
 }
+
+#[tokio::test]
+async fn recording_allocates_nothing_after_warm_up() {
+    let h = Histogram::new();
+    let op = cortex_metrics::Metrics::new().operation("warm");
+    // Warm-up: the first value of each power of two allocates its bucket array.
+    for v in 0..2_000_000u64 {
+        h.record(v);
+    }
+    op.record(std::time::Duration::from_micros(5), true);
+    op.record(std::time::Duration::from_micros(5), false);
+    let ((), report) = cortex_metrics::profile_allocations(async {
+        for v in 0..2_000_000u64 {
+            h.record(v);
+            if v % 1000 == 0 {
+                op.record(std::time::Duration::from_nanos(4_500 + v % 900), v % 2000 == 0);
+            }
+        }
+    })
+    .await;
+    assert!(cortex_metrics::is_counting(), "the test binary installs the counting allocator");
+    assert_eq!(report.allocations, 0, "recording allocated: {report:?}");
+}

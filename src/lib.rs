@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "batch")]
+#[doc(inline)]
+pub use cortex_batch as batch;
+#[cfg(feature = "cache")]
+#[doc(inline)]
+pub use cortex_cache as cache;
+#[cfg(feature = "dbtune")]
+#[doc(inline)]
+pub use cortex_dbtune as dbtune;
+#[cfg(feature = "mcp")]
+#[doc(inline)]
+pub use cortex_mcp as mcp;
+#[cfg(feature = "metrics")]
+#[doc(inline)]
+pub use cortex_metrics as metrics;
+#[cfg(feature = "pool")]
+#[doc(inline)]
+pub use cortex_pool as pool;
+#[cfg(feature = "tasks")]
+#[doc(inline)]
+pub use cortex_tasks as tasks;

@@ -56,22 +56,23 @@ fn contenders() -> Vec<(&'static str, Record)> {
     vec![
         ("cortex Histogram::record", {
             let h = ours.clone();
-            Arc::new(move |v| h.record(v)) as Record
+            Arc::new(move |v: u64| h.record(v)) as Record
         }),
         ("cortex Operation::record", {
-            Arc::new(move |v| op.record(Duration::from_nanos(v), true)) as Record
+            Arc::new(move |v: u64| op.record(Duration::from_nanos(v), true)) as Record
         }),
         ("cortex Metrics::record (by name)", {
-            Arc::new(move |v| registry.record("bench.op", Duration::from_nanos(v), true)) as Record
+            Arc::new(move |v: u64| registry.record("bench.op", Duration::from_nanos(v), true))
+                as Record
         }),
         ("metrics handle", {
-            Arc::new(move |v| handle.record(v as f64)) as Record
+            Arc::new(move |v: u64| handle.record(v as f64)) as Record
         }),
         ("metrics macro", {
-            Arc::new(|v| metrics::histogram!("bench_macro").record(v as f64)) as Record
+            Arc::new(|v: u64| metrics::histogram!("bench_macro").record(v as f64)) as Record
         }),
         ("hdrhistogram Mutex", {
-            Arc::new(move |v| {
+            Arc::new(move |v: u64| {
                 // Unwrap is fine in a bench: a poisoned lock means a panic already failed it.
                 let _ = hdr.lock().unwrap().record(v);
             }) as Record

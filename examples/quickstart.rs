@@ -42,7 +42,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let snap = metrics.snapshot();
-    println!("{:<14} {:>6} {:>6} {:>9} {:>9} {:>9}", "operation", "calls", "errors", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "{:<14} {:>6} {:>6} {:>9} {:>9} {:>9}",
+        "operation", "calls", "errors", "p50 ms", "p99 ms", "max ms"
+    );
     for op in &snap.operations {
         let w = &op.window;
         println!(
@@ -52,7 +55,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The run-time benchmark helper: two ways to build the same string.
-    let a = Benchmark::new("format!").iterations(2000).run_sync(|| format!("user:{}", 42))?;
+    let a = Benchmark::new("format!")
+        .iterations(2000)
+        .run_sync(|| format!("user:{}", 42))?;
     let b = Benchmark::new("String::push_str")
         .iterations(2000)
         .run_sync(|| {

@@ -2,7 +2,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::histogram::{Counts, Period};
@@ -217,17 +219,31 @@ impl Endpoint {
     }
 }
 
-/// A map of named series with a cap: readers share a lock that writers take only to
-/// add a series, which happens once per name.
+/// A map of named series with a cap. Reads are lock-free and write nothing shared
+/// (an `ArcSwap` load), so two cores looking up names do not contend; adding a series
+/// copies the map, which happens once per name.
 struct Family<K, V> {
-    map: RwLock<HashMap<K, Arc<V>>>,
+    map: ArcSwap<HashMap<K, Arc<V>>>,
+    /// Serializes writers so no insert is lost between copy and swap.
+    write: Mutex<()>,
 }
 
 impl<K: Eq + Hash + Clone, V> Family<K, V> {
     fn new() -> Self {
         Self {
-            map: RwLock::new(HashMap::new()),
+            map: ArcSwap::from_pointee(HashMap::new()),
+            write: Mutex::new(()),
         }
+    }
+
+    /// Run `f` on the series for `key`, if it exists, without touching its refcount.
+    #[inline]
+    fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.map.load().get(key).map(|v| f(v))
     }
 
     fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
@@ -235,38 +251,47 @@ impl<K: Eq + Hash + Clone, V> Family<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
-        self.read().get(key).cloned()
+        self.map.load().get(key).cloned()
     }
 
     /// The series for `key`, created by `make`; past `cap` series, the one for
     /// `overflow` instead.
     fn get_or_insert(&self, key: K, cap: usize, overflow: K, make: impl Fn(&K) -> V) -> Arc<V> {
-        if let Some(v) = self.read().get(&key) {
-            return v.clone();
+        if let Some(v) = self.get(&key) {
+            return v;
         }
-        let mut map = self
-            .map
-            .write()
+        // Poisoning only means a panic in another insert: the map itself is intact.
+        let _guard = self
+            .write
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(v) = map.get(&key) {
+        let current = self.map.load_full();
+        if let Some(v) = current.get(&key) {
             return v.clone();
         }
         // The overflow series counts toward the cap: at most `cap` series in all.
-        let key = if map.len() + 1 >= cap { overflow } else { key };
-        map.entry(key.clone())
-            .or_insert_with(|| Arc::new(make(&key)))
-            .clone()
+        let key = if current.len() + 1 >= cap {
+            overflow
+        } else {
+            key
+        };
+        if let Some(v) = current.get(&key) {
+            return v.clone();
+        }
+        let value = Arc::new(make(&key));
+        let mut next = HashMap::clone(&current);
+        next.insert(key, value.clone());
+        self.map.store(Arc::new(next));
+        value
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<K, Arc<V>>> {
-        // Poisoning only means a panic while inserting an `Arc`: the map is intact.
-        self.map
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn len(&self) -> usize {
+        self.map.load().len()
     }
 
     fn entries(&self) -> Vec<(K, Arc<V>)> {
-        self.read()
+        self.map
+            .load()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
@@ -310,8 +335,8 @@ impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
             .field("config", &self.inner.config)
-            .field("operations", &self.inner.operations.read().len())
-            .field("endpoints", &self.inner.endpoints.read().len())
+            .field("operations", &self.inner.operations.len())
+            .field("endpoints", &self.inner.endpoints.len())
             .finish_non_exhaustive()
     }
 }
@@ -397,7 +422,14 @@ impl Metrics {
     /// Record one call of operation `name`. Looks the name up each time: keep the
     /// [`operation`](Self::operation) handle on hot paths.
     pub fn record(&self, name: &str, elapsed: Duration, success: bool) {
-        self.operation(name).record(elapsed, success);
+        if self
+            .inner
+            .operations
+            .with(name, |op| op.record(elapsed, success))
+            .is_none()
+        {
+            self.operation(name).record(elapsed, success);
+        }
     }
 
     /// Record one HTTP request. `route` must be a template (`/users/{id}`), never the raw

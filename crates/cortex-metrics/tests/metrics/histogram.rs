@@ -194,11 +194,17 @@ async fn recording_allocates_nothing_after_warm_up() {
         for v in 0..2_000_000u64 {
             h.record(v);
             if v % 1000 == 0 {
-                op.record(std::time::Duration::from_nanos(4_500 + v % 900), v % 2000 == 0);
+                op.record(
+                    std::time::Duration::from_nanos(4_500 + v % 900),
+                    v % 2000 == 0,
+                );
             }
         }
     })
     .await;
-    assert!(cortex_metrics::is_counting(), "the test binary installs the counting allocator");
+    assert!(
+        cortex_metrics::is_counting(),
+        "the test binary installs the counting allocator"
+    );
     assert_eq!(report.allocations, 0, "recording allocated: {report:?}");
 }

@@ -297,24 +297,46 @@ mod layer {
             async move {
                 let res = app.oneshot(req).await.unwrap();
                 let status = res.status();
-                let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
-                (status, serde_json::from_slice::<serde_json::Value>(&body).ok())
+                let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (
+                    status,
+                    serde_json::from_slice::<serde_json::Value>(&body).ok(),
+                )
             }
         };
-        let (status, _) = call(Request::get("/admin/memory/compare").body(Body::empty()).unwrap()).await;
+        let (status, _) = call(
+            Request::get("/admin/memory/compare")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "no snapshots yet");
         for _ in 0..2 {
-            let (status, body) =
-                call(Request::post("/admin/memory/snapshot").body(Body::empty()).unwrap()).await;
+            let (status, body) = call(
+                Request::post("/admin/memory/snapshot")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
             assert_eq!(status, StatusCode::OK);
             let rss = body.unwrap()["process"]["rss_bytes"].as_u64().unwrap();
             assert!(rss > 1 << 20, "rss {rss}");
         }
-        let (status, body) = call(Request::get("/admin/memory/compare").body(Body::empty()).unwrap()).await;
+        let (status, body) = call(
+            Request::get("/admin/memory/compare")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.unwrap().get("rss_delta_bytes").is_some());
         let (status, body) = call(Request::get("/admin/memory").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(body.unwrap()["growth"]["points"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            body.unwrap()["growth"]["points"].as_array().map(Vec::len),
+            Some(2)
+        );
     }
 }

@@ -10,7 +10,7 @@ use cortex_core::metrics::{Benchmark, Metrics, TrackedExt, compare};
 /// Stand-in for real work: a lookup that fails for every tenth id.
 async fn lookup(id: u64) -> Result<u64, String> {
     tokio::time::sleep(Duration::from_micros(200 + (id % 7) * 150)).await;
-    if id % 10 == 0 {
+    if id.is_multiple_of(10) {
         Err(format!("user {id} not found"))
     } else {
         Ok(id * 2)

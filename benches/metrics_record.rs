@@ -73,7 +73,9 @@ fn contenders() -> Vec<(&'static str, Record)> {
         }),
         ("hdrhistogram Mutex", {
             Arc::new(move |v: u64| {
-                let mut h = hdr.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut h = hdr
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 // Values are within the histogram's auto-resizing range: record cannot fail.
                 let _ = h.record(v);
             }) as Record

@@ -15,7 +15,7 @@
 use std::fmt::Write;
 
 use crate::HistogramSnapshot;
-use crate::snapshot::MetricsSnapshot;
+use crate::snapshot::{LatencySummary, MetricsSnapshot};
 
 /// The content type to answer a scrape with.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -40,28 +40,13 @@ pub fn render(snap: &MetricsSnapshot, namespace: &str) -> String {
             ("operation", op.name.as_str()),
             ("category", op.category.as_deref().unwrap_or("")),
         ];
-        let w = &op.window.latency;
-        let qs = [
-            (0.5, w.p50_ms),
-            (0.9, w.p90_ms),
-            (0.95, w.p95_ms),
-            (0.99, w.p99_ms),
-            (0.999, w.p999_ms),
-        ];
-        for (q, ms) in qs {
-            sample_q(&mut out, &name, &labels, q, secs(ms));
-        }
-        sample(
+        latency_summary(
             &mut out,
-            &format!("{name}_sum"),
+            &name,
             &labels,
-            secs(op.total.total_ms),
-        );
-        sample(
-            &mut out,
-            &format!("{name}_count"),
-            &labels,
-            op.total.count as f64,
+            &op.window.latency,
+            op.total.total_ms,
+            op.total.count,
         );
     }
 
@@ -92,27 +77,13 @@ pub fn render(snap: &MetricsSnapshot, namespace: &str) -> String {
     );
     for e in &snap.endpoints {
         let labels = [("method", e.method.as_str()), ("route", e.route.as_str())];
-        let w = &e.window.latency;
-        for (q, ms) in [
-            (0.5, w.p50_ms),
-            (0.9, w.p90_ms),
-            (0.95, w.p95_ms),
-            (0.99, w.p99_ms),
-            (0.999, w.p999_ms),
-        ] {
-            sample_q(&mut out, &name, &labels, q, secs(ms));
-        }
-        sample(
+        latency_summary(
             &mut out,
-            &format!("{name}_sum"),
+            &name,
             &labels,
-            secs(e.total.total_ms),
-        );
-        sample(
-            &mut out,
-            &format!("{name}_count"),
-            &labels,
-            e.total.count as f64,
+            &e.window.latency,
+            e.total.total_ms,
+            e.total.count,
         );
     }
 
@@ -162,6 +133,29 @@ pub fn render(snap: &MetricsSnapshot, namespace: &str) -> String {
         sample(&mut out, &name, &[], c.total as f64);
     }
     out
+}
+
+/// A duration summary in seconds: window quantiles, `_sum` and `_count` since start.
+fn latency_summary(
+    out: &mut String,
+    name: &str,
+    labels: &[(&str, &str)],
+    window: &LatencySummary,
+    total_ms: f64,
+    count: u64,
+) {
+    let w = window;
+    for (q, ms) in [
+        (0.5, w.p50_ms),
+        (0.9, w.p90_ms),
+        (0.95, w.p95_ms),
+        (0.99, w.p99_ms),
+        (0.999, w.p999_ms),
+    ] {
+        sample_q(out, name, labels, q, secs(ms));
+    }
+    sample(out, &format!("{name}_sum"), labels, secs(total_ms));
+    sample(out, &format!("{name}_count"), labels, count as f64);
 }
 
 fn summary_values(

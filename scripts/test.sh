@@ -6,12 +6,19 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Real PostgreSQL and Redis on loopback (installed and started when missing).
 eval "$(scripts/services.sh)"
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 # One feature set everywhere, so cargo never rebuilds between the steps.
 set -x
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
 # --all-targets runs unit and integration tests, examples' tests and each criterion bench once.
-cargo test --workspace --all-targets --all-features
+cargo test --workspace --all-targets --all-features 2>&1 | tee -a "$log"
 # --all-targets skips doctests; the crate READMEs are doctested here.
-cargo test --workspace --doc --all-features
+cargo test --workspace --doc --all-features 2>&1 | tee -a "$log"
+{ set +x; } 2>/dev/null
+
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -1,1 +1,27 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod db;
+mod error;
+#[cfg(feature = "tower")]
+mod layer;
+mod limiter;
+mod metrics;
+#[cfg(feature = "redis")]
+mod redis_pool;
+mod status;
+
+pub use self::config::{DbConfig, RedisConfig, redact_url};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use self::db::{DbConn, DbPool};
+pub use self::error::{BoxError, Error, Result};
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use self::layer::{LimiterLayer, LimiterService};
+pub use self::limiter::{Admission, Limiter, LimiterConfig, LimiterStats};
+pub use self::metrics::PoolMetrics;
+#[cfg(feature = "redis")]
+pub use self::redis_pool::{RedisConn, RedisPool};
+pub use self::status::PoolStatus;

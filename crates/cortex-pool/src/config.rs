@@ -1,0 +1,525 @@
+use std::time::Duration;
+
+use cortex_metrics::env::EnvSource;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Settings of a database pool (PostgreSQL, or SQLite for embedded use).
+///
+/// | field | variable (aliases) | default |
+/// |---|---|---|
+/// | `url` | `DATABASE_URL` | `sqlite::memory:` |
+/// | `pool_size` | `DB_POOL_SIZE` (`DATABASE_POOL_SIZE`) | 10 |
+/// | `max_overflow` | `DB_MAX_OVERFLOW` (`DATABASE_MAX_OVERFLOW`) | 20 |
+/// | `pool_timeout` | `DB_POOL_TIMEOUT` (`DATABASE_POOL_TIMEOUT`), s | 30 |
+/// | `pool_recycle` | `DB_POOL_RECYCLE`, s | 1800 |
+/// | `idle_timeout` | `DB_POOL_IDLE_TIMEOUT`, s | 600 |
+/// | `pre_ping` | `DB_POOL_PRE_PING` | true |
+/// | `echo` | `DB_ECHO` | false |
+/// | `statement_timeout` | `DB_STATEMENT_TIMEOUT` (`DATABASE_STATEMENT_TIMEOUT`), s | 30 |
+/// | `command_timeout` | `DB_COMMAND_TIMEOUT`, s | 10 |
+/// | `work_mem` | `DB_WORK_MEM` | `8MB` |
+/// | `maintenance_work_mem` | `DB_MAINTENANCE_WORK_MEM` | `64MB` |
+/// | `async_commit` | `DB_ASYNC_COMMIT` | false |
+/// | `application_name` | `DB_APPLICATION_NAME` | `cortex-core` |
+/// | `timezone` | `DB_TIMEZONE` | `UTC` |
+/// | `statement_cache_size` | `DB_STATEMENT_CACHE_SIZE` | 100 |
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DbConfig {
+    /// Where to connect: `postgres://...` or `sqlite:...`. Serialized with its password
+    /// redacted, so a config dump never leaks it. Default: `sqlite::memory:` (embedded,
+    /// nothing to install).
+    #[serde(serialize_with = "serialize_redacted")]
+    pub url: String,
+    /// Connections kept open while idle (sqlx `min_connections`). Default: 10.
+    pub pool_size: u32,
+    /// Connections allowed beyond `pool_size` under load; the maximum is
+    /// `pool_size + max_overflow`. Default: 20.
+    pub max_overflow: u32,
+    /// Longest wait for a connection before [`Error::Timeout`]. Default: 30 s.
+    #[serde(with = "secs")]
+    pub pool_timeout: Duration,
+    /// Connections older than this are closed and replaced (sqlx `max_lifetime`).
+    /// Default: 1800 s.
+    #[serde(with = "secs")]
+    pub pool_recycle: Duration,
+    /// Connections idle longer than this are closed, down to `pool_size`. Default: 600 s.
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
+    /// Ping an idle connection before handing it out, so a connection the server killed
+    /// is replaced instead of failing the caller. Default: true.
+    pub pre_ping: bool,
+    /// Log every statement at INFO (otherwise only statements slower than 1 s, at WARN).
+    /// Default: false.
+    pub echo: bool,
+    /// Server-side `statement_timeout` of every session. Default: 30 s.
+    #[serde(with = "secs")]
+    pub statement_timeout: Duration,
+    /// Client-side bound for [`DbPool::bounded`](crate::DbPool::bounded), for work the
+    /// server cannot time out itself (connect, a stuck network). Default: 10 s.
+    #[serde(with = "secs")]
+    pub command_timeout: Duration,
+    /// `work_mem` of every session (PostgreSQL units: `kB`, `MB`, `GB`, `TB`).
+    /// Default: `8MB`.
+    pub work_mem: String,
+    /// `maintenance_work_mem` of every session. Default: `64MB`.
+    pub maintenance_work_mem: String,
+    /// `synchronous_commit = off` for every session: faster commits, and the last
+    /// transactions may be lost in a server crash. Default: false.
+    pub async_commit: bool,
+    /// `application_name`, as `pg_stat_activity` shows it. Default: `cortex-core`.
+    pub application_name: String,
+    /// `TimeZone` of every session. Default: `UTC`.
+    pub timezone: String,
+    /// Prepared statements cached per connection. Default: 100.
+    pub statement_cache_size: usize,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite::memory:".to_owned(),
+            pool_size: 10,
+            max_overflow: 20,
+            pool_timeout: Duration::from_secs(30),
+            pool_recycle: Duration::from_secs(1800),
+            idle_timeout: Duration::from_secs(600),
+            pre_ping: true,
+            echo: false,
+            statement_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(10),
+            work_mem: "8MB".to_owned(),
+            maintenance_work_mem: "64MB".to_owned(),
+            async_commit: false,
+            application_name: "cortex-core".to_owned(),
+            timezone: "UTC".to_owned(),
+            statement_cache_size: 100,
+        }
+    }
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("max_overflow", &self.max_overflow)
+            .field("pool_timeout", &self.pool_timeout)
+            .field("pool_recycle", &self.pool_recycle)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("pre_ping", &self.pre_ping)
+            .field("echo", &self.echo)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("work_mem", &self.work_mem)
+            .field("maintenance_work_mem", &self.maintenance_work_mem)
+            .field("async_commit", &self.async_commit)
+            .field("application_name", &self.application_name)
+            .field("timezone", &self.timezone)
+            .field("statement_cache_size", &self.statement_cache_size)
+            .finish()
+    }
+}
+
+impl DbConfig {
+    /// Defaults overridden by the environment (see the table above).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable when a value does not parse or is
+    /// unsafe (a setting that is not a plain value, a pool of zero).
+    pub fn from_env() -> Result<Self> {
+        Self::from_source(&EnvSource::process())
+    }
+
+    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+        let mut c = Self::default();
+        if let Some(v) = env.var("DATABASE_URL") {
+            c.url = v;
+        }
+        if let Some(v) = parse_any(env, &["DB_POOL_SIZE", "DATABASE_POOL_SIZE"])? {
+            c.pool_size = v;
+        }
+        if let Some(v) = parse_any(env, &["DB_MAX_OVERFLOW", "DATABASE_MAX_OVERFLOW"])? {
+            c.max_overflow = v;
+        }
+        if let Some(v) = secs_any(env, &["DB_POOL_TIMEOUT", "DATABASE_POOL_TIMEOUT"])? {
+            c.pool_timeout = v;
+        }
+        if let Some(v) = env.secs("DB_POOL_RECYCLE")? {
+            c.pool_recycle = v;
+        }
+        if let Some(v) = env.secs("DB_POOL_IDLE_TIMEOUT")? {
+            c.idle_timeout = v;
+        }
+        if let Some(v) = env.bool("DB_POOL_PRE_PING")? {
+            c.pre_ping = v;
+        }
+        if let Some(v) = env.bool("DB_ECHO")? {
+            c.echo = v;
+        }
+        if let Some(v) = secs_any(env, &["DB_STATEMENT_TIMEOUT", "DATABASE_STATEMENT_TIMEOUT"])? {
+            c.statement_timeout = v;
+        }
+        if let Some(v) = env.secs("DB_COMMAND_TIMEOUT")? {
+            c.command_timeout = v;
+        }
+        if let Some(v) = env.var("DB_WORK_MEM") {
+            c.work_mem = v;
+        }
+        if let Some(v) = env.var("DB_MAINTENANCE_WORK_MEM") {
+            c.maintenance_work_mem = v;
+        }
+        if let Some(v) = env.bool("DB_ASYNC_COMMIT")? {
+            c.async_commit = v;
+        }
+        if let Some(v) = env.var("DB_APPLICATION_NAME") {
+            c.application_name = v;
+        }
+        if let Some(v) = env.var("DB_TIMEZONE") {
+            c.timezone = v;
+        }
+        if let Some(v) = env.parse("DB_STATEMENT_CACHE_SIZE")? {
+            c.statement_cache_size = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Check every value. Session settings must be plain values (they are sent as
+    /// connection parameters, never formatted into SQL, and checked here as well).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable of the first bad value.
+    pub fn validate(&self) -> Result<()> {
+        if self.pool_size + self.max_overflow == 0 {
+            return Err(invalid(
+                "DB_POOL_SIZE",
+                "0",
+                "pool_size + max_overflow must be at least 1",
+            ));
+        }
+        if self.pool_timeout.is_zero() {
+            return Err(invalid("DB_POOL_TIMEOUT", "0", "must be more than zero"));
+        }
+        memory_setting("DB_WORK_MEM", &self.work_mem)?;
+        memory_setting("DB_MAINTENANCE_WORK_MEM", &self.maintenance_work_mem)?;
+        plain_setting("DB_APPLICATION_NAME", &self.application_name, |c| {
+            c.is_ascii_alphanumeric() || "-_.:".contains(c)
+        })?;
+        plain_setting("DB_TIMEZONE", &self.timezone, |c| {
+            c.is_ascii_alphanumeric() || "-_/+".contains(c)
+        })?;
+        if !(self.url.starts_with("postgres://")
+            || self.url.starts_with("postgresql://")
+            || self.url.starts_with("sqlite:"))
+        {
+            return Err(invalid(
+                "DATABASE_URL",
+                &redact_url(&self.url),
+                "expected postgres://, postgresql:// or sqlite:",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `pool_size + max_overflow`: the most connections the pool opens.
+    pub fn max_connections(&self) -> u32 {
+        self.pool_size.saturating_add(self.max_overflow)
+    }
+
+    /// `true` when `url` names a PostgreSQL server.
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres")
+    }
+}
+
+/// Settings of a Redis pool.
+///
+/// | field | variable | default |
+/// |---|---|---|
+/// | `url` | `REDIS_URL` | `redis://127.0.0.1:6379` |
+/// | `pool_size` | `REDIS_POOL_SIZE` | 10 |
+/// | `pool_timeout` | `REDIS_POOL_TIMEOUT`, s | 5 |
+/// | `pool_recycle` | `REDIS_POOL_RECYCLE`, s | 1800 |
+/// | `idle_timeout` | `REDIS_POOL_IDLE_TIMEOUT`, s | 600 |
+/// | `pre_ping` | `REDIS_POOL_PRE_PING` | true |
+/// | `client_name` | `REDIS_CLIENT_NAME` | `cortex-core` |
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Where to connect. Serialized with its password redacted.
+    /// Default: `redis://127.0.0.1:6379`.
+    #[serde(serialize_with = "serialize_redacted")]
+    pub url: String,
+    /// Most connections. Default: 10.
+    pub pool_size: u32,
+    /// Longest wait for a connection before [`Error::Timeout`]. Default: 5 s.
+    #[serde(with = "secs")]
+    pub pool_timeout: Duration,
+    /// Connections older than this are replaced. Default: 1800 s.
+    #[serde(with = "secs")]
+    pub pool_recycle: Duration,
+    /// Idle connections are closed after this. Default: 600 s.
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
+    /// `PING` a connection before handing it out. Default: true.
+    pub pre_ping: bool,
+    /// `CLIENT SETNAME` of every connection, as `CLIENT LIST` shows it.
+    /// Default: `cortex-core`.
+    pub client_name: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            pool_size: 10,
+            pool_timeout: Duration::from_secs(5),
+            pool_recycle: Duration::from_secs(1800),
+            idle_timeout: Duration::from_secs(600),
+            pre_ping: true,
+            client_name: "cortex-core".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("pool_timeout", &self.pool_timeout)
+            .field("pool_recycle", &self.pool_recycle)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("pre_ping", &self.pre_ping)
+            .field("client_name", &self.client_name)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// Defaults overridden by the environment (see the table above).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable when a value does not parse.
+    pub fn from_env() -> Result<Self> {
+        Self::from_source(&EnvSource::process())
+    }
+
+    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+        let mut c = Self::default();
+        if let Some(v) = env.var("REDIS_URL") {
+            c.url = v;
+        }
+        if let Some(v) = env.parse("REDIS_POOL_SIZE")? {
+            c.pool_size = v;
+        }
+        if let Some(v) = env.secs("REDIS_POOL_TIMEOUT")? {
+            c.pool_timeout = v;
+        }
+        if let Some(v) = env.secs("REDIS_POOL_RECYCLE")? {
+            c.pool_recycle = v;
+        }
+        if let Some(v) = env.secs("REDIS_POOL_IDLE_TIMEOUT")? {
+            c.idle_timeout = v;
+        }
+        if let Some(v) = env.bool("REDIS_POOL_PRE_PING")? {
+            c.pre_ping = v;
+        }
+        if let Some(v) = env.var("REDIS_CLIENT_NAME") {
+            c.client_name = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Check every value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable of the first bad value.
+    pub fn validate(&self) -> Result<()> {
+        if self.pool_size == 0 {
+            return Err(invalid("REDIS_POOL_SIZE", "0", "must be at least 1"));
+        }
+        if self.pool_timeout.is_zero() {
+            return Err(invalid("REDIS_POOL_TIMEOUT", "0", "must be more than zero"));
+        }
+        if !(self.url.starts_with("redis://")
+            || self.url.starts_with("rediss://")
+            || self.url.starts_with("redis+unix://"))
+        {
+            return Err(invalid(
+                "REDIS_URL",
+                &redact_url(&self.url),
+                "expected redis://, rediss:// or redis+unix://",
+            ));
+        }
+        // Redis client names may not contain spaces or newlines.
+        plain_setting("REDIS_CLIENT_NAME", &self.client_name, |c| {
+            c.is_ascii_graphic()
+        })
+    }
+}
+
+/// `scheme://user:***@host/...`: the URL with any password hidden, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{}{user}{hidden}{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn serialize_redacted<S: serde::Serializer>(
+    url: &str,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
+    Error::InvalidConfig {
+        key,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn parse_any(env: &EnvSource<'_>, keys: &[&'static str]) -> Result<Option<u32>> {
+    match env.var_any(keys) {
+        Some((key, v)) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: std::num::ParseIntError| invalid(key, &v, &e.to_string())),
+        None => Ok(None),
+    }
+}
+
+fn secs_any(env: &EnvSource<'_>, keys: &[&'static str]) -> Result<Option<Duration>> {
+    match env.var_any(keys) {
+        Some((key, _)) => Ok(env.secs(key)?),
+        None => Ok(None),
+    }
+}
+
+/// A PostgreSQL memory value: digits and an optional unit (`kB`, `MB`, `GB`, `TB`, `B`).
+fn memory_setting(key: &'static str, value: &str) -> Result<()> {
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    let unit = &value[digits..];
+    if digits == 0 || !["", "B", "kB", "MB", "GB", "TB"].contains(&unit) {
+        return Err(invalid(
+            key,
+            value,
+            "expected a whole number with an optional unit kB, MB, GB or TB, e.g. 8MB",
+        ));
+    }
+    Ok(())
+}
+
+fn plain_setting(key: &'static str, value: &str, allowed: impl Fn(char) -> bool) -> Result<()> {
+    if value.is_empty() || value.len() > 63 || !value.chars().all(allowed) {
+        return Err(invalid(
+            key,
+            value,
+            "must be 1 to 63 plain characters (letters, digits and - _ . : / +)",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<DbConfig> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| map.get(k).cloned();
+        DbConfig::from_source(&EnvSource::from_fn(&lookup))
+    }
+
+    #[test]
+    fn injection_in_a_setting_is_an_error_naming_the_variable() {
+        let err = from(&[("DB_WORK_MEM", "8MB'; DROP TABLE t; --")]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("DB_WORK_MEM"), "{text}");
+        assert!(matches!(
+            err,
+            Error::InvalidConfig {
+                key: "DB_WORK_MEM",
+                ..
+            }
+        ));
+        assert!(from(&[("DB_MAINTENANCE_WORK_MEM", "64 MB")]).is_err());
+        assert!(from(&[("DB_TIMEZONE", "UTC; RESET ALL")]).is_err());
+        assert!(from(&[("DB_APPLICATION_NAME", "a b")]).is_err());
+    }
+
+    #[test]
+    fn aliases_and_defaults() {
+        let c = from(&[
+            ("DATABASE_POOL_SIZE", "4"),
+            ("DB_MAX_OVERFLOW", "1"),
+            ("DATABASE_STATEMENT_TIMEOUT", "2.5"),
+        ])
+        .unwrap();
+        assert_eq!((c.pool_size, c.max_connections()), (4, 5));
+        assert_eq!(c.statement_timeout, Duration::from_millis(2500));
+        let err = from(&[("DATABASE_POOL_SIZE", "many")]).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_POOL_SIZE"));
+        assert_eq!(from(&[]).unwrap(), DbConfig::default());
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+        let c = DbConfig {
+            url: "postgres://u:hunter2@h/db".into(),
+            ..DbConfig::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let err = from(&[("DATABASE_URL", "mysql://u:hunter2@h/db")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}

@@ -1,0 +1,344 @@
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::{ConnectOptions, Database};
+
+use crate::config::redact_url;
+use crate::{DbConfig, Error, PoolMetrics, PoolStatus, Result};
+
+/// Slow statements are logged at WARN even when `echo` is off.
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
+/// A database pool (PostgreSQL or SQLite) over sqlx that shows what it is doing: a
+/// [`PoolStatus`], acquire-wait and hold-time histograms, timeouts and connections
+/// created, in cortex-metrics.
+///
+/// Run queries on [`inner()`](Self::inner) (any sqlx executor) or on a connection from
+/// [`acquire()`](Self::acquire), which is timed.
+///
+/// ```
+/// use cortex_pool::{DbConfig, DbPool};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Embedded SQLite: nothing to install.
+/// let pool = DbPool::sqlite(DbConfig::default()).await?;
+/// let mut conn = pool.acquire().await?;
+/// let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut **conn).await?;
+/// assert_eq!(one, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct DbPool<DB: Database> {
+    pool: sqlx::Pool<DB>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: DbConfig,
+    metrics: PoolMetrics,
+    waiting: AtomicUsize,
+}
+
+impl<DB: Database> Clone for DbPool<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<DB: Database> std::fmt::Debug for DbPool<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbPool")
+            .field("url", &redact_url(&self.shared.config.url))
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// sqlx pool options from a config: the original knobs mapped honestly.
+fn pool_options<DB: Database>(config: &DbConfig, metrics: &PoolMetrics) -> PoolOptions<DB> {
+    let created = metrics.clone();
+    let recycle = config.pool_recycle;
+    PoolOptions::<DB>::new()
+        // pool_size: connections kept warm; pool_size + max_overflow: the ceiling.
+        .min_connections(config.pool_size.min(config.max_connections()))
+        .max_connections(config.max_connections())
+        .acquire_timeout(config.pool_timeout)
+        // pool_recycle: replace connections older than this.
+        .max_lifetime(config.pool_recycle)
+        .idle_timeout(config.idle_timeout)
+        // pre_ping: a connection the server dropped is replaced, never handed out.
+        .test_before_acquire(config.pre_ping)
+        // sqlx enforces max_lifetime on release and in a periodic sweep; an idle
+        // connection that aged past it in between is refused here, so recycle is exact.
+        .before_acquire(move |_, meta| {
+            let fresh = meta.age < recycle;
+            Box::pin(async move { Ok(fresh) })
+        })
+        .after_connect(move |_, _| {
+            created.created();
+            Box::pin(async { Ok(()) })
+        })
+}
+
+fn logging<O: ConnectOptions>(options: O, config: &DbConfig) -> O {
+    let level = if config.echo {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Debug
+    };
+    options
+        .log_statements(level)
+        .log_slow_statements(log::LevelFilter::Warn, SLOW_STATEMENT)
+}
+
+#[cfg(feature = "postgres")]
+impl DbPool<sqlx::Postgres> {
+    /// Connect to PostgreSQL at `config.url`, recording into the global metrics registry
+    /// under the pool name `db`.
+    ///
+    /// Every new connection gets the session settings of the config (`TimeZone`,
+    /// `statement_timeout`, `work_mem`, `maintenance_work_mem`, `synchronous_commit`,
+    /// `application_name`) as connection parameters: validated, and never formatted
+    /// into SQL.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config; [`Error::Database`] when the server
+    /// cannot be reached or refuses a setting.
+    pub async fn postgres(config: DbConfig) -> Result<Self> {
+        let metrics = PoolMetrics::new(cortex_metrics::global(), "db");
+        Self::postgres_with(config, metrics).await
+    }
+
+    /// As [`postgres`](Self::postgres), recording into `metrics`.
+    ///
+    /// # Errors
+    /// As [`postgres`](Self::postgres).
+    pub async fn postgres_with(config: DbConfig, metrics: PoolMetrics) -> Result<Self> {
+        use sqlx::postgres::PgConnectOptions;
+
+        config.validate()?;
+        if !config.is_postgres() {
+            return Err(Error::InvalidConfig {
+                key: "DATABASE_URL",
+                value: redact_url(&config.url),
+                reason: "not a postgres:// URL".into(),
+            });
+        }
+        let options: PgConnectOptions =
+            config
+                .url
+                .parse()
+                .map_err(|e: sqlx::Error| Error::InvalidConfig {
+                    key: "DATABASE_URL",
+                    value: redact_url(&config.url),
+                    reason: e.to_string(),
+                })?;
+        let statement_timeout_ms = config.statement_timeout.as_millis().to_string();
+        let mut settings: Vec<(&str, &str)> = vec![
+            ("TimeZone", &config.timezone),
+            ("statement_timeout", &statement_timeout_ms),
+            ("work_mem", &config.work_mem),
+            ("maintenance_work_mem", &config.maintenance_work_mem),
+        ];
+        if config.async_commit {
+            settings.push(("synchronous_commit", "off"));
+        }
+        let options = logging(
+            options
+                .application_name(&config.application_name)
+                .statement_cache_capacity(config.statement_cache_size)
+                .options(settings),
+            &config,
+        );
+        let pool = pool_options(&config, &metrics)
+            .connect_with(options)
+            .await?;
+        Ok(Self::wrap(pool, config, metrics))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl DbPool<sqlx::Sqlite> {
+    /// Open the SQLite database at `config.url` (`sqlite::memory:` by default: an
+    /// in-memory database shared by the pool's connections), recording into the global
+    /// metrics registry under the pool name `db`. The PostgreSQL session settings do
+    /// not apply; WAL journaling and foreign keys are on, and a busy connection waits up
+    /// to `statement_timeout` for a lock.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config; [`Error::Database`] when the file
+    /// cannot be opened.
+    pub async fn sqlite(config: DbConfig) -> Result<Self> {
+        let metrics = PoolMetrics::new(cortex_metrics::global(), "db");
+        Self::sqlite_with(config, metrics).await
+    }
+
+    /// As [`sqlite`](Self::sqlite), recording into `metrics`.
+    ///
+    /// # Errors
+    /// As [`sqlite`](Self::sqlite).
+    pub async fn sqlite_with(config: DbConfig, metrics: PoolMetrics) -> Result<Self> {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+
+        config.validate()?;
+        let options: SqliteConnectOptions =
+            config
+                .url
+                .parse()
+                .map_err(|e: sqlx::Error| Error::InvalidConfig {
+                    key: "DATABASE_URL",
+                    value: redact_url(&config.url),
+                    reason: e.to_string(),
+                })?;
+        let options = logging(
+            options
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .foreign_keys(true)
+                .busy_timeout(config.statement_timeout)
+                .statement_cache_capacity(config.statement_cache_size),
+            &config,
+        );
+        let pool = pool_options(&config, &metrics)
+            .connect_with(options)
+            .await?;
+        Ok(Self::wrap(pool, config, metrics))
+    }
+}
+
+impl<DB: Database> DbPool<DB> {
+    fn wrap(pool: sqlx::Pool<DB>, config: DbConfig, metrics: PoolMetrics) -> Self {
+        Self {
+            pool,
+            shared: Arc::new(Shared {
+                config,
+                metrics,
+                waiting: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The sqlx pool, to run queries on directly (`query.fetch_one(pool.inner())`).
+    pub fn inner(&self) -> &sqlx::Pool<DB> {
+        &self.pool
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &DbConfig {
+        &self.shared.config
+    }
+
+    /// A connection, waiting at most `pool_timeout`. The wait and, when the connection
+    /// is dropped, the hold time are recorded.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when no connection became free in time; [`Error::Closed`]
+    /// after [`close`](Self::close); [`Error::Database`] when a new connection fails.
+    pub async fn acquire(&self) -> Result<DbConn<DB>> {
+        let start = Instant::now();
+        self.shared.waiting.fetch_add(1, Relaxed);
+        let got = self.pool.acquire().await;
+        self.shared.waiting.fetch_sub(1, Relaxed);
+        let waited = start.elapsed();
+        self.shared.metrics.acquire_wait(waited);
+        match got {
+            Ok(conn) => Ok(DbConn {
+                conn,
+                acquired: Instant::now(),
+                metrics: self.shared.metrics.clone(),
+            }),
+            Err(sqlx::Error::PoolTimedOut) => {
+                self.shared.metrics.timeout();
+                Err(Error::Timeout {
+                    waited,
+                    max: self.shared.config.max_connections() as usize,
+                })
+            }
+            Err(sqlx::Error::PoolClosed) => Err(Error::Closed),
+            Err(e) => Err(Error::Database(e)),
+        }
+    }
+
+    /// Run `fut` bounded by the config's `command_timeout`, for work the server cannot
+    /// time out by itself.
+    ///
+    /// # Errors
+    /// [`Error::CommandTimeout`] when the bound runs out (`fut` is dropped); otherwise
+    /// `fut`'s own error.
+    pub async fn bounded<T, E>(
+        &self,
+        fut: impl Future<Output = std::result::Result<T, E>>,
+    ) -> Result<T>
+    where
+        E: Into<Error>,
+    {
+        let limit = self.shared.config.command_timeout;
+        match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r.map_err(Into::into),
+            Err(_) => Err(Error::CommandTimeout { waited: limit }),
+        }
+    }
+
+    /// What the pool is doing now. `waiting` counts callers inside
+    /// [`acquire`](Self::acquire).
+    pub fn status(&self) -> PoolStatus {
+        let size = self.pool.size() as usize;
+        let idle = self.pool.num_idle().min(size);
+        PoolStatus {
+            size,
+            idle,
+            in_use: size - idle,
+            max: self.shared.config.max_connections() as usize,
+            waiting: self.shared.waiting.load(Relaxed),
+        }
+    }
+
+    /// Close every connection; waiters and later acquires get [`Error::Closed`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A pooled connection; returns to the pool on drop, recording how long it was held.
+/// Dereferences to sqlx's [`PoolConnection`] (use `&mut **conn` as an executor).
+pub struct DbConn<DB: Database> {
+    conn: PoolConnection<DB>,
+    acquired: Instant,
+    metrics: PoolMetrics,
+}
+
+impl<DB: Database> std::fmt::Debug for DbConn<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConn")
+            .field("held", &self.acquired.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: Database> Deref for DbConn<DB> {
+    type Target = PoolConnection<DB>;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl<DB: Database> DerefMut for DbConn<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl<DB: Database> Drop for DbConn<DB> {
+    fn drop(&mut self) {
+        self.metrics.hold(self.acquired.elapsed());
+    }
+}

@@ -1,0 +1,264 @@
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use bb8::{PooledConnection, RunError};
+use bb8_redis::RedisConnectionManager;
+use redis::RedisError;
+use redis::aio::MultiplexedConnection;
+
+use crate::config::redact_url;
+use crate::{Error, PoolMetrics, PoolStatus, RedisConfig, Result};
+
+/// A Redis pool over bb8 + bb8-redis that shows what it is doing: a [`PoolStatus`],
+/// acquire-wait and hold-time histograms, timeouts, connections created and closed.
+///
+/// Every connection is named with `CLIENT SETNAME` (`client_name` in the config), so
+/// `CLIENT LIST` shows whose it is.
+///
+/// ```no_run
+/// use cortex_pool::{RedisConfig, RedisPool};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = RedisPool::new(RedisConfig::from_env()?).await?;
+/// let mut conn = pool.get().await?;
+/// let pong: String = redis::cmd("PING").query_async(&mut *conn).await?;
+/// assert_eq!(pong, "PONG");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisPool {
+    pool: bb8::Pool<Manager>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: RedisConfig,
+    metrics: PoolMetrics,
+    waiting: AtomicUsize,
+}
+
+impl std::fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPool")
+            .field("url", &redact_url(&self.shared.config.url))
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// bb8-redis's manager, plus what the pool needs on top: each new connection is named
+/// and counted, and connections older than `pool_recycle` are retired (checked on
+/// check-out when `pre_ping` is on, and on return).
+#[derive(Debug)]
+struct Manager {
+    inner: RedisConnectionManager,
+    name: String,
+    recycle: Duration,
+    metrics: PoolMetrics,
+}
+
+/// A connection and when it was made.
+#[derive(Debug)]
+struct Conn {
+    conn: MultiplexedConnection,
+    created: Instant,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Conn, RedisError> {
+        let mut conn = self.inner.connect().await?;
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(&self.name)
+            .query_async::<()>(&mut conn)
+            .await?;
+        self.metrics.created();
+        Ok(Conn {
+            conn,
+            created: Instant::now(),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
+        if conn.created.elapsed() >= self.recycle {
+            return Err((redis::ErrorKind::Io, "connection older than pool_recycle").into());
+        }
+        self.inner.is_valid(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        let old = conn.created.elapsed() >= self.recycle;
+        if old {
+            self.metrics.closed();
+        }
+        old
+    }
+}
+
+impl RedisPool {
+    /// Connect to `config.url`, recording into the global metrics registry under the
+    /// pool name `redis`. One connection is made before this returns, so a wrong URL
+    /// fails here rather than on first use.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config or URL; [`Error::Redis`] when the server
+    /// cannot be reached.
+    pub async fn new(config: RedisConfig) -> Result<Self> {
+        let metrics = PoolMetrics::new(cortex_metrics::global(), "redis");
+        Self::with_metrics(config, metrics).await
+    }
+
+    /// As [`new`](Self::new), recording into `metrics`.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub async fn with_metrics(config: RedisConfig, metrics: PoolMetrics) -> Result<Self> {
+        config.validate()?;
+        let manager =
+            RedisConnectionManager::new(config.url.as_str()).map_err(|e| Error::InvalidConfig {
+                key: "REDIS_URL",
+                value: redact_url(&config.url),
+                reason: e.to_string(),
+            })?;
+        let pool = bb8::Pool::builder()
+            .max_size(config.pool_size)
+            .connection_timeout(config.pool_timeout)
+            .max_lifetime(config.pool_recycle)
+            .idle_timeout(config.idle_timeout)
+            .test_on_check_out(config.pre_ping)
+            .retry_connection(false)
+            .build_unchecked(Manager {
+                inner: manager,
+                name: config.client_name.clone(),
+                recycle: config.pool_recycle,
+                metrics: metrics.clone(),
+            });
+        let this = Self {
+            pool,
+            shared: Arc::new(Shared {
+                config,
+                metrics,
+                waiting: AtomicUsize::new(0),
+            }),
+        };
+        // Fail fast on an unreachable server instead of on the first request.
+        drop(this.get().await?);
+        Ok(this)
+    }
+
+    /// A connection, waiting at most `pool_timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when none became free in time; [`Error::Redis`] when a new
+    /// connection fails.
+    pub async fn get(&self) -> Result<RedisConn> {
+        let start = Instant::now();
+        self.shared.waiting.fetch_add(1, Relaxed);
+        let got = self.pool.get_owned().await;
+        self.shared.waiting.fetch_sub(1, Relaxed);
+        let waited = start.elapsed();
+        self.shared.metrics.acquire_wait(waited);
+        match got {
+            Ok(conn) => Ok(RedisConn {
+                conn,
+                acquired: Instant::now(),
+                metrics: self.shared.metrics.clone(),
+            }),
+            Err(RunError::TimedOut) => {
+                self.shared.metrics.timeout();
+                Err(Error::Timeout {
+                    waited,
+                    max: self.shared.config.pool_size as usize,
+                })
+            }
+            Err(RunError::User(e)) => Err(Error::Redis(e)),
+        }
+    }
+
+    /// `PING` on a pooled connection: `Ok` when Redis answers.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), or the `PING`'s error.
+    pub async fn health(&self) -> Result<()> {
+        let mut conn = self.get().await?;
+        let pong: String = redis::cmd("PING").query_async(&mut *conn).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(Error::Backend {
+                source: format!("unexpected PING answer {pong:?}").into(),
+            })
+        }
+    }
+
+    /// What the pool is doing now.
+    pub fn status(&self) -> PoolStatus {
+        let state = self.pool.state();
+        let size = state.connections as usize;
+        let idle = (state.idle_connections as usize).min(size);
+        PoolStatus {
+            size,
+            idle,
+            in_use: size - idle,
+            max: self.shared.config.pool_size as usize,
+            waiting: self.shared.waiting.load(Relaxed),
+        }
+    }
+
+    /// Connections closed so far (broken, invalid, too old or idle too long), from bb8.
+    pub fn closed_connections(&self) -> u64 {
+        let s = self.pool.state().statistics;
+        s.connections_closed_broken
+            + s.connections_closed_invalid
+            + s.connections_closed_max_lifetime
+            + s.connections_closed_idle_timeout
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &RedisConfig {
+        &self.shared.config
+    }
+}
+
+/// A pooled Redis connection; returns to the pool on drop, recording how long it was
+/// held. Dereferences to redis-rs's `MultiplexedConnection`.
+pub struct RedisConn {
+    conn: PooledConnection<'static, Manager>,
+    acquired: Instant,
+    metrics: PoolMetrics,
+}
+
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConn")
+            .field("held", &self.acquired.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for RedisConn {
+    type Target = MultiplexedConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn.conn
+    }
+}
+
+impl DerefMut for RedisConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn.conn
+    }
+}
+
+impl Drop for RedisConn {
+    fn drop(&mut self) {
+        self.metrics.hold(self.acquired.elapsed());
+    }
+}

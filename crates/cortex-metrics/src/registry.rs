@@ -217,6 +217,12 @@ impl Endpoint {
             statuses: StatusCounts::new(),
         }
     }
+
+    #[inline]
+    fn record(&self, status: u16, elapsed: Duration) {
+        self.latency.record_duration(elapsed);
+        self.statuses.record(status);
+    }
 }
 
 /// A map of named series with a cap. Reads are lock-free and write nothing shared
@@ -301,7 +307,11 @@ impl<K: Eq + Hash + Clone, V> Family<K, V> {
 struct Inner {
     config: MetricsConfig,
     operations: Family<Arc<str>, Operation>,
-    endpoints: Family<(Arc<str>, Arc<str>), Endpoint>,
+    /// Route template, then method: two lookups by `&str`, so recording a request
+    /// allocates nothing.
+    endpoints: Family<Arc<str>, Family<Arc<str>, Endpoint>>,
+    /// Number of (route, method) series; held while adding one, to enforce the cap.
+    endpoint_series: Mutex<usize>,
     histograms: Family<Arc<str>, Histogram>,
     counters: Family<Arc<str>, Counter>,
     window_started_ms: AtomicU64,
@@ -380,6 +390,7 @@ impl Metrics {
                 config,
                 operations: Family::new(),
                 endpoints: Family::new(),
+                endpoint_series: Mutex::new(0),
                 histograms: Family::new(),
                 counters: Family::new(),
                 window_started_ms: AtomicU64::new(unix_ms(SystemTime::now())),
@@ -436,18 +447,51 @@ impl Metrics {
     /// path; past [`MetricsConfig::max_endpoints`] series, requests are recorded under
     /// [`OVERFLOW_SERIES`].
     pub fn record_endpoint(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let key = (Arc::<str>::from(method), Arc::<str>::from(route));
-        let endpoint = match self.inner.endpoints.get(&key) {
-            Some(e) => e,
-            None => self.inner.endpoints.get_or_insert(
-                key,
-                self.inner.config.max_endpoints,
-                (Arc::from(method), Arc::from(OVERFLOW_SERIES)),
-                |_| Endpoint::new(),
-            ),
+        let recorded = self
+            .inner
+            .endpoints
+            .with(route, |methods| {
+                methods.with(method, |e| e.record(status, elapsed))
+            })
+            .flatten();
+        if recorded.is_none() {
+            self.insert_endpoint(method, route).record(status, elapsed);
+        }
+    }
+
+    fn insert_endpoint(&self, method: &str, route: &str) -> Arc<Endpoint> {
+        let mut series = self
+            .inner
+            .endpoint_series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let existing = self
+            .inner
+            .endpoints
+            .get(route)
+            .and_then(|methods| methods.get(method));
+        if let Some(e) = existing {
+            return e;
+        }
+        // The overflow series counts toward the cap: at most `max_endpoints` in all.
+        let route = if *series + 1 >= self.inner.config.max_endpoints {
+            OVERFLOW_SERIES
+        } else {
+            route
         };
-        endpoint.latency.record_duration(elapsed);
-        endpoint.statuses.record(status);
+        let methods = self.inner.endpoints.get_or_insert(
+            Arc::from(route),
+            usize::MAX,
+            Arc::from(OVERFLOW_SERIES),
+            |_| Family::new(),
+        );
+        if let Some(e) = methods.get(method) {
+            return e;
+        }
+        *series += 1;
+        methods.get_or_insert(Arc::from(method), usize::MAX, Arc::from(method), |_| {
+            Endpoint::new()
+        })
     }
 
     /// The value histogram `name` (batch sizes, payload bytes...), created on first use.
@@ -483,9 +527,11 @@ impl Metrics {
         for (_, op) in self.inner.operations.entries() {
             op.reset_window();
         }
-        for (_, e) in self.inner.endpoints.entries() {
-            e.latency.reset_window();
-            e.statuses.reset_window();
+        for (_, methods) in self.inner.endpoints.entries() {
+            for (_, e) in methods.entries() {
+                e.latency.reset_window();
+                e.statuses.reset_window();
+            }
         }
         for (_, h) in self.inner.histograms.entries() {
             h.reset_window();
@@ -567,7 +613,13 @@ impl Metrics {
             .endpoints
             .entries()
             .into_iter()
-            .map(|((method, route), e)| {
+            .flat_map(|(route, methods)| {
+                methods
+                    .entries()
+                    .into_iter()
+                    .map(move |(method, e)| (method, route.clone(), e))
+            })
+            .map(|(method, route, e)| {
                 let (w, t) = e.latency.snapshots();
                 let stats = |h: &HistogramSnapshot, window| RequestStats {
                     count: h.count,

@@ -183,13 +183,26 @@ fn reset_under_concurrent_recording_loses_nothing() {
 #[tokio::test]
 async fn recording_allocates_nothing_after_warm_up() {
     let h = Histogram::new();
-    let op = cortex_metrics::Metrics::new().operation("warm");
+    let registry = cortex_metrics::Metrics::new();
+    let op = registry.operation("warm");
     // Warm-up: the first value of each power of two allocates its bucket array.
     for v in 0..2_000_000u64 {
         h.record(v);
     }
     op.record(std::time::Duration::from_micros(5), true);
     op.record(std::time::Duration::from_micros(5), false);
+    registry.record_endpoint(
+        "GET",
+        "/users/{id}",
+        200,
+        std::time::Duration::from_micros(5),
+    );
+    registry.record_endpoint(
+        "GET",
+        "/users/{id}",
+        404,
+        std::time::Duration::from_micros(5),
+    );
     let ((), report) = cortex_metrics::profile_allocations(async {
         for v in 0..2_000_000u64 {
             h.record(v);

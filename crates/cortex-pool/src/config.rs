@@ -25,6 +25,7 @@ use crate::{Error, Result};
 /// | `application_name` | `DB_APPLICATION_NAME` | `cortex-core` |
 /// | `timezone` | `DB_TIMEZONE` | `UTC` |
 /// | `statement_cache_size` | `DB_STATEMENT_CACHE_SIZE` | 100 |
+/// | `leak_threshold` | `DB_LEAK_THRESHOLD`, s (0 = off) | 60 |
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DbConfig {
@@ -75,6 +76,10 @@ pub struct DbConfig {
     pub timezone: String,
     /// Prepared statements cached per connection. Default: 100.
     pub statement_cache_size: usize,
+    /// A connection held longer than this logs a warning naming where it was acquired
+    /// (and counts in `pool.<name>.leaks`); zero turns it off. Default: 60 s.
+    #[serde(with = "secs")]
+    pub leak_threshold: Duration,
 }
 
 impl Default for DbConfig {
@@ -96,6 +101,7 @@ impl Default for DbConfig {
             application_name: "cortex-core".to_owned(),
             timezone: "UTC".to_owned(),
             statement_cache_size: 100,
+            leak_threshold: Duration::from_secs(60),
         }
     }
 }
@@ -119,6 +125,7 @@ impl std::fmt::Debug for DbConfig {
             .field("application_name", &self.application_name)
             .field("timezone", &self.timezone)
             .field("statement_cache_size", &self.statement_cache_size)
+            .field("leak_threshold", &self.leak_threshold)
             .finish()
     }
 }
@@ -187,6 +194,9 @@ impl DbConfig {
         if let Some(v) = env.parse("DB_STATEMENT_CACHE_SIZE")? {
             c.statement_cache_size = v;
         }
+        if let Some(v) = env.secs("DB_LEAK_THRESHOLD")? {
+            c.leak_threshold = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -250,6 +260,7 @@ impl DbConfig {
 /// | `idle_timeout` | `REDIS_POOL_IDLE_TIMEOUT`, s | 600 |
 /// | `pre_ping` | `REDIS_POOL_PRE_PING` | true |
 /// | `client_name` | `REDIS_CLIENT_NAME` | `cortex-core` |
+/// | `leak_threshold` | `REDIS_LEAK_THRESHOLD`, s (0 = off) | 60 |
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RedisConfig {
@@ -273,6 +284,10 @@ pub struct RedisConfig {
     /// `CLIENT SETNAME` of every connection, as `CLIENT LIST` shows it.
     /// Default: `cortex-core`.
     pub client_name: String,
+    /// A connection held longer than this logs a warning naming where it was acquired;
+    /// zero turns it off. Default: 60 s.
+    #[serde(with = "secs")]
+    pub leak_threshold: Duration,
 }
 
 impl Default for RedisConfig {
@@ -285,6 +300,7 @@ impl Default for RedisConfig {
             idle_timeout: Duration::from_secs(600),
             pre_ping: true,
             client_name: "cortex-core".to_owned(),
+            leak_threshold: Duration::from_secs(60),
         }
     }
 }
@@ -299,6 +315,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("pre_ping", &self.pre_ping)
             .field("client_name", &self.client_name)
+            .field("leak_threshold", &self.leak_threshold)
             .finish()
     }
 }
@@ -338,6 +355,9 @@ impl RedisConfig {
         }
         if let Some(v) = env.var("REDIS_CLIENT_NAME") {
             c.client_name = v;
+        }
+        if let Some(v) = env.secs("REDIS_LEAK_THRESHOLD")? {
+            c.leak_threshold = v;
         }
         c.validate()?;
         Ok(c)

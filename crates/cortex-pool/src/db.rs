@@ -238,33 +238,39 @@ impl<DB: Database> DbPool<DB> {
     }
 
     /// A connection, waiting at most `pool_timeout`. The wait and, when the connection
-    /// is dropped, the hold time are recorded.
+    /// is dropped, the hold time are recorded; a hold past `leak_threshold` logs a
+    /// warning naming this call's location.
     ///
     /// # Errors
     /// [`Error::Timeout`] when no connection became free in time; [`Error::Closed`]
     /// after [`close`](Self::close); [`Error::Database`] when a new connection fails.
-    pub async fn acquire(&self) -> Result<DbConn<DB>> {
-        let start = Instant::now();
-        self.shared.waiting.fetch_add(1, Relaxed);
-        let got = self.pool.acquire().await;
-        self.shared.waiting.fetch_sub(1, Relaxed);
-        let waited = start.elapsed();
-        self.shared.metrics.acquire_wait(waited);
-        match got {
-            Ok(conn) => Ok(DbConn {
-                conn,
-                acquired: Instant::now(),
-                metrics: self.shared.metrics.clone(),
-            }),
-            Err(sqlx::Error::PoolTimedOut) => {
-                self.shared.metrics.timeout();
-                Err(Error::Timeout {
-                    waited,
-                    max: self.shared.config.max_connections() as usize,
-                })
+    #[track_caller]
+    pub fn acquire(&self) -> impl Future<Output = Result<DbConn<DB>>> + Send + '_ {
+        let at = std::panic::Location::caller();
+        async move {
+            let start = Instant::now();
+            self.shared.waiting.fetch_add(1, Relaxed);
+            let got = self.pool.acquire().await;
+            self.shared.waiting.fetch_sub(1, Relaxed);
+            let waited = start.elapsed();
+            self.shared.metrics.acquire_wait(waited);
+            match got {
+                Ok(conn) => Ok(DbConn {
+                    conn,
+                    acquired: Instant::now(),
+                    at,
+                    shared: self.shared.clone(),
+                }),
+                Err(sqlx::Error::PoolTimedOut) => {
+                    self.shared.metrics.timeout();
+                    Err(Error::Timeout {
+                        waited,
+                        max: self.shared.config.max_connections() as usize,
+                    })
+                }
+                Err(sqlx::Error::PoolClosed) => Err(Error::Closed),
+                Err(e) => Err(Error::Database(e)),
             }
-            Err(sqlx::Error::PoolClosed) => Err(Error::Closed),
-            Err(e) => Err(Error::Database(e)),
         }
     }
 
@@ -313,13 +319,15 @@ impl<DB: Database> DbPool<DB> {
 pub struct DbConn<DB: Database> {
     conn: PoolConnection<DB>,
     acquired: Instant,
-    metrics: PoolMetrics,
+    at: &'static std::panic::Location<'static>,
+    shared: Arc<Shared>,
 }
 
 impl<DB: Database> std::fmt::Debug for DbConn<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbConn")
             .field("held", &self.acquired.elapsed())
+            .field("acquired_at", &self.at)
             .finish_non_exhaustive()
     }
 }
@@ -339,6 +347,12 @@ impl<DB: Database> DerefMut for DbConn<DB> {
 
 impl<DB: Database> Drop for DbConn<DB> {
     fn drop(&mut self) {
-        self.metrics.hold(self.acquired.elapsed());
+        let s = &self.shared;
+        s.metrics.release(
+            "database connection",
+            self.acquired.elapsed(),
+            s.config.leak_threshold,
+            self.at,
+        );
     }
 }

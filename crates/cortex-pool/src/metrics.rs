@@ -8,7 +8,8 @@ use cortex_metrics::{Counter, Histogram, Metrics};
 ///
 /// Series, with `<name>` the pool's name: `pool.<name>.acquire_wait` and
 /// `pool.<name>.hold` (nanoseconds), `pool.<name>.timeouts`, `pool.<name>.created`,
-/// `pool.<name>.closed`. Without the `metrics` feature every method is a no-op.
+/// `pool.<name>.closed`, `pool.<name>.leaks` (guards held past the leak threshold).
+/// Without the `metrics` feature every method is a no-op.
 #[derive(Clone, Debug, Default)]
 pub struct PoolMetrics {
     inner: Option<Arc<Handles>>,
@@ -21,6 +22,7 @@ struct Handles {
     timeouts: Arc<Counter>,
     created: Arc<Counter>,
     closed: Arc<Counter>,
+    leaks: Arc<Counter>,
 }
 
 impl PoolMetrics {
@@ -37,6 +39,7 @@ impl PoolMetrics {
                 timeouts: registry.counter(&series("timeouts")),
                 created: registry.counter(&series("created")),
                 closed: registry.counter(&series("closed")),
+                leaks: registry.counter(&series("leaks")),
             })),
         }
     }
@@ -83,6 +86,35 @@ impl PoolMetrics {
     pub fn closed(&self) {
         if let Some(h) = &self.inner {
             h.closed.increment();
+        }
+    }
+
+    /// A guard was held longer than the leak threshold.
+    #[inline]
+    pub fn leak(&self) {
+        if let Some(h) = &self.inner {
+            h.leaks.increment();
+        }
+    }
+
+    /// Record a hold of `held`, and warn when it passed `threshold` (zero: never),
+    /// naming where the guard was acquired.
+    pub(crate) fn release(
+        &self,
+        what: &'static str,
+        held: Duration,
+        threshold: Duration,
+        at: &'static std::panic::Location<'static>,
+    ) {
+        self.hold(held);
+        if !threshold.is_zero() && held > threshold {
+            self.leak();
+            tracing::warn!(
+                held_ms = held.as_millis() as u64,
+                threshold_ms = threshold.as_millis() as u64,
+                acquired_at = %at,
+                "{what} held longer than the leak threshold"
+            );
         }
     }
 }

@@ -154,32 +154,38 @@ impl RedisPool {
         Ok(this)
     }
 
-    /// A connection, waiting at most `pool_timeout`.
+    /// A connection, waiting at most `pool_timeout`. A hold past `leak_threshold` logs
+    /// a warning naming this call's location.
     ///
     /// # Errors
     /// [`Error::Timeout`] when none became free in time; [`Error::Redis`] when a new
     /// connection fails.
-    pub async fn get(&self) -> Result<RedisConn> {
-        let start = Instant::now();
-        self.shared.waiting.fetch_add(1, Relaxed);
-        let got = self.pool.get_owned().await;
-        self.shared.waiting.fetch_sub(1, Relaxed);
-        let waited = start.elapsed();
-        self.shared.metrics.acquire_wait(waited);
-        match got {
-            Ok(conn) => Ok(RedisConn {
-                conn,
-                acquired: Instant::now(),
-                metrics: self.shared.metrics.clone(),
-            }),
-            Err(RunError::TimedOut) => {
-                self.shared.metrics.timeout();
-                Err(Error::Timeout {
-                    waited,
-                    max: self.shared.config.pool_size as usize,
-                })
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<RedisConn>> + Send + '_ {
+        let at = std::panic::Location::caller();
+        async move {
+            let start = Instant::now();
+            self.shared.waiting.fetch_add(1, Relaxed);
+            let got = self.pool.get_owned().await;
+            self.shared.waiting.fetch_sub(1, Relaxed);
+            let waited = start.elapsed();
+            self.shared.metrics.acquire_wait(waited);
+            match got {
+                Ok(conn) => Ok(RedisConn {
+                    conn,
+                    acquired: Instant::now(),
+                    at,
+                    shared: self.shared.clone(),
+                }),
+                Err(RunError::TimedOut) => {
+                    self.shared.metrics.timeout();
+                    Err(Error::Timeout {
+                        waited,
+                        max: self.shared.config.pool_size as usize,
+                    })
+                }
+                Err(RunError::User(e)) => Err(Error::Redis(e)),
             }
-            Err(RunError::User(e)) => Err(Error::Redis(e)),
         }
     }
 
@@ -233,13 +239,15 @@ impl RedisPool {
 pub struct RedisConn {
     conn: PooledConnection<'static, Manager>,
     acquired: Instant,
-    metrics: PoolMetrics,
+    at: &'static std::panic::Location<'static>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for RedisConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConn")
             .field("held", &self.acquired.elapsed())
+            .field("acquired_at", &self.at)
             .finish_non_exhaustive()
     }
 }
@@ -259,6 +267,12 @@ impl DerefMut for RedisConn {
 
 impl Drop for RedisConn {
     fn drop(&mut self) {
-        self.metrics.hold(self.acquired.elapsed());
+        let s = &self.shared;
+        s.metrics.release(
+            "redis connection",
+            self.acquired.elapsed(),
+            s.config.leak_threshold,
+            self.at,
+        );
     }
 }

@@ -242,7 +242,10 @@ async fn recycle_replaces_old_connections() {
 async fn acquire_wait_hold_and_created_are_recorded() {
     let registry = Metrics::new();
     let pool = DbPool::postgres_with(
-        config(&unique_name("metrics")),
+        DbConfig {
+            leak_threshold: Duration::from_millis(40),
+            ..config(&unique_name("metrics"))
+        },
         PoolMetrics::new(&registry, "pg"),
     )
     .await
@@ -257,6 +260,13 @@ async fn acquire_wait_hold_and_created_are_recorded() {
     );
     assert_eq!(registry.histogram("pool.pg.hold").snapshot().count, 5);
     assert!(registry.counter("pool.pg.created").total() >= 1);
+    assert_eq!(registry.counter("pool.pg.leaks").total(), 0);
+    // A guard held past the leak threshold is reported (a warning naming this line).
+    let held = pool.acquire().await.unwrap();
+    assert!(format!("{held:?}").contains("postgres.rs"), "{held:?}");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    drop(held);
+    assert_eq!(registry.counter("pool.pg.leaks").total(), 1);
     let short = DbPool::postgres_with(
         DbConfig {
             command_timeout: Duration::from_millis(50),

@@ -9,9 +9,12 @@ mod error;
 mod layer;
 mod limiter;
 mod metrics;
+mod object;
 #[cfg(feature = "redis")]
 mod redis_pool;
+mod slots;
 mod status;
+mod sync_pool;
 
 pub use self::config::{DbConfig, RedisConfig, redact_url};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
@@ -22,6 +25,8 @@ pub use self::error::{BoxError, Error, Result};
 pub use self::layer::{LimiterLayer, LimiterService};
 pub use self::limiter::{Admission, Limiter, LimiterConfig, LimiterStats};
 pub use self::metrics::PoolMetrics;
+pub use self::object::{Manager, Object, ObjectPoolConfig, ObjectPoolStats, Pool, PoolBuilder};
 #[cfg(feature = "redis")]
 pub use self::redis_pool::{RedisConn, RedisPool};
 pub use self::status::PoolStatus;
+pub use self::sync_pool::{SyncObject, SyncPool, SyncPoolStats};

@@ -49,6 +49,12 @@ impl PoolMetrics {
         Self { inner: None }
     }
 
+    /// `false` for [`disabled`](Self::disabled) (or without the `metrics` feature):
+    /// pools skip their clock reads then.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
     /// A caller waited `d` for an object.
     #[inline]
     pub fn acquire_wait(&self, d: Duration) {

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
 mod limiter;
+mod object;
 mod postgres;
 mod redis;
 

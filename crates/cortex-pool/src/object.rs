@@ -274,7 +274,10 @@ impl<M: Manager> PoolBuilder<M> {
                 waiters: Mutex::new(WaitList {
                     queue: VecDeque::new(),
                     closed: false,
+                    sweeping: false,
+                    sweep_at: None,
                 }),
+                sweeper: tokio::sync::Notify::new(),
                 manager: self.manager,
                 config: self.config,
                 metrics: self.metrics,
@@ -434,10 +437,13 @@ impl<M: Manager> Pool<M> {
                 });
             }
             None => {
+                // No timer per waiter: the pool's sweeper times out expired waiters, so
+                // a wait costs a queue entry, not a timer-wheel registration.
                 let deadline = clock.deadline();
-                match tokio::time::timeout_at(deadline, Waiter::new(s)).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(s.timed_out(&clock)),
+                match Waiter::new(&self.shared, deadline).await {
+                    Ok(t) => t,
+                    Err(Error::Timeout { .. }) => return Err(s.timed_out(&clock)),
+                    Err(e) => return Err(e),
                 }
             }
         };
@@ -630,6 +636,8 @@ struct Shared<M: Manager> {
     waiting: AtomicUsize,
     closed: AtomicBool,
     waiters: Mutex<WaitList<M::Object>>,
+    /// Wakes the sweeper when a waiter needs it sooner than planned.
+    sweeper: tokio::sync::Notify,
     config: ObjectPoolConfig,
     metrics: Option<PoolMetrics>,
     stats: Counters,
@@ -653,17 +661,23 @@ struct Counters {
 struct WaitList<T> {
     queue: VecDeque<Arc<Node<T>>>,
     closed: bool,
+    /// A sweeper task is running for this pool.
+    sweeping: bool,
+    /// When the sweeper wakes next (it is told when a waiter needs it sooner).
+    sweep_at: Option<Instant>,
 }
 
 enum Outcome<T> {
     Granted(Taken<T>),
     Closed,
+    TimedOut,
 }
 
 /// A queued waiter. Its outcome is set under the wait-list lock, so a waiter that
 /// finds none while holding that lock is still in the queue.
 struct Node<T> {
     state: Mutex<NodeState<T>>,
+    deadline: Instant,
 }
 
 struct NodeState<T> {
@@ -867,13 +881,18 @@ async fn bounded<F: Future>(fut: F, clock: &mut Deadline) -> Option<F::Output> {
 /// Waits in the queue for a slot. Dropping it before it completes gives back a slot
 /// already granted to it, or leaves the queue.
 struct Waiter<'a, M: Manager> {
-    shared: &'a Shared<M>,
+    shared: &'a Arc<Shared<M>>,
     node: Option<Arc<Node<M::Object>>>,
+    deadline: Instant,
 }
 
 impl<'a, M: Manager> Waiter<'a, M> {
-    fn new(shared: &'a Shared<M>) -> Self {
-        Self { shared, node: None }
+    fn new(shared: &'a Arc<Shared<M>>, deadline: Instant) -> Self {
+        Self {
+            shared,
+            node: None,
+            deadline,
+        }
     }
 }
 
@@ -900,9 +919,23 @@ impl<M: Manager> Future for Waiter<'_, M> {
                     waker: Some(cx.waker().clone()),
                     outcome: None,
                 }),
+                deadline: this.deadline,
             });
             list.queue.push_back(Arc::clone(&node));
-            drop(list);
+            let deadline = this.deadline;
+            if !list.sweeping {
+                list.sweeping = true;
+                list.sweep_at = Some(deadline);
+                drop(list);
+                tokio::spawn(sweep(Arc::downgrade(this.shared)));
+            } else if list.sweep_at.is_none_or(|at| deadline < at) {
+                // A shorter timeout than the sweeper is sleeping for: wake it early.
+                list.sweep_at = Some(deadline);
+                drop(list);
+                s.sweeper.notify_one();
+            } else {
+                drop(list);
+            }
             this.node = Some(node);
             return Poll::Pending;
         };
@@ -914,6 +947,10 @@ impl<M: Manager> Future for Waiter<'_, M> {
                 match outcome {
                     Outcome::Granted(t) => Poll::Ready(Ok(t)),
                     Outcome::Closed => Poll::Ready(Err(Error::Closed)),
+                    Outcome::TimedOut => Poll::Ready(Err(Error::Timeout {
+                        waited: Duration::ZERO,
+                        max: s.config.max_size,
+                    })),
                 }
             }
             None => {
@@ -938,7 +975,7 @@ impl<M: Manager> Drop for Waiter<'_, M> {
                 drop(list);
                 s.put(t);
             }
-            Some(Outcome::Closed) => {}
+            Some(Outcome::Closed | Outcome::TimedOut) => {}
             None => {
                 if let Some(i) = list.queue.iter().position(|n| Arc::ptr_eq(n, &node)) {
                     list.queue.remove(i);
@@ -946,6 +983,51 @@ impl<M: Manager> Drop for Waiter<'_, M> {
                 }
             }
         }
+    }
+}
+
+/// Times out expired waiters of one pool: one task and one timer for all of them,
+/// sleeping until the earliest deadline. It ends when no waiter is left (the next
+/// waiter starts another) or the pool is gone.
+async fn sweep<M: Manager>(pool: std::sync::Weak<Shared<M>>) {
+    loop {
+        let (next, notified) = {
+            let Some(s) = pool.upgrade() else { return };
+            let now = Instant::now();
+            let mut expired = Vec::new();
+            let mut list = s.lock_waiters();
+            if list.closed || list.queue.is_empty() {
+                list.sweeping = false;
+                list.sweep_at = None;
+                return;
+            }
+            let before = list.queue.len();
+            list.queue.retain(|node| {
+                let keep = node.deadline > now;
+                if !keep {
+                    expired.push(Arc::clone(node));
+                }
+                keep
+            });
+            s.waiting.fetch_sub(before - list.queue.len(), SeqCst);
+            let next = list.queue.iter().map(|n| n.deadline).min();
+            list.sweep_at = next;
+            if next.is_none() {
+                list.sweeping = false;
+            }
+            drop(list);
+            for node in expired {
+                if let Some(w) = node.finish(Outcome::TimedOut) {
+                    w.wake();
+                }
+            }
+            let Some(next) = next else { return };
+            // `notify_one` keeps a permit while the sweeper is not waiting yet, so a
+            // nudge sent before it sleeps is not lost.
+            let shared = Arc::clone(&s);
+            (next, async move { shared.sweeper.notified().await })
+        };
+        let _ = tokio::time::timeout_at(next, notified).await;
     }
 }
 

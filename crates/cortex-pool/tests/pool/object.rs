@@ -360,3 +360,23 @@ fn sync_pool_reuses_and_caps_idle() {
     assert_eq!((s.created, s.reused, s.idle, s.max_idle), (6, 1, 2, 2));
     assert!(resets.load(SeqCst) >= 2);
 }
+
+#[tokio::test]
+async fn a_shorter_timeout_queued_behind_a_longer_one_still_fires() {
+    let pool = pool(1);
+    let held = pool.get().await.unwrap();
+    // A long waiter first: the pool's sweeper plans to wake at its (late) deadline.
+    let long = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get_timeout(Duration::from_secs(60)).await.map(|_| ()) })
+    };
+    tokio::task::yield_now().await;
+    // A short waiter behind it must time out on its own deadline, not the long one's.
+    let short = bounded(pool.get_timeout(Duration::from_millis(100))).await;
+    assert!(matches!(short, Err(Error::Timeout { max: 1, .. })), "{short:?}");
+    assert_eq!(pool.stats().timeouts, 1);
+    // The long waiter is still queued and gets the object when it comes back.
+    drop(held);
+    bounded(long).await.unwrap().unwrap();
+    assert_eq!(pool.status().waiting, 0);
+}

@@ -373,7 +373,10 @@ async fn a_shorter_timeout_queued_behind_a_longer_one_still_fires() {
     tokio::task::yield_now().await;
     // A short waiter behind it must time out on its own deadline, not the long one's.
     let short = bounded(pool.get_timeout(Duration::from_millis(100))).await;
-    assert!(matches!(short, Err(Error::Timeout { max: 1, .. })), "{short:?}");
+    assert!(
+        matches!(short, Err(Error::Timeout { max: 1, .. })),
+        "{short:?}"
+    );
     assert_eq!(pool.stats().timeouts, 1);
     // The long waiter is still queued and gets the object when it comes back.
     drop(held);

@@ -8,7 +8,11 @@ use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{ConnectOptions, Database};
 
 use crate::config::redact_url;
+use crate::status::Waiting;
 use crate::{DbConfig, Error, PoolMetrics, PoolStatus, Result};
+
+/// The connect options of a database.
+type ConnectOpts<DB> = <<DB as Database>::Connection as sqlx::Connection>::Options;
 
 /// Slow statements are logged at WARN even when `echo` is off.
 const SLOW_STATEMENT: Duration = Duration::from_secs(1);
@@ -123,9 +127,6 @@ impl DbPool<sqlx::Postgres> {
     /// # Errors
     /// As [`postgres`](Self::postgres).
     pub async fn postgres_with(config: DbConfig, metrics: PoolMetrics) -> Result<Self> {
-        use sqlx::postgres::PgConnectOptions;
-
-        config.validate()?;
         if !config.is_postgres() {
             return Err(Error::InvalidConfig {
                 key: "DATABASE_URL",
@@ -133,36 +134,23 @@ impl DbPool<sqlx::Postgres> {
                 reason: "not a postgres:// URL".into(),
             });
         }
-        let options: PgConnectOptions =
-            config
-                .url
-                .parse()
-                .map_err(|e: sqlx::Error| Error::InvalidConfig {
-                    key: "DATABASE_URL",
-                    value: redact_url(&config.url),
-                    reason: e.to_string(),
-                })?;
-        let statement_timeout_ms = config.statement_timeout.as_millis().to_string();
-        let mut settings: Vec<(&str, &str)> = vec![
-            ("TimeZone", &config.timezone),
-            ("statement_timeout", &statement_timeout_ms),
-            ("work_mem", &config.work_mem),
-            ("maintenance_work_mem", &config.maintenance_work_mem),
-        ];
-        if config.async_commit {
-            settings.push(("synchronous_commit", "off"));
-        }
-        let options = logging(
+        Self::connect(config, metrics, |options, config| {
+            let statement_timeout_ms = config.statement_timeout.as_millis().to_string();
+            let mut settings: Vec<(&str, &str)> = vec![
+                ("TimeZone", &config.timezone),
+                ("statement_timeout", &statement_timeout_ms),
+                ("work_mem", &config.work_mem),
+                ("maintenance_work_mem", &config.maintenance_work_mem),
+            ];
+            if config.async_commit {
+                settings.push(("synchronous_commit", "off"));
+            }
             options
                 .application_name(&config.application_name)
                 .statement_cache_capacity(config.statement_cache_size)
-                .options(settings),
-            &config,
-        );
-        let pool = pool_options(&config, &metrics)
-            .connect_with(options)
-            .await?;
-        Ok(Self::wrap(pool, config, metrics))
+                .options(settings)
+        })
+        .await
     }
 }
 
@@ -187,10 +175,29 @@ impl DbPool<sqlx::Sqlite> {
     /// # Errors
     /// As [`sqlite`](Self::sqlite).
     pub async fn sqlite_with(config: DbConfig, metrics: PoolMetrics) -> Result<Self> {
-        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+        use sqlx::sqlite::SqliteJournalMode;
 
+        Self::connect(config, metrics, |options, config| {
+            options
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .foreign_keys(true)
+                .busy_timeout(config.statement_timeout)
+                .statement_cache_capacity(config.statement_cache_size)
+        })
+        .await
+    }
+}
+
+impl<DB: Database> DbPool<DB> {
+    /// Validate, parse the URL, let the backend add its options, connect.
+    async fn connect(
+        config: DbConfig,
+        metrics: PoolMetrics,
+        configure: impl FnOnce(ConnectOpts<DB>, &DbConfig) -> ConnectOpts<DB>,
+    ) -> Result<Self> {
         config.validate()?;
-        let options: SqliteConnectOptions =
+        let options: ConnectOpts<DB> =
             config
                 .url
                 .parse()
@@ -199,23 +206,13 @@ impl DbPool<sqlx::Sqlite> {
                     value: redact_url(&config.url),
                     reason: e.to_string(),
                 })?;
-        let options = logging(
-            options
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .foreign_keys(true)
-                .busy_timeout(config.statement_timeout)
-                .statement_cache_capacity(config.statement_cache_size),
-            &config,
-        );
+        let options = logging(configure(options, &config), &config);
         let pool = pool_options(&config, &metrics)
             .connect_with(options)
             .await?;
         Ok(Self::wrap(pool, config, metrics))
     }
-}
 
-impl<DB: Database> DbPool<DB> {
     fn wrap(pool: sqlx::Pool<DB>, config: DbConfig, metrics: PoolMetrics) -> Self {
         Self {
             pool,
@@ -249,9 +246,9 @@ impl<DB: Database> DbPool<DB> {
         let at = std::panic::Location::caller();
         async move {
             let start = Instant::now();
-            self.shared.waiting.fetch_add(1, Relaxed);
+            let waiting = Waiting::enter(&self.shared.waiting);
             let got = self.pool.acquire().await;
-            self.shared.waiting.fetch_sub(1, Relaxed);
+            drop(waiting);
             let waited = start.elapsed();
             self.shared.metrics.acquire_wait(waited);
             match got {

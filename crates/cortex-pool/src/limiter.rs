@@ -6,6 +6,7 @@ use cortex_metrics::env::EnvSource;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::status::Waiting;
 use crate::{Error, PoolMetrics, PoolStatus, Result};
 
 /// Settings of an admission [`Limiter`].
@@ -169,13 +170,13 @@ impl Limiter {
         let permit = match inner.semaphore.clone().try_acquire_owned() {
             Ok(p) => Ok(p),
             Err(_) => {
-                inner.waiting.fetch_add(1, Relaxed);
+                let waiting = Waiting::enter(&inner.waiting);
                 let r = tokio::time::timeout(
                     inner.config.max_wait,
                     inner.semaphore.clone().acquire_owned(),
                 )
                 .await;
-                inner.waiting.fetch_sub(1, Relaxed);
+                drop(waiting);
                 match r {
                     Ok(Ok(p)) => Ok(p),
                     // The semaphore is never closed; a timeout is the only way to fail.

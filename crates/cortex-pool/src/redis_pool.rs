@@ -9,6 +9,7 @@ use redis::RedisError;
 use redis::aio::MultiplexedConnection;
 
 use crate::config::redact_url;
+use crate::status::Waiting;
 use crate::{Error, PoolMetrics, PoolStatus, RedisConfig, Result};
 
 /// A Redis pool over bb8 + bb8-redis that shows what it is doing: a [`PoolStatus`],
@@ -165,9 +166,9 @@ impl RedisPool {
         let at = std::panic::Location::caller();
         async move {
             let start = Instant::now();
-            self.shared.waiting.fetch_add(1, Relaxed);
+            let waiting = Waiting::enter(&self.shared.waiting);
             let got = self.pool.get_owned().await;
-            self.shared.waiting.fetch_sub(1, Relaxed);
+            drop(waiting);
             let waited = start.elapsed();
             self.shared.metrics.acquire_wait(waited);
             match got {

@@ -14,3 +14,20 @@ pub struct PoolStatus {
     /// Callers waiting for an object.
     pub waiting: usize,
 }
+
+/// Counts a caller as waiting for as long as it lives: dropped on every exit of an
+/// acquire, including when the caller's future is cancelled mid-wait.
+pub(crate) struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    pub(crate) fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

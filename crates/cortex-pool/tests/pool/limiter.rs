@@ -50,6 +50,18 @@ async fn never_more_than_the_limit_and_saturation_is_typed() {
         other => panic!("expected Saturated, got {other:?}"),
     }
     assert_eq!(tight.stats().rejected, 1);
+    let patient = self::limiter(1, 10_000);
+    let _slot = patient.acquire().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), patient.acquire())
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        patient.stats().waiting,
+        0,
+        "a cancelled wait is not counted"
+    );
     assert_eq!(tight.status().in_use, 1);
 }
 

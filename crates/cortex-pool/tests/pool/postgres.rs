@@ -190,6 +190,13 @@ async fn an_acquire_that_cannot_be_served_times_out_with_a_typed_error() {
         }
         other => panic!("expected Error::Timeout, got {other:?}"),
     }
+    // A caller that gives up mid-wait is no longer counted as waiting.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), pool.acquire())
+            .await
+            .is_err()
+    );
+    assert_eq!(pool.status().waiting, 0);
 }
 
 #[tokio::test]

@@ -1,0 +1,599 @@
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use cortex_metrics::{Counter, Histogram, Metrics};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::{BatchConfig, BatchFn, BatchStats, Error, Loaded, Result};
+
+type Reply<V> = oneshot::Sender<Result<V>>;
+
+/// One waiting request.
+struct Request<K, V> {
+    key: K,
+    tx: Reply<V>,
+    at: Instant,
+}
+
+/// Everything the lock guards: the queue and the counters that change with it, so a
+/// request costs one lock and no extra atomics.
+struct State<K, V> {
+    /// Requests not yet dispatched, oldest first; a batch is drained from the front.
+    pending: VecDeque<Request<K, V>>,
+    in_flight: usize,
+    /// Bumped whenever a batch leaves `pending`, so a timer armed for an earlier batch
+    /// knows it is stale.
+    generation: u64,
+    timer_armed: bool,
+    closed: bool,
+    requests: u64,
+    batches: u64,
+    duplicates: u64,
+}
+
+struct Instruments {
+    size: Arc<Histogram>,
+    wait: Arc<Histogram>,
+    load: Arc<Histogram>,
+    requests: Arc<Counter>,
+    errors: Arc<Counter>,
+}
+
+struct Shared<F: BatchFn> {
+    f: F,
+    config: BatchConfig,
+    name: String,
+    state: Mutex<State<F::Key, F::Value>>,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    metrics: Option<Instruments>,
+}
+
+/// What to do once the lock is released.
+struct Plan<K, V> {
+    batches: Vec<Vec<Request<K, V>>>,
+    timer: Option<(u64, Instant)>,
+}
+
+/// Batches the keys of concurrent [`load`](Self::load) calls into calls of one
+/// [`BatchFn`]. One `Batcher` per batch type; clones share it.
+///
+/// See the [crate docs](crate) for when a batch fires.
+pub struct Batcher<F: BatchFn> {
+    shared: Arc<Shared<F>>,
+}
+
+impl<F: BatchFn> Clone for Batcher<F> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<F: BatchFn> fmt::Debug for Batcher<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batcher")
+            .field("name", &self.shared.name)
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Batcher`]: [`Batcher::builder`].
+#[must_use]
+pub struct BatcherBuilder<F: BatchFn> {
+    f: F,
+    config: BatchConfig,
+    name: String,
+    metrics: Option<Instruments>,
+}
+
+impl<F: BatchFn> fmt::Debug for BatcherBuilder<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatcherBuilder")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: BatchFn> BatcherBuilder<F> {
+    /// All settings at once, e.g. from [`BatchConfig::from_env_prefixed`].
+    pub fn config(mut self, config: BatchConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Most keys in one load. Default: 50.
+    pub fn max_batch_size(mut self, n: usize) -> Self {
+        self.config.max_batch_size = n;
+        self
+    }
+
+    /// Longest a request waits for its batch to fill while another batch loads.
+    /// Default: 100 ms.
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.config.max_wait = wait;
+        self
+    }
+
+    /// Most batches loading at once. Default: 4.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n;
+        self
+    }
+
+    /// Longest a caller waits for its result; zero means no bound. Default: 30 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Loads slower than this are logged at WARN. Default: 1 s.
+    pub fn slow_batch(mut self, threshold: Duration) -> Self {
+        self.config.slow_batch = threshold;
+        self
+    }
+
+    /// The name in logs (and stats). Default: `batch`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Record into `metrics` as `batch.<name>.size`, `.wait`, `.load` (histograms; wait
+    /// and load in ns) and `batch.<name>.requests`, `.errors` (counters). Sets the name.
+    pub fn metrics(mut self, metrics: &Metrics, name: &str) -> Self {
+        let series = |s: &str| format!("batch.{name}.{s}");
+        self.metrics = Some(Instruments {
+            size: metrics.histogram(&series("size")),
+            wait: metrics.histogram(&series("wait")),
+            load: metrics.histogram(&series("load")),
+            requests: metrics.counter(&series("requests")),
+            errors: metrics.counter(&series("errors")),
+        });
+        self.name = name.to_owned();
+        self
+    }
+
+    /// Check the settings and build. Needs no runtime; loads spawn onto the runtime of
+    /// the caller of [`Batcher::load`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a size or limit is zero.
+    pub fn build(self) -> Result<Batcher<F>> {
+        self.config.validate()?;
+        Ok(self.build_validated())
+    }
+
+    /// Build with a config already validated.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn build_validated(self) -> Batcher<F> {
+        Batcher {
+            shared: Arc::new(Shared {
+                f: self.f,
+                config: self.config,
+                name: self.name,
+                state: Mutex::new(State {
+                    pending: VecDeque::new(),
+                    in_flight: 0,
+                    generation: 0,
+                    timer_armed: false,
+                    closed: false,
+                    requests: 0,
+                    batches: 0,
+                    duplicates: 0,
+                }),
+                errors: AtomicU64::new(0),
+                timeouts: AtomicU64::new(0),
+                metrics: self.metrics,
+            }),
+        }
+    }
+}
+
+impl<F: BatchFn> Batcher<F> {
+    /// A builder with the default [`BatchConfig`].
+    pub fn builder(f: F) -> BatcherBuilder<F> {
+        BatcherBuilder {
+            f,
+            config: BatchConfig::default(),
+            name: "batch".to_owned(),
+            metrics: None,
+        }
+    }
+
+    /// A batcher with `config`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a size or limit is zero.
+    pub fn new(f: F, config: BatchConfig) -> Result<Self> {
+        Self::builder(f).config(config).build()
+    }
+
+    /// The value of `key`, loaded in a batch with the keys of concurrent calls.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Timeout`], or the batch's failure:
+    /// [`Error::Loader`], [`Error::LoaderPanicked`], [`Error::WrongCount`],
+    /// [`Error::Missing`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (loads are spawned onto it).
+    pub async fn load(&self, key: F::Key) -> Result<F::Value> {
+        let (tx, rx) = oneshot::channel();
+        let at = Instant::now();
+        let plan = {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            st.pending.push_back(Request { key, tx, at });
+            self.shared.plan(&mut st, false)
+        };
+        self.shared.execute(plan);
+        self.shared.wait(rx, at).await
+    }
+
+    /// The values of `keys`, in order, each with its own result. The keys join the
+    /// current batch together (split at `max_batch_size`).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub async fn load_many(&self, keys: impl IntoIterator<Item = F::Key>) -> Vec<Result<F::Value>> {
+        let at = Instant::now();
+        let mut receivers = Vec::new();
+        let plan = {
+            let mut st = self.shared.lock();
+            if st.closed {
+                drop(st);
+                return keys.into_iter().map(|_| Err(Error::Closed)).collect();
+            }
+            for key in keys {
+                let (tx, rx) = oneshot::channel();
+                st.pending.push_back(Request { key, tx, at });
+                receivers.push(rx);
+            }
+            self.shared.plan(&mut st, false)
+        };
+        self.shared.execute(plan);
+        let mut out = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            out.push(self.shared.wait(rx, at).await);
+        }
+        out
+    }
+
+    /// Stop: every request not yet dispatched gets [`Error::Closed`], and so does
+    /// every later call. Batches already loading finish and deliver their results.
+    pub fn close(&self) {
+        let drained = {
+            let mut st = self.shared.lock();
+            st.closed = true;
+            std::mem::take(&mut st.pending)
+        };
+        for r in drained {
+            let _ = r.tx.send(Err(Error::Closed));
+        }
+    }
+
+    /// `true` after [`close`](Self::close).
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
+    /// The loader.
+    pub fn batch_fn(&self) -> &F {
+        &self.shared.f
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BatchConfig {
+        &self.shared.config
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BatchStats {
+        let max = self.shared.config.max_batch_size;
+        let st = self.shared.lock();
+        let avg = if st.batches == 0 {
+            0.0
+        } else {
+            st.requests as f64 / st.batches as f64
+        };
+        BatchStats {
+            name: self.shared.name.clone(),
+            requests: st.requests,
+            batches: st.batches,
+            avg_batch_size: avg,
+            efficiency: avg / max as f64,
+            duplicates_saved: st.duplicates,
+            errors: self.shared.errors.load(Relaxed),
+            timeouts: self.shared.timeouts.load(Relaxed),
+            in_flight: st.in_flight,
+            pending: st.pending.len(),
+            max_batch_size: max,
+            closed: st.closed,
+        }
+    }
+}
+
+impl<F: BatchFn> Shared<F> {
+    fn lock(&self) -> MutexGuard<'_, State<F::Key, F::Value>> {
+        // No code that can panic runs under the lock; recover rather than propagate.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decide, under the lock, which batches fire now and whether to arm a timer.
+    ///
+    /// A batch fires when a loading slot is free and: the batcher is idle (the fast
+    /// path), the batch is full, the wait is zero, or `force` (its timer ran out).
+    fn plan(&self, st: &mut State<F::Key, F::Value>, force: bool) -> Plan<F::Key, F::Value> {
+        let c = &self.config;
+        let mut plan = Plan {
+            batches: Vec::new(),
+            timer: None,
+        };
+        while !st.pending.is_empty()
+            && st.in_flight < c.max_in_flight
+            && (force
+                || st.in_flight == 0
+                || st.pending.len() >= c.max_batch_size
+                || c.max_wait.is_zero())
+        {
+            st.in_flight += 1;
+            plan.batches.push(self.take(st));
+        }
+        self.arm(st, &mut plan);
+        plan
+    }
+
+    fn take(&self, st: &mut State<F::Key, F::Value>) -> Vec<Request<F::Key, F::Value>> {
+        let n = st.pending.len().min(self.config.max_batch_size);
+        let batch: Vec<_> = st.pending.drain(..n).collect();
+        st.generation += 1;
+        st.timer_armed = false;
+        st.requests += n as u64;
+        st.batches += 1;
+        batch
+    }
+
+    /// Arm a timer for the oldest pending request, unless one is armed or no slot is
+    /// free (then the next load to finish takes the batch anyway).
+    fn arm(&self, st: &mut State<F::Key, F::Value>, plan: &mut Plan<F::Key, F::Value>) {
+        if st.timer_armed || st.closed || st.in_flight >= self.config.max_in_flight {
+            return;
+        }
+        if let Some(front) = st.pending.front() {
+            st.timer_armed = true;
+            plan.timer = Some((st.generation, front.at + self.config.max_wait));
+        }
+    }
+
+    fn execute(self: &Arc<Self>, plan: Plan<F::Key, F::Value>) {
+        if plan.batches.is_empty() && plan.timer.is_none() {
+            return;
+        }
+        // Without a runtime the batches are dropped and their callers see Closed.
+        let Ok(rt) = Handle::try_current() else {
+            return;
+        };
+        for batch in plan.batches {
+            rt.spawn(Arc::clone(self).run(batch));
+        }
+        if let Some((generation, deadline)) = plan.timer {
+            let shared = Arc::clone(self);
+            rt.spawn(async move {
+                tokio::time::sleep_until(deadline.into()).await;
+                let plan = {
+                    let mut st = shared.lock();
+                    if st.generation != generation || !st.timer_armed {
+                        return;
+                    }
+                    shared.plan(&mut st, true)
+                };
+                shared.execute(plan);
+            });
+        }
+    }
+
+    async fn wait(&self, rx: oneshot::Receiver<Result<F::Value>>, at: Instant) -> Result<F::Value> {
+        let limit = self.config.request_timeout;
+        if limit.is_zero() {
+            return rx.await.unwrap_or(Err(Error::Closed));
+        }
+        match tokio::time::timeout_at((at + limit).into(), rx).await {
+            Ok(Ok(result)) => result,
+            // The sender went away unanswered: the runtime is shutting down.
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => {
+                self.timeouts.fetch_add(1, Relaxed);
+                Err(Error::Timeout {
+                    waited: at.elapsed(),
+                })
+            }
+        }
+    }
+
+    /// Load `batch`, then keep taking whatever queued meanwhile, so a busy batcher
+    /// reuses this task instead of spawning one per batch.
+    async fn run(self: Arc<Self>, mut batch: Vec<Request<F::Key, F::Value>>) {
+        let mut slot = Slot(Some(Arc::clone(&self)));
+        loop {
+            self.load_batch(batch).await;
+            let plan = {
+                let mut st = self.lock();
+                if st.pending.is_empty() {
+                    st.in_flight -= 1;
+                    slot.0 = None;
+                    return;
+                }
+                batch = self.take(&mut st);
+                let mut plan = Plan {
+                    batches: Vec::new(),
+                    timer: None,
+                };
+                self.arm(&mut st, &mut plan);
+                plan
+            };
+            self.execute(plan);
+        }
+    }
+
+    async fn load_batch(&self, batch: Vec<Request<F::Key, F::Value>>) {
+        let n = batch.len();
+        let dispatched = Instant::now();
+        if let Some(m) = &self.metrics {
+            m.size.record(n as u64);
+            m.requests.add(n as u64);
+            for r in &batch {
+                m.wait
+                    .record_duration(dispatched.saturating_duration_since(r.at));
+            }
+        }
+        // Distinct keys, and for each request the index of its key.
+        let (keys, slots) = distinct(&batch);
+        if keys.len() < n {
+            self.lock().duplicates += (n - keys.len()) as u64;
+        }
+        let outcome = CatchUnwind(pin!(async { self.f.load(&keys).await })).await;
+        let elapsed = dispatched.elapsed();
+        if let Some(m) = &self.metrics {
+            m.load.record_duration(elapsed);
+        }
+        if elapsed > self.config.slow_batch {
+            tracing::warn!(
+                batch = %self.name,
+                size = n,
+                keys = keys.len(),
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                "slow batch"
+            );
+        }
+        let errors = match outcome {
+            Ok(Ok(Loaded::InOrder(values))) if values.len() != keys.len() => fail(
+                batch,
+                Error::WrongCount {
+                    expected: keys.len(),
+                    got: values.len(),
+                },
+            ),
+            Ok(Ok(Loaded::InOrder(values))) => {
+                if slots.is_empty() {
+                    // No duplicates: move each value to its request.
+                    for (r, v) in batch.into_iter().zip(values) {
+                        let _ = r.tx.send(Ok(v));
+                    }
+                } else {
+                    for (r, &i) in batch.into_iter().zip(&slots) {
+                        let _ = r.tx.send(Ok(values[i].clone()));
+                    }
+                }
+                0
+            }
+            Ok(Ok(Loaded::ByKey(mut values))) => {
+                let mut missing = 0;
+                for r in batch {
+                    let v = if slots.is_empty() {
+                        values.remove(&r.key)
+                    } else {
+                        values.get(&r.key).cloned()
+                    };
+                    missing += usize::from(v.is_none());
+                    let _ = r.tx.send(v.ok_or(Error::Missing));
+                }
+                missing
+            }
+            Ok(Err(e)) => fail(batch, Error::Loader(Arc::new(e.into()))),
+            Err(message) => {
+                tracing::error!(batch = %self.name, size = n, %message, "loader panicked");
+                fail(batch, Error::LoaderPanicked(message))
+            }
+        };
+        if errors > 0 {
+            self.errors.fetch_add(errors as u64, Relaxed);
+            if let Some(m) = &self.metrics {
+                m.errors.add(errors as u64);
+            }
+        }
+    }
+}
+
+/// The distinct keys of `batch` in first-seen order, and the key index of each request
+/// (empty when there are no duplicates, the common case, so answers can be moved).
+fn distinct<K: Clone + Eq + std::hash::Hash, V>(batch: &[Request<K, V>]) -> (Vec<K>, Vec<usize>) {
+    if batch.len() == 1 {
+        return (vec![batch[0].key.clone()], Vec::new());
+    }
+    let mut index: HashMap<&K, usize> = HashMap::with_capacity(batch.len());
+    let mut keys = Vec::with_capacity(batch.len());
+    let mut slots = Vec::with_capacity(batch.len());
+    for r in batch {
+        let i = *index.entry(&r.key).or_insert_with(|| {
+            keys.push(r.key.clone());
+            keys.len() - 1
+        });
+        slots.push(i);
+    }
+    if keys.len() == batch.len() {
+        slots = Vec::new();
+    }
+    (keys, slots)
+}
+
+fn fail<K, V>(batch: Vec<Request<K, V>>, error: Error) -> usize {
+    let n = batch.len();
+    for r in batch {
+        let _ = r.tx.send(Err(error.clone()));
+    }
+    n
+}
+
+/// Gives back the loading slot of a batch task that ends without doing so itself
+/// (a panic outside the loader, or the runtime dropping the task), and restarts
+/// dispatch for what is queued.
+struct Slot<F: BatchFn>(Option<Arc<Shared<F>>>);
+
+impl<F: BatchFn> Drop for Slot<F> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            let plan = {
+                let mut st = shared.lock();
+                st.in_flight -= 1;
+                shared.plan(&mut st, false)
+            };
+            shared.execute(plan);
+        }
+    }
+}
+
+/// Catches a panic of the loader's future, so the batch gets
+/// [`Error::LoaderPanicked`] and the batcher keeps working. Polls a pinned borrow, so
+/// it costs no allocation (and no `futures-util`).
+struct CatchUnwind<'a, T>(Pin<&'a mut T>);
+
+impl<T: Future> Future for CatchUnwind<'_, T> {
+    type Output = std::result::Result<T::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => Poll::Ready(Err(payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string panic".to_owned()))),
+        }
+    }
+}

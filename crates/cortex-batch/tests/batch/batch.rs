@@ -1,0 +1,474 @@
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cortex_batch::{BatchConfig, BatchFn, Batcher, Error, Loaded, batch_fn};
+use cortex_metrics::Metrics;
+use cortex_metrics::env::EnvSource;
+use tokio::task::JoinSet;
+
+/// Every async test runs under this bound, so a hang is a failure, not a stuck CI job.
+async fn bounded<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("test hung")
+}
+
+/// Records every batch it sees; answers `key * 10` in order.
+#[derive(Default)]
+struct Recorder {
+    batches: Mutex<Vec<Vec<u64>>>,
+    active: AtomicUsize,
+    max_active: AtomicUsize,
+    cost: Duration,
+}
+
+/// The batcher's handle on a shared [`Recorder`].
+struct Rec(Arc<Recorder>);
+
+impl BatchFn for Rec {
+    type Key = u64;
+    type Value = u64;
+    type Error = std::io::Error;
+
+    async fn load(&self, keys: &[u64]) -> Result<Loaded<u64, u64>, Self::Error> {
+        let this = &self.0;
+        let now = this.active.fetch_add(1, SeqCst) + 1;
+        this.max_active.fetch_max(now, SeqCst);
+        this.batches
+            .lock()
+            .expect("recorder lock")
+            .push(keys.to_vec());
+        if this.cost.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(this.cost).await;
+        }
+        this.active.fetch_sub(1, SeqCst);
+        Ok(keys.iter().map(|k| k * 10).collect::<Vec<_>>().into())
+    }
+}
+
+fn recorder(cost: Duration) -> Arc<Recorder> {
+    Arc::new(Recorder {
+        cost,
+        ..Recorder::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_loads_each_get_their_own_value() {
+    bounded(async {
+        let rec = recorder(Duration::from_millis(1));
+        let b = Batcher::builder(Rec(Arc::clone(&rec)))
+            .max_wait(Duration::from_millis(5))
+            .build()
+            .unwrap();
+        let mut set = JoinSet::new();
+        for k in 0..10_000u64 {
+            let b = b.clone();
+            set.spawn(async move { (k, b.load(k).await) });
+        }
+        while let Some(r) = set.join_next().await {
+            let (k, v) = r.unwrap();
+            assert_eq!(v.unwrap(), k * 10);
+        }
+        let batches = rec.batches.lock().unwrap();
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 10_000);
+        assert!(batches.len() < 10_000 / 10, "{} batches", batches.len());
+        // No batch exceeds the maximum, and no more than max_in_flight load at once.
+        assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 50));
+        assert!(rec.max_active.load(SeqCst) <= 4);
+        let s = b.stats();
+        assert_eq!((s.requests, s.pending, s.in_flight), (10_000, 0, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_batch_exceeds_max_size_with_load_many() {
+    bounded(async {
+        let rec = recorder(Duration::ZERO);
+        let b = Batcher::builder(Rec(Arc::clone(&rec)))
+            .max_batch_size(7)
+            .max_in_flight(2)
+            .build()
+            .unwrap();
+        let out = b.load_many(0..100).await;
+        let values: Vec<u64> = out.into_iter().map(Result::unwrap).collect();
+        assert_eq!(values, (0..100).map(|k| k * 10).collect::<Vec<_>>());
+        let batches = rec.batches.lock().unwrap();
+        assert!(batches.iter().all(|b| b.len() <= 7), "{batches:?}");
+        assert!(rec.max_active.load(SeqCst) <= 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_value_too_few_gives_every_request_of_the_batch_wrong_count() {
+    bounded(async {
+        let b = Batcher::builder(batch_fn(|keys: Vec<u64>| async move {
+            Ok::<_, std::io::Error>(keys.iter().skip(1).copied().collect::<Vec<_>>())
+        }))
+        .build()
+        .unwrap();
+        for r in b.load_many([1, 2, 3]).await {
+            assert!(matches!(
+                r,
+                Err(Error::WrongCount {
+                    expected: 3,
+                    got: 2
+                })
+            ));
+        }
+        assert_eq!(b.stats().errors, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_panicking_loader_gives_errors_and_the_batcher_keeps_working() {
+    bounded(async {
+        let b = Batcher::builder(batch_fn(|keys: Vec<u64>| async move {
+            assert!(!keys.contains(&13), "unlucky key");
+            Ok::<_, std::io::Error>(keys)
+        }))
+        .build()
+        .unwrap();
+        for r in b.load_many([12, 13]).await {
+            match r {
+                Err(Error::LoaderPanicked(m)) => assert!(m.contains("unlucky"), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(b.load(7).await.unwrap(), 7);
+        assert_eq!(b.stats().in_flight, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn loader_error_goes_to_each_request_of_the_batch() {
+    bounded(async {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let b = Batcher::builder(batch_fn(move |_keys: Vec<u64>| {
+            c.fetch_add(1, SeqCst);
+            async { Err::<Vec<u64>, _>(std::io::Error::other("db down")) }
+        }))
+        .build()
+        .unwrap();
+        let out = b.load_many([1, 2, 3]).await;
+        assert_eq!(calls.load(SeqCst), 1);
+        for r in &out {
+            let Err(Error::Loader(e)) = r else {
+                panic!("{r:?}")
+            };
+            assert_eq!(e.to_string(), "db down");
+        }
+        // One shared error, not three copies.
+        let (Err(Error::Loader(a)), Err(Error::Loader(c))) = (&out[0], &out[2]) else {
+            unreachable!()
+        };
+        assert!(Arc::ptr_eq(a, c));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn by_key_answers_and_a_missing_key() {
+    bounded(async {
+        let b = Batcher::builder(batch_fn(|keys: Vec<u64>| async move {
+            let map: HashMap<u64, String> = keys
+                .into_iter()
+                .filter(|k| k % 2 == 0)
+                .map(|k| (k, format!("v{k}")))
+                .collect();
+            Ok::<_, std::io::Error>(map)
+        }))
+        .build()
+        .unwrap();
+        let out = b.load_many([2, 3, 4, 2]).await;
+        assert_eq!(out[0].as_deref().unwrap(), "v2");
+        assert!(matches!(out[1], Err(Error::Missing)));
+        assert_eq!(out[2].as_deref().unwrap(), "v4");
+        assert_eq!(out[3].as_deref().unwrap(), "v2");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicates_are_loaded_once() {
+    bounded(async {
+        let rec = recorder(Duration::ZERO);
+        let b = Batcher::builder(Rec(Arc::clone(&rec))).build().unwrap();
+        let out = b.load_many([5, 5, 6, 5, 6]).await;
+        let values: Vec<u64> = out.into_iter().map(Result::unwrap).collect();
+        assert_eq!(values, [50, 50, 60, 50, 60]);
+        let batches = rec.batches.lock().unwrap();
+        assert_eq!(*batches, vec![vec![5, 6]]);
+        assert_eq!(b.stats().duplicates_saved, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_batcher_does_not_wait_for_max_wait() {
+    bounded(async {
+        let max_wait = Duration::from_secs(2);
+        let rec = recorder(Duration::ZERO);
+        let b = Batcher::builder(Rec(Arc::clone(&rec)))
+            .max_wait(max_wait)
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        for k in 0..20 {
+            assert_eq!(b.load(k).await.unwrap(), k * 10);
+        }
+        // A functional check of the fast path, not a performance threshold.
+        assert!(start.elapsed() < max_wait, "{:?}", start.elapsed());
+        assert_eq!(rec.batches.lock().unwrap().len(), 20);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_partial_batch_fires_when_the_wait_runs_out() {
+    bounded(async {
+        // One slow batch loading; the next request waits max_wait, not the slow load.
+        let b = Batcher::builder(batch_fn(|keys: Vec<u64>| async move {
+            if keys.contains(&0) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Ok::<_, std::io::Error>(keys)
+        }))
+        .max_wait(Duration::from_millis(20))
+        .build()
+        .unwrap();
+        let slow = tokio::spawn({
+            let b = b.clone();
+            async move { b.load(0).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let start = Instant::now();
+        assert_eq!(b.load(1).await.unwrap(), 1);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        slow.abort();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_timeout_gives_timeout() {
+    bounded(async {
+        let b = Batcher::builder(batch_fn(|keys: Vec<u64>| async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, std::io::Error>(keys)
+        }))
+        .request_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+        match b.load(1).await {
+            Err(e @ Error::Timeout { waited }) => {
+                assert!(waited >= Duration::from_millis(50));
+                assert!(e.is_retryable());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(b.stats().timeouts, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn close_resolves_every_pending_request() {
+    bounded(async {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let g = Arc::clone(&gate);
+        let b = Batcher::builder(batch_fn(move |keys: Vec<u64>| {
+            let g = Arc::clone(&g);
+            async move {
+                let _permit = g.acquire().await;
+                Ok::<_, std::io::Error>(keys)
+            }
+        }))
+        .max_in_flight(1)
+        .max_wait(Duration::from_secs(60))
+        .build()
+        .unwrap();
+        let mut set = JoinSet::new();
+        for k in 0..100u64 {
+            let b = b.clone();
+            set.spawn(async move { (k, b.load(k).await) });
+        }
+        // Wait until the first batch is loading and the rest are queued.
+        while b.stats().pending as u64 + b.stats().requests < 100 {
+            tokio::task::yield_now().await;
+        }
+        let loading = b.stats().requests;
+        b.close();
+        assert!(matches!(b.load(1000).await, Err(Error::Closed)));
+        gate.add_permits(1000);
+        let (mut ok, mut closed) = (0, 0);
+        while let Some(r) = set.join_next().await {
+            match r.unwrap() {
+                (k, Ok(v)) => {
+                    assert_eq!(k, v);
+                    ok += 1;
+                }
+                (_, Err(Error::Closed)) => closed += 1,
+                (_, Err(e)) => panic!("{e}"),
+            }
+        }
+        // The batch already loading finished; everything queued got Closed.
+        assert_eq!(ok, loading);
+        assert_eq!(ok + closed, 100);
+        assert!(closed > 0);
+        assert!(b.stats().closed);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stats_and_metrics_are_recorded() {
+    bounded(async {
+        let metrics = Metrics::new();
+        let b = Batcher::builder(batch_fn(|keys: Vec<u64>| async move {
+            let map: HashMap<u64, u64> = keys
+                .into_iter()
+                .filter(|k| *k != 3)
+                .map(|k| (k, k))
+                .collect();
+            Ok::<_, std::io::Error>(map)
+        }))
+        .metrics(&metrics, "users")
+        .max_batch_size(4)
+        .build()
+        .unwrap();
+        let out = b.load_many(0..8).await;
+        assert_eq!(out.iter().filter(|r| r.is_err()).count(), 1);
+        let s = b.stats();
+        assert_eq!((s.name.as_str(), s.requests, s.batches), ("users", 8, 2));
+        assert_eq!((s.avg_batch_size, s.efficiency, s.errors), (4.0, 1.0, 1));
+        assert_eq!(metrics.counter("batch.users.requests").total(), 8);
+        assert_eq!(metrics.counter("batch.users.errors").total(), 1);
+        let size = metrics.histogram("batch.users.size").snapshot();
+        assert_eq!((size.count, size.max), (2, 4));
+        assert_eq!(metrics.histogram("batch.users.wait").snapshot().count, 8);
+        assert_eq!(metrics.histogram("batch.users.load").snapshot().count, 2);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"efficiency\":1.0"), "{json}");
+    })
+    .await;
+}
+
+#[test]
+fn config_from_env_names_the_variable() {
+    let from = |vars: &[(&str, &str)]| {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| map.get(k).cloned();
+        BatchConfig::from_source("USER_LOOKUP", &EnvSource::from_fn(&lookup))
+    };
+    let c = from(&[
+        ("USER_LOOKUP_BATCH_SIZE", "20"),
+        ("USER_LOOKUP_BATCH_WAIT", "0.25"),
+    ])
+    .unwrap();
+    assert_eq!(
+        (c.max_batch_size, c.max_wait),
+        (20, Duration::from_millis(250))
+    );
+    assert_eq!(from(&[]).unwrap(), BatchConfig::default());
+    for (var, bad) in [
+        ("USER_LOOKUP_BATCH_SIZE", "lots"),
+        ("USER_LOOKUP_BATCH_SIZE", "0"),
+        ("USER_LOOKUP_BATCH_WAIT", "-1"),
+        ("USER_LOOKUP_BATCH_MAX_IN_FLIGHT", "0"),
+        ("USER_LOOKUP_BATCH_TIMEOUT", "soon"),
+    ] {
+        let err = from(&[(var, bad)]).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { key, .. } if key == var),
+            "{err}"
+        );
+        assert!(err.to_string().contains(var), "{err}");
+    }
+    assert!(
+        Batcher::new(
+            batch_fn(|k: Vec<u8>| async move { Ok::<_, std::io::Error>(k) }),
+            BatchConfig {
+                max_batch_size: 0,
+                ..BatchConfig::default()
+            }
+        )
+        .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_holds_distinct_keys_and_counts_add_up() {
+    bounded(async {
+        let keys_seen = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&keys_seen);
+        let b = Batcher::builder(batch_fn(move |keys: Vec<u32>| {
+            let distinct: HashSet<_> = keys.iter().collect();
+            assert_eq!(distinct.len(), keys.len(), "a key twice in one batch");
+            seen.fetch_add(keys.len(), SeqCst);
+            async move {
+                tokio::task::yield_now().await;
+                Ok::<_, std::io::Error>(keys)
+            }
+        }))
+        .build()
+        .unwrap();
+        let mut set = JoinSet::new();
+        for i in 0..1000u32 {
+            let b = b.clone();
+            set.spawn(async move { assert_eq!(b.load(i % 10).await.unwrap(), i % 10) });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+        // Duplicates across batches are loaded again (no cache); within a batch once.
+        let s = b.stats();
+        assert_eq!(s.requests, 1000);
+        assert_eq!(keys_seen.load(SeqCst) as u64, 1000 - s.duplicates_saved);
+        assert!(s.duplicates_saved > 0);
+    })
+    .await;
+}
+
+#[cfg(feature = "tower")]
+#[tokio::test]
+async fn tower_layer_batches_single_key_requests() {
+    use tower::{Layer, ServiceExt};
+    bounded(async {
+        let inner = tower::service_fn(|keys: Vec<u64>| async move {
+            Ok::<_, std::io::Error>(keys.into_iter().map(|k| k + 1).collect::<Vec<_>>())
+        });
+        let layer = cortex_batch::BatchLayer::new(BatchConfig::default(), "inc").unwrap();
+        let svc = layer.layer(inner);
+        let mut set = JoinSet::new();
+        for k in 0..200u64 {
+            let svc = svc.clone();
+            set.spawn(async move { (k, svc.oneshot(k).await) });
+        }
+        while let Some(r) = set.join_next().await {
+            let (k, v) = r.unwrap();
+            assert_eq!(v.unwrap(), k + 1);
+        }
+        assert!(svc.batcher().stats().batches < 200);
+        let mut svc = svc;
+        svc.batcher().close();
+        assert!(matches!(svc.ready().await, Err(Error::Closed)));
+    })
+    .await;
+}

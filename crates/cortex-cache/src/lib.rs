@@ -1,1 +1,21 @@
 #![doc = include_str!("../README.md")]
+
+mod compressed;
+mod config;
+mod error;
+mod key;
+mod memory;
+mod redis_cache;
+mod stats;
+mod store;
+mod typed;
+
+pub use self::compressed::{Compressed, CompressionConfig};
+pub use self::config::RedisCacheConfig;
+pub use self::error::{Error, Result};
+pub use self::key::{MAX_KEY_LEN, key_for};
+pub use self::memory::{MemoryConfig, MemoryStore};
+pub use self::redis_cache::{RedisCache, RedisCacheBuilder};
+pub use self::stats::{CacheStats, CompressionStats};
+pub use self::store::Cache;
+pub use self::typed::TypedCache;

@@ -1,0 +1,163 @@
+use std::time::Duration;
+
+use cortex_metrics::env::EnvSource;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Settings of a [`RedisCache`](crate::RedisCache).
+///
+/// | field | variable | default |
+/// |---|---|---|
+/// | `namespace` | `CACHE_NAMESPACE` | `cortex:` |
+/// | `default_ttl` | `CACHE_DEFAULT_TTL`, s | 300 |
+/// | `degrade_on_error` | `CACHE_DEGRADE_ON_ERROR` | true |
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisCacheConfig {
+    /// Prefix of every key this cache reads, writes and clears. Default: `cortex:`.
+    pub namespace: String,
+    /// Expiry of a `set` given no TTL, and of a counter `increment` creates.
+    /// Default: 300 s.
+    #[serde(with = "secs")]
+    pub default_ttl: Duration,
+    /// Log Redis faults (at most one warning per second) and answer as a miss
+    /// (`get` → `None`, `exists`/`delete` → `false`, `set` → done) instead of returning
+    /// them, so a Redis outage slows the service instead of failing it. Default: true.
+    pub degrade_on_error: bool,
+}
+
+impl Default for RedisCacheConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "cortex:".to_owned(),
+            default_ttl: Duration::from_secs(300),
+            degrade_on_error: true,
+        }
+    }
+}
+
+impl RedisCacheConfig {
+    /// Defaults overridden by the environment (see the table above).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable of a bad value.
+    pub fn from_env() -> Result<Self> {
+        Self::from_source(&EnvSource::process())
+    }
+
+    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+        let mut c = Self::default();
+        if let Some(v) = env.var("CACHE_NAMESPACE") {
+            c.namespace = v;
+        }
+        if let Some(v) = env.secs("CACHE_DEFAULT_TTL")? {
+            c.default_ttl = v;
+        }
+        if let Some(v) = env.bool("CACHE_DEGRADE_ON_ERROR")? {
+            c.degrade_on_error = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Check every value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable of the first bad value.
+    pub fn validate(&self) -> Result<()> {
+        let ns = &self.namespace;
+        if ns.is_empty() || ns.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::InvalidConfig {
+                key: "CACHE_NAMESPACE",
+                value: ns.clone(),
+                reason: "must be non-empty, without whitespace or control characters".to_owned(),
+            });
+        }
+        if self.default_ttl < Duration::from_millis(1) {
+            return Err(Error::InvalidConfig {
+                key: "CACHE_DEFAULT_TTL",
+                value: format!("{}", self.default_ttl.as_secs_f64()),
+                reason: "must be at least 0.001 s".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+pub(crate) mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<RedisCacheConfig> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| map.get(k).cloned();
+        RedisCacheConfig::from_source(&EnvSource::from_fn(&lookup))
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        assert_eq!(from(&[]).unwrap(), RedisCacheConfig::default());
+        let c = from(&[("CACHE_NAMESPACE", "app:"), ("CACHE_DEFAULT_TTL", "1.5")]).unwrap();
+        assert_eq!(c.namespace, "app:");
+        assert_eq!(c.default_ttl, Duration::from_millis(1500));
+        for (k, v) in [
+            ("CACHE_NAMESPACE", "a b"),
+            ("CACHE_NAMESPACE", "a\u{7}"),
+            ("CACHE_DEFAULT_TTL", "soon"),
+            ("CACHE_DEFAULT_TTL", "0"),
+            ("CACHE_DEGRADE_ON_ERROR", "maybe"),
+        ] {
+            let err = from(&[(k, v)]).unwrap_err();
+            assert!(err.to_string().contains(k), "{k}={v:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let c = RedisCacheConfig::default();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<RedisCacheConfig>(&json).unwrap(), c);
+    }
+}

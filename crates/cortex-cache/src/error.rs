@@ -1,0 +1,76 @@
+/// Everything that can go wrong in cortex-cache.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed moments ago and is not asked again until `retry_in` has passed,
+    /// so an outage costs callers nothing instead of a connect timeout each.
+    #[error("the store is cooling down after a fault; next try in {retry_in:?}")]
+    Unavailable {
+        /// Time until the store is tried again.
+        retry_in: std::time::Duration,
+    },
+    /// A configuration value was rejected.
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    InvalidConfig {
+        /// The setting or environment variable, e.g. `CACHE_NAMESPACE`.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A Redis command failed (only returned when `degrade_on_error` is off, or by
+    /// operations that cannot degrade: `clear`, `increment`).
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// No pooled connection could be had (timeout, unreachable server).
+    #[error("pool error: {0}")]
+    Pool(#[from] cortex_pool::Error),
+    /// A value did not serialize to, or deserialize from, JSON.
+    #[error("JSON (de)serialization failed for key {key:?}: {source}")]
+    Serde {
+        /// The cache key (or key prefix) concerned.
+        key: String,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Compressing or decompressing a value failed (a corrupt stored value).
+    #[error("compression error: {0}")]
+    Compression(#[source] std::io::Error),
+    /// `increment` met a value that is not a 64-bit integer, or would overflow it.
+    #[error("value at {key:?} is not an integer or the increment overflows")]
+    NotAnInteger {
+        /// The key concerned.
+        key: String,
+    },
+}
+
+impl From<cortex_metrics::Error> for Error {
+    fn from(e: cortex_metrics::Error) -> Self {
+        match e {
+            cortex_metrics::Error::InvalidConfig { key, value, reason } => {
+                Error::InvalidConfig { key, value, reason }
+            }
+            other => Error::InvalidConfig {
+                key: "environment",
+                value: String::new(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+impl Error {
+    /// `true` for faults of the store (connection, timeout, I/O) as opposed to misuse
+    /// (bad config, bad value): the kind `degrade_on_error` turns into misses.
+    pub fn is_backend(&self) -> bool {
+        matches!(
+            self,
+            Error::Redis(_) | Error::Pool(_) | Error::Unavailable { .. }
+        )
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,513 @@
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use cortex_metrics::Metrics;
+use cortex_pool::RedisPool;
+use redis::FromRedisValue;
+
+use crate::stats::Recorder;
+use crate::{Cache, CacheStats, Error, RedisCacheConfig, Result};
+
+/// Keys `clear` asks `SCAN` for per round trip.
+const SCAN_COUNT: u32 = 500;
+
+/// A [`Cache`] on Redis, over a [`RedisPool`]: every key is prefixed with the
+/// namespace, a `set` without TTL gets the default TTL, and `clear` removes the
+/// namespace only, with `SCAN` + `UNLINK` (never `KEYS`, which blocks the server).
+///
+/// TTLs are sent in milliseconds (`SET .. PX`), so sub-second TTLs work.
+///
+/// With `degrade_on_error` (the default) a Redis or pool fault is counted in
+/// [`CacheStats::errors`], logged (at most one warning a second, with the number of
+/// warnings suppressed since) and answered as a miss: `get` → `None`, `get_many` → all
+/// `None`, `exists`/`delete` → `false`, `set`/`set_many` → `Ok`. `clear` and
+/// `increment` always return their errors: there is no honest default count.
+///
+/// Broken connections are replaced on check-out by the pool's `pre_ping` (on by
+/// default); keep it on, or a restarted Redis leaves dead connections in the pool.
+///
+/// ```no_run
+/// use cortex_cache::{Cache, RedisCache, RedisCacheConfig};
+/// use cortex_pool::{RedisConfig, RedisPool};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = RedisPool::new(RedisConfig::from_env()?).await?;
+/// let cache = RedisCache::new(pool, RedisCacheConfig::from_env()?)?;
+/// cache.set("greeting", b"hello", None).await?; // key `cortex:greeting`, TTL 300 s
+/// assert_eq!(cache.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisCache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: RedisPool,
+    config: RedisCacheConfig,
+    /// `SCAN MATCH` pattern of the namespace, glob characters escaped.
+    pattern: String,
+    stats: Recorder,
+    warnings: WarnLimiter,
+    breaker: Breaker,
+}
+
+impl RedisCache {
+    /// A builder over `pool`, starting from [`RedisCacheConfig::default`].
+    pub fn builder(pool: RedisPool) -> RedisCacheBuilder {
+        RedisCacheBuilder {
+            pool,
+            config: RedisCacheConfig::default(),
+            stats: Recorder::default(),
+        }
+    }
+
+    /// A cache over `pool`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config.
+    pub fn new(pool: RedisPool, config: RedisCacheConfig) -> Result<Self> {
+        Self::build(pool, config, Recorder::default())
+    }
+
+    /// As [`new`](Self::new), also counting into `registry` as `cache.<name>.hits`,
+    /// `.misses`, `.sets`, `.deletes`, `.errors`.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_metrics(
+        pool: RedisPool,
+        config: RedisCacheConfig,
+        registry: &Metrics,
+        name: &str,
+    ) -> Result<Self> {
+        Self::build(pool, config, Recorder::with_metrics(registry, name))
+    }
+
+    fn build(pool: RedisPool, config: RedisCacheConfig, stats: Recorder) -> Result<Self> {
+        config.validate()?;
+        let pattern = format!("{}*", escape_glob(&config.namespace));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                pattern,
+                stats,
+                warnings: WarnLimiter::default(),
+                breaker: Breaker::default(),
+            }),
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &RedisCacheConfig {
+        &self.inner.config
+    }
+
+    /// The pool this cache draws connections from.
+    pub fn pool(&self) -> &RedisPool {
+        &self.inner.pool
+    }
+
+    /// The Redis key of `key`: the namespace followed by `key`.
+    pub fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.inner.config.namespace)
+    }
+
+    fn ttl_ms(&self, ttl: Option<Duration>) -> u64 {
+        let d = ttl.unwrap_or(self.inner.config.default_ttl);
+        // Round up, and never send 0 (Redis rejects it): a TTL means "expire soon",
+        // not "do not store".
+        u64::try_from(d.as_nanos().div_ceil(1_000_000))
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// A connection, unless the store is cooling down after a fault.
+    async fn conn(&self) -> Result<cortex_pool::RedisConn> {
+        self.inner.breaker.check()?;
+        self.inner.pool.get().await.map_err(|e| {
+            self.inner.breaker.trip();
+            Error::Pool(e)
+        })
+    }
+
+    /// Note a connection-level failure of a command (an answered error is not one).
+    fn observe<T>(&self, r: redis::RedisResult<T>) -> Result<T> {
+        r.map_err(|e| {
+            if e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_timeout()
+            {
+                self.inner.breaker.trip();
+            }
+            Error::Redis(e)
+        })
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut conn = self.conn().await?;
+        self.observe(cmd.query_async(&mut *conn).await)
+    }
+
+    async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+        let mut conn = self.conn().await?;
+        self.observe(pipe.query_async(&mut *conn).await)
+    }
+
+    /// Count `error`, then either return it or, when degrading, log it and answer
+    /// `fallback`.
+    fn fault<T>(&self, op: &'static str, error: Error, fallback: T) -> Result<T> {
+        self.inner.stats.error();
+        if self.inner.config.degrade_on_error && error.is_backend() {
+            self.inner
+                .warnings
+                .warn(op, &self.inner.config.namespace, &error);
+            Ok(fallback)
+        } else {
+            Err(error)
+        }
+    }
+
+    async fn scan_unlink(&self) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let mut cursor = 0u64;
+        let mut removed = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&self.inner.pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut *conn)
+                .await?;
+            if !keys.is_empty() {
+                removed += redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<u64>(&mut *conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
+impl Cache for RedisCache {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let got = self
+            .query(redis::cmd("GET").arg(self.full_key(key)))
+            .await
+            .or_else(|e| self.fault("get", e, None))?;
+        self.inner.stats.read(got.is_some());
+        Ok(got)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let cmd = redis::cmd("SET")
+            .arg(self.full_key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(self.ttl_ms(ttl))
+            .to_owned();
+        match self.query::<()>(&cmd).await {
+            Ok(()) => {
+                self.inner.stats.sets(1);
+                Ok(())
+            }
+            Err(e) => self.fault("set", e, ()),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let removed = self
+            .query::<u64>(redis::cmd("DEL").arg(self.full_key(key)))
+            .await
+            .map(|n| n > 0)
+            .or_else(|e| self.fault("delete", e, false))?;
+        if removed {
+            self.inner.stats.deletes(1);
+        }
+        Ok(removed)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.query::<u64>(redis::cmd("EXISTS").arg(self.full_key(key)))
+            .await
+            .map(|n| n > 0)
+            .or_else(|e| self.fault("exists", e, false))
+    }
+
+    async fn clear(&self) -> Result<u64> {
+        match self.scan_unlink().await {
+            Ok(n) => {
+                self.inner.stats.deletes(n);
+                Ok(n)
+            }
+            Err(e) => {
+                self.inner.stats.error();
+                Err(e)
+            }
+        }
+    }
+
+    async fn increment(&self, key: &str, by: i64) -> Result<i64> {
+        let full = self.full_key(key);
+        // EXPIRE NX (Redis 7+) gives a counter INCRBY just created the default TTL and
+        // leaves an existing counter's TTL alone.
+        let pipe = redis::pipe()
+            .cmd("INCRBY")
+            .arg(&full)
+            .arg(by)
+            .cmd("PEXPIRE")
+            .arg(&full)
+            .arg(self.ttl_ms(None))
+            .arg("NX")
+            .ignore()
+            .to_owned();
+        match self.query_pipe::<(i64,)>(&pipe).await {
+            Ok((n,)) => Ok(n),
+            Err(Error::Redis(e)) if e.to_string().contains("not an integer") => {
+                Err(Error::NotAnInteger {
+                    key: key.to_owned(),
+                })
+            }
+            Err(e) => {
+                self.inner.stats.error();
+                Err(e)
+            }
+        }
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
+        let values: Vec<Option<Vec<u8>>> = self
+            .query(redis::cmd("MGET").arg(&full))
+            .await
+            .or_else(|e| self.fault("get_many", e, vec![None; keys.len()]))?;
+        let hits = values.iter().filter(|v| v.is_some()).count() as u64;
+        self.inner.stats.hits(hits);
+        self.inner.stats.misses(values.len() as u64 - hits);
+        Ok(values)
+    }
+
+    async fn set_many(&self, items: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let ms = self.ttl_ms(ttl);
+        let mut pipe = redis::pipe();
+        for (key, value) in items {
+            pipe.cmd("SET")
+                .arg(self.full_key(key))
+                .arg(*value)
+                .arg("PX")
+                .arg(ms)
+                .ignore();
+        }
+        match self.query_pipe::<()>(&pipe).await {
+            Ok(()) => {
+                self.inner.stats.sets(items.len() as u64);
+                Ok(())
+            }
+            Err(e) => self.fault("set_many", e, ()),
+        }
+    }
+
+    fn stats(&self) -> CacheStats {
+        self.inner.stats.snapshot()
+    }
+}
+
+/// Builds a [`RedisCache`]; from [`RedisCache::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use cortex_cache::RedisCache;
+/// use cortex_pool::{RedisConfig, RedisPool};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = RedisPool::new(RedisConfig::from_env()?).await?;
+/// let sessions = RedisCache::builder(pool)
+///     .namespace("sessions:")
+///     .default_ttl(Duration::from_secs(3600))
+///     .metrics(cortex_metrics::global(), "sessions")
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+#[derive(Debug)]
+pub struct RedisCacheBuilder {
+    pool: RedisPool,
+    config: RedisCacheConfig,
+    stats: Recorder,
+}
+
+impl RedisCacheBuilder {
+    /// Replace the whole config (e.g. one from [`RedisCacheConfig::from_env`]).
+    pub fn config(mut self, config: RedisCacheConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// See [`RedisCacheConfig::namespace`].
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.namespace = namespace.into();
+        self
+    }
+
+    /// See [`RedisCacheConfig::default_ttl`].
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl = ttl;
+        self
+    }
+
+    /// See [`RedisCacheConfig::degrade_on_error`].
+    pub fn degrade_on_error(mut self, on: bool) -> Self {
+        self.config.degrade_on_error = on;
+        self
+    }
+
+    /// Also count into `registry` as `cache.<name>.hits`, `.misses`, `.sets`,
+    /// `.deletes`, `.errors`.
+    pub fn metrics(mut self, registry: &Metrics, name: &str) -> Self {
+        self.stats = Recorder::with_metrics(registry, name);
+        self
+    }
+
+    /// The cache.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable of a bad value.
+    pub fn build(self) -> Result<RedisCache> {
+        RedisCache::build(self.pool, self.config, self.stats)
+    }
+}
+
+/// `namespace` with the `SCAN MATCH` glob characters `* ? [ ] \` escaped, so a
+/// namespace like `a*:` matches itself and not `abc:`.
+pub(crate) fn escape_glob(namespace: &str) -> String {
+    let mut out = String::with_capacity(namespace.len() + 4);
+    for c in namespace.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// After a connection-level fault the store is left alone for a moment, then tried
+/// again by the next caller (a minimal circuit breaker): during an outage callers get
+/// an immediate miss instead of waiting out the pool's timeout on every request.
+#[derive(Debug)]
+struct Breaker {
+    base: Instant,
+    /// Milliseconds after `base` until which the store is left alone; 0 = closed.
+    /// An atomic, not a lock: every call checks it.
+    open_until_ms: AtomicU64,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            open_until_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Breaker {
+    const COOL_DOWN: Duration = Duration::from_millis(500);
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    #[inline]
+    fn check(&self) -> Result<()> {
+        let until = self.open_until_ms.load(Relaxed);
+        if until == 0 {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        if now < until {
+            Err(Error::Unavailable {
+                retry_in: Duration::from_millis(until - now),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn trip(&self) {
+        let until = self.now_ms() + Self::COOL_DOWN.as_millis() as u64;
+        self.open_until_ms.store(until.max(1), Relaxed);
+    }
+}
+
+/// At most one warning a second per cache, so an outage logs a line a second instead
+/// of one per request; the lines carry how many were suppressed since the last one.
+#[derive(Debug, Default)]
+struct WarnLimiter {
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl WarnLimiter {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn warn(&self, op: &str, namespace: &str, error: &Error) {
+        let now = Instant::now();
+        {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+                self.suppressed.fetch_add(1, Relaxed);
+                return;
+            }
+            *last = Some(now);
+        }
+        let suppressed = self.suppressed.swap(0, Relaxed);
+        tracing::warn!(
+            op,
+            namespace,
+            suppressed,
+            error = %error,
+            "redis cache fault answered as a miss"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(escape_glob("cortex:"), "cortex:");
+        assert_eq!(escape_glob(r"a*b?[c]\d:"), r"a\*b\?\[c\]\\d:");
+    }
+
+    #[test]
+    fn warnings_are_rate_limited() {
+        let w = WarnLimiter::default();
+        let e = Error::NotAnInteger { key: "k".into() };
+        for _ in 0..5 {
+            w.warn("get", "ns:", &e);
+        }
+        assert_eq!(w.suppressed.load(Relaxed), 4);
+    }
+}

@@ -1,0 +1,6 @@
+//! The one integration test binary of cortex-cache, against the real Redis that
+//! `scripts/services.sh` starts. Tests fail loudly, naming the URL, when it is absent.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
+
+mod shared_store;

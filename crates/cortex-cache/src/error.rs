@@ -2,6 +2,10 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The loader of a cached call failed; every caller waiting on that load gets
+    /// the same error.
+    #[error("loader failed: {0}")]
+    Loader(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>),
     /// The store failed moments ago and is not asked again until `retry_in` has passed,
     /// so an outage costs callers nothing instead of a connect timeout each.
     #[error("the store is cooling down after a fault; next try in {retry_in:?}")]

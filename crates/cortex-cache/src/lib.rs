@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod cached;
 mod compressed;
 mod config;
 mod error;
@@ -10,6 +11,7 @@ mod stats;
 mod store;
 mod typed;
 
+pub use self::cached::CachedCalls;
 pub use self::compressed::{Compressed, CompressionConfig};
 pub use self::config::RedisCacheConfig;
 pub use self::error::{Error, Result};

@@ -3,4 +3,5 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
+mod cached;
 mod shared_store;

@@ -16,12 +16,12 @@ use cortex_metrics::Metrics;
 use cortex_pool::{RedisConfig, RedisPool};
 use serde::{Deserialize, Serialize};
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// A namespace no other test (or concurrent test run) uses.
-fn namespace() -> String {
+pub(crate) fn namespace() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!(
         "cortex-test:{}:{}:",
@@ -30,7 +30,7 @@ fn namespace() -> String {
     )
 }
 
-async fn pool_at(url: &str, pool_timeout: Duration) -> RedisPool {
+pub(crate) async fn pool_at(url: &str, pool_timeout: Duration) -> RedisPool {
     let config = RedisConfig {
         url: url.to_owned(),
         pool_timeout,
@@ -42,7 +42,7 @@ async fn pool_at(url: &str, pool_timeout: Duration) -> RedisPool {
         .unwrap_or_else(|e| panic!("these tests need Redis at {url} (set REDIS_URL): {e}"))
 }
 
-async fn cache_in(namespace: &str) -> RedisCache {
+pub(crate) async fn cache_in(namespace: &str) -> RedisCache {
     let config = RedisCacheConfig {
         namespace: namespace.to_owned(),
         ..RedisCacheConfig::default()

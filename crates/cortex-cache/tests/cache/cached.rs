@@ -1,0 +1,132 @@
+//! Cached calls with single-flight, against the real Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use cortex_cache::{Cache, CachedCalls, Error};
+
+use crate::shared_store::{cache_in, namespace};
+
+const BOUND: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_run_the_loader_once() {
+    let calls = Arc::new(CachedCalls::new(cache_in(&namespace()).await));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (calls, loads) = (calls.clone(), loads.clone());
+            tokio::spawn(async move {
+                calls
+                    .get_or_load("hot", None, || async {
+                        loads.fetch_add(1, SeqCst);
+                        // Slow enough that the other 999 arrive while it runs.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Ok::<_, std::io::Error>(vec![1u32, 2, 3])
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::timeout(BOUND, async {
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), vec![1, 2, 3]);
+        }
+    })
+    .await
+    .expect("no caller hangs");
+    assert_eq!(loads.load(SeqCst), 1, "the loader ran more than once");
+    // Stored in Redis: a later call is a hit.
+    let again: Vec<u32> = calls
+        .get_or_load("hot", None, || async {
+            Err::<Vec<u32>, _>(std::io::Error::other("must not load"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, vec![1, 2, 3]);
+    assert!(calls.cache().inner().exists("hot").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_waiter_gets_the_loader_error_and_nothing_is_stored() {
+    let calls = Arc::new(CachedCalls::new(cache_in(&namespace()).await));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                calls
+                    .get_or_load("bad", None, || async {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Err::<u32, _>(std::io::Error::other("backend down"))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        match tokio::time::timeout(BOUND, t).await.unwrap().unwrap() {
+            Err(Error::Loader(e)) => assert!(e.to_string().contains("backend down")),
+            other => panic!("expected the loader's error, got {other:?}"),
+        }
+    }
+    assert!(!calls.cache().inner().exists("bad").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_cancelled_loader_does_not_strand_its_waiters() {
+    let calls = Arc::new(CachedCalls::new(cache_in(&namespace()).await));
+    // The first caller starts a slow load and is cancelled by its timeout.
+    let first = tokio::time::timeout(
+        Duration::from_millis(50),
+        calls.get_or_load("k", None, || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, std::io::Error>(0u32)
+        }),
+    )
+    .await;
+    assert!(first.is_err());
+    // The next caller loads for itself instead of waiting on the abandoned load.
+    let v: u32 = tokio::time::timeout(
+        BOUND,
+        calls.get_or_load("k", None, || async { Ok::<_, std::io::Error>(7u32) }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(v, 7);
+}
+
+#[tokio::test]
+async fn refresh_bypasses_and_invalidate_forgets() {
+    let calls = CachedCalls::new(cache_in(&namespace()).await);
+    let ok = |v: u32| move || async move { Ok::<_, std::io::Error>(v) };
+    assert_eq!(calls.get_or_load("k", None, ok(1)).await.unwrap(), 1u32);
+    assert_eq!(
+        calls.get_or_load("k", None, ok(2)).await.unwrap(),
+        1u32,
+        "cached"
+    );
+    assert_eq!(
+        calls.refresh("k", None, ok(3)).await.unwrap(),
+        3u32,
+        "bypass"
+    );
+    assert_eq!(calls.get_or_load("k", None, ok(4)).await.unwrap(), 3u32);
+    assert!(calls.invalidate("k").await.unwrap());
+    assert_eq!(calls.get_or_load("k", None, ok(5)).await.unwrap(), 5u32);
+
+    let skipping = CachedCalls::new(cache_in(&namespace()).await).skip_empty(true);
+    let empty = || async { Ok::<_, std::io::Error>(Vec::<u32>::new()) };
+    assert!(
+        skipping
+            .get_or_load("e", None, empty)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !skipping.cache().inner().exists("e").await.unwrap(),
+        "empty not stored"
+    );
+}

@@ -9,6 +9,7 @@ mod memory;
 mod redis_cache;
 mod stats;
 mod store;
+mod two_tier;
 mod typed;
 
 pub use self::cached::CachedCalls;
@@ -20,4 +21,5 @@ pub use self::memory::{MemoryConfig, MemoryStore};
 pub use self::redis_cache::{RedisCache, RedisCacheBuilder};
 pub use self::stats::{CacheStats, CompressionStats};
 pub use self::store::Cache;
+pub use self::two_tier::TwoTierCache;
 pub use self::typed::TypedCache;

@@ -5,3 +5,4 @@
 
 mod cached;
 mod shared_store;
+mod two_tier;

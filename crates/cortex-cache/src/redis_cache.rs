@@ -1,4 +1,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -54,6 +57,9 @@ struct Inner {
     stats: Recorder,
     warnings: WarnLimiter,
     breaker: Breaker,
+    /// The multiplexed connection every command shares (none until first use, or after
+    /// a connection-level fault).
+    shared: ArcSwapOption<MultiplexedConnection>,
 }
 
 impl RedisCache {
@@ -99,6 +105,7 @@ impl RedisCache {
                 stats,
                 warnings: WarnLimiter::default(),
                 breaker: Breaker::default(),
+                shared: ArcSwapOption::empty(),
             }),
         })
     }
@@ -127,16 +134,26 @@ impl RedisCache {
             .max(1)
     }
 
-    /// A connection, unless the store is cooling down after a fault.
-    async fn conn(&self) -> Result<cortex_pool::RedisConn> {
+    /// The connection to run a command on, unless the store is cooling down after a
+    /// fault. All commands share one multiplexed connection taken from the pool (redis
+    /// pipelines them), so a command costs no pool check-out; a broken one is replaced
+    /// from the pool, whose pre-ping hands out only live connections.
+    async fn conn(&self) -> Result<MultiplexedConnection> {
         self.inner.breaker.check()?;
-        self.inner.pool.get().await.map_err(|e| {
+        if let Some(c) = self.inner.shared.load().as_ref() {
+            return Ok(MultiplexedConnection::clone(c));
+        }
+        let pooled = self.inner.pool.get().await.map_err(|e| {
             self.inner.breaker.trip();
             Error::Pool(e)
-        })
+        })?;
+        let conn = MultiplexedConnection::clone(&pooled);
+        self.inner.shared.store(Some(Arc::new(conn.clone())));
+        Ok(conn)
     }
 
-    /// Note a connection-level failure of a command (an answered error is not one).
+    /// Note a connection-level failure of a command (an answered error is not one):
+    /// drop the shared connection and leave the store alone for a moment.
     fn observe<T>(&self, r: redis::RedisResult<T>) -> Result<T> {
         r.map_err(|e| {
             if e.is_io_error()
@@ -144,6 +161,7 @@ impl RedisCache {
                 || e.is_connection_refusal()
                 || e.is_timeout()
             {
+                self.inner.shared.store(None);
                 self.inner.breaker.trip();
             }
             Error::Redis(e)
@@ -152,12 +170,12 @@ impl RedisCache {
 
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
         let mut conn = self.conn().await?;
-        self.observe(cmd.query_async(&mut *conn).await)
+        self.observe(cmd.query_async(&mut conn).await)
     }
 
     async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
         let mut conn = self.conn().await?;
-        self.observe(pipe.query_async(&mut *conn).await)
+        self.observe(pipe.query_async(&mut conn).await)
     }
 
     /// Count `error`, then either return it or, when degrading, log it and answer
@@ -185,12 +203,12 @@ impl RedisCache {
                 .arg(&self.inner.pattern)
                 .arg("COUNT")
                 .arg(SCAN_COUNT)
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await?;
             if !keys.is_empty() {
                 removed += redis::cmd("UNLINK")
                     .arg(&keys)
-                    .query_async::<u64>(&mut *conn)
+                    .query_async::<u64>(&mut conn)
                     .await?;
             }
             if next == 0 {

@@ -1,5 +1,4 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use cortex_metrics::{Counter, Metrics};
 use serde::{Deserialize, Serialize};
@@ -53,20 +52,11 @@ pub struct CompressionStats {
     pub ratio: f64,
 }
 
-/// The live counters behind [`CacheStats`], mirrored into a cortex-metrics registry when
-/// one is given.
-#[derive(Debug, Default)]
-pub(crate) struct Recorder {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    sets: AtomicU64,
-    deletes: AtomicU64,
-    errors: AtomicU64,
-    series: Option<Series>,
-}
-
+/// Counters of one cache: per-thread sharded (two cores counting hits do not fight over
+/// a cache line), and the very counters of a cortex-metrics registry when one is given,
+/// so each event is counted once.
 #[derive(Debug)]
-struct Series {
+pub(crate) struct Recorder {
     hits: Arc<Counter>,
     misses: Arc<Counter>,
     sets: Arc<Counter>,
@@ -74,35 +64,39 @@ struct Series {
     errors: Arc<Counter>,
 }
 
+impl Default for Recorder {
+    fn default() -> Self {
+        let c = || Arc::new(Counter::new());
+        Self {
+            hits: c(),
+            misses: c(),
+            sets: c(),
+            deletes: c(),
+            errors: c(),
+        }
+    }
+}
+
 impl Recorder {
-    /// Also record into `registry` as `cache.<name>.hits`, `.misses`, `.sets`, `.deletes`,
+    /// Record into `registry` as `cache.<name>.hits`, `.misses`, `.sets`, `.deletes`,
     /// `.errors`.
     pub(crate) fn with_metrics(registry: &Metrics, name: &str) -> Self {
         let c = |what: &str| registry.counter(&format!("cache.{name}.{what}"));
         Self {
-            series: Some(Series {
-                hits: c("hits"),
-                misses: c("misses"),
-                sets: c("sets"),
-                deletes: c("deletes"),
-                errors: c("errors"),
-            }),
-            ..Self::default()
+            hits: c("hits"),
+            misses: c("misses"),
+            sets: c("sets"),
+            deletes: c("deletes"),
+            errors: c("errors"),
         }
     }
 
     pub(crate) fn hits(&self, n: u64) {
-        self.hits.fetch_add(n, Relaxed);
-        if let Some(s) = &self.series {
-            s.hits.add(n);
-        }
+        self.hits.add(n);
     }
 
     pub(crate) fn misses(&self, n: u64) {
-        self.misses.fetch_add(n, Relaxed);
-        if let Some(s) = &self.series {
-            s.misses.add(n);
-        }
+        self.misses.add(n);
     }
 
     /// One read: a hit when `found`.
@@ -111,33 +105,24 @@ impl Recorder {
     }
 
     pub(crate) fn sets(&self, n: u64) {
-        self.sets.fetch_add(n, Relaxed);
-        if let Some(s) = &self.series {
-            s.sets.add(n);
-        }
+        self.sets.add(n);
     }
 
     pub(crate) fn deletes(&self, n: u64) {
-        self.deletes.fetch_add(n, Relaxed);
-        if let Some(s) = &self.series {
-            s.deletes.add(n);
-        }
+        self.deletes.add(n);
     }
 
     pub(crate) fn error(&self) {
-        self.errors.fetch_add(1, Relaxed);
-        if let Some(s) = &self.series {
-            s.errors.increment();
-        }
+        self.errors.increment();
     }
 
     pub(crate) fn snapshot(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            sets: self.sets.load(Relaxed),
-            deletes: self.deletes.load(Relaxed),
-            errors: self.errors.load(Relaxed),
+            hits: self.hits.total(),
+            misses: self.misses.total(),
+            sets: self.sets.total(),
+            deletes: self.deletes.total(),
+            errors: self.errors.total(),
             compression: None,
         }
     }

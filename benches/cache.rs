@@ -1,0 +1,182 @@
+//! cortex-cache against its peers, each comparison in one criterion group:
+//! - `redis_get_set/50_tasks`: small-value GET and SET through our `RedisCache` vs raw
+//!   redis-rs on one shared `MultiplexedConnection`, 50 concurrent tasks, on the Redis
+//!   at `REDIS_URL` (`eval "$(scripts/services.sh)"` starts one). `redis-benchmark -c 50`
+//!   is printed beside when it is installed.
+//!
+//! Run: `cargo bench --bench cache`.
+
+#![allow(clippy::unwrap_used)] // a bench has no caller to hand an error to
+
+use std::time::{Duration, Instant};
+
+use cortex_core::cache::{Cache, RedisCache, RedisCacheConfig};
+use cortex_core::pool::{RedisConfig, RedisPool};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const TASKS: u64 = 50;
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Split `iters` operations over 50 tasks; `op(i)` is one operation.
+async fn spread<F, Fut>(iters: u64, op: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let per = iters.div_ceil(TASKS);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for i in 0..per {
+                    op(t * per + i).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn redis_benchmark_beside() {
+    let url = redis_url();
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(6379);
+    match std::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            "50",
+            "-n",
+            "100000",
+            "-t",
+            "get,set",
+            "-q",
+        ])
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            eprintln!("redis-benchmark -c 50 (same server, for reference):");
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(l) = line.rsplit('\r').next() {
+                    eprintln!("  {l}");
+                }
+            }
+        }
+        _ => eprintln!("redis-benchmark is not installed; skipping the reference line"),
+    }
+}
+
+fn redis_get_set(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = redis_url();
+    let (ours, raw) = rt.block_on(async {
+        let pool = RedisPool::new(RedisConfig {
+            url: url.clone(),
+            ..RedisConfig::default()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis at {url} is not reachable ({e}): run scripts/services.sh")
+        });
+        let ours = RedisCache::new(
+            pool,
+            RedisCacheConfig {
+                namespace: format!("cortex-bench:{}:", std::process::id()),
+                ..RedisCacheConfig::default()
+            },
+        )
+        .unwrap();
+        let raw = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        (ours, raw)
+    });
+    redis_benchmark_beside();
+
+    let mut group = c.benchmark_group("redis_get_set/50_tasks");
+    group
+        .throughput(Throughput::Elements(1))
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+    group.bench_function("cortex RedisCache set", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let ours = ours.clone();
+            spread(iters, move |i| {
+                let ours = ours.clone();
+                async move {
+                    ours.set(&format!("k{}", i % 1000), b"value-16-bytes!!", None)
+                        .await
+                        .unwrap()
+                }
+            })
+        });
+    });
+    group.bench_function("raw redis-rs set", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let raw = raw.clone();
+            spread(iters, move |i| {
+                let mut raw = raw.clone();
+                async move {
+                    redis::cmd("SET")
+                        .arg(format!("cortex-bench-raw:k{}", i % 1000))
+                        .arg(b"value-16-bytes!!")
+                        .arg("PX")
+                        .arg(300_000)
+                        .query_async::<()>(&mut raw)
+                        .await
+                        .unwrap()
+                }
+            })
+        });
+    });
+    group.bench_function("cortex RedisCache get", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let ours = ours.clone();
+            spread(iters, move |i| {
+                let ours = ours.clone();
+                async move {
+                    std::hint::black_box(ours.get(&format!("k{}", i % 1000)).await.unwrap());
+                }
+            })
+        });
+    });
+    group.bench_function("raw redis-rs get", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let raw = raw.clone();
+            spread(iters, move |i| {
+                let mut raw = raw.clone();
+                async move {
+                    let v: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(format!("cortex-bench-raw:k{}", i % 1000))
+                        .query_async(&mut raw)
+                        .await
+                        .unwrap();
+                    std::hint::black_box(v);
+                }
+            })
+        });
+    });
+    group.finish();
+    rt.block_on(async { ours.clear().await.unwrap() });
+}
+
+criterion_group!(benches, redis_get_set);
+criterion_main!(benches);

@@ -49,6 +49,8 @@ pub struct CachedCalls<C> {
     cache: TypedCache<C>,
     in_flight: Mutex<HashMap<String, Arc<OnceCell<Shared>>>>,
     skip_empty: bool,
+    jitter: f64,
+    seed: Mutex<u64>,
 }
 
 impl<C: Cache> CachedCalls<C> {
@@ -58,7 +60,31 @@ impl<C: Cache> CachedCalls<C> {
             cache: TypedCache::new(cache),
             in_flight: Mutex::new(HashMap::new()),
             skip_empty: false,
+            jitter: 0.0,
+            seed: Mutex::new(crate::warmer::seed()),
         }
+    }
+
+    /// Lengthen each stored TTL by a random fraction up to `fraction` (0.1 = up to
+    /// +10%), so entries written together do not all expire, and reload, together.
+    /// Applies to explicit TTLs; `None` keeps the store's default.
+    #[must_use]
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    fn jittered(&self, ttl: Option<Duration>) -> Option<Duration> {
+        let ttl = ttl?;
+        if self.jitter == 0.0 {
+            return Some(ttl);
+        }
+        let mut seed = self.seed.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(ttl.mul_f64(1.0 + self.jitter * crate::warmer::unit(&mut seed)))
     }
 
     /// Do not store results that serialize to an empty JSON value (`null`, `[]`, `{}`,
@@ -157,7 +183,12 @@ impl<C: Cache> CachedCalls<C> {
                 if !(self.skip_empty && is_empty_json(&bytes)) {
                     // The value is loaded: failing to store it costs a later miss, not
                     // this call.
-                    if let Err(e) = self.cache.inner().set(key, &bytes, ttl).await {
+                    if let Err(e) = self
+                        .cache
+                        .inner()
+                        .set(key, &bytes, self.jittered(ttl))
+                        .await
+                    {
                         tracing::warn!(key, error = %e, "could not store a loaded value");
                     }
                 }

@@ -11,6 +11,7 @@ mod stats;
 mod store;
 mod two_tier;
 mod typed;
+mod warmer;
 
 pub use self::cached::CachedCalls;
 pub use self::compressed::{Compressed, CompressionConfig};
@@ -23,3 +24,4 @@ pub use self::stats::{CacheStats, CompressionStats};
 pub use self::store::Cache;
 pub use self::two_tier::TwoTierCache;
 pub use self::typed::TypedCache;
+pub use self::warmer::{WarmReport, Warmer, WarmerStats, warm};

@@ -6,3 +6,4 @@
 mod cached;
 mod shared_store;
 mod two_tier;
+mod warmer;

@@ -43,7 +43,7 @@ where
     let start = Instant::now();
     let (warmed, failed) = (AtomicU64::new(0), AtomicU64::new(0));
     futures_util::stream::iter(items)
-        .map(|item| warm_one(item))
+        .map(warm_one)
         .buffer_unordered(concurrency.max(1))
         .for_each(|r| {
             match r {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod cached;
+mod chunked;
 mod compressed;
 mod config;
 mod error;
@@ -14,6 +15,7 @@ mod typed;
 mod warmer;
 
 pub use self::cached::CachedCalls;
+pub use self::chunked::{ChunkedVec, DEFAULT_CHUNK};
 pub use self::compressed::{Compressed, CompressionConfig};
 pub use self::config::RedisCacheConfig;
 pub use self::error::{Error, Result};

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
 mod cached;
+mod memory;
 mod shared_store;
 mod two_tier;
 mod warmer;

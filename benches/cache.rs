@@ -73,7 +73,7 @@ fn redis_benchmark_beside() {
                 }
             }
         }
-        _ => eprintln!("redis-benchmark is not installed; skipping the reference line"),
+        _ => eprintln!("redis-benchmark is not installed: no reference line"),
     }
 }
 

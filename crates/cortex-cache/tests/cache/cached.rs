@@ -116,17 +116,17 @@ async fn refresh_bypasses_and_invalidate_forgets() {
     assert!(calls.invalidate("k").await.unwrap());
     assert_eq!(calls.get_or_load("k", None, ok(5)).await.unwrap(), 5u32);
 
-    let skipping = CachedCalls::new(cache_in(&namespace()).await).skip_empty(true);
+    let skip_empty_calls = CachedCalls::new(cache_in(&namespace()).await).skip_empty(true);
     let empty = || async { Ok::<_, std::io::Error>(Vec::<u32>::new()) };
     assert!(
-        skipping
+        skip_empty_calls
             .get_or_load("e", None, empty)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
-        !skipping.cache().inner().exists("e").await.unwrap(),
+        !skip_empty_calls.cache().inner().exists("e").await.unwrap(),
         "empty not stored"
     );
 }

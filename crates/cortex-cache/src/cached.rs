@@ -169,17 +169,38 @@ impl<C: Cache> CachedCalls<C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
+        let bytes = self
+            .load_encoded(key, key, ttl, load, |v: &T| serde_json::to_vec(v))
+            .await?;
+        decode(key, &bytes)
+    }
+
+    /// The single-flight core: one load per `flight` key at a time; its value is stored
+    /// under `key` as `encode` makes it, and those bytes are what every waiter gets.
+    async fn load_encoded<T, E, F, Fut>(
+        &self,
+        flight: &str,
+        key: &str,
+        ttl: Option<Duration>,
+        load: F,
+        encode: impl FnOnce(&T) -> serde_json::Result<Vec<u8>>,
+    ) -> Result<Arc<Vec<u8>>>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
         let cell = {
             let mut map = self
                 .in_flight
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(map.entry(key.to_owned()).or_default())
+            Arc::clone(map.entry(flight.to_owned()).or_default())
         };
         let outcome = cell
             .get_or_init(|| async {
                 let value = load().await.map_err(|e| Arc::new(e) as SharedError)?;
-                let bytes = serde_json::to_vec(&value).map_err(|e| Arc::new(e) as SharedError)?;
+                let bytes = encode(&value).map_err(|e| Arc::new(e) as SharedError)?;
                 if !(self.skip_empty && is_empty_json(&bytes)) {
                     // The value is loaded: failing to store it costs a later miss, not
                     // this call.
@@ -202,16 +223,99 @@ impl<C: Cache> CachedCalls<C> {
                 .in_flight
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if map.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                map.remove(key);
+            if map.get(flight).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                map.remove(flight);
             }
         }
-        let bytes = outcome.map_err(Error::Loader)?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::Serde {
-            key: key.to_owned(),
-            source,
-        })
+        outcome.map_err(Error::Loader)
     }
+}
+
+impl<C: Cache + 'static> CachedCalls<C> {
+    /// Stale-while-revalidate: a value younger than `fresh_for` is returned as is; an
+    /// older one (kept `stale_for` longer) is returned at once while one background
+    /// task reloads it; with nothing cached, the caller loads (single-flight).
+    ///
+    /// Values are stored with their age, so use this method, not
+    /// [`get_or_load`](Self::get_or_load), for a key read this way.
+    ///
+    /// # Errors
+    /// As [`get_or_load`](Self::get_or_load); a background reload's error is logged,
+    /// and the stale value stays until it expires.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime when a background reload is due.
+    pub async fn get_or_load_stale<T, E, F, Fut>(
+        self: &Arc<Self>,
+        key: &str,
+        fresh_for: Duration,
+        stale_for: Duration,
+        load: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    {
+        let flight = format!("\0swr:{key}");
+        if let Some(bytes) = self.cache.inner().get(key).await? {
+            let envelope: Envelope<T> = decode(key, &bytes)?;
+            if now_ms() >= envelope.fresh_until_ms {
+                let (this, key) = (Arc::clone(self), key.to_owned());
+                tokio::spawn(async move {
+                    let reloaded = this
+                        .load_encoded(&flight, &key, Some(fresh_for + stale_for), load, |v: &T| {
+                            encode_envelope(v, fresh_for)
+                        })
+                        .await;
+                    if let Err(e) = reloaded {
+                        tracing::warn!(key, error = %e, "background reload failed; serving stale");
+                    }
+                });
+            }
+            return Ok(envelope.value);
+        }
+        let bytes = self
+            .load_encoded(&flight, key, Some(fresh_for + stale_for), load, |v: &T| {
+                encode_envelope(v, fresh_for)
+            })
+            .await?;
+        Ok(decode::<Envelope<T>>(key, &bytes)?.value)
+    }
+}
+
+/// A value with the time it stops being fresh.
+#[derive(serde::Deserialize)]
+struct Envelope<T> {
+    fresh_until_ms: u64,
+    value: T,
+}
+
+fn encode_envelope<T: Serialize>(value: &T, fresh_for: Duration) -> serde_json::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Out<'a, T> {
+        fresh_until_ms: u64,
+        value: &'a T,
+    }
+    let fresh = u64::try_from(fresh_for.as_millis()).unwrap_or(u64::MAX);
+    serde_json::to_vec(&Out {
+        fresh_until_ms: now_ms().saturating_add(fresh),
+        value,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Serde {
+        key: key.to_owned(),
+        source,
+    })
 }
 
 fn is_empty_json(bytes: &[u8]) -> bool {

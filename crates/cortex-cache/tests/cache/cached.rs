@@ -130,3 +130,47 @@ async fn refresh_bypasses_and_invalidate_forgets() {
         "empty not stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_values_are_served_while_one_reload_runs() {
+    let calls = Arc::new(CachedCalls::new(cache_in(&namespace()).await));
+    let loads = Arc::new(AtomicUsize::new(0));
+    // Fresh for a second, reloads take half a second: wide margins for a busy machine.
+    let fresh = Duration::from_secs(1);
+    let stale = Duration::from_secs(30);
+    let get = |version: u32| {
+        let (calls, loads) = (calls.clone(), loads.clone());
+        async move {
+            calls
+                .get_or_load_stale("v", fresh, stale, move || async move {
+                    loads.fetch_add(1, SeqCst);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    Ok::<_, std::io::Error>(version)
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get(1).await, 1, "nothing cached: the caller loads");
+    assert_eq!(get(2).await, 1, "fresh: served from the cache");
+    assert_eq!(loads.load(SeqCst), 1);
+
+    tokio::time::sleep(fresh + Duration::from_millis(50)).await;
+    // Stale: 50 readers get the old value at once; one background reload runs.
+    let readers: Vec<_> = (0..50).map(|_| tokio::spawn(get(2))).collect();
+    for r in readers {
+        assert_eq!(r.await.unwrap(), 1, "stale value served without waiting");
+    }
+    tokio::time::timeout(BOUND, async {
+        while get(3).await != 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the background reload lands");
+    assert_eq!(
+        loads.load(SeqCst),
+        2,
+        "one reload for all the stale readers"
+    );
+}

@@ -21,7 +21,7 @@ mod weak;
 pub use self::cached::CachedCalls;
 pub use self::chunked::{ChunkedVec, DEFAULT_CHUNK};
 pub use self::compressed::{Compressed, CompressionConfig};
-pub use self::config::RedisCacheConfig;
+pub use self::config::{LruCacheConfig, RedisCacheConfig};
 pub use self::error::{Error, Result};
 pub use self::key::{MAX_KEY_LEN, key_for};
 pub use self::lazy::LazyLoader;

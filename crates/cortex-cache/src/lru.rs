@@ -175,6 +175,18 @@ impl<K: Hash + Eq, V> LruCacheBuilder<K, V> {
         self
     }
 
+    /// Take capacity, TTL and shards from `config` (e.g. [`LruCacheConfig::from_env`]).
+    ///
+    /// [`LruCacheConfig::from_env`]: crate::LruCacheConfig::from_env
+    pub fn config(mut self, config: &crate::LruCacheConfig) -> Self {
+        self.capacity = config.capacity;
+        self.ttl = config
+            .ttl_secs
+            .and_then(|s| Duration::try_from_secs_f64(s).ok());
+        self.shards = config.shards;
+        self
+    }
+
     /// TTL applied by [`LruCache::insert`]. Default: none (entries never expire).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);

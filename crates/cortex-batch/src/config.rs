@@ -21,17 +21,17 @@ pub struct BatchConfig {
     pub max_batch_size: usize,
     /// Longest a request waits for its batch to fill while another batch is loading.
     /// An idle batcher does not wait at all. Default: 100 ms.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub max_wait: Duration,
     /// Most batches loading at once; requests beyond queue (bounded by
     /// `request_timeout`). Default: 4.
     pub max_in_flight: usize,
     /// Longest a caller waits for its result before [`Error::Timeout`]; zero means no
     /// bound. Default: 30 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub request_timeout: Duration,
     /// A batch whose load takes longer than this is logged at WARN. Default: 1 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub slow_batch: Duration,
 }
 
@@ -151,18 +151,5 @@ fn seconds(env: &EnvSource<'_>, key: String) -> Result<Option<Duration>> {
             .map(Some)
             .ok_or_else(|| invalid(key, &v, "expected a non-negative number of seconds")),
         None => Ok(None),
-    }
-}
-
-mod secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }

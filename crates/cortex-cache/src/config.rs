@@ -19,7 +19,7 @@ pub struct RedisCacheConfig {
     pub namespace: String,
     /// Expiry of a `set` given no TTL, and of a counter `increment` creates.
     /// Default: 300 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub default_ttl: Duration,
     /// Log Redis faults (at most one warning per second) and answer as a miss
     /// (`get` → `None`, `exists`/`delete` → `false`, `set` → done) instead of returning
@@ -86,39 +86,6 @@ impl RedisCacheConfig {
             });
         }
         Ok(())
-    }
-}
-
-pub(crate) mod secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
-
-pub(crate) mod opt_secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Option::<f64>::deserialize(d)?
-            .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
-            .transpose()
     }
 }
 

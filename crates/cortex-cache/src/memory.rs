@@ -23,7 +23,7 @@ pub struct MemoryConfig {
     pub capacity: usize,
     /// Expiry of a `set` given no TTL; `None` keeps such entries until evicted.
     /// Default: none.
-    #[serde(with = "crate::config::opt_secs")]
+    #[serde(with = "cortex_metrics::env::opt_secs")]
     pub default_ttl: Option<Duration>,
 }
 

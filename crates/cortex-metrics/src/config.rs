@@ -20,7 +20,7 @@ pub struct MetricsConfig {
     /// new window. Cumulative totals are never reset. Zero disables the task.
     ///
     /// Default: 3600 s (`METRICS_RESET_INTERVAL`).
-    #[serde(with = "secs")]
+    #[serde(with = "crate::env::secs")]
     pub reset_interval: Duration,
     /// Most distinct (method, route) series kept for HTTP endpoints; requests beyond it
     /// are recorded under the route `(other)`, so a flood of odd paths cannot grow
@@ -114,21 +114,6 @@ fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
         key,
         value: value.to_owned(),
         reason: reason.to_owned(),
-    }
-}
-
-/// Durations as (fractional) seconds in config files, like the environment variables.
-pub(crate) mod secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 

@@ -140,6 +140,57 @@ fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Serde helpers for durations written as (fractional) seconds, the unit of every
+/// Cortex environment variable: `#[serde(with = "cortex_metrics::env::secs")]`.
+pub mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Write `d` as seconds.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    /// Read seconds; negative or non-finite values are rejected.
+    ///
+    /// # Errors
+    /// The deserializer's, or a custom error for a value that is not a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// As [`secs`], for `Option<Duration>` (`null` for none):
+/// `#[serde(with = "cortex_metrics::env::opt_secs")]`.
+pub mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Write `d` as seconds, or `null`.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Read seconds or `null`.
+    ///
+    /// # Errors
+    /// As [`secs::deserialize`](super::secs::deserialize).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +219,24 @@ mod tests {
         assert_eq!(env.parse::<u32>("EMPTY").unwrap(), None);
         assert_eq!(env.parse::<u32>("UNSET").unwrap(), None);
         assert_eq!(env.var_any(&["UNSET", "N"]).map(|(k, _)| k), Some("N"));
+    }
+
+    #[test]
+    fn durations_round_trip_as_seconds() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct C {
+            #[serde(with = "super::secs")]
+            d: Duration,
+            #[serde(with = "super::opt_secs")]
+            o: Option<Duration>,
+        }
+        let c = C {
+            d: Duration::from_millis(1500),
+            o: None,
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, r#"{"d":1.5,"o":null}"#);
+        assert_eq!(serde_json::from_str::<C>(&json).unwrap(), c);
+        assert!(serde_json::from_str::<C>(r#"{"d":-1,"o":2}"#).is_err());
     }
 }

@@ -40,14 +40,14 @@ pub struct DbConfig {
     /// `pool_size + max_overflow`. Default: 20.
     pub max_overflow: u32,
     /// Longest wait for a connection before [`Error::Timeout`]. Default: 30 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub pool_timeout: Duration,
     /// Connections older than this are closed and replaced (sqlx `max_lifetime`).
     /// Default: 1800 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub pool_recycle: Duration,
     /// Connections idle longer than this are closed, down to `pool_size`. Default: 600 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub idle_timeout: Duration,
     /// Ping an idle connection before handing it out, so a connection the server killed
     /// is replaced instead of failing the caller. Default: true.
@@ -56,11 +56,11 @@ pub struct DbConfig {
     /// Default: false.
     pub echo: bool,
     /// Server-side `statement_timeout` of every session. Default: 30 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub statement_timeout: Duration,
     /// Client-side bound for [`DbPool::bounded`](crate::DbPool::bounded), for work the
     /// server cannot time out itself (connect, a stuck network). Default: 10 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub command_timeout: Duration,
     /// `work_mem` of every session (PostgreSQL units: `kB`, `MB`, `GB`, `TB`).
     /// Default: `8MB`.
@@ -78,7 +78,7 @@ pub struct DbConfig {
     pub statement_cache_size: usize,
     /// A connection held longer than this logs a warning naming where it was acquired
     /// (and counts in `pool.<name>.leaks`); zero turns it off. Default: 60 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub leak_threshold: Duration,
 }
 
@@ -271,13 +271,13 @@ pub struct RedisConfig {
     /// Most connections. Default: 10.
     pub pool_size: u32,
     /// Longest wait for a connection before [`Error::Timeout`]. Default: 5 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub pool_timeout: Duration,
     /// Connections older than this are replaced. Default: 1800 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub pool_recycle: Duration,
     /// Idle connections are closed after this. Default: 600 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub idle_timeout: Duration,
     /// `PING` a connection before handing it out. Default: true.
     pub pre_ping: bool,
@@ -286,7 +286,7 @@ pub struct RedisConfig {
     pub client_name: String,
     /// A connection held longer than this logs a warning naming where it was acquired;
     /// zero turns it off. Default: 60 s.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub leak_threshold: Duration,
 }
 
@@ -465,19 +465,6 @@ fn plain_setting(key: &'static str, value: &str, allowed: impl Fn(char) -> bool)
         ));
     }
     Ok(())
-}
-
-pub(crate) mod secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]

@@ -22,10 +22,10 @@ pub struct LimiterConfig {
     /// Most holders at once. Default: 50.
     pub limit: usize,
     /// Longest wait for a slot before [`Error::Saturated`]. Default: 5 s.
-    #[serde(with = "crate::config::secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub max_wait: Duration,
     /// What to tell a rejected client to wait (`Retry-After`). Default: 1 s.
-    #[serde(with = "crate::config::secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub retry_after: Duration,
 }
 

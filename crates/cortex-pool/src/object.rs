@@ -82,13 +82,13 @@ pub struct ObjectPoolConfig {
     /// creating) before it fails with [`Error::Timeout`]. In seconds in config files.
     ///
     /// Default: 30 s.
-    #[serde(with = "crate::config::secs")]
+    #[serde(with = "cortex_metrics::env::secs")]
     pub acquire_timeout: Duration,
     /// Warn (with the caller's source location) when an object is held longer than
     /// this. In seconds in config files.
     ///
     /// Default: `None` (no check).
-    #[serde(with = "opt_secs")]
+    #[serde(with = "cortex_metrics::env::opt_secs")]
     pub leak_threshold: Option<Duration>,
     /// Run [`Manager::recycle`] before handing out an idle object.
     ///
@@ -1028,27 +1028,6 @@ async fn sweep<M: Manager>(pool: std::sync::Weak<Shared<M>>) {
             (next, async move { shared.sweeper.notified().await })
         };
         let _ = tokio::time::timeout_at(next, notified).await;
-    }
-}
-
-/// Optional durations as (fractional) seconds, `null` for none.
-mod opt_secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Option::<f64>::deserialize(d)?
-            .map(|secs| Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom))
-            .transpose()
     }
 }
 

@@ -1,0 +1,70 @@
+//! The admin routes' logic, free of any web framework: `GET /admin/tasks`,
+//! `GET /admin/tasks/{id}` and `DELETE /admin/tasks/{id}` each map to one function
+//! returning an HTTP status and a JSON body, so a service wires them into axum, hyper or
+//! anything else in a line each.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), cortex_tasks::Error> {
+//! use cortex_tasks::{admin, TaskQueue, TaskQueueConfig};
+//!
+//! let queue = TaskQueue::start(TaskQueueConfig::default())?;
+//! let (status, body) = admin::cancel(&queue, "not-hex");
+//! assert_eq!(status, 400);
+//! assert!(body["error"].as_str().unwrap().contains("not-hex"));
+//! let (status, _) = admin::cancel(&queue, "ff");
+//! assert_eq!(status, 404);
+//! # Ok(()) }
+//! ```
+
+use serde_json::{Value, json};
+
+use crate::{Error, Result, TaskId, TaskInfo};
+
+/// What the admin routes need of a queue; every in-process queue implements it.
+pub trait TaskAdmin {
+    /// One task, if known.
+    fn task(&self, id: TaskId) -> Option<TaskInfo>;
+    /// Every task on record.
+    fn tasks(&self) -> Vec<TaskInfo>;
+    /// Cancels one task.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTask`] or [`Error::AlreadyFinished`].
+    fn cancel_task(&self, id: TaskId) -> Result<()>;
+}
+
+/// `GET /admin/tasks`: 200 with `{"tasks": [...], "active": n}`.
+pub fn list(queue: &impl TaskAdmin) -> (u16, Value) {
+    let tasks = queue.tasks();
+    let active = tasks.iter().filter(|t| !t.status.is_finished()).count();
+    (200, json!({ "tasks": tasks, "active": active }))
+}
+
+/// `GET /admin/tasks/{id}`: 200 with the task, 400 for a malformed id, 404 when unknown.
+pub fn get(queue: &impl TaskAdmin, id: &str) -> (u16, Value) {
+    match id.parse::<TaskId>() {
+        Err(e) => error(400, &e),
+        Ok(id) => match queue.task(id) {
+            Some(info) => (200, json!(info)),
+            None => error(404, &Error::UnknownTask(id)),
+        },
+    }
+}
+
+/// `DELETE /admin/tasks/{id}`: 200 when cancelled, 400 for a malformed id, 404 when
+/// unknown or already finished (as the original answered).
+pub fn cancel(queue: &impl TaskAdmin, id: &str) -> (u16, Value) {
+    let id = match id.parse::<TaskId>() {
+        Err(e) => return error(400, &e),
+        Ok(id) => id,
+    };
+    match queue.cancel_task(id) {
+        Ok(()) => (200, json!({ "cancelled": id })),
+        Err(e) => error(404, &e),
+    }
+}
+
+fn error(status: u16, e: &Error) -> (u16, Value) {
+    (status, json!({ "error": e.to_string() }))
+}

@@ -1,0 +1,4 @@
+//! One test binary for cortex-tasks.
+#![allow(clippy::unwrap_used)]
+
+mod queue;

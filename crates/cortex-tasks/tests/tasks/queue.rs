@@ -1,0 +1,458 @@
+//! The in-process queues.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cortex_tasks::{
+    BackgroundConfig, BackgroundTasks, Error, Priority, PriorityQueue, PriorityQueueConfig, Retry,
+    TaskQueue, TaskQueueConfig, TaskStatus, admin,
+};
+
+type Res<T> = Result<T, std::io::Error>;
+
+fn config(name: &str, workers: usize, size: usize) -> TaskQueueConfig {
+    let mut c = TaskQueueConfig::default();
+    c.name = name.into();
+    c.max_workers = workers;
+    c.max_queue_size = size;
+    c
+}
+
+/// Ten thousand deliberate panics would bury the test output; other panics still print.
+fn quiet_deliberate_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.to_string().contains("on purpose") {
+            default(info);
+        }
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_tasks_with_panics_are_all_accounted_for() {
+    quiet_deliberate_panics();
+    let queue = TaskQueue::start(config("hundred_k", 4, 1000)).unwrap();
+    let n = 100_000u64;
+    for i in 0..n {
+        let h = queue
+            .enqueue("work", async move {
+                if i % 10 == 0 {
+                    panic!("task {i} panicked on purpose");
+                }
+                Res::Ok(i)
+            })
+            .await
+            .unwrap();
+        drop(h);
+    }
+    assert!(queue.wait_idle(Duration::from_secs(120)).await, "queue did not drain");
+    let s = queue.stats();
+    assert_eq!(s.enqueued, n);
+    assert_eq!(s.completed + s.failed, n, "{s:?}");
+    assert_eq!(s.failed, n / 10);
+    assert_eq!(s.completed, n - n / 10);
+    assert_eq!((s.queued, s.running, s.cancelled), (0, 0, 0));
+    // Panics are recorded with their message; records stay bounded (10 000 by default).
+    let records = queue.list();
+    assert_eq!(records.len(), 10_000);
+    let failed = records.iter().find(|t| t.status == TaskStatus::Failed).unwrap();
+    let error = failed.error.as_deref().unwrap();
+    assert!(error.contains("panicked on purpose"), "{error}");
+}
+
+#[tokio::test]
+async fn a_panic_reaches_the_handle_with_its_message() {
+    let queue = TaskQueue::start(config("panic_handle", 1, 10)).unwrap();
+    let h = queue
+        .enqueue("boom", async { if true { panic!("kaboom") } else { Res::Ok(()) } })
+        .await
+        .unwrap();
+    match h.await {
+        Err(Error::Panicked(msg)) => assert_eq!(msg, "kaboom"),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    // The worker survived the panic.
+    let h = queue.enqueue("after", async { Res::Ok(7) }).await.unwrap();
+    assert_eq!(h.await.unwrap(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_queued_and_running_tasks() {
+    let queue = TaskQueue::start(config("cancel", 1, 10)).unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    let running = queue
+        .enqueue("long", async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            r.fetch_add(100, Ordering::SeqCst);
+            Res::Ok(())
+        })
+        .await
+        .unwrap();
+    let r = Arc::clone(&ran);
+    let queued = queue
+        .enqueue("never", async move {
+            r.fetch_add(1000, Ordering::SeqCst);
+            Res::Ok(())
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(queue.get(running.id()).unwrap().status, TaskStatus::Running);
+    assert_eq!(queue.get(queued.id()).unwrap().status, TaskStatus::Queued);
+
+    queue.cancel(queued.id()).unwrap();
+    assert_eq!(queue.get(queued.id()).unwrap().status, TaskStatus::Cancelled);
+    assert_eq!(queue.stats().queued, 0);
+    queue.cancel(running.id()).unwrap();
+    let (running_id, queued_id) = (running.id(), queued.id());
+    assert!(matches!(running.await, Err(Error::Cancelled)));
+    assert!(matches!(queued.await, Err(Error::Cancelled)));
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "the running task stopped, the queued one never ran");
+    assert_eq!(queue.get(running_id).unwrap().status, TaskStatus::Cancelled);
+    assert!(matches!(queue.cancel(queued_id), Err(Error::AlreadyFinished(_))));
+    let unknown = "ffff".parse().unwrap();
+    assert!(matches!(queue.cancel(unknown), Err(Error::UnknownTask(_))));
+    assert_eq!(queue.stats().cancelled, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_honours_its_deadline_and_reports_what_did_not_run() {
+    let queue = TaskQueue::start(config("shutdown", 2, 10)).unwrap();
+    let mut long = Vec::new();
+    for _ in 0..2 {
+        let h = queue
+            .enqueue("long", async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Res::Ok(())
+            })
+            .await
+            .unwrap();
+        long.push(h.id());
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(queue.enqueue("waiting", async { Res::Ok(()) }).await.unwrap().id());
+    }
+    let t0 = tokio::time::Instant::now();
+    let report = queue.shutdown(Duration::from_secs(1)).await;
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_millis(1100), "{took:?}");
+    let mut aborted = report.aborted.clone();
+    aborted.sort();
+    let mut not_started = report.not_started.clone();
+    not_started.sort();
+    assert_eq!(aborted, long);
+    assert_eq!(not_started, waiting);
+    assert!(!report.is_complete());
+    assert!(matches!(
+        queue.enqueue("late", async { Res::Ok(()) }).await,
+        Err(Error::ShutDown)
+    ));
+    let s = queue.stats();
+    assert_eq!((s.cancelled, s.completed, s.queued, s.running), (5, 0, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_what_fits_in_the_deadline() {
+    let queue = TaskQueue::start(config("drain", 2, 100)).unwrap();
+    for i in 0..20u64 {
+        let _ = queue
+            .enqueue("short", async move {
+                tokio::time::sleep(Duration::from_millis(10 * i)).await;
+                Res::Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    let report = queue.shutdown(Duration::from_secs(60)).await;
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.drained, 20);
+    assert_eq!(queue.stats().completed, 20);
+}
+
+#[tokio::test]
+async fn an_unknown_priority_is_rejected_with_the_valid_ones() {
+    let queue = PriorityQueue::start(PriorityQueueConfig::default()).unwrap();
+    let err = queue
+        .enqueue_named("urgent", "x", async { Res::Ok(()) })
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::UnknownPriority(p) if p == "urgent"));
+    assert_eq!(err.to_string(), "unknown priority \"urgent\"; valid priorities are high, normal, low");
+    let h = queue.enqueue_named("HIGH", "x", async { Res::Ok(1) }).await.unwrap();
+    assert_eq!(h.await.unwrap(), 1);
+    assert_eq!(queue.level_stats(Priority::High).completed, 1);
+    assert_eq!(queue.level_stats(Priority::Low).enqueued, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_high_task_behind_ten_thousand_low_ones_starts_before_they_finish() {
+    let mut c = PriorityQueueConfig::default();
+    c.workers = 2;
+    c.max_queue_size = 20_000;
+    let queue = PriorityQueue::start(c).unwrap();
+    let low_done = Arc::new(AtomicU64::new(0));
+    for _ in 0..10_000 {
+        let done = Arc::clone(&low_done);
+        let _ = queue
+            .try_enqueue(Priority::Low, "low", async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                done.fetch_add(1, Ordering::SeqCst);
+                Res::Ok(())
+            })
+            .unwrap();
+    }
+    let done = Arc::clone(&low_done);
+    let high = queue
+        .enqueue(Priority::High, "high", async move { Res::Ok(done.load(Ordering::SeqCst)) })
+        .await
+        .unwrap();
+    let low_done_when_high_ran = high.await.unwrap();
+    assert!(low_done_when_high_ran < 10, "high ran after {low_done_when_high_ran} low tasks");
+    assert!(queue.wait_idle(Duration::from_secs(3600)).await);
+    assert_eq!(low_done.load(Ordering::SeqCst), 10_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn weighted_fairness_keeps_low_work_moving_under_a_flood() {
+    let mut c = PriorityQueueConfig::default().weighted();
+    c.workers = 1;
+    c.max_queue_size = 5000;
+    let queue = PriorityQueue::start(c).unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Hold the only worker so everything below queues up first.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = Arc::clone(&gate);
+    let _ = queue
+        .enqueue(Priority::High, "gate", async move {
+            g.notified().await;
+            Res::Ok(())
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    for (p, n) in [(Priority::High, 1000), (Priority::Low, 100)] {
+        for _ in 0..n {
+            let o = Arc::clone(&order);
+            let _ = queue
+                .try_enqueue(p, "flood", async move {
+                    o.lock().unwrap().push(p);
+                    Res::Ok(())
+                })
+                .unwrap();
+        }
+    }
+    gate.notify_one();
+    assert!(queue.wait_idle(Duration::from_secs(60)).await);
+    let order = order.lock().unwrap();
+    let first_hundred_low = order[..100].iter().filter(|p| **p == Priority::Low).count();
+    // Weights 5:2 between the two busy levels: two low tasks in every seven picks.
+    assert!((25..=32).contains(&first_hundred_low), "{first_hundred_low} low tasks in the first 100");
+    assert_eq!(order.len(), 1100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_with_backoff_then_succeeds() {
+    let queue = TaskQueue::start(config("retry", 1, 10)).unwrap();
+    let tries = Arc::new(AtomicU64::new(0));
+    let t = Arc::clone(&tries);
+    let h = queue
+        .task("flaky")
+        .retry(Retry::exponential(3, Duration::from_secs(1)))
+        .enqueue_with(move || {
+            let n = t.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { if n < 3 { Err(format!("try {n} failed")) } else { Ok(n) } }
+        })
+        .await
+        .unwrap();
+    let id = h.id();
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(h.await.unwrap(), 3);
+    // Backoff 1 s, then 2 s.
+    assert_eq!(t0.elapsed().as_secs(), 3);
+    let info = queue.get(id).unwrap();
+    assert_eq!((info.status, info.attempts), (TaskStatus::Completed, 3));
+    assert_eq!(queue.stats().retried, 2);
+
+    // Out of attempts: the last error is the one reported.
+    let h = queue
+        .task("hopeless")
+        .retry(Retry::exponential(2, Duration::from_millis(5)))
+        .enqueue_with(|| async { Err::<(), _>("still broken") })
+        .await
+        .unwrap();
+    let id = h.id();
+    assert!(matches!(h.await, Err(Error::Failed(e)) if e == "still broken"));
+    assert_eq!(queue.get(id).unwrap().attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_over_its_timeout_fails() {
+    let mut c = config("timeout", 1, 10);
+    c.limits.task_timeout = Some(Duration::from_secs(2));
+    let queue = TaskQueue::start(c).unwrap();
+    let h = queue
+        .enqueue("slow", async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Res::Ok(())
+        })
+        .await
+        .unwrap();
+    let id = h.id();
+    assert!(matches!(h.await, Err(Error::TimedOut(d)) if d == Duration::from_secs(2)));
+    let info = queue.get(id).unwrap();
+    assert_eq!(info.status, TaskStatus::Failed);
+    assert!(info.error.unwrap().contains("timed out"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_pushes_back() {
+    let queue = {
+        let mut c = config("full", 1, 2);
+        c.limits.enqueue_timeout = Duration::from_secs(5);
+        TaskQueue::start(c).unwrap()
+    };
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = Arc::clone(&gate);
+    let _ = queue
+        .enqueue("blocker", async move {
+            g.notified().await;
+            Res::Ok(())
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    for _ in 0..2 {
+        let _ = queue.try_enqueue("fill", async { Res::Ok(()) }).unwrap();
+    }
+    assert!(matches!(
+        queue.try_enqueue("over", async { Res::Ok(()) }),
+        Err(Error::QueueFull { capacity: 2 })
+    ));
+    assert!(matches!(
+        queue.enqueue("over", async { Res::Ok(()) }).await,
+        Err(Error::EnqueueTimeout { waited }) if waited == Duration::from_secs(5)
+    ));
+    // Room comes back as soon as a worker takes a task.
+    let q = queue.clone();
+    let waiter = tokio::spawn(async move { q.enqueue("later", async { Res::Ok(5) }).await });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    gate.notify_one();
+    assert_eq!(waiter.await.unwrap().unwrap().await.unwrap(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_tasks_respect_max_concurrent_and_cancel_all() {
+    let mut c = BackgroundConfig::default();
+    c.max_concurrent = 3;
+    let tasks = BackgroundTasks::start(c).unwrap();
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    for _ in 0..12 {
+        let (now, peak) = (Arc::clone(&now), Arc::clone(&peak));
+        tasks
+            .add_task("job", async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Res::Ok(())
+            })
+            .unwrap();
+    }
+    assert!(tasks.wait_idle(Duration::from_secs(10)).await);
+    assert_eq!(peak.load(Ordering::SeqCst), 3);
+    assert_eq!(tasks.stats().completed, 12);
+
+    for _ in 0..5 {
+        tasks
+            .add_task("forever", async {
+                tokio::time::sleep(Duration::from_secs(86_400)).await;
+                Res::Ok(())
+            })
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(tasks.active().len(), 5);
+    assert_eq!(tasks.cancel_all(), 5);
+    assert!(tasks.wait_idle(Duration::from_secs(1)).await);
+    assert!(tasks.active().is_empty());
+    assert_eq!(tasks.stats().cancelled, 5);
+}
+
+#[tokio::test]
+async fn admin_routes_answer_with_status_and_json() {
+    let queue = TaskQueue::start(config("admin", 1, 10)).unwrap();
+    let done = queue.enqueue("done", async { Res::Ok(()) }).await.unwrap();
+    let done_id = done.id();
+    done.await.unwrap();
+    let (status, body) = admin::list(&queue);
+    assert_eq!(status, 200);
+    assert_eq!(body["tasks"][0]["status"], "completed");
+    assert_eq!(body["tasks"][0]["id"], done_id.to_string());
+    let (status, body) = admin::get(&queue, &done_id.to_string());
+    assert_eq!((status, body["name"].as_str()), (200, Some("done")));
+    assert_eq!(admin::get(&queue, "abc").0, 404);
+    assert_eq!(admin::get(&queue, "xyz").0, 400);
+    // Already finished: 404, as the original.
+    assert_eq!(admin::cancel(&queue, &done_id.to_string()).0, 404);
+}
+
+#[tokio::test]
+async fn a_recorded_result_is_kept_in_the_record() {
+    let queue = TaskQueue::start(config("recorded", 1, 10)).unwrap();
+    let h = queue
+        .task("sum")
+        .enqueue_recorded(async { Res::Ok(vec![1, 2, 3]) })
+        .await
+        .unwrap();
+    let id = h.id();
+    assert_eq!(h.await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(queue.get(id).unwrap().result, Some(serde_json::json!([1, 2, 3])));
+}
+
+#[tokio::test]
+async fn task_fn_turns_calls_into_enqueues() {
+    let queue = TaskQueue::start(config("task_fn", 2, 10)).unwrap();
+    let double = queue.task_fn("double", |x: u32| async move { Res::Ok(x * 2) });
+    let a = double(2).await.unwrap();
+    let b = double(21).await.unwrap();
+    assert_eq!((a.await.unwrap(), b.await.unwrap()), (4, 42));
+    assert_eq!(queue.stats().completed, 2);
+}
+
+#[tokio::test]
+async fn finished_records_expire_by_count_and_age() {
+    let mut c = config("expire", 2, 100);
+    c.limits.max_records = 10;
+    let queue = TaskQueue::start(c).unwrap();
+    for _ in 0..50 {
+        let _ = queue.enqueue("t", async { Res::Ok(()) }).await.unwrap();
+    }
+    assert!(queue.wait_idle(Duration::from_secs(10)).await);
+    assert_eq!(queue.list().len(), 10);
+    assert_eq!(queue.clear_finished(Duration::ZERO), 10);
+    assert!(queue.list().is_empty());
+    assert_eq!(queue.stats().completed, 50);
+}
+
+#[test]
+fn bad_config_names_the_variable_and_value() {
+    let vars = std::collections::HashMap::from([("TASKS_MAX_WORKERS", "0")]);
+    let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+    let err = TaskQueueConfig::from_source(&cortex_metrics::env::EnvSource::from_fn(&lookup)).unwrap_err();
+    assert!(err.to_string().contains("workers") && err.to_string().contains('0'), "{err}");
+
+    let vars = std::collections::HashMap::from([("TASKS_MAX_QUEUE_SIZE", "lots")]);
+    let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+    let err = TaskQueueConfig::from_source(&cortex_metrics::env::EnvSource::from_fn(&lookup)).unwrap_err();
+    assert!(err.to_string().contains("TASKS_MAX_QUEUE_SIZE") && err.to_string().contains("lots"), "{err}");
+
+    // Starting outside a runtime is a clear error, not a panic.
+    let err = TaskQueue::start(TaskQueueConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("runtime"), "{err}");
+}

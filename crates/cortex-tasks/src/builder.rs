@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use crate::{BoxError, Priority, Result};
 #[must_use = "a task builder does nothing until one of its enqueue methods is called"]
 pub struct TaskBuilder<'q> {
     engine: &'q Engine,
-    name: &'q str,
+    name: Cow<'static, str>,
     opts: Options,
 }
 
@@ -47,7 +48,7 @@ impl std::fmt::Debug for TaskBuilder<'_> {
 }
 
 impl<'q> TaskBuilder<'q> {
-    pub(crate) fn new(engine: &'q Engine, name: &'q str, opts: Options) -> Self {
+    pub(crate) fn new(engine: &'q Engine, name: Cow<'static, str>, opts: Options) -> Self {
         Self { engine, name, opts }
     }
 
@@ -81,9 +82,9 @@ impl<'q> TaskBuilder<'q> {
         T: Send + 'static,
         E: Into<BoxError>,
     {
-        let (work, rx) = engine::once(fut, engine::no_json);
-        let id = self.engine.enqueue(self.name, work, self.opts).await?;
-        Ok(TaskHandle::new(id, rx))
+        let work = engine::once(fut, engine::no_json);
+        let record = self.engine.enqueue(self.name, work, self.opts).await?;
+        Ok(TaskHandle::new(record))
     }
 
     /// Enqueues a future at once, or fails with
@@ -97,9 +98,9 @@ impl<'q> TaskBuilder<'q> {
         T: Send + 'static,
         E: Into<BoxError>,
     {
-        let (work, rx) = engine::once(fut, engine::no_json);
-        let id = self.engine.try_enqueue(self.name, work, self.opts)?;
-        Ok(TaskHandle::new(id, rx))
+        let work = engine::once(fut, engine::no_json);
+        let record = self.engine.try_enqueue(self.name, work, self.opts)?;
+        Ok(TaskHandle::new(record))
     }
 
     /// Enqueues a function that makes the task's future, called once per attempt (so
@@ -114,9 +115,9 @@ impl<'q> TaskBuilder<'q> {
         T: Send + 'static,
         E: Into<BoxError>,
     {
-        let (work, rx) = engine::factory(make, engine::no_json);
-        let id = self.engine.enqueue(self.name, work, self.opts).await?;
-        Ok(TaskHandle::new(id, rx))
+        let work = engine::factory(make, engine::no_json);
+        let record = self.engine.enqueue(self.name, work, self.opts).await?;
+        Ok(TaskHandle::new(record))
     }
 
     /// As [`enqueue`](Self::enqueue), and the value is also kept as JSON in the task's
@@ -130,8 +131,8 @@ impl<'q> TaskBuilder<'q> {
         T: serde::Serialize + Send + 'static,
         E: Into<BoxError>,
     {
-        let (work, rx) = engine::once(fut, engine::to_json::<T>);
-        let id = self.engine.enqueue(self.name, work, self.opts).await?;
-        Ok(TaskHandle::new(id, rx))
+        let work = engine::once(fut, engine::to_json::<T>);
+        let record = self.engine.enqueue(self.name, work, self.opts).await?;
+        Ok(TaskHandle::new(record))
     }
 }

@@ -9,6 +9,7 @@
 //! checked on every poll.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -20,70 +21,73 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::FutureExt;
 use futures_util::task::AtomicWaker;
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::Notify;
 
+use crate::room::Room;
 use crate::{BoxError, Error, Priority, QueueStats, Result, TaskId, TaskInfo, TaskStatus};
 
 /// A task's value, type-erased on its way from the worker to its handle. A `()` value
 /// (the common case) boxes without allocating.
 pub(crate) type AnyBox = Box<dyn Any + Send>;
-/// One attempt of a task.
-pub(crate) type AttemptFuture = Pin<Box<dyn Future<Output = Result<AnyBox, String>> + Send>>;
 
-/// What a queued task knows how to do.
+/// What a queued task knows how to do. The task's future lives inside the same
+/// allocation as the rest of its job (one `Box` per task, not one per layer).
 pub(crate) trait Work: Send + 'static {
-    /// Starts the next attempt, or `None` when the task cannot run again (a plain
-    /// future runs once; a factory runs as often as asked).
-    fn attempt(&mut self) -> Option<AttemptFuture>;
-    /// Hands the final outcome to the task's handle; returns the value as JSON when the
-    /// task asked for its result to be recorded.
-    fn finish(self: Box<Self>, outcome: Result<AnyBox>) -> Option<serde_json::Value>;
+    /// Prepares the next attempt; `false` when none can run (a plain future runs once;
+    /// a factory runs as often as asked).
+    fn start(self: Pin<&mut Self>) -> bool;
+    /// Polls the current attempt.
+    fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<AnyBox, String>>;
+    /// Drops the attempt; returns the value as JSON when the task asked for its result
+    /// to be recorded.
+    fn finish(self: Pin<&mut Self>, outcome: &Result<AnyBox>) -> Option<serde_json::Value>;
     /// Whether a failed attempt can be followed by another.
     fn retryable(&self) -> bool;
 }
 
-/// A plain future, run once.
-pub(crate) struct Once<F, T> {
-    fut: Option<F>,
-    tx: oneshot::Sender<Result<T>>,
-    json: fn(&T) -> Option<serde_json::Value>,
+/// Records a value as JSON, or not.
+pub(crate) type ToJson<T> = fn(&T) -> Option<serde_json::Value>;
+
+pin_project_lite::pin_project! {
+    /// A plain future, run once.
+    pub(crate) struct Once<F, T> {
+        #[pin]
+        fut: Option<F>,
+        started: bool,
+        json: ToJson<T>,
+    }
 }
 
-/// A function that makes a fresh future for each attempt.
-pub(crate) struct Factory<G, T> {
-    make: G,
-    tx: oneshot::Sender<Result<T>>,
-    json: fn(&T) -> Option<serde_json::Value>,
+pin_project_lite::pin_project! {
+    /// A function that makes a fresh future for each attempt.
+    pub(crate) struct Factory<G, F, T> {
+        make: G,
+        #[pin]
+        fut: Option<F>,
+        json: ToJson<T>,
+    }
 }
 
-fn boxed_attempt<F, T, E>(fut: F) -> AttemptFuture
+fn poll_value<F, T, E>(
+    fut: Pin<&mut Option<F>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<AnyBox, String>>
 where
-    F: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    F: Future<Output = std::result::Result<T, E>>,
     T: Send + 'static,
     E: Into<BoxError>,
 {
-    Box::pin(async move {
-        match fut.await {
+    match fut.as_pin_mut() {
+        None => Poll::Ready(Err("the task has no attempt to run".into())),
+        Some(f) => f.poll(cx).map(|r| match r {
             Ok(v) => Ok(Box::new(v) as AnyBox),
             Err(e) => Err(e.into().to_string()),
-        }
-    })
+        }),
+    }
 }
 
-fn deliver<T: 'static>(
-    tx: oneshot::Sender<Result<T>>,
-    outcome: Result<AnyBox>,
-    json: fn(&T) -> Option<serde_json::Value>,
-) -> Option<serde_json::Value> {
-    let typed = outcome.and_then(|b| {
-        b.downcast::<T>()
-            .map(|v| *v)
-            .map_err(|_| Error::Failed("task value of an unexpected type".into()))
-    });
-    let recorded = typed.as_ref().ok().and_then(json);
-    // The handle may be gone (detached): the outcome stays in the record regardless.
-    let _ = tx.send(typed);
-    recorded
+fn recorded<T: 'static>(outcome: &Result<AnyBox>, json: ToJson<T>) -> Option<serde_json::Value> {
+    outcome.as_ref().ok()?.downcast_ref::<T>().and_then(json)
 }
 
 /// For tasks whose value is not recorded.
@@ -102,12 +106,19 @@ where
     T: Send + 'static,
     E: Into<BoxError>,
 {
-    fn attempt(&mut self) -> Option<AttemptFuture> {
-        self.fut.take().map(boxed_attempt)
+    fn start(self: Pin<&mut Self>) -> bool {
+        let this = self.project();
+        !std::mem::replace(this.started, true)
     }
 
-    fn finish(self: Box<Self>, outcome: Result<AnyBox>) -> Option<serde_json::Value> {
-        deliver(self.tx, outcome, self.json)
+    fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<AnyBox, String>> {
+        poll_value(self.project().fut, cx)
+    }
+
+    fn finish(self: Pin<&mut Self>, outcome: &Result<AnyBox>) -> Option<serde_json::Value> {
+        let mut this = self.project();
+        this.fut.set(None);
+        recorded(outcome, *this.json)
     }
 
     fn retryable(&self) -> bool {
@@ -115,19 +126,28 @@ where
     }
 }
 
-impl<G, F, T, E> Work for Factory<G, T>
+impl<G, F, T, E> Work for Factory<G, F, T>
 where
     G: FnMut() -> F + Send + 'static,
     F: Future<Output = std::result::Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: Into<BoxError>,
 {
-    fn attempt(&mut self) -> Option<AttemptFuture> {
-        Some(boxed_attempt((self.make)()))
+    fn start(self: Pin<&mut Self>) -> bool {
+        let mut this = self.project();
+        let fut = (this.make)();
+        this.fut.set(Some(fut));
+        true
     }
 
-    fn finish(self: Box<Self>, outcome: Result<AnyBox>) -> Option<serde_json::Value> {
-        deliver(self.tx, outcome, self.json)
+    fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<AnyBox, String>> {
+        poll_value(self.project().fut, cx)
+    }
+
+    fn finish(self: Pin<&mut Self>, outcome: &Result<AnyBox>) -> Option<serde_json::Value> {
+        let mut this = self.project();
+        this.fut.set(None);
+        recorded(outcome, *this.json)
     }
 
     fn retryable(&self) -> bool {
@@ -135,38 +155,49 @@ where
     }
 }
 
+/// The boxed work of one task.
+pub(crate) type BoxWork = Pin<Box<dyn Work>>;
+
 /// Builds the work and the handle's receiving end for a plain future.
-pub(crate) fn once<F, T, E>(
-    fut: F,
-    json: fn(&T) -> Option<serde_json::Value>,
-) -> (Box<dyn Work>, oneshot::Receiver<Result<T>>)
+pub(crate) fn once<F, T, E>(fut: F, json: ToJson<T>) -> BoxWork
 where
     F: Future<Output = std::result::Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: Into<BoxError>,
 {
-    let (tx, rx) = oneshot::channel();
-    let work = Once {
+    Box::pin(Once {
         fut: Some(fut),
-        tx,
+        started: false,
         json,
-    };
-    (Box::new(work), rx)
+    })
 }
 
 /// Builds the work and the handle's receiving end for a retryable factory.
-pub(crate) fn factory<G, F, T, E>(
-    make: G,
-    json: fn(&T) -> Option<serde_json::Value>,
-) -> (Box<dyn Work>, oneshot::Receiver<Result<T>>)
+pub(crate) fn factory<G, F, T, E>(make: G, json: ToJson<T>) -> BoxWork
 where
     G: FnMut() -> F + Send + 'static,
     F: Future<Output = std::result::Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: Into<BoxError>,
 {
-    let (tx, rx) = oneshot::channel();
-    (Box::new(Factory { make, tx, json }), rx)
+    Box::pin(Factory {
+        make,
+        fut: None,
+        json,
+    })
+}
+
+/// One attempt of a job's work, as a future.
+struct Attempt<'a> {
+    work: Pin<&'a mut dyn Work>,
+}
+
+impl Future for Attempt<'_> {
+    type Output = Result<AnyBox, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.work.as_mut().poll_attempt(cx)
+    }
 }
 
 /// Per-task options.
@@ -215,6 +246,8 @@ struct State {
     attempts: u32,
     error: Option<String>,
     result: Option<serde_json::Value>,
+    /// The value or error, until the handle takes it (dropped at once when detached).
+    outcome: Option<Result<AnyBox>>,
 }
 
 /// Everything known about one task; shared by the queue's index, its job and the
@@ -222,13 +255,19 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Record {
     id: TaskId,
-    name: Box<str>,
+    name: Cow<'static, str>,
     priority: Option<Priority>,
     queued: Instant,
     state: Mutex<State>,
     cancel: AtomicBool,
     /// Wakes the running attempt when the task is cancelled.
     run_waker: AtomicWaker,
+    /// Wakes the handle when the task finishes.
+    handle_waker: AtomicWaker,
+    /// Set when the handle is dropped: nobody will take the outcome.
+    detached: AtomicBool,
+    /// Set once the task reached its final status.
+    done: AtomicBool,
 }
 
 impl Record {
@@ -271,11 +310,30 @@ impl Clock {
 /// A queued job.
 struct Job {
     record: Arc<Record>,
-    work: Box<dyn Work>,
+    work: BoxWork,
     opts: Options,
     /// Whether it took a unit of its level's bound (a retried job re-enters without
     /// one: it was accepted already).
     holds_room: bool,
+}
+
+impl Drop for Job {
+    /// A job dropped without finishing (its runtime shut down under it) still tells
+    /// its handle, which would otherwise wait forever.
+    fn drop(&mut self) {
+        if self.record.done.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut s = self.record.lock();
+            s.status = TaskStatus::Cancelled;
+            s.error = Some("the queue was dropped before the task finished".into());
+            if !self.record.detached.load(Ordering::Acquire) {
+                s.outcome = Some(Err(Error::Cancelled));
+            }
+        }
+        self.record.handle_waker.wake();
+    }
 }
 
 /// How workers choose among levels.
@@ -393,7 +451,7 @@ pub(crate) struct Engine {
     config: EngineConfig,
     sched: Mutex<Sched>,
     /// One bound per level; closed at shutdown so waiting producers return.
-    room: Vec<Semaphore>,
+    room: Vec<Room>,
     work: Notify,
     /// Signalled when the last live task finishes (for shutdown and `wait_idle`).
     idle: Notify,
@@ -438,7 +496,8 @@ impl Engine {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::InvalidConfig {
             key: "runtime",
             value: String::new(),
-            reason: "a task queue starts its workers on the current Tokio runtime; none is running".into(),
+            reason: "a task queue starts its workers on the current Tokio runtime; none is running"
+                .into(),
         })?;
         let levels = config.levels.max(1);
         let (strict, weights) = match &config.policy {
@@ -452,13 +511,23 @@ impl Engine {
                 weights,
                 strict,
             }),
-            room: (0..levels).map(|_| Semaphore::new(config.capacity)).collect(),
+            room: (0..levels).map(|_| Room::new(config.capacity)).collect(),
             work: Notify::new(),
             idle: Notify::new(),
             live: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
-            index: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            // Sized for the records kept at steady state, at a low load factor: with
+            // inserts and removes churning, a fuller table keeps rehashing in place.
+            index: (0..SHARDS)
+                .map(|_| {
+                    let kept = (config.max_records + config.capacity * levels) / SHARDS;
+                    Mutex::new(Index::with_capacity_and_hasher(
+                        kept.min(1 << 16) * 2,
+                        Default::default(),
+                    ))
+                })
+                .collect(),
             finished: Mutex::new(VecDeque::new()),
             stats: (0..levels).map(|_| LevelStats::default()).collect(),
             recorders: config.metrics.then(|| Recorders::new(&config.name)),
@@ -489,11 +558,11 @@ impl Engine {
     }
 
     /// Accepts a job once room was secured for it (the permit is already taken).
-    fn accept(&self, name: &str, work: Box<dyn Work>, opts: Options) -> TaskId {
+    fn accept(&self, name: Cow<'static, str>, work: BoxWork, opts: Options) -> Arc<Record> {
         let id = TaskId::from_u64(self.next_id.fetch_add(1, Ordering::Relaxed));
         let record = Arc::new(Record {
             id,
-            name: name.into(),
+            name,
             priority: opts.priority,
             queued: Instant::now(),
             state: Mutex::new(State {
@@ -503,9 +572,13 @@ impl Engine {
                 attempts: 0,
                 error: None,
                 result: None,
+                outcome: None,
             }),
             cancel: AtomicBool::new(false),
             run_waker: AtomicWaker::new(),
+            handle_waker: AtomicWaker::new(),
+            detached: AtomicBool::new(false),
+            done: AtomicBool::new(false),
         });
         self.shard(id).insert(id, Arc::clone(&record));
         self.live.fetch_add(1, Ordering::AcqRel);
@@ -516,75 +589,87 @@ impl Engine {
             r.depth.record(depth);
         }
         self.lock_sched().queues[opts.level].push_back(Job {
-            record,
+            record: Arc::clone(&record),
             work,
             opts,
             holds_room: true,
         });
         self.work.notify_one();
-        id
+        record
     }
 
     /// Waits (bounded) for room, then accepts.
-    pub(crate) async fn enqueue(&self, name: &str, work: Box<dyn Work>, opts: Options) -> Result<TaskId> {
-        let room = &self.room[opts.level];
-        let waited = self.config.enqueue_timeout;
-        match tokio::time::timeout(waited, room.acquire()).await {
-            Ok(Ok(permit)) => permit.forget(),
-            Ok(Err(_)) => return Err(Error::ShutDown),
-            Err(_) => return Err(Error::EnqueueTimeout { waited }),
-        }
+    pub(crate) async fn enqueue(
+        &self,
+        name: Cow<'static, str>,
+        work: BoxWork,
+        opts: Options,
+    ) -> Result<Arc<Record>> {
+        self.room[opts.level]
+            .take(self.config.enqueue_timeout)
+            .await?;
         Ok(self.accept(name, work, opts))
     }
 
     /// Accepts at once or fails with [`Error::QueueFull`].
-    pub(crate) fn try_enqueue(&self, name: &str, work: Box<dyn Work>, opts: Options) -> Result<TaskId> {
-        match self.room[opts.level].try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(Error::ShutDown),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                return Err(Error::QueueFull {
-                    capacity: self.config.capacity,
-                });
-            }
-        }
+    pub(crate) fn try_enqueue(
+        &self,
+        name: Cow<'static, str>,
+        work: BoxWork,
+        opts: Options,
+    ) -> Result<Arc<Record>> {
+        self.room[opts.level].try_take()?;
         Ok(self.accept(name, work, opts))
+    }
+
+    fn pop(&self) -> Option<Job> {
+        let mut sched = self.lock_sched();
+        let job = sched.pop();
+        if job.is_some() && !sched.is_empty() {
+            // More is waiting: pass the wake-up on so another idle worker takes it.
+            self.work.notify_one();
+        }
+        job
     }
 
     async fn worker(self: Arc<Self>) {
         loop {
-            let notified = self.work.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let job = {
-                let mut sched = self.lock_sched();
-                let job = sched.pop();
-                if job.is_some() && !sched.is_empty() {
-                    // More is waiting: pass the wake-up on so another idle worker takes it.
-                    self.work.notify_one();
+            // Registering as a waiter costs a lock inside `Notify`: only done when the
+            // queue looked empty, and then the queue is checked again before sleeping
+            // so a push in between is not missed.
+            let job = match self.pop() {
+                Some(job) => job,
+                None => {
+                    let notified = self.work.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    match self.pop() {
+                        Some(job) => job,
+                        None if self.closing.load(Ordering::Acquire) => return,
+                        None => {
+                            notified.await;
+                            continue;
+                        }
+                    }
                 }
-                job
             };
-            match job {
-                Some(job) => {
-                    self.release_room(&job);
-                    self.stats[job.opts.level].queued.fetch_sub(1, Ordering::Relaxed);
-                    self.run(job).await;
-                }
-                None if self.closing.load(Ordering::Acquire) => return,
-                None => notified.await,
-            }
+            self.release_room(&job);
+            self.stats[job.opts.level]
+                .queued
+                .fetch_sub(1, Ordering::Relaxed);
+            self.run(job).await;
         }
     }
 
     fn release_room(&self, job: &Job) {
         if job.holds_room {
-            self.room[job.opts.level].add_permits(1);
+            self.room[job.opts.level].give();
         }
     }
 
-    /// Marks the record running, unless it was cancelled while it waited.
-    fn begin(&self, record: &Record) -> Option<u32> {
+    /// Marks the record running, unless it was cancelled while it waited; returns the
+    /// attempt number and its start.
+    fn begin(&self, record: &Record) -> Option<(u32, Instant)> {
         let mut s = record.lock();
         if record.cancel.load(Ordering::Acquire) || s.status == TaskStatus::Cancelled {
             return None;
@@ -595,48 +680,56 @@ impl Engine {
         if s.started.is_none()
             && let Some(r) = &self.recorders
         {
-            r.wait.record_duration(now.saturating_duration_since(record.queued));
+            r.wait
+                .record_duration(now.saturating_duration_since(record.queued));
         }
         s.started = Some(now);
-        Some(s.attempts)
+        Some((s.attempts, now))
     }
 
     async fn run(self: &Arc<Self>, mut job: Job) {
         let level = job.opts.level;
-        let Some(attempts) = self.begin(&job.record) else {
-            self.finish(job, Err(Error::Cancelled));
+        let Some((attempts, started)) = self.begin(&job.record) else {
+            self.finish(job, Err(Error::Cancelled), None);
             return;
         };
-        let Some(fut) = job.work.attempt() else {
+        if !job.work.as_mut().start() {
             // Only a plain future can be out of attempts, and it is never retried.
-            self.finish(job, Err(Error::Failed("the task's future was already used".into())));
+            let used = Error::Failed("the task's future was already used".into());
+            self.finish(job, Err(used), None);
             return;
-        };
-        self.stats[level].running.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let retry = job.opts.retry.filter(|_| job.work.retryable());
-        let ending = self.attempt(&job.record, fut, job.opts.timeout, retry, attempts).await;
-        self.stats[level].running.fetch_sub(1, Ordering::Relaxed);
-        if let Some(r) = &self.recorders {
-            r.run.record_duration(started.elapsed());
         }
+        self.stats[level].running.fetch_add(1, Ordering::Relaxed);
+        let retry = job.opts.retry.filter(|_| job.work.retryable());
+        let attempt = Attempt {
+            work: job.work.as_mut(),
+        };
+        let ending = self
+            .attempt(&job.record, attempt, job.opts.timeout, retry, attempts)
+            .await;
+        self.stats[level].running.fetch_sub(1, Ordering::Relaxed);
         match ending {
-            Ending::Done(outcome) => self.finish(job, outcome),
-            Ending::Retry(error) => self.retry(job, attempts, error),
+            Ending::Done(outcome) => self.finish(job, outcome, Some(started)),
+            Ending::Retry(error) => {
+                if let Some(r) = &self.recorders {
+                    r.run.record_duration(started.elapsed());
+                }
+                self.retry(job, attempts, error);
+            }
         }
     }
 
     async fn attempt(
         &self,
         record: &Record,
-        fut: AttemptFuture,
+        attempt: Attempt<'_>,
         timeout: Option<Duration>,
         retry: Option<Retry>,
         attempts: u32,
     ) -> Ending {
         let guarded = Cancellable {
             record,
-            inner: AssertUnwindSafe(fut).catch_unwind(),
+            inner: AssertUnwindSafe(attempt).catch_unwind(),
         };
         let outcome = match timeout {
             Some(limit) => tokio::time::timeout(limit, guarded)
@@ -667,26 +760,29 @@ impl Engine {
             s.status = TaskStatus::Retrying;
             s.error = Some(error);
         }
-        self.stats[job.opts.level].retried.fetch_add(1, Ordering::Relaxed);
+        self.stats[job.opts.level]
+            .retried
+            .fetch_add(1, Ordering::Relaxed);
         if let Some(r) = &self.recorders {
             r.retried.increment();
         }
-        let backoff = job.opts.retry.map_or(Duration::ZERO, |r| r.backoff(attempts));
+        let backoff = job
+            .opts
+            .retry
+            .map_or(Duration::ZERO, |r| r.backoff(attempts));
         let engine = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(backoff).await;
             let level = job.opts.level;
             engine.stats[level].queued.fetch_add(1, Ordering::Relaxed);
-            let job = Job {
-                holds_room: false,
-                ..job
-            };
+            let mut job = job;
+            job.holds_room = false;
             engine.lock_sched().queues[level].push_back(job);
             engine.work.notify_one();
         });
     }
 
-    fn finish(&self, job: Job, outcome: Result<AnyBox>) {
+    fn finish(&self, mut job: Job, outcome: Result<AnyBox>, started: Option<Instant>) {
         let level = job.opts.level;
         let stats = &self.stats[level];
         let (status, error) = match &outcome {
@@ -706,9 +802,12 @@ impl Engine {
                 _ => r.failed.increment(),
             }
         }
-        let record = job.record;
-        let json = job.work.finish(outcome);
+        let json = job.work.as_mut().finish(&outcome);
+        let record = &job.record;
         let now = Instant::now();
+        if let (Some(r), Some(t)) = (&self.recorders, started) {
+            r.run.record_duration(now.saturating_duration_since(t));
+        }
         {
             let mut s = record.lock();
             s.status = status;
@@ -717,7 +816,12 @@ impl Engine {
                 s.error = error;
             }
             s.result = json;
+            if !record.detached.load(Ordering::Acquire) {
+                s.outcome = Some(outcome);
+            }
         }
+        record.done.store(true, Ordering::Release);
+        record.handle_waker.wake();
         counter.fetch_add(1, Ordering::Release);
         self.retire(record.id, now);
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -727,21 +831,15 @@ impl Engine {
 
     /// Keeps finished records for `retention`, and at most `max_records` of them.
     fn retire(&self, id: TaskId, now: Instant) {
-        let mut expired = Vec::new();
-        {
-            let mut fin = self.finished.lock().unwrap_or_else(|p| p.into_inner());
-            fin.push_back((now, id));
-            while let Some(&(at, old)) = fin.front() {
-                let too_many = fin.len() > self.config.max_records;
-                if too_many || now.saturating_duration_since(at) >= self.config.retention {
-                    fin.pop_front();
-                    expired.push(old);
-                } else {
-                    break;
-                }
+        let mut fin = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        fin.push_back((now, id));
+        while let Some(&(at, old)) = fin.front() {
+            let too_many = fin.len() > self.config.max_records;
+            if !too_many && now.saturating_duration_since(at) < self.config.retention {
+                break;
             }
-        }
-        for old in expired {
+            fin.pop_front();
+            // Lock order is always `finished`, then a shard.
             self.shard(old).remove(&old);
         }
     }
@@ -792,7 +890,11 @@ impl Engine {
     /// Cancels a task: a queued one is taken out of its queue at once; a running one
     /// stops at its next await.
     pub(crate) fn cancel(&self, id: TaskId) -> Result<()> {
-        let record = self.shard(id).get(&id).cloned().ok_or(Error::UnknownTask(id))?;
+        let record = self
+            .shard(id)
+            .get(&id)
+            .cloned()
+            .ok_or(Error::UnknownTask(id))?;
         {
             let s = record.lock();
             if s.status.is_finished() {
@@ -800,13 +902,16 @@ impl Engine {
             }
         }
         record.cancel.store(true, Ordering::Release);
-        let level = record.priority.map_or(0, Priority::index).min(self.stats.len() - 1);
+        let level = record
+            .priority
+            .map_or(0, Priority::index)
+            .min(self.stats.len() - 1);
         let removed = self.lock_sched().remove(level, id);
         match removed {
             Some(job) => {
                 self.release_room(&job);
                 self.stats[level].queued.fetch_sub(1, Ordering::Relaxed);
-                self.finish(job, Err(Error::Cancelled));
+                self.finish(job, Err(Error::Cancelled), None);
             }
             None => record.run_waker.wake(),
         }
@@ -955,30 +1060,64 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// A handle to one task's outcome: await it for the value, or drop it to detach (the
 /// task still runs and its record still tells its outcome).
-#[derive(Debug)]
 #[must_use = "a dropped handle detaches the task; keep it to learn its outcome"]
 pub struct TaskHandle<T> {
-    id: TaskId,
-    rx: oneshot::Receiver<Result<T>>,
+    record: Arc<Record>,
+    _value: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.record.id)
+            .finish()
+    }
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn new(id: TaskId, rx: oneshot::Receiver<Result<T>>) -> Self {
-        Self { id, rx }
+    pub(crate) fn new(record: Arc<Record>) -> Self {
+        Self {
+            record,
+            _value: std::marker::PhantomData,
+        }
     }
 
     /// The task's id, for status queries and cancellation.
     pub fn id(&self) -> TaskId {
-        self.id
+        self.record.id
+    }
+
+    /// Lets the task run on without anyone awaiting its value (dropping the handle
+    /// does the same); returns its id.
+    pub fn detach(self) -> TaskId {
+        self.record.id
     }
 }
 
-impl<T> Future for TaskHandle<T> {
+impl<T: 'static> Future for TaskHandle<T> {
     type Output = Result<T>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::Cancelled)))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.record.handle_waker.register(cx.waker());
+        let mut s = self.record.lock();
+        match s.outcome.take() {
+            Some(outcome) => Poll::Ready(outcome.and_then(|value| {
+                value
+                    .downcast::<T>()
+                    .map(|v| *v)
+                    .map_err(|_| Error::Failed("task value of an unexpected type".into()))
+            })),
+            // Finished and already taken: a handle polled after it was ready.
+            None if s.status.is_finished() => Poll::Ready(Err(Error::Cancelled)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Drop for TaskHandle<T> {
+    fn drop(&mut self) {
+        self.record.detached.store(true, Ordering::Release);
+        // Frees a value that finished before the handle went.
+        self.record.lock().outcome.take();
     }
 }

@@ -6,6 +6,7 @@ mod builder;
 mod engine;
 mod error;
 mod queue;
+mod room;
 mod task;
 
 pub use self::builder::TaskBuilder;

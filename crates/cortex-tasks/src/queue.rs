@@ -1,5 +1,6 @@
 //! The three in-process queues: [`TaskQueue`], [`PriorityQueue`], [`BackgroundTasks`].
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,12 +73,27 @@ impl Limits {
         Ok(())
     }
 
-    fn engine(&self, name: &str, workers: usize, capacity: usize, levels: usize, policy: Policy) -> Result<EngineConfig> {
+    fn engine(
+        &self,
+        name: &str,
+        workers: usize,
+        capacity: usize,
+        levels: usize,
+        policy: Policy,
+    ) -> Result<EngineConfig> {
         positive("workers", workers)?;
         positive("max_queue_size", capacity)?;
         positive("max_records", self.max_records)?;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-            return Err(invalid("name", name, "use letters, digits, '_', '-' or '.'"));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return Err(invalid(
+                "name",
+                name,
+                "use letters, digits, '_', '-' or '.'",
+            ));
         }
         Ok(EngineConfig {
             name: name.to_owned(),
@@ -242,8 +258,13 @@ impl TaskQueueConfig {
     }
 
     fn engine(&self) -> Result<EngineConfig> {
-        self.limits
-            .engine(&self.name, self.max_workers, self.max_queue_size, 1, Policy::Strict)
+        self.limits.engine(
+            &self.name,
+            self.max_workers,
+            self.max_queue_size,
+            1,
+            Policy::Strict,
+        )
     }
 }
 
@@ -299,15 +320,19 @@ impl TaskQueue {
     }
 
     /// Options for one task (timeout, retries), then its enqueue.
-    pub fn task<'q>(&'q self, name: &'q str) -> TaskBuilder<'q> {
-        TaskBuilder::new(&self.owner.0, name, self.defaults)
+    pub fn task(&self, name: impl Into<Cow<'static, str>>) -> TaskBuilder<'_> {
+        TaskBuilder::new(&self.owner.0, name.into(), self.defaults)
     }
 
     /// Enqueues a future, waiting (bounded) for room; returns its handle at once.
     ///
     /// # Errors
     /// [`Error::EnqueueTimeout`], or [`Error::ShutDown`].
-    pub async fn enqueue<F, T, E>(&self, name: &str, fut: F) -> Result<TaskHandle<T>>
+    pub async fn enqueue<F, T, E>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        fut: F,
+    ) -> Result<TaskHandle<T>>
     where
         F: Future<Output = std::result::Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -320,7 +345,11 @@ impl TaskQueue {
     ///
     /// # Errors
     /// [`Error::QueueFull`], or [`Error::ShutDown`].
-    pub fn try_enqueue<F, T, E>(&self, name: &str, fut: F) -> Result<TaskHandle<T>>
+    pub fn try_enqueue<F, T, E>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        fut: F,
+    ) -> Result<TaskHandle<T>>
     where
         F: Future<Output = std::result::Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -331,7 +360,11 @@ impl TaskQueue {
 
     /// Turns an async function into one that enqueues its calls (the original's
     /// decorator): `let send = queue.task_fn("send", send_email); send(to).await?`.
-    pub fn task_fn<A, G, F, T, E>(&self, name: &str, f: G) -> impl Fn(A) -> TaskFnFuture<T> + Clone + use<A, G, F, T, E>
+    pub fn task_fn<A, G, F, T, E>(
+        &self,
+        name: &str,
+        f: G,
+    ) -> impl Fn(A) -> TaskFnFuture<T> + Clone + use<A, G, F, T, E>
     where
         A: Send + 'static,
         G: Fn(A) -> F + Clone + Send + Sync + 'static,
@@ -340,10 +373,11 @@ impl TaskQueue {
         E: Into<BoxError>,
     {
         let queue = self.clone();
-        let name: Arc<str> = name.into();
+        // Owned once here; each call clones it (a `Cow::Owned` clone).
+        let name: Cow<'static, str> = Cow::Owned(name.to_owned());
         move |arg| {
-            let (queue, name, f) = (queue.clone(), Arc::clone(&name), f.clone());
-            Box::pin(async move { queue.enqueue(&name, f(arg)).await })
+            let (queue, name, f) = (queue.clone(), name.clone(), f.clone());
+            Box::pin(async move { queue.enqueue(name, f(arg)).await })
         }
     }
 
@@ -404,10 +438,19 @@ impl PriorityQueueConfig {
         if let Policy::Weighted(w) = &self.policy
             && (w.len() != 3 || w.contains(&0))
         {
-            return Err(invalid("policy", format!("{w:?}"), "give three weights, each at least 1"));
+            return Err(invalid(
+                "policy",
+                format!("{w:?}"),
+                "give three weights, each at least 1",
+            ));
         }
-        self.limits
-            .engine(&self.name, self.workers, self.max_queue_size, 3, self.policy.clone())
+        self.limits.engine(
+            &self.name,
+            self.workers,
+            self.max_queue_size,
+            3,
+            self.policy.clone(),
+        )
     }
 }
 
@@ -457,15 +500,20 @@ impl PriorityQueue {
     }
 
     /// Options for one task at `priority`, then its enqueue.
-    pub fn task<'q>(&'q self, priority: Priority, name: &'q str) -> TaskBuilder<'q> {
-        TaskBuilder::new(&self.owner.0, name, self.defaults).priority(priority)
+    pub fn task(&self, priority: Priority, name: impl Into<Cow<'static, str>>) -> TaskBuilder<'_> {
+        TaskBuilder::new(&self.owner.0, name.into(), self.defaults).priority(priority)
     }
 
     /// Enqueues a future at `priority`, waiting (bounded) for room in that level.
     ///
     /// # Errors
     /// [`Error::EnqueueTimeout`], or [`Error::ShutDown`].
-    pub async fn enqueue<F, T, E>(&self, priority: Priority, name: &str, fut: F) -> Result<TaskHandle<T>>
+    pub async fn enqueue<F, T, E>(
+        &self,
+        priority: Priority,
+        name: impl Into<Cow<'static, str>>,
+        fut: F,
+    ) -> Result<TaskHandle<T>>
     where
         F: Future<Output = std::result::Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -479,7 +527,12 @@ impl PriorityQueue {
     /// # Errors
     /// [`Error::UnknownPriority`] listing the valid levels, then as
     /// [`enqueue`](Self::enqueue).
-    pub async fn enqueue_named<F, T, E>(&self, priority: &str, name: &str, fut: F) -> Result<TaskHandle<T>>
+    pub async fn enqueue_named<F, T, E>(
+        &self,
+        priority: &str,
+        name: impl Into<Cow<'static, str>>,
+        fut: F,
+    ) -> Result<TaskHandle<T>>
     where
         F: Future<Output = std::result::Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -493,7 +546,12 @@ impl PriorityQueue {
     ///
     /// # Errors
     /// [`Error::QueueFull`], or [`Error::ShutDown`].
-    pub fn try_enqueue<F, T, E>(&self, priority: Priority, name: &str, fut: F) -> Result<TaskHandle<T>>
+    pub fn try_enqueue<F, T, E>(
+        &self,
+        priority: Priority,
+        name: impl Into<Cow<'static, str>>,
+        fut: F,
+    ) -> Result<TaskHandle<T>>
     where
         F: Future<Output = std::result::Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -604,7 +662,7 @@ impl BackgroundTasks {
     ///
     /// # Errors
     /// [`Error::QueueFull`] past `max_pending`, or [`Error::ShutDown`].
-    pub fn add_task<F, T, E>(&self, name: &str, fut: F) -> Result<TaskId>
+    pub fn add_task<F, T, E>(&self, name: impl Into<Cow<'static, str>>, fut: F) -> Result<TaskId>
     where
         F: Future<Output = std::result::Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -617,7 +675,11 @@ impl BackgroundTasks {
     ///
     /// # Errors
     /// As [`add_task`](Self::add_task).
-    pub fn spawn<F, T, E>(&self, name: &str, fut: F) -> Result<TaskHandle<T>>
+    pub fn spawn<F, T, E>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        fut: F,
+    ) -> Result<TaskHandle<T>>
     where
         F: Future<Output = std::result::Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -627,8 +689,8 @@ impl BackgroundTasks {
     }
 
     /// Options for one task (timeout, retries), then its start.
-    pub fn task<'q>(&'q self, name: &'q str) -> TaskBuilder<'q> {
-        TaskBuilder::new(&self.owner.0, name, self.defaults)
+    pub fn task(&self, name: impl Into<Cow<'static, str>>) -> TaskBuilder<'_> {
+        TaskBuilder::new(&self.owner.0, name.into(), self.defaults)
     }
 
     /// Counters and gauges.

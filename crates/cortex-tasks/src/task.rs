@@ -117,12 +117,15 @@ impl fmt::Display for TaskStatus {
 }
 
 /// A priority level: three named levels, as in the original design.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// Served first.
     High,
     /// The default.
+    #[default]
     Normal,
     /// Served last, but never starved when weighted fairness is on.
     Low,
@@ -148,12 +151,6 @@ impl Priority {
             Self::Normal => 1,
             Self::Low => 2,
         }
-    }
-}
-
-impl Default for Priority {
-    fn default() -> Self {
-        Self::Normal
     }
 }
 

@@ -35,7 +35,7 @@ async fn a_hundred_thousand_tasks_with_panics_are_all_accounted_for() {
     let queue = TaskQueue::start(config("hundred_k", 4, 1000)).unwrap();
     let n = 100_000u64;
     for i in 0..n {
-        let h = queue
+        queue
             .enqueue("work", async move {
                 if i % 10 == 0 {
                     panic!("task {i} panicked on purpose");
@@ -43,10 +43,13 @@ async fn a_hundred_thousand_tasks_with_panics_are_all_accounted_for() {
                 Res::Ok(i)
             })
             .await
-            .unwrap();
-        drop(h);
+            .unwrap()
+            .detach();
     }
-    assert!(queue.wait_idle(Duration::from_secs(120)).await, "queue did not drain");
+    assert!(
+        queue.wait_idle(Duration::from_secs(120)).await,
+        "queue did not drain"
+    );
     let s = queue.stats();
     assert_eq!(s.enqueued, n);
     assert_eq!(s.completed + s.failed, n, "{s:?}");
@@ -56,7 +59,10 @@ async fn a_hundred_thousand_tasks_with_panics_are_all_accounted_for() {
     // Panics are recorded with their message; records stay bounded (10 000 by default).
     let records = queue.list();
     assert_eq!(records.len(), 10_000);
-    let failed = records.iter().find(|t| t.status == TaskStatus::Failed).unwrap();
+    let failed = records
+        .iter()
+        .find(|t| t.status == TaskStatus::Failed)
+        .unwrap();
     let error = failed.error.as_deref().unwrap();
     assert!(error.contains("panicked on purpose"), "{error}");
 }
@@ -65,7 +71,9 @@ async fn a_hundred_thousand_tasks_with_panics_are_all_accounted_for() {
 async fn a_panic_reaches_the_handle_with_its_message() {
     let queue = TaskQueue::start(config("panic_handle", 1, 10)).unwrap();
     let h = queue
-        .enqueue("boom", async { if true { panic!("kaboom") } else { Res::Ok(()) } })
+        .enqueue("boom", async {
+            if true { panic!("kaboom") } else { Res::Ok(()) }
+        })
         .await
         .unwrap();
     match h.await {
@@ -104,15 +112,25 @@ async fn cancelling_queued_and_running_tasks() {
     assert_eq!(queue.get(queued.id()).unwrap().status, TaskStatus::Queued);
 
     queue.cancel(queued.id()).unwrap();
-    assert_eq!(queue.get(queued.id()).unwrap().status, TaskStatus::Cancelled);
+    assert_eq!(
+        queue.get(queued.id()).unwrap().status,
+        TaskStatus::Cancelled
+    );
     assert_eq!(queue.stats().queued, 0);
     queue.cancel(running.id()).unwrap();
     let (running_id, queued_id) = (running.id(), queued.id());
     assert!(matches!(running.await, Err(Error::Cancelled)));
     assert!(matches!(queued.await, Err(Error::Cancelled)));
-    assert_eq!(ran.load(Ordering::SeqCst), 1, "the running task stopped, the queued one never ran");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "the running task stopped, the queued one never ran"
+    );
     assert_eq!(queue.get(running_id).unwrap().status, TaskStatus::Cancelled);
-    assert!(matches!(queue.cancel(queued_id), Err(Error::AlreadyFinished(_))));
+    assert!(matches!(
+        queue.cancel(queued_id),
+        Err(Error::AlreadyFinished(_))
+    ));
     let unknown = "ffff".parse().unwrap();
     assert!(matches!(queue.cancel(unknown), Err(Error::UnknownTask(_))));
     assert_eq!(queue.stats().cancelled, 2);
@@ -135,12 +153,21 @@ async fn shutdown_honours_its_deadline_and_reports_what_did_not_run() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     let mut waiting = Vec::new();
     for _ in 0..3 {
-        waiting.push(queue.enqueue("waiting", async { Res::Ok(()) }).await.unwrap().id());
+        waiting.push(
+            queue
+                .enqueue("waiting", async { Res::Ok(()) })
+                .await
+                .unwrap()
+                .id(),
+        );
     }
     let t0 = tokio::time::Instant::now();
     let report = queue.shutdown(Duration::from_secs(1)).await;
     let took = t0.elapsed();
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_millis(1100), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1100),
+        "{took:?}"
+    );
     let mut aborted = report.aborted.clone();
     aborted.sort();
     let mut not_started = report.not_started.clone();
@@ -153,20 +180,24 @@ async fn shutdown_honours_its_deadline_and_reports_what_did_not_run() {
         Err(Error::ShutDown)
     ));
     let s = queue.stats();
-    assert_eq!((s.cancelled, s.completed, s.queued, s.running), (5, 0, 0, 0));
+    assert_eq!(
+        (s.cancelled, s.completed, s.queued, s.running),
+        (5, 0, 0, 0)
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_drains_what_fits_in_the_deadline() {
     let queue = TaskQueue::start(config("drain", 2, 100)).unwrap();
     for i in 0..20u64 {
-        let _ = queue
+        queue
             .enqueue("short", async move {
                 tokio::time::sleep(Duration::from_millis(10 * i)).await;
                 Res::Ok(())
             })
             .await
-            .unwrap();
+            .unwrap()
+            .detach();
     }
     let report = queue.shutdown(Duration::from_secs(60)).await;
     assert!(report.is_complete(), "{report:?}");
@@ -182,8 +213,14 @@ async fn an_unknown_priority_is_rejected_with_the_valid_ones() {
         .await
         .unwrap_err();
     assert!(matches!(&err, Error::UnknownPriority(p) if p == "urgent"));
-    assert_eq!(err.to_string(), "unknown priority \"urgent\"; valid priorities are high, normal, low");
-    let h = queue.enqueue_named("HIGH", "x", async { Res::Ok(1) }).await.unwrap();
+    assert_eq!(
+        err.to_string(),
+        "unknown priority \"urgent\"; valid priorities are high, normal, low"
+    );
+    let h = queue
+        .enqueue_named("HIGH", "x", async { Res::Ok(1) })
+        .await
+        .unwrap();
     assert_eq!(h.await.unwrap(), 1);
     assert_eq!(queue.level_stats(Priority::High).completed, 1);
     assert_eq!(queue.level_stats(Priority::Low).enqueued, 0);
@@ -198,21 +235,27 @@ async fn a_high_task_behind_ten_thousand_low_ones_starts_before_they_finish() {
     let low_done = Arc::new(AtomicU64::new(0));
     for _ in 0..10_000 {
         let done = Arc::clone(&low_done);
-        let _ = queue
+        queue
             .try_enqueue(Priority::Low, "low", async move {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 done.fetch_add(1, Ordering::SeqCst);
                 Res::Ok(())
             })
-            .unwrap();
+            .unwrap()
+            .detach();
     }
     let done = Arc::clone(&low_done);
     let high = queue
-        .enqueue(Priority::High, "high", async move { Res::Ok(done.load(Ordering::SeqCst)) })
+        .enqueue(Priority::High, "high", async move {
+            Res::Ok(done.load(Ordering::SeqCst))
+        })
         .await
         .unwrap();
     let low_done_when_high_ran = high.await.unwrap();
-    assert!(low_done_when_high_ran < 10, "high ran after {low_done_when_high_ran} low tasks");
+    assert!(
+        low_done_when_high_ran < 10,
+        "high ran after {low_done_when_high_ran} low tasks"
+    );
     assert!(queue.wait_idle(Duration::from_secs(3600)).await);
     assert_eq!(low_done.load(Ordering::SeqCst), 10_000);
 }
@@ -227,23 +270,25 @@ async fn weighted_fairness_keeps_low_work_moving_under_a_flood() {
     // Hold the only worker so everything below queues up first.
     let gate = Arc::new(tokio::sync::Notify::new());
     let g = Arc::clone(&gate);
-    let _ = queue
+    queue
         .enqueue(Priority::High, "gate", async move {
             g.notified().await;
             Res::Ok(())
         })
         .await
-        .unwrap();
+        .unwrap()
+        .detach();
     tokio::time::sleep(Duration::from_millis(1)).await;
     for (p, n) in [(Priority::High, 1000), (Priority::Low, 100)] {
         for _ in 0..n {
             let o = Arc::clone(&order);
-            let _ = queue
+            queue
                 .try_enqueue(p, "flood", async move {
                     o.lock().unwrap().push(p);
                     Res::Ok(())
                 })
-                .unwrap();
+                .unwrap()
+                .detach();
         }
     }
     gate.notify_one();
@@ -251,7 +296,10 @@ async fn weighted_fairness_keeps_low_work_moving_under_a_flood() {
     let order = order.lock().unwrap();
     let first_hundred_low = order[..100].iter().filter(|p| **p == Priority::Low).count();
     // Weights 5:2 between the two busy levels: two low tasks in every seven picks.
-    assert!((25..=32).contains(&first_hundred_low), "{first_hundred_low} low tasks in the first 100");
+    assert!(
+        (25..=32).contains(&first_hundred_low),
+        "{first_hundred_low} low tasks in the first 100"
+    );
     assert_eq!(order.len(), 1100);
 }
 
@@ -265,7 +313,13 @@ async fn retries_with_backoff_then_succeeds() {
         .retry(Retry::exponential(3, Duration::from_secs(1)))
         .enqueue_with(move || {
             let n = t.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { if n < 3 { Err(format!("try {n} failed")) } else { Ok(n) } }
+            async move {
+                if n < 3 {
+                    Err(format!("try {n} failed"))
+                } else {
+                    Ok(n)
+                }
+            }
         })
         .await
         .unwrap();
@@ -318,16 +372,20 @@ async fn a_full_queue_pushes_back() {
     };
     let gate = Arc::new(tokio::sync::Notify::new());
     let g = Arc::clone(&gate);
-    let _ = queue
+    queue
         .enqueue("blocker", async move {
             g.notified().await;
             Res::Ok(())
         })
         .await
-        .unwrap();
+        .unwrap()
+        .detach();
     tokio::time::sleep(Duration::from_millis(1)).await;
     for _ in 0..2 {
-        let _ = queue.try_enqueue("fill", async { Res::Ok(()) }).unwrap();
+        queue
+            .try_enqueue("fill", async { Res::Ok(()) })
+            .unwrap()
+            .detach();
     }
     assert!(matches!(
         queue.try_enqueue("over", async { Res::Ok(()) }),
@@ -412,7 +470,10 @@ async fn a_recorded_result_is_kept_in_the_record() {
         .unwrap();
     let id = h.id();
     assert_eq!(h.await.unwrap(), vec![1, 2, 3]);
-    assert_eq!(queue.get(id).unwrap().result, Some(serde_json::json!([1, 2, 3])));
+    assert_eq!(
+        queue.get(id).unwrap().result,
+        Some(serde_json::json!([1, 2, 3]))
+    );
 }
 
 #[tokio::test]
@@ -431,7 +492,11 @@ async fn finished_records_expire_by_count_and_age() {
     c.limits.max_records = 10;
     let queue = TaskQueue::start(c).unwrap();
     for _ in 0..50 {
-        let _ = queue.enqueue("t", async { Res::Ok(()) }).await.unwrap();
+        queue
+            .enqueue("t", async { Res::Ok(()) })
+            .await
+            .unwrap()
+            .detach();
     }
     assert!(queue.wait_idle(Duration::from_secs(10)).await);
     assert_eq!(queue.list().len(), 10);
@@ -444,13 +509,21 @@ async fn finished_records_expire_by_count_and_age() {
 fn bad_config_names_the_variable_and_value() {
     let vars = std::collections::HashMap::from([("TASKS_MAX_WORKERS", "0")]);
     let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-    let err = TaskQueueConfig::from_source(&cortex_metrics::env::EnvSource::from_fn(&lookup)).unwrap_err();
-    assert!(err.to_string().contains("workers") && err.to_string().contains('0'), "{err}");
+    let err = TaskQueueConfig::from_source(&cortex_metrics::env::EnvSource::from_fn(&lookup))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("workers") && err.to_string().contains('0'),
+        "{err}"
+    );
 
     let vars = std::collections::HashMap::from([("TASKS_MAX_QUEUE_SIZE", "lots")]);
     let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-    let err = TaskQueueConfig::from_source(&cortex_metrics::env::EnvSource::from_fn(&lookup)).unwrap_err();
-    assert!(err.to_string().contains("TASKS_MAX_QUEUE_SIZE") && err.to_string().contains("lots"), "{err}");
+    let err = TaskQueueConfig::from_source(&cortex_metrics::env::EnvSource::from_fn(&lookup))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("TASKS_MAX_QUEUE_SIZE") && err.to_string().contains("lots"),
+        "{err}"
+    );
 
     // Starting outside a runtime is a clear error, not a panic.
     let err = TaskQueue::start(TaskQueueConfig::default()).unwrap_err();

@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -391,17 +391,54 @@ impl Sched {
     }
 }
 
-/// Counters of one level.
+/// Counters of one level. Producers write only `accepted`, workers only `served`,
+/// each on its own cache line, so the two sides do not bounce a line per task; gauges
+/// (queued, live) are differences of these monotonic counts.
 #[derive(Default)]
 struct LevelStats {
-    queued: AtomicU64,
+    accepted: Accepted,
+    served: Served,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Accepted {
     enqueued: AtomicU64,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Served {
+    /// Left the queue: taken by a worker, or removed by a cancel.
+    taken: AtomicU64,
+    /// Put back after a failed attempt's backoff.
+    requeued: AtomicU64,
+    running: AtomicU64,
     completed: AtomicU64,
     failed: AtomicU64,
     cancelled: AtomicU64,
     retried: AtomicU64,
-    running: AtomicU64,
 }
+
+impl LevelStats {
+    fn queued(&self) -> u64 {
+        let taken = self.served.taken.load(Ordering::Acquire);
+        let requeued = self.served.requeued.load(Ordering::Acquire);
+        let enqueued = self.accepted.enqueued.load(Ordering::Acquire);
+        (enqueued + requeued).saturating_sub(taken)
+    }
+
+    fn finished(&self) -> u64 {
+        let s = &self.served;
+        s.completed.load(Ordering::SeqCst)
+            + s.failed.load(Ordering::SeqCst)
+            + s.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// Queue depth is sampled at one enqueue in this many: reading it means reading the
+/// workers' counters, a cache miss the producer need not pay every time.
+const DEPTH_SAMPLE: u64 = 16;
 
 /// Metric handles, looked up once.
 struct Recorders {
@@ -455,7 +492,8 @@ pub(crate) struct Engine {
     work: Notify,
     /// Signalled when the last live task finishes (for shutdown and `wait_idle`).
     idle: Notify,
-    live: AtomicU64,
+    /// Callers inside `wait_idle`; finishing tasks check for idleness only when some.
+    idle_waiters: AtomicUsize,
     closing: AtomicBool,
     next_id: AtomicU64,
     index: Vec<Mutex<Index>>,
@@ -514,7 +552,7 @@ impl Engine {
             room: (0..levels).map(|_| Room::new(config.capacity)).collect(),
             work: Notify::new(),
             idle: Notify::new(),
-            live: AtomicU64::new(0),
+            idle_waiters: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             // Sized for the records kept at steady state, at a low load factor: with
@@ -581,12 +619,12 @@ impl Engine {
             done: AtomicBool::new(false),
         });
         self.shard(id).insert(id, Arc::clone(&record));
-        self.live.fetch_add(1, Ordering::AcqRel);
         let stats = &self.stats[opts.level];
-        stats.enqueued.fetch_add(1, Ordering::Relaxed);
-        let depth = stats.queued.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(r) = &self.recorders {
-            r.depth.record(depth);
+        let n = stats.accepted.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
+        if n.is_multiple_of(DEPTH_SAMPLE)
+            && let Some(r) = &self.recorders
+        {
+            r.depth.record(stats.queued());
         }
         self.lock_sched().queues[opts.level].push_back(Job {
             record: Arc::clone(&record),
@@ -655,8 +693,9 @@ impl Engine {
             };
             self.release_room(&job);
             self.stats[job.opts.level]
-                .queued
-                .fetch_sub(1, Ordering::Relaxed);
+                .served
+                .taken
+                .fetch_add(1, Ordering::Relaxed);
             self.run(job).await;
         }
     }
@@ -699,7 +738,10 @@ impl Engine {
             self.finish(job, Err(used), None);
             return;
         }
-        self.stats[level].running.fetch_add(1, Ordering::Relaxed);
+        self.stats[level]
+            .served
+            .running
+            .fetch_add(1, Ordering::Relaxed);
         let retry = job.opts.retry.filter(|_| job.work.retryable());
         let attempt = Attempt {
             work: job.work.as_mut(),
@@ -707,7 +749,10 @@ impl Engine {
         let ending = self
             .attempt(&job.record, attempt, job.opts.timeout, retry, attempts)
             .await;
-        self.stats[level].running.fetch_sub(1, Ordering::Relaxed);
+        self.stats[level]
+            .served
+            .running
+            .fetch_sub(1, Ordering::Relaxed);
         match ending {
             Ending::Done(outcome) => self.finish(job, outcome, Some(started)),
             Ending::Retry(error) => {
@@ -761,6 +806,7 @@ impl Engine {
             s.error = Some(error);
         }
         self.stats[job.opts.level]
+            .served
             .retried
             .fetch_add(1, Ordering::Relaxed);
         if let Some(r) = &self.recorders {
@@ -774,7 +820,10 @@ impl Engine {
         tokio::spawn(async move {
             tokio::time::sleep(backoff).await;
             let level = job.opts.level;
-            engine.stats[level].queued.fetch_add(1, Ordering::Relaxed);
+            engine.stats[level]
+                .served
+                .requeued
+                .fetch_add(1, Ordering::Relaxed);
             let mut job = job;
             job.holds_room = false;
             engine.lock_sched().queues[level].push_back(job);
@@ -784,7 +833,7 @@ impl Engine {
 
     fn finish(&self, mut job: Job, outcome: Result<AnyBox>, started: Option<Instant>) {
         let level = job.opts.level;
-        let stats = &self.stats[level];
+        let stats = &self.stats[level].served;
         let (status, error) = match &outcome {
             Ok(_) => (TaskStatus::Completed, None),
             Err(Error::Cancelled) => (TaskStatus::Cancelled, None),
@@ -822,9 +871,12 @@ impl Engine {
         }
         record.done.store(true, Ordering::Release);
         record.handle_waker.wake();
-        counter.fetch_add(1, Ordering::Release);
+        // Retired before it counts as finished: whoever sees the count sees the
+        // records already trimmed.
         self.retire(record.id, now);
-        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+        counter.fetch_add(1, Ordering::SeqCst);
+        // Only a waiter (shutdown, `wait_idle`) needs to know the queue went idle.
+        if self.idle_waiters.load(Ordering::SeqCst) > 0 && self.live() == 0 {
             self.idle.notify_waiters();
         }
     }
@@ -910,7 +962,10 @@ impl Engine {
         match removed {
             Some(job) => {
                 self.release_room(&job);
-                self.stats[level].queued.fetch_sub(1, Ordering::Relaxed);
+                self.stats[level]
+                    .served
+                    .taken
+                    .fetch_add(1, Ordering::Relaxed);
                 self.finish(job, Err(Error::Cancelled), None);
             }
             None => record.run_waker.wake(),
@@ -935,25 +990,35 @@ impl Engine {
             workers: self.config.workers as u64,
             ..QueueStats::default()
         };
-        for s in levels {
-            out.queued += s.queued.load(Ordering::Relaxed);
+        for l in levels {
+            let s = &l.served;
+            out.completed += s.completed.load(Ordering::SeqCst);
+            out.failed += s.failed.load(Ordering::SeqCst);
+            out.cancelled += s.cancelled.load(Ordering::SeqCst);
+            out.queued += l.queued();
             out.running += s.running.load(Ordering::Relaxed);
-            out.enqueued += s.enqueued.load(Ordering::Relaxed);
-            out.completed += s.completed.load(Ordering::Acquire);
-            out.failed += s.failed.load(Ordering::Acquire);
-            out.cancelled += s.cancelled.load(Ordering::Acquire);
             out.retried += s.retried.load(Ordering::Relaxed);
+            out.enqueued += l.accepted.enqueued.load(Ordering::SeqCst);
         }
         out
     }
 
-    /// Tasks accepted and not yet finished.
+    /// Tasks accepted and not yet finished. Finished counts are read before accepted
+    /// ones: both only grow, so a zero here means everything accepted so far finished.
     pub(crate) fn live(&self) -> u64 {
-        self.live.load(Ordering::Acquire)
+        let finished: u64 = self.stats.iter().map(LevelStats::finished).sum();
+        let accepted: u64 = self
+            .stats
+            .iter()
+            .map(|l| l.accepted.enqueued.load(Ordering::SeqCst))
+            .sum();
+        accepted.saturating_sub(finished)
     }
 
     /// Waits until no task is live, or `limit` passes (then `false`).
     pub(crate) async fn wait_idle(&self, limit: Duration) -> bool {
+        self.idle_waiters.fetch_add(1, Ordering::SeqCst);
+        let _leave = LeaveIdle(&self.idle_waiters);
         let wait = async {
             loop {
                 let notified = self.idle.notified();
@@ -1005,6 +1070,15 @@ impl Engine {
             .saturating_sub(before)
             .saturating_sub((report.not_started.len() + report.aborted.len()) as u64);
         report
+    }
+}
+
+/// Counts a `wait_idle` caller out however its wait ends.
+struct LeaveIdle<'a>(&'a AtomicUsize);
+
+impl Drop for LeaveIdle<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -372,13 +372,7 @@ impl TaskQueue {
         T: Send + 'static,
         E: Into<BoxError>,
     {
-        let queue = self.clone();
-        // Owned once here; each call clones it (a `Cow::Owned` clone).
-        let name: Cow<'static, str> = Cow::Owned(name.to_owned());
-        move |arg| {
-            let (queue, name, f) = (queue.clone(), name.clone(), f.clone());
-            Box::pin(async move { queue.enqueue(name, f(arg)).await })
-        }
+        task_fn(Arc::clone(&self.owner), self.defaults, name, f)
     }
 
     /// Counters and gauges: queued, running, workers, enqueued, completed, failed,
@@ -391,6 +385,28 @@ impl TaskQueue {
 }
 
 admin_impl!(TaskQueue);
+
+/// The wrapper behind every `task_fn`: each call enqueues `f(arg)` with `opts`.
+fn task_fn<A, G, F, T, E>(
+    owner: Arc<Owner>,
+    opts: Options,
+    name: &str,
+    f: G,
+) -> impl Fn(A) -> TaskFnFuture<T> + Clone + use<A, G, F, T, E>
+where
+    A: Send + 'static,
+    G: Fn(A) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Into<BoxError>,
+{
+    // Owned once here; each call clones it.
+    let name: Cow<'static, str> = Cow::Owned(name.to_owned());
+    move |arg| {
+        let (owner, name, f) = (Arc::clone(&owner), name.clone(), f.clone());
+        Box::pin(async move { TaskBuilder::new(&owner.0, name, opts).enqueue(f(arg)).await })
+    }
+}
 
 /// The future a [`TaskQueue::task_fn`] wrapper returns: the enqueue, resolving to the
 /// task's handle.
@@ -558,6 +574,29 @@ impl PriorityQueue {
         E: Into<BoxError>,
     {
         self.task(priority, name).try_enqueue(fut)
+    }
+
+    /// Turns an async function into one that enqueues its calls at `priority` (the
+    /// original's priority decorator).
+    pub fn task_fn<A, G, F, T, E>(
+        &self,
+        priority: Priority,
+        name: &str,
+        f: G,
+    ) -> impl Fn(A) -> TaskFnFuture<T> + Clone + use<A, G, F, T, E>
+    where
+        A: Send + 'static,
+        G: Fn(A) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError>,
+    {
+        let opts = Options {
+            level: priority.index(),
+            priority: Some(priority),
+            ..self.defaults
+        };
+        task_fn(Arc::clone(&self.owner), opts, name, f)
     }
 
     /// Counters of all levels together.

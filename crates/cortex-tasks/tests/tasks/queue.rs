@@ -484,6 +484,15 @@ async fn task_fn_turns_calls_into_enqueues() {
     let b = double(21).await.unwrap();
     assert_eq!((a.await.unwrap(), b.await.unwrap()), (4, 42));
     assert_eq!(queue.stats().completed, 2);
+
+    let queue = PriorityQueue::start(PriorityQueueConfig::default()).unwrap();
+    let urgent = queue.task_fn(
+        Priority::High,
+        "urgent",
+        |x: u32| async move { Res::Ok(x + 1) },
+    );
+    assert_eq!(urgent(1).await.unwrap().await.unwrap(), 2);
+    assert_eq!(queue.level_stats(Priority::High).completed, 1);
 }
 
 #[tokio::test]

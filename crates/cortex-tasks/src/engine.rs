@@ -609,7 +609,7 @@ impl Engine {
     }
 
     /// Accepts a job once room was secured for it (the permit is already taken).
-    fn accept(&self, name: Cow<'static, str>, work: BoxWork, opts: Options) -> Arc<Record> {
+    fn accept(&self, name: Cow<'static, str>, work: BoxWork, opts: Options) -> Result<Arc<Record>> {
         let id = TaskId::from_u64(self.next_id.fetch_add(1, Ordering::Relaxed));
         let record = Arc::new(Record {
             id,
@@ -632,21 +632,33 @@ impl Engine {
             done: AtomicBool::new(false),
         });
         self.shard(id).insert(id, Arc::clone(&record));
+        let job = Job {
+            record: Arc::clone(&record),
+            work,
+            opts,
+            holds_room: true,
+        };
         let stats = &self.stats[opts.level];
-        let n = stats.accepted.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
+        let n = {
+            let mut sched = self.lock_sched();
+            // Room may have been taken just before a close; checked under the lock the
+            // exiting workers look under, so an accepted job always has a worker.
+            if self.closing.load(Ordering::SeqCst) {
+                drop(sched);
+                self.shard(id).remove(&id);
+                self.release_room(&job);
+                return Err(Error::ShutDown);
+            }
+            sched.queues[opts.level].push_back(job);
+            stats.accepted.enqueued.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        self.work.notify_one();
         if n.is_multiple_of(DEPTH_SAMPLE)
             && let Some(r) = &self.recorders
         {
             r.depth.record(stats.queued());
         }
-        self.lock_sched().queues[opts.level].push_back(Job {
-            record: Arc::clone(&record),
-            work,
-            opts,
-            holds_room: true,
-        });
-        self.work.notify_one();
-        record
+        Ok(record)
     }
 
     /// Waits (bounded) for room, then accepts.
@@ -659,7 +671,7 @@ impl Engine {
         self.room[opts.level]
             .take(self.config.enqueue_timeout)
             .await?;
-        Ok(self.accept(name, work, opts))
+        self.accept(name, work, opts)
     }
 
     /// Accepts at once or fails with [`Error::QueueFull`].
@@ -670,7 +682,7 @@ impl Engine {
         opts: Options,
     ) -> Result<Arc<Record>> {
         self.room[opts.level].try_take()?;
-        Ok(self.accept(name, work, opts))
+        self.accept(name, work, opts)
     }
 
     fn pop(&self) -> Option<Job> {
@@ -698,9 +710,12 @@ impl Engine {
                     let notified = self.work.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
+                    // Read before the last look at the queue: once closed, nothing new
+                    // is put in (see `retry`), so an empty queue now stays empty.
+                    let closing = self.closing.load(Ordering::SeqCst);
                     match self.pop() {
                         Some(job) => job,
-                        None if self.closing.load(Ordering::Acquire) => return,
+                        None if closing => return,
                         None => {
                             last_finish = None;
                             notified.await;
@@ -842,14 +857,29 @@ impl Engine {
             .map_or(Duration::ZERO, |r| r.backoff(attempts));
         let engine = Arc::clone(self);
         tokio::spawn(async move {
-            tokio::time::sleep(backoff).await;
+            // A cancel (or shutdown) ends the wait at once.
+            let waited = Cancellable {
+                record: &job.record,
+                inner: Box::pin(tokio::time::sleep(backoff)),
+            }
+            .await;
             let level = job.opts.level;
-            engine.stats[level].served[engine.shared_slot()]
+            let slot = engine.shared_slot();
+            let mut sched = engine.lock_sched();
+            // Checked under the queue's lock: a worker that saw the queue closed and
+            // then found it empty under the same lock never misses a job put back here.
+            if waited.is_none() || engine.closing.load(Ordering::SeqCst) {
+                drop(sched);
+                engine.finish(job, Err(Error::Cancelled), None, slot);
+                return;
+            }
+            engine.stats[level].served[slot]
                 .requeued
                 .fetch_add(1, Ordering::Relaxed);
             let mut job = job;
             job.holds_room = false;
-            engine.lock_sched().queues[level].push_back(job);
+            sched.queues[level].push_back(job);
+            drop(sched);
             engine.work.notify_one();
         });
     }
@@ -1065,7 +1095,7 @@ impl Engine {
 
     /// Stops intake at once and closes the queue for good.
     pub(crate) fn close(&self) {
-        self.closing.store(true, Ordering::Release);
+        self.closing.store(true, Ordering::SeqCst);
         for room in &self.room {
             room.close();
         }

@@ -538,3 +538,24 @@ fn bad_config_names_the_variable_and_value() {
     let err = TaskQueue::start(TaskQueueConfig::default()).unwrap_err();
     assert!(err.to_string().contains("runtime"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_task_waiting_to_retry_is_cancelled_by_shutdown_not_left_hanging() {
+    let queue = TaskQueue::start(config("retry_shutdown", 1, 10)).unwrap();
+    let h = queue
+        .task("flaky")
+        .retry(Retry::exponential(5, Duration::from_secs(600)))
+        .enqueue_with(|| async { Err::<(), _>("down") })
+        .await
+        .unwrap();
+    let id = h.id();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(queue.get(id).unwrap().status, TaskStatus::Retrying);
+    let t0 = tokio::time::Instant::now();
+    let report = queue.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.not_started, vec![id]);
+    // Cancelled at the deadline, not after the ten-minute backoff.
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(matches!(h.await, Err(Error::Cancelled)));
+    assert_eq!(queue.get(id).unwrap().status, TaskStatus::Cancelled);
+}

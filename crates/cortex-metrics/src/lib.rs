@@ -19,6 +19,9 @@ pub mod env;
 pub mod http;
 #[cfg(feature = "tower")]
 mod layer;
+#[cfg(feature = "load")]
+#[cfg_attr(docsrs, doc(cfg(feature = "load")))]
+pub mod load;
 pub mod prometheus;
 
 pub use self::alloc::{

@@ -10,5 +10,7 @@ static GLOBAL: CountingAllocator = CountingAllocator::system();
 
 mod bench;
 mod histogram;
+#[cfg(feature = "load")]
+mod load;
 mod memory;
 mod registry;

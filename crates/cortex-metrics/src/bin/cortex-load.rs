@@ -1,0 +1,177 @@
+//! `cortex-load`: an HTTP load generator (closed or open loop) over keep-alive
+//! HTTP/1.1. Exit status: 0 when the run completed (failed requests are in the
+//! report), 1 when it could not run (bad input, unreachable target, output error),
+//! 2 for command-line usage errors.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser};
+use cortex_metrics::load::{LoadConfig, LoadTest, Scenario, parse_duration};
+
+/// HTTP load generator: simulated users with keep-alive connections, closed loop or
+/// open loop at a fixed rate (latency from the intended send time, as wrk2).
+#[derive(Debug, Parser)]
+#[command(name = "cortex-load", version)]
+#[command(group(ArgGroup::new("amount").required(true).args(["requests_per_user", "duration"])))]
+struct Args {
+    /// Target, `http://host[:port][/base]`. Requests go only to this host and port.
+    #[arg(long)]
+    url: String,
+    /// JSON array of scenarios: {"name","endpoint","method","payload","headers","weight"}.
+    #[arg(long, conflicts_with_all = ["path", "method", "body", "header"])]
+    scenario_file: Option<PathBuf>,
+    /// Path of the single scenario (default: the URL's path).
+    #[arg(long)]
+    path: Option<String>,
+    /// Method of the single scenario.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// JSON body of the single scenario.
+    #[arg(long)]
+    body: Option<String>,
+    /// Header `K:V` of the single scenario (repeatable).
+    #[arg(long, value_name = "K:V")]
+    header: Vec<String>,
+    /// Simulated users, one connection each.
+    #[arg(long)]
+    users: u32,
+    /// Requests per user (closed loop), or users × this in total (open loop).
+    #[arg(long)]
+    requests_per_user: Option<u64>,
+    /// Run this long instead: 30s, 500ms, 2m or plain seconds.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Open loop: total requests per second across all users.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Spread user starts over this period (30s, 500ms, 2m or seconds).
+    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    ramp_up: Duration,
+    /// Pause between a user's requests, in ms (closed loop). Default: 100 with
+    /// --requests-per-user, 0 with --duration or --rate.
+    #[arg(long, value_name = "MS")]
+    think_time: Option<f64>,
+    /// Per-request timeout (30s, 500ms, 2m or seconds).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    timeout: Duration,
+    /// Bearer token.
+    #[arg(long)]
+    token: Option<String>,
+    /// Write results: .json (summary + every request), .csv (every request, summary in
+    /// `<name>.summary.json`) or .txt (report).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Write a latency-by-percentile plot (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Load-generator threads (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn scenarios(args: &Args) -> Result<Vec<Scenario>, String> {
+    if let Some(file) = &args.scenario_file {
+        return Scenario::load_file(file).map_err(|e| e.to_string());
+    }
+    let mut headers = BTreeMap::new();
+    for h in &args.header {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("invalid --header {h:?}: expected K:V"))?;
+        headers.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    let payload = args
+        .body
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| format!("invalid --body: not JSON: {e}"))?;
+    let endpoint = args.path.clone().unwrap_or_default();
+    Ok(vec![Scenario {
+        name: if endpoint.is_empty() {
+            "/".to_owned()
+        } else {
+            endpoint.clone()
+        },
+        endpoint,
+        method: args.method.clone(),
+        payload,
+        headers,
+        weight: 1.0,
+    }])
+}
+
+fn config(args: &Args) -> Result<LoadConfig, String> {
+    let think_time = match args.think_time {
+        Some(ms) if !(ms.is_finite() && ms >= 0.0) => {
+            return Err(format!("invalid --think-time {ms}: need milliseconds >= 0"));
+        }
+        Some(ms) => Some(Duration::from_secs_f64(ms / 1e3)),
+        None => None,
+    };
+    Ok(LoadConfig {
+        url: args.url.clone(),
+        scenarios: scenarios(args)?,
+        users: args.users,
+        requests_per_user: args.requests_per_user.unwrap_or(0),
+        duration: args.duration,
+        rate: args.rate,
+        ramp_up: args.ramp_up,
+        think_time,
+        timeout: args.timeout,
+        token: args.token.clone(),
+        output: args.output.clone(),
+        progress: !args.quiet,
+        threads: args.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        }),
+    })
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let test = LoadTest::new(config(&args)?).map_err(|e| e.to_string())?;
+    // Ctrl-C ends the run early but still prints the summary of what was sent.
+    let stop = test.stop_handle();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ncortex-load: stopping (Ctrl-C)...");
+            stop.stop();
+        }
+    });
+    let summary = test.run().await.map_err(|e| e.to_string())?;
+    print!("{}", summary.report());
+    if let Some(plot) = &args.plot {
+        std::fs::write(plot, summary.plot_svg())
+            .map_err(|e| format!("cannot write {}: {e}", plot.display()))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // The users run on their own threads (--threads); this runtime only waits,
+    // writes progress and files.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cortex-load: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cortex-load: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! What to send, how hard and for how long; validated into a [`Plan`] of pre-built
+//! requests so the hot path only clones cheap handles.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri};
+use serde::{Deserialize, Serialize};
+
+use super::error::{LoadError, Result};
+
+/// One kind of request of a load test, chosen at random with probability
+/// proportional to its `weight`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name, for reports.
+    pub name: String,
+    /// Path (and query) on the target, e.g. `/users?id=1`. Joined to the path of the
+    /// target URL. An absolute `http://` URL is accepted only if it names the same
+    /// host and port as the target.
+    pub endpoint: String,
+    /// HTTP method (default `GET`).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// JSON body, sent with `content-type: application/json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    /// Extra headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Relative weight (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+impl Scenario {
+    /// A `GET` of `endpoint` with weight 1, named after the endpoint.
+    pub fn get(endpoint: impl Into<String>) -> Self {
+        let endpoint = endpoint.into();
+        Self {
+            name: endpoint.clone(),
+            endpoint,
+            method: default_method(),
+            payload: None,
+            headers: BTreeMap::new(),
+            weight: 1.0,
+        }
+    }
+
+    /// Read a JSON array of scenarios from a file. A malformed file gives an error
+    /// naming the file and the line and column of the JSON error.
+    pub fn load_file(path: impl AsRef<Path>) -> Result<Vec<Scenario>> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::ScenarioFileIo {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| LoadError::ScenarioFileJson {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Configuration of a load test. `Default`: one user, one request, a 10 s timeout,
+/// and no scenario, so [`LoadTest::new`](super::LoadTest::new) refuses it until
+/// scenarios are added. Durations are fractional seconds in JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadConfig {
+    /// Target, `http://host[:port][/base]`. Every request goes to this host and port;
+    /// scenario endpoints are joined to the base path.
+    pub url: String,
+    /// Requests to choose from (weighted).
+    pub scenarios: Vec<Scenario>,
+    /// Simulated users, each with one keep-alive connection.
+    pub users: u32,
+    /// Requests each user sends (closed loop), or `users × requests_per_user` requests
+    /// in total (open loop). Ignored when `duration` is set.
+    pub requests_per_user: u64,
+    /// Run for this long instead of a request count.
+    #[serde(with = "opt_secs")]
+    pub duration: Option<Duration>,
+    /// Open loop: total requests per second across all users, on a fixed schedule.
+    /// `None`: closed loop.
+    pub rate: Option<f64>,
+    /// Users start evenly spread over this period.
+    #[serde(with = "secs")]
+    pub ramp_up: Duration,
+    /// Pause between a user's requests (closed loop only). `None`: 100 ms (the
+    /// original design) in a closed loop with a request count, 0 with a duration.
+    #[serde(with = "opt_secs")]
+    pub think_time: Option<Duration>,
+    /// Per-request timeout, connection included.
+    #[serde(with = "secs")]
+    pub timeout: Duration,
+    /// Bearer token, sent as `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Stream every request to this file (`.json`, `.csv`) or write the text report
+    /// (`.txt`); see the [module docs](super#output-files) for the formats. `None`:
+    /// nothing per request is kept.
+    pub output: Option<PathBuf>,
+    /// Show progress on stderr while running.
+    pub progress: bool,
+    /// Run the users on this many dedicated single-threaded runtimes (one OS thread
+    /// each). 0: spawn them on the runtime that calls [`LoadTest::run`](super::LoadTest::run).
+    pub threads: usize,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8080".to_owned(),
+            scenarios: Vec::new(),
+            users: 1,
+            requests_per_user: 1,
+            duration: None,
+            rate: None,
+            ramp_up: Duration::ZERO,
+            think_time: None,
+            timeout: Duration::from_secs(10),
+            token: None,
+            output: None,
+            progress: false,
+            threads: 0,
+        }
+    }
+}
+
+/// The think time used when [`LoadConfig::think_time`] is `None` in a closed loop
+/// with a request count: the 0.1 s of the original design.
+pub const DEFAULT_THINK_TIME: Duration = Duration::from_millis(100);
+
+impl LoadConfig {
+    /// The think time in effect (see [`LoadConfig::think_time`]).
+    pub fn effective_think_time(&self) -> Duration {
+        match self.think_time {
+            Some(t) => t,
+            None if self.duration.is_none() && self.rate.is_none() => DEFAULT_THINK_TIME,
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Check everything and pre-build the requests.
+    pub(crate) fn plan(&self) -> Result<Plan> {
+        if self.users == 0 {
+            return Err(LoadError::ZeroUsers(self.users));
+        }
+        match self.duration {
+            Some(d) if d.is_zero() => {
+                return Err(LoadError::BadSetting {
+                    name: "duration",
+                    value: format!("{d:?}"),
+                    reason: "must be positive",
+                });
+            }
+            Some(_) => {}
+            None if self.requests_per_user == 0 => {
+                return Err(LoadError::ZeroRequests(self.requests_per_user));
+            }
+            None => {}
+        }
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(LoadError::BadSetting {
+                name: "rate",
+                value: rate.to_string(),
+                reason: "need a finite number of requests per second > 0",
+            });
+        }
+        if self.timeout.is_zero() {
+            return Err(LoadError::BadSetting {
+                name: "timeout",
+                value: format!("{:?}", self.timeout),
+                reason: "must be positive",
+            });
+        }
+        if self.scenarios.is_empty() {
+            return Err(LoadError::NoScenarios);
+        }
+        let target = Target::parse(&self.url)?;
+        let auth = match &self.token {
+            Some(t) => Some(HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| {
+                LoadError::BadRequestPart {
+                    scenario: String::new(),
+                    what: "token",
+                    value: t.clone(),
+                }
+            })?),
+            None => None,
+        };
+        let mut scenarios = Vec::with_capacity(self.scenarios.len());
+        let mut cumulative = Vec::with_capacity(self.scenarios.len());
+        let mut total_weight = 0.0;
+        for s in &self.scenarios {
+            if !(s.weight.is_finite() && s.weight > 0.0) {
+                return Err(LoadError::BadWeight {
+                    scenario: s.name.clone(),
+                    weight: s.weight,
+                });
+            }
+            total_weight += s.weight;
+            cumulative.push(total_weight);
+            scenarios.push(Prepared::new(s, &target, auth.as_ref())?);
+        }
+        if let Some(out) = &self.output {
+            OutputFormat::of(out)?;
+        }
+        Ok(Plan {
+            target,
+            scenarios,
+            cumulative,
+            total_weight,
+        })
+    }
+}
+
+/// The host and port every request goes to, and the base path.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    /// `host:port`, for connecting and for messages.
+    pub(crate) addr: String,
+    /// The `host` header value (`host[:port]` as given).
+    pub(crate) host_header: HeaderValue,
+    /// Base path without a trailing `/`.
+    pub(crate) base: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self> {
+        let bad = |reason: &str| LoadError::BadUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(LoadError::UnsupportedScheme {
+                    scheme: other.to_owned(),
+                    url: url.to_owned(),
+                });
+            }
+            None => return Err(bad("missing scheme: expected http://host[:port]")),
+        }
+        let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("user info is not supported"));
+        }
+        let host = authority.host();
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        let port = authority.port_u16().unwrap_or(80);
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| bad("host is not a valid header value"))?;
+        if uri.query().is_some() {
+            return Err(bad(
+                "the target URL takes no query; put it in the scenario endpoint",
+            ));
+        }
+        Ok(Self {
+            addr: format!("{host}:{port}"),
+            host_header,
+            base: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// Whether an absolute URL names this target's host and port.
+    fn same_origin(&self, uri: &Uri) -> bool {
+        uri.scheme_str() == Some("http")
+            && uri.authority().is_some_and(|a| {
+                format!("{}:{}", a.host(), a.port_u16().unwrap_or(80)) == self.addr
+            })
+    }
+}
+
+/// A scenario turned into the parts of a request, built once.
+#[derive(Clone, Debug)]
+pub(crate) struct Prepared {
+    pub(crate) name: String,
+    pub(crate) method: Method,
+    /// Origin-form URI (path and query): what HTTP/1.1 puts on the request line.
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// The endpoint as reported (the path and query sent).
+    pub(crate) endpoint: String,
+}
+
+impl Prepared {
+    fn new(s: &Scenario, target: &Target, auth: Option<&HeaderValue>) -> Result<Self> {
+        let bad_endpoint = |reason: &str| LoadError::BadEndpoint {
+            scenario: s.name.clone(),
+            endpoint: s.endpoint.clone(),
+            reason: reason.to_owned(),
+        };
+        let path = if s.endpoint.starts_with('/') {
+            format!("{}{}", target.base, s.endpoint)
+        } else if s.endpoint.contains("://") {
+            let abs: Uri = s
+                .endpoint
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| bad_endpoint(&e.to_string()))?;
+            if !target.same_origin(&abs) {
+                return Err(bad_endpoint(&format!(
+                    "absolute URL to another origin (the target is http://{})",
+                    target.addr
+                )));
+            }
+            abs.path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+        } else if s.endpoint.is_empty() {
+            format!("{}/", target.base)
+        } else {
+            return Err(bad_endpoint("must start with '/'"));
+        };
+        let uri: Uri = path
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad_endpoint(&e.to_string()))?;
+        let method =
+            Method::from_bytes(s.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                LoadError::BadRequestPart {
+                    scenario: s.name.clone(),
+                    what: "method",
+                    value: s.method.clone(),
+                }
+            })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, target.host_header.clone());
+        let body = match &s.payload {
+            Some(v) => {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+            }
+            None => Bytes::new(),
+        };
+        if let Some(a) = auth {
+            headers.insert(AUTHORIZATION, a.clone());
+        }
+        for (k, v) in &s.headers {
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|_| LoadError::BadRequestPart {
+                    scenario: s.name.clone(),
+                    what: "header name",
+                    value: k.clone(),
+                })?;
+            let value = HeaderValue::from_str(v).map_err(|_| LoadError::BadRequestPart {
+                scenario: s.name.clone(),
+                what: "header value",
+                value: v.clone(),
+            })?;
+            headers.insert(name, value);
+        }
+        Ok(Self {
+            name: s.name.clone(),
+            method,
+            endpoint: path,
+            uri,
+            headers,
+            body,
+        })
+    }
+}
+
+/// The validated configuration: target and pre-built requests.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) target: Target,
+    pub(crate) scenarios: Vec<Prepared>,
+    cumulative: Vec<f64>,
+    total_weight: f64,
+}
+
+impl Plan {
+    /// The scenario for a uniform random `u64`, by weight.
+    #[inline]
+    pub(crate) fn pick(&self, random: u64) -> usize {
+        if self.scenarios.len() == 1 {
+            return 0;
+        }
+        // 53 random bits make a uniform f64 in [0, 1).
+        let x = (random >> 11) as f64 / (1u64 << 53) as f64 * self.total_weight;
+        self.cumulative
+            .iter()
+            .position(|&c| x < c)
+            .unwrap_or(self.scenarios.len() - 1)
+    }
+}
+
+/// How the per-request output file is written, from its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OutputFormat {
+    Json,
+    Csv,
+    Text,
+}
+
+impl OutputFormat {
+    pub(crate) fn of(path: &Path) -> Result<Self> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("json") => Ok(Self::Json),
+            Some("csv") => Ok(Self::Csv),
+            Some("txt") => Ok(Self::Text),
+            _ => Err(LoadError::OutputFormat {
+                path: path.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Parse a duration: `30s`, `500ms`, `2m`, `1h`, `250us`, or plain (fractional)
+/// seconds such as `1.5`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 500ms, 2m or 1.5"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// Durations as fractional seconds in JSON.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Optional durations as fractional seconds (or `null`) in JSON.
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|v| Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_value() {
+        let mut c = LoadConfig {
+            scenarios: vec![Scenario::get("/")],
+            ..LoadConfig::default()
+        };
+        c.users = 0;
+        assert!(c.plan().unwrap_err().to_string().contains("users: 0"));
+        c.users = 1;
+        c.url = "https://example.com".into();
+        assert!(c.plan().unwrap_err().to_string().contains("https"));
+        c.url = "http://127.0.0.1:1".into();
+        c.scenarios[0].weight = -1.0;
+        assert!(c.plan().unwrap_err().to_string().contains("weight -1"));
+        c.scenarios[0] = Scenario::get("http://evil.example:80/x");
+        assert!(matches!(c.plan(), Err(LoadError::BadEndpoint { .. })));
+        c.scenarios[0] = Scenario::get("http://127.0.0.1:1/x?y=1");
+        assert_eq!(c.plan().unwrap().scenarios[0].endpoint, "/x?y=1");
+        c.scenarios.clear();
+        assert!(matches!(c.plan(), Err(LoadError::NoScenarios)));
+    }
+
+    #[test]
+    fn weighted_pick_covers_all() {
+        let mut a = Scenario::get("/a");
+        a.weight = 3.0;
+        let c = LoadConfig {
+            url: "http://h:1/base/".into(),
+            scenarios: vec![a, Scenario::get("/b")],
+            ..LoadConfig::default()
+        };
+        let p = c.plan().unwrap();
+        assert_eq!(p.scenarios[1].endpoint, "/base/b");
+        assert_eq!(p.pick(0), 0);
+        assert_eq!(p.pick(u64::MAX), 1);
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod builder;
+pub mod durable;
 mod engine;
 mod error;
 mod queue;

@@ -1,4 +1,5 @@
 //! One test binary for cortex-tasks.
 #![allow(clippy::unwrap_used)]
 
+mod durable;
 mod queue;

@@ -1,0 +1,116 @@
+//! A durable worker process, used by the multi-process tests.
+//!
+//! ```text
+//! durable_worker --url redis://127.0.0.1:6379 --queue NAME [--concurrency N]
+//!                [--visibility-timeout SECS] [--max-attempts N] [--backoff-ms MS]
+//! ```
+//!
+//! Handlers: `echo` returns its payload; `sleep` `{"ms": n}` sleeps then returns it;
+//! `fail` always errors; `record` pushes `{"pid": .., "payload": ..}` onto the list
+//! `cortex:tasks:{queue}:test:ran` (so tests can count executions and tell processes
+//! apart), sleeps `payload.ms` if given, and returns the payload.
+//!
+//! Prints `ready {consumer}` once it reads tasks, and `stopped ..` on exit. Runs until
+//! SIGTERM or until stdin closes, then shuts down gracefully.
+
+use std::time::Duration;
+
+use cortex_tasks::BoxError;
+use cortex_tasks::durable::{DurableConfig, DurableQueue, Registry, Worker};
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn parse<T: std::str::FromStr>(args: &[String], name: &str) -> Result<Option<T>, BoxError> {
+    arg_value(args, name)
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|_| format!("bad value {v:?} for {name}").into())
+        })
+        .transpose()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().collect();
+    let url = arg_value(&args, "--url").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let mut config = DurableConfig {
+        name: arg_value(&args, "--queue").ok_or("--queue NAME is required")?,
+        ..DurableConfig::default()
+    };
+    if let Some(n) = parse(&args, "--concurrency")? {
+        config.concurrency = n;
+    }
+    if let Some(s) = parse::<f64>(&args, "--visibility-timeout")? {
+        config.visibility_timeout = Duration::try_from_secs_f64(s)?;
+    }
+    if let Some(n) = parse(&args, "--max-attempts")? {
+        config.max_attempts = n;
+    }
+    if let Some(ms) = parse(&args, "--backoff-ms")? {
+        config.retry_backoff = Duration::from_millis(ms);
+    }
+    let ran_key = format!("cortex:tasks:{}:test:ran", config.name);
+    let queue = DurableQueue::connect(&url, config).await?;
+    let redis = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+
+    let mut registry = Registry::new();
+    registry
+        .register("echo", |v: Value| async move { Ok::<_, BoxError>(v) })
+        .register("sleep", |v: Value| async move {
+            let ms = v.get("ms").and_then(Value::as_u64).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, BoxError>(v)
+        })
+        .register("fail", |_: Value| async move {
+            Err::<Value, BoxError>("this task always fails".into())
+        })
+        .register("record", move |v: Value| {
+            let mut redis = redis.clone();
+            let key = ran_key.clone();
+            async move {
+                let line = serde_json::json!({"pid": std::process::id(), "payload": v}).to_string();
+                redis::cmd("RPUSH")
+                    .arg(&key)
+                    .arg(line)
+                    .query_async::<()>(&mut redis)
+                    .await?;
+                if let Some(ms) = v.get("ms").and_then(Value::as_u64) {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Ok::<_, BoxError>(v)
+            }
+        });
+
+    let worker = Worker::new(queue, registry);
+    println!("ready {}", worker.consumer());
+    let handle = worker.spawn();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            n = stdin.read(&mut buf) => {
+                if matches!(n, Ok(0) | Err(_)) {
+                    break;
+                }
+            }
+        }
+    }
+    let report = handle.shutdown(Duration::from_secs(10)).await;
+    println!(
+        "stopped finished_in_time {} aborted {}",
+        report.finished_in_time,
+        report.aborted.len()
+    );
+    Ok(())
+}

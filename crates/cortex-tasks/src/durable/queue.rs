@@ -1,0 +1,425 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
+
+use super::config::DurableConfig;
+use super::redis_util::{Keys, bounded, from_ms, ms, now_ms, random_u64};
+use super::scripts::Scripts;
+use crate::{Error, Priority, QueueStats, Result, TaskId, TaskInfo, TaskStatus};
+
+/// A task that failed its last attempt, as kept in the dead-letter stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The task.
+    pub id: TaskId,
+    /// Its handler name.
+    pub handler: String,
+    /// Its payload (`null` if it was not valid JSON).
+    pub payload: serde_json::Value,
+    /// The error of the last attempt.
+    pub error: String,
+    /// Attempts started.
+    pub attempts: u32,
+}
+
+/// The producer and status side of a durable queue. Cheap to clone: clones share one
+/// pipelined connection.
+#[derive(Clone)]
+pub struct DurableQueue {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: redis::Client,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) config: DurableConfig,
+    pub(crate) keys: Keys,
+    pub(crate) scripts: Scripts,
+}
+
+impl fmt::Debug for DurableQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurableQueue")
+            .field("name", &self.inner.config.name)
+            .field("group", &self.inner.config.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableQueue {
+    /// Connects to Redis at `url` and creates the streams and the consumer group if
+    /// they do not exist yet.
+    ///
+    /// The connection reconnects by itself after Redis comes back; every call is bounded
+    /// by `op_timeout`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a rejected setting; [`Error::Redis`] when Redis cannot
+    /// be reached within `op_timeout`.
+    pub async fn connect(url: &str, config: DurableConfig) -> Result<Self> {
+        config.validate()?;
+        let client = redis::Client::open(url)?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.op_timeout))
+            .set_connection_timeout(Some(config.op_timeout))
+            .set_number_of_retries(2);
+        let conn = bounded(
+            config.op_timeout,
+            "connect",
+            ConnectionManager::new_with_config(client.clone(), cfg),
+        )
+        .await?;
+        let queue = Self {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                keys: Keys::new(&config.name),
+                config,
+                scripts: Scripts::new(),
+            }),
+        };
+        queue.ensure_groups().await?;
+        Ok(queue)
+    }
+
+    /// The settings this queue was opened with.
+    pub fn config(&self) -> &DurableConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub(crate) async fn bounded<T>(
+        &self,
+        what: &'static str,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        bounded(self.inner.config.op_timeout, what, fut).await
+    }
+
+    /// Creates the three streams and the group; an existing group is kept.
+    pub(crate) async fn ensure_groups(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        for key in &self.inner.keys.streams {
+            // From "0", not "$": entries added before the group existed (after a purge)
+            // must still be delivered.
+            pipe.cmd("XGROUP")
+                .arg("CREATE")
+                .arg(key)
+                .arg(&self.inner.config.group)
+                .arg("0")
+                .arg("MKSTREAM");
+        }
+        pipe.ignore_errors();
+        let replies: Vec<redis::RedisResult<redis::Value>> = self
+            .bounded("XGROUP CREATE", pipe.query_async(&mut conn))
+            .await?;
+        for r in replies {
+            if let Err(e) = r
+                && e.code() != Some("BUSYGROUP")
+            {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Enqueues one task for `handler` at [`Priority::Normal`].
+    ///
+    /// # Errors
+    /// [`Error::Payload`] when `payload` does not serialize; [`Error::Redis`].
+    pub async fn enqueue<P: Serialize>(&self, handler: &str, payload: &P) -> Result<TaskId> {
+        self.enqueue_with(handler, payload, Priority::Normal).await
+    }
+
+    /// Enqueues one task at `priority`.
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue).
+    pub async fn enqueue_with<P: Serialize>(
+        &self,
+        handler: &str,
+        payload: &P,
+        priority: Priority,
+    ) -> Result<TaskId> {
+        let ids = self
+            .enqueue_many(handler, std::slice::from_ref(payload), priority)
+            .await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| Error::Failed("enqueue returned no id".to_owned()))
+    }
+
+    /// Enqueues many tasks in one atomic round trip.
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue); nothing is enqueued on error.
+    pub async fn enqueue_many<P: Serialize>(
+        &self,
+        handler: &str,
+        payloads: &[P],
+        priority: Priority,
+    ) -> Result<Vec<TaskId>> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = &self.inner.keys;
+        let stream = keys.stream(priority);
+        let now = now_ms();
+        let mut ids = Vec::with_capacity(payloads.len());
+        let mut pipe = redis::pipe();
+        // MULTI: a task is either both recorded and streamed, or neither.
+        pipe.atomic();
+        for p in payloads {
+            let json = serde_json::to_string(p)?;
+            let id = TaskId::from_u64(random_u64());
+            let hex = id.to_string();
+            pipe.cmd("HSET")
+                .arg(keys.task(id))
+                .arg("status")
+                .arg("queued")
+                .arg("handler")
+                .arg(handler)
+                .arg("priority")
+                .arg(priority.as_str())
+                .arg("queued_at")
+                .arg(now)
+                .ignore();
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("id")
+                .arg(hex)
+                .arg("handler")
+                .arg(handler)
+                .arg("payload")
+                .arg(json)
+                .ignore();
+            ids.push(id);
+        }
+        pipe.cmd("HINCRBY")
+            .arg(&keys.stats)
+            .arg("enqueued")
+            .arg(payloads.len())
+            .ignore();
+        let mut conn = self.conn();
+        self.bounded("enqueue", pipe.query_async::<()>(&mut conn))
+            .await?;
+        Ok(ids)
+    }
+
+    /// The current state of a task.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTask`] when no record exists (never enqueued, purged, or expired
+    /// `result_ttl` after it finished); [`Error::Redis`].
+    pub async fn status(&self, id: TaskId) -> Result<TaskInfo> {
+        let mut conn = self.conn();
+        let key = self.inner.keys.task(id);
+        let map: HashMap<String, String> = self
+            .bounded(
+                "HGETALL",
+                redis::cmd("HGETALL").arg(&key).query_async(&mut conn),
+            )
+            .await?;
+        parse_info(id, &map).ok_or(Error::UnknownTask(id))
+    }
+
+    /// Polls [`status`](Self::status) until the task is finished or `timeout` passed,
+    /// and returns the last snapshot: check `status.is_finished()` to tell the two apart.
+    ///
+    /// # Errors
+    /// As [`status`](Self::status).
+    pub async fn wait(&self, id: TaskId, timeout: Duration) -> Result<TaskInfo> {
+        let until = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let info = self.status(id).await?;
+            let now = tokio::time::Instant::now();
+            if info.status.is_finished() || now >= until {
+                return Ok(info);
+            }
+            tokio::time::sleep(pause.min(until - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Cancels a task.
+    ///
+    /// A queued (or retrying) task becomes `cancelled` at once, and a worker that later
+    /// reads it acknowledges it without running it. A running task gets a cancel
+    /// request: its worker aborts it at its next check (about every 500 ms) and records
+    /// it as `cancelled`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTask`], [`Error::AlreadyFinished`], [`Error::Redis`].
+    pub async fn cancel(&self, id: TaskId) -> Result<()> {
+        let mut conn = self.conn();
+        let keys = &self.inner.keys;
+        let mut inv = self.inner.scripts.cancel.key(keys.task(id));
+        inv.key(&keys.stats)
+            .arg(now_ms())
+            .arg(ms(self.inner.config.result_ttl));
+        let r: String = self.bounded("cancel", inv.invoke_async(&mut conn)).await?;
+        match r.as_str() {
+            "unknown" => Err(Error::UnknownTask(id)),
+            "finished" => Err(Error::AlreadyFinished(id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counters of this queue, across every process.
+    ///
+    /// `queued` counts stream entries not yet acknowledged: never delivered plus
+    /// delivered and pending (those are also counted in `running`). `workers` counts
+    /// workers whose heartbeat is younger than twice the visibility timeout.
+    ///
+    /// # Errors
+    /// [`Error::Redis`].
+    pub async fn stats(&self) -> Result<QueueStats> {
+        let mut conn = self.conn();
+        let keys = &self.inner.keys;
+        let mut inv = self.inner.scripts.counts.prepare_invoke();
+        for s in &keys.streams {
+            inv.key(s);
+        }
+        inv.arg(&self.inner.config.group);
+        let (len, pending): (u64, u64) = self.bounded("stats", inv.invoke_async(&mut conn)).await?;
+        let alive_since = now_ms().saturating_sub(2 * ms(self.inner.config.visibility_timeout));
+        let (counters, workers): (HashMap<String, u64>, u64) = self
+            .bounded(
+                "stats",
+                redis::pipe()
+                    .cmd("HGETALL")
+                    .arg(&keys.stats)
+                    .cmd("ZCOUNT")
+                    .arg(&keys.workers)
+                    .arg(alive_since)
+                    .arg("+inf")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let c = |k: &str| counters.get(k).copied().unwrap_or(0);
+        Ok(QueueStats {
+            queued: len,
+            running: pending,
+            workers,
+            enqueued: c("enqueued"),
+            completed: c("completed"),
+            failed: c("failed"),
+            cancelled: c("cancelled"),
+            retried: c("retried"),
+        })
+    }
+
+    /// The oldest `count` dead letters.
+    ///
+    /// # Errors
+    /// [`Error::Redis`].
+    pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>> {
+        let mut conn = self.conn();
+        let reply: redis::streams::StreamRangeReply = self
+            .bounded(
+                "XRANGE",
+                redis::cmd("XRANGE")
+                    .arg(&self.inner.keys.dead)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(reply
+            .ids
+            .iter()
+            .filter_map(|e| {
+                let id = e.get::<String>("id")?.parse().ok()?;
+                Some(DeadLetter {
+                    id,
+                    handler: e.get("handler").unwrap_or_default(),
+                    payload: e
+                        .get::<String>("payload")
+                        .and_then(|p| serde_json::from_str(&p).ok())
+                        .unwrap_or(serde_json::Value::Null),
+                    error: e.get("error").unwrap_or_default(),
+                    attempts: e.get("attempts").unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes every key of this queue (`SCAN` + `UNLINK`, never `KEYS`): tasks, streams,
+    /// group, counters and dead letters. Running workers recreate the group.
+    ///
+    /// # Errors
+    /// [`Error::Redis`].
+    pub async fn purge(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let pattern = format!("{}*", self.inner.keys.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .bounded(
+                    "SCAN",
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if !keys.is_empty() {
+                self.bounded(
+                    "UNLINK",
+                    redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn),
+                )
+                .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn parse_info(id: TaskId, m: &HashMap<String, String>) -> Option<TaskInfo> {
+    let status = match m.get("status")?.as_str() {
+        "queued" => TaskStatus::Queued,
+        "running" => TaskStatus::Running,
+        "retrying" => TaskStatus::Retrying,
+        "completed" => TaskStatus::Completed,
+        "failed" => TaskStatus::Failed,
+        "cancelled" => TaskStatus::Cancelled,
+        _ => return None,
+    };
+    let time = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok()).map(from_ms);
+    let mut info = TaskInfo::queued(
+        id,
+        m.get("handler").cloned().unwrap_or_default(),
+        m.get("priority").and_then(|p| p.parse().ok()),
+    );
+    info.status = status;
+    info.queued_at = time("queued_at").unwrap_or(info.queued_at);
+    info.started_at = time("started_at");
+    info.finished_at = time("finished_at");
+    info.attempts = m.get("attempts").and_then(|v| v.parse().ok()).unwrap_or(0);
+    info.error = m.get("error").filter(|e| !e.is_empty()).cloned();
+    info.result = m.get("result").and_then(|r| serde_json::from_str(r).ok());
+    Some(info)
+}

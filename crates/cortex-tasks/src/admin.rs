@@ -19,6 +19,7 @@
 
 use serde_json::{Value, json};
 
+use crate::durable::DurableQueue;
 use crate::{Error, Result, TaskId, TaskInfo};
 
 /// What the admin routes need of a queue; every in-process queue implements it.
@@ -62,6 +63,49 @@ pub fn cancel(queue: &impl TaskAdmin, id: &str) -> (u16, Value) {
     match queue.cancel_task(id) {
         Ok(()) => (200, json!({ "cancelled": id })),
         Err(e) => error(404, &e),
+    }
+}
+
+/// `GET /admin/tasks` for a durable queue: 200 with its counters (a durable queue may
+/// hold millions of tasks across processes; it is not listed whole), 503 when Redis
+/// cannot be reached.
+pub async fn durable_list(queue: &DurableQueue) -> (u16, Value) {
+    match queue.stats().await {
+        Ok(stats) => (200, json!({ "stats": stats })),
+        Err(e) => error(503, &e),
+    }
+}
+
+/// `GET /admin/tasks/{id}` for a durable queue: 200, 400, 404, or 503 when Redis cannot
+/// be reached.
+pub async fn durable_get(queue: &DurableQueue, id: &str) -> (u16, Value) {
+    let id = match id.parse::<TaskId>() {
+        Err(e) => return error(400, &e),
+        Ok(id) => id,
+    };
+    match queue.status(id).await {
+        Ok(info) => (200, json!(info)),
+        Err(e) => error(lookup_status(&e), &e),
+    }
+}
+
+/// `DELETE /admin/tasks/{id}` for a durable queue: 200, 400, 404 (unknown or already
+/// finished), or 503 when Redis cannot be reached.
+pub async fn durable_cancel(queue: &DurableQueue, id: &str) -> (u16, Value) {
+    let id = match id.parse::<TaskId>() {
+        Err(e) => return error(400, &e),
+        Ok(id) => id,
+    };
+    match queue.cancel(id).await {
+        Ok(()) => (200, json!({ "cancelled": id })),
+        Err(e) => error(lookup_status(&e), &e),
+    }
+}
+
+fn lookup_status(e: &Error) -> u16 {
+    match e {
+        Error::UnknownTask(_) | Error::AlreadyFinished(_) => 404,
+        _ => 503,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cortex_tasks::durable::{DurableConfig, DurableQueue, Registry, Worker};
-use cortex_tasks::{BoxError, Error, Priority, TaskId, TaskStatus};
+use cortex_tasks::{BoxError, Error, Priority, TaskId, TaskStatus, admin};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -438,6 +438,21 @@ async fn cancelled_tasks_never_run() {
     let unknown = TaskId::from_u64(0xdead_beef);
     assert!(matches!(q.cancel(unknown).await, Err(Error::UnknownTask(id)) if id == unknown));
     assert!(matches!(q.status(unknown).await, Err(Error::UnknownTask(id)) if id == unknown));
+
+    // The admin routes over the same queue.
+    let (status, body) = admin::durable_get(&q, &long.to_string()).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")));
+    assert_eq!(admin::durable_get(&q, "deadbeef").await.0, 404);
+    assert_eq!(admin::durable_get(&q, "not-an-id").await.0, 400);
+    assert_eq!(
+        admin::durable_cancel(&q, &sentinel.to_string()).await.0,
+        404
+    );
+    let (status, body) = admin::durable_list(&q).await;
+    assert_eq!(
+        (status, body["stats"]["cancelled"].as_u64()),
+        (200, Some(2))
+    );
     let s = q.stats().await.expect("stats");
     assert_eq!((s.cancelled, s.completed), (2, 1), "{s:?}");
     let report = worker.shutdown(Duration::from_secs(5)).await;

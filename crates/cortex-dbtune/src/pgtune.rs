@@ -1,0 +1,942 @@
+//! PostgreSQL settings from machine resources, with exactly pgtune's values.
+//!
+//! The rules follow pgtune (the web tool, its 2025 release) as written down in
+//! `pgtune-spec.md`: memory is computed in kB (1 GB = 1,048,576 kB) and rounded down,
+//! values are rendered as `NGB`, `NMB` or `NkB`, and the settings come in pgtune's order.
+//! The OS is Linux (the only one the spec covers), so `effective_io_concurrency` is
+//! always written.
+//!
+//! ```
+//! use cortex_dbtune::pgtune::{pgtune, DbType, PgtuneInput, Storage, parse_memory};
+//!
+//! let input = PgtuneInput {
+//!     db_type: DbType::Web,
+//!     total_memory_bytes: parse_memory("16GB")?,
+//!     cpus: Some(8),
+//!     connections: None,
+//!     storage: Storage::Ssd,
+//!     pg_version: 15,
+//! };
+//! let settings = pgtune(&input)?;
+//! assert_eq!(settings[1].name, "shared_buffers");
+//! assert_eq!(settings[1].value, "4GB");
+//! # Ok::<(), cortex_dbtune::Error>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+const KB: u64 = 1024;
+const MB_KB: u64 = 1024;
+const GB_KB: u64 = 1024 * 1024;
+
+/// The smallest amount of memory accepted: pgtune's form takes whole MB or GB, so 1 MB.
+pub const MIN_MEMORY_BYTES: u64 = 1024 * 1024;
+/// The largest amount of memory accepted: pgtune's form caps numbers at 999,999 (GB).
+pub const MAX_MEMORY_BYTES: u64 = 999_999 * 1024 * 1024 * 1024;
+/// The lowest PostgreSQL major version pgtune (2025) offers.
+pub const MIN_PG_VERSION: u32 = 10;
+/// The highest PostgreSQL major version pgtune (2025) offers.
+pub const MAX_PG_VERSION: u32 = 18;
+
+/// What the database mainly serves; picks pgtune's ratios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbType {
+    /// Web application: many short queries.
+    Web,
+    /// Online transaction processing.
+    Oltp,
+    /// Data warehouse: few large analytical queries.
+    Dw,
+    /// A developer's desktop: PostgreSQL shares the machine.
+    Desktop,
+    /// Mixed workload.
+    Mixed,
+}
+
+impl DbType {
+    /// The lowercase name, as pgtune and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbType::Web => "web",
+            DbType::Oltp => "oltp",
+            DbType::Dw => "dw",
+            DbType::Desktop => "desktop",
+            DbType::Mixed => "mixed",
+        }
+    }
+}
+
+impl fmt::Display for DbType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DbType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "web" => Ok(DbType::Web),
+            "oltp" => Ok(DbType::Oltp),
+            "dw" => Ok(DbType::Dw),
+            "desktop" => Ok(DbType::Desktop),
+            "mixed" => Ok(DbType::Mixed),
+            _ => Err(Error::InvalidChoice {
+                what: "database type",
+                value: s.to_string(),
+                expected: "web, oltp, dw, desktop, mixed",
+            }),
+        }
+    }
+}
+
+/// The data disks' kind; picks `random_page_cost` and `effective_io_concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Solid-state drives.
+    Ssd,
+    /// Spinning disks.
+    Hdd,
+    /// A storage area network.
+    San,
+}
+
+impl Storage {
+    /// The lowercase name, as pgtune and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Storage::Ssd => "ssd",
+            Storage::Hdd => "hdd",
+            Storage::San => "san",
+        }
+    }
+}
+
+impl fmt::Display for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Storage {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "ssd" => Ok(Storage::Ssd),
+            "hdd" => Ok(Storage::Hdd),
+            "san" => Ok(Storage::San),
+            _ => Err(Error::InvalidChoice {
+                what: "storage",
+                value: s.to_string(),
+                expected: "ssd, hdd, san",
+            }),
+        }
+    }
+}
+
+/// pgtune's inputs. The OS is Linux, the only one the spec covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgtuneInput {
+    /// The workload.
+    pub db_type: DbType,
+    /// Total RAM in bytes; [`parse_memory`] reads `"16GB"`, `"512MB"`, `"1TB"`.
+    pub total_memory_bytes: u64,
+    /// CPU count; without it (or under 4) the parallel settings are left out.
+    pub cpus: Option<u32>,
+    /// `max_connections`; without it pgtune's per-type default applies.
+    pub connections: Option<u32>,
+    /// The data disks' kind.
+    pub storage: Storage,
+    /// PostgreSQL major version ([`MIN_PG_VERSION`]..=[`MAX_PG_VERSION`]).
+    pub pg_version: u32,
+}
+
+/// One recommended setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    /// The `postgresql.conf` name.
+    pub name: &'static str,
+    /// The value exactly as pgtune renders it (`"4GB"`, `"64kB"`, `"1.1"`, `"200"`).
+    pub value: String,
+    /// Why this value: the rule that produced it.
+    pub reason: String,
+}
+
+/// Parses a memory size: an integer and a unit `kB`, `MB`, `GB` or `TB` (case-insensitive,
+/// binary multiples as PostgreSQL uses them), e.g. `"16GB"`, `"512MB"`, `"1TB"`.
+pub fn parse_memory(text: &str) -> Result<u64> {
+    let invalid = || Error::InvalidMemory {
+        value: text.to_string(),
+    };
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| invalid())?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "kb" => KB,
+        "mb" => KB * KB,
+        "gb" => KB * KB * KB,
+        "tb" => KB * KB * KB * KB,
+        _ => return Err(invalid()),
+    };
+    n.checked_mul(mult).ok_or_else(invalid)
+}
+
+/// Renders a kB amount as pgtune does: `NGB` when it divides evenly into GB, else `NMB`
+/// when it divides into MB, else `NkB`.
+pub fn format_kb(kb: u64) -> String {
+    if kb.is_multiple_of(GB_KB) {
+        format!("{}GB", kb / GB_KB)
+    } else if kb.is_multiple_of(MB_KB) {
+        format!("{}MB", kb / MB_KB)
+    } else {
+        format!("{kb}kB")
+    }
+}
+
+fn validate(input: &PgtuneInput) -> Result<u64> {
+    let bytes = input.total_memory_bytes;
+    if bytes < MIN_MEMORY_BYTES {
+        return Err(Error::MemoryTooSmall {
+            bytes,
+            min_bytes: MIN_MEMORY_BYTES,
+        });
+    }
+    if bytes > MAX_MEMORY_BYTES {
+        return Err(Error::InvalidOption {
+            name: "total_memory_bytes",
+            reason: format!("{bytes} bytes is above pgtune's maximum of 999999GB"),
+        });
+    }
+    if !bytes.is_multiple_of(KB) {
+        return Err(Error::MemoryNotWholeKb { bytes });
+    }
+    if input.cpus == Some(0) {
+        return Err(Error::InvalidCpus { cpus: 0 });
+    }
+    if input.connections == Some(0) {
+        return Err(Error::InvalidConnections { connections: 0 });
+    }
+    if !(MIN_PG_VERSION..=MAX_PG_VERSION).contains(&input.pg_version) {
+        return Err(Error::UnsupportedVersion {
+            version: input.pg_version,
+            min: MIN_PG_VERSION,
+            max: MAX_PG_VERSION,
+        });
+    }
+    Ok(bytes / KB)
+}
+
+fn setting(name: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Setting {
+    Setting {
+        name,
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Computes pgtune's settings for `input`, in pgtune's output order.
+///
+/// Errors (each naming the value): memory under 1 MB or not a whole number of kB, zero
+/// CPUs, zero connections, a PostgreSQL version outside 10..=18.
+pub fn pgtune(input: &PgtuneInput) -> Result<Vec<Setting>> {
+    use DbType::*;
+    let ram_kb = validate(input)?;
+    let t = input.db_type;
+    let mut out = Vec::with_capacity(20);
+
+    let max_connections = input.connections.unwrap_or(match t {
+        Web => 200,
+        Oltp => 300,
+        Dw => 40,
+        Desktop => 20,
+        Mixed => 100,
+    });
+    out.push(setting(
+        "max_connections",
+        max_connections.to_string(),
+        if input.connections.is_some() {
+            "as given".to_string()
+        } else {
+            format!("pgtune's default for a {t} workload")
+        },
+    ));
+
+    // Desktop leaves most memory to the other programs on the machine.
+    let shared_buffers = if t == Desktop {
+        ram_kb / 16
+    } else {
+        ram_kb / 4
+    };
+    out.push(setting(
+        "shared_buffers",
+        format_kb(shared_buffers),
+        if t == Desktop {
+            "1/16 of RAM: a desktop shares memory with other programs"
+        } else {
+            "1/4 of RAM: the rest is left to the OS page cache"
+        },
+    ));
+
+    let effective_cache_size = if t == Desktop {
+        ram_kb / 4
+    } else {
+        ram_kb * 3 / 4
+    };
+    out.push(setting(
+        "effective_cache_size",
+        format_kb(effective_cache_size),
+        if t == Desktop {
+            "1/4 of RAM: the memory the planner may assume caches data"
+        } else {
+            "3/4 of RAM: shared buffers plus the OS page cache the planner may assume"
+        },
+    ));
+
+    let mwm_cap = 2 * GB_KB;
+    let mwm = if t == Dw { ram_kb / 8 } else { ram_kb / 16 }.min(mwm_cap);
+    out.push(setting(
+        "maintenance_work_mem",
+        format_kb(mwm),
+        format!(
+            "RAM/{} capped at 2GB: faster VACUUM and CREATE INDEX",
+            if t == Dw { 8 } else { 16 }
+        ),
+    ));
+
+    out.push(setting(
+        "checkpoint_completion_target",
+        "0.9",
+        "spread checkpoint writes over 90% of the interval",
+    ));
+
+    // 3% of shared_buffers up to 16MB; near 16MB rounds up; at least 32kB.
+    let max_wal = 16 * MB_KB;
+    let mut wal_buffers = (3 * shared_buffers / 100).min(max_wal);
+    if wal_buffers > 14 * MB_KB && wal_buffers < max_wal {
+        wal_buffers = max_wal;
+    }
+    wal_buffers = wal_buffers.max(32);
+    out.push(setting(
+        "wal_buffers",
+        format_kb(wal_buffers),
+        "3% of shared_buffers, capped at 16MB (PostgreSQL's auto-tuning rule), at least 32kB",
+    ));
+
+    out.push(setting(
+        "default_statistics_target",
+        if t == Dw { "500" } else { "100" },
+        if t == Dw {
+            "finer statistics for analytical queries"
+        } else {
+            "PostgreSQL's default"
+        },
+    ));
+
+    out.push(setting(
+        "random_page_cost",
+        if input.storage == Storage::Hdd {
+            "4"
+        } else {
+            "1.1"
+        },
+        if input.storage == Storage::Hdd {
+            "random reads cost 4x sequential ones on spinning disks"
+        } else {
+            "random reads cost about as much as sequential ones on SSD/SAN"
+        },
+    ));
+
+    out.push(setting(
+        "effective_io_concurrency",
+        match input.storage {
+            Storage::Hdd => "2",
+            Storage::Ssd => "200",
+            Storage::San => "300",
+        },
+        format!(
+            "concurrent I/O requests {} storage handles well",
+            input.storage
+        ),
+    ));
+
+    let cpus = input.cpus.filter(|&c| c >= 4);
+    let workers = cpus.unwrap_or(8);
+    // Real division as in pgtune (JavaScript numbers); every operand is an integer
+    // below 2^53, so f64 gives the same result.
+    let w = (ram_kb - shared_buffers) as f64
+        / ((u64::from(max_connections) + u64::from(workers)) * 3) as f64;
+    let (divisor, work_mem) = match t {
+        Web | Oltp => (1, w.floor()),
+        Dw | Mixed => (2, (w / 2.0).floor()),
+        Desktop => (6, (w / 6.0).floor()),
+    };
+    let work_mem = (work_mem as u64).max(64);
+    out.push(setting(
+        "work_mem",
+        format_kb(work_mem),
+        format!(
+            "(RAM - shared_buffers) / ((max_connections + {workers} workers) x 3){}, at least 64kB",
+            if divisor > 1 {
+                format!(" / {divisor}")
+            } else {
+                String::new()
+            }
+        ),
+    ));
+
+    let huge = ram_kb >= 32 * GB_KB;
+    out.push(setting(
+        "huge_pages",
+        if huge { "try" } else { "off" },
+        if huge {
+            "RAM >= 32GB: huge pages cut page-table overhead"
+        } else {
+            "RAM < 32GB: huge pages bring little"
+        },
+    ));
+
+    let (min_wal, max_wal) = match t {
+        Web | Mixed => (GB_KB, 4 * GB_KB),
+        Oltp => (2 * GB_KB, 8 * GB_KB),
+        Dw => (4 * GB_KB, 16 * GB_KB),
+        Desktop => (100 * MB_KB, 2 * GB_KB),
+    };
+    out.push(setting(
+        "min_wal_size",
+        format_kb(min_wal),
+        format!("WAL kept for a {t} write volume"),
+    ));
+    out.push(setting(
+        "max_wal_size",
+        format_kb(max_wal),
+        format!("fewer forced checkpoints for a {t} write volume"),
+    ));
+
+    if let Some(c) = cpus {
+        let half = c.div_ceil(2);
+        let per_gather = if t == Dw { half } else { half.min(4) };
+        out.push(setting(
+            "max_worker_processes",
+            c.to_string(),
+            "one background worker per CPU",
+        ));
+        out.push(setting(
+            "max_parallel_workers_per_gather",
+            per_gather.to_string(),
+            if t == Dw {
+                "half the CPUs per query: analytical queries gain from parallelism"
+            } else {
+                "half the CPUs, at most 4: more workers bring little to short queries"
+            },
+        ));
+        out.push(setting(
+            "max_parallel_workers",
+            c.to_string(),
+            "one parallel worker per CPU",
+        ));
+        // The setting exists from PostgreSQL 11; pgtune leaves it out for 10.
+        if input.pg_version >= 11 {
+            out.push(setting(
+                "max_parallel_maintenance_workers",
+                half.min(4).to_string(),
+                "half the CPUs, at most 4, for parallel index builds",
+            ));
+        }
+    }
+
+    if t == Desktop {
+        out.push(setting(
+            "wal_level",
+            "minimal",
+            "a desktop needs no replication or archiving",
+        ));
+        out.push(setting(
+            "max_wal_senders",
+            "0",
+            "must be 0 when wal_level = minimal",
+        ));
+    }
+    Ok(out)
+}
+
+/// pgtune's warnings for `input`: RAM under 256 MB or over 100 GB.
+pub fn pgtune_warnings(input: &PgtuneInput) -> Vec<String> {
+    let b = input.total_memory_bytes;
+    if b < 256 * 1024 * 1024 {
+        vec!["this tool is not optimal for low memory systems (under 256MB)".to_string()]
+    } else if b > 100 * 1024 * 1024 * 1024 {
+        vec!["this tool is not optimal for very high memory systems (over 100GB)".to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// pgtune's `postgresql.conf` lines: `name = value`, one per setting, in order.
+pub fn to_conf(settings: &[Setting]) -> String {
+    settings
+        .iter()
+        .map(|s| format!("{} = {}\n", s.name, s.value))
+        .collect()
+}
+
+/// The settings as a JSON object of name to value string, for programmatic use
+/// (`serde_json::Map` sorts keys; [`to_json`] keeps pgtune's order).
+pub fn to_json_value(settings: &[Setting]) -> serde_json::Value {
+    serde_json::Value::Object(
+        settings
+            .iter()
+            .map(|s| {
+                (
+                    s.name.to_string(),
+                    serde_json::Value::from(s.value.as_str()),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A JSON object of setting name to value string, keys in pgtune's order (written by
+/// hand because `serde_json::Map` sorts its keys without the `preserve_order` feature).
+pub fn to_json(settings: &[Setting]) -> String {
+    let fields: Vec<String> = settings
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                serde_json::Value::from(s.name),
+                serde_json::Value::from(s.value.as_str())
+            )
+        })
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(
+        db_type: DbType,
+        ram: &str,
+        cpus: Option<u32>,
+        connections: Option<u32>,
+        storage: Storage,
+        pg_version: u32,
+    ) -> PgtuneInput {
+        PgtuneInput {
+            db_type,
+            total_memory_bytes: parse_memory(ram).unwrap(),
+            cpus,
+            connections,
+            storage,
+            pg_version,
+        }
+    }
+
+    fn pairs(i: &PgtuneInput) -> Vec<(&'static str, String)> {
+        pgtune(i)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name, s.value))
+            .collect()
+    }
+
+    fn expect(i: PgtuneInput, want: &[(&str, &str)]) {
+        let got = pairs(&i);
+        let got: Vec<(&str, &str)> = got.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        assert_eq!(got, want, "input {i:?}");
+    }
+
+    // Every expected value below was computed by hand from pgtune-spec.md's formulas;
+    // the arithmetic is in the comments so a reviewer can re-check it.
+
+    #[test]
+    fn web_16gb_8cpus_ssd_pg15() {
+        // RAM = 16,777,216 kB; sb = 4,194,304 (4GB); ecs = 12,582,912 (12GB);
+        // mwm = RAM/16 = 1,048,576 (1GB); wal = 3% sb = 125,829 -> cap 16MB;
+        // work_mem = 12,582,912 / ((200 + 8) * 3) = 20164.92 -> 20164kB.
+        expect(
+            input(DbType::Web, "16GB", Some(8), None, Storage::Ssd, 15),
+            &[
+                ("max_connections", "200"),
+                ("shared_buffers", "4GB"),
+                ("effective_cache_size", "12GB"),
+                ("maintenance_work_mem", "1GB"),
+                ("checkpoint_completion_target", "0.9"),
+                ("wal_buffers", "16MB"),
+                ("default_statistics_target", "100"),
+                ("random_page_cost", "1.1"),
+                ("effective_io_concurrency", "200"),
+                ("work_mem", "20164kB"),
+                ("huge_pages", "off"),
+                ("min_wal_size", "1GB"),
+                ("max_wal_size", "4GB"),
+                ("max_worker_processes", "8"),
+                ("max_parallel_workers_per_gather", "4"),
+                ("max_parallel_workers", "8"),
+                ("max_parallel_maintenance_workers", "4"),
+            ],
+        );
+    }
+
+    #[test]
+    fn oltp_32gb_4cpus_hdd_pg16_boundaries() {
+        // 32GB is the huge_pages boundary (>=), 4 CPUs the parallel boundary, and
+        // RAM/16 = 2,097,152 kB is exactly the 2GB cap.
+        // work_mem = (33,554,432 - 8,388,608) / ((300 + 4) * 3) = 25,165,824 / 912
+        //          = 27594.1 -> 27594kB; per gather = ceil(4/2) = 2.
+        expect(
+            input(DbType::Oltp, "32GB", Some(4), None, Storage::Hdd, 16),
+            &[
+                ("max_connections", "300"),
+                ("shared_buffers", "8GB"),
+                ("effective_cache_size", "24GB"),
+                ("maintenance_work_mem", "2GB"),
+                ("checkpoint_completion_target", "0.9"),
+                ("wal_buffers", "16MB"),
+                ("default_statistics_target", "100"),
+                ("random_page_cost", "4"),
+                ("effective_io_concurrency", "2"),
+                ("work_mem", "27594kB"),
+                ("huge_pages", "try"),
+                ("min_wal_size", "2GB"),
+                ("max_wal_size", "8GB"),
+                ("max_worker_processes", "4"),
+                ("max_parallel_workers_per_gather", "2"),
+                ("max_parallel_workers", "4"),
+                ("max_parallel_maintenance_workers", "2"),
+            ],
+        );
+    }
+
+    #[test]
+    fn dw_64gb_16cpus_san_pg17() {
+        // mwm = RAM/8 = 8GB -> capped 2GB; per gather = ceil(16/2) = 8, no cap for dw;
+        // maintenance workers = min(8, 4) = 4;
+        // work_mem = (67,108,864 - 16,777,216) / ((40 + 16) * 3) / 2
+        //          = 299,593.14 / 2 = 149,796.57 -> 149796kB.
+        expect(
+            input(DbType::Dw, "64GB", Some(16), None, Storage::San, 17),
+            &[
+                ("max_connections", "40"),
+                ("shared_buffers", "16GB"),
+                ("effective_cache_size", "48GB"),
+                ("maintenance_work_mem", "2GB"),
+                ("checkpoint_completion_target", "0.9"),
+                ("wal_buffers", "16MB"),
+                ("default_statistics_target", "500"),
+                ("random_page_cost", "1.1"),
+                ("effective_io_concurrency", "300"),
+                ("work_mem", "149796kB"),
+                ("huge_pages", "try"),
+                ("min_wal_size", "4GB"),
+                ("max_wal_size", "16GB"),
+                ("max_worker_processes", "16"),
+                ("max_parallel_workers_per_gather", "8"),
+                ("max_parallel_workers", "16"),
+                ("max_parallel_maintenance_workers", "4"),
+            ],
+        );
+    }
+
+    #[test]
+    fn desktop_8gb_no_cpus_ssd_pg14() {
+        // sb = RAM/16 = 524,288 (512MB); ecs = RAM/4 = 2GB; mwm = 512MB;
+        // wal = 3% of 524,288 = 15,728 kB, strictly between 14MB and 16MB -> 16MB;
+        // work_mem = (8,388,608 - 524,288) / ((20 + 8) * 3) / 6 = 93,622.86 / 6
+        //          = 15,603.8 -> 15603kB. No CPUs: no parallel settings.
+        expect(
+            input(DbType::Desktop, "8GB", None, None, Storage::Ssd, 14),
+            &[
+                ("max_connections", "20"),
+                ("shared_buffers", "512MB"),
+                ("effective_cache_size", "2GB"),
+                ("maintenance_work_mem", "512MB"),
+                ("checkpoint_completion_target", "0.9"),
+                ("wal_buffers", "16MB"),
+                ("default_statistics_target", "100"),
+                ("random_page_cost", "1.1"),
+                ("effective_io_concurrency", "200"),
+                ("work_mem", "15603kB"),
+                ("huge_pages", "off"),
+                ("min_wal_size", "100MB"),
+                ("max_wal_size", "2GB"),
+                ("wal_level", "minimal"),
+                ("max_wal_senders", "0"),
+            ],
+        );
+    }
+
+    #[test]
+    fn mixed_4gb_2cpus_50conns_pg13() {
+        // 2 CPUs (< 4): no parallel settings, and work_mem counts 8 workers;
+        // work_mem = (4,194,304 - 1,048,576) / ((50 + 8) * 3) / 2 = 18,078.9 / 2
+        //          = 9,039.4 -> 9039kB; mwm = 262,144 (256MB); wal 31,457 -> 16MB.
+        expect(
+            input(DbType::Mixed, "4GB", Some(2), Some(50), Storage::Ssd, 13),
+            &[
+                ("max_connections", "50"),
+                ("shared_buffers", "1GB"),
+                ("effective_cache_size", "3GB"),
+                ("maintenance_work_mem", "256MB"),
+                ("checkpoint_completion_target", "0.9"),
+                ("wal_buffers", "16MB"),
+                ("default_statistics_target", "100"),
+                ("random_page_cost", "1.1"),
+                ("effective_io_concurrency", "200"),
+                ("work_mem", "9039kB"),
+                ("huge_pages", "off"),
+                ("min_wal_size", "1GB"),
+                ("max_wal_size", "4GB"),
+            ],
+        );
+    }
+
+    #[test]
+    fn work_mem_floor_with_many_connections() {
+        // 1GB RAM, 5000 connections: (1,048,576 - 262,144) / ((5000 + 4) * 3)
+        //   = 786,432 / 15,012 = 52.4 -> below the floor -> 64kB.
+        // wal = 3% of 262,144 = 7,864.32 -> 7864kB (not a whole MB).
+        expect(
+            input(DbType::Web, "1GB", Some(4), Some(5000), Storage::Ssd, 15),
+            &[
+                ("max_connections", "5000"),
+                ("shared_buffers", "256MB"),
+                ("effective_cache_size", "768MB"),
+                ("maintenance_work_mem", "64MB"),
+                ("checkpoint_completion_target", "0.9"),
+                ("wal_buffers", "7864kB"),
+                ("default_statistics_target", "100"),
+                ("random_page_cost", "1.1"),
+                ("effective_io_concurrency", "200"),
+                ("work_mem", "64kB"),
+                ("huge_pages", "off"),
+                ("min_wal_size", "1GB"),
+                ("max_wal_size", "4GB"),
+                ("max_worker_processes", "4"),
+                ("max_parallel_workers_per_gather", "2"),
+                ("max_parallel_workers", "4"),
+                ("max_parallel_maintenance_workers", "2"),
+            ],
+        );
+    }
+
+    #[test]
+    fn tiny_desktop_wal_buffers_minimum_and_low_memory_warning() {
+        // 16MB RAM = 16,384 kB: sb = 1,024 (1MB); wal = 3% = 30.72 -> 30 -> minimum 32kB;
+        // ecs = 4,096 (4MB); mwm = 1,024 (1MB);
+        // work_mem = (16,384 - 1,024) / (28 * 3) / 6 = 182.86 / 6 = 30.5 -> floor 64kB.
+        let i = input(DbType::Desktop, "16MB", None, None, Storage::Hdd, 12);
+        assert_eq!(pgtune_warnings(&i).len(), 1);
+        expect(
+            i,
+            &[
+                ("max_connections", "20"),
+                ("shared_buffers", "1MB"),
+                ("effective_cache_size", "4MB"),
+                ("maintenance_work_mem", "1MB"),
+                ("checkpoint_completion_target", "0.9"),
+                ("wal_buffers", "32kB"),
+                ("default_statistics_target", "100"),
+                ("random_page_cost", "4"),
+                ("effective_io_concurrency", "2"),
+                ("work_mem", "64kB"),
+                ("huge_pages", "off"),
+                ("min_wal_size", "100MB"),
+                ("max_wal_size", "2GB"),
+                ("wal_level", "minimal"),
+                ("max_wal_senders", "0"),
+            ],
+        );
+    }
+
+    #[test]
+    fn mb_rendering_when_not_whole_gb() {
+        // 6GB = 6,291,456 kB: sb = 1,572,864 = 1536MB; ecs = 4,718,592 = 4608MB;
+        // mwm = 393,216 = 384MB; work_mem = 4,718,592 / 624 = 7,561.8 -> 7561kB.
+        let got = pairs(&input(DbType::Web, "6GB", None, None, Storage::Ssd, 15));
+        let get = |n: &str| got.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("shared_buffers").as_deref(), Some("1536MB"));
+        assert_eq!(get("effective_cache_size").as_deref(), Some("4608MB"));
+        assert_eq!(get("maintenance_work_mem").as_deref(), Some("384MB"));
+        assert_eq!(get("work_mem").as_deref(), Some("7561kB"));
+        assert_eq!(get("max_worker_processes"), None);
+    }
+
+    #[test]
+    fn one_tb_web_64cpus_pg18_and_high_memory_warning() {
+        // RAM = 1,073,741,824 kB; sb = 256GB; ecs = 768GB; mwm = 64GB -> 2GB cap;
+        // work_mem = 805,306,368 / ((200 + 64) * 3) = 1,016,800.97 -> 1016800kB.
+        let i = input(DbType::Web, "1TB", Some(64), None, Storage::Ssd, 18);
+        assert_eq!(pgtune_warnings(&i).len(), 1);
+        let got = pairs(&i);
+        let get = |n: &str| got.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("shared_buffers").as_deref(), Some("256GB"));
+        assert_eq!(get("effective_cache_size").as_deref(), Some("768GB"));
+        assert_eq!(get("maintenance_work_mem").as_deref(), Some("2GB"));
+        assert_eq!(get("work_mem").as_deref(), Some("1016800kB"));
+        assert_eq!(get("huge_pages").as_deref(), Some("try"));
+        assert_eq!(get("max_parallel_workers_per_gather").as_deref(), Some("4"));
+        assert_eq!(
+            get("max_parallel_maintenance_workers").as_deref(),
+            Some("4")
+        );
+    }
+
+    #[test]
+    fn pg10_has_no_parallel_maintenance_workers() {
+        // The setting exists from PostgreSQL 11; pgtune writes it only for >= 11.
+        // work_mem = 12,582,912 / ((200 + 12) * 3) = 19,784.5 -> 19784kB.
+        let got = pairs(&input(
+            DbType::Web,
+            "16GB",
+            Some(12),
+            None,
+            Storage::Ssd,
+            10,
+        ));
+        let tail: Vec<(&str, &str)> = got[13..].iter().map(|(n, v)| (*n, v.as_str())).collect();
+        assert_eq!(
+            tail,
+            [
+                ("max_worker_processes", "12"),
+                ("max_parallel_workers_per_gather", "4"),
+                ("max_parallel_workers", "12"),
+            ]
+        );
+        assert_eq!(got[9], ("work_mem", "19784kB".to_string()));
+        let v11 = pairs(&input(
+            DbType::Web,
+            "16GB",
+            Some(12),
+            None,
+            Storage::Ssd,
+            11,
+        ));
+        assert_eq!(
+            v11.last().unwrap(),
+            &("max_parallel_maintenance_workers", "4".to_string())
+        );
+    }
+
+    #[test]
+    fn odd_cpus_round_up_and_just_under_32gb() {
+        // 5 CPUs: ceil(5/2) = 3 for both per-gather and maintenance workers.
+        // 32767MB < 32GB: huge_pages off.
+        let got = pairs(&input(
+            DbType::Oltp,
+            "32767MB",
+            Some(5),
+            None,
+            Storage::Ssd,
+            15,
+        ));
+        let get = |n: &str| got.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("max_parallel_workers_per_gather").as_deref(), Some("3"));
+        assert_eq!(
+            get("max_parallel_maintenance_workers").as_deref(),
+            Some("3")
+        );
+        assert_eq!(get("huge_pages").as_deref(), Some("off"));
+        // 3 CPUs: under 4, no parallel settings.
+        let got = pairs(&input(DbType::Oltp, "8GB", Some(3), None, Storage::Ssd, 15));
+        assert!(got.iter().all(|(n, _)| !n.starts_with("max_parallel")));
+    }
+
+    #[test]
+    fn invalid_inputs_are_typed_errors_naming_the_value() {
+        let mut i = input(DbType::Web, "16GB", Some(0), None, Storage::Ssd, 15);
+        let e = pgtune(&i).unwrap_err();
+        assert!(matches!(e, Error::InvalidCpus { cpus: 0 }), "{e}");
+        i.cpus = None;
+        i.connections = Some(0);
+        assert!(matches!(pgtune(&i), Err(Error::InvalidConnections { .. })));
+        i.connections = None;
+        i.pg_version = 9;
+        let e = pgtune(&i).unwrap_err();
+        assert!(e.to_string().contains('9'), "{e}");
+        assert!(matches!(e, Error::UnsupportedVersion { version: 9, .. }));
+        i.pg_version = 19;
+        assert!(matches!(
+            pgtune(&i),
+            Err(Error::UnsupportedVersion { version: 19, .. })
+        ));
+        i.pg_version = 15;
+        i.total_memory_bytes = 512 * 1024;
+        let e = pgtune(&i).unwrap_err();
+        assert!(e.to_string().contains("524288"), "{e}");
+        i.total_memory_bytes = 0;
+        assert!(matches!(
+            pgtune(&i),
+            Err(Error::MemoryTooSmall { bytes: 0, .. })
+        ));
+        i.total_memory_bytes = 2 * 1024 * 1024 + 1;
+        assert!(matches!(pgtune(&i), Err(Error::MemoryNotWholeKb { .. })));
+    }
+
+    #[test]
+    fn parse_memory_units() {
+        assert_eq!(parse_memory("16GB").unwrap(), 16 << 30);
+        assert_eq!(parse_memory("512MB").unwrap(), 512 << 20);
+        assert_eq!(parse_memory("1TB").unwrap(), 1 << 40);
+        assert_eq!(parse_memory("64kB").unwrap(), 64 << 10);
+        assert_eq!(parse_memory("8 gb").unwrap(), 8 << 30);
+        for bad in [
+            "",
+            "GB",
+            "16",
+            "1.5GB",
+            "-1GB",
+            "16GiB",
+            "99999999999999999999TB",
+        ] {
+            let e = parse_memory(bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn conf_and_json_rendering() {
+        let s = pgtune(&input(DbType::Desktop, "8GB", None, None, Storage::Ssd, 14)).unwrap();
+        let conf = to_conf(&s);
+        assert!(conf.starts_with("max_connections = 20\nshared_buffers = 512MB\n"));
+        assert!(conf.ends_with("wal_level = minimal\nmax_wal_senders = 0\n"));
+        let json = to_json(&s);
+        assert!(json.starts_with(r#"{"max_connections":"20","shared_buffers":"512MB""#));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v, to_json_value(&s));
+        assert_eq!(v["work_mem"], "15603kB");
+        assert_eq!(v.as_object().unwrap().len(), s.len());
+    }
+
+    #[test]
+    fn every_type_and_storage_is_accepted() {
+        for t in [
+            DbType::Web,
+            DbType::Oltp,
+            DbType::Dw,
+            DbType::Desktop,
+            DbType::Mixed,
+        ] {
+            for st in [Storage::Ssd, Storage::Hdd, Storage::San] {
+                for v in MIN_PG_VERSION..=MAX_PG_VERSION {
+                    let s = pgtune(&input(t, "2GB", Some(8), None, st, v)).unwrap();
+                    assert!(
+                        s.iter()
+                            .all(|x| !x.value.is_empty() && !x.reason.is_empty())
+                    );
+                    assert_eq!(t.as_str().parse::<DbType>().unwrap(), t);
+                    assert_eq!(st.as_str().parse::<Storage>().unwrap(), st);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! System checks for a PostgreSQL client or server host (Linux): OS, CPUs, memory,
+//! memory use, the open-file limit, required environment variables (secrets masked)
+//! and the pool size against the CPUs.
+//!
+//! Facts are read from `/proc` (no `unsafe` FFI: the open-file limit comes from
+//! `/proc/self/limits`, which reports the same soft and hard values as `getrlimit`).
+//! The checks are pure functions of the facts, so they are tested with fixed inputs.
+
+use serde::Serialize;
+
+/// What the host offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SystemFacts {
+    /// `std::env::consts::OS`, e.g. `"linux"`.
+    pub os: String,
+    /// Kernel release (`/proc/sys/kernel/osrelease`), when readable.
+    pub kernel: Option<String>,
+    /// CPUs available to this process.
+    pub cpus: usize,
+    /// `MemTotal`, bytes.
+    pub memory_total_bytes: Option<u64>,
+    /// `MemAvailable`, bytes.
+    pub memory_available_bytes: Option<u64>,
+    /// Soft limit on open files (`None` = unlimited or unreadable).
+    pub open_files_soft: Option<u64>,
+    /// Hard limit on open files.
+    pub open_files_hard: Option<u64>,
+}
+
+/// Outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// Fine.
+    Ok,
+    /// Works, but should be changed.
+    Warning,
+    /// Will not work as configured.
+    Fail,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SystemCheck {
+    /// What was checked, e.g. `"memory_total"`.
+    pub name: String,
+    /// The outcome.
+    pub status: CheckStatus,
+    /// The value found (secrets masked).
+    pub value: String,
+    /// Why the status, and what to do.
+    pub message: String,
+}
+
+/// What the checks compare against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// The connection pool size the service will use, if known.
+    pub pool_size: Option<u32>,
+    /// Environment variables that must be set.
+    pub required_env: Vec<String>,
+}
+
+/// Reads the host's facts from `/proc` and the standard library.
+pub fn gather() -> SystemFacts {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let (total, available) = read("/proc/meminfo")
+        .map(|t| parse_meminfo(&t))
+        .unwrap_or((None, None));
+    let (soft, hard) = read("/proc/self/limits")
+        .map(|t| parse_open_files(&t))
+        .unwrap_or((None, None));
+    SystemFacts {
+        os: std::env::consts::OS.to_string(),
+        kernel: read("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_total_bytes: total,
+        memory_available_bytes: available,
+        open_files_soft: soft,
+        open_files_hard: hard,
+    }
+}
+
+/// `MemTotal` and `MemAvailable` in bytes from `/proc/meminfo` text.
+pub fn parse_meminfo(text: &str) -> (Option<u64>, Option<u64>) {
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            kb.checked_mul(1024)
+        })
+    };
+    (field("MemTotal"), field("MemAvailable"))
+}
+
+/// Soft and hard `Max open files` from `/proc/self/limits` text (`None` = unlimited).
+pub fn parse_open_files(text: &str) -> (Option<u64>, Option<u64>) {
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("Max open files")?;
+            let mut it = rest.split_whitespace();
+            let soft = it.next()?.parse().ok();
+            let hard = it.next()?.parse().ok();
+            Some((soft, hard))
+        })
+        .unwrap_or((None, None))
+}
+
+/// Masks a secret for display: the password of a URL (`user:****@host`), or the whole
+/// value when the variable's name says it is a secret.
+pub fn mask(name: &str, value: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    if ["PASSWORD", "SECRET", "TOKEN", "KEY", "PASS"]
+        .iter()
+        .any(|s| upper.contains(s))
+    {
+        return "****".to_string();
+    }
+    // scheme://user:password@host...
+    if let Some(scheme_end) = value.find("://") {
+        let rest = &value[scheme_end + 3..];
+        if let Some(at) = rest.find('@') {
+            let userinfo = &rest[..at];
+            if let Some(colon) = userinfo.find(':') {
+                return format!(
+                    "{}{}:****{}",
+                    &value[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &rest[at..]
+                );
+            }
+        }
+    }
+    value.to_string()
+}
+
+const GB: u64 = 1024 * 1024 * 1024;
+
+fn check(
+    name: &str,
+    status: CheckStatus,
+    value: String,
+    message: impl Into<String>,
+) -> SystemCheck {
+    SystemCheck {
+        name: name.to_string(),
+        status,
+        value,
+        message: message.into(),
+    }
+}
+
+/// Runs the checks on `facts`; `lookup` reads environment variables (pass
+/// `|k| std::env::var(k).ok()` for the process environment).
+pub fn run_checks(
+    facts: &SystemFacts,
+    opts: &CheckOptions,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Vec<SystemCheck> {
+    use CheckStatus::*;
+    let mut out = Vec::new();
+    let os_value = match &facts.kernel {
+        Some(k) => format!("{} {k}", facts.os),
+        None => facts.os.clone(),
+    };
+    out.push(if facts.os == "linux" {
+        check("os", Ok, os_value, "Linux: every check applies")
+    } else {
+        check(
+            "os",
+            Warning,
+            os_value,
+            "not Linux: the memory and open-file checks read /proc and may be missing",
+        )
+    });
+    out.push(check(
+        "cpus",
+        if facts.cpus >= 2 { Ok } else { Warning },
+        facts.cpus.to_string(),
+        if facts.cpus >= 2 {
+            "enough for parallel work"
+        } else {
+            "a single CPU: PostgreSQL and the service compete for it"
+        },
+    ));
+    match facts.memory_total_bytes {
+        Some(t) => out.push(check(
+            "memory_total",
+            if t < 4 * GB { Warning } else { Ok },
+            format!("{:.1} GB", t as f64 / GB as f64),
+            if t < 4 * GB {
+                "under 4 GB: keep shared_buffers and work_mem small (see pgtune)"
+            } else {
+                "at least 4 GB"
+            },
+        )),
+        None => out.push(check(
+            "memory_total",
+            Warning,
+            "unknown".into(),
+            "/proc/meminfo unreadable",
+        )),
+    }
+    if let (Some(t), Some(a)) = (facts.memory_total_bytes, facts.memory_available_bytes) {
+        let used = (t.saturating_sub(a)) as f64 / t.max(1) as f64 * 100.0;
+        out.push(check(
+            "memory_used",
+            if used > 80.0 { Warning } else { Ok },
+            format!("{used:.0}%"),
+            if used > 80.0 {
+                "over 80% of memory in use: risk of swapping or the OOM killer"
+            } else {
+                "at most 80% of memory in use"
+            },
+        ));
+    }
+    out.push(match facts.open_files_soft {
+        Some(n) if n < 1024 => check(
+            "open_files",
+            Warning,
+            n.to_string(),
+            format!(
+                "open-file limit under 1024: raise it (ulimit -n, LimitNOFILE) up to the hard limit {}",
+                facts.open_files_hard.map_or("unlimited".into(), |h| h.to_string())
+            ),
+        ),
+        Some(n) => check("open_files", Ok, n.to_string(), "at least 1024"),
+        None => check("open_files", Ok, "unlimited".into(), "no limit reported"),
+    });
+    for name in &opts.required_env {
+        out.push(match lookup(name).filter(|v| !v.trim().is_empty()) {
+            Some(v) => check(&format!("env:{name}"), Ok, mask(name, &v), "set"),
+            None => check(
+                &format!("env:{name}"),
+                Fail,
+                "unset".into(),
+                format!("{name} is required but not set"),
+            ),
+        });
+    }
+    if let Some(p) = opts.pool_size {
+        // The common sizing rule: about 2 connections per core (plus spindles); far
+        // more only queue inside PostgreSQL.
+        let max = (facts.cpus as u32).max(1) * 4;
+        out.push(check(
+            "pool_size",
+            if p == 0 {
+                Fail
+            } else if p > max {
+                Warning
+            } else {
+                Ok
+            },
+            p.to_string(),
+            if p == 0 {
+                "a pool of 0 connections cannot serve anything".to_string()
+            } else if p > max {
+                format!(
+                    "over 4 connections per CPU ({max} for {} CPUs): extra connections queue \
+                     inside PostgreSQL; about {} is a common size",
+                    facts.cpus,
+                    facts.cpus * 2 + 1
+                )
+            } else {
+                format!("at most 4 connections per CPU ({max})")
+            },
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> SystemFacts {
+        SystemFacts {
+            os: "linux".into(),
+            kernel: Some("6.1.0".into()),
+            cpus: 2,
+            memory_total_bytes: Some(2 * GB),
+            memory_available_bytes: Some(GB / 4),
+            open_files_soft: Some(512),
+            open_files_hard: Some(4096),
+        }
+    }
+
+    fn status(cs: &[SystemCheck], name: &str) -> CheckStatus {
+        cs.iter().find(|c| c.name == name).unwrap().status
+    }
+
+    #[test]
+    fn parses_proc_files() {
+        let m = "MemTotal:       24684092 kB\nMemFree:  1 kB\nMemAvailable:   23655080 kB\n";
+        assert_eq!(
+            parse_meminfo(m),
+            (Some(24_684_092 * 1024), Some(23_655_080 * 1024))
+        );
+        let l = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                 Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files(l), (Some(1024), Some(524_288)));
+        let l = "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files(l), (None, None));
+    }
+
+    #[test]
+    fn small_busy_host_warns() {
+        let env = |k: &str| {
+            (k == "DATABASE_URL").then(|| "postgres://app:s3cret@db:5432/app".to_string())
+        };
+        let cs = run_checks(
+            &facts(),
+            &CheckOptions {
+                pool_size: Some(20),
+                required_env: vec!["DATABASE_URL".into(), "API_TOKEN".into()],
+            },
+            &env,
+        );
+        assert_eq!(status(&cs, "os"), CheckStatus::Ok);
+        assert_eq!(status(&cs, "memory_total"), CheckStatus::Warning);
+        assert_eq!(status(&cs, "memory_used"), CheckStatus::Warning); // 87.5%
+        assert_eq!(status(&cs, "open_files"), CheckStatus::Warning);
+        assert_eq!(status(&cs, "pool_size"), CheckStatus::Warning); // 20 > 2 x 4
+        assert_eq!(status(&cs, "env:API_TOKEN"), CheckStatus::Fail);
+        let db = cs.iter().find(|c| c.name == "env:DATABASE_URL").unwrap();
+        assert_eq!(db.value, "postgres://app:****@db:5432/app");
+        assert!(cs.iter().all(|c| !c.value.contains("s3cret")));
+    }
+
+    #[test]
+    fn healthy_host_passes() {
+        let f = SystemFacts {
+            cpus: 8,
+            memory_total_bytes: Some(32 * GB),
+            memory_available_bytes: Some(20 * GB),
+            open_files_soft: Some(65_536),
+            ..facts()
+        };
+        let cs = run_checks(
+            &f,
+            &CheckOptions {
+                pool_size: Some(17),
+                ..Default::default()
+            },
+            &|_| None,
+        );
+        assert!(cs.iter().all(|c| c.status == CheckStatus::Ok), "{cs:#?}");
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(mask("DB_PASSWORD", "hunter2"), "****");
+        assert_eq!(mask("SECRET_KEY", "x"), "****");
+        assert_eq!(
+            mask("DATABASE_URL", "postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
+        assert_eq!(
+            mask("REDIS_URL", "redis://:pw@h:6379"),
+            "redis://:****@h:6379"
+        );
+        assert_eq!(mask("HOST", "localhost"), "localhost");
+    }
+
+    #[test]
+    fn gather_reads_this_host() {
+        let f = gather();
+        assert!(f.cpus >= 1);
+        if cfg!(target_os = "linux") {
+            assert!(f.memory_total_bytes.is_some());
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The `cortex-dbtune` binary: output formats and errors.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cortex-dbtune"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const WEB_16: [&str; 11] = [
+    "pgtune",
+    "--db-type",
+    "web",
+    "--ram",
+    "16GB",
+    "--cpus",
+    "8",
+    "--storage",
+    "ssd",
+    "--pg-version",
+    "15",
+];
+
+#[test]
+fn pgtune_conf_in_pgtune_order() {
+    let o = run(&WEB_16);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Hand-computed from the spec (see the pgtune unit tests for the arithmetic).
+    assert_eq!(
+        stdout(&o),
+        "max_connections = 200\nshared_buffers = 4GB\neffective_cache_size = 12GB\n\
+         maintenance_work_mem = 1GB\ncheckpoint_completion_target = 0.9\n\
+         wal_buffers = 16MB\ndefault_statistics_target = 100\nrandom_page_cost = 1.1\n\
+         effective_io_concurrency = 200\nwork_mem = 20164kB\nhuge_pages = off\n\
+         min_wal_size = 1GB\nmax_wal_size = 4GB\nmax_worker_processes = 8\n\
+         max_parallel_workers_per_gather = 4\nmax_parallel_workers = 8\n\
+         max_parallel_maintenance_workers = 4\n"
+    );
+}
+
+#[test]
+fn pgtune_json_without_cpus_leaves_out_parallel_settings() {
+    let o = run(&[
+        "pgtune",
+        "--db-type",
+        "mixed",
+        "--ram",
+        "4GB",
+        "--connections",
+        "50",
+        "--storage",
+        "hdd",
+        "--pg-version",
+        "13",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let m = v.as_object().unwrap();
+    assert_eq!(m["max_connections"], "50");
+    assert_eq!(m["work_mem"], "9039kB"); // 3,145,728 / 174 / 2 = 9039.4
+    assert_eq!(m["random_page_cost"], "4");
+    assert!(
+        m.keys()
+            .all(|k| !k.contains("parallel") && k != "max_worker_processes")
+    );
+    assert!(stdout(&o).starts_with("{\"max_connections\":\"50\",\"shared_buffers\":\"1GB\""));
+}
+
+#[test]
+fn bad_flags_fail_clearly() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "pgtune",
+                "--db-type",
+                "webb",
+                "--ram",
+                "16GB",
+                "--storage",
+                "ssd",
+                "--pg-version",
+                "15",
+            ],
+            "webb",
+        ),
+        (
+            &[
+                "pgtune",
+                "--db-type",
+                "web",
+                "--ram",
+                "16XB",
+                "--storage",
+                "ssd",
+                "--pg-version",
+                "15",
+            ],
+            "16XB",
+        ),
+        (
+            &[
+                "pgtune",
+                "--db-type",
+                "web",
+                "--ram",
+                "16GB",
+                "--cpus",
+                "0",
+                "--storage",
+                "ssd",
+                "--pg-version",
+                "15",
+            ],
+            "0",
+        ),
+        (
+            &[
+                "pgtune",
+                "--db-type",
+                "web",
+                "--ram",
+                "16GB",
+                "--storage",
+                "nvme",
+                "--pg-version",
+                "15",
+            ],
+            "nvme",
+        ),
+        (
+            &[
+                "pgtune",
+                "--db-type",
+                "web",
+                "--ram",
+                "16GB",
+                "--storage",
+                "ssd",
+                "--pg-version",
+                "9",
+            ],
+            "unsupported PostgreSQL version 9",
+        ),
+        (
+            &[
+                "pgtune",
+                "--db-type",
+                "web",
+                "--ram",
+                "512kB",
+                "--storage",
+                "ssd",
+                "--pg-version",
+                "15",
+            ],
+            "524288",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = run(args);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(o.stdout.is_empty(), "{args:?}");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+    let o = run(&[
+        "explain",
+        "SELECT 1",
+        "--param",
+        "int:x",
+        "--url",
+        "postgres://nowhere",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("int:x"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_system_masks_secrets_and_fails_on_missing_env() {
+    let o = Command::new(env!("CARGO_BIN_EXE_cortex-dbtune"))
+        .args([
+            "check-system",
+            "--format",
+            "json",
+            "--require",
+            "DBTUNE_TEST_URL",
+            "--require",
+            "DBTUNE_TEST_SURELY_UNSET",
+        ])
+        .env("DBTUNE_TEST_URL", "postgres://app:s3cret@db/app")
+        .env_remove("DBTUNE_TEST_SURELY_UNSET")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains("s3cret"));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let checks = v["checks"].as_array().unwrap();
+    let get = |n: &str| checks.iter().find(|c| c["name"] == n).unwrap().clone();
+    assert_eq!(
+        get("env:DBTUNE_TEST_URL")["value"],
+        "postgres://app:****@db/app"
+    );
+    assert_eq!(get("env:DBTUNE_TEST_SURELY_UNSET")["status"], "fail");
+    assert!(v["facts"]["cpus"].as_u64().unwrap() >= 1);
+}

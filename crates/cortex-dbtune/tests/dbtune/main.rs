@@ -1,0 +1,267 @@
+//! Integration tests on a real PostgreSQL (`DATABASE_URL`, default the services
+//! script's server). They fail, never skip, when it is unreachable: start it with
+//! `bash scripts/services.sh start` from the workspace root.
+
+mod cli;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use cortex_dbtune::plan::{NodeKind, quote_ident};
+use cortex_dbtune::{AnalyzeOptions, Param, analyze_query};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Row};
+
+async fn pool() -> PgPool {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://cortex@127.0.0.1:5432/cortex".to_string());
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url} is unreachable ({e}); run scripts/services.sh start")
+        })
+}
+
+/// A schema of its own per test, so parallel tests and runs do not collide.
+struct Schema {
+    pool: PgPool,
+    name: String,
+}
+
+impl Schema {
+    async fn new(pool: &PgPool, tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "dbtune_it_{tag}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let s = Self {
+            pool: pool.clone(),
+            name,
+        };
+        s.exec(&format!("DROP SCHEMA IF EXISTS {} CASCADE", s.q()))
+            .await;
+        s.exec(&format!("CREATE SCHEMA {}", s.q())).await;
+        s
+    }
+
+    fn q(&self) -> String {
+        quote_ident(&self.name)
+    }
+
+    /// `schema.table`, quoted.
+    fn t(&self, table: &str) -> String {
+        format!("{}.{}", self.q(), quote_ident(table))
+    }
+
+    async fn exec(&self, sql: &str) {
+        sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query(AssertSqlSafe(sql.to_string()))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    async fn drop(self) {
+        self.exec(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.q()))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unindexed_column_gives_indexable_seq_scan_then_index_fixes_it() {
+    let pool = pool().await;
+    let s = Schema::new(&pool, "big").await;
+    let big = s.t("big");
+    let started = Instant::now();
+    s.exec(&format!(
+        "CREATE TABLE {big} AS SELECT g AS id, g % 100000 AS val, md5(g::text) AS pad \
+         FROM generate_series(1, 1000000) g; ANALYZE {big}"
+    ))
+    .await;
+    eprintln!("1,000,000 rows loaded in {:?}", started.elapsed());
+
+    let sql = format!("SELECT id, pad FROM {big} WHERE val = $1");
+    let params = [Param::Int(4242)];
+    let a = analyze_query(&pool, &sql, &params, &AnalyzeOptions::default())
+        .await
+        .unwrap();
+    let f = a
+        .findings
+        .iter()
+        .find(|f| f.rule == "indexable_seq_scan")
+        .unwrap_or_else(|| panic!("no indexable_seq_scan in {:#?}", a.findings));
+    assert_eq!(f.relation.as_deref(), Some("big"));
+    let idx = f.index.clone().unwrap();
+    assert_eq!(idx.columns(), ["val"]);
+    assert_eq!(
+        f.suggestion,
+        "CREATE INDEX CONCURRENTLY ON \"big\" (\"val\");"
+    );
+
+    // With the suggested index (on the schema-qualified table, since non-VERBOSE
+    // EXPLAIN prints no schema), the plan uses it and the finding is gone.
+    s.exec(&format!("CREATE INDEX ON {big} (val); ANALYZE {big}"))
+        .await;
+    let a = analyze_query(&pool, &sql, &params, &AnalyzeOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        a.findings.iter().all(|f| f.rule != "indexable_seq_scan"),
+        "{:#?}",
+        a.findings
+    );
+    let kinds: Vec<NodeKind> = a.plan.nodes().iter().map(|n| n.node.kind()).collect();
+    assert!(
+        kinds.iter().any(|k| matches!(
+            k,
+            NodeKind::IndexScan | NodeKind::BitmapHeapScan | NodeKind::BitmapIndexScan
+        )),
+        "{kinds:?}"
+    );
+    assert_eq!(a.plan.root.total_actual_rows(), Some(10.0));
+    s.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explained_write_changes_no_row() {
+    let pool = pool().await;
+    let s = Schema::new(&pool, "write").await;
+    let t = s.t("t");
+    s.exec(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v int NOT NULL); \
+         INSERT INTO {t} SELECT g, 0 FROM generate_series(1, 10000) g"
+    ))
+    .await;
+    let changed = format!("SELECT count(*) FROM {t} WHERE v <> 0");
+    let total = format!("SELECT count(*) FROM {t}");
+    assert_eq!(s.count(&changed).await, 0);
+
+    let a = analyze_query(
+        &pool,
+        &format!("UPDATE {t} SET v = $1 WHERE id <= $2"),
+        &[Param::Int(7), Param::Int(5000)],
+        &AnalyzeOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.plan.root.kind(), NodeKind::ModifyTable);
+    assert_eq!(a.plan.root.operation.as_deref(), Some("Update"));
+    // It really ran (ANALYZE): the scan under ModifyTable saw 5000 rows...
+    assert_eq!(a.plan.root.children[0].total_actual_rows(), Some(5000.0));
+    // ...and was rolled back.
+    assert_eq!(s.count(&changed).await, 0);
+
+    analyze_query(
+        &pool,
+        &format!("DELETE FROM {t} WHERE id > $1"),
+        &[Param::Int(0)],
+        &AnalyzeOptions::default(),
+    )
+    .await
+    .unwrap();
+    analyze_query(
+        &pool,
+        &format!("INSERT INTO {t} SELECT g, 1 FROM generate_series($1::int, $2::int) g"),
+        &[Param::Int(20_001), Param::Int(20_100)],
+        &AnalyzeOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.count(&total).await, 10_000);
+    assert_eq!(s.count(&changed).await, 0);
+    s.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injection_attempt_in_a_parameter_stays_data() {
+    let pool = pool().await;
+    let s = Schema::new(&pool, "inj").await;
+    let x = s.t("x");
+    s.exec(&format!(
+        "CREATE TABLE {x} (id int, name text); \
+         INSERT INTO {x} SELECT g, 'n' || g FROM generate_series(1, 100) g"
+    ))
+    .await;
+    let drop_it = format!("1; DROP TABLE {x}; --");
+    for attempt in [
+        drop_it.as_str(),
+        "1; DROP TABLE x; --",
+        "' OR '1'='1",
+        "1' OR '1'='1'; DROP TABLE x; --",
+    ] {
+        let a = analyze_query(
+            &pool,
+            &format!("SELECT * FROM {x} WHERE name = $1"),
+            &[Param::Text(attempt.to_string())],
+            &AnalyzeOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.plan.root.total_actual_rows(), Some(0.0), "{attempt}");
+    }
+    let regclass = format!(
+        "SELECT count(*) FROM pg_class WHERE oid = to_regclass('{}')",
+        x.replace('\'', "''")
+    );
+    assert_eq!(s.count(&regclass).await, 1, "table x must still exist");
+    assert_eq!(s.count(&format!("SELECT count(*) FROM {x}")).await, 100);
+
+    // A second statement appended to the SQL itself is refused by the extended
+    // protocol, and nothing runs.
+    let err = analyze_query(
+        &pool,
+        &format!("SELECT 1; DROP TABLE {x}"),
+        &[],
+        &AnalyzeOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("multiple commands"), "{err}");
+    assert_eq!(s.count(&regclass).await, 1);
+    s.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_applies_and_does_not_leak() {
+    let pool = pool().await;
+    let opts = AnalyzeOptions {
+        statement_timeout: Duration::from_millis(200),
+        ..AnalyzeOptions::default()
+    };
+    let started = Instant::now();
+    let err = analyze_query(&pool, "SELECT pg_sleep(5)", &[], &opts)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // SET LOCAL ended with the rolled-back transaction: every pooled connection is
+    // back to the server default.
+    for _ in 0..4 {
+        let v: String = sqlx::query("SHOW statement_timeout")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_ne!(v, "200ms");
+    }
+    let zero = AnalyzeOptions {
+        statement_timeout: Duration::ZERO,
+        ..AnalyzeOptions::default()
+    };
+    let err = analyze_query(&pool, "SELECT 1", &[], &zero)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("statement_timeout"), "{err}");
+}

@@ -5,14 +5,22 @@
 //! - [`system`]: host checks (OS, CPUs, memory, open files, env vars, pool size).
 //! - [`plan`]: a typed model of `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)` output and a
 //!   rule engine producing [`plan::Finding`]s.
+//! - [`advisor`]: index advice from plans and `pg_stat_statements`, verified with HypoPG.
+//! - [`settings`]: the live server's settings and statistics against pgtune, as
+//!   `postgresql.conf` text or validated `ALTER SYSTEM` statements.
+//! - [`maintenance`]: unused and duplicate indexes, dead tuples, bloat, last vacuum and
+//!   analyze, with quoted SQL.
 //! - [`analyze_query`]: runs `EXPLAIN ANALYZE` of a statement on a live server with its
 //!   parameters bound, inside a transaction that is always rolled back.
 
+pub mod advisor;
 pub mod error;
 mod live;
+pub mod maintenance;
 pub mod pgtune;
 
 pub use error::{Error, Result};
 pub use live::{Analysis, AnalyzeOptions, Param, analyze_query};
 pub mod plan;
+pub mod settings;
 pub mod system;

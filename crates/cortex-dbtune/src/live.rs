@@ -91,7 +91,10 @@ pub struct Analysis {
     pub findings: Vec<Finding>,
 }
 
-fn bind<'q>(q: Query<'q, Postgres, PgArguments>, p: &Param) -> Query<'q, Postgres, PgArguments> {
+pub(crate) fn bind<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    p: &Param,
+) -> Query<'q, Postgres, PgArguments> {
     match p {
         Param::Null => q.bind(None::<String>),
         Param::Bool(b) => q.bind(*b),
@@ -104,7 +107,7 @@ fn bind<'q>(q: Query<'q, Postgres, PgArguments>, p: &Param) -> Query<'q, Postgre
 
 /// The timeout in whole ms, checked against PostgreSQL's range (1 ..= i32::MAX; 0 would
 /// mean "no timeout", which this function never applies).
-fn timeout_ms(d: Duration) -> Result<i64> {
+pub(crate) fn timeout_ms(d: Duration) -> Result<i64> {
     let ms = d.as_millis();
     if ms == 0 || ms > i32::MAX as u128 {
         return Err(Error::InvalidOption {

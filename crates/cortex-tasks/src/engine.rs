@@ -10,7 +10,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -23,6 +23,7 @@ use futures_util::FutureExt;
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
+use crate::index::Index;
 use crate::room::Room;
 use crate::{BoxError, Error, Priority, QueueStats, Result, TaskId, TaskInfo, TaskStatus};
 
@@ -477,9 +478,6 @@ impl Recorders {
     }
 }
 
-const SHARDS: usize = 16;
-type Index = HashMap<TaskId, Arc<Record>, foldhash::fast::RandomState>;
-
 /// Engine settings, filled in by each public queue type from its own config.
 #[derive(Clone, Debug)]
 pub(crate) struct EngineConfig {
@@ -506,10 +504,7 @@ pub(crate) struct Engine {
     /// Callers inside `wait_idle`; finishing tasks check for idleness only when some.
     idle_waiters: AtomicUsize,
     closing: AtomicBool,
-    next_id: AtomicU64,
-    index: Vec<Mutex<Index>>,
-    /// Finished tasks in finishing order, for expiry by age and by count.
-    finished: Mutex<VecDeque<(Instant, TaskId)>>,
+    index: Mutex<Index<Record>>,
     stats: Vec<LevelStats>,
     recorders: Option<Recorders>,
     clock: Clock,
@@ -565,19 +560,9 @@ impl Engine {
             idle: Notify::new(),
             idle_waiters: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
-            // Sized for the records kept at steady state, at a low load factor: with
-            // inserts and removes churning, a fuller table keeps rehashing in place.
-            index: (0..SHARDS)
-                .map(|_| {
-                    let kept = (config.max_records + config.capacity * levels) / SHARDS;
-                    Mutex::new(Index::with_capacity_and_hasher(
-                        kept.min(1 << 16) * 2,
-                        Default::default(),
-                    ))
-                })
-                .collect(),
-            finished: Mutex::new(VecDeque::new()),
+            index: Mutex::new(Index::new(
+                config.max_records + config.capacity * levels + config.workers,
+            )),
             stats: (0..levels)
                 .map(|_| LevelStats::new(config.workers + 1))
                 .collect(),
@@ -599,9 +584,8 @@ impl Engine {
         &self.config
     }
 
-    fn shard(&self, id: TaskId) -> MutexGuard<'_, Index> {
-        let i = (id.as_u64() as usize) % SHARDS;
-        self.index[i].lock().unwrap_or_else(|p| p.into_inner())
+    fn index(&self) -> MutexGuard<'_, Index<Record>> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_sched(&self) -> MutexGuard<'_, Sched> {
@@ -610,12 +594,12 @@ impl Engine {
 
     /// Accepts a job once room was secured for it (the permit is already taken).
     fn accept(&self, name: Cow<'static, str>, work: BoxWork, opts: Options) -> Result<Arc<Record>> {
-        let id = TaskId::from_u64(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let record = Arc::new(Record {
+        let queued = Instant::now();
+        let record = self.index().insert(|id| Record {
             id,
             name,
             priority: opts.priority,
-            queued: Instant::now(),
+            queued,
             state: Mutex::new(State {
                 status: TaskStatus::Queued,
                 started: None,
@@ -631,7 +615,7 @@ impl Engine {
             detached: AtomicBool::new(false),
             done: AtomicBool::new(false),
         });
-        self.shard(id).insert(id, Arc::clone(&record));
+        let id = record.id;
         let job = Job {
             record: Arc::clone(&record),
             work,
@@ -645,7 +629,7 @@ impl Engine {
             // exiting workers look under, so an accepted job always has a worker.
             if self.closing.load(Ordering::SeqCst) {
                 drop(sched);
-                self.shard(id).remove(&id);
+                self.index().remove(id);
                 self.release_room(&job);
                 return Err(Error::ShutDown);
             }
@@ -944,53 +928,24 @@ impl Engine {
 
     /// Keeps finished records for `retention`, and at most `max_records` of them.
     fn retire(&self, id: TaskId, now: Instant) {
-        let mut fin = self.finished.lock().unwrap_or_else(|p| p.into_inner());
-        fin.push_back((now, id));
-        while let Some(&(at, old)) = fin.front() {
-            let too_many = fin.len() > self.config.max_records;
-            if !too_many && now.saturating_duration_since(at) < self.config.retention {
-                break;
-            }
-            fin.pop_front();
-            // Lock order is always `finished`, then a shard.
-            self.shard(old).remove(&old);
-        }
+        let (max, retention) = (self.config.max_records, self.config.retention);
+        self.index().retire(id, now, max, retention);
     }
 
     /// Drops finished records older than `age` now (the original's hourly cleanup, on
     /// demand). Returns how many went.
     pub(crate) fn clear_finished(&self, age: Duration) -> usize {
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        {
-            let mut fin = self.finished.lock().unwrap_or_else(|p| p.into_inner());
-            while let Some(&(at, old)) = fin.front() {
-                if now.saturating_duration_since(at) >= age {
-                    fin.pop_front();
-                    expired.push(old);
-                } else {
-                    break;
-                }
-            }
-        }
-        for old in &expired {
-            self.shard(*old).remove(old);
-        }
-        expired.len()
+        self.index().expire(Instant::now(), age)
     }
 
     pub(crate) fn get(&self, id: TaskId) -> Option<TaskInfo> {
-        let record = self.shard(id).get(&id).cloned()?;
+        let record = self.index().get(id).cloned()?;
         Some(record.info(&self.clock))
     }
 
     /// Every known task, oldest first.
     pub(crate) fn list(&self, filter: impl Fn(TaskStatus) -> bool) -> Vec<TaskInfo> {
-        let mut all: Vec<Arc<Record>> = Vec::new();
-        for shard in &self.index {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            all.extend(shard.values().cloned());
-        }
+        let all = self.index().all();
         let mut infos: Vec<TaskInfo> = all
             .iter()
             .map(|r| r.info(&self.clock))
@@ -1004,8 +959,8 @@ impl Engine {
     /// stops at its next await.
     pub(crate) fn cancel(&self, id: TaskId) -> Result<()> {
         let record = self
-            .shard(id)
-            .get(&id)
+            .index()
+            .get(id)
             .cloned()
             .ok_or(Error::UnknownTask(id))?;
         {

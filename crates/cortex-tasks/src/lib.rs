@@ -6,6 +6,7 @@ mod builder;
 pub mod durable;
 mod engine;
 mod error;
+mod index;
 mod queue;
 mod room;
 mod task;

@@ -12,6 +12,10 @@ use crate::{Error, Result};
 
 pub(crate) struct Room {
     capacity: usize,
+    /// A waiting producer is woken once this many places are free, not at the first:
+    /// a producer that outruns its workers then fills a batch of places per wake-up
+    /// instead of paying a cross-thread wake-up (and a timer) for every task.
+    wake_at: usize,
     free: AtomicUsize,
     waiters: AtomicUsize,
     space: Notify,
@@ -22,6 +26,7 @@ impl Room {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
+            wake_at: (capacity / 8).clamp(1, 64),
             free: AtomicUsize::new(capacity),
             waiters: AtomicUsize::new(0),
             space: Notify::new(),
@@ -69,8 +74,8 @@ impl Room {
 
     /// Gives a place back.
     pub(crate) fn give(&self) {
-        self.free.fetch_add(1, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) > 0 {
+        let free = self.free.fetch_add(1, Ordering::SeqCst) + 1;
+        if free >= self.wake_at && self.waiters.load(Ordering::SeqCst) > 0 {
             self.space.notify_one();
         }
     }

@@ -26,6 +26,318 @@ enum Command {
     /// Check this host: OS, CPUs, memory, open-file limit, required environment
     /// variables (secrets masked), pool size against CPUs. Exits 1 when a check fails.
     CheckSystem(CheckSystemArgs),
+    /// Suggest indexes for the given queries and pg_stat_statements' top queries,
+    /// verified with HypoPG when it is installed (cost before and after).
+    AdviseIndexes(AdviseArgs),
+    /// Compare the live server's settings and statistics with pgtune's values for the
+    /// given (or this host's) resources.
+    Settings(SettingsArgs),
+    /// Unused and duplicate indexes, dead tuples, estimated bloat, last vacuum and
+    /// analyze, with suggested SQL.
+    Maintenance(MaintenanceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AdviseArgs {
+    /// postgres:// URL; defaults to $DATABASE_URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// A query to find indexes for (repeatable). It is run with EXPLAIN ANALYZE inside
+    /// a transaction that is rolled back.
+    #[arg(long = "query")]
+    queries: Vec<String>,
+    /// Do not read pg_stat_statements.
+    #[arg(long)]
+    no_pg_stat_statements: bool,
+    /// How many of pg_stat_statements' top queries to look at.
+    #[arg(long, default_value_t = 20)]
+    top: u32,
+    /// The share of the cost an index must save (0 ..< 1).
+    #[arg(long, default_value_t = 0.5)]
+    min_cost_drop: f64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SettingsFormat {
+    Table,
+    Json,
+    Conf,
+    Alter,
+}
+
+#[derive(Debug, clap::Args)]
+struct SettingsArgs {
+    /// postgres:// URL; defaults to $DATABASE_URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// Total RAM, e.g. 16GB; default this host's.
+    #[arg(long, value_parser = parse_ram)]
+    ram: Option<u64>,
+    /// CPU count; default this host's.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    cpus: Option<u32>,
+    /// max_connections; default pgtune's for the workload.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    connections: Option<u32>,
+    /// The data disks' kind.
+    #[arg(long, value_enum, default_value = "ssd")]
+    storage: StorageArg,
+    /// The workload.
+    #[arg(long, value_enum, default_value = "web")]
+    db_type: DbTypeArg,
+    /// Output format: a table, JSON, postgresql.conf text or ALTER SYSTEM statements.
+    #[arg(long, value_enum, default_value = "table")]
+    format: SettingsFormat,
+}
+
+#[derive(Debug, clap::Args)]
+struct MaintenanceArgs {
+    /// postgres:// URL; defaults to $DATABASE_URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: ReportFormat,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, cortex_dbtune::Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| cortex_dbtune::Error::InvalidOption {
+            name: "runtime",
+            reason: e.to_string(),
+        })
+}
+
+fn url_or_env(url: Option<String>) -> Result<String, cortex_dbtune::Error> {
+    url.or_else(|| std::env::var("DATABASE_URL").ok())
+        .ok_or_else(|| cortex_dbtune::Error::InvalidOption {
+            name: "url",
+            reason: "give --url or set DATABASE_URL".to_string(),
+        })
+}
+
+/// Connects through cortex-pool: bounded connect and acquire, and a password in the
+/// URL never reaches an error message.
+async fn connect(
+    url: String,
+    size: u32,
+) -> Result<cortex_pool::DbPool<sqlx::Postgres>, cortex_dbtune::Error> {
+    // Shown in errors with the password masked.
+    let shown = cortex_dbtune::system::mask("url", &url);
+    let config = cortex_pool::DbConfig {
+        url,
+        pool_size: size,
+        max_overflow: 0,
+        pool_timeout: Duration::from_secs(10),
+        ..cortex_pool::DbConfig::default()
+    };
+    cortex_pool::DbPool::postgres(config)
+        .await
+        .map_err(|e| cortex_dbtune::Error::InvalidOption {
+            name: "url",
+            reason: format!("cannot connect to PostgreSQL at {shown}: {e}"),
+        })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, cortex_dbtune::Error> {
+    let mut out = serde_json::to_string_pretty(v).map_err(cortex_dbtune::Error::PlanJson)?;
+    out.push('\n');
+    Ok(out)
+}
+
+fn run_advise(a: AdviseArgs) -> Result<(), cortex_dbtune::Error> {
+    use cortex_dbtune::advisor::{AdviseOptions, QuerySource, advise_indexes};
+    use std::fmt::Write as _;
+    let url = url_or_env(a.url)?;
+    let opts = AdviseOptions {
+        use_pg_stat_statements: !a.no_pg_stat_statements,
+        top_statements: a.top,
+        min_cost_drop: a.min_cost_drop,
+        ..AdviseOptions::default()
+    };
+    let queries: Vec<QuerySource> = a.queries.into_iter().map(QuerySource::new).collect();
+    let advice = runtime()?.block_on(async {
+        // Two connections: the advisor checks a statement on one while it may hold
+        // another for pg_stat_statements.
+        let pool = connect(url, 2).await?;
+        let r = advise_indexes(pool.inner(), &queries, &opts).await;
+        pool.close().await;
+        r
+    })?;
+    let out = match a.format {
+        ReportFormat::Json => to_json(&advice)?,
+        ReportFormat::Table => {
+            let mut out = format!("{} index suggestion(s)\n", advice.len());
+            for ad in &advice {
+                let cost = match (ad.cost_before, ad.cost_after) {
+                    (Some(b), Some(c)) => format!("cost {b:.2} -> {c:.2}"),
+                    _ => "cost not verified".to_string(),
+                };
+                let _ = writeln!(out, "{};", ad.create_sql);
+                let _ = writeln!(
+                    out,
+                    "    {} ({cost}); from: {}",
+                    ad.note,
+                    ad.source.split_whitespace().collect::<Vec<_>>().join(" ")
+                );
+            }
+            out
+        }
+    };
+    emit(&out);
+    Ok(())
+}
+
+fn run_settings(a: SettingsArgs) -> Result<(), cortex_dbtune::Error> {
+    use cortex_dbtune::settings::{self, alter_system_statements, compare, read_live};
+    use std::fmt::Write as _;
+    let url = url_or_env(a.url)?;
+    let live = runtime()?.block_on(async {
+        let pool = connect(url, 1).await?;
+        let r = read_live(pool.inner()).await;
+        pool.close().await;
+        r
+    })?;
+    let mut input = match (a.ram, a.cpus) {
+        // Nothing to read from the host when both are given.
+        (Some(ram), Some(cpus)) => PgtuneInput {
+            db_type: DbType::Web,
+            total_memory_bytes: ram,
+            cpus: Some(cpus),
+            connections: None,
+            storage: Storage::Ssd,
+            pg_version: live
+                .major_version()
+                .clamp(pgtune::MIN_PG_VERSION, pgtune::MAX_PG_VERSION),
+        },
+        _ => settings::host_input(live.major_version())?,
+    };
+    if let Some(ram) = a.ram {
+        input.total_memory_bytes = ram;
+    }
+    if let Some(cpus) = a.cpus {
+        input.cpus = Some(cpus);
+    }
+    input.connections = a.connections;
+    input.db_type = a.db_type.into();
+    input.storage = a.storage.into();
+    let report = compare(&live, &input)?;
+    let out = match a.format {
+        SettingsFormat::Json => to_json(&report)?,
+        SettingsFormat::Conf => settings::to_postgresql_conf(&report.recommendations)?,
+        SettingsFormat::Alter => {
+            let mut s = alter_system_statements(&report.recommendations)?.join("\n");
+            s.push('\n');
+            s
+        }
+        SettingsFormat::Table => {
+            let st = &report.server;
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "PostgreSQL {} | connections {}/{} | cache hit {} | temp files {} ({} bytes) | \
+                 checkpoints requested {} / timed {}",
+                st.version,
+                st.connections_in_use,
+                st.max_connections,
+                st.cache_hit_ratio
+                    .map_or("n/a".to_string(), |r| format!("{:.2}%", r * 100.0)),
+                st.temp_files,
+                st.temp_bytes,
+                st.checkpoints_requested,
+                st.checkpoints_timed
+            );
+            let _ = writeln!(
+                out,
+                "{:<36} {:<14} {:<14} REASON",
+                "SETTING", "CURRENT", "RECOMMENDED"
+            );
+            for r in &report.recommendations {
+                let mark = if r.differs() { "*" } else { " " };
+                let restart = if r.needs_restart() { " (restart)" } else { "" };
+                let _ = writeln!(
+                    out,
+                    "{mark}{:<35} {:<14} {:<14} {}{restart}",
+                    r.name,
+                    r.current.as_deref().unwrap_or("-"),
+                    r.recommended,
+                    r.reason
+                );
+            }
+            for o in &report.observations {
+                let _ = writeln!(out, "note: {o}");
+            }
+            out
+        }
+    };
+    emit(&out);
+    Ok(())
+}
+
+fn run_maintenance(a: MaintenanceArgs) -> Result<(), cortex_dbtune::Error> {
+    use std::fmt::Write as _;
+    let url = url_or_env(a.url)?;
+    let report = runtime()?.block_on(async {
+        let pool = connect(url, 1).await?;
+        let r = cortex_dbtune::maintenance::maintenance_report(pool.inner()).await;
+        pool.close().await;
+        r
+    })?;
+    let out = match a.format {
+        ReportFormat::Json => to_json(&report)?,
+        ReportFormat::Table => {
+            let mut out = String::new();
+            let _ = writeln!(out, "unused indexes: {}", report.unused_indexes.len());
+            for u in &report.unused_indexes {
+                let _ = writeln!(out, "  {} bytes  {}", u.size_bytes, u.sql);
+            }
+            let _ = writeln!(out, "duplicate indexes: {}", report.duplicate_indexes.len());
+            for d in &report.duplicate_indexes {
+                let _ = writeln!(out, "  keep {:?}: {}", d.keep, d.definition);
+                for q in &d.sql {
+                    let _ = writeln!(out, "    {q}");
+                }
+            }
+            let _ = writeln!(
+                out,
+                "tables: {:<40} {:>10} {:>10} {:>6} {:>6}  LAST VACUUM / ANALYZE",
+                "", "LIVE", "DEAD", "DEAD%", "BLOAT%"
+            );
+            for t in &report.tables {
+                let pct =
+                    |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0}", v * 100.0));
+                let last = |a: &Option<String>, b: &Option<String>| {
+                    a.clone()
+                        .max(b.clone())
+                        .unwrap_or_else(|| "never".to_string())
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<46} {:>10} {:>10} {:>6} {:>6}  {} / {}{}",
+                    format!("{}.{}", t.schema, t.table),
+                    t.live_tuples,
+                    t.dead_tuples,
+                    pct(t.dead_ratio),
+                    pct(t.estimated_bloat_ratio),
+                    last(&t.last_vacuum, &t.last_autovacuum),
+                    last(&t.last_analyze, &t.last_autoanalyze),
+                    if t.needs_vacuum {
+                        format!("\n    {}", t.sql)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            out
+        }
+    };
+    emit(&out);
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -321,6 +633,9 @@ fn main() -> ExitCode {
         Command::Pgtune(a) => run_pgtune(a).map(|()| true),
         Command::Explain(a) => run_explain(a).map(|()| true),
         Command::CheckSystem(a) => run_check_system(a),
+        Command::AdviseIndexes(a) => run_advise(a).map(|()| true),
+        Command::Settings(a) => run_settings(a).map(|()| true),
+        Command::Maintenance(a) => run_maintenance(a).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

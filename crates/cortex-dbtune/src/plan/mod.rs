@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+pub(crate) use filter::index_keys;
 pub use filter::{IndexCandidate, IndexKey, quote_ident, quote_literal};
 pub use rules::{
     BadEstimate, CostlyNode, DiskSort, Finding, HashBatches, HeapFetches, HighTotalCost,

@@ -215,3 +215,96 @@ fn check_system_masks_secrets_and_fails_on_missing_env() {
     assert_eq!(get("env:DBTUNE_TEST_SURELY_UNSET")["status"], "fail");
     assert!(v["facts"]["cpus"].as_u64().unwrap() >= 1);
 }
+
+fn db_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://cortex@127.0.0.1:5432/cortex".to_string())
+}
+
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let o = run(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", stdout(&o)))
+}
+
+const BAD_URL: &str = "postgres://cortex:s3cret@127.0.0.1:1/cortex";
+
+fn fails_without_password(args: &[&str]) {
+    let o = run(args);
+    assert!(!o.status.success(), "{args:?} should fail");
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot connect to PostgreSQL"),
+        "{args:?}: {err}"
+    );
+    assert!(err.contains("cortex:****@127.0.0.1:1"), "{args:?}: {err}");
+    assert!(
+        !err.contains("s3cret") && !stdout(&o).contains("s3cret"),
+        "{err}"
+    );
+}
+
+#[test]
+fn advise_indexes_json_and_bad_url() {
+    let url = db_url();
+    let v = json_of(&[
+        "advise-indexes",
+        "--url",
+        &url,
+        "--query",
+        "SELECT 1",
+        "--top",
+        "5",
+        "--format",
+        "json",
+    ]);
+    assert!(v.is_array(), "{v}");
+    fails_without_password(&["advise-indexes", "--url", BAD_URL]);
+}
+
+#[test]
+fn settings_json_conf_alter_and_bad_url() {
+    let url = db_url();
+    let base = [
+        "settings",
+        "--url",
+        &url,
+        "--ram",
+        "16GB",
+        "--cpus",
+        "8",
+        "--storage",
+        "ssd",
+        "--db-type",
+        "web",
+        "--format",
+    ];
+    let v = json_of(&[&base[..], &["json"]].concat());
+    let recs = v["recommendations"].as_array().unwrap();
+    let sb = recs.iter().find(|r| r["name"] == "shared_buffers").unwrap();
+    assert_eq!(sb["recommended"], "4GB");
+    assert!(v["server"]["version_num"].as_i64().unwrap() >= 100_000);
+    let o = run(&[&base[..], &["alter"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let alter = stdout(&o);
+    assert!(
+        alter.contains("ALTER SYSTEM SET shared_buffers = '4GB';\n"),
+        "{alter}"
+    );
+    assert!(alter.contains("SELECT pg_reload_conf();\n"), "{alter}");
+    assert!(!alter.contains("RESET"), "{alter}");
+    let o = run(&[&base[..], &["conf"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("# --- memory ---\nshared_buffers = '4GB'"));
+    fails_without_password(&["settings", "--url", BAD_URL, "--ram", "1GB", "--cpus", "2"]);
+}
+
+#[test]
+fn maintenance_json_and_bad_url() {
+    let url = db_url();
+    let v = json_of(&["maintenance", "--url", &url, "--format", "json"]);
+    for k in ["unused_indexes", "duplicate_indexes", "tables"] {
+        assert!(v[k].is_array(), "{k}: {v}");
+    }
+    fails_without_password(&["maintenance", "--url", BAD_URL]);
+}

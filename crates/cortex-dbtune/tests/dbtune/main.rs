@@ -2,6 +2,7 @@
 //! script's server). They fail, never skip, when it is unreachable: start it with
 //! `bash scripts/services.sh start` from the workspace root.
 
+mod advisor;
 mod cli;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -264,4 +265,134 @@ async fn statement_timeout_applies_and_does_not_leak() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("statement_timeout"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_settings_report_compares_with_pgtune() {
+    use cortex_dbtune::pgtune::{DbType, PgtuneInput, Storage, parse_memory};
+    use cortex_dbtune::settings::{alter_system_statements, settings_report, to_postgresql_conf};
+    let pool = pool().await;
+    let input = PgtuneInput {
+        db_type: DbType::Web,
+        total_memory_bytes: parse_memory("16GB").unwrap(),
+        cpus: Some(8),
+        connections: None,
+        storage: Storage::Ssd,
+        pg_version: 15,
+    };
+    let r = settings_report(&pool, Some(input)).await.unwrap();
+    assert_eq!(r.server.version_num / 10_000, 15);
+    assert!(r.server.connections_in_use >= 1);
+    assert!(r.server.max_connections >= 1);
+    let get = |n: &str| {
+        r.recommendations
+            .iter()
+            .find(|x| x.name == n)
+            .unwrap_or_else(|| panic!("no {n} in {:#?}", r.recommendations))
+    };
+    let sb = get("shared_buffers");
+    assert_eq!(sb.recommended, "4GB");
+    assert!(
+        sb.current.as_deref().is_some_and(|c| c.ends_with("B")),
+        "{sb:?}"
+    );
+    assert!(sb.needs_restart());
+    assert_eq!(get("work_mem").recommended, "20164kB");
+    assert!(get("statement_timeout").current.is_some());
+    assert!(get("log_lock_waits").current.is_some());
+    // Every row validates against the live pg_settings.
+    let sql = alter_system_statements(&r.recommendations).unwrap();
+    assert_eq!(
+        sql.iter()
+            .filter(|s| s.starts_with("ALTER SYSTEM SET"))
+            .count(),
+        r.recommendations.len()
+    );
+    assert!(sql.iter().any(|s| s == "SELECT pg_reload_conf();"));
+    assert!(
+        sql.iter()
+            .all(|s| !s.to_ascii_uppercase().contains("RESET"))
+    );
+    let conf = to_postgresql_conf(&r.recommendations).unwrap();
+    for sec in [
+        "connections",
+        "memory",
+        "planner",
+        "parallel",
+        "checkpoints/WAL",
+        "logging",
+        "autovacuum",
+        "statement_timeout",
+    ] {
+        assert!(conf.contains(&format!("# --- {sec} ---")), "{sec}: {conf}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_report_quotes_weird_names() {
+    use cortex_dbtune::maintenance::maintenance_report;
+    let pool = pool().await;
+    let s = Schema::new(&pool, "maint").await;
+    let t = s.t("Weird \"Name\"");
+    s.exec(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, \"Val\" int); \
+         INSERT INTO {t} SELECT g, g % 10 FROM generate_series(1, 5000) g; \
+         CREATE INDEX \"Idx \"\"A\"\"\" ON {t} (\"Val\"); \
+         CREATE INDEX idx_b ON {t} (\"Val\"); \
+         CREATE INDEX idx_c ON {t} (\"Val\") WHERE \"Val\" > 5; \
+         ANALYZE {t}"
+    ))
+    .await;
+    let r = maintenance_report(&pool).await.unwrap();
+    let schema_q = s.q();
+    let dups: Vec<_> = r
+        .duplicate_indexes
+        .iter()
+        .filter(|d| d.schema == s.name)
+        .collect();
+    // The partial index is not a duplicate: its predicate differs.
+    assert_eq!(dups.len(), 1, "{dups:#?}");
+    let d = dups[0];
+    assert_eq!(d.table, "Weird \"Name\"");
+    assert_eq!(d.keep, "Idx \"A\"");
+    assert_eq!(d.redundant, ["idx_b"]);
+    assert_eq!(
+        d.sql,
+        [format!("DROP INDEX CONCURRENTLY {schema_q}.\"idx_b\";")]
+    );
+
+    let unused: Vec<&str> = r
+        .unused_indexes
+        .iter()
+        .filter(|u| u.schema == s.name)
+        .map(|u| u.sql.as_str())
+        .collect();
+    let idx_a = format!("DROP INDEX CONCURRENTLY {schema_q}.\"Idx \"\"A\"\"\";");
+    assert!(unused.contains(&idx_a.as_str()), "{unused:#?}");
+    // The primary key is never reported unused.
+    assert!(unused.iter().all(|u| !u.contains("pkey")), "{unused:#?}");
+
+    let table = r
+        .tables
+        .iter()
+        .find(|x| x.schema == s.name)
+        .unwrap_or_else(|| panic!("{:#?}", r.tables));
+    assert_eq!(table.sql, format!("VACUUM (ANALYZE) {t};"));
+    assert_eq!(
+        table.sql,
+        format!("VACUUM (ANALYZE) {schema_q}.\"Weird \"\"Name\"\"\";")
+    );
+    assert!(table.last_analyze.is_some());
+    assert!(
+        table
+            .estimated_bloat_ratio
+            .is_some_and(|b| (0.0..1.0).contains(&b)),
+        "{table:#?}"
+    );
+    // The suggested SQL runs as is.
+    s.exec(&table.sql).await;
+    for q in &d.sql {
+        s.exec(q).await;
+    }
+    s.drop().await;
 }

@@ -49,41 +49,46 @@ pub(crate) trait Work: Send + 'static {
 /// Records a value as JSON, or not.
 pub(crate) type ToJson<T> = fn(&T) -> Option<serde_json::Value>;
 
-pin_project_lite::pin_project! {
-    /// A plain future, run once.
-    pub(crate) struct Once<F, T> {
-        #[pin]
-        fut: Option<F>,
-        started: bool,
-        json: ToJson<T>,
+/// Where a task's attempts come from.
+pub(crate) trait Source<F>: Send + 'static {
+    /// Whether a failed attempt can be followed by another.
+    const RETRYABLE: bool;
+    /// The next attempt's future, if there is one.
+    fn next(&mut self) -> Option<F>;
+}
+
+/// A plain future: one attempt.
+pub(crate) struct Once<F>(Option<F>);
+
+impl<F: Send + 'static> Source<F> for Once<F> {
+    const RETRYABLE: bool = false;
+
+    fn next(&mut self) -> Option<F> {
+        self.0.take()
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A function that makes a fresh future for each attempt.
-    pub(crate) struct Factory<G, F, T> {
-        make: G,
-        #[pin]
-        fut: Option<F>,
-        json: ToJson<T>,
-    }
-}
+/// A function making a fresh future per attempt.
+pub(crate) struct Factory<G>(G);
 
-fn poll_value<F, T, E>(
-    fut: Pin<&mut Option<F>>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<AnyBox, String>>
+impl<G, F> Source<F> for Factory<G>
 where
-    F: Future<Output = std::result::Result<T, E>>,
-    T: Send + 'static,
-    E: Into<BoxError>,
+    G: FnMut() -> F + Send + 'static,
 {
-    match fut.as_pin_mut() {
-        None => Poll::Ready(Err("the task has no attempt to run".into())),
-        Some(f) => f.poll(cx).map(|r| match r {
-            Ok(v) => Ok(Box::new(v) as AnyBox),
-            Err(e) => Err(e.into().to_string()),
-        }),
+    const RETRYABLE: bool = true;
+
+    fn next(&mut self) -> Option<F> {
+        Some((self.0)())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task: where its attempts come from, the current one, how to record its value.
+    pub(crate) struct Task<S, F, T> {
+        source: S,
+        #[pin]
+        fut: Option<F>,
+        json: ToJson<T>,
     }
 }
 
@@ -101,19 +106,32 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Option<serde_json::Value> {
     serde_json::to_value(v).ok()
 }
 
-impl<F, T, E> Work for Once<F, T>
+impl<S, F, T, E> Work for Task<S, F, T>
 where
+    S: Source<F>,
     F: Future<Output = std::result::Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: Into<BoxError>,
 {
     fn start(self: Pin<&mut Self>) -> bool {
-        let this = self.project();
-        !std::mem::replace(this.started, true)
+        let mut this = self.project();
+        match this.source.next() {
+            Some(fut) => {
+                this.fut.set(Some(fut));
+                true
+            }
+            None => false,
+        }
     }
 
     fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<AnyBox, String>> {
-        poll_value(self.project().fut, cx)
+        match self.project().fut.as_pin_mut() {
+            None => Poll::Ready(Err("the task has no attempt to run".into())),
+            Some(f) => f.poll(cx).map(|r| match r {
+                Ok(v) => Ok(Box::new(v) as AnyBox),
+                Err(e) => Err(e.into().to_string()),
+            }),
+        }
     }
 
     fn finish(self: Pin<&mut Self>, outcome: &Result<AnyBox>) -> Option<serde_json::Value> {
@@ -123,57 +141,28 @@ where
     }
 
     fn retryable(&self) -> bool {
-        false
-    }
-}
-
-impl<G, F, T, E> Work for Factory<G, F, T>
-where
-    G: FnMut() -> F + Send + 'static,
-    F: Future<Output = std::result::Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: Into<BoxError>,
-{
-    fn start(self: Pin<&mut Self>) -> bool {
-        let mut this = self.project();
-        let fut = (this.make)();
-        this.fut.set(Some(fut));
-        true
-    }
-
-    fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<AnyBox, String>> {
-        poll_value(self.project().fut, cx)
-    }
-
-    fn finish(self: Pin<&mut Self>, outcome: &Result<AnyBox>) -> Option<serde_json::Value> {
-        let mut this = self.project();
-        this.fut.set(None);
-        recorded(outcome, *this.json)
-    }
-
-    fn retryable(&self) -> bool {
-        true
+        S::RETRYABLE
     }
 }
 
 /// The boxed work of one task.
 pub(crate) type BoxWork = Pin<Box<dyn Work>>;
 
-/// Builds the work and the handle's receiving end for a plain future.
+/// The work of a plain future, run once.
 pub(crate) fn once<F, T, E>(fut: F, json: ToJson<T>) -> BoxWork
 where
     F: Future<Output = std::result::Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: Into<BoxError>,
 {
-    Box::pin(Once {
-        fut: Some(fut),
-        started: false,
+    Box::pin(Task {
+        source: Once(Some(fut)),
+        fut: None,
         json,
     })
 }
 
-/// Builds the work and the handle's receiving end for a retryable factory.
+/// The work of a factory, called once per attempt.
 pub(crate) fn factory<G, F, T, E>(make: G, json: ToJson<T>) -> BoxWork
 where
     G: FnMut() -> F + Send + 'static,
@@ -181,8 +170,8 @@ where
     T: Send + 'static,
     E: Into<BoxError>,
 {
-    Box::pin(Factory {
-        make,
+    Box::pin(Task {
+        source: Factory(make),
         fut: None,
         json,
     })

@@ -138,17 +138,17 @@ macro_rules! common_methods {
     () => {
         /// A snapshot of one task, or `None` when unknown or expired.
         pub fn get(&self, id: TaskId) -> Option<TaskInfo> {
-            self.owner.0.get(id)
+            self.shared.owner.0.get(id)
         }
 
         /// Every task still on record (live, and finished within the retention), by id.
         pub fn list(&self) -> Vec<TaskInfo> {
-            self.owner.0.list(|_| true)
+            self.shared.owner.0.list(|_| true)
         }
 
         /// The tasks queued, running or waiting to retry.
         pub fn active(&self) -> Vec<TaskInfo> {
-            self.owner.0.list(|s| !s.is_finished())
+            self.shared.owner.0.list(|s| !s.is_finished())
         }
 
         /// Cancels a task: a queued one leaves the queue at once, a running one stops at
@@ -157,36 +157,63 @@ macro_rules! common_methods {
         /// # Errors
         /// [`Error::UnknownTask`], or [`Error::AlreadyFinished`].
         pub fn cancel(&self, id: TaskId) -> Result<()> {
-            self.owner.0.cancel(id)
+            self.shared.owner.0.cancel(id)
         }
 
         /// Cancels every live task; returns how many were cancelled.
         pub fn cancel_all(&self) -> usize {
-            self.owner.0.cancel_all()
+            self.shared.owner.0.cancel_all()
         }
 
         /// Forgets finished tasks older than `age` now (they also expire on their own
         /// after the configured retention). Returns how many went.
         pub fn clear_finished(&self, age: Duration) -> usize {
-            self.owner.0.clear_finished(age)
+            self.shared.owner.0.clear_finished(age)
         }
 
         /// Waits until nothing is queued or running, at most `limit`; `false` if time ran
         /// out first.
         pub async fn wait_idle(&self, limit: Duration) -> bool {
-            self.owner.0.wait_idle(limit).await
+            self.shared.owner.0.wait_idle(limit).await
         }
 
         /// Stops intake ([`Error::ShutDown`] from then on), lets the workers drain the
         /// queue until `deadline`, then cancels what is left and reports it.
         pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
-            self.owner.0.shutdown(deadline).await
+            self.shared.owner.0.shutdown(deadline).await
         }
     };
 }
 
-macro_rules! admin_impl {
-    ($ty:ty) => {
+/// What each queue type shares: its engine (closed when the last clone goes) and the
+/// task options its config sets.
+#[derive(Clone)]
+struct Shared {
+    owner: Arc<Owner>,
+    defaults: Options,
+}
+
+impl Shared {
+    fn start(engine: EngineConfig, limits: &Limits) -> Result<Self> {
+        Ok(Self {
+            owner: Arc::new(Owner(Engine::start(engine)?)),
+            defaults: limits.options(),
+        })
+    }
+}
+
+/// `Debug` and [`TaskAdmin`](crate::admin::TaskAdmin) for a queue type.
+macro_rules! queue_impls {
+    ($ty:ident) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("name", &self.shared.owner.0.config().name)
+                    .field("stats", &self.stats())
+                    .finish()
+            }
+        }
+
         impl crate::admin::TaskAdmin for $ty {
             fn task(&self, id: TaskId) -> Option<TaskInfo> {
                 self.get(id)
@@ -293,17 +320,7 @@ impl TaskQueueConfig {
 /// ```
 #[derive(Clone)]
 pub struct TaskQueue {
-    owner: Arc<Owner>,
-    defaults: Options,
-}
-
-impl std::fmt::Debug for TaskQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskQueue")
-            .field("name", &self.owner.0.config().name)
-            .field("stats", &self.stats())
-            .finish()
-    }
+    shared: Shared,
 }
 
 impl TaskQueue {
@@ -312,16 +329,14 @@ impl TaskQueue {
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero size or a bad name, or when no runtime runs.
     pub fn start(config: TaskQueueConfig) -> Result<Self> {
-        let engine = Engine::start(config.engine()?)?;
         Ok(Self {
-            owner: Arc::new(Owner(engine)),
-            defaults: config.limits.options(),
+            shared: Shared::start(config.engine()?, &config.limits)?,
         })
     }
 
     /// Options for one task (timeout, retries), then its enqueue.
     pub fn task(&self, name: impl Into<Cow<'static, str>>) -> TaskBuilder<'_> {
-        TaskBuilder::new(&self.owner.0, name.into(), self.defaults)
+        TaskBuilder::new(&self.shared.owner.0, name.into(), self.shared.defaults)
     }
 
     /// Enqueues a future, waiting (bounded) for room; returns its handle at once.
@@ -372,19 +387,24 @@ impl TaskQueue {
         T: Send + 'static,
         E: Into<BoxError>,
     {
-        task_fn(Arc::clone(&self.owner), self.defaults, name, f)
+        task_fn(
+            Arc::clone(&self.shared.owner),
+            self.shared.defaults,
+            name,
+            f,
+        )
     }
 
     /// Counters and gauges: queued, running, workers, enqueued, completed, failed,
     /// cancelled, retried.
     pub fn stats(&self) -> QueueStats {
-        self.owner.0.stats(None)
+        self.shared.owner.0.stats(None)
     }
 
     common_methods!();
 }
 
-admin_impl!(TaskQueue);
+queue_impls!(TaskQueue);
 
 /// The wrapper behind every `task_fn`: each call enqueues `f(arg)` with `opts`.
 fn task_fn<A, G, F, T, E>(
@@ -488,17 +508,7 @@ impl PriorityQueueConfig {
 /// ```
 #[derive(Clone)]
 pub struct PriorityQueue {
-    owner: Arc<Owner>,
-    defaults: Options,
-}
-
-impl std::fmt::Debug for PriorityQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PriorityQueue")
-            .field("name", &self.owner.0.config().name)
-            .field("stats", &self.stats())
-            .finish()
-    }
+    shared: Shared,
 }
 
 impl PriorityQueue {
@@ -508,16 +518,14 @@ impl PriorityQueue {
     /// [`Error::InvalidConfig`] for a zero size, bad weights or a bad name, or when no
     /// runtime runs.
     pub fn start(config: PriorityQueueConfig) -> Result<Self> {
-        let engine = Engine::start(config.engine()?)?;
         Ok(Self {
-            owner: Arc::new(Owner(engine)),
-            defaults: config.limits.options(),
+            shared: Shared::start(config.engine()?, &config.limits)?,
         })
     }
 
     /// Options for one task at `priority`, then its enqueue.
     pub fn task(&self, priority: Priority, name: impl Into<Cow<'static, str>>) -> TaskBuilder<'_> {
-        TaskBuilder::new(&self.owner.0, name.into(), self.defaults).priority(priority)
+        TaskBuilder::new(&self.shared.owner.0, name.into(), self.shared.defaults).priority(priority)
     }
 
     /// Enqueues a future at `priority`, waiting (bounded) for room in that level.
@@ -594,25 +602,25 @@ impl PriorityQueue {
         let opts = Options {
             level: priority.index(),
             priority: Some(priority),
-            ..self.defaults
+            ..self.shared.defaults
         };
-        task_fn(Arc::clone(&self.owner), opts, name, f)
+        task_fn(Arc::clone(&self.shared.owner), opts, name, f)
     }
 
     /// Counters of all levels together.
     pub fn stats(&self) -> QueueStats {
-        self.owner.0.stats(None)
+        self.shared.owner.0.stats(None)
     }
 
     /// Counters of one level.
     pub fn level_stats(&self, priority: Priority) -> QueueStats {
-        self.owner.0.stats(Some(priority.index()))
+        self.shared.owner.0.stats(Some(priority.index()))
     }
 
     common_methods!();
 }
 
-admin_impl!(PriorityQueue);
+queue_impls!(PriorityQueue);
 
 /// Settings of [`BackgroundTasks`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -664,17 +672,7 @@ impl Default for BackgroundConfig {
 /// ```
 #[derive(Clone)]
 pub struct BackgroundTasks {
-    owner: Arc<Owner>,
-    defaults: Options,
-}
-
-impl std::fmt::Debug for BackgroundTasks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackgroundTasks")
-            .field("name", &self.owner.0.config().name)
-            .field("stats", &self.stats())
-            .finish()
-    }
+    shared: Shared,
 }
 
 impl BackgroundTasks {
@@ -683,16 +681,15 @@ impl BackgroundTasks {
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero size or a bad name, or when no runtime runs.
     pub fn start(config: BackgroundConfig) -> Result<Self> {
-        let engine = Engine::start(config.limits.engine(
+        let engine = config.limits.engine(
             &config.name,
             config.max_concurrent,
             config.max_pending,
             1,
             Policy::Strict,
-        )?)?;
+        )?;
         Ok(Self {
-            owner: Arc::new(Owner(engine)),
-            defaults: config.limits.options(),
+            shared: Shared::start(engine, &config.limits)?,
         })
     }
 
@@ -729,15 +726,15 @@ impl BackgroundTasks {
 
     /// Options for one task (timeout, retries), then its start.
     pub fn task(&self, name: impl Into<Cow<'static, str>>) -> TaskBuilder<'_> {
-        TaskBuilder::new(&self.owner.0, name.into(), self.defaults)
+        TaskBuilder::new(&self.shared.owner.0, name.into(), self.shared.defaults)
     }
 
     /// Counters and gauges.
     pub fn stats(&self) -> QueueStats {
-        self.owner.0.stats(None)
+        self.shared.owner.0.stats(None)
     }
 
     common_methods!();
 }
 
-admin_impl!(BackgroundTasks);
+queue_impls!(BackgroundTasks);

@@ -443,6 +443,28 @@ async fn take(shared: &Shared, count: usize) -> Result<Vec<(Entry, i64, u32)>> {
         .collect())
 }
 
+/// Waits for at least one free slot, then takes up to `batch`; `None` once the worker
+/// stops.
+async fn free_slots(
+    shared: &Shared,
+    stop: &mut watch::Receiver<bool>,
+    batch: usize,
+) -> Option<Vec<OwnedSemaphorePermit>> {
+    let first = tokio::select! {
+        biased;
+        _ = stop.changed() => return None,
+        p = shared.sem.clone().acquire_owned() => p.ok()?,
+    };
+    let mut permits = vec![first];
+    while permits.len() < batch {
+        match shared.sem.clone().try_acquire_owned() {
+            Ok(p) => permits.push(p),
+            Err(_) => break,
+        }
+    }
+    Some(permits)
+}
+
 /// Runs the start script for `batch`, returning `(code, attempts)` per entry.
 async fn start(shared: &Shared, batch: &[Entry]) -> Result<Vec<(i64, u32)>> {
     let cfg = shared.config();
@@ -497,21 +519,9 @@ async fn reader(
                 backlog[e.prio.index()].push_back(e);
             }
         }
-        let first = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            p = shared.sem.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+        let Some(mut permits) = free_slots(&shared, &mut stop, cfg.batch).await else {
+            return;
         };
-        let mut permits = vec![first];
-        while permits.len() < cfg.batch {
-            match shared.sem.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
         if backlog.iter().all(VecDeque::is_empty) {
             // Under load one round trip reads and starts a batch; only when nothing is
             // waiting does the worker block on its own connection.
@@ -621,21 +631,9 @@ async fn helper(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
-        let first = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            p = shared.sem.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+        let Some(mut permits) = free_slots(&shared, &mut stop, cfg.batch).await else {
+            return;
         };
-        let mut permits = vec![first];
-        while permits.len() < cfg.batch {
-            match shared.sem.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
         let active = shared.active.notified();
         tokio::pin!(active);
         active.as_mut().enable();

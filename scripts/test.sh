@@ -14,6 +14,9 @@ set -x
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
+# Examples as programs: with --all-targets, `cargo test` builds them only as test
+# harnesses, and the multi-process tests start the durable worker example.
+cargo build --workspace --examples --all-features
 # --all-targets runs unit and integration tests, examples' tests and each criterion bench once.
 cargo test --workspace --all-targets --all-features 2>&1 | tee -a "$log"
 # --all-targets skips doctests; the crate READMEs are doctested here.

@@ -68,6 +68,9 @@ pub struct AdviseOptions {
     /// cost (default 1000, the original design's "expensive" mark): cheaper scans are
     /// not worth an index.
     pub min_scan_cost: f64,
+    /// Verify with HypoPG when it is installed (default true). When false, or without
+    /// the extension, candidates are returned unverified.
+    pub use_hypopg: bool,
     /// Timeout of each statement run or planned (default 30 s).
     pub statement_timeout: Duration,
     /// Thresholds of the plan rules (for the given queries' findings).
@@ -81,6 +84,7 @@ impl Default for AdviseOptions {
             use_pg_stat_statements: true,
             top_statements: 20,
             min_scan_cost: 1000.0,
+            use_hypopg: true,
             statement_timeout: Duration::from_secs(30),
             thresholds: Thresholds::default(),
         }
@@ -348,9 +352,13 @@ async fn check_statement(
                 cost_after: None,
                 verified: false,
                 source: stmt.text().to_string(),
-                note: "unverified: the HypoPG extension is not installed in this database \
-                       (CREATE EXTENSION hypopg to verify)"
-                    .to_string(),
+                note: if opts.use_hypopg {
+                    "unverified: the HypoPG extension is not installed in this database \
+                     (CREATE EXTENSION hypopg to verify)"
+                } else {
+                    "unverified: HypoPG verification was turned off"
+                }
+                .to_string(),
             };
             if let Some(before) = before {
                 // hypopg_create_index takes a plain CREATE INDEX (no CONCURRENTLY),
@@ -411,9 +419,9 @@ pub async fn advise_indexes(
             reason: format!("{} is outside 0 ..< 1", opts.min_cost_drop),
         });
     }
-    let hypopg = extension_installed(pool, "hypopg").await?;
+    let hypopg = opts.use_hypopg && extension_installed(pool, "hypopg").await?;
     if !hypopg {
-        tracing::warn!("HypoPG is not installed: index advice is unverified");
+        tracing::warn!("HypoPG is not used: index advice is unverified");
     }
     let analyze_opts = AnalyzeOptions {
         statement_timeout: opts.statement_timeout,

@@ -62,6 +62,30 @@ impl PgSetting {
 
 /// `setting` in `unit` as pgtune would write it (see [`PgSetting::normalized`]).
 pub fn normalize(setting: &str, unit: Option<&str>) -> String {
+    if setting == "0" {
+        return "0".to_string();
+    }
+    // Time in the largest unit that divides it evenly, as people write it (`30s`).
+    let ms_per_unit = match unit {
+        Some("ms") => Some(1),
+        Some("s") => Some(1000),
+        Some("min") => Some(60_000),
+        _ => None,
+    };
+    if let (Some(k), Ok(v)) = (ms_per_unit, setting.parse::<u64>()) {
+        let ms = v * k;
+        let (n, u) = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "min"),
+            (1000, "s"),
+            (1, "ms"),
+        ]
+        .into_iter()
+        .find(|(d, _)| ms.is_multiple_of(*d))
+        .unwrap_or((1, "ms"));
+        return format!("{}{u}", ms / n);
+    }
     let kb_per_unit = match unit {
         Some("B") => None,
         Some("kB") => Some(1),
@@ -600,7 +624,13 @@ mod tests {
         assert_eq!(normalize("20164", Some("kB")), "20164kB");
         assert_eq!(normalize("1024", Some("MB")), "1GB");
         assert_eq!(normalize("-1", Some("8kB")), "-1");
-        assert_eq!(normalize("0", Some("ms")), "0ms");
+        assert_eq!(normalize("0", Some("ms")), "0");
+        assert_eq!(normalize("0", Some("kB")), "0");
+        assert_eq!(normalize("30000", Some("ms")), "30s");
+        assert_eq!(normalize("1500", Some("ms")), "1500ms");
+        assert_eq!(normalize("60", Some("s")), "1min");
+        assert_eq!(normalize("1440", Some("min")), "1d");
+        assert_eq!(normalize("0.5", Some("ms")), "0.5ms");
         assert_eq!(normalize("-1", Some("ms")), "-1");
         assert_eq!(normalize("0.9", None), "0.9");
         assert_eq!(normalize("on", None), "on");

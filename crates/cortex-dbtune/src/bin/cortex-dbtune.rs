@@ -49,6 +49,9 @@ struct AdviseArgs {
     /// Do not read pg_stat_statements.
     #[arg(long)]
     no_pg_stat_statements: bool,
+    /// Do not verify with HypoPG (the advice is then unverified).
+    #[arg(long)]
+    no_hypopg: bool,
     /// How many of pg_stat_statements' top queries to look at.
     #[arg(long, default_value_t = 20)]
     top: u32,
@@ -156,6 +159,7 @@ fn run_advise(a: AdviseArgs) -> Result<(), cortex_dbtune::Error> {
     let url = url_or_env(a.url)?;
     let opts = AdviseOptions {
         use_pg_stat_statements: !a.no_pg_stat_statements,
+        use_hypopg: !a.no_hypopg,
         top_statements: a.top,
         min_cost_drop: a.min_cost_drop,
         ..AdviseOptions::default()

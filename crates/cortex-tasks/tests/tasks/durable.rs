@@ -80,7 +80,7 @@ fn worker_bin() -> PathBuf {
         .join("durable_worker");
     assert!(
         bin.exists(),
-        "{} is missing: build the examples first (`cargo test` does; with a filter use `cargo build --examples`)",
+        "{} is missing: build the examples first (`cargo test` does, but not with `--all-targets`: run `cargo build -p cortex-tasks --examples`)",
         bin.display()
     );
     bin

@@ -488,6 +488,9 @@ pub(crate) struct Engine {
     /// One bound per level; closed at shutdown so waiting producers return.
     room: Vec<Room>,
     work: Notify,
+    /// Workers about to sleep or asleep on `work`. Producers signal `work` only when
+    /// some are: with every worker busy, a push touches no shared wake-up state.
+    sleepers: AtomicUsize,
     /// Signalled when the last live task finishes (for shutdown and `wait_idle`).
     idle: Notify,
     /// Callers inside `wait_idle`; finishing tasks check for idleness only when some.
@@ -546,6 +549,7 @@ impl Engine {
             }),
             room: (0..levels).map(|_| Room::new(config.capacity)).collect(),
             work: Notify::new(),
+            sleepers: AtomicUsize::new(0),
             idle: Notify::new(),
             idle_waiters: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -625,7 +629,7 @@ impl Engine {
             sched.queues[opts.level].push_back(job);
             stats.accepted.enqueued.fetch_add(1, Ordering::SeqCst) + 1
         };
-        self.work.notify_one();
+        self.wake_one();
         if n.is_multiple_of(DEPTH_SAMPLE)
             && let Some(r) = &self.recorders
         {
@@ -663,7 +667,7 @@ impl Engine {
         let job = sched.pop();
         if job.is_some() && !sched.is_empty() {
             // More is waiting: pass the wake-up on so another idle worker takes it.
-            self.work.notify_one();
+            self.wake_one();
         }
         job
     }
@@ -683,6 +687,10 @@ impl Engine {
                     let notified = self.work.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
+                    // Counted before the last look at the queue: a producer that pushes
+                    // after that look sees the count and signals (`wake_one`).
+                    self.sleepers.fetch_add(1, Ordering::SeqCst);
+                    let _awake = CountOut(&self.sleepers);
                     // Read before the last look at the queue: once closed, nothing new
                     // is put in (see `retry`), so an empty queue now stays empty.
                     let closing = self.closing.load(Ordering::SeqCst);
@@ -702,6 +710,13 @@ impl Engine {
                 .taken
                 .fetch_add(1, Ordering::Relaxed);
             last_finish = self.run(job, last_finish.take(), slot).await;
+        }
+    }
+
+    /// Wakes one sleeping worker, if any sleeps.
+    fn wake_one(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.work.notify_one();
         }
     }
 
@@ -853,7 +868,7 @@ impl Engine {
             job.holds_room = false;
             sched.queues[level].push_back(job);
             drop(sched);
-            engine.work.notify_one();
+            engine.wake_one();
         });
     }
 
@@ -1022,7 +1037,7 @@ impl Engine {
     /// Waits until no task is live, or `limit` passes (then `false`).
     pub(crate) async fn wait_idle(&self, limit: Duration) -> bool {
         self.idle_waiters.fetch_add(1, Ordering::SeqCst);
-        let _leave = LeaveIdle(&self.idle_waiters);
+        let _leave = CountOut(&self.idle_waiters);
         let wait = async {
             loop {
                 let notified = self.idle.notified();
@@ -1077,10 +1092,10 @@ impl Engine {
     }
 }
 
-/// Counts a `wait_idle` caller out however its wait ends.
-struct LeaveIdle<'a>(&'a AtomicUsize);
+/// Counts a waiter (of `wait_idle`, or a worker going to sleep) out however its wait ends.
+struct CountOut<'a>(&'a AtomicUsize);
 
-impl Drop for LeaveIdle<'_> {
+impl Drop for CountOut<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }

@@ -381,6 +381,12 @@ impl Sched {
     }
 }
 
+/// Finished tasks a worker has not yet retired: (finishing time, id).
+type Retired = Vec<(Instant, TaskId)>;
+
+/// Finished records a worker retires at once.
+const RETIRE_BATCH: usize = 32;
+
 /// Counters of one level. Producers write only `accepted`; each worker writes only its
 /// own `served` slot (one more slot takes cancels and retries from elsewhere). Every
 /// slot has its own cache line, so no line bounces between threads per task; gauges
@@ -677,6 +683,7 @@ impl Engine {
         // finishing time is the next one's start: one clock read saved per task (a
         // clock read is a good part of a no-op task's cost).
         let mut last_finish: Option<Instant> = None;
+        let mut retired = Retired::with_capacity(RETIRE_BATCH);
         loop {
             // Registering as a waiter costs a lock inside `Notify`: only done when the
             // queue looked empty, and then the queue is checked again before sleeping
@@ -684,6 +691,10 @@ impl Engine {
             let job = match self.pop() {
                 Some(job) => job,
                 None => {
+                    // Nothing to do: retire what this worker finished before it sleeps.
+                    if !retired.is_empty() {
+                        self.retire(&mut retired);
+                    }
                     let notified = self.work.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
@@ -709,7 +720,7 @@ impl Engine {
             self.stats[job.opts.level].served[slot]
                 .taken
                 .fetch_add(1, Ordering::Relaxed);
-            last_finish = self.run(job, last_finish.take(), slot).await;
+            last_finish = self.run(job, last_finish.take(), slot, &mut retired).await;
         }
     }
 
@@ -757,15 +768,16 @@ impl Engine {
         mut job: Job,
         now: Option<Instant>,
         slot: usize,
+        retired: &mut Retired,
     ) -> Option<Instant> {
         let level = job.opts.level;
         let Some((attempts, started)) = self.begin(&job.record, now) else {
-            return Some(self.finish(job, Err(Error::Cancelled), None, slot));
+            return Some(self.finish(job, Err(Error::Cancelled), None, slot, Some(retired)));
         };
         if !job.work.as_mut().start() {
             // Only a plain future can be out of attempts, and it is never retried.
             let used = Error::Failed("the task's future was already used".into());
-            return Some(self.finish(job, Err(used), None, slot));
+            return Some(self.finish(job, Err(used), None, slot, Some(retired)));
         }
         self.stats[level].served[slot]
             .running
@@ -781,7 +793,9 @@ impl Engine {
             .running
             .fetch_sub(1, Ordering::Relaxed);
         match ending {
-            Ending::Done(outcome) => Some(self.finish(job, outcome, Some(started), slot)),
+            Ending::Done(outcome) => {
+                Some(self.finish(job, outcome, Some(started), slot, Some(retired)))
+            }
             Ending::Retry(error) => {
                 if let Some(r) = &self.recorders {
                     r.run.record_duration(started.elapsed());
@@ -858,7 +872,7 @@ impl Engine {
             // then found it empty under the same lock never misses a job put back here.
             if waited.is_none() || engine.closing.load(Ordering::SeqCst) {
                 drop(sched);
-                engine.finish(job, Err(Error::Cancelled), None, slot);
+                engine.finish(job, Err(Error::Cancelled), None, slot, None);
                 return;
             }
             engine.stats[level].served[slot]
@@ -879,6 +893,7 @@ impl Engine {
         outcome: Result<AnyBox>,
         started: Option<Instant>,
         slot: usize,
+        retired: Option<&mut Retired>,
     ) -> Instant {
         let level = job.opts.level;
         let stats = &self.stats[level].served[slot];
@@ -919,9 +934,17 @@ impl Engine {
         }
         record.done.store(true, Ordering::Release);
         record.handle_waker.wake();
-        // Retired before it counts as finished: whoever sees the count sees the
-        // records already trimmed.
-        self.retire(record.id, now);
+        match retired {
+            // A worker retires its finished records in batches: one lock of the index
+            // per batch instead of one per task.
+            Some(batch) => {
+                batch.push((now, record.id));
+                if batch.len() >= RETIRE_BATCH {
+                    self.retire(batch);
+                }
+            }
+            None => self.retire(&mut vec![(now, record.id)]),
+        }
         counter.fetch_add(1, Ordering::SeqCst);
         // Only a waiter (shutdown, `wait_idle`) needs to know the queue went idle.
         if self.idle_waiters.load(Ordering::SeqCst) > 0 && self.live() == 0 {
@@ -930,10 +953,14 @@ impl Engine {
         now
     }
 
-    /// Keeps finished records for `retention`, and at most `max_records` of them.
-    fn retire(&self, id: TaskId, now: Instant) {
+    /// Keeps finished records for `retention`, and at most `max_records` of them
+    /// (plus at most a batch per worker not yet retired). Empties `batch`.
+    fn retire(&self, batch: &mut Retired) {
         let (max, retention) = (self.config.max_records, self.config.retention);
-        self.index().retire(id, now, max, retention);
+        let mut index = self.index();
+        for (now, id) in batch.drain(..) {
+            index.retire(id, now, max, retention);
+        }
     }
 
     /// Drops finished records older than `age` now (the original's hourly cleanup, on
@@ -986,7 +1013,7 @@ impl Engine {
                 self.stats[level].served[slot]
                     .taken
                     .fetch_add(1, Ordering::Relaxed);
-                self.finish(job, Err(Error::Cancelled), None, slot);
+                self.finish(job, Err(Error::Cancelled), None, slot, None);
             }
             None => record.run_waker.wake(),
         }

@@ -343,6 +343,9 @@ pub enum Policy {
 /// The queues of every level, under one lock.
 struct Sched {
     queues: Vec<VecDeque<Job>>,
+    /// Every task's record, under the same lock as the queues: a producer takes one
+    /// lock per task, not two.
+    index: Index<Record>,
     weights: Vec<i64>,
     current: Vec<i64>,
     strict: bool,
@@ -502,7 +505,6 @@ pub(crate) struct Engine {
     /// Callers inside `wait_idle`; finishing tasks check for idleness only when some.
     idle_waiters: AtomicUsize,
     closing: AtomicBool,
-    index: Mutex<Index<Record>>,
     stats: Vec<LevelStats>,
     recorders: Option<Recorders>,
     clock: Clock,
@@ -549,6 +551,7 @@ impl Engine {
         let engine = Arc::new(Self {
             sched: Mutex::new(Sched {
                 queues: (0..levels).map(|_| VecDeque::new()).collect(),
+                index: Index::new(config.max_records + config.capacity * levels + config.workers),
                 current: vec![0; levels],
                 weights,
                 strict,
@@ -559,9 +562,6 @@ impl Engine {
             idle: Notify::new(),
             idle_waiters: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
-            index: Mutex::new(Index::new(
-                config.max_records + config.capacity * levels + config.workers,
-            )),
             stats: (0..levels)
                 .map(|_| LevelStats::new(config.workers + 1))
                 .collect(),
@@ -583,10 +583,6 @@ impl Engine {
         &self.config
     }
 
-    fn index(&self) -> MutexGuard<'_, Index<Record>> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn lock_sched(&self) -> MutexGuard<'_, Sched> {
         self.sched.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -594,7 +590,15 @@ impl Engine {
     /// Accepts a job once room was secured for it (the permit is already taken).
     fn accept(&self, name: Cow<'static, str>, work: BoxWork, opts: Options) -> Result<Arc<Record>> {
         let queued = Instant::now();
-        let record = self.index().insert(|id| Record {
+        let mut sched = self.lock_sched();
+        // Room may have been taken just before a close; checked under the lock the
+        // exiting workers look under, so an accepted job always has a worker.
+        if self.closing.load(Ordering::SeqCst) {
+            drop(sched);
+            self.room[opts.level].give();
+            return Err(Error::ShutDown);
+        }
+        let record = sched.index.insert(|id| Record {
             id,
             name,
             priority: opts.priority,
@@ -614,7 +618,6 @@ impl Engine {
             detached: AtomicBool::new(false),
             done: AtomicBool::new(false),
         });
-        let id = record.id;
         let job = Job {
             record: Arc::clone(&record),
             work,
@@ -622,19 +625,9 @@ impl Engine {
             holds_room: true,
         };
         let stats = &self.stats[opts.level];
-        let n = {
-            let mut sched = self.lock_sched();
-            // Room may have been taken just before a close; checked under the lock the
-            // exiting workers look under, so an accepted job always has a worker.
-            if self.closing.load(Ordering::SeqCst) {
-                drop(sched);
-                self.index().remove(id);
-                self.release_room(&job);
-                return Err(Error::ShutDown);
-            }
-            sched.queues[opts.level].push_back(job);
-            stats.accepted.enqueued.fetch_add(1, Ordering::SeqCst) + 1
-        };
+        sched.queues[opts.level].push_back(job);
+        let n = stats.accepted.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
+        drop(sched);
         self.wake_one();
         if n.is_multiple_of(DEPTH_SAMPLE)
             && let Some(r) = &self.recorders
@@ -957,7 +950,8 @@ impl Engine {
     /// (plus at most a batch per worker not yet retired). Empties `batch`.
     fn retire(&self, batch: &mut Retired) {
         let (max, retention) = (self.config.max_records, self.config.retention);
-        let mut index = self.index();
+        let mut sched = self.lock_sched();
+        let index = &mut sched.index;
         for (now, id) in batch.drain(..) {
             index.retire(id, now, max, retention);
         }
@@ -966,17 +960,17 @@ impl Engine {
     /// Drops finished records older than `age` now (the original's hourly cleanup, on
     /// demand). Returns how many went.
     pub(crate) fn clear_finished(&self, age: Duration) -> usize {
-        self.index().expire(Instant::now(), age)
+        self.lock_sched().index.expire(Instant::now(), age)
     }
 
     pub(crate) fn get(&self, id: TaskId) -> Option<TaskInfo> {
-        let record = self.index().get(id).cloned()?;
+        let record = self.lock_sched().index.get(id).cloned()?;
         Some(record.info(&self.clock))
     }
 
     /// Every known task, oldest first.
     pub(crate) fn list(&self, filter: impl Fn(TaskStatus) -> bool) -> Vec<TaskInfo> {
-        let all = self.index().all();
+        let all = self.lock_sched().index.all();
         let mut infos: Vec<TaskInfo> = all
             .iter()
             .map(|r| r.info(&self.clock))
@@ -991,6 +985,7 @@ impl Engine {
     pub(crate) fn cancel(&self, id: TaskId) -> Result<()> {
         let record = self
             .index()
+            .index
             .get(id)
             .cloned()
             .ok_or(Error::UnknownTask(id))?;

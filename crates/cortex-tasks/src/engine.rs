@@ -984,7 +984,7 @@ impl Engine {
     /// stops at its next await.
     pub(crate) fn cancel(&self, id: TaskId) -> Result<()> {
         let record = self
-            .index()
+            .lock_sched()
             .index
             .get(id)
             .cloned()

@@ -387,6 +387,12 @@ impl Sched {
 /// Finished tasks a worker has not yet retired: (finishing time, id).
 type Retired = Vec<(Instant, TaskId)>;
 
+/// Jobs a worker may take from a long single-level queue beyond the one it runs.
+const TAKE_AHEAD: usize = 15;
+
+/// A task shorter than this lets its worker take jobs ahead.
+const SHORT_TASK: Duration = Duration::from_micros(100);
+
 /// Finished records a worker retires at once.
 const RETIRE_BATCH: usize = 32;
 
@@ -661,14 +667,28 @@ impl Engine {
         self.accept(name, work, opts)
     }
 
-    fn pop(&self) -> Option<Job> {
+    /// The worker's next job: from its own few taken ahead, or from the queue (taking a
+    /// few more ahead when `short`: its last task was short).
+    fn pop(&self, ahead: &mut VecDeque<Job>, short: bool) -> Option<Job> {
+        if let Some(job) = ahead.pop_front() {
+            return Some(job);
+        }
         let mut sched = self.lock_sched();
-        let job = sched.pop();
-        if job.is_some() && !sched.is_empty() {
+        let job = sched.pop()?;
+        // With one level, a long queue and short tasks, take a few more while holding
+        // the lock: the lock is what producer and workers contend on. Never with
+        // priorities, where a task taken ahead would make a later high-priority one
+        // wait; and a worker whose task turned out long gives back what it took ahead
+        // once another worker is idle (`give_back`), so a long task holds up little.
+        if let ([queue], true) = (sched.queues.as_mut_slice(), short) {
+            let more = (queue.len() / (2 * self.config.workers)).min(TAKE_AHEAD);
+            ahead.extend(queue.drain(..more));
+        }
+        if !sched.is_empty() {
             // More is waiting: pass the wake-up on so another idle worker takes it.
             self.wake_one();
         }
-        job
+        Some(job)
     }
 
     async fn worker(self: Arc<Self>, slot: usize) {
@@ -677,11 +697,13 @@ impl Engine {
         // clock read is a good part of a no-op task's cost).
         let mut last_finish: Option<Instant> = None;
         let mut retired = Retired::with_capacity(RETIRE_BATCH);
+        let mut ahead = VecDeque::with_capacity(TAKE_AHEAD);
+        let mut short = false;
         loop {
             // Registering as a waiter costs a lock inside `Notify`: only done when the
             // queue looked empty, and then the queue is checked again before sleeping
             // so a push in between is not missed.
-            let job = match self.pop() {
+            let job = match self.pop(&mut ahead, short) {
                 Some(job) => job,
                 None => {
                     // Nothing to do: retire what this worker finished before it sleeps.
@@ -698,7 +720,7 @@ impl Engine {
                     // Read before the last look at the queue: once closed, nothing new
                     // is put in (see `retry`), so an empty queue now stays empty.
                     let closing = self.closing.load(Ordering::SeqCst);
-                    match self.pop() {
+                    match self.pop(&mut ahead, false) {
                         Some(job) => job,
                         None if closing => return,
                         None => {
@@ -713,7 +735,14 @@ impl Engine {
             self.stats[job.opts.level].served[slot]
                 .taken
                 .fetch_add(1, Ordering::Relaxed);
+            // The last task was long and a worker idles: what this one took ahead
+            // would wait behind the next long task, so it goes back to the queue.
+            if !short && !ahead.is_empty() && self.sleepers.load(Ordering::Relaxed) > 0 {
+                self.give_back(&mut ahead);
+            }
+            let before = last_finish;
             last_finish = self.run(job, last_finish.take(), slot, &mut retired).await;
+            short = matches!((before, last_finish), (Some(a), Some(b)) if b.saturating_duration_since(a) < SHORT_TASK);
         }
     }
 
@@ -733,6 +762,18 @@ impl Engine {
         if job.holds_room {
             self.room[job.opts.level].give();
         }
+    }
+
+    /// Returns jobs taken ahead to the front of the queue, for an idle worker.
+    fn give_back(&self, ahead: &mut VecDeque<Job>) {
+        let mut sched = self.lock_sched();
+        if let [queue] = sched.queues.as_mut_slice() {
+            while let Some(job) = ahead.pop_back() {
+                queue.push_front(job);
+            }
+        }
+        drop(sched);
+        self.wake_one();
     }
 
     /// Marks the record running, unless it was cancelled while it waited; returns the

@@ -58,8 +58,8 @@ pub struct AdviseOptions {
     /// The share of the total cost an index must save to be suggested (default 0.5:
     /// cost after <= half the cost before).
     pub min_cost_drop: f64,
-    /// Also take candidates from `pg_stat_statements` (default true; skipped with a
-    /// warning when the extension is not installed in the database).
+    /// Also take candidates from `pg_stat_statements` (default true; left out, with a
+    /// warning, when the extension is not installed in the database).
     pub use_pg_stat_statements: bool,
     /// How many of `pg_stat_statements`' top queries by total time to look at (default
     /// 20).
@@ -405,8 +405,8 @@ async fn check_statement(
 ///
 /// The given queries are run with `EXPLAIN ANALYZE` (in a rolled-back transaction, as
 /// [`analyze_query`]); an error there is returned. A `pg_stat_statements` query that
-/// cannot be planned (a dropped table, a type the NULL arguments do not fit) is
-/// skipped with a debug log. Identical candidates are reported once, the first time
+/// cannot be planned (a dropped table, a type the NULL arguments do not fit) gives
+/// no candidate, with a debug log. Identical candidates are reported once, the first time
 /// seen. Verified advice comes first, by cost drop.
 pub async fn advise_indexes(
     pool: &PgPool,
@@ -451,7 +451,9 @@ pub async fn advise_indexes(
                 }
                 match check_statement(pool, &Stmt::Generic(&text), None, hypopg, opts).await {
                     Ok(a) => all.extend(a),
-                    Err(e) => tracing::debug!(query = %text, error = %e, "skipped"),
+                    Err(e) => {
+                        tracing::debug!(query = %text, error = %e, "not plannable; no candidate from it")
+                    }
                 }
             }
         } else {

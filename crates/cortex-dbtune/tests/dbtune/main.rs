@@ -241,12 +241,11 @@ async fn statement_timeout_applies_and_does_not_leak() {
         statement_timeout: Duration::from_millis(200),
         ..AnalyzeOptions::default()
     };
-    let started = Instant::now();
+    // The error itself says the server cancelled the statement at the timeout.
     let err = analyze_query(&pool, "SELECT pg_sleep(5)", &[], &opts)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("statement timeout"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(4));
     // SET LOCAL ended with the rolled-back transaction: every pooled connection is
     // back to the server default.
     for _ in 0..4 {

@@ -194,7 +194,7 @@ impl<K: Hash + Eq, V> LruCacheBuilder<K, V> {
     }
 
     /// Number of shards, rounded up to a power of two and lowered to at most `capacity`.
-    /// Default: next power of two >= 4 x available CPUs, lowered so that each shard holds
+    /// Default: next power of two >= 8 x available CPUs, lowered so that each shard holds
     /// at least 64 entries.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
@@ -231,7 +231,7 @@ impl<K: Hash + Eq, V> LruCacheBuilder<K, V> {
             None => {
                 let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let by_size = prev_power_of_two((capacity / MIN_SHARD_CAPACITY).max(1));
-                (cpus * 4).next_power_of_two().min(by_size)
+                (cpus * 8).next_power_of_two().min(by_size)
             }
         };
         let shards = shards.min(prev_power_of_two(capacity));
@@ -479,7 +479,7 @@ mod tests {
         assert_eq!(total, 3);
         let c: LruCache<u64, u64> = LruCache::builder().capacity(1 << 20).build().unwrap();
         let cpus = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(c.shards.len(), (4 * cpus).next_power_of_two());
+        assert_eq!(c.shards.len(), (8 * cpus).next_power_of_two());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Captures real EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) output from the test server into
 # tests/fixtures/*.json. Run against a throwaway database: it (re)creates tables in the
-# schema dbtune_fx. Usage: DATABASE_URL=postgres://... scripts/capture-fixtures.sh
+# schema dbtune_fx. Usage: DATABASE_URL=postgres://... scripts/capture-fixtures.sh [NAME]...
+# With names, only those fixtures are written (the others keep their captured figures,
+# which the tests read by hand).
 set -euo pipefail
 url="${DATABASE_URL:-postgres://cortex@127.0.0.1:5432/cortex}"
 out="$(cd "$(dirname "$0")/.." && pwd)/tests/fixtures"
@@ -32,11 +34,17 @@ CREATE TABLE stale (id int, v int) WITH (autovacuum_enabled = false);
 INSERT INTO stale SELECT g, g % 1000 FROM generate_series(1, 1000) g;
 ANALYZE stale;
 INSERT INTO stale SELECT g, 5 FROM generate_series(1, 100000) g;
-ANALYZE customers; ANALYZE orders; ANALYZE bitmap;
+CREATE TABLE events (id int, kind text NOT NULL, created_at timestamptz NOT NULL);
+INSERT INTO events
+SELECT g, (ARRAY['click','view','buy'])[1 + g % 3],
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '30 seconds'
+FROM generate_series(1, 1000000) g;
+ANALYZE customers; ANALYZE orders; ANALYZE bitmap; ANALYZE events;
 SQL
 
 capture() { # name, setup SQL, query
   local name="$1" setup="$2" query="$3"
+  if [ "${#wanted[@]}" -gt 0 ] && [[ " ${wanted[*]} " != *" $name "* ]]; then return; fi
   psql_ -A -t -o "$out/$name.json" <<SQL
 SET search_path = dbtune_fx;
 SET max_parallel_workers_per_gather = 0;
@@ -49,6 +57,7 @@ SQL
   echo "captured $name"
 }
 
+wanted=("$@")
 capture seq_scan_single "" "SELECT * FROM orders WHERE customer_id = 42"
 capture seq_scan_multi "" "SELECT * FROM orders WHERE customer_id = 42 AND status = 'paid'"
 capture seq_scan_lower "" "SELECT * FROM customers WHERE lower(name) = 'name42'"
@@ -76,6 +85,17 @@ capture subplans "" \
 capture update "" "UPDATE customers SET region = region + 1 WHERE id < 100"
 capture parallel "SET max_parallel_workers_per_gather = 2; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;" \
   "SELECT status, count(*) FROM orders WHERE amount > 10 GROUP BY status"
+capture partial_index "" \
+  "SELECT id FROM orders WHERE status = 'paid' AND customer_id = 42"
+capture jsonb_contains "" \
+  "SELECT id FROM orders WHERE metadata @> '{\"status\": \"archived\"}'"
+capture jsonb_exists "" "SELECT id FROM orders WHERE metadata ? 'status' AND amount = 5"
+capture correlated_subplan "" \
+  "SELECT c.id, (SELECT max(o.amount) FROM orders o WHERE o.customer_id = c.id) FROM customers c WHERE c.id < 2000"
+capture heavy_aggregate "" \
+  "SELECT customer_id, sum(amount), count(*) FROM orders GROUP BY customer_id"
+capture time_range "" \
+  "SELECT count(*) FROM events WHERE created_at >= '2024-03-01' AND created_at < '2024-03-02'"
 
 # The fixtures are captured; the tables are not needed any more.
 psql_ -c 'DROP SCHEMA dbtune_fx CASCADE'

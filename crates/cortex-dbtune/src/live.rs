@@ -89,6 +89,8 @@ pub struct Analysis {
     pub plan: Plan,
     /// Findings, most severe first.
     pub findings: Vec<Finding>,
+    /// Lints of the statement's text ([`crate::plan::lint_sql`]).
+    pub lints: Vec<crate::plan::SqlLint>,
 }
 
 pub(crate) fn bind<'q>(
@@ -160,7 +162,11 @@ pub async fn analyze_query(
     let plan = Plan::from_value(json)?;
     let findings = analyze(&plan, &opts.thresholds);
     tracing::debug!(findings = findings.len(), "analyzed query plan");
-    Ok(Analysis { plan, findings })
+    Ok(Analysis {
+        plan,
+        findings,
+        lints: crate::plan::lint_sql(sql),
+    })
 }
 
 #[cfg(test)]

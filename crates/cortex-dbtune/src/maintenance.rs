@@ -2,6 +2,9 @@
 //! tuples, an estimate of table bloat and the last (auto)vacuum and analyze, each with
 //! suggested SQL whose identifiers are quoted with [`quote_ident`].
 //!
+//! Temporary tables are listed with their owning session's state ([`TempOwner`]); see
+//! [`classify_temp_namespace`] for how an orphan is told from a live session's table.
+//!
 //! Index usage counters (`idx_scan`) count since the last statistics reset: an index
 //! unused since then may still serve a monthly report. Check
 //! `pg_stat_database.stats_reset` before dropping.
@@ -86,6 +89,82 @@ pub struct TableHealth {
     pub sql: String,
 }
 
+/// Whether the session owning a temporary schema `pg_temp_N` still exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TempOwner {
+    /// A live session owns the schema: its tables go away when it ends.
+    Live,
+    /// No session owns the schema: the tables were left by a backend that crashed.
+    Orphaned,
+    /// The server gives no means to tell (PostgreSQL 15 and older; see
+    /// [`classify_temp_namespace`]).
+    Unknown,
+}
+
+/// A temporary table (`pg_class.relpersistence = 't'`) in a `pg_temp_N` schema.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TempTable {
+    /// The temporary schema, `pg_temp_N`.
+    pub schema: String,
+    /// Table.
+    pub table: String,
+    /// `N`: the backend ID of the session the schema belongs to.
+    pub backend_id: i32,
+    /// Size on disk, with indexes and TOAST.
+    pub size_bytes: i64,
+    /// Whether the owning session is alive.
+    pub owner: TempOwner,
+    /// `DROP TABLE "pg_temp_N"."table";`, for orphaned tables only.
+    pub sql: Option<String>,
+}
+
+/// Tells whether temporary schema `pg_temp_{backend_id}` is orphaned.
+///
+/// A temporary schema is named after its session's backend ID (`pg_temp_3` belongs to
+/// backend 3), and a new session reusing the ID clears the schema before its first
+/// temporary table, so the schema is orphaned exactly when no live backend has that
+/// ID (the test autovacuum applies before dropping orphans):
+///
+/// - `own`: the schema is this session's (`pg_my_temp_schema()`): live.
+/// - `live_backend_ids`: from PostgreSQL 16, `pg_stat_get_backend_idset()` returns the
+///   live backends' IDs, so the answer is exact. On PostgreSQL 15 and older it returns
+///   positions in a compacted list (1 to the number of backends), not IDs, and no SQL
+///   function maps a session to its backend ID: pass `None` there.
+/// - `max_backends`: without the IDs, an ID above the highest a backend can get
+///   (`max_connections + autovacuum_max_workers + 1 + max_worker_processes +
+///   max_wal_senders`) cannot be live (the schema outlived a lowered limit):
+///   orphaned; any other is [`TempOwner::Unknown`], never guessed orphaned.
+///
+/// Autovacuum drops orphaned temporary tables of its own accord; the report names
+/// them because they hold back `relfrozenxid` until it does.
+pub fn classify_temp_namespace(
+    backend_id: i32,
+    own: bool,
+    live_backend_ids: Option<&[i32]>,
+    max_backends: i32,
+) -> TempOwner {
+    if own {
+        return TempOwner::Live;
+    }
+    match live_backend_ids {
+        Some(ids) if ids.contains(&backend_id) => TempOwner::Live,
+        Some(_) => TempOwner::Orphaned,
+        None if backend_id > max_backends => TempOwner::Orphaned,
+        None => TempOwner::Unknown,
+    }
+}
+
+/// `ALTER TABLE "schema"."table" SET UNLOGGED;` for a table the caller names as
+/// cache-like: data that can be rebuilt from elsewhere (caches, sessions, staging of
+/// an import). An unlogged table writes no WAL, so writes are cheaper, but it is
+/// emptied after a crash and not replicated to standbys; the report does not guess
+/// which tables qualify (names say too little). `SET LOGGED` undoes it, rewriting the
+/// table into the WAL. Both rewrite the table under an ACCESS EXCLUSIVE lock.
+pub fn unlogged_table_sql(schema: &str, table: &str) -> String {
+    format!("ALTER TABLE {} SET UNLOGGED;", qualified(schema, table))
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MaintenanceReport {
@@ -95,6 +174,8 @@ pub struct MaintenanceReport {
     pub duplicate_indexes: Vec<DuplicateIndexes>,
     /// Every user table, most dead tuples first.
     pub tables: Vec<TableHealth>,
+    /// Every temporary table of the database, orphaned ones first.
+    pub temp_tables: Vec<TempTable>,
 }
 
 fn qualified(schema: &str, name: &str) -> String {
@@ -227,9 +308,120 @@ pub async fn maintenance_report(pool: &PgPool) -> Result<MaintenanceReport> {
             needs_vacuum,
         });
     }
+    let temp_tables = temp_tables(pool).await?;
     Ok(MaintenanceReport {
         unused_indexes,
         duplicate_indexes,
         tables,
+        temp_tables,
     })
+}
+
+async fn temp_tables(pool: &PgPool) -> Result<Vec<TempTable>> {
+    let server: (i32, i32) = sqlx::query_as(
+        "SELECT current_setting('server_version_num')::int, \
+                current_setting('max_connections')::int \
+                + current_setting('autovacuum_max_workers')::int + 1 \
+                + current_setting('max_worker_processes')::int \
+                + current_setting('max_wal_senders')::int",
+    )
+    .fetch_one(pool)
+    .await?;
+    let (version, max_backends) = server;
+    // From PostgreSQL 16 the idset holds backend IDs (see classify_temp_namespace).
+    let live_ids: Option<Vec<i32>> = if version >= 160_000 {
+        Some(
+            sqlx::query_scalar("SELECT pg_stat_get_backend_idset()")
+                .fetch_all(pool)
+                .await?,
+        )
+    } else {
+        None
+    };
+    // relkind r and p: tables; their indexes and TOAST go with them.
+    let rows = sqlx::query(
+        "SELECT n.nspname::text, c.relname::text, \
+                substring(n.nspname FROM '^pg_temp_([0-9]+)$')::int, \
+                pg_total_relation_size(c.oid), n.oid = pg_my_temp_schema() \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'p') \
+           AND n.nspname ~ '^pg_temp_[0-9]+$' \
+         ORDER BY 3, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let schema: String = r.try_get(0)?;
+        let table: String = r.try_get(1)?;
+        let backend_id: i32 = r.try_get(2)?;
+        let own: bool = r.try_get(4)?;
+        let owner = classify_temp_namespace(backend_id, own, live_ids.as_deref(), max_backends);
+        out.push(TempTable {
+            sql: (owner == TempOwner::Orphaned)
+                .then(|| format!("DROP TABLE {};", qualified(&schema, &table))),
+            schema,
+            table,
+            backend_id,
+            size_bytes: r.try_get(3)?,
+            owner,
+        });
+    }
+    out.sort_by_key(|t| t.owner != TempOwner::Orphaned);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlogged_sql_is_quoted() {
+        assert_eq!(
+            unlogged_table_sql("app", "Cache \"hot\""),
+            r#"ALTER TABLE "app"."Cache ""hot""" SET UNLOGGED;"#
+        );
+    }
+
+    #[test]
+    fn own_session_is_live() {
+        assert_eq!(classify_temp_namespace(3, true, None, 100), TempOwner::Live);
+        assert_eq!(
+            classify_temp_namespace(3, true, Some(&[]), 100),
+            TempOwner::Live
+        );
+    }
+
+    #[test]
+    fn with_backend_ids_the_answer_is_exact() {
+        let ids = [1, 2, 5, 7];
+        assert_eq!(
+            classify_temp_namespace(5, false, Some(&ids), 100),
+            TempOwner::Live
+        );
+        assert_eq!(
+            classify_temp_namespace(4, false, Some(&ids), 100),
+            TempOwner::Orphaned
+        );
+        assert_eq!(
+            classify_temp_namespace(300, false, Some(&ids), 100),
+            TempOwner::Orphaned
+        );
+    }
+
+    #[test]
+    fn without_backend_ids_only_impossible_ids_are_orphans() {
+        assert_eq!(
+            classify_temp_namespace(4, false, None, 100),
+            TempOwner::Unknown
+        );
+        assert_eq!(
+            classify_temp_namespace(100, false, None, 100),
+            TempOwner::Unknown
+        );
+        assert_eq!(
+            classify_temp_namespace(101, false, None, 100),
+            TempOwner::Orphaned
+        );
+    }
 }

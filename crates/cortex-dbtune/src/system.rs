@@ -5,6 +5,10 @@
 //! Facts are read from `/proc` (no `unsafe` FFI: the open-file limit comes from
 //! `/proc/self/limits`, which reports the same soft and hard values as `getrlimit`).
 //! The checks are pure functions of the facts, so they are tested with fixed inputs.
+//!
+//! [`recommended_defaults`] gives the service defaults the original design applied
+//! (pool size, overflow, statement timeout, worker threads) for a CPU count, and
+//! [`compare_defaults`] sets them beside the values a caller plans to use.
 
 use serde::Serialize;
 
@@ -59,6 +63,91 @@ pub struct CheckOptions {
     pub pool_size: Option<u32>,
     /// Environment variables that must be set.
     pub required_env: Vec<String>,
+    /// The pool's overflow (connections above `pool_size` under load), if known.
+    pub max_overflow: Option<u32>,
+    /// The statement timeout the service will set, ms, if known.
+    pub statement_timeout_ms: Option<u64>,
+    /// The async runtime's worker threads, if known.
+    pub worker_threads: Option<u32>,
+}
+
+/// Upper bound of [`RecommendedDefaults::pool_size`]: past a few dozen connections
+/// per service, PostgreSQL spends more on lock and snapshot contention (and a few MB
+/// of memory per backend) than the extra connections return.
+pub const MAX_POOL_SIZE: u32 = 64;
+
+/// Default statement timeout: long enough for a report query, short enough that a
+/// runaway one does not hold locks and a connection for minutes.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+
+/// Service defaults for a host with a given CPU count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RecommendedDefaults {
+    /// `min(cpus x 2 + 1, MAX_POOL_SIZE)`: the common sizing rule (two connections per
+    /// core, one more to cover I/O waits).
+    pub pool_size: u32,
+    /// Extra connections allowed above the pool under load: the pool size again, so a
+    /// burst can double the connections for a while but never more.
+    pub max_overflow: u32,
+    /// [`DEFAULT_STATEMENT_TIMEOUT_MS`].
+    pub statement_timeout_ms: u64,
+    /// One async worker thread per CPU (Tokio's own default).
+    pub worker_threads: u32,
+}
+
+/// The defaults for `cpus` CPUs (at least 1 is assumed).
+pub fn recommended_defaults(cpus: usize) -> RecommendedDefaults {
+    let cpus = u32::try_from(cpus.max(1)).unwrap_or(u32::MAX);
+    let pool_size = cpus.saturating_mul(2).saturating_add(1).min(MAX_POOL_SIZE);
+    RecommendedDefaults {
+        pool_size,
+        max_overflow: pool_size,
+        statement_timeout_ms: DEFAULT_STATEMENT_TIMEOUT_MS,
+        worker_threads: cpus,
+    }
+}
+
+/// One default beside the value the caller gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DefaultComparison {
+    /// `pool_size`, `max_overflow`, `statement_timeout_ms` or `worker_threads`.
+    pub name: String,
+    /// The value given, if any.
+    pub current: Option<String>,
+    /// The recommended value.
+    pub recommended: String,
+}
+
+/// The four defaults for `cpus`, each beside the value in `opts` when given.
+pub fn compare_defaults(cpus: usize, opts: &CheckOptions) -> Vec<DefaultComparison> {
+    let d = recommended_defaults(cpus);
+    let row = |name: &str, current: Option<String>, recommended: String| DefaultComparison {
+        name: name.to_string(),
+        current,
+        recommended,
+    };
+    vec![
+        row(
+            "pool_size",
+            opts.pool_size.map(|v| v.to_string()),
+            d.pool_size.to_string(),
+        ),
+        row(
+            "max_overflow",
+            opts.max_overflow.map(|v| v.to_string()),
+            d.max_overflow.to_string(),
+        ),
+        row(
+            "statement_timeout_ms",
+            opts.statement_timeout_ms.map(|v| v.to_string()),
+            d.statement_timeout_ms.to_string(),
+        ),
+        row(
+            "worker_threads",
+            opts.worker_threads.map(|v| v.to_string()),
+            d.worker_threads.to_string(),
+        ),
+    ]
 }
 
 /// Reads the host's facts from `/proc` and the standard library.
@@ -313,6 +402,7 @@ mod tests {
             &CheckOptions {
                 pool_size: Some(20),
                 required_env: vec!["DATABASE_URL".into(), "API_TOKEN".into()],
+                ..Default::default()
             },
             &env,
         );
@@ -369,5 +459,62 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(f.memory_total_bytes.is_some());
         }
+    }
+
+    #[test]
+    fn recommended_defaults_follow_the_formula() {
+        let d = recommended_defaults(8);
+        assert_eq!(
+            d,
+            RecommendedDefaults {
+                pool_size: 17,
+                max_overflow: 17,
+                statement_timeout_ms: 30_000,
+                worker_threads: 8,
+            }
+        );
+        // 0 CPUs (unknown) counts as 1; a large host is capped.
+        assert_eq!(recommended_defaults(0).pool_size, 3);
+        assert_eq!(recommended_defaults(0).worker_threads, 1);
+        assert_eq!(recommended_defaults(31).pool_size, 63);
+        assert_eq!(recommended_defaults(32).pool_size, MAX_POOL_SIZE);
+        assert_eq!(recommended_defaults(128).max_overflow, MAX_POOL_SIZE);
+        assert_eq!(recommended_defaults(128).worker_threads, 128);
+    }
+
+    #[test]
+    fn defaults_sit_beside_the_given_values() {
+        let opts = CheckOptions {
+            pool_size: Some(10),
+            statement_timeout_ms: Some(5_000),
+            ..Default::default()
+        };
+        let c = compare_defaults(4, &opts);
+        let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "pool_size",
+                "max_overflow",
+                "statement_timeout_ms",
+                "worker_threads"
+            ]
+        );
+        assert_eq!(
+            (c[0].current.as_deref(), c[0].recommended.as_str()),
+            (Some("10"), "9")
+        );
+        assert_eq!(
+            (c[1].current.as_deref(), c[1].recommended.as_str()),
+            (None, "9")
+        );
+        assert_eq!(
+            (c[2].current.as_deref(), c[2].recommended.as_str()),
+            (Some("5000"), "30000")
+        );
+        assert_eq!(
+            (c[3].current.as_deref(), c[3].recommended.as_str()),
+            (None, "4")
+        );
     }
 }

@@ -307,6 +307,30 @@ fn run_maintenance(a: MaintenanceArgs) -> Result<(), cortex_dbtune::Error> {
                     let _ = writeln!(out, "    {q}");
                 }
             }
+            let orphans: Vec<_> = report
+                .temp_tables
+                .iter()
+                .filter(|t| t.sql.is_some())
+                .collect();
+            let _ = writeln!(
+                out,
+                "temporary tables: {} ({} orphaned)",
+                report.temp_tables.len(),
+                orphans.len()
+            );
+            for t in &report.temp_tables {
+                let _ = writeln!(
+                    out,
+                    "  {:<46} {:>10} bytes  owner {:?}{}",
+                    format!("{}.{}", t.schema, t.table),
+                    t.size_bytes,
+                    t.owner,
+                    t.sql
+                        .as_deref()
+                        .map(|q| format!("\n    {q}"))
+                        .unwrap_or_default()
+                );
+            }
             let _ = writeln!(
                 out,
                 "tables: {:<40} {:>10} {:>10} {:>6} {:>6}  LAST VACUUM / ANALYZE",
@@ -352,6 +376,16 @@ struct CheckSystemArgs {
     /// An environment variable that must be set (repeatable).
     #[arg(long = "require")]
     require: Vec<String>,
+    /// The pool's overflow, shown beside the recommended one.
+    #[arg(long)]
+    max_overflow: Option<u32>,
+    /// The statement timeout the service sets: milliseconds, or with a unit (500ms,
+    /// 30s, 2min); shown beside the recommended one.
+    #[arg(long, value_parser = parse_timeout_ms)]
+    statement_timeout: Option<u64>,
+    /// The async runtime's worker threads, shown beside the recommended count.
+    #[arg(long)]
+    worker_threads: Option<u32>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: ReportFormat,
@@ -365,12 +399,16 @@ fn run_check_system(a: CheckSystemArgs) -> Result<bool, cortex_dbtune::Error> {
     let opts = CheckOptions {
         pool_size: a.pool_size,
         required_env: a.require,
+        max_overflow: a.max_overflow,
+        statement_timeout_ms: a.statement_timeout,
+        worker_threads: a.worker_threads,
     };
     let checks = system::run_checks(&facts, &opts, &|k| std::env::var(k).ok());
+    let defaults = system::compare_defaults(facts.cpus, &opts);
     let mut out = String::new();
     match a.format {
         ReportFormat::Json => {
-            let v = serde_json::json!({ "facts": facts, "checks": checks });
+            let v = serde_json::json!({ "facts": facts, "checks": checks, "defaults": defaults });
             out = serde_json::to_string_pretty(&v).map_err(cortex_dbtune::Error::PlanJson)?;
             out.push('\n');
         }
@@ -392,10 +430,43 @@ fn run_check_system(a: CheckSystemArgs) -> Result<bool, cortex_dbtune::Error> {
                     c.name, c.value, c.message
                 );
             }
+            let _ = writeln!(
+                out,
+                "\n{:<22} {:>12} {:>12}",
+                "DEFAULT", "CURRENT", "RECOMMENDED"
+            );
+            for d in &defaults {
+                let _ = writeln!(
+                    out,
+                    "{:<22} {:>12} {:>12}",
+                    d.name,
+                    d.current.as_deref().unwrap_or("-"),
+                    d.recommended
+                );
+            }
         }
     }
     emit(&out);
     Ok(checks.iter().all(|c| c.status != CheckStatus::Fail))
+}
+
+/// `500ms`, `30s`, `2min` or a bare number of milliseconds.
+fn parse_timeout_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, factor) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix("min") {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1_000)
+    } else {
+        (s, 1)
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("{s:?} is not a duration (500ms, 30s, 2min or milliseconds)"))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -524,6 +595,16 @@ fn run_explain(a: ExplainArgs) -> Result<(), cortex_dbtune::Error> {
                 );
                 let _ = writeln!(out, "          {}", f.message);
                 let _ = writeln!(out, "          fix: {}", f.suggestion);
+            }
+            for l in &analysis.lints {
+                let _ = writeln!(
+                    out,
+                    "{:<9} {:<23} {}",
+                    l.severity.to_string(),
+                    l.rule,
+                    l.message
+                );
+                let _ = writeln!(out, "          fix: {}", l.suggestion);
             }
         }
     }

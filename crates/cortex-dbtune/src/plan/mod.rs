@@ -16,6 +16,7 @@
 //! ```
 
 mod filter;
+mod patterns;
 mod rules;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,10 @@ use crate::{Error, Result};
 
 pub(crate) use filter::index_keys;
 pub use filter::{IndexCandidate, IndexKey, quote_ident, quote_literal};
+pub use patterns::{
+    CorrelatedSubplan, GinIndex, MaterializedView, PartialIndex, PartitionByMonth, SqlLint,
+    lint_sql,
+};
 pub use rules::{
     BadEstimate, CostlyNode, DiskSort, Finding, HashBatches, HeapFetches, HighTotalCost,
     IndexableSeqScan, LargeHashJoin, LargeOffset, Levels, LossyBitmap, NestedLoopLoops,
@@ -412,6 +417,9 @@ pub struct PlanNode {
     /// Sort keys.
     #[serde(rename = "Sort Key", default, skip_serializing_if = "Vec::is_empty")]
     pub sort_key: Vec<String>,
+    /// Grouping keys of an Aggregate or Group node.
+    #[serde(rename = "Group Key", default, skip_serializing_if = "Vec::is_empty")]
+    pub group_key: Vec<String>,
     /// Sort method (`quicksort`, `top-N heapsort`, `external merge`, ...).
     #[serde(
         rename = "Sort Method",

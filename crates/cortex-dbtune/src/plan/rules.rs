@@ -136,6 +136,20 @@ pub struct Thresholds {
     pub high_total_cost: f64,
     /// large_hash_join: planned rows of a Hash Join above this (the original: 10,000).
     pub large_hash_join_rows: f64,
+    /// partial_index and gin_index: rows a Seq Scan reads per loop above this (default
+    /// 10,000: below it a sequential scan is cheap and an index buys little).
+    pub pattern_min_rows: f64,
+    /// correlated_subplan: runs of a SubPlan (default: 1,000 warning, 100,000
+    /// critical, as nested_loop_loops).
+    pub subplan_loops: Levels,
+    /// materialized_view: time of a grouped Aggregate above this many ms (default 50).
+    pub matview_min_ms: f64,
+    /// materialized_view: rows of a sequential scan under it above this (default
+    /// 100,000).
+    pub matview_min_rows: f64,
+    /// partition_by_month: rows a Seq Scan reads per loop, at least this many (default
+    /// 1,000,000: smaller tables are served well enough by an index).
+    pub partition_min_rows: f64,
 }
 
 impl Default for Thresholds {
@@ -174,6 +188,15 @@ impl Default for Thresholds {
             },
             high_total_cost: 1000.0,
             large_hash_join_rows: 10_000.0,
+            pattern_min_rows: 10_000.0,
+            subplan_loops: Levels {
+                info: None,
+                warning: Some(1_000.0),
+                critical: Some(100_000.0),
+            },
+            matview_min_ms: 50.0,
+            matview_min_rows: 100_000.0,
+            partition_min_rows: 1_000_000.0,
         }
     }
 }
@@ -294,6 +317,11 @@ pub fn default_rules() -> Vec<Box<dyn PlanRule>> {
         Box::new(SeqScan),
         Box::new(HighTotalCost),
         Box::new(LargeHashJoin),
+        Box::new(super::patterns::PartialIndex),
+        Box::new(super::patterns::GinIndex),
+        Box::new(super::patterns::CorrelatedSubplan),
+        Box::new(super::patterns::MaterializedView),
+        Box::new(super::patterns::PartitionByMonth),
     ]
 }
 
@@ -740,7 +768,10 @@ impl PlanRule for NestedLoopLoops {
                     fmt_num(loops)
                 ),
                 "check the outer side's row estimate; with accurate statistics the planner may \
-             choose a hash or merge join, or index the inner join column"
+             choose a hash or merge join, or index the inner join column; when the inner \
+             side computes a per-row figure (a latest or top value per key), a window \
+             function over one pass (row_number() or max() OVER (PARTITION BY key)) avoids \
+             the loop"
                     .to_string(),
             ),
         )

@@ -7,6 +7,12 @@ use super::*;
 fn fixture(name: &str) -> Plan {
     let text = match name {
         "clean" => include_str!("../../tests/fixtures/clean.json"),
+        "correlated_subplan" => include_str!("../../tests/fixtures/correlated_subplan.json"),
+        "heavy_aggregate" => include_str!("../../tests/fixtures/heavy_aggregate.json"),
+        "jsonb_contains" => include_str!("../../tests/fixtures/jsonb_contains.json"),
+        "jsonb_exists" => include_str!("../../tests/fixtures/jsonb_exists.json"),
+        "partial_index" => include_str!("../../tests/fixtures/partial_index.json"),
+        "time_range" => include_str!("../../tests/fixtures/time_range.json"),
         "disk_sort" => include_str!("../../tests/fixtures/disk_sort.json"),
         "hash_batches" => include_str!("../../tests/fixtures/hash_batches.json"),
         "hash_join" => include_str!("../../tests/fixtures/hash_join.json"),
@@ -47,6 +53,12 @@ fn close(a: f64, b: f64) -> bool {
 fn parses_every_fixture_with_analyze_figures() {
     for name in [
         "clean",
+        "correlated_subplan",
+        "heavy_aggregate",
+        "jsonb_contains",
+        "jsonb_exists",
+        "partial_index",
+        "time_range",
         "disk_sort",
         "hash_batches",
         "hash_join",
@@ -471,4 +483,233 @@ fn summary_maxima() {
     // The CTE's Seq Scan returns 200,000 rows; SubPlan 2's only 10 x 49.
     assert_eq!(s.largest_rows.unwrap(), ("0.0.0".to_string(), 200_000.0));
     assert_eq!(s.costliest.unwrap().0, "0.4.0");
+}
+
+// Pattern rules (plan/patterns.rs), on fixtures captured by the same script.
+
+#[test]
+fn partial_index_keeps_the_constant_in_the_predicate() {
+    let f = one(&findings("partial_index"), "partial_index");
+    assert_eq!(f.relation.as_deref(), Some("orders"));
+    assert_eq!(f.measured, 200_000.0);
+    assert_eq!(f.severity, Severity::Info);
+    assert!(
+        f.suggestion.contains(
+            r#"CREATE INDEX CONCURRENTLY ON "orders" ("customer_id") WHERE "status" = 'paid';"#
+        ),
+        "{}",
+        f.suggestion
+    );
+    // A single text equality has no other column to index: the plain index rule's job.
+    assert!(
+        findings("seq_scan_jsonb")
+            .iter()
+            .all(|f| f.rule != "partial_index")
+    );
+    assert!(
+        findings("seq_scan_single")
+            .iter()
+            .all(|f| f.rule != "partial_index")
+    );
+}
+
+#[test]
+fn partial_index_respects_the_row_threshold() {
+    let th = Thresholds {
+        pattern_min_rows: 200_000.0,
+        ..Thresholds::default()
+    };
+    let fs = analyze(&fixture("partial_index"), &th);
+    assert!(fs.iter().all(|f| f.rule != "partial_index"));
+}
+
+#[test]
+fn gin_index_for_jsonb_operators() {
+    let f = one(&findings("jsonb_contains"), "gin_index");
+    assert!(
+        f.suggestion.starts_with(
+            r#"CREATE INDEX CONCURRENTLY ON "orders" USING gin ("metadata" jsonb_path_ops);"#
+        ),
+        "{}",
+        f.suggestion
+    );
+    assert_eq!(f.severity, Severity::Warning);
+    let f = one(&findings("jsonb_exists"), "gin_index");
+    assert_eq!(
+        f.suggestion,
+        r#"CREATE INDEX CONCURRENTLY ON "orders" USING gin ("metadata");"#
+    );
+    // `->>` equality is an expression index (indexable_seq_scan), not GIN.
+    assert!(
+        findings("seq_scan_jsonb")
+            .iter()
+            .all(|f| f.rule != "gin_index")
+    );
+}
+
+#[test]
+fn expression_index_for_lower_stays_with_indexable_seq_scan() {
+    let fs = findings("seq_scan_lower");
+    let f = one(&fs, "indexable_seq_scan");
+    assert!(
+        f.suggestion.contains(r#"(lower("name"))"#),
+        "{}",
+        f.suggestion
+    );
+    assert!(
+        fs.iter()
+            .all(|f| f.rule != "partial_index" && f.rule != "gin_index")
+    );
+}
+
+#[test]
+fn correlated_subplan_suggests_a_window_function() {
+    let f = one(&findings("correlated_subplan"), "correlated_subplan");
+    assert_eq!(
+        (f.node_path.as_str(), f.node_type.as_str()),
+        ("0.0", "Aggregate")
+    );
+    assert_eq!(f.measured, 1999.0);
+    assert_eq!((f.severity, f.threshold), (Severity::Warning, 1000.0));
+    assert!(f.suggestion.contains("window function"));
+    // 49 runs in the subplans fixture stay under the threshold.
+    assert!(
+        findings("subplans")
+            .iter()
+            .all(|f| f.rule != "correlated_subplan")
+    );
+    let nl = one(&findings("nested_loop"), "nested_loop_loops");
+    assert!(nl.suggestion.contains("window function"));
+}
+
+#[test]
+fn materialized_view_for_a_heavy_grouped_aggregate() {
+    let f = one(&findings("heavy_aggregate"), "materialized_view");
+    assert_eq!(
+        (f.node_path.as_str(), f.node_type.as_str()),
+        ("0", "Aggregate")
+    );
+    assert!(close(f.measured, 79.836));
+    assert!(
+        f.suggestion
+            .contains("REFRESH MATERIALIZED VIEW CONCURRENTLY")
+    );
+    assert!(f.suggestion.contains("CREATE UNIQUE INDEX"));
+    assert!(f.message.contains("customer_id"), "{}", f.message);
+    // Configurable: a higher time threshold leaves it out.
+    let th = Thresholds {
+        matview_min_ms: 100.0,
+        ..Thresholds::default()
+    };
+    let fs = analyze(&fixture("heavy_aggregate"), &th);
+    assert!(fs.iter().all(|f| f.rule != "materialized_view"));
+    // An ungrouped count (time_range) is not a materialized view's job.
+    assert!(
+        findings("time_range")
+            .iter()
+            .all(|f| f.rule != "materialized_view")
+    );
+}
+
+#[test]
+fn partition_by_month_for_a_range_on_a_large_table() {
+    let f = one(&findings("time_range"), "partition_by_month");
+    assert_eq!(f.relation.as_deref(), Some("events"));
+    assert_eq!(f.measured, 1_000_000.0);
+    assert!(
+        f.suggestion.contains(
+            r#"CREATE TABLE "events_partitioned" (LIKE "events" INCLUDING DEFAULTS INCLUDING CONSTRAINTS) PARTITION BY RANGE ("created_at");"#
+        ),
+        "{}",
+        f.suggestion
+    );
+    assert!(
+        f.suggestion.contains(
+            r#"CREATE TABLE "events_2024_03" PARTITION OF "events_partitioned" FOR VALUES FROM ('2024-03-01') TO ('2024-04-01');"#
+        ),
+        "{}",
+        f.suggestion
+    );
+    let th = Thresholds {
+        partition_min_rows: 1_000_001.0,
+        ..Thresholds::default()
+    };
+    assert!(
+        analyze(&fixture("time_range"), &th)
+            .iter()
+            .all(|f| f.rule != "partition_by_month")
+    );
+    // A numeric range is no timestamp.
+    assert!(
+        findings("seq_scan_range")
+            .iter()
+            .all(|f| f.rule != "partition_by_month")
+    );
+}
+
+#[test]
+fn pattern_parsing_helpers() {
+    use super::patterns::conjuncts;
+    assert_eq!(
+        conjuncts("((status = 'paid'::text) AND (customer_id = 42))"),
+        vec!["status = 'paid'::text", "customer_id = 42"]
+    );
+    assert_eq!(
+        conjuncts("(a = 'x AND y'::text)"),
+        vec!["a = 'x AND y'::text"]
+    );
+    assert_eq!(
+        conjuncts("((a = 1) OR (b = 2))"),
+        vec!["(a = 1) OR (b = 2)"]
+    );
+}
+
+#[test]
+fn quotes_in_names_and_constants_are_requoted() {
+    let json = r#"[{"Plan": {"Node Type": "Seq Scan", "Relation Name": "Ord\"ers",
+        "Total Cost": 4595.0, "Plan Rows": 10, "Plan Width": 4,
+        "Actual Total Time": 17.6, "Actual Rows": 10, "Actual Loops": 1,
+        "Filter": "((\"St\"\"x\" = 'it''s'::text) AND (customer_id = 42))",
+        "Rows Removed by Filter": 199990}, "Execution Time": 17.7}]"#;
+    let plan = Plan::from_json(json).unwrap();
+    let fs = analyze(&plan, &Thresholds::default());
+    let f = one(&fs, "partial_index");
+    assert!(
+        f.suggestion
+            .contains(r#"ON "Ord""ers" ("customer_id") WHERE "St""x" = 'it''s';"#),
+        "{}",
+        f.suggestion
+    );
+}
+
+#[test]
+fn sql_lints() {
+    let rules = |sql: &str| -> Vec<&'static str> { lint_sql(sql).iter().map(|l| l.rule).collect() };
+    assert_eq!(rules("SELECT * FROM orders"), vec!["select_star"]);
+    assert_eq!(
+        rules("select distinct o.* from orders o"),
+        vec!["select_star"]
+    );
+    assert!(rules("SELECT id, name FROM orders").is_empty());
+    assert!(rules("SELECT count(*) FROM orders").is_empty());
+    assert!(rules("SELECT 2 * 3, '*' FROM t -- SELECT *").is_empty());
+    assert!(rules("SELECT o.*, c.name FROM o JOIN c ON true").is_empty());
+    assert_eq!(
+        rules("SELECT id FROM c WHERE (SELECT count(*) FROM o WHERE o.c = c.id) > 0"),
+        vec!["count_for_existence"]
+    );
+    for sql in [
+        "SELECT count(*) = 0 FROM o WHERE x = 1",
+        "SELECT COUNT(1) >= 1 FROM o",
+        "SELECT count(*) <> 0 FROM o",
+        "SELECT count ( * ) > 0 FROM o",
+    ] {
+        assert_eq!(rules(sql), vec!["count_for_existence"], "{sql}");
+    }
+    assert!(rules("SELECT count(*) > 10 FROM o").is_empty());
+    assert!(rules("SELECT k FROM o GROUP BY k HAVING count(*) > 0").is_empty());
+    assert!(rules("SELECT 'count(*) > 0' AS s").is_empty());
+    let l = &lint_sql("SELECT * FROM t")[0];
+    assert_eq!(l.severity, Severity::Info);
+    assert!(l.suggestion.contains("only the columns"));
 }

@@ -308,3 +308,77 @@ fn maintenance_json_and_bad_url() {
     }
     fails_without_password(&["maintenance", "--url", BAD_URL]);
 }
+
+#[test]
+fn check_system_shows_defaults_beside_given_values() {
+    let v = json_of(&[
+        "check-system",
+        "--format",
+        "json",
+        "--pool-size",
+        "5",
+        "--max-overflow",
+        "7",
+        "--statement-timeout",
+        "2min",
+        "--worker-threads",
+        "3",
+    ]);
+    let cpus = v["facts"]["cpus"].as_u64().unwrap();
+    let d = v["defaults"].as_array().unwrap();
+    let get = |n: &str| d.iter().find(|c| c["name"] == n).unwrap().clone();
+    let pool = (cpus * 2 + 1).min(64).to_string();
+    assert_eq!(get("pool_size")["current"], "5");
+    assert_eq!(get("pool_size")["recommended"], pool.as_str());
+    assert_eq!(get("max_overflow")["current"], "7");
+    assert_eq!(get("max_overflow")["recommended"], pool.as_str());
+    assert_eq!(get("statement_timeout_ms")["current"], "120000");
+    assert_eq!(get("statement_timeout_ms")["recommended"], "30000");
+    assert_eq!(get("worker_threads")["current"], "3");
+    assert_eq!(
+        get("worker_threads")["recommended"],
+        cpus.to_string().as_str()
+    );
+
+    let o = run(&["check-system", "--statement-timeout", "30s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("RECOMMENDED"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("statement_timeout_ms"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>(),
+        ["statement_timeout_ms", "30000", "30000"]
+    );
+    let line = out.lines().find(|l| l.starts_with("max_overflow")).unwrap();
+    assert_eq!(line.split_whitespace().nth(1), Some("-"));
+
+    let o = run(&["check-system", "--statement-timeout", "soon"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("soon"), "{}", stderr(&o));
+}
+
+#[test]
+fn explain_reports_sql_lints() {
+    let url = db_url();
+    let v = json_of(&[
+        "explain",
+        "--url",
+        &url,
+        "--format",
+        "json",
+        "SELECT * FROM pg_class WHERE (SELECT count(*) FROM pg_namespace) > 0",
+    ]);
+    let rules: Vec<&str> = v["lints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["select_star", "count_for_existence"]);
+    let o = run(&["explain", "--url", &url, "SELECT * FROM pg_class LIMIT 1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("select_star"), "{}", stdout(&o));
+}

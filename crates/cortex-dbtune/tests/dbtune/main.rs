@@ -395,3 +395,59 @@ async fn maintenance_report_quotes_weird_names() {
     }
     s.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sessions_temp_tables_are_not_orphaned() {
+    use cortex_dbtune::maintenance::{TempOwner, maintenance_report};
+    use sqlx::Connection;
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://cortex@127.0.0.1:5432/cortex".to_string());
+    let other_name = format!("dbtune_tmp_other_{}", std::process::id());
+    let own_name = format!("dbtune_tmp_own_{}", std::process::id());
+
+    // Another session holds a temporary table while the report is read.
+    let mut other = sqlx::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is unreachable ({e})"));
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TEMP TABLE {} (id int); INSERT INTO {} VALUES (1)",
+        quote_ident(&other_name),
+        quote_ident(&other_name)
+    )))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    // A one-connection pool: the report runs in the session that owns the table.
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TEMP TABLE {} (id int)",
+        quote_ident(&own_name)
+    )))
+    .execute(&own)
+    .await
+    .unwrap();
+
+    let r = maintenance_report(&own).await.unwrap();
+    let find = |name: &str| {
+        r.temp_tables
+            .iter()
+            .find(|t| t.table == name)
+            .unwrap_or_else(|| panic!("{name} not in {:#?}", r.temp_tables))
+            .clone()
+    };
+    let o = find(&other_name);
+    assert_ne!(o.owner, TempOwner::Orphaned, "{o:#?}");
+    assert!(o.sql.is_none());
+    assert_eq!(o.schema, format!("pg_temp_{}", o.backend_id));
+    let m = find(&own_name);
+    assert_eq!(m.owner, TempOwner::Live, "{m:#?}");
+    assert!(m.sql.is_none());
+    assert_ne!(m.backend_id, o.backend_id);
+
+    own.close().await;
+    other.close().await.unwrap();
+}

@@ -15,24 +15,8 @@
 use serde::Serialize;
 
 use super::filter::{self, IndexKey, quote_ident, quote_literal};
-use super::rules::{Finding, PlanContext, PlanRule, Severity};
+use super::rules::{Finding, PlanContext, PlanRule, Severity, fmt_num, table_sql};
 use super::{NodeKind, PlanNode};
-
-fn fmt_num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-fn table_sql(node: &PlanNode) -> Option<String> {
-    let t = node.relation_name.as_deref()?;
-    Some(match node.schema.as_deref() {
-        Some(s) => format!("{}.{}", quote_ident(s), quote_ident(t)),
-        None => quote_ident(t),
-    })
-}
 
 /// Rows a scan reads per loop: returned plus removed by its filter.
 fn rows_read(node: &PlanNode) -> Option<f64> {

@@ -325,7 +325,8 @@ pub fn default_rules() -> Vec<Box<dyn PlanRule>> {
     ]
 }
 
-fn fmt_num(v: f64) -> String {
+/// A number as rules print it: whole numbers without decimals, others with two.
+pub(super) fn fmt_num(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{v:.0}")
     } else {
@@ -333,7 +334,8 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn table_sql(node: &PlanNode) -> Option<String> {
+/// The node's table as SQL: schema-qualified when the plan names the schema, quoted.
+pub(super) fn table_sql(node: &PlanNode) -> Option<String> {
     let t = node.relation_name.as_deref()?;
     Some(match node.schema.as_deref() {
         Some(s) => format!("{}.{}", quote_ident(s), quote_ident(t)),

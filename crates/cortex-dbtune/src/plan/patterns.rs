@@ -23,6 +23,14 @@ fn rows_read(node: &PlanNode) -> Option<f64> {
     Some(node.actual_rows? + node.rows_removed_by_filter.unwrap_or(0.0))
 }
 
+/// The rows a sequential scan read (`None` for any other node).
+fn seq_scan_rows(node: &PlanNode) -> Option<f64> {
+    if node.kind() != NodeKind::SeqScan {
+        return None;
+    }
+    rows_read(node)
+}
+
 /// Removes one pair of parentheses wrapping the whole text, if there is one.
 fn strip_outer(s: &str) -> &str {
     let t = s.trim();
@@ -163,13 +171,7 @@ impl PlanRule for PartialIndex {
         "partial_index"
     }
     fn check(&self, node: &PlanNode, ctx: &PlanContext<'_>) -> Option<Finding> {
-        if node.kind() != NodeKind::SeqScan {
-            return None;
-        }
-        let read = rows_read(node)?;
-        if read <= ctx.thresholds.pattern_min_rows {
-            return None;
-        }
+        let read = seq_scan_rows(node).filter(|&r| r > ctx.thresholds.pattern_min_rows)?;
         let parts = conjuncts(node.filter.as_deref()?);
         let (at, (col, value)) = parts
             .iter()
@@ -222,13 +224,7 @@ impl PlanRule for GinIndex {
         "gin_index"
     }
     fn check(&self, node: &PlanNode, ctx: &PlanContext<'_>) -> Option<Finding> {
-        if node.kind() != NodeKind::SeqScan {
-            return None;
-        }
-        let read = rows_read(node)?;
-        if read <= ctx.thresholds.pattern_min_rows {
-            return None;
-        }
+        let read = seq_scan_rows(node).filter(|&r| r > ctx.thresholds.pattern_min_rows)?;
         let ops: Vec<(String, bool)> = conjuncts(node.filter.as_deref()?)
             .iter()
             .filter_map(|c| jsonb_operator(c))
@@ -379,13 +375,7 @@ impl PlanRule for PartitionByMonth {
         "partition_by_month"
     }
     fn check(&self, node: &PlanNode, ctx: &PlanContext<'_>) -> Option<Finding> {
-        if node.kind() != NodeKind::SeqScan {
-            return None;
-        }
-        let read = rows_read(node)?;
-        if read < ctx.thresholds.partition_min_rows {
-            return None;
-        }
+        let read = seq_scan_rows(node).filter(|&r| r >= ctx.thresholds.partition_min_rows)?;
         let (col, value) = conjuncts(node.filter.as_deref()?)
             .iter()
             .find_map(|c| temporal_range(c))?;

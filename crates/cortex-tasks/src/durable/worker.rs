@@ -543,15 +543,8 @@ async fn reader(
                 Ok(_) => {}
                 Err(e) => {
                     failures += 1;
-                    if is_nogroup(&e) {
-                        if let Err(e) = shared.queue.ensure_groups().await {
-                            shared.log.warn("creating the consumer group", &e);
-                        }
-                    } else {
-                        shared.log.warn("taking tasks", &e);
-                    }
                     drop(permits);
-                    pause(&mut stop, redis_backoff(failures)).await;
+                    recover(&shared, &e, "taking tasks", &mut stop, failures).await;
                     continue;
                 }
             }
@@ -569,15 +562,8 @@ async fn reader(
                 }
                 Err(e) => {
                     failures += 1;
-                    if is_nogroup(&e) {
-                        if let Err(e) = shared.queue.ensure_groups().await {
-                            shared.log.warn("creating the consumer group", &e);
-                        }
-                    } else {
-                        shared.log.warn("reading tasks", &e);
-                    }
                     drop(permits);
-                    pause(&mut stop, redis_backoff(failures)).await;
+                    recover(&shared, &e, "reading tasks", &mut stop, failures).await;
                     continue;
                 }
             }
@@ -668,6 +654,25 @@ async fn helper(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// After a failed read: recreates the consumer group if Redis lost it (a restart
+/// without persistence), else logs (rate-limited); then backs off.
+async fn recover(
+    shared: &Shared,
+    e: &Error,
+    what: &str,
+    stop: &mut watch::Receiver<bool>,
+    failures: u32,
+) {
+    if is_nogroup(e) {
+        if let Err(e) = shared.queue.ensure_groups().await {
+            shared.log.warn("creating the consumer group", &e);
+        }
+    } else {
+        shared.log.warn(what, e);
+    }
+    pause(stop, redis_backoff(failures)).await;
 }
 
 async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) {

@@ -1,0 +1,954 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cortex_cache::LruCache;
+use cortex_metrics::{Counter, Metrics, Operation};
+use rmcp::ServiceError;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ErrorCode, ReadResourceRequestParams,
+    ReadResourceResult, Tool,
+};
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::breaker::Breaker;
+use crate::session::{Connector, Pool, Session};
+use crate::stats::{Health, McpStats};
+use crate::{Endpoint, Error, McpClientConfig, Result, key};
+
+/// How one call is made. The default: not cached, not idempotent (never hedged), the
+/// client's timeouts.
+///
+/// ```
+/// use std::time::Duration;
+/// use cortex_mcp::CallOptions;
+///
+/// let opts = CallOptions::new().cached(Duration::from_secs(60)).timeout(Duration::from_secs(2));
+/// assert!(opts.is_cacheable());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    cache: Option<Option<Duration>>,
+    idempotent: bool,
+    timeout: Option<Duration>,
+}
+
+impl CallOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cache the result for `ttl`, and answer from the cache while it is fresh. A tool
+    /// error is never cached. Implies idempotent.
+    pub fn cached(mut self, ttl: Duration) -> Self {
+        self.cache = Some(Some(ttl));
+        self
+    }
+
+    /// Cache the result for the client's `cache_ttl`.
+    pub fn cacheable(mut self) -> Self {
+        self.cache = Some(None);
+        self
+    }
+
+    /// Never answer from, nor fill, the cache.
+    pub fn uncached(mut self) -> Self {
+        self.cache = None;
+        self
+    }
+
+    /// The call may run twice without harm, so it may be hedged.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// Bound the whole call (every attempt and wait) by `timeout` instead of the
+    /// client's `call_timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Whether results are cached.
+    pub fn is_cacheable(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    fn hedgeable(&self) -> bool {
+        self.idempotent || self.cache.is_some()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Cached {
+    Tool(Arc<CallToolResult>),
+    Resource(Arc<ReadResourceResult>),
+}
+
+#[derive(Debug)]
+enum Request {
+    Tool(CallToolRequestParams),
+    Resource(ReadResourceRequestParams),
+    ListTools,
+}
+
+impl Request {
+    fn method(&self) -> &'static str {
+        match self {
+            Request::Tool(_) => "tools/call",
+            Request::Resource(_) => "resources/read",
+            Request::ListTools => "tools/list",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Response {
+    Tool(CallToolResult),
+    Resource(ReadResourceResult),
+    Tools(Vec<Tool>),
+}
+
+/// Handles into cortex-metrics, made once so a call formats no names.
+#[derive(Debug)]
+struct Instruments {
+    call_tool: Arc<Operation>,
+    read_resource: Arc<Operation>,
+    list_tools: Arc<Operation>,
+    requests: Arc<Counter>,
+    errors: Arc<Counter>,
+    tool_errors: Arc<Counter>,
+    timeouts: Arc<Counter>,
+    retries: Arc<Counter>,
+    hedges: Arc<Counter>,
+    reconnects: Arc<Counter>,
+    circuit_opened: Arc<Counter>,
+    cache_hits: Arc<Counter>,
+    cache_misses: Arc<Counter>,
+}
+
+impl Instruments {
+    fn new(metrics: &Metrics, service: &str) -> Self {
+        let counter = |what: &str| metrics.counter(&format!("mcp.{service}.{what}"));
+        Self {
+            call_tool: metrics.operation_in("mcp", &format!("{service}.call_tool")),
+            read_resource: metrics.operation_in("mcp", &format!("{service}.read_resource")),
+            list_tools: metrics.operation_in("mcp", &format!("{service}.list_tools")),
+            requests: counter("requests"),
+            errors: counter("errors"),
+            tool_errors: counter("tool_errors"),
+            timeouts: counter("timeouts"),
+            retries: counter("retries"),
+            hedges: counter("hedges"),
+            reconnects: counter("reconnects"),
+            circuit_opened: counter("circuit_opened"),
+            cache_hits: counter("cache_hits"),
+            cache_misses: counter("cache_misses"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    service: Arc<str>,
+    endpoint: Endpoint,
+    config: McpClientConfig,
+    connector: Connector,
+    pool: Pool,
+    breaker: Breaker,
+    cache: Option<LruCache<String, Cached>>,
+    closed: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    shutdown: CancellationToken,
+    m: Instruments,
+}
+
+/// A resilient MCP client for one service.
+///
+/// It keeps `pool_size` sessions and spreads calls over them round robin (one session
+/// carries many concurrent calls). Each call is bounded by `call_timeout` in all, and
+/// each attempt by `request_timeout`. Transport failures and timeouts are retried with
+/// exponential backoff and jitter; a tool error never is. A broken session is rebuilt
+/// in the background with backoff, a killed stdio child is started again, and after
+/// `breaker_failures` consecutive failed attempts the circuit opens and calls fail at
+/// once until a probe succeeds. Cacheable calls are answered from an in-memory
+/// [`LruCache`] of cortex-cache; latency, errors, retries and cache hits are recorded
+/// into cortex-metrics as `mcp.<service>.*`.
+///
+/// Cloning is cheap and shares everything. Dropping the last clone stops the
+/// background tasks and closes the sessions; [`close`](Self::close) does so gracefully.
+///
+/// ```no_run
+/// use cortex_mcp::{Endpoint, McpClient, McpClientConfig};
+/// use serde_json::json;
+///
+/// # async fn run() -> Result<(), cortex_mcp::Error> {
+/// let client = McpClient::connect(
+///     "memory-service",
+///     Endpoint::http("http://127.0.0.1:8080/mcp"),
+///     McpClientConfig::default(),
+/// )
+/// .await?;
+/// let result = client.call_tool("echo", json!({ "message": "hi" })).await?;
+/// println!("{:?}", result.content);
+/// client.close(std::time::Duration::from_secs(5)).await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct McpClient {
+    inner: Arc<Inner>,
+    _stop: Arc<DropGuard>,
+}
+
+/// Builds an [`McpClient`].
+#[derive(Debug)]
+pub struct McpClientBuilder {
+    service: String,
+    endpoint: Endpoint,
+    config: McpClientConfig,
+    metrics: Option<Metrics>,
+    require_connection: bool,
+}
+
+impl McpClientBuilder {
+    /// Use these settings instead of the defaults.
+    pub fn config(mut self, config: McpClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Record into this registry instead of [`cortex_metrics::global`].
+    pub fn metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Whether [`build`](Self::build) fails when no session could be made (default:
+    /// true). With false, the client starts unhealthy and connects in the background.
+    pub fn require_connection(mut self, require: bool) -> Self {
+        self.require_connection = require;
+        self
+    }
+
+    /// Check the settings, make the sessions (concurrently, each within
+    /// `connect_timeout`) and start reconnecting the ones that failed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad setting or endpoint; [`Error::Connect`] when
+    /// no session could be made and a connection is required.
+    pub async fn build(self) -> Result<McpClient> {
+        self.config.validate()?;
+        if self.service.is_empty() {
+            return Err(Error::InvalidConfig {
+                key: "service",
+                value: self.service,
+                reason: "a service needs a name".to_owned(),
+            });
+        }
+        let metrics = self
+            .metrics
+            .unwrap_or_else(|| cortex_metrics::global().clone());
+        let config = self.config;
+        let cache = if config.cache_capacity == 0 {
+            None
+        } else {
+            let cache = LruCache::builder()
+                .capacity(config.cache_capacity)
+                .ttl(config.cache_ttl)
+                .build()
+                .map_err(|e| Error::InvalidConfig {
+                    key: "MCP_CACHE_CAPACITY",
+                    value: config.cache_capacity.to_string(),
+                    reason: e.to_string(),
+                })?;
+            Some(cache)
+        };
+        let shutdown = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            m: Instruments::new(&metrics, &self.service),
+            service: self.service.into(),
+            connector: Connector::new(&self.endpoint, &config)?,
+            endpoint: self.endpoint,
+            pool: Pool::new(config.pool_size),
+            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
+            cache,
+            closed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            shutdown: shutdown.clone(),
+            config,
+        });
+        let client = McpClient {
+            _stop: Arc::new(shutdown.drop_guard()),
+            inner: inner.clone(),
+        };
+        let attempts = (0..inner.pool.slots.len()).map(|i| {
+            let inner = inner.clone();
+            async move { (i, inner.connect_once().await) }
+        });
+        let mut first_error = None;
+        for (i, outcome) in futures_util::future::join_all(attempts).await {
+            match outcome {
+                Ok(session) => inner.pool.slots[i].session.store(Some(Arc::new(session))),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    inner.spawn_reconnect(i);
+                }
+            }
+        }
+        if inner.pool.connected() == 0 && self.require_connection {
+            let message = first_error.unwrap_or_default();
+            return Err(inner.connect_error(message));
+        }
+        Ok(client)
+    }
+}
+
+impl McpClient {
+    /// A builder for a client of `service` at `endpoint`.
+    pub fn builder(service: impl Into<String>, endpoint: Endpoint) -> McpClientBuilder {
+        McpClientBuilder {
+            service: service.into(),
+            endpoint,
+            config: McpClientConfig::default(),
+            metrics: None,
+            require_connection: true,
+        }
+    }
+
+    /// Connect with `config`, recording into the global metrics registry.
+    ///
+    /// # Errors
+    /// As [`McpClientBuilder::build`].
+    pub async fn connect(
+        service: impl Into<String>,
+        endpoint: Endpoint,
+        config: McpClientConfig,
+    ) -> Result<Self> {
+        Self::builder(service, endpoint)
+            .config(config)
+            .build()
+            .await
+    }
+
+    /// The service name.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// The endpoint (displays with any password hidden).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &McpClientConfig {
+        &self.inner.config
+    }
+
+    /// Call a tool; not cached. `args` is a JSON object, or null for none.
+    ///
+    /// # Errors
+    /// [`Error::Tool`] when the tool reports an error or rejects its name or
+    /// arguments; [`Error::InvalidArguments`] for arguments that are not an object;
+    /// otherwise the last retryable error once retries or the call's time are spent,
+    /// [`Error::CircuitOpen`], or [`Error::Closed`].
+    pub async fn call_tool(&self, name: &str, args: Value) -> Result<CallToolResult> {
+        self.call_tool_with(name, args, CallOptions::default())
+            .await
+    }
+
+    /// Call a tool with per-call options (caching, idempotence, timeout).
+    ///
+    /// # Errors
+    /// As [`call_tool`](Self::call_tool).
+    pub async fn call_tool_with(
+        &self,
+        name: &str,
+        args: Value,
+        opts: CallOptions,
+    ) -> Result<CallToolResult> {
+        let args = match args {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            other => {
+                let mut value = other.to_string();
+                value.truncate(200);
+                return Err(Error::InvalidArguments {
+                    tool: name.to_owned(),
+                    value,
+                });
+            }
+        };
+        let inner = &self.inner;
+        let key = match (&inner.cache, opts.cache) {
+            (Some(cache), Some(_)) => {
+                let key = key::tool_key(name, &args);
+                if let Some(Cached::Tool(hit)) = cache.get(&key) {
+                    inner.m.cache_hits.increment();
+                    return Ok(CallToolResult::clone(&hit));
+                }
+                inner.m.cache_misses.increment();
+                Some(key)
+            }
+            _ => None,
+        };
+        let started = Instant::now();
+        let params = CallToolRequestParams::new(name.to_owned()).with_arguments(args);
+        let outcome = inner
+            .execute(Request::Tool(params), &opts)
+            .await
+            .and_then(|r| match r {
+                Response::Tool(result) => inner.tool_outcome(name, result),
+                _ => Err(inner.unexpected("tools/call")),
+            });
+        inner.finish(&inner.m.call_tool, "tools/call", name, started, &outcome);
+        if let (Ok(result), Some(key), Some(cache)) = (&outcome, key, &inner.cache) {
+            let ttl = opts.cache.flatten().unwrap_or(inner.config.cache_ttl);
+            cache.insert_with_ttl(key, Cached::Tool(Arc::new(result.clone())), ttl);
+        }
+        outcome
+    }
+
+    /// Read a resource; cached for `cache_ttl` by default, as reads are meant to be
+    /// free of side effects.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] for a resource the server does not have; otherwise as
+    /// [`call_tool`](Self::call_tool).
+    pub async fn read_resource(&self, uri: &str) -> Result<ReadResourceResult> {
+        self.read_resource_with(uri, CallOptions::new().cacheable())
+            .await
+    }
+
+    /// Read a resource with per-call options.
+    ///
+    /// # Errors
+    /// As [`read_resource`](Self::read_resource).
+    pub async fn read_resource_with(
+        &self,
+        uri: &str,
+        opts: CallOptions,
+    ) -> Result<ReadResourceResult> {
+        let inner = &self.inner;
+        let key = match (&inner.cache, opts.cache) {
+            (Some(cache), Some(_)) => {
+                let key = key::resource_key(uri);
+                if let Some(Cached::Resource(hit)) = cache.get(&key) {
+                    inner.m.cache_hits.increment();
+                    return Ok(ReadResourceResult::clone(&hit));
+                }
+                inner.m.cache_misses.increment();
+                Some(key)
+            }
+            _ => None,
+        };
+        let started = Instant::now();
+        let opts = opts.idempotent();
+        let request = Request::Resource(ReadResourceRequestParams::new(uri));
+        let outcome = inner.execute(request, &opts).await.and_then(|r| match r {
+            Response::Resource(result) => Ok(result),
+            _ => Err(inner.unexpected("resources/read")),
+        });
+        inner.finish(
+            &inner.m.read_resource,
+            "resources/read",
+            uri,
+            started,
+            &outcome,
+        );
+        if let (Ok(result), Some(key), Some(cache)) = (&outcome, key, &inner.cache) {
+            let ttl = opts.cache.flatten().unwrap_or(inner.config.cache_ttl);
+            cache.insert_with_ttl(key, Cached::Resource(Arc::new(result.clone())), ttl);
+        }
+        outcome
+    }
+
+    /// Every tool the service offers (all pages).
+    ///
+    /// # Errors
+    /// As [`call_tool`](Self::call_tool).
+    pub async fn list_tools(&self) -> Result<Vec<Tool>> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let opts = CallOptions::new().idempotent();
+        let outcome = inner
+            .execute(Request::ListTools, &opts)
+            .await
+            .and_then(|r| match r {
+                Response::Tools(tools) => Ok(tools),
+                _ => Err(inner.unexpected("tools/list")),
+            });
+        inner.finish(&inner.m.list_tools, "tools/list", "", started, &outcome);
+        outcome
+    }
+
+    /// Drop every cached result.
+    pub fn clear_cache(&self) {
+        if let Some(cache) = &self.inner.cache {
+            cache.clear();
+        }
+    }
+
+    /// Whether calls can go through now: a session is up and the circuit is not open.
+    pub fn health(&self) -> Health {
+        let inner = &self.inner;
+        let sessions = inner.pool.connected();
+        let circuit = inner.breaker.state();
+        Health {
+            healthy: !inner.closed.load(Ordering::Acquire)
+                && sessions > 0
+                && circuit != crate::CircuitState::Open,
+            sessions_connected: sessions,
+            circuit,
+        }
+    }
+
+    /// Shorthand for `health().healthy`.
+    pub fn is_healthy(&self) -> bool {
+        self.health().healthy
+    }
+
+    /// Counters and state of this client.
+    pub fn stats(&self) -> McpStats {
+        let inner = &self.inner;
+        let m = &inner.m;
+        let health = self.health();
+        let requests = m.requests.total();
+        let errors = m.errors.total();
+        McpStats {
+            service: inner.service.to_string(),
+            endpoint: inner.endpoint.to_string(),
+            healthy: health.healthy,
+            circuit: health.circuit,
+            sessions_connected: health.sessions_connected,
+            sessions_max: inner.pool.slots.len(),
+            in_flight: inner.in_flight.load(Ordering::Relaxed),
+            requests_total: requests,
+            requests_success: requests.saturating_sub(errors),
+            requests_error: errors,
+            tool_errors: m.tool_errors.total(),
+            timeouts: m.timeouts.total(),
+            retries: m.retries.total(),
+            hedges: m.hedges.total(),
+            reconnects: m.reconnects.total(),
+            circuit_opened: m.circuit_opened.total(),
+            cache_hits: m.cache_hits.total(),
+            cache_misses: m.cache_misses.total(),
+            cache_size: inner.cache.as_ref().map_or(0, LruCache::len),
+        }
+    }
+
+    /// Stop taking calls, let the calls in flight finish for up to `grace`, then close
+    /// every session (a stdio child is asked to exit, then killed) and stop the
+    /// reconnects. Calls made after this fail with [`Error::Closed`].
+    pub async fn close(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::Release);
+        let deadline = Instant::now() + grace;
+        loop {
+            let idle = inner.idle.notified();
+            if inner.in_flight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                break;
+            }
+        }
+        inner.shutdown.cancel();
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        let sessions = inner
+            .pool
+            .slots
+            .iter()
+            .filter_map(|s| s.session.swap(None))
+            .collect::<Vec<_>>();
+        futures_util::future::join_all(sessions.iter().map(|s| s.close(left))).await;
+    }
+}
+
+/// Counts a call in flight; wakes `close` when the last one ends.
+struct InFlight<'a>(&'a Inner);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Inner {
+    /// Attempts with retries, each admitted by the breaker, all within the call's
+    /// deadline.
+    async fn execute(self: &Arc<Self>, request: Request, opts: &CallOptions) -> Result<Response> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                service: self.service.clone(),
+            });
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _in_flight = InFlight(self);
+        self.m.requests.increment();
+        let call_timeout = opts.timeout.unwrap_or(self.config.call_timeout);
+        let deadline = Instant::now() + call_timeout;
+        let hedge = opts.hedgeable();
+        let mut retries = 0;
+        loop {
+            let permit =
+                self.breaker
+                    .admit()
+                    .map_err(|(failures, retry_in)| Error::CircuitOpen {
+                        service: self.service.clone(),
+                        failures,
+                        retry_in,
+                    })?;
+            let now = Instant::now();
+            let budget = self
+                .config
+                .request_timeout
+                .min(deadline.saturating_duration_since(now));
+            let outcome = match tokio::time::timeout(budget, self.send(&request, hedge)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Error::Timeout {
+                    service: self.service.clone(),
+                    after: budget,
+                }),
+            };
+            let error = match outcome {
+                Ok(response) => {
+                    permit.success();
+                    return Ok(response);
+                }
+                Err(e) if !e.is_retryable() => {
+                    // The service answered; it is up.
+                    permit.success();
+                    return Err(e);
+                }
+                Err(e) => e,
+            };
+            if matches!(error, Error::Timeout { .. }) {
+                self.m.timeouts.increment();
+            }
+            if permit.failure() {
+                self.m.circuit_opened.increment();
+                tracing::warn!(
+                    service = %self.service,
+                    failures = self.config.breaker_failures,
+                    cooldown = ?self.config.breaker_cooldown,
+                    error = %error,
+                    "MCP circuit opened"
+                );
+            }
+            if retries >= self.config.max_retries {
+                return Err(error);
+            }
+            let delay = backoff(&self.config, retries);
+            if Instant::now() + delay >= deadline {
+                // Waiting would take the caller past its deadline: answer now.
+                return Err(error);
+            }
+            tracing::debug!(service = %self.service, retry = retries + 1, ?delay, error = %error, "retrying MCP call");
+            tokio::time::sleep(delay).await;
+            retries += 1;
+            self.m.retries.increment();
+        }
+    }
+
+    /// One attempt, hedged on a second session when allowed and configured.
+    async fn send(self: &Arc<Self>, request: &Request, hedge: bool) -> Result<Response> {
+        let Some(after) = self.config.hedge_after.filter(|_| hedge) else {
+            return self.attempt(request).await;
+        };
+        let first = self.attempt(request);
+        tokio::pin!(first);
+        tokio::select! {
+            outcome = &mut first => return outcome,
+            () = tokio::time::sleep(after) => {}
+        }
+        self.m.hedges.increment();
+        let second = self.attempt(request);
+        tokio::pin!(second);
+        // The first success wins; a failure waits for the other copy.
+        tokio::select! {
+            outcome = &mut first => match outcome {
+                Ok(response) => Ok(response),
+                Err(_) => second.await,
+            },
+            outcome = &mut second => match outcome {
+                Ok(response) => Ok(response),
+                Err(_) => first.await,
+            },
+        }
+    }
+
+    /// One request on one session.
+    async fn attempt(self: &Arc<Self>, request: &Request) -> Result<Response> {
+        let Some((slot, session)) = self.pool.pick() else {
+            return Err(Error::NoSession {
+                service: self.service.clone(),
+            });
+        };
+        let peer = &session.peer;
+        if peer.is_transport_closed() {
+            self.break_session(slot, &session);
+            return Err(self.transport_error("the session's transport is closed"));
+        }
+        let outcome = match request {
+            Request::Tool(params) => peer.call_tool(params.clone()).await.map(Response::Tool),
+            Request::Resource(params) => peer
+                .read_resource(params.clone())
+                .await
+                .map(Response::Resource),
+            Request::ListTools => peer.list_all_tools().await.map(Response::Tools),
+        };
+        outcome.map_err(|e| {
+            let error = self.map_service_error(request, e);
+            if matches!(error, Error::Transport { .. }) {
+                self.break_session(slot, &session);
+            }
+            error
+        })
+    }
+
+    fn map_service_error(&self, request: &Request, e: ServiceError) -> Error {
+        let service = self.service.clone();
+        let method = request.method();
+        match e {
+            ServiceError::McpError(data) => match request {
+                Request::Tool(params) if data.code == ErrorCode::INVALID_PARAMS => Error::Tool {
+                    service,
+                    tool: params.name.to_string(),
+                    message: data.message.into_owned(),
+                },
+                _ => Error::Rpc {
+                    service,
+                    method,
+                    code: data.code.0,
+                    message: data.message.into_owned(),
+                },
+            },
+            ServiceError::TransportSend(_) | ServiceError::TransportClosed => Error::Transport {
+                service,
+                message: e.to_string(),
+            },
+            ServiceError::Timeout { timeout } => Error::Timeout {
+                service,
+                after: timeout,
+            },
+            other => Error::Protocol {
+                service,
+                method,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    fn tool_outcome(&self, tool: &str, result: CallToolResult) -> Result<CallToolResult> {
+        if result.is_error != Some(true) {
+            return Ok(result);
+        }
+        let message = result
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Err(Error::Tool {
+            service: self.service.clone(),
+            tool: tool.to_owned(),
+            message,
+        })
+    }
+
+    fn finish<T>(
+        &self,
+        op: &Operation,
+        method: &str,
+        target: &str,
+        started: Instant,
+        outcome: &Result<T>,
+    ) {
+        let elapsed = started.elapsed();
+        op.record(elapsed, outcome.is_ok());
+        if let Err(e) = outcome {
+            if e.is_tool_error() {
+                self.m.tool_errors.increment();
+            }
+            self.m.errors.increment();
+        }
+        if elapsed >= self.config.slow_call {
+            tracing::warn!(
+                service = %self.service,
+                method,
+                target,
+                elapsed_ms = elapsed.as_millis() as u64,
+                ok = outcome.is_ok(),
+                "slow MCP call"
+            );
+        }
+    }
+
+    fn unexpected(&self, method: &'static str) -> Error {
+        Error::Protocol {
+            service: self.service.clone(),
+            method,
+            message: "the answer is of another kind".to_owned(),
+        }
+    }
+
+    fn transport_error(&self, message: &str) -> Error {
+        Error::Transport {
+            service: self.service.clone(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn connect_error(&self, message: String) -> Error {
+        Error::Connect {
+            service: self.service.clone(),
+            endpoint: self.endpoint.to_string(),
+            message,
+        }
+    }
+
+    /// One session within `connect_timeout`.
+    async fn connect_once(&self) -> std::result::Result<Session, String> {
+        match tokio::time::timeout(self.config.connect_timeout, self.connector.connect()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!(
+                "no MCP session within {:?}",
+                self.config.connect_timeout
+            )),
+        }
+    }
+
+    /// Empty the slot and rebuild it in the background.
+    fn break_session(self: &Arc<Self>, slot: usize, session: &Arc<Session>) {
+        if self.pool.evict(slot, session) {
+            tracing::warn!(service = %self.service, slot, "MCP session broken; reconnecting");
+            let session = session.clone();
+            // Closing waits on rmcp's tasks; the caller should not.
+            tokio::spawn(async move { session.close(Duration::from_secs(1)).await });
+            self.spawn_reconnect(slot);
+        }
+    }
+
+    /// Refill `slot` in the background: tries at once, then waits `retry_delay`
+    /// doubling up to `max_retry_delay`, with jitter, until a session is made or the
+    /// client is closed. At most one such task per slot.
+    fn spawn_reconnect(self: &Arc<Self>, slot: usize) {
+        let flag = &self.pool.slots[slot].reconnecting;
+        if self.shutdown.is_cancelled() || flag.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let mut delay = inner.config.retry_delay.max(Duration::from_millis(1));
+            loop {
+                let outcome = tokio::select! {
+                    () = inner.shutdown.cancelled() => break,
+                    outcome = inner.connect_once() => outcome,
+                };
+                match outcome {
+                    Ok(session) => {
+                        inner.pool.slots[slot]
+                            .session
+                            .store(Some(Arc::new(session)));
+                        inner.m.reconnects.increment();
+                        tracing::info!(service = %inner.service, slot, "MCP session reconnected");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(service = %inner.service, slot, error = %e, "MCP reconnect failed");
+                    }
+                }
+                tokio::select! {
+                    () = inner.shutdown.cancelled() => break,
+                    () = tokio::time::sleep(jitter(delay)) => {}
+                }
+                delay = delay.saturating_mul(2).min(inner.config.max_retry_delay);
+            }
+            inner.pool.slots[slot]
+                .reconnecting
+                .store(false, Ordering::Release);
+            if inner.shutdown.is_cancelled() {
+                // A session made while closing must not outlive the client.
+                if let Some(session) = inner.pool.slots[slot].session.swap(None) {
+                    session.close(Duration::from_millis(100)).await;
+                }
+            }
+        });
+    }
+}
+
+/// The wait before retry number `retry + 1`: `retry_delay * 2^retry`, capped, jittered.
+fn backoff(config: &McpClientConfig, retry: u32) -> Duration {
+    let doubled = config
+        .retry_delay
+        .saturating_mul(1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX));
+    jitter(doubled.min(config.max_retry_delay))
+}
+
+/// "Equal jitter": half the delay fixed, half random, so clients that failed together
+/// do not retry together, and no wait is shorter than half the nominal one.
+fn jitter(delay: Duration) -> Duration {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(seed());
+    }
+    fn seed() -> u64 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let local = 0u8;
+        (t ^ (&raw const local as usize as u64)) | 1
+    }
+    // xorshift64*: plenty for spreading retries, and no dependency.
+    let r = STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    });
+    let half = delay / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    let extra = if nanos == 0 { 0 } else { r % (nanos + 1) };
+    half + Duration::from_nanos(extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_half() {
+        let config = McpClientConfig {
+            retry_delay: Duration::from_millis(100),
+            max_retry_delay: Duration::from_millis(350),
+            ..McpClientConfig::default()
+        };
+        for (retry, nominal) in [(0, 100), (1, 200), (2, 350), (40, 350)] {
+            let nominal = Duration::from_millis(nominal);
+            let waits: Vec<_> = (0..200).map(|_| backoff(&config, retry)).collect();
+            assert!(
+                waits.iter().all(|w| *w >= nominal / 2 && *w <= nominal),
+                "{retry}: {waits:?}"
+            );
+            assert!(
+                waits.iter().any(|w| *w != waits[0]),
+                "jitter varies the waits"
+            );
+        }
+    }
+}

@@ -1,0 +1,163 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything that can go wrong in cortex-mcp.
+///
+/// Errors of a call name the service they concern. [`Error::is_retryable`] says which
+/// ones the client retries: the transport failing, a timeout, no session being up.
+/// A tool that reports an error, a JSON-RPC error and a protocol mismatch are final:
+/// the service answered, so asking again would get the same answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// One attempt, or the whole call, ran out of time.
+    #[error("{service}: no answer within {after:?}")]
+    Timeout {
+        /// The service called.
+        service: Arc<str>,
+        /// The time allowed.
+        after: Duration,
+    },
+    /// The transport failed: the server is down, the connection reset, the child
+    /// process exited. The session concerned is rebuilt in the background.
+    #[error("{service}: transport failed: {message}")]
+    Transport {
+        /// The service called.
+        service: Arc<str>,
+        /// What rmcp reported.
+        message: String,
+    },
+    /// No session could be made: the server refused, was unreachable, or did not
+    /// finish the MCP handshake within the connect timeout.
+    #[error("{service}: could not connect to {endpoint}: {message}")]
+    Connect {
+        /// The service concerned.
+        service: Arc<str>,
+        /// The endpoint, with any password hidden.
+        endpoint: String,
+        /// Why.
+        message: String,
+    },
+    /// Every session of the client is down and being rebuilt in the background.
+    #[error("{service}: no session is connected; reconnecting in the background")]
+    NoSession {
+        /// The service called.
+        service: Arc<str>,
+    },
+    /// The circuit breaker of the service is open: calls fail at once until a probe
+    /// after the cooldown succeeds.
+    #[error(
+        "{service}: circuit open after {failures} consecutive failures; next probe in {retry_in:?}"
+    )]
+    CircuitOpen {
+        /// The service called.
+        service: Arc<str>,
+        /// Consecutive failures that opened the circuit.
+        failures: u32,
+        /// Time until a probe call is let through.
+        retry_in: Duration,
+    },
+    /// The tool ran and reported an error (`isError: true`), or the server rejected the
+    /// call's name or arguments (JSON-RPC `-32602`). Never retried, never cached, and
+    /// not a failure of the service for the circuit breaker.
+    #[error("{service}: tool {tool:?} failed: {message}")]
+    Tool {
+        /// The service called.
+        service: Arc<str>,
+        /// The tool called.
+        tool: String,
+        /// The tool's error text (its text content joined), or the JSON-RPC message.
+        message: String,
+    },
+    /// The server answered with another JSON-RPC error (e.g. an unknown resource).
+    #[error("{service}: {method} failed with JSON-RPC error {code}: {message}")]
+    Rpc {
+        /// The service called.
+        service: Arc<str>,
+        /// The MCP method, e.g. `resources/read`.
+        method: &'static str,
+        /// The JSON-RPC error code.
+        code: i32,
+        /// The server's message.
+        message: String,
+    },
+    /// The server's answer did not fit the request (a protocol mismatch).
+    #[error("{service}: unexpected answer to {method}: {message}")]
+    Protocol {
+        /// The service called.
+        service: Arc<str>,
+        /// The MCP method.
+        method: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// The client was closed; it takes no new calls.
+    #[error("{service}: the client is closed")]
+    Closed {
+        /// The service of the closed client.
+        service: Arc<str>,
+    },
+    /// Tool arguments must be a JSON object (or null for none).
+    #[error("arguments of tool {tool:?} must be a JSON object, got {value}")]
+    InvalidArguments {
+        /// The tool called.
+        tool: String,
+        /// The arguments given, shortened.
+        value: String,
+    },
+    /// A configuration value was rejected.
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    InvalidConfig {
+        /// The setting or environment variable, e.g. `MCP_POOL_SIZE`.
+        key: &'static str,
+        /// The value as given (any password hidden).
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The factory found no endpoint for a service.
+    #[error("no endpoint for service {service:?}: set {var}, e.g. {var}=http://127.0.0.1:8080/mcp")]
+    MissingEndpoint {
+        /// The service name asked for.
+        service: String,
+        /// The environment variable that was not set.
+        var: String,
+    },
+}
+
+impl Error {
+    /// Whether asking again may succeed: timeouts, transport failures, failed
+    /// connects and no session being up. Tool, JSON-RPC and protocol errors are final.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. }
+                | Error::Transport { .. }
+                | Error::Connect { .. }
+                | Error::NoSession { .. }
+        )
+    }
+
+    /// Whether the tool itself reported the error (or rejected its name or arguments).
+    pub fn is_tool_error(&self) -> bool {
+        matches!(self, Error::Tool { .. })
+    }
+}
+
+impl From<cortex_metrics::Error> for Error {
+    fn from(e: cortex_metrics::Error) -> Self {
+        match e {
+            cortex_metrics::Error::InvalidConfig { key, value, reason } => {
+                Error::InvalidConfig { key, value, reason }
+            }
+            other => Error::InvalidConfig {
+                key: "environment",
+                value: String::new(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Result of cortex-mcp operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -23,3 +23,6 @@ pub use async_trait::async_trait;
 /// The MCP SDK this crate is built on, for its model types (`CallToolResult`,
 /// `ContentBlock`, `Tool`, ...).
 pub use rmcp;
+
+#[cfg(feature = "test-server")]
+pub mod testing;

@@ -1,1 +1,4 @@
-//! MCP tests.
+//! cortex-mcp integration tests: one binary.
+
+mod faults;
+mod interop;

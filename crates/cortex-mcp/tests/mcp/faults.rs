@@ -1,0 +1,1 @@
+//! Fault tests against in-process rmcp servers.

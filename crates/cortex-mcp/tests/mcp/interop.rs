@@ -1,0 +1,1 @@
+//! Interop tests against the reference server.

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Make PostgreSQL and Redis available on loopback for tests, examples and benches.
+# Make PostgreSQL and Redis available on loopback for tests, examples and benches, and
+# install the reference MCP server (@modelcontextprotocol/server-everything, run by the
+# cortex-mcp interop tests with node).
 #
-#   scripts/services.sh          start (or reuse) both, print `export` lines
+#   scripts/services.sh          start (or reuse) both, install the MCP server, print `export` lines
 #   scripts/services.sh stop     stop only the instances this script started
 #   scripts/services.sh status   say what answers
 #
 # Idempotent: a server that already answers at DATABASE_URL / REDIS_URL is left alone.
 # Otherwise the Debian packages are installed when missing and throwaway instances are
 # started with their data under target/services (trust auth on 127.0.0.1 only, no Redis
-# persistence). Progress goes to stderr; stdout carries only the export lines, so
-# `eval "$(scripts/services.sh)"` works.
+# persistence). The MCP server is installed with npm under target/services/mcp-everything
+# (node and npm come from Debian packages when missing) and is started by the tests
+# themselves; MCP_EVERYTHING_JS names its entry point. Progress goes to stderr; stdout
+# carries only the export lines, so `eval "$(scripts/services.sh)"` works.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,6 +21,9 @@ state="${CORTEX_SERVICES_DIR:-$root/target/services}"
 DATABASE_URL="${DATABASE_URL:-postgres://cortex@127.0.0.1:5432/cortex}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 WAIT_SECS="${CORTEX_SERVICES_WAIT:-30}"
+# Pinned: the interop tests check this version's tools and texts.
+MCP_EVERYTHING_PKG=@modelcontextprotocol/server-everything
+MCP_EVERYTHING_VERSION=2026.8.31
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
@@ -154,6 +161,27 @@ start_redis() {
   wait_for "Redis at $(redact "$REDIS_URL")" redis_answers || die "Redis started but $(redact "$REDIS_URL") does not answer (log: $dir/server.log)"
 }
 
+# The reference MCP server's entry point (absolute, whether or not it is installed yet).
+mcp_everything_js() {
+  local dir=$state/mcp-everything
+  [[ $dir == /* ]] || dir=$PWD/$dir
+  printf '%s' "$dir/node_modules/$MCP_EVERYTHING_PKG/dist/index.js"
+}
+
+install_mcp_everything() {
+  local dir=$state/mcp-everything js
+  js=$(mcp_everything_js)
+  if [ -f "$js" ]; then
+    log "MCP reference server already installed at $js"
+    return 0
+  fi
+  mkdir -p "$dir"
+  log "installing $MCP_EVERYTHING_PKG@$MCP_EVERYTHING_VERSION (npm) into $dir"
+  npm install --no-audit --no-fund --prefix "$dir" "$MCP_EVERYTHING_PKG@$MCP_EVERYTHING_VERSION" >"$dir/npm.log" 2>&1 \
+    || { tail -n 20 "$dir/npm.log" >&2; die "npm install $MCP_EVERYTHING_PKG@$MCP_EVERYTHING_VERSION failed (log: $dir/npm.log)"; }
+  [ -f "$js" ] || die "npm installed $MCP_EVERYTHING_PKG@$MCP_EVERYTHING_VERSION but $js is missing (log: $dir/npm.log)"
+}
+
 holder() {
   if command -v ss >/dev/null; then
     ss -ltnpH "sport = :$1" 2>/dev/null | sed -E 's/.*users:\(\("([^"]+)",pid=([0-9]+).*/\1 (pid \2)/' | head -n 1
@@ -197,6 +225,7 @@ case "${1:-start}" in
     # Clients first: they are how we tell whether a server already answers.
     pg_answers || { [ -n "$(pg_bin)" ] && command -v psql >/dev/null; } || need+=(postgresql)
     redis_answers || command -v redis-server >/dev/null || need+=(redis-server)
+    { command -v node >/dev/null && command -v npm >/dev/null; } || need+=(nodejs npm)
     if [ ${#need[@]} -gt 0 ]; then install_packages "${need[@]}"; fi
     if pg_answers; then
       log "PostgreSQL already answers at $(redact "$DATABASE_URL")"
@@ -207,12 +236,15 @@ case "${1:-start}" in
       start_postgres
     fi
     if redis_answers; then log "Redis already answers at $(redact "$REDIS_URL")"; else start_redis; fi
-    printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\n' "$DATABASE_URL" "$REDIS_URL"
+    install_mcp_everything
+    printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\nexport MCP_EVERYTHING_JS=%q\n' \
+      "$DATABASE_URL" "$REDIS_URL" "$(mcp_everything_js)"
     ;;
   stop) stop_all ;;
   status)
     if pg_answers; then log "PostgreSQL answers at $(redact "$DATABASE_URL")"; else log "PostgreSQL does not answer at $(redact "$DATABASE_URL")"; fi
     if redis_answers; then log "Redis answers at $(redact "$REDIS_URL")"; else log "Redis does not answer at $(redact "$REDIS_URL")"; fi
+    if [ -f "$(mcp_everything_js)" ]; then log "MCP reference server installed at $(mcp_everything_js)"; else log "MCP reference server not installed"; fi
     ;;
   *) die "unknown command '$1' (use start, stop or status)" ;;
 esac

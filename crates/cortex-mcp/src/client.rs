@@ -387,6 +387,7 @@ impl McpClient {
             }
         };
         let inner = &self.inner;
+        inner.check_open()?;
         let key = match (&inner.cache, opts.cache) {
             (Some(cache), Some(_)) => {
                 let key = key::tool_key(name, &args);
@@ -437,6 +438,7 @@ impl McpClient {
         opts: CallOptions,
     ) -> Result<ReadResourceResult> {
         let inner = &self.inner;
+        inner.check_open()?;
         let key = match (&inner.cache, opts.cache) {
             (Some(cache), Some(_)) => {
                 let key = key::resource_key(uri);
@@ -587,14 +589,20 @@ impl Drop for InFlight<'_> {
 }
 
 impl Inner {
-    /// Attempts with retries, each admitted by the breaker, all within the call's
-    /// deadline.
-    async fn execute(self: &Arc<Self>, request: Request, opts: &CallOptions) -> Result<Response> {
+    /// [`Error::Closed`] once `close` has begun: also for answers the cache holds.
+    fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed {
                 service: self.service.clone(),
             });
         }
+        Ok(())
+    }
+
+    /// Attempts with retries, each admitted by the breaker, all within the call's
+    /// deadline.
+    async fn execute(self: &Arc<Self>, request: Request, opts: &CallOptions) -> Result<Response> {
+        self.check_open()?;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _in_flight = InFlight(self);
         self.m.requests.increment();
@@ -611,16 +619,18 @@ impl Inner {
                         failures,
                         retry_in,
                     })?;
-            let now = Instant::now();
-            let budget = self
-                .config
-                .request_timeout
-                .min(deadline.saturating_duration_since(now));
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            // The error names the limit that ran out: the attempt's, or the call's.
+            let (budget, limit) = if self.config.request_timeout <= remaining {
+                (self.config.request_timeout, self.config.request_timeout)
+            } else {
+                (remaining, call_timeout)
+            };
             let outcome = match tokio::time::timeout(budget, self.send(&request, hedge)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Error::Timeout {
                     service: self.service.clone(),
-                    after: budget,
+                    after: limit,
                 }),
             };
             let error = match outcome {

@@ -3,7 +3,9 @@
 //! every connection at once, the way a crashed server would.
 //!
 //! Tools: `echo {message}` answers `Echo: <message>`; `add {a, b}` answers the sum;
-//! `sleep {ms}` answers after that long; `fail {message}` reports a tool error.
+//! `sleep {ms}` answers after that long; `stall {ms}` waits that long on the first
+//! call the server gets and answers at once after (for hedging); `fail {message}`
+//! reports a tool error.
 //! Resource: `test://greeting` (text `hello`).
 //!
 //! ```
@@ -25,7 +27,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -35,7 +37,7 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, ContentBlock, ErrorData, ListResourcesResult, PaginatedRequestParams,
-    ReadResourceRequestParams, Resource, ReadResourceResponse, ReadResourceResult,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
     ResourceContents, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{RequestContext, RoleServer};
@@ -73,14 +75,16 @@ pub struct SleepArgs {
 #[derive(Debug, Clone)]
 pub struct TestTools {
     calls: Arc<AtomicU64>,
+    stalled: Arc<AtomicBool>,
     tool_router: ToolRouter<Self>,
 }
 
 #[tool_router]
 impl TestTools {
-    fn new(calls: Arc<AtomicU64>) -> Self {
+    fn new(calls: Arc<AtomicU64>, stalled: Arc<AtomicBool>) -> Self {
         Self {
             calls,
+            stalled,
             tool_router: Self::tool_router(),
         }
     }
@@ -109,6 +113,17 @@ impl TestTools {
         self.count();
         tokio::time::sleep(Duration::from_millis(ms)).await;
         format!("slept {ms} ms")
+    }
+
+    /// Waits `ms` on the server's first `stall` call only.
+    #[tool(description = "Waits on the first call only, then answers")]
+    async fn stall(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
+        self.count();
+        if self.stalled.swap(true, Ordering::AcqRel) {
+            return "answered at once".to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        format!("stalled {ms} ms")
     }
 
     /// Reports a tool error.
@@ -151,9 +166,9 @@ impl ServerHandler for TestTools {
                 None,
             ));
         }
-        Ok(ReadResourceResponse::Complete(ReadResourceResult::new(vec![
-            ResourceContents::text("hello", GREETING),
-        ])))
+        Ok(ReadResourceResponse::Complete(ReadResourceResult::new(
+            vec![ResourceContents::text("hello", GREETING)],
+        )))
     }
 }
 
@@ -190,7 +205,8 @@ impl TestServer {
             StreamableHttpService::new(
                 {
                     let calls = calls.clone();
-                    move || Ok(TestTools::new(calls.clone()))
+                    let stalled = Arc::new(AtomicBool::new(false));
+                    move || Ok(TestTools::new(calls.clone(), stalled.clone()))
                 },
                 Arc::default(),
                 StreamableHttpServerConfig::default()

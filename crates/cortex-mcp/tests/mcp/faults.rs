@@ -1,1 +1,630 @@
-//! Fault tests against in-process rmcp servers.
+//! Fault tests against in-process rmcp servers (`cortex_mcp::testing::TestServer`):
+//! a server killed and restarted under load, slow tools, tool errors, caching,
+//! hedging, graceful close, the factory, and the metrics and stats the client keeps.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use cortex_mcp::testing::TestServer;
+use cortex_mcp::{
+    CallOptions, CircuitState, Endpoint, Error, McpClient, McpClientConfig, McpClientFactory,
+};
+use cortex_metrics::Metrics;
+use serde_json::json;
+
+/// Settings scaled down so faults show within a second.
+fn quick() -> McpClientConfig {
+    McpClientConfig {
+        pool_size: 2,
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(400),
+        call_timeout: Duration::from_millis(1_000),
+        max_retries: 2,
+        retry_delay: Duration::from_millis(20),
+        max_retry_delay: Duration::from_millis(100),
+        breaker_failures: 5,
+        breaker_cooldown: Duration::from_millis(300),
+        ..McpClientConfig::default()
+    }
+}
+
+async fn client(server: &TestServer, config: McpClientConfig, metrics: &Metrics) -> McpClient {
+    McpClient::builder("test", Endpoint::http(server.url()))
+        .config(config)
+        .metrics(metrics)
+        .build()
+        .await
+        .expect("connect to the test server")
+}
+
+fn text(result: &cortex_mcp::rmcp::model::CallToolResult) -> &str {
+    &result.content[0].as_text().expect("a text answer").text
+}
+
+/// Polls `cond` every 10 ms for up to `within`; panics with `what` if it never holds.
+async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(within, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: not within {within:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_server_under_load_fails_fast_opens_the_circuit_and_recovers() {
+    let server = TestServer::start().await.unwrap();
+    let addr = server.addr();
+    let metrics = Metrics::new();
+    let config = quick();
+    let bound = config.call_timeout + Duration::from_millis(500);
+    let client = client(&server, config, &metrics).await;
+
+    // Eight callers in a loop; every call is bounded from outside, so a caller kept
+    // past its timeout fails the test rather than hanging it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let circuit_open_errors = Arc::new(AtomicU64::new(0));
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..8 {
+        let (client, stop, ok, open) = (
+            client.clone(),
+            stop.clone(),
+            ok.clone(),
+            circuit_open_errors.clone(),
+        );
+        callers.spawn(async move {
+            let mut n = 0u64;
+            let mut unexpected = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let message = format!("{caller}-{n}");
+                let call = client.call_tool("echo", json!({ "message": message }));
+                match tokio::time::timeout(bound, call).await {
+                    Err(_) => panic!("caller {caller} waited past {bound:?}"),
+                    Ok(Ok(r)) => {
+                        assert_eq!(text(&r), format!("Echo: {message}"));
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err(Error::CircuitOpen { .. })) => {
+                        open.fetch_add(1, Ordering::Relaxed);
+                        // Failing fast: back off a little rather than spin.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Ok(Err(e)) if e.is_retryable() => {}
+                    Ok(Err(e)) => unexpected.push(e.to_string()),
+                }
+            }
+            unexpected
+        });
+    }
+
+    eventually(
+        "calls succeed before the fault",
+        Duration::from_secs(10),
+        || ok.load(Ordering::Relaxed) >= 200,
+    )
+    .await;
+    server.kill();
+    drop(server);
+    eventually("the circuit opens", Duration::from_secs(10), || {
+        client.stats().circuit_opened >= 1 && circuit_open_errors.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    let down = client.stats();
+    assert!(!client.is_healthy());
+    assert!(down.retries > 0, "transport failures are retried: {down:?}");
+
+    let ok_while_down = ok.load(Ordering::Relaxed);
+    let server = TestServer::start_on(addr).await.unwrap();
+    eventually(
+        "calls recover after the restart",
+        Duration::from_secs(15),
+        || ok.load(Ordering::Relaxed) >= ok_while_down + 200,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(unexpected) = callers.join_next().await {
+        let unexpected = unexpected.unwrap();
+        assert!(
+            unexpected.is_empty(),
+            "non-retryable errors: {unexpected:?}"
+        );
+    }
+    let up = client.stats();
+    assert_eq!(up.circuit, CircuitState::Closed);
+    assert!(up.reconnects >= 1, "{up:?}");
+    assert!(client.is_healthy());
+    eventually("every session is rebuilt", Duration::from_secs(10), || {
+        client.stats().sessions_connected == 2
+    })
+    .await;
+    assert!(server.tool_calls() >= 200);
+    client.close(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_tool_times_out_and_the_session_stays_usable() {
+    let server = TestServer::start().await.unwrap();
+    let metrics = Metrics::new();
+    let config = McpClientConfig {
+        max_retries: 0,
+        ..quick()
+    };
+    let client = client(&server, config, &metrics).await;
+
+    let call = client.call_tool("sleep", json!({ "ms": 5_000 }));
+    let outcome = tokio::time::timeout(Duration::from_secs(2), call)
+        .await
+        .expect("the client's own timeout answers first");
+    assert!(
+        matches!(outcome, Err(Error::Timeout { after, .. }) if after == Duration::from_millis(400)),
+        "{outcome:?}"
+    );
+
+    // A per-call bound shorter than the request timeout wins.
+    let opts = CallOptions::new().timeout(Duration::from_millis(50));
+    let outcome = client
+        .call_tool_with("sleep", json!({ "ms": 5_000 }), opts)
+        .await;
+    assert!(
+        matches!(outcome, Err(Error::Timeout { after, .. }) if after == Duration::from_millis(50)),
+        "{outcome:?}"
+    );
+
+    // Same sessions, still good: a timeout is not a broken session.
+    let r = client
+        .call_tool("echo", json!({ "message": "after" }))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "Echo: after");
+    let stats = client.stats();
+    assert_eq!(stats.timeouts, 2);
+    assert_eq!(stats.sessions_connected, 2);
+    assert_eq!(stats.reconnects, 0);
+    assert_eq!((stats.requests_total, stats.requests_error), (3, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_are_retried_within_the_call_deadline() {
+    let server = TestServer::start().await.unwrap();
+    let metrics = Metrics::new();
+    let config = McpClientConfig {
+        request_timeout: Duration::from_millis(100),
+        call_timeout: Duration::from_millis(1_000),
+        max_retries: 3,
+        ..quick()
+    };
+    let client = client(&server, config, &metrics).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.call_tool("sleep", json!({ "ms": 2_000 })),
+    )
+    .await
+    .expect("bounded by call_timeout");
+    assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+    let stats = client.stats();
+    assert_eq!(stats.retries, 3, "{stats:?}");
+    assert_eq!(stats.timeouts, 4, "{stats:?}");
+    eventually(
+        "the server saw every attempt",
+        Duration::from_secs(2),
+        || server.tool_calls() == 4,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_errors_are_final_not_retried_and_not_held_against_the_service() {
+    let server = TestServer::start().await.unwrap();
+    let metrics = Metrics::new();
+    let config = McpClientConfig {
+        breaker_failures: 1,
+        ..quick()
+    };
+    let client = client(&server, config, &metrics).await;
+    for _ in 0..3 {
+        let err = client
+            .call_tool("fail", json!({ "message": "no such user" }))
+            .await
+            .unwrap_err();
+        assert!(err.is_tool_error() && !err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("no such user"), "{err}");
+    }
+    let unknown = client.call_tool("nope", json!({})).await.unwrap_err();
+    assert!(unknown.is_tool_error(), "{unknown}");
+    let bad = client
+        .call_tool("add", json!({ "a": "two", "b": 3 }))
+        .await
+        .unwrap_err();
+    assert!(bad.is_tool_error(), "{bad}");
+    let not_an_object = client.call_tool("add", json!([1, 2])).await.unwrap_err();
+    assert!(
+        matches!(&not_an_object, Error::InvalidArguments { tool, .. } if tool == "add"),
+        "{not_an_object}"
+    );
+    let missing = client.read_resource("test://missing").await.unwrap_err();
+    assert!(
+        matches!(
+            &missing,
+            Error::Rpc {
+                method: "resources/read",
+                ..
+            }
+        ),
+        "{missing}"
+    );
+
+    let stats = client.stats();
+    assert_eq!(stats.retries, 0);
+    assert_eq!(stats.tool_errors, 5);
+    assert_eq!(
+        stats.circuit,
+        CircuitState::Closed,
+        "tool errors never open it"
+    );
+    assert_eq!(
+        server.tool_calls(),
+        3 + 1,
+        "each fail ran once; the missing read once"
+    );
+    let r = client
+        .call_tool("add", json!({ "a": 2, "b": 3 }))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_calls_do_not_reach_the_server() {
+    let server = TestServer::start().await.unwrap();
+    let metrics = Metrics::new();
+    let client = client(&server, quick(), &metrics).await;
+    let cached = CallOptions::new().cached(Duration::from_secs(60));
+    for i in 0..10 {
+        // The same arguments in another order are the same call.
+        let args = if i % 2 == 0 {
+            json!({ "a": 1, "b": 2 })
+        } else {
+            json!({ "b": 2, "a": 1 })
+        };
+        let r = client.call_tool_with("add", args, cached).await.unwrap();
+        assert_eq!(text(&r), "3");
+    }
+    assert_eq!(server.tool_calls(), 1);
+    client
+        .call_tool_with("add", json!({ "a": 1, "b": 3 }), cached)
+        .await
+        .unwrap();
+    client
+        .call_tool("add", json!({ "a": 1, "b": 2 }))
+        .await
+        .unwrap();
+    assert_eq!(
+        server.tool_calls(),
+        3,
+        "other arguments and uncached calls go out"
+    );
+
+    // Tool errors are not cached.
+    for _ in 0..2 {
+        let err = client
+            .call_tool_with("fail", json!({ "message": "x" }), cached)
+            .await
+            .unwrap_err();
+        assert!(err.is_tool_error());
+    }
+    assert_eq!(server.tool_calls(), 5);
+
+    // Resource reads are cached by default.
+    for _ in 0..3 {
+        let r = client.read_resource("test://greeting").await.unwrap();
+        assert_eq!(r.contents.len(), 1);
+    }
+    assert_eq!(server.tool_calls(), 6);
+
+    // An entry expires after its TTL.
+    let short = CallOptions::new().cached(Duration::from_millis(50));
+    client
+        .call_tool_with("add", json!({ "a": 9, "b": 9 }), short)
+        .await
+        .unwrap();
+    client
+        .call_tool_with("add", json!({ "a": 9, "b": 9 }), short)
+        .await
+        .unwrap();
+    assert_eq!(server.tool_calls(), 7);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    client
+        .call_tool_with("add", json!({ "a": 9, "b": 9 }), short)
+        .await
+        .unwrap();
+    assert_eq!(server.tool_calls(), 8);
+
+    let stats = client.stats();
+    assert_eq!(
+        (stats.cache_hits, stats.cache_misses),
+        (9 + 2 + 1, 1 + 1 + 2 + 1 + 2)
+    );
+    client.clear_cache();
+    assert_eq!(client.stats().cache_size, 0);
+    client.read_resource("test://greeting").await.unwrap();
+    assert_eq!(server.tool_calls(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_call_answers_from_the_second_copy() {
+    let server = TestServer::start().await.unwrap();
+    let metrics = Metrics::new();
+    let config = McpClientConfig {
+        hedge_after: Some(Duration::from_millis(50)),
+        request_timeout: Duration::from_secs(5),
+        call_timeout: Duration::from_secs(5),
+        ..quick()
+    };
+    let client = client(&server, config, &metrics).await;
+    // The first `stall` the server gets waits 10 s; the hedge, sent 50 ms later on
+    // the other session, answers at once and wins.
+    let r = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.call_tool_with(
+            "stall",
+            json!({ "ms": 10_000 }),
+            CallOptions::new().idempotent(),
+        ),
+    )
+    .await
+    .expect("the hedge answers long before the stalled copy")
+    .unwrap();
+    assert_eq!(text(&r), "answered at once");
+    assert_eq!(client.stats().hedges, 1);
+    assert_eq!(server.tool_calls(), 2);
+
+    // Calls not marked idempotent or cacheable are never sent twice.
+    client
+        .call_tool("sleep", json!({ "ms": 120 }))
+        .await
+        .unwrap();
+    assert_eq!(client.stats().hedges, 1);
+    assert_eq!(server.tool_calls(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_lets_calls_in_flight_finish_then_refuses_new_ones() {
+    let server = TestServer::start().await.unwrap();
+    let metrics = Metrics::new();
+    let client = client(&server, quick(), &metrics).await;
+    client.read_resource("test://greeting").await.unwrap();
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.call_tool("sleep", json!({ "ms": 200 })).await }
+    });
+    eventually("the call is in flight", Duration::from_secs(2), || {
+        client.stats().in_flight == 1
+    })
+    .await;
+    client.close(Duration::from_secs(2)).await;
+    let r = in_flight.await.unwrap().expect("an accepted call finishes");
+    assert_eq!(text(&r), "slept 200 ms");
+    let after = client.call_tool("echo", json!({ "message": "x" })).await;
+    assert!(matches!(after, Err(Error::Closed { .. })), "{after:?}");
+    // Not even from the cache.
+    let cached = client.read_resource("test://greeting").await;
+    assert!(matches!(cached, Err(Error::Closed { .. })), "{cached:?}");
+    let health = client.health();
+    assert!(!health.healthy);
+    assert_eq!(health.sessions_connected, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_service_errors_at_connect_or_starts_unhealthy_and_connects_later() {
+    // A port nobody listens on: bind, note it, release it.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = format!("http://{addr}/mcp");
+    let metrics = Metrics::new();
+    let err = McpClient::builder("down", Endpoint::http(&url))
+        .config(quick())
+        .metrics(&metrics)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::Connect { .. }), "{err}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+
+    let client = McpClient::builder("late", Endpoint::http(&url))
+        .config(quick())
+        .metrics(&metrics)
+        .require_connection(false)
+        .build()
+        .await
+        .unwrap();
+    assert!(!client.is_healthy());
+    let err = client
+        .call_tool("echo", json!({ "message": "x" }))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+
+    let server = TestServer::start_on(addr).await.unwrap();
+    eventually(
+        "the late service is connected",
+        Duration::from_secs(10),
+        || client.stats().sessions_connected == 2,
+    )
+    .await;
+    // The failed call above may have opened nothing, but let a probe through anyway.
+    eventually("the circuit is not open", Duration::from_secs(2), || {
+        client.health().circuit != CircuitState::Open
+    })
+    .await;
+    let r = client
+        .call_tool("echo", json!({ "message": "late" }))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "Echo: late");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_factory_makes_one_client_per_service_from_the_environment() {
+    let server = TestServer::start().await.unwrap();
+    let url = server.url();
+    let metrics = Metrics::new();
+    let factory = McpClientFactory::with_lookup(quick(), move |var| {
+        (var == "MEMORY_SERVICE_SERVICE_URL").then(|| url.clone())
+    })
+    .metrics(&metrics);
+
+    let a = factory.client("memory-service").await.unwrap();
+    let b = factory.client("memory-service").await.unwrap();
+    a.call_tool("echo", json!({ "message": "x" }))
+        .await
+        .unwrap();
+    assert_eq!(b.stats().requests_total, 1, "one shared client");
+    assert_eq!(factory.clients().await.len(), 1);
+
+    let missing = factory.client("cognition-service").await.unwrap_err();
+    assert!(
+        matches!(&missing, Error::MissingEndpoint { var, .. } if var == "COGNITION_SERVICE_SERVICE_URL"),
+        "{missing}"
+    );
+    let bad = factory.client("memory service").await.unwrap_err();
+    assert!(matches!(&bad, Error::InvalidConfig { .. }), "{bad}");
+
+    let bad_url = McpClientFactory::with_lookup(quick(), |_| Some("ftp://x".to_owned()));
+    let err = bad_url.client("x").await.unwrap_err();
+    assert!(err.to_string().contains("X_SERVICE_URL"), "{err}");
+
+    factory.close_all(Duration::from_secs(1)).await;
+    let closed = a.call_tool("echo", json!({ "message": "x" })).await;
+    assert!(matches!(closed, Err(Error::Closed { .. })), "{closed:?}");
+    assert!(factory.clients().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_recorded_into_metrics_and_stats() {
+    let server = TestServer::start().await.unwrap();
+    let metrics = Metrics::new();
+    // 200 calls at once take a while in a debug build: room enough not to time out.
+    let config = McpClientConfig {
+        request_timeout: Duration::from_secs(20),
+        call_timeout: Duration::from_secs(30),
+        ..quick()
+    };
+    let client = client(&server, config, &metrics).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let client = client.clone();
+        calls.spawn(async move { client.call_tool("add", json!({ "a": i, "b": 1 })).await });
+    }
+    let mut errors = Vec::new();
+    while let Some(r) = calls.join_next().await {
+        if let Err(e) = r.unwrap() {
+            errors.push(e.to_string());
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    client.list_tools().await.unwrap();
+    let _ = client.call_tool("fail", json!({ "message": "x" })).await;
+
+    let stats = client.stats();
+    assert_eq!(stats.requests_total, 202);
+    assert_eq!((stats.requests_success, stats.requests_error), (201, 1));
+    assert_eq!((stats.sessions_connected, stats.sessions_max), (2, 2));
+    assert_eq!(stats.in_flight, 0);
+    let json = serde_json::to_value(&stats).unwrap();
+    assert_eq!(json["circuit"], "closed");
+
+    let snapshot = metrics.snapshot();
+    let op = |name: &str| {
+        snapshot
+            .operations
+            .iter()
+            .find(|o| o.name == name)
+            .unwrap_or_else(|| panic!("operation {name} recorded"))
+            .clone()
+    };
+    let call_tool = op("test.call_tool");
+    assert_eq!(call_tool.category.as_deref(), Some("mcp"));
+    assert_eq!(
+        (call_tool.total.successes, call_tool.total.errors),
+        (200, 1)
+    );
+    assert_eq!(op("test.list_tools").total.count, 1);
+    let counter = |name: &str| {
+        snapshot
+            .counters
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("counter {name}"))
+            .total
+    };
+    assert_eq!(counter("mcp.test.requests"), 202);
+    assert_eq!(counter("mcp.test.tool_errors"), 1);
+}
+
+/// Collects what the fmt subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn slow_calls_are_logged_as_warnings() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    // This runtime has one thread, so the default subscriber sees the client's events.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = TestServer::start().await.unwrap();
+    let metrics = Metrics::new();
+    let config = McpClientConfig {
+        slow_call: Duration::from_millis(100),
+        ..quick()
+    };
+    let client = client(&server, config, &metrics).await;
+    client
+        .call_tool("sleep", json!({ "ms": 150 }))
+        .await
+        .unwrap();
+    client
+        .call_tool("echo", json!({ "message": "fast" }))
+        .await
+        .unwrap();
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let slow: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("slow MCP call"))
+        .collect();
+    assert_eq!(slow.len(), 1, "{log}");
+    assert!(
+        slow[0].contains("WARN") && slow[0].contains("target=\"sleep\""),
+        "{log}"
+    );
+}

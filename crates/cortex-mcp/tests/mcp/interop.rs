@@ -1,1 +1,451 @@
 //! Interop tests against the reference server.
+//!
+//! `@modelcontextprotocol/server-everything`, installed by `scripts/services.sh`, which
+//! exports `MCP_EVERYTHING_JS` (its `dist/index.js`). Each test starts its own copy with
+//! node: over streamable HTTP on a free loopback port, or as a stdio child of the client.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cortex_mcp::rmcp::model::{CallToolResult, ReadResourceResult, ResourceContents};
+use cortex_mcp::{CallOptions, CircuitState, Endpoint, Error, McpClient, McpClientConfig};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+const RESOURCE: &str = "demo://resource/dynamic/text/1";
+/// Bound on the server starting to accept, and on each run of the CLI example.
+const START_WAIT: Duration = Duration::from_secs(20);
+const CLI_WAIT: Duration = Duration::from_secs(60);
+
+/// The reference server's entry point, from `MCP_EVERYTHING_JS`.
+fn everything_js() -> PathBuf {
+    let hint = "run `eval \"$(scripts/services.sh)\"` first: it installs \
+                @modelcontextprotocol/server-everything with npm and exports MCP_EVERYTHING_JS";
+    let js = std::env::var_os("MCP_EVERYTHING_JS")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| panic!("MCP_EVERYTHING_JS is not set: {hint}"));
+    let js = PathBuf::from(js);
+    assert!(
+        js.is_file(),
+        "MCP_EVERYTHING_JS={} is not a file: {hint}",
+        js.display()
+    );
+    js
+}
+
+fn stdio_endpoint() -> Endpoint {
+    let js = everything_js();
+    Endpoint::stdio(
+        "node",
+        [js.to_string_lossy().into_owned(), "stdio".to_owned()],
+    )
+}
+
+fn config() -> McpClientConfig {
+    McpClientConfig {
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(20),
+        retry_delay: Duration::from_millis(100),
+        ..McpClientConfig::default()
+    }
+}
+
+async fn connect(endpoint: Endpoint) -> McpClient {
+    McpClient::builder("everything", endpoint.clone())
+        .config(config())
+        .metrics(&cortex_metrics::Metrics::new())
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("connect to the reference server at {endpoint}: {e}"))
+}
+
+/// The reference server over streamable HTTP on a free loopback port; killed on drop.
+struct HttpServer {
+    child: Child,
+    url: String,
+}
+
+impl HttpServer {
+    async fn start() -> Self {
+        let js = everything_js();
+        // Another process may take the port between our probe and node's bind: try again.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let port = {
+                let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
+                probe.local_addr().expect("probe address").port()
+            };
+            let mut child = Command::new("node")
+                .arg(&js)
+                .arg("streamableHttp")
+                .env("PORT", port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn node (scripts/services.sh installs it)");
+            let stderr = drain(child.stderr.take().expect("stderr piped"));
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let deadline = Instant::now() + START_WAIT;
+            loop {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    return Self {
+                        child,
+                        url: format!("http://{addr}/mcp"),
+                    };
+                }
+                if let Some(status) = child.try_wait().expect("poll node") {
+                    // Let the drain task take the last of stderr.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    failures.push(format!(
+                        "port {port}: node exited with {status}: {}",
+                        stderr.lock().unwrap()
+                    ));
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.start_kill();
+                    panic!(
+                        "the reference server did not accept on {addr} within {START_WAIT:?}; stderr: {}",
+                        stderr.lock().unwrap()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("the reference server did not start: {failures:#?}");
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Read a child's pipe to the end in the background, keeping the text.
+fn drain(mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+fn texts(result: &CallToolResult) -> Vec<&str> {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .collect()
+}
+
+/// The one text content of a read of [`RESOURCE`].
+fn resource_text(result: &ReadResourceResult) -> &str {
+    match &result.contents[..] {
+        [ResourceContents::TextResourceContents { uri, text, .. }] => {
+            assert_eq!(uri, RESOURCE);
+            text
+        }
+        other => panic!("expected one text content for {RESOURCE}, got {other:?}"),
+    }
+}
+
+/// The same conversation over any transport: listing, calls, a read, tool errors,
+/// the counters, and closing.
+async fn exercise(endpoint: Endpoint) {
+    let client = connect(endpoint).await;
+    let health = client.health();
+    assert!(health.healthy, "{health:?}");
+    assert_eq!(health.sessions_connected, 2, "{health:?}");
+
+    let tools = client.list_tools().await.expect("tools/list");
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    for want in ["echo", "get-sum"] {
+        assert!(names.contains(&want), "no tool {want} in {names:?}");
+    }
+
+    let echo = client
+        .call_tool("echo", json!({ "message": "hello from cortex" }))
+        .await
+        .expect("echo");
+    assert_eq!(texts(&echo), ["Echo: hello from cortex"]);
+    assert_ne!(echo.is_error, Some(true));
+
+    let sum = client
+        .call_tool("get-sum", json!({ "a": 2, "b": 3 }))
+        .await
+        .expect("get-sum");
+    let sum_text = texts(&sum).join("\n");
+    assert!(sum_text.contains('5'), "get-sum 2 + 3: {sum_text:?}");
+
+    let read = client
+        .read_resource(RESOURCE)
+        .await
+        .expect("resources/read");
+    let text = resource_text(&read);
+    assert!(text.starts_with("Resource 1"), "{text:?}");
+
+    let unknown = client.call_tool("nope", json!({})).await.unwrap_err();
+    assert!(unknown.is_tool_error(), "{unknown:?}");
+    assert!(!unknown.is_retryable(), "{unknown:?}");
+    match &unknown {
+        Error::Tool { tool, message, .. } => {
+            assert_eq!(tool, "nope");
+            assert!(message.contains("nope"), "{message:?}");
+        }
+        other => panic!("expected Error::Tool, got {other:?}"),
+    }
+    assert!(unknown.to_string().contains("nope"), "{unknown}");
+
+    let bad = client
+        .call_tool("get-sum", json!({ "a": "two", "b": 3 }))
+        .await
+        .unwrap_err();
+    assert!(bad.is_tool_error(), "{bad:?}");
+    match &bad {
+        Error::Tool { tool, .. } => assert_eq!(tool, "get-sum"),
+        other => panic!("expected Error::Tool, got {other:?}"),
+    }
+
+    // Six calls reached the server: list, echo, get-sum, read, and the two tool errors.
+    let stats = client.stats();
+    assert_eq!(stats.service, "everything");
+    assert_eq!(stats.requests_total, 6, "{stats:#?}");
+    assert_eq!(stats.requests_success, 4, "{stats:#?}");
+    assert_eq!(stats.requests_error, 2, "{stats:#?}");
+    assert_eq!(stats.tool_errors, 2, "{stats:#?}");
+    assert_eq!(stats.retries, 0, "{stats:#?}");
+    assert_eq!(stats.timeouts, 0, "{stats:#?}");
+    assert_eq!(stats.reconnects, 0, "{stats:#?}");
+    assert_eq!((stats.cache_hits, stats.cache_misses), (0, 1), "{stats:#?}");
+    assert_eq!(stats.in_flight, 0, "{stats:#?}");
+    assert_eq!(stats.sessions_connected, 2, "{stats:#?}");
+    // Tool errors are answers: the service is up, the circuit stays closed.
+    assert_eq!(stats.circuit, CircuitState::Closed, "{stats:#?}");
+    assert!(stats.healthy, "{stats:#?}");
+
+    client.close(Duration::from_secs(5)).await;
+    assert!(!client.is_healthy(), "{:?}", client.health());
+    let after = client
+        .call_tool("echo", json!({ "message": "late" }))
+        .await
+        .unwrap_err();
+    assert!(matches!(after, Error::Closed { .. }), "{after:?}");
+    let after = client.list_tools().await.unwrap_err();
+    assert!(matches!(after, Error::Closed { .. }), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_over_streamable_http() {
+    let server = HttpServer::start().await;
+    exercise(Endpoint::http(&server.url)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_over_stdio() {
+    exercise(stdio_endpoint()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_the_sessions() {
+    let server = HttpServer::start().await;
+    let client = connect(Endpoint::http(&server.url)).await;
+    let calls = (0..32).map(|i| {
+        let client = client.clone();
+        async move {
+            let message = format!("call {i}");
+            let result = client
+                .call_tool("echo", json!({ "message": message }))
+                .await
+                .unwrap_or_else(|e| panic!("echo {i}: {e}"));
+            assert_eq!(texts(&result), [format!("Echo: {message}")]);
+        }
+    });
+    futures_util::future::join_all(calls).await;
+    let stats = client.stats();
+    assert_eq!(stats.requests_total, 32, "{stats:#?}");
+    assert_eq!(stats.requests_success, 32, "{stats:#?}");
+    assert_eq!(stats.retries, 0, "{stats:#?}");
+    client.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_read_is_a_cache_hit() {
+    let server = HttpServer::start().await;
+    let client = connect(Endpoint::http(&server.url)).await;
+
+    let first = client.read_resource(RESOURCE).await.expect("first read");
+    let second = client.read_resource(RESOURCE).await.expect("second read");
+    // The text carries the time the server made it: equal texts are the cached copy.
+    assert_eq!(resource_text(&first), resource_text(&second));
+    let stats = client.stats();
+    assert_eq!(stats.cache_hits, 1, "{stats:#?}");
+    assert_eq!(stats.cache_misses, 1, "{stats:#?}");
+    assert_eq!(stats.cache_size, 1, "{stats:#?}");
+    assert_eq!(
+        stats.requests_total, 1,
+        "a hit does not reach the server: {stats:#?}"
+    );
+
+    // An uncached read goes to the server and leaves the cache alone.
+    client
+        .read_resource_with(RESOURCE, CallOptions::new().uncached())
+        .await
+        .expect("uncached read");
+    let stats = client.stats();
+    assert_eq!(
+        (stats.cache_hits, stats.cache_misses, stats.requests_total),
+        (1, 1, 2),
+        "{stats:#?}"
+    );
+
+    // Once cleared, the next read misses again.
+    client.clear_cache();
+    client
+        .read_resource(RESOURCE)
+        .await
+        .expect("read after clear");
+    let stats = client.stats();
+    assert_eq!(
+        (stats.cache_hits, stats.cache_misses, stats.requests_total),
+        (1, 2, 3),
+        "{stats:#?}"
+    );
+    client.close(Duration::from_secs(5)).await;
+}
+
+/// The `mcp-call` example, built by `cargo build --examples` next to this test binary.
+fn mcp_call_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .join("examples")
+        .join(format!("mcp-call{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build the examples first (`cargo test` does, but not with `--all-targets`: run `cargo build -p cortex-mcp --examples --all-features`)",
+        bin.display()
+    );
+    bin
+}
+
+/// Run `mcp-call` with `args`, within [`CLI_WAIT`] (the child is killed past it).
+async fn mcp_call(args: &[&str]) -> Output {
+    let child = Command::new(mcp_call_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mcp-call");
+    tokio::time::timeout(CLI_WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("mcp-call {args:?} did not finish within {CLI_WAIT:?}"))
+        .expect("wait for mcp-call")
+}
+
+/// Exit 0 and JSON on stdout.
+fn json_out(args: &[&str], out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "mcp-call {args:?}: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("mcp-call {args:?}: stdout is not JSON ({e}): {stdout}"))
+}
+
+/// The text of the first content of a serialized `CallToolResult`.
+fn first_text(result: &Value) -> &str {
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text content in {result}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_call_example_against_the_reference_server() {
+    let server = HttpServer::start().await;
+    let url = server.url.as_str();
+
+    let args = [
+        "--url",
+        url,
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"message":"x"}"#,
+    ];
+    let echo = json_out(&args, &mcp_call(&args).await);
+    assert_eq!(first_text(&echo), "Echo: x", "{echo}");
+
+    let args = ["--url", url, "--resource", RESOURCE];
+    let read = json_out(&args, &mcp_call(&args).await);
+    assert_eq!(read["contents"][0]["uri"], RESOURCE, "{read}");
+    assert!(
+        read["contents"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Resource 1")),
+        "{read}"
+    );
+
+    let args = ["--url", url, "--list-tools"];
+    let tools = json_out(&args, &mcp_call(&args).await);
+    let names: Vec<&str> = tools
+        .as_array()
+        .unwrap_or_else(|| panic!("--list-tools prints an array: {tools}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"echo"), "{names:?}");
+
+    let args = ["--url", url, "--tool", "nope"];
+    let out = mcp_call(&args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "mcp-call {args:?}: {stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The stdio command is split on whitespace.
+    let js = everything_js();
+    let js = js.to_str().expect("MCP_EVERYTHING_JS is UTF-8");
+    assert!(
+        !js.contains(char::is_whitespace),
+        "MCP_EVERYTHING_JS={js:?} has whitespace, which --stdio cannot carry"
+    );
+    let command = format!("node {js} stdio");
+    let args = [
+        "--stdio",
+        &command,
+        "--tool",
+        "get-sum",
+        "--args",
+        r#"{"a":1,"b":2}"#,
+    ];
+    let sum = json_out(&args, &mcp_call(&args).await);
+    assert!(first_text(&sum).contains('3'), "{sum}");
+}

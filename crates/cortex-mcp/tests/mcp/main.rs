@@ -1,4 +1,5 @@
 //! cortex-mcp integration tests: one binary.
+#![allow(clippy::unwrap_used)]
 
 mod faults;
 mod interop;

@@ -628,3 +628,82 @@ async fn slow_calls_are_logged_as_warnings() {
         "{log}"
     );
 }
+
+fn pid_alive(pid: &str) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", pid])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_stdio_child_is_started_again() {
+    let js = crate::interop::everything_js();
+    let pids = std::env::temp_dir().join(format!("cortex-mcp-child-pids-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pids);
+    // The shell notes its pid, then becomes the server, so the pid is the server's.
+    let script = format!(
+        "echo $$ >> '{}'; exec node '{}' stdio",
+        pids.display(),
+        js.display()
+    );
+    let config = McpClientConfig {
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(5),
+        call_timeout: Duration::from_secs(15),
+        max_retries: 4,
+        retry_delay: Duration::from_millis(200),
+        max_retry_delay: Duration::from_secs(1),
+        ..McpClientConfig::default()
+    };
+    let metrics = Metrics::new();
+    let client = McpClient::builder("child", Endpoint::stdio("sh", ["-c", script.as_str()]))
+        .config(config)
+        .metrics(&metrics)
+        .build()
+        .await
+        .unwrap();
+    let r = client
+        .call_tool("echo", json!({ "message": "one" }))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "Echo: one");
+    let first = std::fs::read_to_string(&pids).unwrap().trim().to_owned();
+    assert!(pid_alive(&first));
+
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &first])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    eventually("the child is gone", Duration::from_secs(5), || {
+        !pid_alive(&first)
+    })
+    .await;
+
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.call_tool("echo", json!({ "message": "two" })),
+    )
+    .await
+    .expect("bounded by call_timeout")
+    .expect("answered by a new child");
+    assert_eq!(text(&r), "Echo: two");
+    let all = std::fs::read_to_string(&pids).unwrap();
+    let started: Vec<&str> = all.lines().collect();
+    assert_eq!(started.len(), 2, "one child started again: {started:?}");
+    let second = started[1].to_owned();
+    assert!(pid_alive(&second));
+    let stats = client.stats();
+    assert_eq!(stats.reconnects, 1, "{stats:?}");
+    assert!(stats.retries >= 1, "{stats:?}");
+
+    client.close(Duration::from_secs(2)).await;
+    eventually("close ends the child", Duration::from_secs(10), || {
+        !pid_alive(&second)
+    })
+    .await;
+    let _ = std::fs::remove_file(&pids);
+}

@@ -23,7 +23,7 @@ const START_WAIT: Duration = Duration::from_secs(20);
 const CLI_WAIT: Duration = Duration::from_secs(60);
 
 /// The reference server's entry point, from `MCP_EVERYTHING_JS`.
-fn everything_js() -> PathBuf {
+pub(crate) fn everything_js() -> PathBuf {
     let hint = "run `eval \"$(scripts/services.sh)\"` first: it installs \
                 @modelcontextprotocol/server-everything with npm and exports MCP_EVERYTHING_JS";
     let js = std::env::var_os("MCP_EVERYTHING_JS")

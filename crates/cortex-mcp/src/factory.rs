@@ -142,6 +142,24 @@ impl McpClientFactory {
         Ok(client)
     }
 
+    /// The clients of several services at once, e.g. at start-up
+    /// `connect_all(&["memory-service", "cognition-service"])`. Each is made as by
+    /// [`client`](Self::client), one after the other; a service that is down yields an
+    /// unhealthy client that connects later.
+    ///
+    /// # Errors
+    /// The first configuration error (a missing or bad endpoint variable), so a service
+    /// that was never configured fails the start-up loudly.
+    pub async fn connect_all(&self, services: &[&str]) -> Result<Vec<McpClient>> {
+        // One after the other: `client` holds the map's lock while it connects. A
+        // service that is down costs at most `connect_timeout`, then connects later.
+        let mut clients = Vec::with_capacity(services.len());
+        for service in services {
+            clients.push(self.client(service).await?);
+        }
+        Ok(clients)
+    }
+
     /// Clients made so far, by service name.
     pub async fn clients(&self) -> Vec<McpClient> {
         self.clients.lock().await.values().cloned().collect()

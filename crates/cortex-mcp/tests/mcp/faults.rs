@@ -488,6 +488,16 @@ async fn the_factory_makes_one_client_per_service_from_the_environment() {
     assert_eq!(b.stats().requests_total, 1, "one shared client");
     assert_eq!(factory.clients().await.len(), 1);
 
+    let both = factory
+        .connect_all(&["memory-service", "cognition-service"])
+        .await
+        .unwrap_err();
+    assert!(
+        both.to_string().contains("COGNITION_SERVICE_SERVICE_URL"),
+        "{both}"
+    );
+    let one = factory.connect_all(&["memory-service"]).await.unwrap();
+    assert_eq!(one[0].stats().requests_total, 1, "the same client again");
     let missing = factory.client("cognition-service").await.unwrap_err();
     assert!(
         matches!(&missing, Error::MissingEndpoint { var, .. } if var == "COGNITION_SERVICE_SERVICE_URL"),

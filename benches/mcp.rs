@@ -7,9 +7,10 @@
 //! - `mcp/echo/{cortex,rmcp_raw}/32`: 32 tasks share the calls, so the throughput is
 //!   the calls per second the client sustains under concurrency.
 //!
-//!   `cortex` is `McpClient` with its default settings (5 sessions round robin, a
-//!   shared keep-alive HTTP client, up to 64 requests in flight per session, retries,
-//!   breaker and metrics on). `rmcp_raw` is one rmcp session made with rmcp's defaults
+//!   `cortex` is `McpClient` with its default settings (5 sessions, filled one at a
+//!   time up to 64 requests in flight each, a shared keep-alive HTTP client, retries,
+//!   breaker and metrics on), overridden by any `MCP_*` variable set (e.g.
+//!   `MCP_POOL_SIZE=1`). `rmcp_raw` is one rmcp session made with rmcp's defaults
 //!   (`ClientConfig::default().serve(StreamableHttpClientTransport::from_uri(url))`):
 //!   its HTTP client keeps no idle connections, and it lets 16 requests be in flight.
 //! - `mcp/cache_hit/{cortex,cortex_2_tasks}`: a cacheable call answered from the
@@ -122,7 +123,7 @@ fn mcp(c: &mut Criterion) {
     let (server, client, raw) = rt.block_on(async {
         let server = TestServer::start().await.expect("test MCP server");
         let client = McpClient::builder("bench", Endpoint::http(server.url()))
-            .config(McpClientConfig::default())
+            .config(McpClientConfig::from_env().expect("MCP_* settings"))
             .metrics(&registry)
             .build()
             .await

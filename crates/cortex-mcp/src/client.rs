@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::breaker::Breaker;
-use crate::session::{Connector, Pool, Session};
+use crate::session::{Connector, Lease, Pool, Session};
 use crate::stats::{Health, McpStats};
 use crate::{Endpoint, Error, McpClientConfig, Result, key};
 
@@ -171,8 +171,10 @@ struct Inner {
 
 /// A resilient MCP client for one service.
 ///
-/// It keeps `pool_size` sessions and spreads calls over them round robin (one session
-/// carries many concurrent calls). Each call is bounded by `call_timeout` in all, and
+/// It keeps `pool_size` sessions. One session carries many concurrent calls, so calls
+/// fill the first session up to `max_concurrent_per_session` in flight and spill over
+/// to the next; the others stand by, initialized, to take over at once when a session
+/// breaks. Each call is bounded by `call_timeout` in all, and
 /// each attempt by `request_timeout`. Transport failures and timeouts are retried with
 /// exponential backoff and jitter; a tool error never is. A broken session is rebuilt
 /// in the background with backoff, a killed stdio child is started again, and after
@@ -275,7 +277,7 @@ impl McpClientBuilder {
             service: self.service.into(),
             connector: Connector::new(&self.endpoint, &config)?,
             endpoint: self.endpoint,
-            pool: Pool::new(config.pool_size),
+            pool: Pool::new(config.pool_size, config.max_concurrent_per_session),
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             cache,
             closed: AtomicBool::new(false),
@@ -678,14 +680,23 @@ impl Inner {
         let Some(after) = self.config.hedge_after.filter(|_| hedge) else {
             return self.attempt(request).await;
         };
-        let first = self.attempt(request);
+        let Some(lease) = self.pool.lease(None) else {
+            return Err(self.no_session());
+        };
+        let first_slot = lease.slot;
+        let first = self.attempt_on(request, lease);
         tokio::pin!(first);
         tokio::select! {
             outcome = &mut first => return outcome,
             () = tokio::time::sleep(after) => {}
         }
         self.m.hedges.increment();
-        let second = self.attempt(request);
+        let second = async {
+            match self.pool.lease(Some(first_slot)) {
+                Some(lease) => self.attempt_on(request, lease).await,
+                None => Err(self.no_session()),
+            }
+        };
         tokio::pin!(second);
         // The first success wins; a failure waits for the other copy.
         tokio::select! {
@@ -700,16 +711,26 @@ impl Inner {
         }
     }
 
-    /// One request on one session.
+    fn no_session(&self) -> Error {
+        Error::NoSession {
+            service: self.service.clone(),
+        }
+    }
+
+    /// One request on the session the pool offers.
     async fn attempt(self: &Arc<Self>, request: &Request) -> Result<Response> {
-        let Some((slot, session)) = self.pool.pick() else {
-            return Err(Error::NoSession {
-                service: self.service.clone(),
-            });
-        };
+        match self.pool.lease(None) {
+            Some(lease) => self.attempt_on(request, lease).await,
+            None => Err(self.no_session()),
+        }
+    }
+
+    /// One request on a leased session.
+    async fn attempt_on(self: &Arc<Self>, request: &Request, lease: Lease<'_>) -> Result<Response> {
+        let (slot, session) = (lease.slot, &lease.session);
         let peer = &session.peer;
         if peer.is_transport_closed() {
-            self.break_session(slot, &session);
+            self.break_session(slot, session);
             return Err(self.transport_error("the session's transport is closed"));
         }
         let outcome = match request {
@@ -723,7 +744,7 @@ impl Inner {
         outcome.map_err(|e| {
             let error = self.map_service_error(request, e);
             if matches!(error, Error::Transport { .. }) {
-                self.break_session(slot, &session);
+                self.break_session(slot, session);
             }
             error
         })

@@ -190,7 +190,9 @@ impl<'de> Deserialize<'de> for Endpoint {
 #[serde(default)]
 pub struct McpClientConfig {
     /// Sessions per service. One session already carries many concurrent calls (they
-    /// are told apart by JSON-RPC id); several isolate faults and spread load. Default: 5.
+    /// are told apart by JSON-RPC id), so calls fill one session first; the others take
+    /// the overflow past `max_concurrent_per_session` and stand by for when a session
+    /// breaks. Default: 5.
     pub pool_size: usize,
     /// Bound on making one session: connecting plus the MCP handshake. Default: 10 s.
     #[serde(with = "cortex_metrics::env::secs")]

@@ -146,16 +146,8 @@ impl Error {
 
 impl From<cortex_metrics::Error> for Error {
     fn from(e: cortex_metrics::Error) -> Self {
-        match e {
-            cortex_metrics::Error::InvalidConfig { key, value, reason } => {
-                Error::InvalidConfig { key, value, reason }
-            }
-            other => Error::InvalidConfig {
-                key: "environment",
-                value: String::new(),
-                reason: other.to_string(),
-            },
-        }
+        let (key, value, reason) = e.into_config_parts();
+        Error::InvalidConfig { key, value, reason }
     }
 }
 

@@ -53,5 +53,18 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The setting, value and reason of a rejected setting, for crates that read their
+    /// settings through [`EnvSource`](crate::env::EnvSource) and report them as their
+    /// own `InvalidConfig`. An error of another kind comes back under the key
+    /// `environment`, its message as the reason.
+    pub fn into_config_parts(self) -> (&'static str, String, String) {
+        match self {
+            Error::InvalidConfig { key, value, reason } => (key, value, reason),
+            other => ("environment", String::new(), other.to_string()),
+        }
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

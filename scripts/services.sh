@@ -226,6 +226,8 @@ case "${1:-start}" in
     pg_answers || { [ -n "$(pg_bin)" ] && command -v psql >/dev/null; } || need+=(postgresql)
     redis_answers || command -v redis-server >/dev/null || need+=(redis-server)
     { command -v node >/dev/null && command -v npm >/dev/null; } || need+=(nodejs npm)
+    # cortex-mcp's TLS test makes its certificates with the openssl command.
+    command -v openssl >/dev/null || need+=(openssl)
     if [ ${#need[@]} -gt 0 ]; then install_packages "${need[@]}"; fi
     if pg_answers; then
       log "PostgreSQL already answers at $(redact "$DATABASE_URL")"

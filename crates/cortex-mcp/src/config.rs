@@ -177,6 +177,7 @@ impl<'de> Deserialize<'de> for Endpoint {
 /// | `cache_capacity` | `MCP_CACHE_CAPACITY` (0 = off) | 10000 |
 /// | `cache_ttl` | `MCP_CACHE_TTL`, s | 300 |
 /// | `max_concurrent_per_session` | `MCP_SESSION_CONCURRENCY` | 64 |
+/// | `tls_ca_file` | `MCP_TLS_CA_FILE` (feature `tls`) | none |
 ///
 /// ```
 /// use std::time::Duration;
@@ -237,6 +238,10 @@ pub struct McpClientConfig {
     /// HTTP requests one session keeps in flight at once (rmcp's own default is 16).
     /// Default: 64.
     pub max_concurrent_per_session: usize,
+    /// PEM file of certificate authorities to trust for `https://` endpoints besides
+    /// the system's, e.g. a private CA of internal services (feature `tls`).
+    /// Default: none.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for McpClientConfig {
@@ -256,6 +261,7 @@ impl Default for McpClientConfig {
             cache_capacity: 10_000,
             cache_ttl: Duration::from_secs(300),
             max_concurrent_per_session: 64,
+            tls_ca_file: None,
         }
     }
 }
@@ -317,6 +323,9 @@ impl McpClientConfig {
         if let Some(v) = env.parse("MCP_SESSION_CONCURRENCY")? {
             c.max_concurrent_per_session = v;
         }
+        if let Some(v) = env.var("MCP_TLS_CA_FILE") {
+            c.tls_ca_file = Some(v.into());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -360,6 +369,18 @@ impl McpClientConfig {
         ] {
             if d < ms {
                 return Err(bad(key, d, "must be at least 0.001 s"));
+            }
+        }
+        if let Some(path) = &self.tls_ca_file {
+            if !cfg!(feature = "tls") {
+                return Err(bad(
+                    "MCP_TLS_CA_FILE",
+                    path,
+                    "needs the `tls` feature of cortex-mcp",
+                ));
+            }
+            if !path.is_file() {
+                return Err(bad("MCP_TLS_CA_FILE", path, "is not a readable file"));
             }
         }
         if self.max_retry_delay < self.retry_delay {
@@ -410,6 +431,7 @@ mod tests {
             ("MCP_RETRY_DELAY", "soon"),
             ("MCP_MAX_RETRY_DELAY", "0"),
             ("MCP_SESSION_CONCURRENCY", "0"),
+            ("MCP_TLS_CA_FILE", "/nonexistent/ca.pem"),
         ] {
             let err = from(&[(k, v)]).unwrap_err();
             assert!(err.to_string().contains(k), "{k}={v:?}: {err}");

@@ -64,17 +64,21 @@ impl Connector {
                     // Once per process; an application that installed its own provider keeps it.
                     let _ = rustls::crypto::ring::default_provider().install_default();
                 }
-                let http = reqwest::Client::builder()
+                let builder = reqwest::Client::builder()
                     .connect_timeout(config.connect_timeout)
                     .pool_max_idle_per_host(config.pool_size * config.max_concurrent_per_session)
                     .pool_idle_timeout(Duration::from_secs(90))
-                    .tcp_nodelay(true)
-                    .build()
-                    .map_err(|e| crate::Error::InvalidConfig {
-                        key: "endpoint",
-                        value: endpoint.to_string(),
-                        reason: format!("the HTTP client could not be built: {e}"),
-                    })?;
+                    .tcp_nodelay(true);
+                #[cfg(feature = "tls")]
+                let builder = match &config.tls_ca_file {
+                    Some(path) => builder.tls_certs_merge(read_ca_file(path)?),
+                    None => builder,
+                };
+                let http = builder.build().map_err(|e| crate::Error::InvalidConfig {
+                    key: "endpoint",
+                    value: endpoint.to_string(),
+                    reason: format!("the HTTP client could not be built: {e}"),
+                })?;
                 Connector::Http {
                     url: url.as_str().into(),
                     http,
@@ -117,6 +121,23 @@ impl Connector {
             running: Mutex::new(Some(running)),
         })
     }
+}
+
+/// The certificates of a PEM bundle.
+#[cfg(feature = "tls")]
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+    let bad = |reason: String| crate::Error::InvalidConfig {
+        key: "MCP_TLS_CA_FILE",
+        value: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot be read: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("is not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no certificate".to_owned()));
+    }
+    Ok(certs)
 }
 
 fn client_info() -> ClientConfig {

@@ -178,6 +178,7 @@ const GREETING: &str = "test://greeting";
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
+    scheme: &'static str,
     calls: Arc<AtomicU64>,
     stop: CancellationToken,
 }
@@ -197,6 +198,45 @@ impl TestServer {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(addr, None).await
+    }
+
+    /// Start on a free loopback port over HTTPS, with the certificate chain and
+    /// private key of these PEM files (feature `test-server-tls`). The URL is then
+    /// `https://127.0.0.1:<port>/mcp`.
+    ///
+    /// # Errors
+    /// When a file cannot be read or holds no usable certificate or key, or the port
+    /// cannot be bound.
+    #[cfg(feature = "test-server-tls")]
+    pub async fn start_tls(
+        cert_chain: &std::path::Path,
+        key: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let invalid = |e: &dyn std::fmt::Display| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+        };
+        let certs = CertificateDer::pem_file_iter(cert_chain)
+            .map_err(|e| invalid(&e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&e))?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(&e))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(&e))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), Some(acceptor)).await
+    }
+
+    async fn start_with(addr: SocketAddr, tls: Option<Acceptor>) -> std::io::Result<Self> {
         let listener = bind(addr).await?;
         let addr = listener.local_addr()?;
         let calls = Arc::new(AtomicU64::new(0));
@@ -213,13 +253,19 @@ impl TestServer {
                     .with_sse_keep_alive(None)
                     .with_cancellation_token(stop.child_token()),
             );
-        tokio::spawn(serve(listener, service, stop.clone()));
-        Ok(Self { addr, calls, stop })
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tokio::spawn(serve(listener, service, stop.clone(), tls));
+        Ok(Self {
+            addr,
+            scheme,
+            calls,
+            stop,
+        })
     }
 
-    /// The MCP endpoint, `http://127.0.0.1:<port>/mcp`.
+    /// The MCP endpoint, `http://127.0.0.1:<port>/mcp` (`https` from `start_tls`).
     pub fn url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
+        format!("{}://{}/mcp", self.scheme, self.addr)
     }
 
     /// The address listened on.
@@ -259,10 +305,20 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
 }
 
+#[cfg(feature = "test-server-tls")]
+type Acceptor = tokio_rustls::TlsAcceptor;
+/// Without TLS support there is no acceptor to pass.
+#[cfg(not(feature = "test-server-tls"))]
+#[derive(Clone)]
+enum Acceptor {}
+
+type Service = StreamableHttpService<TestTools, LocalSessionManager>;
+
 async fn serve(
     listener: TcpListener,
-    service: StreamableHttpService<TestTools, LocalSessionManager>,
+    service: Service,
     stop: CancellationToken,
+    tls: Option<Acceptor>,
 ) {
     // Connections live in this set, so returning drops (aborts) all of them.
     let mut connections = JoinSet::new();
@@ -274,11 +330,29 @@ async fn serve(
         };
         let Ok((stream, _)) = accepted else { continue };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(service.clone());
+        let service = service.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => serve_connection(stream, service).await,
+                #[cfg(feature = "test-server-tls")]
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve_connection(stream, service).await;
+                    }
+                }
+                #[cfg(not(feature = "test-server-tls"))]
+                Some(never) => match never {},
+            }
         });
     }
+}
+
+async fn serve_connection<I>(io: I, service: Service)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .await;
 }

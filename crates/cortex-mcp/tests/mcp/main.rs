@@ -3,3 +3,5 @@
 
 mod faults;
 mod interop;
+#[cfg(feature = "test-server-tls")]
+mod tls;

@@ -660,7 +660,8 @@ impl Inner {
                     "MCP circuit opened"
                 );
             }
-            if retries >= self.config.max_retries {
+            if retries >= self.config.max_retries || self.closed.load(Ordering::Acquire) {
+                // Out of retries, or closing: a closed client does not try again.
                 return Err(error);
             }
             let delay = backoff(&self.config, retries);

@@ -717,3 +717,30 @@ async fn a_killed_stdio_child_is_started_again() {
     .await;
     let _ = std::fs::remove_file(&pids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_still_running_when_the_grace_ends_fails_at_once_without_retries() {
+    let server = TestServer::start().await.unwrap();
+    let metrics = Metrics::new();
+    let config = McpClientConfig {
+        request_timeout: Duration::from_secs(10),
+        call_timeout: Duration::from_secs(20),
+        ..quick()
+    };
+    let client = client(&server, config, &metrics).await;
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.call_tool("sleep", json!({ "ms": 10_000 })).await }
+    });
+    eventually("the call is in flight", Duration::from_secs(2), || {
+        client.stats().in_flight == 1
+    })
+    .await;
+    client.close(Duration::from_millis(100)).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(3), slow)
+        .await
+        .expect("the session closed under it, so it ends")
+        .unwrap();
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert_eq!(client.stats().retries, 0, "a closed client does not retry");
+}

@@ -519,7 +519,9 @@ impl McpClient {
         self.health().healthy
     }
 
-    /// Counters and state of this client.
+    /// Counters and state of this client. The counters live in the metrics registry
+    /// under `mcp.<service>.*`, so two clients of one service name in one registry
+    /// share them ([`McpClientFactory`](crate::McpClientFactory) makes one per name).
     pub fn stats(&self) -> McpStats {
         let inner = &self.inner;
         let m = &inner.m;

@@ -90,6 +90,44 @@ enum Cached {
     Resource(Arc<ReadResourceResult>),
 }
 
+/// An answer the result cache can hold.
+trait Cacheable: Clone {
+    fn wrap(self) -> Cached;
+    fn unwrap(cached: &Cached) -> Option<Self>;
+}
+
+impl Cacheable for CallToolResult {
+    fn wrap(self) -> Cached {
+        Cached::Tool(Arc::new(self))
+    }
+    fn unwrap(cached: &Cached) -> Option<Self> {
+        match cached {
+            Cached::Tool(hit) => Some(Self::clone(hit)),
+            Cached::Resource(_) => None,
+        }
+    }
+}
+
+impl Cacheable for ReadResourceResult {
+    fn wrap(self) -> Cached {
+        Cached::Resource(Arc::new(self))
+    }
+    fn unwrap(cached: &Cached) -> Option<Self> {
+        match cached {
+            Cached::Resource(hit) => Some(Self::clone(hit)),
+            Cached::Tool(_) => None,
+        }
+    }
+}
+
+/// What the cache said about a call.
+enum Lookup<T> {
+    /// The cached answer.
+    Hit(T),
+    /// Not there: the key to store the answer under, if the call is cacheable.
+    Miss(Option<String>),
+}
+
 #[derive(Debug)]
 enum Request {
     Tool(CallToolRequestParams),
@@ -390,17 +428,9 @@ impl McpClient {
         };
         let inner = &self.inner;
         inner.check_open()?;
-        let key = match (&inner.cache, opts.cache) {
-            (Some(cache), Some(_)) => {
-                let key = key::tool_key(name, &args);
-                if let Some(Cached::Tool(hit)) = cache.get(&key) {
-                    inner.m.cache_hits.increment();
-                    return Ok(CallToolResult::clone(&hit));
-                }
-                inner.m.cache_misses.increment();
-                Some(key)
-            }
-            _ => None,
+        let key = match inner.lookup(&opts, || key::tool_key(name, &args)) {
+            Lookup::Hit(hit) => return Ok(hit),
+            Lookup::Miss(key) => key,
         };
         let started = Instant::now();
         let params = CallToolRequestParams::new(name.to_owned()).with_arguments(args);
@@ -412,10 +442,7 @@ impl McpClient {
                 _ => Err(inner.unexpected("tools/call")),
             });
         inner.finish(&inner.m.call_tool, "tools/call", name, started, &outcome);
-        if let (Ok(result), Some(key), Some(cache)) = (&outcome, key, &inner.cache) {
-            let ttl = opts.cache.flatten().unwrap_or(inner.config.cache_ttl);
-            cache.insert_with_ttl(key, Cached::Tool(Arc::new(result.clone())), ttl);
-        }
+        inner.remember(key, &opts, &outcome);
         outcome
     }
 
@@ -441,17 +468,9 @@ impl McpClient {
     ) -> Result<ReadResourceResult> {
         let inner = &self.inner;
         inner.check_open()?;
-        let key = match (&inner.cache, opts.cache) {
-            (Some(cache), Some(_)) => {
-                let key = key::resource_key(uri);
-                if let Some(Cached::Resource(hit)) = cache.get(&key) {
-                    inner.m.cache_hits.increment();
-                    return Ok(ReadResourceResult::clone(&hit));
-                }
-                inner.m.cache_misses.increment();
-                Some(key)
-            }
-            _ => None,
+        let key = match inner.lookup(&opts, || key::resource_key(uri)) {
+            Lookup::Hit(hit) => return Ok(hit),
+            Lookup::Miss(key) => key,
         };
         let started = Instant::now();
         let opts = opts.idempotent();
@@ -467,10 +486,7 @@ impl McpClient {
             started,
             &outcome,
         );
-        if let (Ok(result), Some(key), Some(cache)) = (&outcome, key, &inner.cache) {
-            let ttl = opts.cache.flatten().unwrap_or(inner.config.cache_ttl);
-            cache.insert_with_ttl(key, Cached::Resource(Arc::new(result.clone())), ttl);
-        }
+        inner.remember(key, &opts, &outcome);
         outcome
     }
 
@@ -601,6 +617,28 @@ impl Inner {
             });
         }
         Ok(())
+    }
+
+    /// The cached answer of a cacheable call, or the key to store it under.
+    fn lookup<T: Cacheable>(&self, opts: &CallOptions, key: impl FnOnce() -> String) -> Lookup<T> {
+        let (Some(cache), Some(_)) = (&self.cache, opts.cache) else {
+            return Lookup::Miss(None);
+        };
+        let key = key();
+        if let Some(hit) = cache.get(&key).as_ref().and_then(T::unwrap) {
+            self.m.cache_hits.increment();
+            return Lookup::Hit(hit);
+        }
+        self.m.cache_misses.increment();
+        Lookup::Miss(Some(key))
+    }
+
+    /// Store a successful answer under `key` for the call's TTL.
+    fn remember<T: Cacheable>(&self, key: Option<String>, opts: &CallOptions, outcome: &Result<T>) {
+        if let (Ok(answer), Some(key), Some(cache)) = (outcome, key, &self.cache) {
+            let ttl = opts.cache.flatten().unwrap_or(self.config.cache_ttl);
+            cache.insert_with_ttl(key, answer.clone().wrap(), ttl);
+        }
     }
 
     /// Attempts with retries, each admitted by the breaker, all within the call's

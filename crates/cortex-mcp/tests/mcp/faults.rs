@@ -29,13 +29,19 @@ fn quick() -> McpClientConfig {
     }
 }
 
-async fn client(server: &TestServer, config: McpClientConfig, metrics: &Metrics) -> McpClient {
+/// A client of `server`, recording into `metrics`.
+async fn client_in(server: &TestServer, config: McpClientConfig, metrics: &Metrics) -> McpClient {
     McpClient::builder("test", Endpoint::http(server.url()))
         .config(config)
         .metrics(metrics)
         .build()
         .await
         .expect("connect to the test server")
+}
+
+/// A client of `server` with a registry of its own, so tests do not share counters.
+async fn client(server: &TestServer, config: McpClientConfig) -> McpClient {
+    client_in(server, config, &Metrics::new()).await
 }
 
 fn text(result: &cortex_mcp::rmcp::model::CallToolResult) -> &str {
@@ -57,10 +63,9 @@ async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool
 async fn killed_server_under_load_fails_fast_opens_the_circuit_and_recovers() {
     let server = TestServer::start().await.unwrap();
     let addr = server.addr();
-    let metrics = Metrics::new();
     let config = quick();
     let bound = config.call_timeout + Duration::from_millis(500);
-    let client = client(&server, config, &metrics).await;
+    let client = client(&server, config).await;
 
     // Eight callers in a loop; every call is bounded from outside, so a caller kept
     // past its timeout fails the test rather than hanging it.
@@ -148,12 +153,11 @@ async fn killed_server_under_load_fails_fast_opens_the_circuit_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_tool_times_out_and_the_session_stays_usable() {
     let server = TestServer::start().await.unwrap();
-    let metrics = Metrics::new();
     let config = McpClientConfig {
         max_retries: 0,
         ..quick()
     };
-    let client = client(&server, config, &metrics).await;
+    let client = client(&server, config).await;
 
     let call = client.call_tool("sleep", json!({ "ms": 5_000 }));
     let outcome = tokio::time::timeout(Duration::from_secs(2), call)
@@ -190,14 +194,13 @@ async fn slow_tool_times_out_and_the_session_stays_usable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_are_retried_within_the_call_deadline() {
     let server = TestServer::start().await.unwrap();
-    let metrics = Metrics::new();
     let config = McpClientConfig {
         request_timeout: Duration::from_millis(100),
         call_timeout: Duration::from_millis(1_000),
         max_retries: 3,
         ..quick()
     };
-    let client = client(&server, config, &metrics).await;
+    let client = client(&server, config).await;
     let outcome = tokio::time::timeout(
         Duration::from_secs(3),
         client.call_tool("sleep", json!({ "ms": 2_000 })),
@@ -219,12 +222,11 @@ async fn timeouts_are_retried_within_the_call_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_errors_are_final_not_retried_and_not_held_against_the_service() {
     let server = TestServer::start().await.unwrap();
-    let metrics = Metrics::new();
     let config = McpClientConfig {
         breaker_failures: 1,
         ..quick()
     };
-    let client = client(&server, config, &metrics).await;
+    let client = client(&server, config).await;
     for _ in 0..3 {
         let err = client
             .call_tool("fail", json!({ "message": "no such user" }))
@@ -280,8 +282,7 @@ async fn tool_errors_are_final_not_retried_and_not_held_against_the_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_calls_do_not_reach_the_server() {
     let server = TestServer::start().await.unwrap();
-    let metrics = Metrics::new();
-    let client = client(&server, quick(), &metrics).await;
+    let client = client(&server, quick()).await;
     let cached = CallOptions::new().cached(Duration::from_secs(60));
     for i in 0..10 {
         // The same arguments in another order are the same call.
@@ -357,14 +358,13 @@ async fn cached_calls_do_not_reach_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hedged_call_answers_from_the_second_copy() {
     let server = TestServer::start().await.unwrap();
-    let metrics = Metrics::new();
     let config = McpClientConfig {
         hedge_after: Some(Duration::from_millis(50)),
         request_timeout: Duration::from_secs(5),
         call_timeout: Duration::from_secs(5),
         ..quick()
     };
-    let client = client(&server, config, &metrics).await;
+    let client = client(&server, config).await;
     // The first `stall` the server gets waits 10 s; the hedge, sent 50 ms later on
     // the other session, answers at once and wins.
     let r = tokio::time::timeout(
@@ -394,8 +394,7 @@ async fn a_hedged_call_answers_from_the_second_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_lets_calls_in_flight_finish_then_refuses_new_ones() {
     let server = TestServer::start().await.unwrap();
-    let metrics = Metrics::new();
-    let client = client(&server, quick(), &metrics).await;
+    let client = client(&server, quick()).await;
     client.read_resource("test://greeting").await.unwrap();
     let in_flight = tokio::spawn({
         let client = client.clone();
@@ -526,7 +525,7 @@ async fn calls_are_recorded_into_metrics_and_stats() {
         call_timeout: Duration::from_secs(30),
         ..quick()
     };
-    let client = client(&server, config, &metrics).await;
+    let client = client_in(&server, config, &metrics).await;
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..200 {
         let client = client.clone();
@@ -612,12 +611,11 @@ async fn slow_calls_are_logged_as_warnings() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let server = TestServer::start().await.unwrap();
-    let metrics = Metrics::new();
     let config = McpClientConfig {
         slow_call: Duration::from_millis(100),
         ..quick()
     };
-    let client = client(&server, config, &metrics).await;
+    let client = client(&server, config).await;
     client
         .call_tool("sleep", json!({ "ms": 150 }))
         .await
@@ -721,13 +719,12 @@ async fn a_killed_stdio_child_is_started_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_still_running_when_the_grace_ends_fails_at_once_without_retries() {
     let server = TestServer::start().await.unwrap();
-    let metrics = Metrics::new();
     let config = McpClientConfig {
         request_timeout: Duration::from_secs(10),
         call_timeout: Duration::from_secs(20),
         ..quick()
     };
-    let client = client(&server, config, &metrics).await;
+    let client = client(&server, config).await;
     let slow = tokio::spawn({
         let client = client.clone();
         async move { client.call_tool("sleep", json!({ "ms": 10_000 })).await }

@@ -5,6 +5,7 @@ mod config;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod db;
 mod error;
+pub mod keyspace;
 #[cfg(feature = "tower")]
 mod layer;
 mod limiter;

@@ -22,3 +22,17 @@ pub use cortex_pool as pool;
 #[cfg(feature = "tasks")]
 #[doc(inline)]
 pub use cortex_tasks as tasks;
+
+#[cfg(feature = "wiring")]
+mod config;
+#[cfg(feature = "wiring")]
+mod error;
+#[cfg(feature = "wiring")]
+mod wiring;
+
+#[cfg(feature = "wiring")]
+pub use self::config::CortexConfig;
+#[cfg(feature = "wiring")]
+pub use self::error::{Error, Result};
+#[cfg(feature = "wiring")]
+pub use self::wiring::{Cortex, CortexBuilder, CortexCache, Database, ShutdownReport};

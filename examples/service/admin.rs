@@ -1,0 +1,103 @@
+//! `/admin/*` (behind the bearer token) and the metrics routes.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+
+use crate::app::Shared;
+use crate::error::{ApiError, ApiResult};
+
+/// Routes that need the admin token.
+pub fn routes(_state: Shared) -> Router<Shared> {
+    Router::new()
+        .route("/admin/tasks", get(list_tasks))
+        .route("/admin/tasks/{id}", get(get_task).delete(cancel_task))
+        .route("/admin/memory", get(memory))
+        .route("/admin/memory/snapshot", post(memory_snapshot))
+        .route("/admin/memory/compare", get(memory_compare))
+        .route("/metrics/performance/reset", post(reset_metrics))
+}
+
+/// Routes anyone may read: Prometheus text and the JSON snapshot.
+pub fn public_routes() -> Router<Shared> {
+    Router::new()
+        .route("/metrics", get(prometheus))
+        .route("/metrics/performance", get(performance))
+}
+
+/// The task crate's admin answers carry `{"error": "text"}`; ours carry a code too.
+fn answer((status, body): (u16, Value)) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_success() {
+        return (status, Json(body)).into_response();
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_task_id",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "internal",
+    };
+    let message = body["error"].as_str().unwrap_or("task lookup failed").to_owned();
+    let mut error = ApiError::new(status, code, message);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        error.retry_after = Some(1);
+    }
+    error.into_response()
+}
+
+async fn list_tasks(State(state): State<Shared>) -> Response {
+    answer(state.jobs.list().await)
+}
+
+async fn get_task(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+    answer(state.jobs.get(&id).await)
+}
+
+async fn cancel_task(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+    answer(state.jobs.cancel(&id).await)
+}
+
+async fn memory(State(state): State<Shared>) -> impl IntoResponse {
+    Json(state.cortex.profiler().report())
+}
+
+async fn memory_snapshot(State(state): State<Shared>) -> ApiResult<impl IntoResponse> {
+    let snapshot = state
+        .cortex
+        .profiler()
+        .take_snapshot()
+        .map_err(|e| ApiError::internal("memory snapshot", &e))?;
+    Ok((StatusCode::CREATED, Json(snapshot)))
+}
+
+async fn memory_compare(State(state): State<Shared>) -> ApiResult<impl IntoResponse> {
+    state.cortex.profiler().compare().map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_enough_snapshots",
+            "fewer than two snapshots: POST /admin/memory/snapshot twice",
+        )
+    })
+}
+
+async fn reset_metrics(State(state): State<Shared>) -> impl IntoResponse {
+    let metrics = state.cortex.metrics();
+    let ended = metrics.snapshot();
+    metrics.reset();
+    Json(ended)
+}
+
+async fn prometheus(State(state): State<Shared>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, cortex_core::metrics::prometheus::CONTENT_TYPE)],
+        state.cortex.metrics().prometheus(),
+    )
+}
+
+async fn performance(State(state): State<Shared>) -> impl IntoResponse {
+    Json(state.cortex.metrics().snapshot())
+}

@@ -1,0 +1,165 @@
+//! Shared state, the router, and the layers every request goes through.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use cortex_core::Cortex;
+use cortex_core::batch::{BatchFn, Batcher, Loaded};
+use cortex_core::metrics::MetricsLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::jobs::Jobs;
+use crate::model::User;
+use crate::repo::Repo;
+use crate::settings::Settings;
+use crate::{admin, handlers};
+
+/// Loads users by id in batches: concurrent lookups share one query.
+pub struct UserLoader(pub Arc<dyn Repo>);
+
+impl BatchFn for UserLoader {
+    type Key = i64;
+    type Value = User;
+    type Error = sqlx::Error;
+
+    async fn load(&self, keys: &[i64]) -> Result<Loaded<i64, User>, sqlx::Error> {
+        let users = self.0.users_by_ids(keys).await?;
+        Ok(Loaded::ByKey(users.into_iter().map(|u| (u.id, u)).collect::<HashMap<_, _>>()))
+    }
+}
+
+/// Everything a handler needs, shared by all requests.
+pub struct AppState {
+    pub cortex: Cortex,
+    pub repo: Arc<dyn Repo>,
+    pub users: Batcher<UserLoader>,
+    pub jobs: Jobs,
+    pub settings: Settings,
+    pub admin_token: String,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// The whole service. Layers, outermost first: panics become 500, then tracing,
+/// metrics per route template, admission (503 + `Retry-After`), the request timeout
+/// (504), and the body limit (413).
+pub fn router(state: Shared) -> Router {
+    let admin = admin::routes(state.clone()).route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let api = handlers::routes()
+        .merge(admin)
+        .merge(admin::public_routes())
+        .fallback(not_found)
+        .with_state(state.clone());
+    let keep_alive = state.settings.keep_alive;
+    api.layer(DefaultBodyLimit::max(state.settings.body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), admit))
+        .layer(MetricsLayer::new(state.cortex.metrics().clone()))
+        .layer(middleware::from_fn(move |req: Request, next: Next| async move {
+            let mut response = next.run(req).await;
+            if !keep_alive {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request failed").into_response()
+        }))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", format!("no route for {} {}", req.method(), req.uri().path()))
+}
+
+/// The admission limiter: a bounded wait for a slot, else 503 with `Retry-After`.
+async fn admit(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let limiter = state.cortex.limiter();
+    match limiter.acquire().await {
+        Ok(admission) => {
+            let response = next.run(req).await;
+            drop(admission);
+            response
+        }
+        Err(e) => {
+            let secs = limiter.retry_after().as_secs().max(1);
+            ApiError::unavailable("overloaded", e.to_string(), secs).into_response()
+        }
+    }
+}
+
+async fn timeout(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let limit = state.settings.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("no answer within {:.1} s", limit.as_secs_f64()),
+        )
+        .into_response(),
+    }
+}
+
+/// `Authorization: Bearer <CORTEX_ADMIN_TOKEN>` on every admin route.
+async fn require_admin(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "admin routes need Authorization: Bearer <token>")
+            .into_response(),
+        Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong admin token").into_response(),
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal how
+/// much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A random token of 32 hex digits from the operating system's generator.
+pub fn random_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Bounded wait for shutdown signals: Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+pub const CACHE_WORKSPACE_TTL: Duration = Duration::from_secs(300);
+pub const CACHE_USER_LIST_TTL: Duration = Duration::from_secs(60);

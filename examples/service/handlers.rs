@@ -1,0 +1,410 @@
+//! The domain routes: users, workspaces, conversations, messages; health and readiness.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use cortex_core::cache::key_for;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::{CACHE_USER_LIST_TTL, CACHE_WORKSPACE_TTL, Shared};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Body, Id, Params};
+use crate::model::*;
+use crate::repo::{PageSpec, WorkspaceFilter};
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{id}", get(get_user).patch(update_user).delete(delete_user))
+        .route("/users/{id}/workspaces", get(user_workspaces))
+        .route("/workspaces", get(list_workspaces).post(create_workspace))
+        .route("/workspaces/{id}", get(get_workspace).patch(update_workspace).delete(delete_workspace))
+        .route("/workspaces/{id}/summary", get(workspace_summary))
+        .route("/workspaces/{id}/conversations", get(list_conversations).post(create_conversation))
+        .route(
+            "/conversations/{id}",
+            get(get_conversation).patch(update_conversation).delete(delete_conversation),
+        )
+        .route("/conversations/{id}/messages", get(list_messages).post(create_message))
+        .route("/messages/{id}", get(get_message).delete(delete_message))
+}
+
+// ---- health ----
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 when the database, Redis (if used) and every MCP client answer; 503 naming the
+/// parts that do not.
+async fn ready(State(state): State<Shared>) -> impl IntoResponse {
+    let mut parts = serde_json::Map::new();
+    let bound = Duration::from_secs(2);
+    let db = matches!(tokio::time::timeout(bound, state.repo.ping()).await, Ok(Ok(())));
+    parts.insert("database".into(), json!(db));
+    let mut ok = db;
+    if let Some(redis) = state.cortex.redis() {
+        let up = matches!(tokio::time::timeout(bound, redis.health()).await, Ok(Ok(())));
+        parts.insert("redis".into(), json!(up));
+        ok &= up;
+    }
+    for client in state.cortex.mcp_clients() {
+        let up = client.is_healthy();
+        parts.insert(format!("mcp:{}", client.service()), json!(up));
+        ok &= up;
+    }
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ok, "parts": parts })))
+}
+
+// ---- paging ----
+
+const MAX_PER_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+#[derive(Debug, Deserialize)]
+struct PageParams {
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+impl PageParams {
+    /// OFFSET pages, capped: deep pages cost a scan, so they stop at page 1000.
+    fn spec(&self) -> ApiResult<PageSpec> {
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(20);
+        if !(1..=MAX_PAGE).contains(&page) {
+            return Err(ApiError::bad_request("bad_page", format!("page {page} is not in 1..={MAX_PAGE}")));
+        }
+        if !(1..=MAX_PER_PAGE).contains(&per_page) {
+            return Err(ApiError::bad_request(
+                "bad_page",
+                format!("per_page {per_page} is not in 1..={MAX_PER_PAGE}"),
+            ));
+        }
+        Ok(PageSpec { limit: per_page, offset: (page - 1) * per_page })
+    }
+}
+
+// ---- caching ----
+
+fn workspace_key(id: i64) -> String {
+    key_for("ws", &id).unwrap_or_else(|_| format!("ws:{id}"))
+}
+
+fn user_list_key(owner: i64) -> String {
+    key_for("user_ws", &owner).unwrap_or_else(|_| format!("user_ws:{owner}"))
+}
+
+impl From<cortex_core::cache::Error> for ApiError {
+    fn from(e: cortex_core::cache::Error) -> Self {
+        ApiError::internal("cached read", &e)
+    }
+}
+
+/// Drop cached entries after a write; a failure is logged (the entry still expires).
+async fn invalidate(state: &Shared, keys: &[String]) {
+    for key in keys {
+        if let Err(e) = state.cortex.cache().invalidate(key).await {
+            tracing::warn!(key, error = %e, "cache invalidation failed");
+        }
+    }
+}
+
+pub async fn load_workspace(state: &Shared, id: i64) -> ApiResult<Option<Workspace>> {
+    if !state.settings.cache {
+        return Ok(state.repo.workspace(id).await?);
+    }
+    let repo = state.repo.clone();
+    Ok(state
+        .cortex
+        .cache()
+        .get_or_load(&workspace_key(id), Some(CACHE_WORKSPACE_TTL), || async move { repo.workspace(id).await })
+        .await?)
+}
+
+pub async fn load_user_workspaces(state: &Shared, owner: i64) -> ApiResult<Vec<WorkspaceSummary>> {
+    if !state.settings.cache {
+        return Ok(state.repo.user_workspaces(owner).await?);
+    }
+    let repo = state.repo.clone();
+    Ok(state
+        .cortex
+        .cache()
+        .get_or_load(&user_list_key(owner), Some(CACHE_USER_LIST_TTL), || async move {
+            repo.user_workspaces(owner).await
+        })
+        .await?)
+}
+
+// ---- users ----
+
+#[derive(Debug, Deserialize)]
+struct UserListParams {
+    ids: Option<String>,
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+const MAX_IDS: usize = 100;
+
+async fn list_users(State(state): State<Shared>, Params(q): Params<UserListParams>) -> ApiResult<Json<Value>> {
+    let Some(raw) = q.ids else {
+        let page = PageParams { page: q.page, per_page: q.per_page }.spec()?;
+        return Ok(Json(json!({ "users": state.repo.list_users(page).await? })));
+    };
+    let ids: Vec<i64> = raw
+        .split(',')
+        .map(|s| s.trim().parse::<i64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| ApiError::bad_request("bad_ids", format!("ids {raw:?} is not a comma-separated list of ids")))?;
+    if ids.is_empty() || ids.len() > MAX_IDS {
+        return Err(ApiError::bad_request("bad_ids", format!("give 1 to {MAX_IDS} ids")));
+    }
+    // Each id is its own load; the batcher folds them (and concurrent requests' ids)
+    // into a few queries.
+    let results = state.users.load_many(ids.iter().copied()).await;
+    let mut users = vec![];
+    let mut missing = vec![];
+    for (id, result) in ids.into_iter().zip(results) {
+        match result {
+            Ok(user) => users.push(user),
+            Err(cortex_core::batch::Error::Missing) => missing.push(id),
+            Err(e) => return Err(batch_error(e)),
+        }
+    }
+    Ok(Json(json!({ "users": users, "missing": missing })))
+}
+
+fn batch_error(e: cortex_core::batch::Error) -> ApiError {
+    if e.is_retryable() {
+        ApiError::unavailable("busy", e.to_string(), 1)
+    } else {
+        ApiError::internal("user lookup", &e)
+    }
+}
+
+async fn create_user(State(state): State<Shared>, Body(new): Body<NewUser>) -> ApiResult<impl IntoResponse> {
+    new.check()?;
+    let user = state.repo.create_user(&new, now_ms()).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+async fn get_user(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<User>> {
+    match state.users.load(id).await {
+        Ok(user) => Ok(Json(user)),
+        Err(cortex_core::batch::Error::Missing) => Err(ApiError::not_found("user", id)),
+        Err(e) => Err(batch_error(e)),
+    }
+}
+
+async fn update_user(State(state): State<Shared>, Id(id): Id, Body(patch): Body<UserPatch>) -> ApiResult<Json<User>> {
+    patch.check()?;
+    let user = state.repo.update_user(id, &patch).await?.ok_or_else(|| ApiError::not_found("user", id))?;
+    Ok(Json(user))
+}
+
+async fn delete_user(State(state): State<Shared>, Id(id): Id) -> ApiResult<StatusCode> {
+    // Their workspaces go with them (ON DELETE CASCADE): forget those cached too.
+    let owned = state.repo.user_workspaces(id).await?;
+    if !state.repo.delete_user(id).await? {
+        return Err(ApiError::not_found("user", id));
+    }
+    let mut keys: Vec<String> = owned.iter().map(|w| workspace_key(w.id)).collect();
+    keys.push(user_list_key(id));
+    invalidate(&state, &keys).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn user_workspaces(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<Value>> {
+    if !state.repo.user_exists(id).await? {
+        return Err(ApiError::not_found("user", id));
+    }
+    Ok(Json(json!({ "workspaces": load_user_workspaces(&state, id).await? })))
+}
+
+// ---- workspaces ----
+
+#[derive(Debug, Deserialize)]
+struct WorkspaceListParams {
+    owner_id: Option<i64>,
+    name: Option<String>,
+    metadata: Option<String>,
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+async fn list_workspaces(State(state): State<Shared>, Params(q): Params<WorkspaceListParams>) -> ApiResult<Json<Value>> {
+    let page = PageParams { page: q.page, per_page: q.per_page }.spec()?;
+    let filter = WorkspaceFilter {
+        owner_id: q.owner_id,
+        name: q.name,
+        metadata: q.metadata.as_deref().map(MetadataFilter::parse).transpose()?,
+    };
+    Ok(Json(json!({ "workspaces": state.repo.list_workspaces(&filter, page).await? })))
+}
+
+async fn create_workspace(State(state): State<Shared>, Body(new): Body<NewWorkspace>) -> ApiResult<impl IntoResponse> {
+    new.check()?;
+    if !state.repo.user_exists(new.owner_id).await? {
+        return Err(ApiError::validation(format!("owner_id {} does not exist", new.owner_id)));
+    }
+    let ws = state.repo.create_workspace(&new, now_ms()).await?;
+    invalidate(&state, &[user_list_key(ws.owner_id)]).await;
+    Ok((StatusCode::CREATED, Json(ws)))
+}
+
+async fn get_workspace(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<Workspace>> {
+    load_workspace(&state, id).await?.map(Json).ok_or_else(|| ApiError::not_found("workspace", id))
+}
+
+async fn update_workspace(
+    State(state): State<Shared>,
+    Id(id): Id,
+    Body(patch): Body<WorkspacePatch>,
+) -> ApiResult<Json<Workspace>> {
+    patch.check()?;
+    let ws = state
+        .repo
+        .update_workspace(id, &patch, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found("workspace", id))?;
+    invalidate(&state, &[workspace_key(id), user_list_key(ws.owner_id)]).await;
+    Ok(Json(ws))
+}
+
+async fn delete_workspace(State(state): State<Shared>, Id(id): Id) -> ApiResult<StatusCode> {
+    let owner = state.repo.delete_workspace(id).await?.ok_or_else(|| ApiError::not_found("workspace", id))?;
+    invalidate(&state, &[workspace_key(id), user_list_key(owner)]).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn workspace_summary(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<WorkspaceSummary>> {
+    state.repo.workspace_summary(id).await?.map(Json).ok_or_else(|| ApiError::not_found("workspace", id))
+}
+
+// ---- conversations ----
+
+async fn list_conversations(
+    State(state): State<Shared>,
+    Id(id): Id,
+    Params(q): Params<PageParams>,
+) -> ApiResult<Json<Value>> {
+    let page = q.spec()?;
+    if state.repo.workspace_owner(id).await?.is_none() {
+        return Err(ApiError::not_found("workspace", id));
+    }
+    Ok(Json(json!({ "conversations": state.repo.list_conversations(id, page).await? })))
+}
+
+async fn create_conversation(
+    State(state): State<Shared>,
+    Id(id): Id,
+    Body(new): Body<NewConversation>,
+) -> ApiResult<impl IntoResponse> {
+    new.check()?;
+    let owner = state.repo.workspace_owner(id).await?.ok_or_else(|| ApiError::not_found("workspace", id))?;
+    let conversation = state.repo.create_conversation(id, &new, now_ms()).await?;
+    invalidate(&state, &[user_list_key(owner)]).await;
+    Ok((StatusCode::CREATED, Json(conversation)))
+}
+
+async fn get_conversation(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<Conversation>> {
+    state.repo.conversation(id).await?.map(Json).ok_or_else(|| ApiError::not_found("conversation", id))
+}
+
+async fn update_conversation(
+    State(state): State<Shared>,
+    Id(id): Id,
+    Body(patch): Body<ConversationPatch>,
+) -> ApiResult<Json<Conversation>> {
+    patch.check()?;
+    state
+        .repo
+        .update_conversation(id, &patch)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("conversation", id))
+}
+
+async fn delete_conversation(State(state): State<Shared>, Id(id): Id) -> ApiResult<StatusCode> {
+    let (_, owner) = state.repo.conversation_owner(id).await?.ok_or_else(|| ApiError::not_found("conversation", id))?;
+    state.repo.delete_conversation(id).await?.ok_or_else(|| ApiError::not_found("conversation", id))?;
+    invalidate(&state, &[user_list_key(owner)]).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- messages ----
+
+#[derive(Debug, Deserialize)]
+struct MessageListParams {
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_messages(
+    State(state): State<Shared>,
+    Id(id): Id,
+    Params(q): Params<MessageListParams>,
+) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_PER_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request("bad_page", format!("limit {limit} is not in 1..={MAX_PER_PAGE}")));
+    }
+    let after = q.after.as_deref().map(Cursor::decode).transpose()?;
+    if state.repo.conversation_owner(id).await?.is_none() {
+        return Err(ApiError::not_found("conversation", id));
+    }
+    // One more than asked tells whether a next page exists.
+    let mut messages = state.repo.messages_after(id, after, limit + 1).await?;
+    let more = messages.len() as i64 > limit;
+    messages.truncate(usize::try_from(limit).unwrap_or(0));
+    let next = more
+        .then(|| messages.last().map(|m| Cursor { sent_at: m.sent_at, id: m.id }.encode()))
+        .flatten();
+    Ok(Json(json!({ "messages": messages, "next": next })))
+}
+
+#[derive(Debug, Deserialize)]
+struct PostParams {
+    priority: Option<String>,
+}
+
+async fn create_message(
+    State(state): State<Shared>,
+    Id(id): Id,
+    Params(q): Params<PostParams>,
+    Body(new): Body<NewMessage>,
+) -> ApiResult<impl IntoResponse> {
+    new.check()?;
+    let priority = q.priority.as_deref().unwrap_or("normal");
+    crate::jobs::check_priority(priority)?;
+    let (_, owner) = state.repo.conversation_owner(id).await?.ok_or_else(|| ApiError::not_found("conversation", id))?;
+    if !state.repo.user_exists(new.sender_id).await? {
+        return Err(ApiError::validation(format!("sender_id {} does not exist", new.sender_id)));
+    }
+    let message = state.repo.create_message(id, &new, now_ms()).await?;
+    invalidate(&state, &[user_list_key(owner)]).await;
+    let task = state.jobs.summarize(&state, id, priority).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "message": message, "task_id": task }))))
+}
+
+async fn get_message(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<Message>> {
+    state.repo.message(id).await?.map(Json).ok_or_else(|| ApiError::not_found("message", id))
+}
+
+async fn delete_message(State(state): State<Shared>, Id(id): Id) -> ApiResult<StatusCode> {
+    let conversation = state.repo.delete_message(id).await?.ok_or_else(|| ApiError::not_found("message", id))?;
+    if let Some((_, owner)) = state.repo.conversation_owner(conversation).await? {
+        invalidate(&state, &[user_list_key(owner)]).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

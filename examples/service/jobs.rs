@@ -1,0 +1,129 @@
+//! Background work: a summary of a conversation after each posted message (through the
+//! cognition MCP service when it is configured, locally otherwise), and cache warming.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_core::mcp::McpClient;
+use cortex_core::tasks::{Priority, PriorityQueue, admin};
+use serde_json::{Value, json};
+
+use crate::app::Shared;
+use crate::error::{ApiError, ApiResult};
+use crate::repo::Repo;
+
+/// Where tasks run: in this process, or (with Redis) on a durable queue that every
+/// instance shares.
+pub enum Jobs {
+    InProcess(PriorityQueue),
+}
+
+/// `high`, `normal` or `low`; anything else is a 400 listing the valid names.
+pub fn check_priority(name: &str) -> ApiResult<Priority> {
+    name.parse::<Priority>()
+        .map_err(|e| ApiError::bad_request("bad_priority", e.to_string()))
+}
+
+impl Jobs {
+    /// Enqueue the summary of `conversation` at `priority`; answers the task id.
+    pub async fn summarize(&self, state: &Shared, conversation: i64, priority: &str) -> ApiResult<String> {
+        let priority = check_priority(priority)?;
+        match self {
+            Self::InProcess(queue) => {
+                let repo = state.repo.clone();
+                let cognition = state.cortex.mcp_client("cognition").cloned();
+                let handle = queue
+                    .task(priority, "summarize_conversation")
+                    .timeout(Duration::from_secs(60))
+                    .enqueue_recorded(summarize(repo, cognition, conversation))
+                    .await?;
+                Ok(handle.detach().to_string())
+            }
+        }
+    }
+
+    pub async fn list(&self) -> (u16, Value) {
+        match self {
+            Self::InProcess(queue) => admin::list(queue),
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> (u16, Value) {
+        match self {
+            Self::InProcess(queue) => admin::get(queue, id),
+        }
+    }
+
+    pub async fn cancel(&self, id: &str) -> (u16, Value) {
+        match self {
+            Self::InProcess(queue) => admin::cancel(queue, id),
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The summary of a conversation's latest messages.
+pub async fn summarize(repo: Arc<dyn Repo>, cognition: Option<McpClient>, conversation: i64) -> Result<Value, BoxError> {
+    let texts = repo.recent_contents(conversation, 50).await?;
+    if let Some(client) = cognition {
+        let answer = client
+            .call_tool("summarize", json!({ "conversation_id": conversation, "texts": texts }))
+            .await?;
+        let text: Vec<String> = answer
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+            .collect();
+        return Ok(json!({ "conversation_id": conversation, "source": "cognition", "summary": text.join("\n") }));
+    }
+    Ok(local_summary(conversation, &texts))
+}
+
+/// Without a cognition service: message and word counts and the most used words.
+fn local_summary(conversation: i64, texts: &[String]) -> Value {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut words = 0;
+    for text in texts {
+        for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() > 3) {
+            words += 1;
+            *counts.entry(word.to_lowercase()).or_default() += 1;
+        }
+    }
+    let mut top: Vec<(String, usize)> = counts.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top.truncate(5);
+    json!({
+        "conversation_id": conversation,
+        "source": "local",
+        "messages": texts.len(),
+        "words": words,
+        "top_words": top.into_iter().map(|(w, _)| w).collect::<Vec<_>>(),
+    })
+}
+
+/// Load the workspace lists (and each workspace) of the most active users into the
+/// cache, so their first reads after a start or an expiry are hits.
+pub async fn warm(state: Shared) -> cortex_core::cache::WarmReport {
+    let users = match state.repo.active_users(state.settings.warm_users).await {
+        Ok(users) => users,
+        Err(e) => {
+            tracing::warn!(error = %e, "cache warming: could not list active users");
+            vec![]
+        }
+    };
+    let report = cortex_core::cache::warm(users, 4, |owner| {
+        let state = state.clone();
+        async move {
+            let list = crate::handlers::load_user_workspaces(&state, owner).await?;
+            for ws in list {
+                crate::handlers::load_workspace(&state, ws.id).await?;
+            }
+            Ok::<_, ApiError>(())
+        }
+    })
+    .await;
+    tracing::info!(?report, "cache warmed");
+    report
+}

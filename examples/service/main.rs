@@ -1,0 +1,171 @@
+//! The Cortex example service: every crate of the workspace wired into one axum
+//! service over users, workspaces, conversations and messages.
+//!
+//! ```text
+//! cargo run --example service                       # SQLite, memory cache, in-process tasks
+//! DATABASE_URL=postgres://... REDIS_URL=redis://... cargo run --example service
+//! ```
+//!
+//! Files: `settings.rs` (the service's own variables), `app.rs` (state, router,
+//! layers), `handlers.rs` (domain routes), `admin.rs` (admin and metrics routes),
+//! `jobs.rs` (background tasks, cache warming), `repo/` (SQL, one file per dialect),
+//! `model.rs` (types and checks), `error.rs` (JSON errors), `extract.rs` (extractors).
+
+// A program, not a library: `pub` marks what a module offers the others.
+#![allow(unreachable_pub)]
+
+mod admin;
+mod app;
+mod error;
+mod extract;
+mod handlers;
+mod jobs;
+mod model;
+mod repo;
+mod settings;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cortex_core::batch::Batcher;
+use cortex_core::{Cortex, CortexConfig, Database};
+use tracing_subscriber::EnvFilter;
+
+use crate::app::{AppState, UserLoader};
+use crate::jobs::Jobs;
+use crate::repo::{Repo, SqliteRepo};
+use crate::settings::Settings;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bad setting: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = settings.worker_threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the service stopped on an error");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), BoxError> {
+    let mut config = CortexConfig::from_env()?;
+    if std::env::var("DATABASE_URL").is_ok_and(|v| !v.trim().is_empty()) {
+        // As given.
+    } else {
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let file = settings.data_dir.join("cortex.db");
+        config.db.url = format!("sqlite://{}", file.display());
+    }
+    tracing::info!(%config, "starting");
+
+    let cortex = Cortex::builder(config).mcp_services(["memory", "cognition"]).build().await?;
+    let repo: Arc<dyn Repo> = match cortex.database() {
+        Database::Sqlite(pool) => Arc::new(SqliteRepo::new(pool).await?),
+        _ => return Err("PostgreSQL support is not built yet".into()),
+    };
+    let users = Batcher::builder(UserLoader(repo.clone()))
+        .config(cortex.config().batch.clone())
+        .metrics(cortex.metrics(), "users")
+        .build()?;
+    let closing = users.clone();
+    cortex.on_shutdown("user batcher", move || closing.close());
+    let jobs = Jobs::InProcess(cortex.tasks().clone());
+
+    let (admin_token, token_made) = match &settings.admin_token {
+        Some(t) => (t.clone(), false),
+        None => (app::random_token()?, true),
+    };
+    let state = Arc::new(AppState {
+        cortex: cortex.clone(),
+        repo,
+        users,
+        jobs,
+        settings: settings.clone(),
+        admin_token: admin_token.clone(),
+    });
+
+    jobs::warm(state.clone()).await;
+    if !settings.warm_interval.is_zero() {
+        let (state, every) = (state.clone(), settings.warm_interval);
+        cortex.track_background(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                jobs::warm(state.clone()).await;
+            }
+        }));
+    }
+
+    let listener = tokio::net::TcpListener::bind(settings.addr).await?;
+    let addr = listener.local_addr()?;
+    println!("Cortex service listening on http://{addr} ({} database)", state.repo.backend());
+    if token_made {
+        println!("admin token (made for this run; set CORTEX_ADMIN_TOKEN to choose one): {admin_token}");
+    } else {
+        println!("admin token: from CORTEX_ADMIN_TOKEN");
+    }
+    println!(
+        "try: curl -s -X POST http://{addr}/users -H 'content-type: application/json' -d '{{\"name\":\"Ada\",\"email\":\"ada@example.com\"}}'"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = app::router(state.clone());
+    let mut server = tokio::spawn(async move {
+        let mut stop_rx = stop_rx;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tokio::select! {
+        () = app::shutdown_signal() => {}
+        served = &mut server => {
+            served??;
+            return Err("the server stopped by itself".into());
+        }
+    }
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    let _ = stop_tx.send(true);
+    let deadline = settings.shutdown_timeout;
+    let started = std::time::Instant::now();
+    if tokio::time::timeout(deadline, &mut server).await.is_err() {
+        tracing::warn!("requests still in flight at the deadline were cut off");
+        server.abort();
+    }
+    drop(state);
+    let report = cortex.shutdown(deadline.saturating_sub(started.elapsed())).await;
+    if report.is_complete() {
+        tracing::info!(?report, "stopped cleanly");
+    } else {
+        tracing::warn!(?report, "stopped; some work did not run");
+    }
+    println!("stopped");
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Storage behind one trait, one implementation per SQL dialect: the SQL of each
+//! backend lives in its own file, every value bound, never formatted in.
+
+// mod postgres;
+mod sqlite;
+
+
+pub use self::sqlite::SqliteRepo;
+
+use async_trait::async_trait;
+
+use crate::model::*;
+
+pub type DbResult<T> = Result<T, sqlx::Error>;
+
+/// Limit and offset of a numbered page; `offset` is capped by the handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct PageSpec {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// What `GET /workspaces` filters on.
+#[derive(Debug, Clone, Default)]
+pub struct WorkspaceFilter {
+    pub owner_id: Option<i64>,
+    pub name: Option<String>,
+    pub metadata: Option<MetadataFilter>,
+}
+
+#[async_trait]
+pub trait Repo: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> DbResult<()>;
+
+    async fn create_user(&self, new: &NewUser, now: i64) -> DbResult<User>;
+    /// Every user of `ids` that exists, in any order (the batcher's one query).
+    async fn users_by_ids(&self, ids: &[i64]) -> DbResult<Vec<User>>;
+    async fn list_users(&self, page: PageSpec) -> DbResult<Vec<User>>;
+    async fn update_user(&self, id: i64, patch: &UserPatch) -> DbResult<Option<User>>;
+    async fn delete_user(&self, id: i64) -> DbResult<bool>;
+    async fn user_exists(&self, id: i64) -> DbResult<bool>;
+    /// Users with the most recent messages or workspaces, for cache warming.
+    async fn active_users(&self, limit: i64) -> DbResult<Vec<i64>>;
+
+    async fn create_workspace(&self, new: &NewWorkspace, now: i64) -> DbResult<Workspace>;
+    async fn workspace(&self, id: i64) -> DbResult<Option<Workspace>>;
+    async fn list_workspaces(&self, filter: &WorkspaceFilter, page: PageSpec) -> DbResult<Vec<WorkspaceItem>>;
+    async fn update_workspace(&self, id: i64, patch: &WorkspacePatch, now: i64) -> DbResult<Option<Workspace>>;
+    /// Deletes and answers the owner, so the caller can invalidate the owner's list.
+    async fn delete_workspace(&self, id: i64) -> DbResult<Option<i64>>;
+    async fn workspace_owner(&self, id: i64) -> DbResult<Option<i64>>;
+    async fn workspace_summary(&self, id: i64) -> DbResult<Option<WorkspaceSummary>>;
+    /// The summaries of every workspace `owner` has (the cached per-user list).
+    async fn user_workspaces(&self, owner: i64) -> DbResult<Vec<WorkspaceSummary>>;
+
+    async fn create_conversation(&self, workspace: i64, new: &NewConversation, now: i64) -> DbResult<Conversation>;
+    async fn conversation(&self, id: i64) -> DbResult<Option<Conversation>>;
+    async fn list_conversations(&self, workspace: i64, page: PageSpec) -> DbResult<Vec<Conversation>>;
+    async fn update_conversation(&self, id: i64, patch: &ConversationPatch) -> DbResult<Option<Conversation>>;
+    /// Deletes and answers the workspace it was in.
+    async fn delete_conversation(&self, id: i64) -> DbResult<Option<i64>>;
+    /// The workspace of a conversation, and the workspace's owner.
+    async fn conversation_owner(&self, id: i64) -> DbResult<Option<(i64, i64)>>;
+
+    async fn create_message(&self, conversation: i64, new: &NewMessage, now: i64) -> DbResult<Message>;
+    async fn message(&self, id: i64) -> DbResult<Option<Message>>;
+    /// Up to `limit` messages after `after` in (time, id) order: keyset pagination.
+    async fn messages_after(&self, conversation: i64, after: Option<Cursor>, limit: i64) -> DbResult<Vec<Message>>;
+    /// Deletes and answers the conversation it was in.
+    async fn delete_message(&self, id: i64) -> DbResult<Option<i64>>;
+    /// The newest `limit` message texts of a conversation, newest first.
+    async fn recent_contents(&self, conversation: i64, limit: i64) -> DbResult<Vec<String>>;
+}
+
+/// Parse a JSON column; a stored value is valid JSON (the schema checks it).
+pub(crate) fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+pub(crate) fn ids(text: &str) -> Vec<i64> {
+    serde_json::from_str(text).unwrap_or_default()
+}

@@ -1,0 +1,121 @@
+//! The service's own settings; every part's settings come from `CortexConfig::from_env`.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `CORTEX_ADDR` | `127.0.0.1:8000` | where to listen (port 0: any free port) |
+//! | `CORTEX_DATA_DIR` | `target/service-data` | where the SQLite file lives when `DATABASE_URL` is unset |
+//! | `CORTEX_ADMIN_TOKEN` | random, printed once | bearer token of `/admin/*` |
+//! | `CORTEX_CACHE` | `on` | `off` reads every workspace from the database (to measure the cache) |
+//! | `CORTEX_BODY_LIMIT` | 65536 | largest request body, bytes (413 beyond) |
+//! | `CORTEX_REQUEST_TIMEOUT` | 10 | seconds before a request is answered 504 |
+//! | `CORTEX_SHUTDOWN_TIMEOUT` | 30 | seconds to finish requests and drain tasks at shutdown |
+//! | `CORTEX_WARM_INTERVAL` | 300 | seconds between cache warmings of active users (0 = only at start) |
+//! | `CORTEX_WARM_USERS` | 100 | active users warmed each time |
+//! | `LOG_LEVEL` | `info` | log filter when `RUST_LOG` is unset |
+//! | `WORKER_THREADS` | cores | runtime worker threads |
+//! | `WEB_CONCURRENCY` | - | read as `WORKER_THREADS` when that is unset (one process serves all) |
+//! | `HTTP_KEEP_ALIVE` | 5 | `0` closes every connection after its response; any other value keeps connections open |
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<String>,
+    pub cache: bool,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub warm_interval: Duration,
+    pub warm_users: i64,
+    pub log_level: String,
+    pub worker_threads: Option<usize>,
+    pub keep_alive: bool,
+}
+
+/// A variable that is set but does not parse.
+#[derive(Debug)]
+pub struct BadSetting {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl std::fmt::Display for BadSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={:?}: expected {}", self.var, self.value, self.expected)
+    }
+}
+
+impl std::error::Error for BadSetting {}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse<T: std::str::FromStr>(name: &'static str, expected: &'static str) -> Result<Option<T>, BadSetting> {
+    var(name)
+        .map(|v| {
+            v.trim().parse().map_err(|_| BadSetting {
+                var: name,
+                value: v.clone(),
+                expected,
+            })
+        })
+        .transpose()
+}
+
+fn secs(name: &'static str, default: f64) -> Result<Duration, BadSetting> {
+    let value: f64 = parse(name, "seconds")?.unwrap_or(default);
+    Duration::try_from_secs_f64(value).map_err(|_| BadSetting {
+        var: name,
+        value: value.to_string(),
+        expected: "seconds, zero or more",
+    })
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, BadSetting> {
+        let cache = match var("CORTEX_CACHE").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("on" | "true" | "1") => true,
+            Some("off" | "false" | "0") => false,
+            Some(other) => {
+                return Err(BadSetting {
+                    var: "CORTEX_CACHE",
+                    value: other.to_owned(),
+                    expected: "on or off",
+                });
+            }
+        };
+        let worker_threads = match parse::<usize>("WORKER_THREADS", "a thread count")? {
+            Some(n) => Some(n),
+            None => parse("WEB_CONCURRENCY", "a thread count")?,
+        };
+        if worker_threads == Some(0) {
+            return Err(BadSetting {
+                var: "WORKER_THREADS",
+                value: "0".into(),
+                expected: "at least 1",
+            });
+        }
+        let body_limit: usize = parse("CORTEX_BODY_LIMIT", "bytes")?.unwrap_or(64 * 1024);
+        Ok(Self {
+            addr: parse("CORTEX_ADDR", "host:port, e.g. 127.0.0.1:8000")?
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
+            data_dir: var("CORTEX_DATA_DIR").map_or_else(|| PathBuf::from("target/service-data"), PathBuf::from),
+            admin_token: var("CORTEX_ADMIN_TOKEN"),
+            cache,
+            body_limit,
+            request_timeout: secs("CORTEX_REQUEST_TIMEOUT", 10.0)?,
+            shutdown_timeout: secs("CORTEX_SHUTDOWN_TIMEOUT", 30.0)?,
+            warm_interval: secs("CORTEX_WARM_INTERVAL", 300.0)?,
+            warm_users: parse("CORTEX_WARM_USERS", "a count")?.unwrap_or(100),
+            log_level: var("LOG_LEVEL").unwrap_or_else(|| "info".into()),
+            worker_threads,
+            keep_alive: secs("HTTP_KEEP_ALIVE", 5.0)? > Duration::ZERO,
+        })
+    }
+}

@@ -24,7 +24,7 @@ use crate::Result;
 /// println!("{config}"); // JSON, secrets redacted
 /// # Ok::<(), cortex_core::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct CortexConfig {
@@ -54,24 +54,6 @@ pub struct CortexConfig {
     /// Settings every MCP client shares (`MCP_*`); endpoints come from
     /// `<NAME>_SERVICE_URL`.
     pub mcp: McpClientConfig,
-}
-
-impl Default for CortexConfig {
-    fn default() -> Self {
-        Self {
-            metrics: MetricsConfig::default(),
-            memory: MemoryConfig::default(),
-            db: DbConfig::default(),
-            redis: None,
-            limiter: LimiterConfig::default(),
-            cache: cortex_cache::MemoryConfig::default(),
-            redis_cache: RedisCacheConfig::default(),
-            tasks: PriorityQueueConfig::default(),
-            durable: DurableConfig::default(),
-            batch: BatchConfig::default(),
-            mcp: McpClientConfig::default(),
-        }
-    }
 }
 
 impl CortexConfig {

@@ -41,7 +41,10 @@ fn answer((status, body): (u16, Value)) -> Response {
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         _ => "internal",
     };
-    let message = body["error"].as_str().unwrap_or("task lookup failed").to_owned();
+    let message = body["error"]
+        .as_str()
+        .unwrap_or("task lookup failed")
+        .to_owned();
     let mut error = ApiError::new(status, code, message);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         error.retry_after = Some(1);
@@ -93,7 +96,10 @@ async fn reset_metrics(State(state): State<Shared>) -> impl IntoResponse {
 
 async fn prometheus(State(state): State<Shared>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, cortex_core::metrics::prometheus::CONTENT_TYPE)],
+        [(
+            header::CONTENT_TYPE,
+            cortex_core::metrics::prometheus::CONTENT_TYPE,
+        )],
         state.cortex.metrics().prometheus(),
     )
 }

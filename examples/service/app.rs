@@ -32,7 +32,12 @@ impl BatchFn for UserLoader {
 
     async fn load(&self, keys: &[i64]) -> Result<Loaded<i64, User>, sqlx::Error> {
         let users = self.0.users_by_ids(keys).await?;
-        Ok(Loaded::ByKey(users.into_iter().map(|u| (u.id, u)).collect::<HashMap<_, _>>()))
+        Ok(Loaded::ByKey(
+            users
+                .into_iter()
+                .map(|u| (u.id, u))
+                .collect::<HashMap<_, _>>(),
+        ))
     }
 }
 
@@ -52,7 +57,8 @@ pub type Shared = Arc<AppState>;
 /// metrics per route template, admission (503 + `Retry-After`), the request timeout
 /// (504), and the body limit (413).
 pub fn router(state: Shared) -> Router {
-    let admin = admin::routes(state.clone()).route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let admin = admin::routes(state.clone())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let api = handlers::routes()
         .merge(admin)
         .merge(admin::public_routes())
@@ -63,21 +69,34 @@ pub fn router(state: Shared) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn_with_state(state.clone(), admit))
         .layer(MetricsLayer::new(state.cortex.metrics().clone()))
-        .layer(middleware::from_fn(move |req: Request, next: Next| async move {
-            let mut response = next.run(req).await;
-            if !keep_alive {
-                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            response
-        }))
+        .layer(middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                let mut response = next.run(req).await;
+                if !keep_alive {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            },
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request failed").into_response()
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request failed",
+            )
+            .into_response()
         }))
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no_route", format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
 }
 
 /// The admission limiter: a bounded wait for a slot, else 503 with `Retry-After`.
@@ -117,10 +136,18 @@ async fn require_admin(State(state): State<Shared>, req: Request, next: Next) ->
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        None => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "admin routes need Authorization: Bearer <token>")
-            .into_response(),
-        Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong admin token").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "admin routes need Authorization: Bearer <token>",
+        )
+        .into_response(),
+        Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => {
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong admin token").into_response()
+        }
     }
 }
 

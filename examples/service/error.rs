@@ -29,7 +29,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str, id: i64) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {id} does not exist"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} {id} does not exist"),
+        )
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
@@ -50,7 +54,11 @@ impl ApiError {
     /// A failure of ours: logged in full, answered without internals.
     pub fn internal(context: &str, error: &dyn std::fmt::Display) -> Self {
         tracing::error!(%error, "{context}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{context} failed"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context} failed"),
+        )
     }
 }
 
@@ -99,9 +107,11 @@ impl From<PathRejection> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                Self::new(StatusCode::CONFLICT, "conflict", "a record with that value exists")
-            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "a record with that value exists",
+            ),
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
                 Self::validation("a referenced record does not exist")
             }
@@ -131,6 +141,7 @@ impl From<cortex_core::tasks::Error> for ApiError {
             E::QueueFull { .. } | E::EnqueueTimeout { .. } | E::ShutDown => {
                 Self::unavailable("queue_full", e.to_string(), 1)
             }
+            E::Redis(_) | E::Pool(_) => Self::unavailable("queue_unavailable", e.to_string(), 1),
             _ => Self::internal("task queue", &e),
         }
     }
@@ -138,6 +149,12 @@ impl From<cortex_core::tasks::Error> for ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }

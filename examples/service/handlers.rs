@@ -23,17 +23,33 @@ pub fn routes() -> Router<Shared> {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/users", get(list_users).post(create_user))
-        .route("/users/{id}", get(get_user).patch(update_user).delete(delete_user))
+        .route(
+            "/users/{id}",
+            get(get_user).patch(update_user).delete(delete_user),
+        )
         .route("/users/{id}/workspaces", get(user_workspaces))
         .route("/workspaces", get(list_workspaces).post(create_workspace))
-        .route("/workspaces/{id}", get(get_workspace).patch(update_workspace).delete(delete_workspace))
+        .route(
+            "/workspaces/{id}",
+            get(get_workspace)
+                .patch(update_workspace)
+                .delete(delete_workspace),
+        )
         .route("/workspaces/{id}/summary", get(workspace_summary))
-        .route("/workspaces/{id}/conversations", get(list_conversations).post(create_conversation))
+        .route(
+            "/workspaces/{id}/conversations",
+            get(list_conversations).post(create_conversation),
+        )
         .route(
             "/conversations/{id}",
-            get(get_conversation).patch(update_conversation).delete(delete_conversation),
+            get(get_conversation)
+                .patch(update_conversation)
+                .delete(delete_conversation),
         )
-        .route("/conversations/{id}/messages", get(list_messages).post(create_message))
+        .route(
+            "/conversations/{id}/messages",
+            get(list_messages).post(create_message),
+        )
         .route("/messages/{id}", get(get_message).delete(delete_message))
 }
 
@@ -48,11 +64,17 @@ async fn health() -> Json<Value> {
 async fn ready(State(state): State<Shared>) -> impl IntoResponse {
     let mut parts = serde_json::Map::new();
     let bound = Duration::from_secs(2);
-    let db = matches!(tokio::time::timeout(bound, state.repo.ping()).await, Ok(Ok(())));
+    let db = matches!(
+        tokio::time::timeout(bound, state.repo.ping()).await,
+        Ok(Ok(()))
+    );
     parts.insert("database".into(), json!(db));
     let mut ok = db;
     if let Some(redis) = state.cortex.redis() {
-        let up = matches!(tokio::time::timeout(bound, redis.health()).await, Ok(Ok(())));
+        let up = matches!(
+            tokio::time::timeout(bound, redis.health()).await,
+            Ok(Ok(()))
+        );
         parts.insert("redis".into(), json!(up));
         ok &= up;
     }
@@ -61,7 +83,11 @@ async fn ready(State(state): State<Shared>) -> impl IntoResponse {
         parts.insert(format!("mcp:{}", client.service()), json!(up));
         ok &= up;
     }
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({ "ready": ok, "parts": parts })))
 }
 
@@ -82,7 +108,10 @@ impl PageParams {
         let page = self.page.unwrap_or(1);
         let per_page = self.per_page.unwrap_or(20);
         if !(1..=MAX_PAGE).contains(&page) {
-            return Err(ApiError::bad_request("bad_page", format!("page {page} is not in 1..={MAX_PAGE}")));
+            return Err(ApiError::bad_request(
+                "bad_page",
+                format!("page {page} is not in 1..={MAX_PAGE}"),
+            ));
         }
         if !(1..=MAX_PER_PAGE).contains(&per_page) {
             return Err(ApiError::bad_request(
@@ -90,7 +119,10 @@ impl PageParams {
                 format!("per_page {per_page} is not in 1..={MAX_PER_PAGE}"),
             ));
         }
-        Ok(PageSpec { limit: per_page, offset: (page - 1) * per_page })
+        Ok(PageSpec {
+            limit: per_page,
+            offset: (page - 1) * per_page,
+        })
     }
 }
 
@@ -127,7 +159,11 @@ pub async fn load_workspace(state: &Shared, id: i64) -> ApiResult<Option<Workspa
     Ok(state
         .cortex
         .cache()
-        .get_or_load(&workspace_key(id), Some(CACHE_WORKSPACE_TTL), || async move { repo.workspace(id).await })
+        .get_or_load(
+            &workspace_key(id),
+            Some(CACHE_WORKSPACE_TTL),
+            || async move { repo.workspace(id).await },
+        )
         .await?)
 }
 
@@ -139,9 +175,11 @@ pub async fn load_user_workspaces(state: &Shared, owner: i64) -> ApiResult<Vec<W
     Ok(state
         .cortex
         .cache()
-        .get_or_load(&user_list_key(owner), Some(CACHE_USER_LIST_TTL), || async move {
-            repo.user_workspaces(owner).await
-        })
+        .get_or_load(
+            &user_list_key(owner),
+            Some(CACHE_USER_LIST_TTL),
+            || async move { repo.user_workspaces(owner).await },
+        )
         .await?)
 }
 
@@ -156,18 +194,33 @@ struct UserListParams {
 
 const MAX_IDS: usize = 100;
 
-async fn list_users(State(state): State<Shared>, Params(q): Params<UserListParams>) -> ApiResult<Json<Value>> {
+async fn list_users(
+    State(state): State<Shared>,
+    Params(q): Params<UserListParams>,
+) -> ApiResult<Json<Value>> {
     let Some(raw) = q.ids else {
-        let page = PageParams { page: q.page, per_page: q.per_page }.spec()?;
+        let page = PageParams {
+            page: q.page,
+            per_page: q.per_page,
+        }
+        .spec()?;
         return Ok(Json(json!({ "users": state.repo.list_users(page).await? })));
     };
     let ids: Vec<i64> = raw
         .split(',')
         .map(|s| s.trim().parse::<i64>())
         .collect::<Result<_, _>>()
-        .map_err(|_| ApiError::bad_request("bad_ids", format!("ids {raw:?} is not a comma-separated list of ids")))?;
+        .map_err(|_| {
+            ApiError::bad_request(
+                "bad_ids",
+                format!("ids {raw:?} is not a comma-separated list of ids"),
+            )
+        })?;
     if ids.is_empty() || ids.len() > MAX_IDS {
-        return Err(ApiError::bad_request("bad_ids", format!("give 1 to {MAX_IDS} ids")));
+        return Err(ApiError::bad_request(
+            "bad_ids",
+            format!("give 1 to {MAX_IDS} ids"),
+        ));
     }
     // Each id is its own load; the batcher folds them (and concurrent requests' ids)
     // into a few queries.
@@ -192,7 +245,10 @@ fn batch_error(e: cortex_core::batch::Error) -> ApiError {
     }
 }
 
-async fn create_user(State(state): State<Shared>, Body(new): Body<NewUser>) -> ApiResult<impl IntoResponse> {
+async fn create_user(
+    State(state): State<Shared>,
+    Body(new): Body<NewUser>,
+) -> ApiResult<impl IntoResponse> {
     new.check()?;
     let user = state.repo.create_user(&new, now_ms()).await?;
     Ok((StatusCode::CREATED, Json(user)))
@@ -206,9 +262,17 @@ async fn get_user(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<Use
     }
 }
 
-async fn update_user(State(state): State<Shared>, Id(id): Id, Body(patch): Body<UserPatch>) -> ApiResult<Json<User>> {
+async fn update_user(
+    State(state): State<Shared>,
+    Id(id): Id,
+    Body(patch): Body<UserPatch>,
+) -> ApiResult<Json<User>> {
     patch.check()?;
-    let user = state.repo.update_user(id, &patch).await?.ok_or_else(|| ApiError::not_found("user", id))?;
+    let user = state
+        .repo
+        .update_user(id, &patch)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user", id))?;
     Ok(Json(user))
 }
 
@@ -228,7 +292,9 @@ async fn user_workspaces(State(state): State<Shared>, Id(id): Id) -> ApiResult<J
     if !state.repo.user_exists(id).await? {
         return Err(ApiError::not_found("user", id));
     }
-    Ok(Json(json!({ "workspaces": load_user_workspaces(&state, id).await? })))
+    Ok(Json(
+        json!({ "workspaces": load_user_workspaces(&state, id).await? }),
+    ))
 }
 
 // ---- workspaces ----
@@ -242,20 +308,39 @@ struct WorkspaceListParams {
     per_page: Option<i64>,
 }
 
-async fn list_workspaces(State(state): State<Shared>, Params(q): Params<WorkspaceListParams>) -> ApiResult<Json<Value>> {
-    let page = PageParams { page: q.page, per_page: q.per_page }.spec()?;
+async fn list_workspaces(
+    State(state): State<Shared>,
+    Params(q): Params<WorkspaceListParams>,
+) -> ApiResult<Json<Value>> {
+    let page = PageParams {
+        page: q.page,
+        per_page: q.per_page,
+    }
+    .spec()?;
     let filter = WorkspaceFilter {
         owner_id: q.owner_id,
         name: q.name,
-        metadata: q.metadata.as_deref().map(MetadataFilter::parse).transpose()?,
+        metadata: q
+            .metadata
+            .as_deref()
+            .map(MetadataFilter::parse)
+            .transpose()?,
     };
-    Ok(Json(json!({ "workspaces": state.repo.list_workspaces(&filter, page).await? })))
+    Ok(Json(
+        json!({ "workspaces": state.repo.list_workspaces(&filter, page).await? }),
+    ))
 }
 
-async fn create_workspace(State(state): State<Shared>, Body(new): Body<NewWorkspace>) -> ApiResult<impl IntoResponse> {
+async fn create_workspace(
+    State(state): State<Shared>,
+    Body(new): Body<NewWorkspace>,
+) -> ApiResult<impl IntoResponse> {
     new.check()?;
     if !state.repo.user_exists(new.owner_id).await? {
-        return Err(ApiError::validation(format!("owner_id {} does not exist", new.owner_id)));
+        return Err(ApiError::validation(format!(
+            "owner_id {} does not exist",
+            new.owner_id
+        )));
     }
     let ws = state.repo.create_workspace(&new, now_ms()).await?;
     invalidate(&state, &[user_list_key(ws.owner_id)]).await;
@@ -263,7 +348,10 @@ async fn create_workspace(State(state): State<Shared>, Body(new): Body<NewWorksp
 }
 
 async fn get_workspace(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<Workspace>> {
-    load_workspace(&state, id).await?.map(Json).ok_or_else(|| ApiError::not_found("workspace", id))
+    load_workspace(&state, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("workspace", id))
 }
 
 async fn update_workspace(
@@ -282,13 +370,25 @@ async fn update_workspace(
 }
 
 async fn delete_workspace(State(state): State<Shared>, Id(id): Id) -> ApiResult<StatusCode> {
-    let owner = state.repo.delete_workspace(id).await?.ok_or_else(|| ApiError::not_found("workspace", id))?;
+    let owner = state
+        .repo
+        .delete_workspace(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workspace", id))?;
     invalidate(&state, &[workspace_key(id), user_list_key(owner)]).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn workspace_summary(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<WorkspaceSummary>> {
-    state.repo.workspace_summary(id).await?.map(Json).ok_or_else(|| ApiError::not_found("workspace", id))
+async fn workspace_summary(
+    State(state): State<Shared>,
+    Id(id): Id,
+) -> ApiResult<Json<WorkspaceSummary>> {
+    state
+        .repo
+        .workspace_summary(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("workspace", id))
 }
 
 // ---- conversations ----
@@ -302,7 +402,9 @@ async fn list_conversations(
     if state.repo.workspace_owner(id).await?.is_none() {
         return Err(ApiError::not_found("workspace", id));
     }
-    Ok(Json(json!({ "conversations": state.repo.list_conversations(id, page).await? })))
+    Ok(Json(
+        json!({ "conversations": state.repo.list_conversations(id, page).await? }),
+    ))
 }
 
 async fn create_conversation(
@@ -311,14 +413,26 @@ async fn create_conversation(
     Body(new): Body<NewConversation>,
 ) -> ApiResult<impl IntoResponse> {
     new.check()?;
-    let owner = state.repo.workspace_owner(id).await?.ok_or_else(|| ApiError::not_found("workspace", id))?;
+    let owner = state
+        .repo
+        .workspace_owner(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workspace", id))?;
     let conversation = state.repo.create_conversation(id, &new, now_ms()).await?;
     invalidate(&state, &[user_list_key(owner)]).await;
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
-async fn get_conversation(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<Conversation>> {
-    state.repo.conversation(id).await?.map(Json).ok_or_else(|| ApiError::not_found("conversation", id))
+async fn get_conversation(
+    State(state): State<Shared>,
+    Id(id): Id,
+) -> ApiResult<Json<Conversation>> {
+    state
+        .repo
+        .conversation(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("conversation", id))
 }
 
 async fn update_conversation(
@@ -336,8 +450,16 @@ async fn update_conversation(
 }
 
 async fn delete_conversation(State(state): State<Shared>, Id(id): Id) -> ApiResult<StatusCode> {
-    let (_, owner) = state.repo.conversation_owner(id).await?.ok_or_else(|| ApiError::not_found("conversation", id))?;
-    state.repo.delete_conversation(id).await?.ok_or_else(|| ApiError::not_found("conversation", id))?;
+    let (_, owner) = state
+        .repo
+        .conversation_owner(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation", id))?;
+    state
+        .repo
+        .delete_conversation(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation", id))?;
     invalidate(&state, &[user_list_key(owner)]).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -357,7 +479,10 @@ async fn list_messages(
 ) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_PER_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request("bad_page", format!("limit {limit} is not in 1..={MAX_PER_PAGE}")));
+        return Err(ApiError::bad_request(
+            "bad_page",
+            format!("limit {limit} is not in 1..={MAX_PER_PAGE}"),
+        ));
     }
     let after = q.after.as_deref().map(Cursor::decode).transpose()?;
     if state.repo.conversation_owner(id).await?.is_none() {
@@ -368,7 +493,15 @@ async fn list_messages(
     let more = messages.len() as i64 > limit;
     messages.truncate(usize::try_from(limit).unwrap_or(0));
     let next = more
-        .then(|| messages.last().map(|m| Cursor { sent_at: m.sent_at, id: m.id }.encode()))
+        .then(|| {
+            messages.last().map(|m| {
+                Cursor {
+                    sent_at: m.sent_at,
+                    id: m.id,
+                }
+                .encode()
+            })
+        })
         .flatten();
     Ok(Json(json!({ "messages": messages, "next": next })))
 }
@@ -387,22 +520,41 @@ async fn create_message(
     new.check()?;
     let priority = q.priority.as_deref().unwrap_or("normal");
     crate::jobs::check_priority(priority)?;
-    let (_, owner) = state.repo.conversation_owner(id).await?.ok_or_else(|| ApiError::not_found("conversation", id))?;
+    let (_, owner) = state
+        .repo
+        .conversation_owner(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation", id))?;
     if !state.repo.user_exists(new.sender_id).await? {
-        return Err(ApiError::validation(format!("sender_id {} does not exist", new.sender_id)));
+        return Err(ApiError::validation(format!(
+            "sender_id {} does not exist",
+            new.sender_id
+        )));
     }
     let message = state.repo.create_message(id, &new, now_ms()).await?;
     invalidate(&state, &[user_list_key(owner)]).await;
     let task = state.jobs.summarize(&state, id, priority).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "message": message, "task_id": task }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "message": message, "task_id": task })),
+    ))
 }
 
 async fn get_message(State(state): State<Shared>, Id(id): Id) -> ApiResult<Json<Message>> {
-    state.repo.message(id).await?.map(Json).ok_or_else(|| ApiError::not_found("message", id))
+    state
+        .repo
+        .message(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("message", id))
 }
 
 async fn delete_message(State(state): State<Shared>, Id(id): Id) -> ApiResult<StatusCode> {
-    let conversation = state.repo.delete_message(id).await?.ok_or_else(|| ApiError::not_found("message", id))?;
+    let conversation = state
+        .repo
+        .delete_message(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message", id))?;
     if let Some((_, owner)) = state.repo.conversation_owner(conversation).await? {
         invalidate(&state, &[user_list_key(owner)]).await;
     }

@@ -2,11 +2,13 @@
 //! cognition MCP service when it is configured, locally otherwise), and cache warming.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cortex_core::mcp::McpClient;
+use cortex_core::tasks::durable::{DurableQueue, Registry};
 use cortex_core::tasks::{Priority, PriorityQueue, admin};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::app::Shared;
@@ -17,6 +19,34 @@ use crate::repo::Repo;
 /// instance shares.
 pub enum Jobs {
     InProcess(PriorityQueue),
+    Durable(DurableQueue),
+}
+
+/// The name durable summary tasks are enqueued under; every instance registers it.
+pub const SUMMARIZE: &str = "summarize_conversation";
+
+/// The payload of a durable summary task.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SummaryJob {
+    pub conversation_id: i64,
+}
+
+/// What a durable handler needs; set once the service is built (the worker starts
+/// with the parts, before the repository exists, and a task arriving that early is
+/// retried).
+pub type HandlerDeps = Arc<OnceLock<(Arc<dyn Repo>, Option<McpClient>)>>;
+
+/// The durable handlers of this service.
+pub fn registry(deps: HandlerDeps) -> Registry {
+    let mut registry = Registry::new();
+    registry.register(SUMMARIZE, move |job: SummaryJob| {
+        let deps = deps.clone();
+        async move {
+            let (repo, cognition) = deps.get().cloned().ok_or("the service is still starting")?;
+            summarize(repo, cognition, job.conversation_id).await
+        }
+    });
+    registry
 }
 
 /// `high`, `normal` or `low`; anything else is a 400 listing the valid names.
@@ -27,18 +57,30 @@ pub fn check_priority(name: &str) -> ApiResult<Priority> {
 
 impl Jobs {
     /// Enqueue the summary of `conversation` at `priority`; answers the task id.
-    pub async fn summarize(&self, state: &Shared, conversation: i64, priority: &str) -> ApiResult<String> {
+    pub async fn summarize(
+        &self,
+        state: &Shared,
+        conversation: i64,
+        priority: &str,
+    ) -> ApiResult<String> {
         let priority = check_priority(priority)?;
         match self {
             Self::InProcess(queue) => {
                 let repo = state.repo.clone();
                 let cognition = state.cortex.mcp_client("cognition").cloned();
                 let handle = queue
-                    .task(priority, "summarize_conversation")
+                    .task(priority, SUMMARIZE)
                     .timeout(Duration::from_secs(60))
                     .enqueue_recorded(summarize(repo, cognition, conversation))
                     .await?;
                 Ok(handle.detach().to_string())
+            }
+            Self::Durable(queue) => {
+                let job = SummaryJob {
+                    conversation_id: conversation,
+                };
+                let id = queue.enqueue_with(SUMMARIZE, &job, priority).await?;
+                Ok(id.to_string())
             }
         }
     }
@@ -46,18 +88,21 @@ impl Jobs {
     pub async fn list(&self) -> (u16, Value) {
         match self {
             Self::InProcess(queue) => admin::list(queue),
+            Self::Durable(queue) => admin::durable_list(queue).await,
         }
     }
 
     pub async fn get(&self, id: &str) -> (u16, Value) {
         match self {
             Self::InProcess(queue) => admin::get(queue, id),
+            Self::Durable(queue) => admin::durable_get(queue, id).await,
         }
     }
 
     pub async fn cancel(&self, id: &str) -> (u16, Value) {
         match self {
             Self::InProcess(queue) => admin::cancel(queue, id),
+            Self::Durable(queue) => admin::durable_cancel(queue, id).await,
         }
     }
 }
@@ -65,18 +110,27 @@ impl Jobs {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The summary of a conversation's latest messages.
-pub async fn summarize(repo: Arc<dyn Repo>, cognition: Option<McpClient>, conversation: i64) -> Result<Value, BoxError> {
+pub async fn summarize(
+    repo: Arc<dyn Repo>,
+    cognition: Option<McpClient>,
+    conversation: i64,
+) -> Result<Value, BoxError> {
     let texts = repo.recent_contents(conversation, 50).await?;
     if let Some(client) = cognition {
         let answer = client
-            .call_tool("summarize", json!({ "conversation_id": conversation, "texts": texts }))
+            .call_tool(
+                "summarize",
+                json!({ "conversation_id": conversation, "texts": texts }),
+            )
             .await?;
         let text: Vec<String> = answer
             .content
             .iter()
             .filter_map(|c| c.as_text().map(|t| t.text.clone()))
             .collect();
-        return Ok(json!({ "conversation_id": conversation, "source": "cognition", "summary": text.join("\n") }));
+        return Ok(
+            json!({ "conversation_id": conversation, "source": "cognition", "summary": text.join("\n") }),
+        );
     }
     Ok(local_summary(conversation, &texts))
 }
@@ -86,7 +140,10 @@ fn local_summary(conversation: i64, texts: &[String]) -> Value {
     let mut counts: HashMap<String, usize> = HashMap::new();
     let mut words = 0;
     for text in texts {
-        for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() > 3) {
+        for word in text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() > 3)
+        {
             words += 1;
             *counts.entry(word.to_lowercase()).or_default() += 1;
         }

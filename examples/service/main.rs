@@ -32,8 +32,8 @@ use cortex_core::{Cortex, CortexConfig, Database};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{AppState, UserLoader};
-use crate::jobs::Jobs;
-use crate::repo::{Repo, SqliteRepo};
+use crate::jobs::{HandlerDeps, Jobs};
+use crate::repo::{PostgresRepo, Repo, SqliteRepo};
 use crate::settings::Settings;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,7 +49,10 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = settings.worker_threads {
@@ -83,18 +86,32 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
     }
     tracing::info!(%config, "starting");
 
-    let cortex = Cortex::builder(config).mcp_services(["memory", "cognition"]).build().await?;
+    let deps = HandlerDeps::default();
+    let mut builder = Cortex::builder(config).mcp_services(["memory", "cognition"]);
+    if settings.worker {
+        builder = builder.durable_worker(jobs::registry(deps.clone()));
+    }
+    let cortex = builder.build().await?;
     let repo: Arc<dyn Repo> = match cortex.database() {
         Database::Sqlite(pool) => Arc::new(SqliteRepo::new(pool).await?),
-        _ => return Err("PostgreSQL support is not built yet".into()),
+        Database::Postgres(pool) => {
+            let pg = Arc::new(PostgresRepo::new(pool).await?);
+            postgres_upkeep(&cortex, pg.clone());
+            pg
+        }
+        _ => return Err("unsupported database".into()),
     };
+    let _ = deps.set((repo.clone(), cortex.mcp_client("cognition").cloned()));
     let users = Batcher::builder(UserLoader(repo.clone()))
         .config(cortex.config().batch.clone())
         .metrics(cortex.metrics(), "users")
         .build()?;
     let closing = users.clone();
     cortex.on_shutdown("user batcher", move || closing.close());
-    let jobs = Jobs::InProcess(cortex.tasks().clone());
+    let jobs = match cortex.durable() {
+        Some(queue) => Jobs::Durable(queue.clone()),
+        None => Jobs::InProcess(cortex.tasks().clone()),
+    };
 
     let (admin_token, token_made) = match &settings.admin_token {
         Some(t) => (t.clone(), false),
@@ -124,9 +141,14 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     let addr = listener.local_addr()?;
-    println!("Cortex service listening on http://{addr} ({} database)", state.repo.backend());
+    println!(
+        "Cortex service listening on http://{addr} ({} database)",
+        state.repo.backend()
+    );
     if token_made {
-        println!("admin token (made for this run; set CORTEX_ADMIN_TOKEN to choose one): {admin_token}");
+        println!(
+            "admin token (made for this run; set CORTEX_ADMIN_TOKEN to choose one): {admin_token}"
+        );
     } else {
         println!("admin token: from CORTEX_ADMIN_TOKEN");
     }
@@ -160,7 +182,9 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
         server.abort();
     }
     drop(state);
-    let report = cortex.shutdown(deadline.saturating_sub(started.elapsed())).await;
+    let report = cortex
+        .shutdown(deadline.saturating_sub(started.elapsed()))
+        .await;
     if report.is_complete() {
         tracing::info!(?report, "stopped cleanly");
     } else {
@@ -168,4 +192,42 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
     }
     println!("stopped");
     Ok(())
+}
+
+/// PostgreSQL upkeep as low-priority tasks of the in-process queue: month partitions
+/// of `messages` made ahead (hourly), and the user activity view refreshed
+/// concurrently (every `CORTEX_ACTIVITY_REFRESH` seconds, default 60).
+fn postgres_upkeep(cortex: &Cortex, pg: Arc<PostgresRepo>) {
+    use cortex_core::tasks::Priority;
+    use std::time::Duration;
+
+    let refresh_every = std::env::var("CORTEX_ACTIVITY_REFRESH")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(60));
+    let queue = cortex.tasks().clone();
+    cortex.track_background(tokio::spawn(async move {
+        let mut refresh = tokio::time::interval(refresh_every);
+        let mut partitions = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            let job = tokio::select! {
+                _ = partitions.tick() => "partitions",
+                _ = refresh.tick() => "activity",
+            };
+            let pg = pg.clone();
+            let enqueued = queue
+                .enqueue(Priority::Low, job, async move {
+                    match job {
+                        "partitions" => pg.create_partitions(2).await.map(drop),
+                        _ => pg.refresh_activity().await,
+                    }
+                })
+                .await;
+            if let Err(e) = enqueued {
+                tracing::warn!(job, error = %e, "upkeep not enqueued");
+            }
+        }
+    }));
 }

@@ -145,11 +145,13 @@ pub fn check_name(field: &str, value: &str) -> ApiResult<()> {
 
 pub fn check_email(value: &str) -> ApiResult<()> {
     let ok = value.len() <= 254
-        && value
-            .split_once('@')
-            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'));
+        && value.split_once('@').is_some_and(|(user, host)| {
+            !user.is_empty() && host.contains('.') && !host.contains('@')
+        });
     if !ok {
-        return Err(ApiError::validation(format!("email {value:?} is not an address")));
+        return Err(ApiError::validation(format!(
+            "email {value:?} is not an address"
+        )));
     }
     Ok(())
 }
@@ -165,7 +167,9 @@ pub fn check_text(field: &str, value: &str) -> ApiResult<()> {
 
 pub fn check_description(value: &str) -> ApiResult<()> {
     if value.chars().count() > MAX_TEXT {
-        return Err(ApiError::validation(format!("description is over {MAX_TEXT} characters")));
+        return Err(ApiError::validation(format!(
+            "description is over {MAX_TEXT} characters"
+        )));
     }
     Ok(())
 }
@@ -278,13 +282,21 @@ impl Cursor {
     }
 
     pub fn decode(raw: &str) -> ApiResult<Self> {
-        let bad = || ApiError::bad_request("bad_cursor", format!("cursor {raw:?} is not one this service made"));
-        if raw.is_empty() || raw.len() > 80 || raw.len() % 2 != 0 {
+        let bad = || {
+            ApiError::bad_request(
+                "bad_cursor",
+                format!("cursor {raw:?} is not one this service made"),
+            )
+        };
+        if raw.is_empty() || raw.len() > 80 || !raw.len().is_multiple_of(2) {
             return Err(bad());
         }
         let bytes: Vec<u8> = (0..raw.len())
             .step_by(2)
-            .map(|i| raw.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .map(|i| {
+                raw.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
             .collect::<Option<_>>()
             .ok_or_else(bad)?;
         let text = String::from_utf8(bytes).map_err(|_| bad())?;
@@ -306,7 +318,10 @@ impl MetadataFilter {
 
     pub fn parse(raw: &str) -> ApiResult<Self> {
         let bad = |why: &str| {
-            ApiError::bad_request("bad_metadata_filter", format!("metadata filter {raw:?}: {why}"))
+            ApiError::bad_request(
+                "bad_metadata_filter",
+                format!("metadata filter {raw:?}: {why}"),
+            )
         };
         let value: Value = serde_json::from_str(raw).map_err(|_| bad("not JSON"))?;
         let Value::Object(map) = value else {
@@ -318,7 +333,9 @@ impl MetadataFilter {
         for key in map.keys() {
             let ok = !key.is_empty()
                 && key.len() <= 64
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !ok {
                 return Err(bad("keys are 1 to 64 letters, digits, '_' or '-'"));
             }
@@ -340,7 +357,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
-        let c = Cursor { sent_at: 1_700_000_000_000, id: 42 };
+        let c = Cursor {
+            sent_at: 1_700_000_000_000,
+            id: 42,
+        };
         assert_eq!(Cursor::decode(&c.encode()).ok(), Some(c));
         for bad in ["", "zz", "abc", "3a", &"41".repeat(50)] {
             assert!(Cursor::decode(bad).is_err(), "{bad}");

@@ -11,6 +11,7 @@
 //! | `CORTEX_SHUTDOWN_TIMEOUT` | 30 | seconds to finish requests and drain tasks at shutdown |
 //! | `CORTEX_WARM_INTERVAL` | 300 | seconds between cache warmings of active users (0 = only at start) |
 //! | `CORTEX_WARM_USERS` | 100 | active users warmed each time |
+//! | `CORTEX_WORKER` | `on` | `off`: with Redis, enqueue durable tasks but run none here (an API-only instance) |
 //! | `LOG_LEVEL` | `info` | log filter when `RUST_LOG` is unset |
 //! | `WORKER_THREADS` | cores | runtime worker threads |
 //! | `WEB_CONCURRENCY` | - | read as `WORKER_THREADS` when that is unset (one process serves all) |
@@ -31,6 +32,7 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub warm_interval: Duration,
     pub warm_users: i64,
+    pub worker: bool,
     pub log_level: String,
     pub worker_threads: Option<usize>,
     pub keep_alive: bool,
@@ -46,7 +48,11 @@ pub struct BadSetting {
 
 impl std::fmt::Display for BadSetting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}={:?}: expected {}", self.var, self.value, self.expected)
+        write!(
+            f,
+            "{}={:?}: expected {}",
+            self.var, self.value, self.expected
+        )
     }
 }
 
@@ -56,7 +62,10 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn parse<T: std::str::FromStr>(name: &'static str, expected: &'static str) -> Result<Option<T>, BadSetting> {
+fn parse<T: std::str::FromStr>(
+    name: &'static str,
+    expected: &'static str,
+) -> Result<Option<T>, BadSetting> {
     var(name)
         .map(|v| {
             v.trim().parse().map_err(|_| BadSetting {
@@ -77,19 +86,23 @@ fn secs(name: &'static str, default: f64) -> Result<Duration, BadSetting> {
     })
 }
 
+/// `on` (the default) or `off`.
+fn switch(name: &'static str) -> Result<bool, BadSetting> {
+    match var(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("on" | "true" | "1") => Ok(true),
+        Some("off" | "false" | "0") => Ok(false),
+        Some(other) => Err(BadSetting {
+            var: name,
+            value: other.to_owned(),
+            expected: "on or off",
+        }),
+    }
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, BadSetting> {
-        let cache = match var("CORTEX_CACHE").as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("on" | "true" | "1") => true,
-            Some("off" | "false" | "0") => false,
-            Some(other) => {
-                return Err(BadSetting {
-                    var: "CORTEX_CACHE",
-                    value: other.to_owned(),
-                    expected: "on or off",
-                });
-            }
-        };
+        let cache = switch("CORTEX_CACHE")?;
+        let worker = switch("CORTEX_WORKER")?;
         let worker_threads = match parse::<usize>("WORKER_THREADS", "a thread count")? {
             Some(n) => Some(n),
             None => parse("WEB_CONCURRENCY", "a thread count")?,
@@ -105,7 +118,8 @@ impl Settings {
         Ok(Self {
             addr: parse("CORTEX_ADDR", "host:port, e.g. 127.0.0.1:8000")?
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
-            data_dir: var("CORTEX_DATA_DIR").map_or_else(|| PathBuf::from("target/service-data"), PathBuf::from),
+            data_dir: var("CORTEX_DATA_DIR")
+                .map_or_else(|| PathBuf::from("target/service-data"), PathBuf::from),
             admin_token: var("CORTEX_ADMIN_TOKEN"),
             cache,
             body_limit,
@@ -113,6 +127,7 @@ impl Settings {
             shutdown_timeout: secs("CORTEX_SHUTDOWN_TIMEOUT", 30.0)?,
             warm_interval: secs("CORTEX_WARM_INTERVAL", 300.0)?,
             warm_users: parse("CORTEX_WARM_USERS", "a count")?.unwrap_or(100),
+            worker,
             log_level: var("LOG_LEVEL").unwrap_or_else(|| "info".into()),
             worker_threads,
             keep_alive: secs("HTTP_KEEP_ALIVE", 5.0)? > Duration::ZERO,

@@ -1,4 +1,6 @@
 //! Workspace-level integration tests: one binary, so the workspace links few test executables.
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
+mod service;
+mod service_pg;
 mod services;

@@ -1,10 +1,10 @@
 //! Storage behind one trait, one implementation per SQL dialect: the SQL of each
 //! backend lives in its own file, every value bound, never formatted in.
 
-// mod postgres;
+mod postgres;
 mod sqlite;
 
-
+pub use self::postgres::PostgresRepo;
 pub use self::sqlite::SqliteRepo;
 
 use async_trait::async_trait;
@@ -46,8 +46,17 @@ pub trait Repo: Send + Sync + 'static {
 
     async fn create_workspace(&self, new: &NewWorkspace, now: i64) -> DbResult<Workspace>;
     async fn workspace(&self, id: i64) -> DbResult<Option<Workspace>>;
-    async fn list_workspaces(&self, filter: &WorkspaceFilter, page: PageSpec) -> DbResult<Vec<WorkspaceItem>>;
-    async fn update_workspace(&self, id: i64, patch: &WorkspacePatch, now: i64) -> DbResult<Option<Workspace>>;
+    async fn list_workspaces(
+        &self,
+        filter: &WorkspaceFilter,
+        page: PageSpec,
+    ) -> DbResult<Vec<WorkspaceItem>>;
+    async fn update_workspace(
+        &self,
+        id: i64,
+        patch: &WorkspacePatch,
+        now: i64,
+    ) -> DbResult<Option<Workspace>>;
     /// Deletes and answers the owner, so the caller can invalidate the owner's list.
     async fn delete_workspace(&self, id: i64) -> DbResult<Option<i64>>;
     async fn workspace_owner(&self, id: i64) -> DbResult<Option<i64>>;
@@ -55,19 +64,42 @@ pub trait Repo: Send + Sync + 'static {
     /// The summaries of every workspace `owner` has (the cached per-user list).
     async fn user_workspaces(&self, owner: i64) -> DbResult<Vec<WorkspaceSummary>>;
 
-    async fn create_conversation(&self, workspace: i64, new: &NewConversation, now: i64) -> DbResult<Conversation>;
+    async fn create_conversation(
+        &self,
+        workspace: i64,
+        new: &NewConversation,
+        now: i64,
+    ) -> DbResult<Conversation>;
     async fn conversation(&self, id: i64) -> DbResult<Option<Conversation>>;
-    async fn list_conversations(&self, workspace: i64, page: PageSpec) -> DbResult<Vec<Conversation>>;
-    async fn update_conversation(&self, id: i64, patch: &ConversationPatch) -> DbResult<Option<Conversation>>;
+    async fn list_conversations(
+        &self,
+        workspace: i64,
+        page: PageSpec,
+    ) -> DbResult<Vec<Conversation>>;
+    async fn update_conversation(
+        &self,
+        id: i64,
+        patch: &ConversationPatch,
+    ) -> DbResult<Option<Conversation>>;
     /// Deletes and answers the workspace it was in.
     async fn delete_conversation(&self, id: i64) -> DbResult<Option<i64>>;
     /// The workspace of a conversation, and the workspace's owner.
     async fn conversation_owner(&self, id: i64) -> DbResult<Option<(i64, i64)>>;
 
-    async fn create_message(&self, conversation: i64, new: &NewMessage, now: i64) -> DbResult<Message>;
+    async fn create_message(
+        &self,
+        conversation: i64,
+        new: &NewMessage,
+        now: i64,
+    ) -> DbResult<Message>;
     async fn message(&self, id: i64) -> DbResult<Option<Message>>;
     /// Up to `limit` messages after `after` in (time, id) order: keyset pagination.
-    async fn messages_after(&self, conversation: i64, after: Option<Cursor>, limit: i64) -> DbResult<Vec<Message>>;
+    async fn messages_after(
+        &self,
+        conversation: i64,
+        after: Option<Cursor>,
+        limit: i64,
+    ) -> DbResult<Vec<Message>>;
     /// Deletes and answers the conversation it was in.
     async fn delete_message(&self, id: i64) -> DbResult<Option<i64>>;
     /// The newest `limit` message texts of a conversation, newest first.

@@ -15,7 +15,10 @@ pub struct SqliteRepo {
 impl SqliteRepo {
     /// Run the migrations, then serve from `pool`.
     pub async fn new(pool: &DbPool<Sqlite>) -> Result<Self, sqlx::migrate::MigrateError> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/service/migrations/sqlite");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/service/migrations/sqlite"
+        );
         let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(dir)).await?;
         migrator.run(pool.inner()).await?;
         Ok(Self {
@@ -52,14 +55,31 @@ macro_rules! message_columns {
 }
 
 fn user((id, name, email, created_at): UserRow) -> User {
-    User { id, name, email, created_at }
+    User {
+        id,
+        name,
+        email,
+        created_at,
+    }
 }
 
-fn workspace((id, name, description, owner_id, metadata, created_at, updated_at): WorkspaceRow) -> Workspace {
-    Workspace { id, name, description, owner_id, metadata: json(&metadata), created_at, updated_at }
+fn workspace(
+    (id, name, description, owner_id, metadata, created_at, updated_at): WorkspaceRow,
+) -> Workspace {
+    Workspace {
+        id,
+        name,
+        description,
+        owner_id,
+        metadata: json(&metadata),
+        created_at,
+        updated_at,
+    }
 }
 
-fn conversation((id, workspace_id, topic, participants, metadata, created_at): ConversationRow) -> Conversation {
+fn conversation(
+    (id, workspace_id, topic, participants, metadata, created_at): ConversationRow,
+) -> Conversation {
     Conversation {
         id,
         workspace_id,
@@ -71,11 +91,26 @@ fn conversation((id, workspace_id, topic, participants, metadata, created_at): C
 }
 
 fn message((id, conversation_id, sender_id, content, metadata, sent_at): MessageRow) -> Message {
-    Message { id, conversation_id, sender_id, content, metadata: json(&metadata), sent_at }
+    Message {
+        id,
+        conversation_id,
+        sender_id,
+        content,
+        metadata: json(&metadata),
+        sent_at,
+    }
 }
 
-fn summary((id, name, conversation_count, message_count, last_activity): SummaryRow) -> WorkspaceSummary {
-    WorkspaceSummary { id, name, conversation_count, message_count, last_activity }
+fn summary(
+    (id, name, conversation_count, message_count, last_activity): SummaryRow,
+) -> WorkspaceSummary {
+    WorkspaceSummary {
+        id,
+        name,
+        conversation_count,
+        message_count,
+        last_activity,
+    }
 }
 
 #[async_trait]
@@ -89,7 +124,11 @@ impl Repo for SqliteRepo {
     }
 
     async fn create_user(&self, new: &NewUser, now: i64) -> DbResult<User> {
-        let sql = concat!("INSERT INTO users (name, email, created_at) VALUES (?, ?, ?) RETURNING ", user_columns!(), "");
+        let sql = concat!(
+            "INSERT INTO users (name, email, created_at) VALUES (?, ?, ?) RETURNING ",
+            user_columns!(),
+            ""
+        );
         let row: UserRow = sqlx::query_as(sql)
             .bind(&new.name)
             .bind(&new.email)
@@ -99,17 +138,24 @@ impl Repo for SqliteRepo {
         Ok(user(row))
     }
 
-
     async fn users_by_ids(&self, wanted: &[i64]) -> DbResult<Vec<User>> {
         // One statement for any number of ids: the list travels as one bound JSON array.
         let list = serde_json::to_string(wanted).unwrap_or_else(|_| "[]".into());
-        let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id IN (SELECT value FROM json_each(?))");
+        let sql = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id IN (SELECT value FROM json_each(?))"
+        );
         let rows: Vec<UserRow> = sqlx::query_as(sql).bind(list).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(user).collect())
     }
 
     async fn list_users(&self, page: PageSpec) -> DbResult<Vec<User>> {
-        let sql = concat!("SELECT ", user_columns!(), " FROM users ORDER BY id LIMIT ? OFFSET ?");
+        let sql = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users ORDER BY id LIMIT ? OFFSET ?"
+        );
         let rows: Vec<UserRow> = sqlx::query_as(sql)
             .bind(page.limit)
             .bind(page.offset)
@@ -121,7 +167,9 @@ impl Repo for SqliteRepo {
     async fn update_user(&self, id: i64, patch: &UserPatch) -> DbResult<Option<User>> {
         let sql = concat!(
             "UPDATE users SET name = coalesce(?, name), email = coalesce(?, email) \
-             WHERE id = ? RETURNING ", user_columns!(), ""
+             WHERE id = ? RETURNING ",
+            user_columns!(),
+            ""
         );
         let row: Option<UserRow> = sqlx::query_as(sql)
             .bind(&patch.name)
@@ -133,7 +181,10 @@ impl Repo for SqliteRepo {
     }
 
     async fn delete_user(&self, id: i64) -> DbResult<bool> {
-        let done = sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -156,7 +207,9 @@ impl Repo for SqliteRepo {
     async fn create_workspace(&self, new: &NewWorkspace, now: i64) -> DbResult<Workspace> {
         let sql = concat!(
             "INSERT INTO workspaces (name, description, owner_id, metadata, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING ", workspace_columns!(), ""
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING ",
+            workspace_columns!(),
+            ""
         );
         let row: WorkspaceRow = sqlx::query_as(sql)
             .bind(&new.name)
@@ -171,19 +224,32 @@ impl Repo for SqliteRepo {
     }
 
     async fn workspace(&self, id: i64) -> DbResult<Option<Workspace>> {
-        let sql = concat!("SELECT ", workspace_columns!(), " FROM workspaces WHERE id = ?");
-        let row: Option<WorkspaceRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        let sql = concat!(
+            "SELECT ",
+            workspace_columns!(),
+            " FROM workspaces WHERE id = ?"
+        );
+        let row: Option<WorkspaceRow> = sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(workspace))
     }
 
-    async fn list_workspaces(&self, filter: &WorkspaceFilter, page: PageSpec) -> DbResult<Vec<WorkspaceItem>> {
+    async fn list_workspaces(
+        &self,
+        filter: &WorkspaceFilter,
+        page: PageSpec,
+    ) -> DbResult<Vec<WorkspaceItem>> {
         let mut q: QueryBuilder<Sqlite> =
             QueryBuilder::new("SELECT id, name, owner_id, updated_at FROM workspaces WHERE 1 = 1");
         if let Some(owner) = filter.owner_id {
             q.push(" AND owner_id = ").push_bind(owner);
         }
         if let Some(name) = &filter.name {
-            q.push(" AND lower(name) = lower(").push_bind(name.clone()).push(")");
+            q.push(" AND lower(name) = lower(")
+                .push_bind(name.clone())
+                .push(")");
         }
         if let Some(MetadataFilter(wanted)) = &filter.metadata {
             // Both sides go through json_extract, so strings, numbers, booleans and
@@ -202,14 +268,26 @@ impl Repo for SqliteRepo {
         let rows: Vec<(i64, String, i64, i64)> = q.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(id, name, owner_id, updated_at)| WorkspaceItem { id, name, owner_id, updated_at })
+            .map(|(id, name, owner_id, updated_at)| WorkspaceItem {
+                id,
+                name,
+                owner_id,
+                updated_at,
+            })
             .collect())
     }
 
-    async fn update_workspace(&self, id: i64, patch: &WorkspacePatch, now: i64) -> DbResult<Option<Workspace>> {
+    async fn update_workspace(
+        &self,
+        id: i64,
+        patch: &WorkspacePatch,
+        now: i64,
+    ) -> DbResult<Option<Workspace>> {
         let sql = concat!(
             "UPDATE workspaces SET name = coalesce(?, name), description = coalesce(?, description), \
-             metadata = coalesce(?, metadata), updated_at = ? WHERE id = ? RETURNING ", workspace_columns!(), ""
+             metadata = coalesce(?, metadata), updated_at = ? WHERE id = ? RETURNING ",
+            workspace_columns!(),
+            ""
         );
         let row: Option<WorkspaceRow> = sqlx::query_as(sql)
             .bind(&patch.name)
@@ -269,10 +347,17 @@ impl Repo for SqliteRepo {
         Ok(rows.into_iter().map(summary).collect())
     }
 
-    async fn create_conversation(&self, ws: i64, new: &NewConversation, now: i64) -> DbResult<Conversation> {
+    async fn create_conversation(
+        &self,
+        ws: i64,
+        new: &NewConversation,
+        now: i64,
+    ) -> DbResult<Conversation> {
         let sql = concat!(
             "INSERT INTO conversations (workspace_id, topic, participants, metadata, created_at) \
-             VALUES (?, ?, ?, ?, ?) RETURNING ", conversation_columns!(), ""
+             VALUES (?, ?, ?, ?, ?) RETURNING ",
+            conversation_columns!(),
+            ""
         );
         let row: ConversationRow = sqlx::query_as(sql)
             .bind(ws)
@@ -286,14 +371,23 @@ impl Repo for SqliteRepo {
     }
 
     async fn conversation(&self, id: i64) -> DbResult<Option<Conversation>> {
-        let sql = concat!("SELECT ", conversation_columns!(), " FROM conversations WHERE id = ?");
-        let row: Option<ConversationRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        let sql = concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE id = ?"
+        );
+        let row: Option<ConversationRow> = sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(conversation))
     }
 
     async fn list_conversations(&self, ws: i64, page: PageSpec) -> DbResult<Vec<Conversation>> {
         let sql = concat!(
-            "SELECT ", conversation_columns!(), " FROM conversations WHERE workspace_id = ? ORDER BY id LIMIT ? OFFSET ?"
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE workspace_id = ? ORDER BY id LIMIT ? OFFSET ?"
         );
         let rows: Vec<ConversationRow> = sqlx::query_as(sql)
             .bind(ws)
@@ -304,11 +398,17 @@ impl Repo for SqliteRepo {
         Ok(rows.into_iter().map(conversation).collect())
     }
 
-    async fn update_conversation(&self, id: i64, patch: &ConversationPatch) -> DbResult<Option<Conversation>> {
+    async fn update_conversation(
+        &self,
+        id: i64,
+        patch: &ConversationPatch,
+    ) -> DbResult<Option<Conversation>> {
         let sql = concat!(
             "UPDATE conversations SET topic = coalesce(?, topic), \
              participants = coalesce(?, participants), metadata = coalesce(?, metadata) \
-             WHERE id = ? RETURNING ", conversation_columns!(), ""
+             WHERE id = ? RETURNING ",
+            conversation_columns!(),
+            ""
         );
         let participants = patch
             .participants
@@ -344,7 +444,9 @@ impl Repo for SqliteRepo {
     async fn create_message(&self, conv: i64, new: &NewMessage, now: i64) -> DbResult<Message> {
         let sql = concat!(
             "INSERT INTO messages (conversation_id, sender_id, content, metadata, sent_at) \
-             VALUES (?, ?, ?, ?, ?) RETURNING ", message_columns!(), ""
+             VALUES (?, ?, ?, ?, ?) RETURNING ",
+            message_columns!(),
+            ""
         );
         let row: MessageRow = sqlx::query_as(sql)
             .bind(conv)
@@ -359,14 +461,27 @@ impl Repo for SqliteRepo {
 
     async fn message(&self, id: i64) -> DbResult<Option<Message>> {
         let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE id = ?");
-        let row: Option<MessageRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        let row: Option<MessageRow> = sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(message))
     }
 
-    async fn messages_after(&self, conv: i64, after: Option<Cursor>, limit: i64) -> DbResult<Vec<Message>> {
-        let after = after.unwrap_or(Cursor { sent_at: i64::MIN, id: i64::MIN });
+    async fn messages_after(
+        &self,
+        conv: i64,
+        after: Option<Cursor>,
+        limit: i64,
+    ) -> DbResult<Vec<Message>> {
+        let after = after.unwrap_or(Cursor {
+            sent_at: i64::MIN,
+            id: i64::MIN,
+        });
         let sql = concat!(
-            "SELECT ", message_columns!(), " FROM messages WHERE conversation_id = ? AND (sent_at, id) > (?, ?) \
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE conversation_id = ? AND (sent_at, id) > (?, ?) \
              ORDER BY sent_at, id LIMIT ?"
         );
         let rows: Vec<MessageRow> = sqlx::query_as(sql)

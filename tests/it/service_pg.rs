@@ -1,0 +1,246 @@
+//! The example service on PostgreSQL and Redis (from `scripts/services.sh`): every
+//! endpoint and bad input as in SQLite mode, and two instances sharing cache
+//! invalidation and the durable task stream. Each test gets its own database and its
+//! own Redis key prefixes, so it never touches another test's data.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::process::Command;
+
+use crate::service::{
+    Service, TOKEN, bad_input_gets_4xx, crud_of_every_resource, filters_and_batches, keyset_pages,
+    seed, service_bin,
+};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn unique(prefix: &str) -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).unwrap();
+    let tag: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{}_{tag}", std::process::id())
+}
+
+/// A database of its own, dropped at the end.
+struct PgDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    async fn create() -> Self {
+        let admin_url = env_or("DATABASE_URL", "postgres://cortex@127.0.0.1:5432/cortex");
+        let name = unique("cortex_svc_");
+        let mut conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url),
+        )
+        .await
+        .expect("PostgreSQL did not answer within 10 s: run scripts/services.sh")
+        .expect("PostgreSQL is not reachable: run scripts/services.sh");
+        // The name is ours (letters, digits, '_'), not input.
+        let create = format!("CREATE DATABASE {name}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Self {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) =
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await
+                {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The environment of one instance of a shared deployment: one database, one Redis
+/// cache namespace, one durable queue.
+struct Stack {
+    db: PgDb,
+    redis: String,
+    namespace: String,
+    queue: String,
+}
+
+impl Stack {
+    async fn new() -> Self {
+        let tag = unique("svc");
+        Self {
+            db: PgDb::create().await,
+            redis: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+            namespace: format!("cortex:test:{tag}:"),
+            queue: tag,
+        }
+    }
+
+    async fn start(&self, extra: &[(&str, &str)]) -> Service {
+        let data = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(service_bin());
+        cmd.env_remove("COGNITION_SERVICE_URL")
+            .env_remove("MEMORY_SERVICE_URL")
+            .env("DATABASE_URL", &self.db.url)
+            .env("REDIS_URL", &self.redis)
+            .env("CACHE_NAMESPACE", &self.namespace)
+            .env("TASKS_QUEUE_NAME", &self.queue)
+            .env("TASKS_VISIBILITY_TIMEOUT", "2")
+            .env("DB_POOL_SIZE", "2")
+            .env("DB_MAX_OVERFLOW", "3")
+            .env("CORTEX_ADDR", "127.0.0.1:0")
+            .env("CORTEX_DATA_DIR", data.path())
+            .env("CORTEX_ADMIN_TOKEN", TOKEN)
+            .env("LOG_LEVEL", "warn")
+            .envs(extra.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        Service::spawn(cmd, data).await
+    }
+}
+
+#[tokio::test]
+async fn postgres_and_redis_mode_serves_every_resource_and_refuses_bad_input() {
+    let stack = Stack::new().await;
+    let mut s = stack.start(&[("CORTEX_BODY_LIMIT", "1024")]).await;
+    assert_eq!(s.get("/ready").await.body["parts"]["redis"], true);
+    crud_of_every_resource(&mut s).await;
+    bad_input_gets_4xx(&mut s).await;
+    keyset_pages(&s).await;
+    s.assert_alive().await;
+}
+
+#[tokio::test]
+async fn postgres_filters_by_containment_and_runs_durable_tasks() {
+    let stack = Stack::new().await;
+    let mut s = stack.start(&[]).await;
+    filters_and_batches(&s).await;
+    let (uid, _, cid) = seed(&s).await;
+    let posted = s
+        .post(
+            &format!("/conversations/{cid}/messages?priority=high"),
+            json!({"sender_id": uid, "content": "durable words here"}),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    let task = posted.body["task_id"].as_str().unwrap().to_owned();
+    let mut info = json!(null);
+    for _ in 0..200 {
+        info = s
+            .admin(reqwest::Method::GET, &format!("/admin/tasks/{task}"))
+            .await
+            .body;
+        if info["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(info["status"], "completed", "{info}");
+    let stats = s.admin(reqwest::Method::GET, "/admin/tasks").await;
+    assert_eq!(stats.status, 200, "{}", stats.body);
+    assert!(
+        stats.body["stats"]["completed"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        stats.body
+    );
+    s.assert_alive().await;
+}
+
+#[tokio::test]
+async fn two_instances_share_invalidation_and_the_task_stream() {
+    let stack = Stack::new().await;
+    // A takes requests and enqueues but runs no durable task.
+    let mut a = stack.start(&[("CORTEX_WORKER", "off")]).await;
+    let mut b = stack.start(&[]).await;
+    let (uid, wid, cid) = seed(&a).await;
+
+    // B caches the workspace; A updates it; B reads the update back.
+    assert_eq!(
+        b.get(&format!("/workspaces/{wid}")).await.body["name"],
+        "Core"
+    );
+    assert_eq!(
+        b.get(&format!("/workspaces/{wid}")).await.body["name"],
+        "Core"
+    );
+    let up = a
+        .patch(&format!("/workspaces/{wid}"), json!({"name": "Core 2"}))
+        .await;
+    assert_eq!(up.status, 200, "{}", up.body);
+    // The invalidation travels over Redis pub/sub: bounded wait for it.
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = b.get(&format!("/workspaces/{wid}")).await.body["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if seen == "Core 2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, "Core 2", "B kept serving its cached copy");
+
+    // A task enqueued on A runs on B after A is killed outright.
+    let posted = a
+        .post(
+            &format!("/conversations/{cid}/messages"),
+            json!({"sender_id": uid, "content": "left behind"}),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    let task = posted.body["task_id"].as_str().unwrap().to_owned();
+    let pid = a.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(10), a.child.wait()).await;
+    let mut info = json!(null);
+    for _ in 0..300 {
+        info = b
+            .admin(reqwest::Method::GET, &format!("/admin/tasks/{task}"))
+            .await
+            .body;
+        if info["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(info["status"], "completed", "{info}");
+    b.assert_alive().await;
+}

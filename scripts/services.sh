@@ -3,17 +3,27 @@
 # install the reference MCP server (@modelcontextprotocol/server-everything, run by the
 # cortex-mcp interop tests with node).
 #
-#   scripts/services.sh          start (or reuse) both, install the MCP server, print `export` lines
-#   scripts/services.sh stop     stop only the instances this script started
-#   scripts/services.sh status   say what answers
+#   scripts/services.sh            start (or reuse) both, install the MCP server, print `export` lines
+#   scripts/services.sh stop       stop only the instances this script started
+#   scripts/services.sh status     say what answers
+#   scripts/services.sh redact URL print URL with its password hidden (for the tests)
 #
 # Idempotent: a server that already answers at DATABASE_URL / REDIS_URL is left alone.
 # Otherwise the Debian packages are installed when missing and throwaway instances are
-# started with their data under target/services (trust auth on 127.0.0.1 only, no Redis
-# persistence). The MCP server is installed with npm under target/services/mcp-everything
-# (node and npm come from Debian packages when missing) and is started by the tests
-# themselves; MCP_EVERYTHING_JS names its entry point. Progress goes to stderr; stdout
-# carries only the export lines, so `eval "$(scripts/services.sh)"` works.
+# started with their data under target/services (no Redis persistence). As root, when
+# the postgres user cannot reach target/services, the cluster goes to a fresh folder
+# made by `mktemp -d` under /tmp (its path is kept in target/services/pg.path). The MCP
+# server is installed with npm under target/services/mcp-everything (node and npm come
+# from Debian packages when missing) and is started by the tests themselves;
+# MCP_EVERYTHING_JS names its entry point. Progress goes to stderr; stdout carries only
+# the export lines, so `eval "$(scripts/services.sh)"` works.
+#
+# FOR TESTS ONLY. The throwaway servers trust every local user: PostgreSQL accepts any
+# role without a password on 127.0.0.1 and on its socket (trust authentication, and the
+# first role is a superuser, which can run programs as the postgres system user), and
+# Redis has no password. Anyone who can log in to this machine can read, change or
+# delete their data. Run them on a machine or CI runner of your own, never on a shared
+# host and never with real data.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,9 +44,63 @@ url_port() {
   local h=${1#*://}; h=${h##*@}; h=${h%%/*}; h=${h%%\?*}
   if [[ $h == *:* ]]; then printf '%s' "${h##*:}"; else printf '%s' "$2"; fi
 }
+# A port from a URL, checked before any use (it goes into `sh -c` command lines):
+# digits only, 1 to 65535.
+valid_port() { [[ $1 =~ ^[0-9]{1,5}$ ]] && (( 10#$1 >= 1 && 10#$1 <= 65535 )); }
 url_user() { local u=${1#*://}; if [[ $u == *@* ]]; then u=${u%%@*}; printf '%s' "${u%%:*}"; fi; }
 url_db() { local d=${1#*://}; d=${d#*/}; [[ $1 == */*/* ]] || d=""; printf '%s' "${d%%\?*}"; }
-redact() { printf '%s' "$1" | sed -E 's#(://[^:/@]+:)[^@]*@#\1***@#'; }
+# The URL with every password hidden; the same rule as cortex_pool::redact_url (the pool
+# tests check that both agree). Everything from the first ':' after 'scheme://' to the
+# LAST '@' is hidden, so a password holding '@', '/', '?', '#' or ':' never shows
+# (redis://:pw@host too), and so is the value of a key=value pair that starts the text or
+# follows '?', '&' or white space and whose key ends in password, passwd, pass, pwd, token
+# or secret (any case), up to the next '&'. Byte-wise (LC_ALL=C), as the Rust one.
+redact() {
+  local LC_ALL=C
+  local url=$1 begin=0 rest head user key val c i=0 start=1 m j ts te s e out="" pos=0 ms=-1 me=-1
+  local re_scheme='^[A-Za-z][A-Za-z0-9+.-]*://' re_key='^([A-Za-z0-9_.-]*)=' re_secret='(password|passwd|pass|pwd|token|secret)$'
+  local -a starts=() ends=()
+  if [[ $url =~ $re_scheme ]]; then begin=${#BASH_REMATCH[0]}; fi
+  rest=${url:begin}
+  if [[ $rest == *@* ]]; then
+    head=${rest%@*}
+    if [[ $head == *:* ]]; then
+      user=${head%%:*}
+      starts+=($((begin + ${#user} + 1))); ends+=($((begin + ${#head})))
+    fi
+  fi
+  while (( i < ${#url} )); do
+    if (( start )) && [[ ${url:i} =~ $re_key ]]; then
+      key=${BASH_REMATCH[1]}
+      if [[ ${key,,} =~ $re_secret ]]; then
+        val=${url:i+${#key}+1}; val=${val%%&*}
+        starts+=($((i + ${#key} + 1))); ends+=($((i + ${#key} + 1 + ${#val})))
+        i=$((i + ${#key} + 1 + ${#val})); start=0
+        continue
+      fi
+    fi
+    c=${url:i:1}; i=$((i + 1))
+    case $c in '?'|'&'|' '|$'\t'|$'\n'|$'\r') start=1 ;; *) start=0 ;; esac
+  done
+  # Sort the spans by start (there are a few), then merge and replace them.
+  for ((m = 1; m < ${#starts[@]}; m++)); do
+    ts=${starts[m]}; te=${ends[m]}; j=$((m - 1))
+    while (( j >= 0 && starts[j] > ts )); do starts[j+1]=${starts[j]}; ends[j+1]=${ends[j]}; j=$((j - 1)); done
+    starts[j+1]=$ts; ends[j+1]=$te
+  done
+  for ((m = 0; m < ${#starts[@]}; m++)); do
+    s=${starts[m]}; e=${ends[m]}
+    (( s < e )) || continue
+    if (( ms >= 0 && s <= me )); then
+      if (( e > me )); then me=$e; fi
+      continue
+    fi
+    if (( ms >= 0 )); then out+="${url:pos:ms-pos}***"; pos=$me; fi
+    ms=$s; me=$e
+  done
+  if (( ms >= 0 )); then out+="${url:pos:ms-pos}***"; pos=$me; fi
+  printf '%s' "$out${url:pos}"
+}
 is_loopback() { [[ $1 == 127.* || $1 == localhost || $1 == "::1" || $1 == "[::1]" ]]; }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
@@ -91,18 +155,32 @@ wait_for() { # description, command...
   log "$what answers"
 }
 
+# Whether a recorded cluster folder is still the one made for us: a real folder (not a
+# link) owned by the user the server runs as.
+pg_dir_ours() {
+  local want
+  if [ "$(id -u)" = 0 ]; then want=postgres; else want=$(id -un); fi
+  [ -d "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %U -- "$1")" = "$want" ]
+}
+
 # Where the PostgreSQL cluster lives: under target/ when the postgres user can reach it
 # (as root the server runs as postgres, and a checkout in a private folder is out of its
-# reach), otherwise a folder under /tmp named after this checkout.
+# reach), otherwise a fresh folder from `mktemp -d` under /tmp: never a predictable
+# path, where another local user could plant a link for root to chown.
 pg_dir() {
   local dir="$state/pg"
-  if [ -f "$state/pg.path" ]; then cat "$state/pg.path"; return; fi
+  if [ -f "$state/pg.path" ]; then
+    dir=$(cat "$state/pg.path")
+    if pg_dir_ours "$dir"; then printf '%s' "$dir"; return; fi
+    log "the recorded cluster folder $dir is gone or not ours: making a new one"
+    dir="$state/pg"
+  fi
   mkdir -p "$dir"
   if [ "$(id -u)" = 0 ]; then
     chown postgres: "$dir"
     if ! as_pg "test -w '$dir'"; then
-      dir="/tmp/cortex-services-$(printf '%s' "$root" | cksum | cut -d' ' -f1)/pg"
-      mkdir -p "$dir" && chown postgres: "$dir" "$(dirname "$dir")"
+      dir=$(mktemp -d /tmp/cortex-services.XXXXXXXXXX) || die "mktemp -d failed"
+      chown postgres: "$dir"
       log "the postgres user cannot reach $state: cluster goes to $dir"
     fi
   fi
@@ -113,6 +191,8 @@ pg_dir() {
 start_postgres() {
   local host port user db bin dir
   host=$(url_host "$DATABASE_URL"); port=$(url_port "$DATABASE_URL" 5432)
+  valid_port "$port" || die "the port in DATABASE_URL $(redact "$DATABASE_URL") is not a number from 1 to 65535"
+  port=$((10#$port))
   user=$(url_user "$DATABASE_URL"); user=${user:-postgres}; db=$(url_db "$DATABASE_URL"); db=${db:-$user}
   is_loopback "$host" || die "PostgreSQL at $(redact "$DATABASE_URL") does not answer, and it is not on loopback: not starting one"
   [[ $user =~ ^[a-z_][a-z0-9_]*$ ]] || die "database user '$user' in DATABASE_URL is not a plain identifier"
@@ -147,6 +227,8 @@ start_postgres() {
 start_redis() {
   local host port dir
   host=$(url_host "$REDIS_URL"); port=$(url_port "$REDIS_URL" 6379)
+  valid_port "$port" || die "the port in REDIS_URL $(redact "$REDIS_URL") is not a number from 1 to 65535"
+  port=$((10#$port))
   is_loopback "$host" || die "Redis at $(redact "$REDIS_URL") does not answer, and it is not on loopback: not starting one"
   if port_open 127.0.0.1 "$port"; then
     die "port $port on 127.0.0.1 is held by something that does not answer as Redis for $(redact "$REDIS_URL"): $(holder "$port")"
@@ -248,5 +330,6 @@ case "${1:-start}" in
     if redis_answers; then log "Redis answers at $(redact "$REDIS_URL")"; else log "Redis does not answer at $(redact "$REDIS_URL")"; fi
     if [ -f "$(mcp_everything_js)" ]; then log "MCP reference server installed at $(mcp_everything_js)"; else log "MCP reference server not installed"; fi
     ;;
+  redact) redact "${2-}" ;;
   *) die "unknown command '$1' (use start, stop or status)" ;;
 esac

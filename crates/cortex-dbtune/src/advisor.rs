@@ -11,7 +11,42 @@
 //!
 //! Everything runs in transactions that are rolled back; HypoPG's indexes live only in
 //! the session and are reset after each check.
+//!
+//! # Whose statements are planned, and as whom
+//!
+//! Planning a statement runs code: the planner evaluates the IMMUTABLE and STABLE
+//! functions it calls, with the privileges of the role that plans it. A text in
+//! `pg_stat_statements` may come from any user of the server, and the advisor often
+//! runs as a superuser, so planning it as is would let any user run code as the
+//! advisor. Hence:
+//!
+//! - Only statements of the users in [`AdviseOptions::plan_users`] are planned
+//!   (`DBTUNE_PLAN_USERS` in the CLI). Empty, the default: only the advisor's own role
+//!   (`current_user`), and the plan role.
+//! - With [`AdviseOptions::plan_role`] set (`DBTUNE_PLAN_ROLE`), every
+//!   `pg_stat_statements` text is planned as that low-privilege role: `SET LOCAL ROLE`
+//!   in a transaction that is rolled back, on a connection of its own that is closed
+//!   afterwards, and each step through a `SECURITY DEFINER` function the role owns. The
+//!   function is what makes the role stick: under a plain `SET ROLE` a function can
+//!   `set_config('role', 'none', ...)` back to the session's user, but inside a
+//!   security-definer function PostgreSQL refuses to change `role` or
+//!   `session_authorization`. The connection is dropped afterwards, so nothing the
+//!   planned code leaves in the session (prepared statements, session settings,
+//!   advisory locks) reaches any later statement.
+//! - Without a plan role, statements of users other than the advisor's own role are
+//!   refused with [`Error::PlanRoleRequired`] rather than planned with the advisor's
+//!   privileges.
+//!
+//! The plan role must be a low-privilege role: not a superuser, without `CREATEROLE`
+//! and not a member of `pg_execute_server_program`, `pg_write_server_files` or
+//! `pg_read_server_files` (checked), with read access to the tables the statements use
+//! (`GRANT pg_read_all_data TO role`, PostgreSQL 14+, or `SELECT` grants: `EXPLAIN`
+//! checks them), the `TEMPORARY` privilege on the database and `USAGE` on `plpgsql`
+//! (both granted to `PUBLIC` by default). The advisor's login must be able to
+//! `SET ROLE` to it (a superuser can; otherwise `GRANT role TO advisor`). It needs no
+//! `LOGIN`.
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -75,6 +110,16 @@ pub struct AdviseOptions {
     pub statement_timeout: Duration,
     /// Thresholds of the plan rules (for the given queries' findings).
     pub thresholds: Thresholds,
+    /// A low-privilege role to plan `pg_stat_statements` texts as (the CLI reads
+    /// `DBTUNE_PLAN_ROLE`); see the [module docs](self) for what it must and must not
+    /// be allowed. `None` (default): texts are planned as the advisor's own role, and
+    /// only its own statements are.
+    pub plan_role: Option<String>,
+    /// Whose `pg_stat_statements` texts are planned, by role name (the CLI reads
+    /// `DBTUNE_PLAN_USERS`, comma-separated). Empty (default): the advisor's own role
+    /// (`current_user`) and the plan role. Naming any other user needs
+    /// [`plan_role`](Self::plan_role), else [`Error::PlanRoleRequired`].
+    pub plan_users: Vec<String>,
 }
 
 impl Default for AdviseOptions {
@@ -87,6 +132,8 @@ impl Default for AdviseOptions {
             use_hypopg: true,
             statement_timeout: Duration::from_secs(30),
             thresholds: Thresholds::default(),
+            plan_role: None,
+            plan_users: Vec::new(),
         }
     }
 }
@@ -145,15 +192,22 @@ impl Stmt<'_> {
     }
 }
 
-/// A unique prepared-statement name per use, so concurrent advisors on one session
-/// (or a statement left behind by an error) never collide.
-fn statement_name() -> String {
+/// A unique name per use (prepared statements, the plan role's functions), so
+/// concurrent advisors on one session (or a statement left behind by an error) never
+/// collide, with a random part: code run while planning cannot guess the next one.
+fn unique_name(what: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(N.fetch_add(1, Ordering::Relaxed));
     format!(
-        "cortex_dbtune_advise_{}_{}",
+        "cortex_dbtune_{what}_{}_{:016x}",
         std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
+        h.finish()
     )
+}
+
+fn statement_name() -> String {
+    unique_name("advise")
 }
 
 /// `EXPLAIN (FORMAT JSON[, VERBOSE])` of the statement on `conn` (no ANALYZE: nothing
@@ -264,25 +318,31 @@ fn plannable(text: &str) -> bool {
     dml && !catalog
 }
 
-async fn extension_installed(pool: &PgPool, name: &str) -> Result<bool> {
-    Ok(
-        sqlx::query("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1)")
-            .bind(name)
-            .fetch_one(pool)
-            .await?
-            .try_get(0)?,
+/// The schema an extension is installed in, when it is.
+async fn extension_schema(pool: &PgPool, name: &str) -> Result<Option<String>> {
+    Ok(sqlx::query(
+        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = $1",
     )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()?)
 }
 
-/// The top queries of the current database by total execution time.
-async fn top_statements(pool: &PgPool, limit: u32) -> Result<Vec<String>> {
+/// The top queries of the current database by total execution time, of the given
+/// users only.
+async fn top_statements(pool: &PgPool, limit: u32, users: &[String]) -> Result<Vec<String>> {
     let rows = sqlx::query(
         "SELECT s.query FROM pg_stat_statements s \
-         JOIN pg_database d ON d.oid = s.dbid \
-         WHERE d.datname = current_database() \
+         JOIN pg_catalog.pg_database d ON d.oid = s.dbid \
+         JOIN pg_catalog.pg_roles r ON r.oid = s.userid \
+         WHERE d.datname = current_database() AND r.rolname = ANY($2) \
          ORDER BY s.total_exec_time DESC LIMIT $1",
     )
     .bind(i64::from(limit))
+    .bind(users)
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -290,124 +350,493 @@ async fn top_statements(pool: &PgPool, limit: u32) -> Result<Vec<String>> {
         .collect()
 }
 
+/// A role name as the settings take it: 1 to 63 letters, digits, `_`, `$`, `-` or `.`,
+/// starting with a letter or `_` (it is quoted wherever it goes into SQL).
+fn check_role_name(setting: &'static str, variable: &str, name: &str) -> Result<()> {
+    let ok = name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_$-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidOption {
+            name: setting,
+            reason: format!(
+                "{name:?} ({variable}) is not a role name: 1 to 63 letters, digits, _ $ - or ., \
+                 starting with a letter or _"
+            ),
+        })
+    }
+}
+
+/// Checks that `role` exists, is a low-privilege role and can be used as the plan role
+/// (see the module docs).
+async fn check_plan_role(pool: &PgPool, role: &str) -> Result<()> {
+    let bad = |reason: String| Error::InvalidOption {
+        name: "plan_role",
+        reason: format!("DBTUNE_PLAN_ROLE {role:?}: {reason}"),
+    };
+    let row = sqlx::query(
+        "SELECT r.rolsuper, r.rolcreaterole, \
+           pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER'), \
+           pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(), 'TEMPORARY'), \
+           pg_catalog.has_language_privilege(r.oid, 'plpgsql', 'USAGE'), \
+           ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_roles g \
+                 WHERE g.rolname IN ('pg_execute_server_program', 'pg_write_server_files', \
+                                     'pg_read_server_files') \
+                   AND pg_catalog.pg_has_role(r.oid, g.oid, 'MEMBER')), \
+           session_user::text \
+         FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
+    )
+    .bind(role)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| bad("no such role".to_string()))?;
+    let (superuser, createrole, can_set, temp, plpgsql): (bool, bool, bool, bool, bool) = (
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+        row.try_get(4)?,
+    );
+    let risky: Vec<String> = row.try_get(5)?;
+    let login: String = row.try_get(6)?;
+    if superuser {
+        return Err(bad(
+            "is a superuser; the plan role must be a low-privilege role".into(),
+        ));
+    }
+    if createrole {
+        return Err(bad(
+            "has CREATEROLE (it could grant itself any role); the plan role must be a \
+             low-privilege role"
+                .into(),
+        ));
+    }
+    if !risky.is_empty() {
+        return Err(bad(format!(
+            "is a member of {}; the plan role must not reach the server's files or programs",
+            risky.join(", ")
+        )));
+    }
+    if !can_set {
+        return Err(bad(format!(
+            "the advisor's login {login:?} cannot SET ROLE to it (GRANT {} TO {})",
+            quote_ident(role),
+            quote_ident(&login)
+        )));
+    }
+    if !temp || !plpgsql {
+        return Err(bad(
+            "needs the TEMPORARY privilege on this database and USAGE on plpgsql (the \
+             functions it plans through are temporary plpgsql functions)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Where a check plans its statement.
+enum Planner {
+    /// On a pooled connection, as the pool's role: the caller's own queries, and the
+    /// advisor's own `pg_stat_statements` texts when no plan role is set.
+    Session,
+    /// On a connection of its own, as the plan role, every step through a fresh
+    /// `SECURITY DEFINER` function the role owns (see the module docs). `search_path`
+    /// is the advisor session's, quoted, for the statement's unqualified names; `limit`
+    /// bounds each step on the client side too, since the planned code can lift the
+    /// server's `statement_timeout`.
+    Role {
+        search_path: String,
+        limit: Duration,
+    },
+}
+
+/// The body of the plan role's function. Its arguments: the search path, the statement
+/// (a `pg_stat_statements` text), the EXPLAIN options, a prepared-statement name, and,
+/// to plan with a hypothetical index, the `CREATE INDEX` text and HypoPG's schema. It
+/// returns `{"plan": EXPLAIN's JSON, "index": the hypothetical index's name}`.
+///
+/// The code the planner runs may change the session's `search_path` (a plain `SET`
+/// outlives the function), so every name the body uses is schema-qualified, operators
+/// included; the statement alone resolves through the search path it was given.
+const PLAN_AS_ROLE_BODY: &str = r#"
+DECLARE
+  n pg_catalog.int4;
+  args pg_catalog.text := '';
+  idx pg_catalog.text;
+  plan pg_catalog.json;
+BEGIN
+  PERFORM pg_catalog.set_config('search_path', p_path, true);
+  IF p_ddl IS NOT NULL THEN
+    EXECUTE pg_catalog.format('SELECT indexname FROM %I.hypopg_create_index($1)', p_hypopg)
+      INTO idx USING p_ddl;
+  END IF;
+  EXECUTE pg_catalog.format('PREPARE %I AS %s', p_stmt, p_sql);
+  SELECT pg_catalog.cardinality(s.parameter_types) INTO n
+    FROM pg_catalog.pg_prepared_statements s WHERE s.name OPERATOR(pg_catalog.=) p_stmt;
+  IF n OPERATOR(pg_catalog.>) 0 THEN
+    args := pg_catalog.format('(%s)', pg_catalog.array_to_string(
+      pg_catalog.array_fill('NULL'::pg_catalog.text, ARRAY[n]), ', '));
+  END IF;
+  EXECUTE pg_catalog.format('EXPLAIN (%s) EXECUTE %I%s', p_opts, p_stmt, args) INTO plan;
+  EXECUTE pg_catalog.format('DEALLOCATE %I', p_stmt);
+  IF p_ddl IS NOT NULL THEN
+    EXECUTE pg_catalog.format('SELECT %I.hypopg_reset()', p_hypopg);
+  END IF;
+  RETURN pg_catalog.json_build_object('plan', plan, 'index', idx);
+END
+"#;
+
+/// Plans a `pg_stat_statements` text as the plan role (the current role of the
+/// transaction, set with `SET LOCAL ROLE`), through a fresh `SECURITY DEFINER`
+/// function: created here, so owned by the plan role, and used once (the planned code
+/// runs as the plan role and could replace a function it owns for a later call).
+/// With `index`, HypoPG's schema and a `CREATE INDEX`, plans with that hypothetical
+/// index and returns its name too.
+async fn explain_as_plan_role(
+    conn: &mut PgConnection,
+    search_path: &str,
+    limit: Duration,
+    sql: &str,
+    verbose: bool,
+    index: Option<(&str, &str)>,
+) -> Result<(Plan, Option<String>)> {
+    let function = format!("pg_temp.{}", quote_ident(&unique_name("plan")));
+    // Types qualified: the planned code may have changed the search path already.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE FUNCTION {function}(p_path pg_catalog.text, p_sql pg_catalog.text, \
+         p_opts pg_catalog.text, p_stmt pg_catalog.text, p_ddl pg_catalog.text, \
+         p_hypopg pg_catalog.text) RETURNS pg_catalog.json LANGUAGE plpgsql \
+         SECURITY DEFINER AS $cortex_dbtune_plan${PLAN_AS_ROLE_BODY}$cortex_dbtune_plan$"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let opts = if verbose {
+        "FORMAT JSON, VERBOSE"
+    } else {
+        "FORMAT JSON"
+    };
+    // An unnamed statement: named ones could have been replaced by the planned code.
+    let call = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {function}($1, $2, $3, $4, $5, $6)"
+    )))
+    .persistent(false)
+    .bind(search_path)
+    .bind(sql)
+    .bind(opts)
+    .bind(statement_name())
+    .bind(index.map(|(_, ddl)| ddl))
+    .bind(index.map(|(schema, _)| schema))
+    .fetch_one(&mut *conn);
+    let row = tokio::time::timeout(limit, call).await.map_err(|_| {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("planning as the plan role took longer than {limit:?}"),
+        ))
+    })??;
+    let mut json: serde_json::Value = row.try_get(0)?;
+    let name = json
+        .get("index")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let plan = Plan::from_value(
+        json.get_mut("plan")
+            .map(serde_json::Value::take)
+            .unwrap_or_default(),
+    )?;
+    Ok((plan, name))
+}
+
+/// The statement's plan, by the given planner. Must be called inside a transaction.
+async fn plan_of(
+    conn: &mut PgConnection,
+    planner: &Planner,
+    stmt: &Stmt<'_>,
+    verbose: bool,
+) -> Result<Plan> {
+    match planner {
+        Planner::Session => explain(conn, stmt, verbose).await,
+        Planner::Role { search_path, limit } => {
+            Ok(
+                explain_as_plan_role(conn, search_path, *limit, stmt.text(), verbose, None)
+                    .await?
+                    .0,
+            )
+        }
+    }
+}
+
+/// The statement's plan with a hypothetical index (`ddl`, a plain `CREATE INDEX`), and
+/// the index's name; the index is gone afterwards.
+async fn plan_with_index(
+    conn: &mut PgConnection,
+    planner: &Planner,
+    stmt: &Stmt<'_>,
+    hypopg: &str,
+    ddl: &str,
+) -> Result<(Plan, String)> {
+    match planner {
+        Planner::Session => {
+            // hypopg_create_index takes the DDL as a bound value.
+            let name: String = sqlx::query(AssertSqlSafe(format!(
+                "SELECT indexname FROM {}.hypopg_create_index($1)",
+                quote_ident(hypopg)
+            )))
+            .bind(ddl)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+            let after = explain(conn, stmt, false).await;
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {}.hypopg_reset()",
+                quote_ident(hypopg)
+            )))
+            .execute(&mut *conn)
+            .await?;
+            Ok((after?, name))
+        }
+        Planner::Role { search_path, limit } => {
+            let (plan, name) = explain_as_plan_role(
+                conn,
+                search_path,
+                *limit,
+                stmt.text(),
+                false,
+                Some((hypopg, ddl)),
+            )
+            .await?;
+            let name = name.ok_or(Error::EmptyPlan)?;
+            Ok((plan, name))
+        }
+    }
+}
+
 /// Checks one statement's candidates: fills in schemas from a VERBOSE plan and, with
-/// HypoPG, the costs. Runs in a transaction that is rolled back.
+/// HypoPG (its schema in `hypopg`), the costs. Runs in a transaction that is rolled
+/// back; with a plan role, on a connection of its own that is closed afterwards.
 async fn check_statement(
     pool: &PgPool,
     stmt: &Stmt<'_>,
     found: Option<Vec<Candidate>>,
-    hypopg: bool,
+    hypopg: Option<&str>,
+    plan_role: Option<&str>,
     opts: &AdviseOptions,
 ) -> Result<Vec<IndexAdvice>> {
     let ms = timeout_ms(opts.statement_timeout)?;
-    let mut tx = pool.begin().await?;
-    let conn: &mut PgConnection = &mut tx;
-    let result = async {
-        sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-            .bind(ms.to_string())
+    match plan_role {
+        None => {
+            let mut tx = pool.begin().await?;
+            let result = check_in(&mut tx, &Planner::Session, ms, stmt, found, hypopg, opts).await;
+            // Always roll back: nothing of the check stays (HypoPG was reset already).
+            let rolled_back = tx.rollback().await;
+            let out = result?;
+            rolled_back?;
+            Ok(out)
+        }
+        Some(role) => {
+            // Never back to the pool: whatever the planned code leaves in the session
+            // dies with the connection. Simple-protocol statements and unnamed ones
+            // only, so nothing it could have prepared under a name is ever run.
+            let mut conn = pool.acquire().await?.detach();
+            let result = async {
+                sqlx::raw_sql("BEGIN").execute(&mut conn).await?;
+                let schemas: Vec<String> =
+                    sqlx::query("SELECT pg_catalog.current_schemas(false)::pg_catalog.text[]")
+                        .persistent(false)
+                        .fetch_one(&mut conn)
+                        .await?
+                        .try_get(0)?;
+                let search_path = schemas
+                    .iter()
+                    .map(|s| quote_ident(s))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "SET LOCAL ROLE {}",
+                    quote_ident(role)
+                )))
+                .execute(&mut conn)
+                .await?;
+                check_in(
+                    &mut conn,
+                    &Planner::Role {
+                        search_path,
+                        // The server's own timeout, and a margin for the round trip.
+                        limit: opts.statement_timeout + Duration::from_secs(5),
+                    },
+                    ms,
+                    stmt,
+                    found,
+                    hypopg,
+                    opts,
+                )
+                .await
+            }
+            .await;
+            // Closing ends the transaction without committing it.
+            let _ = sqlx::Connection::close(conn).await;
+            result
+        }
+    }
+}
+
+/// The body of [`check_statement`], inside its transaction.
+async fn check_in(
+    conn: &mut PgConnection,
+    planner: &Planner,
+    timeout_ms: i64,
+    stmt: &Stmt<'_>,
+    found: Option<Vec<Candidate>>,
+    hypopg: Option<&str>,
+    opts: &AdviseOptions,
+) -> Result<Vec<IndexAdvice>> {
+    sqlx::query("SELECT pg_catalog.set_config('statement_timeout', $1, true)")
+        .persistent(false)
+        .bind(timeout_ms.to_string())
+        .execute(&mut *conn)
+        .await?;
+    if matches!(stmt, Stmt::Generic(_)) {
+        sqlx::query("SELECT pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true)")
+            .persistent(false)
             .execute(&mut *conn)
             .await?;
-        if matches!(stmt, Stmt::Generic(_)) {
-            sqlx::query("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
-                .execute(&mut *conn)
-                .await?;
-        }
-        let mut cands = match found {
-            Some(c) => c,
-            None => generic_candidates(&explain(conn, stmt, false).await?, opts.min_scan_cost),
-        };
-        if cands.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Non-VERBOSE EXPLAIN prints no schema; the VERBOSE plan of the same statement
-        // has the same shape, so its node at the same path names the schema.
-        let verbose = explain(conn, stmt, true).await?;
-        let nodes = verbose.nodes();
-        for c in &mut cands {
-            if c.index.schema.is_none() {
-                c.index.schema = nodes
-                    .iter()
-                    .find(|n| {
-                        n.path == c.node_path
-                            && n.node.relation_name.as_deref() == Some(c.index.table.as_str())
-                    })
-                    .and_then(|n| n.node.schema.clone());
-            }
-        }
-        cands.retain(|c| !c.index.schema.as_deref().is_some_and(is_system_schema));
-        let mut out = Vec::new();
-        let before = if hypopg && !cands.is_empty() {
-            Some(explain(conn, stmt, false).await?.root.total_cost)
-        } else {
-            None
-        };
-        for c in cands {
-            let mut advice = IndexAdvice {
-                schema: c.index.schema.clone(),
-                table: c.index.table.clone(),
-                keys: c.index.keys.clone(),
-                columns: c.index.columns().iter().map(|s| s.to_string()).collect(),
-                create_sql: c.index.create_sql(),
-                cost_before: before,
-                cost_after: None,
-                verified: false,
-                source: stmt.text().to_string(),
-                note: if opts.use_hypopg {
-                    "unverified: the HypoPG extension is not installed in this database \
-                     (CREATE EXTENSION hypopg to verify)"
-                } else {
-                    "unverified: HypoPG verification was turned off"
-                }
-                .to_string(),
-            };
-            if let Some(before) = before {
-                // hypopg_create_index takes a plain CREATE INDEX (no CONCURRENTLY),
-                // passed as a bound value.
-                let ddl = advice.create_sql.replacen("CREATE INDEX CONCURRENTLY", "CREATE INDEX", 1);
-                let name: String = sqlx::query("SELECT indexname FROM hypopg_create_index($1)")
-                    .bind(&ddl)
-                    .fetch_one(&mut *conn)
-                    .await?
-                    .try_get(0)?;
-                let after = explain(conn, stmt, false).await;
-                sqlx::query("SELECT hypopg_reset()").execute(&mut *conn).await?;
-                let after = after?;
-                let used = after
-                    .nodes()
-                    .iter()
-                    .any(|n| n.node.index_name.as_deref() == Some(name.as_str()));
-                let cost = after.root.total_cost;
-                advice.cost_after = Some(cost);
-                let drop_ok = cost <= before * (1.0 - opts.min_cost_drop);
-                if !used || !drop_ok {
-                    tracing::debug!(index = %advice.create_sql, used, before, cost, "candidate rejected");
-                    continue;
-                }
-                advice.verified = true;
-                advice.note = format!(
-                    "verified with HypoPG: the planner uses the index, cost {before:.2} -> {cost:.2}"
-                );
-            }
-            out.push(advice);
-        }
-        Ok::<_, Error>(out)
     }
-    .await;
-    // Always roll back: nothing of the check stays (HypoPG was reset already).
-    let rolled_back = tx.rollback().await;
-    let out = result?;
-    rolled_back?;
+    let mut cands = match found {
+        Some(c) => c,
+        None => generic_candidates(
+            &plan_of(conn, planner, stmt, false).await?,
+            opts.min_scan_cost,
+        ),
+    };
+    if cands.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Non-VERBOSE EXPLAIN prints no schema; the VERBOSE plan of the same statement
+    // has the same shape, so its node at the same path names the schema.
+    let verbose = plan_of(conn, planner, stmt, true).await?;
+    let nodes = verbose.nodes();
+    for c in &mut cands {
+        if c.index.schema.is_none() {
+            c.index.schema = nodes
+                .iter()
+                .find(|n| {
+                    n.path == c.node_path
+                        && n.node.relation_name.as_deref() == Some(c.index.table.as_str())
+                })
+                .and_then(|n| n.node.schema.clone());
+        }
+    }
+    cands.retain(|c| !c.index.schema.as_deref().is_some_and(is_system_schema));
+    let mut out = Vec::new();
+    let before = match hypopg {
+        Some(_) if !cands.is_empty() => {
+            Some(plan_of(conn, planner, stmt, false).await?.root.total_cost)
+        }
+        _ => None,
+    };
+    for c in cands {
+        let mut advice = IndexAdvice {
+            schema: c.index.schema.clone(),
+            table: c.index.table.clone(),
+            keys: c.index.keys.clone(),
+            columns: c.index.columns().iter().map(|s| s.to_string()).collect(),
+            create_sql: c.index.create_sql(),
+            cost_before: before,
+            cost_after: None,
+            verified: false,
+            source: stmt.text().to_string(),
+            note: if opts.use_hypopg {
+                "unverified: the HypoPG extension is not installed in this database \
+                 (CREATE EXTENSION hypopg to verify)"
+            } else {
+                "unverified: HypoPG verification was turned off"
+            }
+            .to_string(),
+        };
+        if let (Some(before), Some(hypopg)) = (before, hypopg) {
+            // hypopg_create_index takes a plain CREATE INDEX (no CONCURRENTLY).
+            let ddl = advice
+                .create_sql
+                .replacen("CREATE INDEX CONCURRENTLY", "CREATE INDEX", 1);
+            let (after, name) = plan_with_index(conn, planner, stmt, hypopg, &ddl).await?;
+            let used = after
+                .nodes()
+                .iter()
+                .any(|n| n.node.index_name.as_deref() == Some(name.as_str()));
+            let cost = after.root.total_cost;
+            advice.cost_after = Some(cost);
+            let drop_ok = cost <= before * (1.0 - opts.min_cost_drop);
+            if !used || !drop_ok {
+                tracing::debug!(index = %advice.create_sql, used, before, cost, "candidate rejected");
+                continue;
+            }
+            advice.verified = true;
+            advice.note = format!(
+                "verified with HypoPG: the planner uses the index, cost {before:.2} -> {cost:.2}"
+            );
+        }
+        out.push(advice);
+    }
     Ok(out)
 }
 
+/// Whose `pg_stat_statements` texts to plan, and as which role: the options checked
+/// against the server.
+async fn statement_users(
+    pool: &PgPool,
+    opts: &AdviseOptions,
+) -> Result<(Vec<String>, Option<String>)> {
+    if let Some(role) = &opts.plan_role {
+        check_role_name("plan_role", "DBTUNE_PLAN_ROLE", role)?;
+    }
+    for user in &opts.plan_users {
+        check_role_name("plan_users", "DBTUNE_PLAN_USERS", user)?;
+    }
+    let me: String = sqlx::query("SELECT current_user::text")
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    let role = opts.plan_role.clone();
+    let users: Vec<String> = if opts.plan_users.is_empty() {
+        std::iter::once(me.clone()).chain(role.clone()).collect()
+    } else {
+        opts.plan_users.clone()
+    };
+    match &role {
+        Some(role) => check_plan_role(pool, role).await?,
+        None => {
+            let others: Vec<String> = users.iter().filter(|u| **u != me).cloned().collect();
+            if !others.is_empty() {
+                return Err(Error::PlanRoleRequired { users: others });
+            }
+        }
+    }
+    Ok((users, role))
+}
+
 /// Suggests indexes for `queries` and, when [`AdviseOptions::use_pg_stat_statements`]
-/// is set and the extension is installed, for `pg_stat_statements`' top queries.
+/// is set and the extension is installed, for `pg_stat_statements`' top queries of the
+/// users in [`AdviseOptions::plan_users`] (default: the advisor's own role), planned
+/// as [`AdviseOptions::plan_role`] when it is set (see the [module docs](self)).
 ///
 /// The given queries are run with `EXPLAIN ANALYZE` (in a rolled-back transaction, as
 /// [`analyze_query`]); an error there is returned. A `pg_stat_statements` query that
-/// cannot be planned (a dropped table, a type the NULL arguments do not fit) gives
-/// no candidate, with a debug log. Identical candidates are reported once, the first time
-/// seen. Verified advice comes first, by cost drop.
+/// cannot be planned (a dropped table, a type the NULL arguments do not fit, a table
+/// the plan role may not read) gives no candidate, with a debug log. Identical
+/// candidates are reported once, the first time seen. Verified advice comes first, by
+/// cost drop.
+///
+/// # Errors
+/// [`Error::InvalidOption`] for an option out of range, a plan role or user that is
+/// not a role name, or a plan role that is missing or not a low-privilege role;
+/// [`Error::PlanRoleRequired`] when `plan_users` names another user and no plan role
+/// is set; a database error of a given query.
 pub async fn advise_indexes(
     pool: &PgPool,
     queries: &[QuerySource],
@@ -419,8 +848,18 @@ pub async fn advise_indexes(
             reason: format!("{} is outside 0 ..< 1", opts.min_cost_drop),
         });
     }
-    let hypopg = opts.use_hypopg && extension_installed(pool, "hypopg").await?;
-    if !hypopg {
+    // Checked before any work, so a bad setting fails fast.
+    let statements = if opts.use_pg_stat_statements {
+        Some(statement_users(pool, opts).await?)
+    } else {
+        None
+    };
+    let hypopg = if opts.use_hypopg {
+        extension_schema(pool, "hypopg").await?
+    } else {
+        None
+    };
+    if hypopg.is_none() {
         tracing::warn!("HypoPG is not used: index advice is unverified");
     }
     let analyze_opts = AnalyzeOptions {
@@ -441,15 +880,28 @@ pub async fn advise_indexes(
             })
             .collect();
         let stmt = Stmt::Bound(&q.sql, &q.params);
-        all.extend(check_statement(pool, &stmt, Some(found), hypopg, opts).await?);
+        all.extend(check_statement(pool, &stmt, Some(found), hypopg.as_deref(), None, opts).await?);
     }
-    if opts.use_pg_stat_statements {
-        if extension_installed(pool, "pg_stat_statements").await? {
-            for text in top_statements(pool, opts.top_statements).await? {
+    if let Some((users, plan_role)) = statements {
+        if extension_schema(pool, "pg_stat_statements")
+            .await?
+            .is_some()
+        {
+            for text in top_statements(pool, opts.top_statements, &users).await? {
                 if !plannable(&text) {
                     continue;
                 }
-                match check_statement(pool, &Stmt::Generic(&text), None, hypopg, opts).await {
+                let stmt = Stmt::Generic(&text);
+                match check_statement(
+                    pool,
+                    &stmt,
+                    None,
+                    hypopg.as_deref(),
+                    plan_role.as_deref(),
+                    opts,
+                )
+                .await
+                {
                     Ok(a) => all.extend(a),
                     Err(e) => {
                         tracing::debug!(query = %text, error = %e, "not plannable; no candidate from it")

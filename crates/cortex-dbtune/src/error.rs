@@ -73,6 +73,19 @@ pub enum Error {
         /// Why it is rejected.
         reason: String,
     },
+    /// `pg_stat_statements` texts of other users were to be planned, and no
+    /// low-privilege role is set to plan them as. Planning runs a statement's IMMUTABLE
+    /// and STABLE functions, with the privileges of whoever plans it.
+    #[error(
+        "will not plan the pg_stat_statements texts of {users:?} with the advisor's own \
+         privileges (planning runs their functions): set a low-privilege plan role \
+         (DBTUNE_PLAN_ROLE, AdviseOptions::plan_role), or leave them out of \
+         DBTUNE_PLAN_USERS (AdviseOptions::plan_users)"
+    )]
+    PlanRoleRequired {
+        /// The users whose statements would have been planned.
+        users: Vec<String>,
+    },
     /// A database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -195,8 +195,10 @@ pub fn parse_open_files(text: &str) -> (Option<u64>, Option<u64>) {
         .unwrap_or((None, None))
 }
 
-/// Masks a secret for display: the password of a URL (`user:****@host`), or the whole
-/// value when the variable's name says it is a secret.
+/// Masks a secret for display: the whole value when the variable's name says it is a
+/// secret (`****`), else the value through [`cortex_pool::redact_url`], which hides the
+/// password of a URL (`user:***@host`, whatever characters the password holds) and
+/// secret query parameters (`?password=***`).
 pub fn mask(name: &str, value: &str) -> String {
     let upper = name.to_ascii_uppercase();
     if ["PASSWORD", "SECRET", "TOKEN", "KEY", "PASS"]
@@ -205,22 +207,7 @@ pub fn mask(name: &str, value: &str) -> String {
     {
         return "****".to_string();
     }
-    // scheme://user:password@host...
-    if let Some(scheme_end) = value.find("://") {
-        let rest = &value[scheme_end + 3..];
-        if let Some(at) = rest.find('@') {
-            let userinfo = &rest[..at];
-            if let Some(colon) = userinfo.find(':') {
-                return format!(
-                    "{}{}:****{}",
-                    &value[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &rest[at..]
-                );
-            }
-        }
-    }
-    value.to_string()
+    cortex_pool::redact_url(value)
 }
 
 const GB: u64 = 1024 * 1024 * 1024;
@@ -413,7 +400,7 @@ mod tests {
         assert_eq!(status(&cs, "pool_size"), CheckStatus::Warning); // 20 > 2 x 4
         assert_eq!(status(&cs, "env:API_TOKEN"), CheckStatus::Fail);
         let db = cs.iter().find(|c| c.name == "env:DATABASE_URL").unwrap();
-        assert_eq!(db.value, "postgres://app:****@db:5432/app");
+        assert_eq!(db.value, "postgres://app:***@db:5432/app");
         assert!(cs.iter().all(|c| !c.value.contains("s3cret")));
     }
 
@@ -447,9 +434,29 @@ mod tests {
         );
         assert_eq!(
             mask("REDIS_URL", "redis://:pw@h:6379"),
-            "redis://:****@h:6379"
+            "redis://:***@h:6379"
         );
         assert_eq!(mask("HOST", "localhost"), "localhost");
+        // One rule with cortex-pool: `@ / ? # :` in the password, and secret parameters.
+        for (url, shown) in [
+            ("postgres://u:s3c@r/t?x#y:z@h/db", "postgres://u:***@h/db"),
+            ("redis://:s3cr@t@h:6379", "redis://:***@h:6379"),
+            (
+                "postgres://u@h/db?password=s3cret",
+                "postgres://u@h/db?password=***",
+            ),
+            (
+                "postgres://h/db?sslpassword=s3cret&sslmode=require",
+                "postgres://h/db?sslpassword=***&sslmode=require",
+            ),
+        ] {
+            assert_eq!(mask("DATABASE_URL", url), shown, "{url}");
+            assert_eq!(
+                mask("DATABASE_URL", url),
+                cortex_pool::redact_url(url),
+                "{url}"
+            );
+        }
     }
 
     #[test]

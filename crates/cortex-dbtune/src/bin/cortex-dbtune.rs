@@ -27,7 +27,9 @@ enum Command {
     /// variables (secrets masked), pool size against CPUs. Exits 1 when a check fails.
     CheckSystem(CheckSystemArgs),
     /// Suggest indexes for the given queries and pg_stat_statements' top queries,
-    /// verified with HypoPG when it is installed (cost before and after).
+    /// verified with HypoPG when it is installed (cost before and after). Only the
+    /// statements of the advisor's own role are planned, unless a low-privilege plan
+    /// role is set (--plan-role / DBTUNE_PLAN_ROLE) to plan other users' as.
     AdviseIndexes(AdviseArgs),
     /// Compare the live server's settings and statistics with pgtune's values for the
     /// given (or this host's) resources.
@@ -37,11 +39,48 @@ enum Command {
     Maintenance(MaintenanceArgs),
 }
 
+/// Where to connect. The URL comes from the environment: a URL in the command line,
+/// password included, is visible to every local user (`ps`, `/proc/PID/cmdline`).
+#[derive(Debug, clap::Args)]
+struct ConnArgs {
+    /// The environment variable holding the postgres:// URL.
+    #[arg(long, value_name = "NAME", default_value = "DATABASE_URL")]
+    url_env: String,
+    /// The postgres:// URL itself. Discouraged: other local users can read it, and its
+    /// password, in the process list; prefer DATABASE_URL or --url-env.
+    #[arg(long, value_name = "URL", conflicts_with = "url_env")]
+    url: Option<String>,
+}
+
+impl ConnArgs {
+    /// The URL: `--url` (with a warning), else the variable `--url-env` names.
+    fn url(&self) -> Result<String, cortex_dbtune::Error> {
+        if let Some(url) = &self.url {
+            eprintln!(
+                "warning: --url puts the URL, password included, in this process's command \
+                 line, which every local user can read (ps, /proc/PID/cmdline); set \
+                 DATABASE_URL or name a variable with --url-env instead"
+            );
+            return Ok(url.clone());
+        }
+        match std::env::var(&self.url_env) {
+            Ok(url) if !url.is_empty() => Ok(url),
+            _ => Err(cortex_dbtune::Error::InvalidOption {
+                name: "url",
+                reason: format!(
+                    "{} is not set: set it to a postgres:// URL (or name another variable \
+                     with --url-env)",
+                    self.url_env
+                ),
+            }),
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct AdviseArgs {
-    /// postgres:// URL; defaults to $DATABASE_URL.
-    #[arg(long)]
-    url: Option<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// A query to find indexes for (repeatable). It is run with EXPLAIN ANALYZE inside
     /// a transaction that is rolled back.
     #[arg(long = "query")]
@@ -58,6 +97,16 @@ struct AdviseArgs {
     /// The share of the cost an index must save (0 ..< 1).
     #[arg(long, default_value_t = 0.5)]
     min_cost_drop: f64,
+    /// Plan pg_stat_statements texts as this low-privilege role (default
+    /// $DBTUNE_PLAN_ROLE). Planning runs a statement's functions with the planner's
+    /// privileges; without a plan role only the advisor's own statements are planned.
+    #[arg(long, value_name = "ROLE")]
+    plan_role: Option<String>,
+    /// Plan the pg_stat_statements texts of this user (repeatable; default the
+    /// comma-separated $DBTUNE_PLAN_USERS, else the advisor's own role and the plan
+    /// role). Another user than the advisor's own needs a plan role.
+    #[arg(long = "plan-user", value_name = "USER")]
+    plan_users: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: ReportFormat,
@@ -73,9 +122,8 @@ enum SettingsFormat {
 
 #[derive(Debug, clap::Args)]
 struct SettingsArgs {
-    /// postgres:// URL; defaults to $DATABASE_URL.
-    #[arg(long)]
-    url: Option<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// Total RAM, e.g. 16GB; default this host's.
     #[arg(long, value_parser = parse_ram)]
     ram: Option<u64>,
@@ -98,9 +146,8 @@ struct SettingsArgs {
 
 #[derive(Debug, clap::Args)]
 struct MaintenanceArgs {
-    /// postgres:// URL; defaults to $DATABASE_URL.
-    #[arg(long)]
-    url: Option<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: ReportFormat,
@@ -113,14 +160,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, cortex_dbtune::Error> {
         .map_err(|e| cortex_dbtune::Error::InvalidOption {
             name: "runtime",
             reason: e.to_string(),
-        })
-}
-
-fn url_or_env(url: Option<String>) -> Result<String, cortex_dbtune::Error> {
-    url.or_else(|| std::env::var("DATABASE_URL").ok())
-        .ok_or_else(|| cortex_dbtune::Error::InvalidOption {
-            name: "url",
-            reason: "give --url or set DATABASE_URL".to_string(),
         })
 }
 
@@ -156,12 +195,31 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, cortex_dbtune::Error> {
 fn run_advise(a: AdviseArgs) -> Result<(), cortex_dbtune::Error> {
     use cortex_dbtune::advisor::{AdviseOptions, QuerySource, advise_indexes};
     use std::fmt::Write as _;
-    let url = url_or_env(a.url)?;
+    let url = a.conn.url()?;
+    let plan_role = a.plan_role.or_else(|| {
+        std::env::var("DBTUNE_PLAN_ROLE")
+            .ok()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+    });
+    let plan_users = if a.plan_users.is_empty() {
+        std::env::var("DBTUNE_PLAN_USERS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect()
+    } else {
+        a.plan_users
+    };
     let opts = AdviseOptions {
         use_pg_stat_statements: !a.no_pg_stat_statements,
         use_hypopg: !a.no_hypopg,
         top_statements: a.top,
         min_cost_drop: a.min_cost_drop,
+        plan_role,
+        plan_users,
         ..AdviseOptions::default()
     };
     let queries: Vec<QuerySource> = a.queries.into_iter().map(QuerySource::new).collect();
@@ -200,7 +258,7 @@ fn run_advise(a: AdviseArgs) -> Result<(), cortex_dbtune::Error> {
 fn run_settings(a: SettingsArgs) -> Result<(), cortex_dbtune::Error> {
     use cortex_dbtune::settings::{self, alter_system_statements, compare, read_live};
     use std::fmt::Write as _;
-    let url = url_or_env(a.url)?;
+    let url = a.conn.url()?;
     let live = runtime()?.block_on(async {
         let pool = connect(url, 1).await?;
         let r = read_live(pool.inner()).await;
@@ -285,7 +343,7 @@ fn run_settings(a: SettingsArgs) -> Result<(), cortex_dbtune::Error> {
 
 fn run_maintenance(a: MaintenanceArgs) -> Result<(), cortex_dbtune::Error> {
     use std::fmt::Write as _;
-    let url = url_or_env(a.url)?;
+    let url = a.conn.url()?;
     let report = runtime()?.block_on(async {
         let pool = connect(url, 1).await?;
         let r = cortex_dbtune::maintenance::maintenance_report(pool.inner()).await;
@@ -477,9 +535,8 @@ enum ReportFormat {
 
 #[derive(Debug, clap::Args)]
 struct ExplainArgs {
-    /// postgres:// URL; defaults to $DATABASE_URL.
-    #[arg(long)]
-    url: Option<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// The statement, with $1, $2, ... for parameters.
     sql: String,
     /// A parameter value, in order. Typed by its look (null, true/false, integer,
@@ -523,37 +580,13 @@ fn parse_param(s: &str) -> Result<Param, String> {
 }
 
 fn run_explain(a: ExplainArgs) -> Result<(), cortex_dbtune::Error> {
-    let url = match a.url.or_else(|| std::env::var("DATABASE_URL").ok()) {
-        Some(u) => u,
-        None => {
-            return Err(cortex_dbtune::Error::InvalidOption {
-                name: "url",
-                reason: "give --url or set DATABASE_URL".to_string(),
-            });
-        }
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| cortex_dbtune::Error::InvalidOption {
-            name: "runtime",
-            reason: e.to_string(),
-        })?;
+    let url = a.conn.url()?;
     let opts = AnalyzeOptions {
         statement_timeout: Duration::from_millis(a.timeout_ms),
         ..AnalyzeOptions::default()
     };
-    let analysis = rt.block_on(async {
-        // One connection through cortex-pool: bounded connect and acquire, and a
-        // password in the URL never reaches an error message.
-        let config = cortex_pool::DbConfig {
-            url,
-            pool_size: 1,
-            max_overflow: 0,
-            pool_timeout: Duration::from_secs(10),
-            ..cortex_pool::DbConfig::default()
-        };
-        let pool = cortex_pool::DbPool::postgres(config).await?;
+    let analysis = runtime()?.block_on(async {
+        let pool = connect(url, 1).await?;
         let r = cortex_dbtune::analyze_query(pool.inner(), &a.sql, &a.params, &opts).await;
         pool.close().await;
         r

@@ -2,9 +2,15 @@
 
 use std::process::{Command, Output};
 
+/// Runs the binary with `DATABASE_URL` set to the test server's.
 fn run(args: &[&str]) -> Output {
+    run_with_url(&db_url(), args)
+}
+
+fn run_with_url(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cortex-dbtune"))
         .args(args)
+        .env("DATABASE_URL", url)
         .output()
         .expect("binary runs")
 }
@@ -174,16 +180,56 @@ fn bad_flags_fail_clearly() {
         assert!(o.stdout.is_empty(), "{args:?}");
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
     }
-    let o = run(&[
-        "explain",
-        "SELECT 1",
-        "--param",
-        "int:x",
-        "--url",
-        "postgres://nowhere",
-    ]);
+    let o = run(&["explain", "SELECT 1", "--param", "int:x"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("int:x"), "{}", stderr(&o));
+}
+
+#[test]
+fn url_comes_from_the_environment_and_a_url_in_argv_warns() {
+    let url = db_url();
+    // DATABASE_URL by default, without a warning.
+    let o = Command::new(env!("CARGO_BIN_EXE_cortex-dbtune"))
+        .args(["maintenance", "--format", "json"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    // Another variable by name.
+    let o = Command::new(env!("CARGO_BIN_EXE_cortex-dbtune"))
+        .args([
+            "settings",
+            "--url-env",
+            "DBTUNE_IT_URL",
+            "--ram",
+            "1GB",
+            "--cpus",
+            "2",
+        ])
+        .args(["--format", "json"])
+        .env_remove("DATABASE_URL")
+        .env("DBTUNE_IT_URL", &url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A variable that is not set: an error naming it.
+    let o = Command::new(env!("CARGO_BIN_EXE_cortex-dbtune"))
+        .args(["maintenance", "--url-env", "DBTUNE_IT_SURELY_UNSET"])
+        .env_remove("DBTUNE_IT_SURELY_UNSET")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("DBTUNE_IT_SURELY_UNSET"),
+        "{}",
+        stderr(&o)
+    );
+    // --url still works, and says that argv is visible to every local user.
+    let o = run(&["explain", "--url", &url, "SELECT 1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("warning") && err.contains("ps"), "{err}");
 }
 
 #[test]
@@ -198,19 +244,19 @@ fn check_system_masks_secrets_and_fails_on_missing_env() {
             "--require",
             "DBTUNE_TEST_SURELY_UNSET",
         ])
-        .env("DBTUNE_TEST_URL", "postgres://app:s3cret@db/app")
+        .env("DBTUNE_TEST_URL", "postgres://app:s3cret@x/y@db/app")
         .env_remove("DBTUNE_TEST_SURELY_UNSET")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(!out.contains("s3cret"));
+    assert!(!out.contains("s3cret") && !out.contains("x/y"), "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let checks = v["checks"].as_array().unwrap();
     let get = |n: &str| checks.iter().find(|c| c["name"] == n).unwrap().clone();
     assert_eq!(
         get("env:DBTUNE_TEST_URL")["value"],
-        "postgres://app:****@db/app"
+        "postgres://app:***@db/app"
     );
     assert_eq!(get("env:DBTUNE_TEST_SURELY_UNSET")["status"], "fail");
     assert!(v["facts"]["cpus"].as_u64().unwrap() >= 1);
@@ -229,15 +275,16 @@ fn json_of(args: &[&str]) -> serde_json::Value {
 
 const BAD_URL: &str = "postgres://cortex:s3cret@127.0.0.1:1/cortex";
 
+/// With `DATABASE_URL` a URL nothing answers at, the error shows it without its password.
 fn fails_without_password(args: &[&str]) {
-    let o = run(args);
+    let o = run_with_url(BAD_URL, args);
     assert!(!o.status.success(), "{args:?} should fail");
     let err = stderr(&o);
     assert!(
         err.contains("cannot connect to PostgreSQL"),
         "{args:?}: {err}"
     );
-    assert!(err.contains("cortex:****@127.0.0.1:1"), "{args:?}: {err}");
+    assert!(err.contains("cortex:***@127.0.0.1:1"), "{args:?}: {err}");
     assert!(
         !err.contains("s3cret") && !stdout(&o).contains("s3cret"),
         "{err}"
@@ -246,11 +293,8 @@ fn fails_without_password(args: &[&str]) {
 
 #[test]
 fn advise_indexes_json_and_bad_url() {
-    let url = db_url();
     let v = json_of(&[
         "advise-indexes",
-        "--url",
-        &url,
         "--query",
         "SELECT 1",
         "--top",
@@ -259,16 +303,51 @@ fn advise_indexes_json_and_bad_url() {
         "json",
     ]);
     assert!(v.is_array(), "{v}");
-    fails_without_password(&["advise-indexes", "--url", BAD_URL]);
+    fails_without_password(&["advise-indexes"]);
+}
+
+#[test]
+fn advise_indexes_reads_the_plan_settings_from_the_environment() {
+    let advise = |vars: &[(&str, &str)], args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cortex-dbtune"));
+        c.arg("advise-indexes")
+            .args(args)
+            .env("DATABASE_URL", db_url())
+            .env_remove("DBTUNE_PLAN_ROLE")
+            .env_remove("DBTUNE_PLAN_USERS");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // Another user's statements and no plan role: refused, naming the setting.
+    let o = advise(&[("DBTUNE_PLAN_USERS", "cortex, someone_else")], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("DBTUNE_PLAN_ROLE") && err.contains("someone_else"),
+        "{err}"
+    );
+    // The same from the flag.
+    let o = advise(&[], &["--plan-user", "someone_else"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("DBTUNE_PLAN_ROLE"), "{}", stderr(&o));
+    // A plan role that is not a role name, or a superuser, is refused.
+    let o = advise(&[("DBTUNE_PLAN_ROLE", "x; RESET ROLE")], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("DBTUNE_PLAN_ROLE"), "{}", stderr(&o));
+    let o = advise(&[("DBTUNE_PLAN_ROLE", "cortex")], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("superuser"), "{}", stderr(&o));
+    // Nothing set: the advisor's own statements only, and it runs.
+    let o = advise(&[], &["--top", "5", "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]
 fn settings_json_conf_alter_and_bad_url() {
-    let url = db_url();
     let base = [
         "settings",
-        "--url",
-        &url,
         "--ram",
         "16GB",
         "--cpus",
@@ -296,17 +375,17 @@ fn settings_json_conf_alter_and_bad_url() {
     let o = run(&[&base[..], &["conf"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("# --- memory ---\nshared_buffers = '4GB'"));
-    fails_without_password(&["settings", "--url", BAD_URL, "--ram", "1GB", "--cpus", "2"]);
+    fails_without_password(&["settings", "--ram", "1GB", "--cpus", "2"]);
 }
 
 #[test]
 fn maintenance_json_and_bad_url() {
-    let url = db_url();
-    let v = json_of(&["maintenance", "--url", &url, "--format", "json"]);
+    let v = json_of(&["maintenance", "--format", "json"]);
     for k in ["unused_indexes", "duplicate_indexes", "tables"] {
         assert!(v[k].is_array(), "{k}: {v}");
     }
-    fails_without_password(&["maintenance", "--url", BAD_URL]);
+    fails_without_password(&["maintenance"]);
+    fails_without_password(&["explain", "SELECT 1"]);
 }
 
 #[test]
@@ -362,11 +441,8 @@ fn check_system_shows_defaults_beside_given_values() {
 
 #[test]
 fn explain_reports_sql_lints() {
-    let url = db_url();
     let v = json_of(&[
         "explain",
-        "--url",
-        &url,
         "--format",
         "json",
         "SELECT * FROM pg_class WHERE (SELECT count(*) FROM pg_namespace) > 0",
@@ -378,7 +454,7 @@ fn explain_reports_sql_lints() {
         .map(|l| l["rule"].as_str().unwrap())
         .collect();
     assert_eq!(rules, ["select_star", "count_for_existence"]);
-    let o = run(&["explain", "--url", &url, "SELECT * FROM pg_class LIMIT 1"]);
+    let o = run(&["explain", "SELECT * FROM pg_class LIMIT 1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("select_star"), "{}", stdout(&o));
 }

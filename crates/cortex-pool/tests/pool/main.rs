@@ -7,7 +7,9 @@
 mod limiter;
 mod object;
 mod postgres;
+mod redact;
 mod redis;
+mod services_sh;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

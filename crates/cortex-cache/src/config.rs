@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use cortex_metrics::env::EnvSource;
+use cortex_pool::keyspace::{Component, check_prefix};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -9,28 +10,37 @@ use crate::{Error, Result};
 ///
 /// | field | variable | default |
 /// |---|---|---|
-/// | `namespace` | `CACHE_NAMESPACE` | `cortex:` |
+/// | `namespace` | `CACHE_NAMESPACE` | `cortex:cache:` |
 /// | `default_ttl` | `CACHE_DEFAULT_TTL`, s | 300 |
 /// | `degrade_on_error` | `CACHE_DEGRADE_ON_ERROR` | true |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RedisCacheConfig {
-    /// Prefix of every key this cache reads, writes and clears. Default: `cortex:`.
+    /// Prefix of every key this cache reads, writes and clears, and of its
+    /// invalidation channel (`<namespace>__invalidate`, for a
+    /// [`TwoTierCache`](crate::TwoTierCache)). It must end in `:` and must not reach
+    /// into keys of another Cortex component: anything under `cortex:` other than
+    /// `cortex:cache:…` is refused (see [`cortex_pool::keyspace`]), so `clear` can never
+    /// delete a durable queue's `cortex:tasks:…` keys, and `app:` never clears `app2:…`.
+    /// Default: `cortex:cache:`.
     pub namespace: String,
     /// Expiry of a `set` given no TTL, and of a counter `increment` creates.
     /// Default: 300 s.
     #[serde(with = "cortex_metrics::env::secs")]
     pub default_ttl: Duration,
-    /// Log Redis faults (at most one warning per second) and answer as a miss
-    /// (`get` → `None`, `exists`/`delete` → `false`, `set` → done) instead of returning
-    /// them, so a Redis outage slows the service instead of failing it. Default: true.
+    /// Answer reads that meet a Redis fault as misses (`get` → `None`, `get_many` → all
+    /// `None`, `exists` → `false`), logging the fault at most once a second, so a Redis
+    /// outage slows the service instead of failing it. Writes (`set`, `set_many`),
+    /// `delete`, `clear` and `increment` return their errors whatever this says: a
+    /// write or an invalidation that did not land must not look as if it did.
+    /// Off, reads return their errors too. Default: true.
     pub degrade_on_error: bool,
 }
 
 impl Default for RedisCacheConfig {
     fn default() -> Self {
         Self {
-            namespace: "cortex:".to_owned(),
+            namespace: Component::Cache.reserved_prefix().to_owned(),
             default_ttl: Duration::from_secs(300),
             degrade_on_error: true,
         }
@@ -70,14 +80,7 @@ impl RedisCacheConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable of the first bad value.
     pub fn validate(&self) -> Result<()> {
-        let ns = &self.namespace;
-        if ns.is_empty() || ns.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(Error::InvalidConfig {
-                key: "CACHE_NAMESPACE",
-                value: ns.clone(),
-                reason: "must be non-empty, without whitespace or control characters".to_owned(),
-            });
-        }
+        check_namespace(&self.namespace)?;
         if self.default_ttl < Duration::from_millis(1) {
             return Err(Error::InvalidConfig {
                 key: "CACHE_DEFAULT_TTL",
@@ -87,6 +90,16 @@ impl RedisCacheConfig {
         }
         Ok(())
     }
+}
+
+/// Refuses a namespace that could reach keys this cache does not own (see
+/// [`cortex_pool::keyspace::check_prefix`]).
+pub(crate) fn check_namespace(namespace: &str) -> Result<()> {
+    check_prefix(Component::Cache, namespace).map_err(|e| Error::InvalidConfig {
+        key: "CACHE_NAMESPACE",
+        value: namespace.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -110,15 +123,45 @@ mod tests {
         assert_eq!(c.namespace, "app:");
         assert_eq!(c.default_ttl, Duration::from_millis(1500));
         for (k, v) in [
-            ("CACHE_NAMESPACE", "a b"),
-            ("CACHE_NAMESPACE", "a\u{7}"),
+            ("CACHE_NAMESPACE", "a b:"),
+            ("CACHE_NAMESPACE", "a\u{7}:"),
+            // A prefix of the durable queue's `cortex:tasks:…`.
+            ("CACHE_NAMESPACE", "cortex:"),
+            ("CACHE_NAMESPACE", "cortex:tasks:q:"),
+            // Would also clear `app2:…`.
+            ("CACHE_NAMESPACE", "app"),
             ("CACHE_DEFAULT_TTL", "soon"),
             ("CACHE_DEFAULT_TTL", "0"),
             ("CACHE_DEGRADE_ON_ERROR", "maybe"),
         ] {
             let err = from(&[(k, v)]).unwrap_err();
             assert!(err.to_string().contains(k), "{k}={v:?}: {err}");
+            assert!(
+                err.to_string().contains(&format!("{v:?}")),
+                "{k}={v:?}: {err}"
+            );
         }
+    }
+
+    #[test]
+    fn the_default_namespace_is_the_reserved_one() {
+        let c = RedisCacheConfig::default();
+        assert_eq!(c.namespace, "cortex:cache:");
+        c.validate().unwrap();
+        for ns in ["cortex:cache:users:", "sessions:", "app2:"] {
+            check_namespace(ns).unwrap();
+        }
+        let empty = RedisCacheConfig {
+            namespace: String::new(),
+            ..c
+        };
+        assert!(matches!(
+            empty.validate(),
+            Err(Error::InvalidConfig {
+                key: "CACHE_NAMESPACE",
+                ..
+            })
+        ));
     }
 
     #[test]

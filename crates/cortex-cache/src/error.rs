@@ -6,12 +6,30 @@ pub enum Error {
     /// the same error.
     #[error("loader failed: {0}")]
     Loader(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>),
+    /// A cached call's load did not finish within the load timeout: the loader hung, or
+    /// the caller gave up waiting on another caller's load.
+    #[error("load of {key:?} did not finish within {timeout:?}")]
+    LoadTimeout {
+        /// The cache key loaded.
+        key: String,
+        /// The timeout that ran out.
+        timeout: std::time::Duration,
+    },
     /// The store failed moments ago and is not asked again until `retry_in` has passed,
     /// so an outage costs callers nothing instead of a connect timeout each.
     #[error("the store is cooling down after a fault; next try in {retry_in:?}")]
     Unavailable {
         /// Time until the store is tried again.
         retry_in: std::time::Duration,
+    },
+    /// A wait had a bound and reached it, e.g. for a
+    /// [`TwoTierCache`](crate::TwoTierCache)'s invalidation listener to subscribe.
+    #[error("{what} did not happen within {waited:?}")]
+    Timeout {
+        /// What was waited for.
+        what: &'static str,
+        /// How long.
+        waited: std::time::Duration,
     },
     /// A configuration value was rejected.
     #[error("invalid value {value:?} for {key}: {reason}")]
@@ -23,8 +41,8 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
-    /// A Redis command failed (only returned when `degrade_on_error` is off, or by
-    /// operations that cannot degrade: `clear`, `increment`).
+    /// A Redis command failed. Reads return it only with `degrade_on_error` off;
+    /// writes, deletes, `clear` and `increment` always do.
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
     /// No pooled connection could be had (timeout, unreachable server).
@@ -63,7 +81,7 @@ impl Error {
     pub fn is_backend(&self) -> bool {
         matches!(
             self,
-            Error::Redis(_) | Error::Pool(_) | Error::Unavailable { .. }
+            Error::Redis(_) | Error::Pool(_) | Error::Unavailable { .. } | Error::Timeout { .. }
         )
     }
 }

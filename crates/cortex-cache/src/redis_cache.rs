@@ -21,11 +21,28 @@ const SCAN_COUNT: u32 = 500;
 ///
 /// TTLs are sent in milliseconds (`SET .. PX`), so sub-second TTLs work.
 ///
-/// With `degrade_on_error` (the default) a Redis or pool fault is counted in
-/// [`CacheStats::errors`], logged (at most one warning a second, with the number of
-/// warnings suppressed since) and answered as a miss: `get` → `None`, `get_many` → all
-/// `None`, `exists`/`delete` → `false`, `set`/`set_many` → `Ok`. `clear` and
-/// `increment` always return their errors: there is no honest default count.
+/// The namespace is checked when the cache is built (see
+/// [`RedisCacheConfig::namespace`]): it ends in `:` and stays out of the keys of other
+/// Cortex components, so `clear` never deletes, say, a durable queue's tasks.
+///
+/// # In a Redis outage
+///
+/// Every fault is counted in [`CacheStats::errors`]. What the caller sees:
+///
+/// - **Reads degrade to misses** with `degrade_on_error` (the default): `get` → `None`,
+///   `get_many` → all `None`, `exists` → `false`, the fault logged at most once a
+///   second (with the number of warnings suppressed since).
+/// - **Writes and deletes return the error**, always: `set`, `set_many`, `delete`,
+///   `clear`, `increment`. A write or an invalidation that did not land must not look
+///   as if it did: after a database write, a `delete` that silently failed would leave
+///   Redis serving the old value for its whole TTL. Retry it, or fail the request.
+///
+/// After a connection-level fault the store is left alone for 500 ms (a minimal circuit
+/// breaker): reads answer an immediate miss, writes an immediate
+/// [`Error::Unavailable`], instead of each waiting out a connect timeout. Reads and
+/// deletes that meet a connection dropped while idle (a Redis restart) are sent once
+/// more on a fresh connection, since repeating them is harmless; a `set` is not (a late
+/// duplicate could land after a newer write), so it returns the error.
 ///
 /// Broken connections are replaced on check-out by the pool's `pre_ping` (on by
 /// default); keep it on, or a restarted Redis leaves dead connections in the pool.
@@ -38,7 +55,7 @@ const SCAN_COUNT: u32 = 500;
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let pool = RedisPool::new(RedisConfig::from_env()?).await?;
 /// let cache = RedisCache::new(pool, RedisCacheConfig::from_env()?)?;
-/// cache.set("greeting", b"hello", None).await?; // key `cortex:greeting`, TTL 300 s
+/// cache.set("greeting", b"hello", None).await?; // key `cortex:cache:greeting`, TTL 300 s
 /// assert_eq!(cache.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
 /// # Ok(())
 /// # }
@@ -63,7 +80,8 @@ struct Inner {
 }
 
 impl RedisCache {
-    /// A builder over `pool`, starting from [`RedisCacheConfig::default`].
+    /// A builder over `pool`, starting from [`RedisCacheConfig::default`] (namespace
+    /// `cortex:cache:`).
     pub fn builder(pool: RedisPool) -> RedisCacheBuilder {
         RedisCacheBuilder {
             pool,
@@ -75,7 +93,8 @@ impl RedisCache {
     /// A cache over `pool`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a bad config.
+    /// [`Error::InvalidConfig`] for a bad config, such as a namespace that does not end
+    /// in `:` or reaches into another component's keys.
     pub fn new(pool: RedisPool, config: RedisCacheConfig) -> Result<Self> {
         Self::build(pool, config, Recorder::default())
     }
@@ -138,49 +157,74 @@ impl RedisCache {
     /// fault. All commands share one multiplexed connection taken from the pool (redis
     /// pipelines them), so a command costs no pool check-out; a broken one is replaced
     /// from the pool, whose pre-ping hands out only live connections.
-    async fn conn(&self) -> Result<MultiplexedConnection> {
+    async fn conn(&self) -> Result<Conn> {
         self.inner.breaker.check()?;
-        if let Some(c) = self.inner.shared.load().as_ref() {
-            return Ok(MultiplexedConnection::clone(c));
+        if let Some(c) = self.inner.shared.load_full() {
+            return Ok(Conn {
+                conn: MultiplexedConnection::clone(&c),
+                shared: c,
+            });
         }
+        self.fresh_conn().await
+    }
+
+    /// A connection from the pool, made the shared one.
+    async fn fresh_conn(&self) -> Result<Conn> {
         let pooled = self.inner.pool.get().await.map_err(|e| {
             self.inner.breaker.trip();
             Error::Pool(e)
         })?;
         let conn = MultiplexedConnection::clone(&pooled);
-        self.inner.shared.store(Some(Arc::new(conn.clone())));
-        Ok(conn)
+        let shared = Arc::new(conn.clone());
+        self.inner.shared.store(Some(Arc::clone(&shared)));
+        Ok(Conn { conn, shared })
     }
 
-    /// Note a connection-level failure of a command (an answered error is not one):
-    /// drop the shared connection and leave the store alone for a moment.
-    fn observe<T>(&self, r: redis::RedisResult<T>) -> Result<T> {
+    /// Note the outcome of a command on `conn`. A connection-level failure (an answered
+    /// error is not one) drops the shared connection, unless another caller already
+    /// replaced it, and leaves the store alone for a moment.
+    fn observe<T>(&self, conn: &Conn, r: redis::RedisResult<T>) -> Result<T> {
         r.map_err(|e| {
-            if e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.is_timeout()
-            {
-                self.inner.shared.store(None);
+            if is_connection_fault(&e) {
+                self.forget(conn);
                 self.inner.breaker.trip();
             }
             Error::Redis(e)
         })
     }
 
-    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+    /// Stop sharing `conn` (only if it is still the shared one).
+    fn forget(&self, conn: &Conn) {
+        self.inner.shared.compare_and_swap(&conn.shared, None);
+    }
+
+    /// Run `cmd`. With `Retry::Once`, a command that met a dropped connection (the shared
+    /// one died while idle, as after a Redis restart) is sent once more on a fresh
+    /// connection before the fault counts: only for commands that are harmless to repeat
+    /// late (reads, deletes).
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd, retry: Retry) -> Result<T> {
         let mut conn = self.conn().await?;
-        self.observe(cmd.query_async(&mut conn).await)
+        let first = cmd.query_async(&mut conn.conn).await;
+        match first {
+            Err(e) if retry == Retry::Once && is_dropped(&e) => {
+                self.forget(&conn);
+                let mut conn = self.fresh_conn().await?;
+                let second = cmd.query_async(&mut conn.conn).await;
+                self.observe(&conn, second)
+            }
+            r => self.observe(&conn, r),
+        }
     }
 
     async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
         let mut conn = self.conn().await?;
-        self.observe(pipe.query_async(&mut conn).await)
+        let r = pipe.query_async(&mut conn.conn).await;
+        self.observe(&conn, r)
     }
 
-    /// Count `error`, then either return it or, when degrading, log it and answer
-    /// `fallback`.
-    fn fault<T>(&self, op: &'static str, error: Error, fallback: T) -> Result<T> {
+    /// A read met `error`: count it, then either return it or, when degrading, log it
+    /// and answer `fallback` (a miss).
+    fn read_fault<T>(&self, op: &'static str, error: Error, fallback: T) -> Result<T> {
         self.inner.stats.error();
         if self.inner.config.degrade_on_error && error.is_backend() {
             self.inner
@@ -192,24 +236,40 @@ impl RedisCache {
         }
     }
 
+    /// A write or delete met `error`: count it and return it, whatever
+    /// `degrade_on_error` says (see the type's docs).
+    fn write_fault<T>(&self, error: Error) -> Result<T> {
+        self.inner.stats.error();
+        Err(error)
+    }
+
+    /// `PUBLISH message` on `channel`, on the shared connection; the number of
+    /// subscribers that received it.
+    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<u64> {
+        let cmd = redis::cmd("PUBLISH").arg(channel).arg(message).to_owned();
+        self.query::<u64>(&cmd, Retry::No).await
+    }
+
     async fn scan_unlink(&self) -> Result<u64> {
         let mut conn = self.conn().await?;
         let mut cursor = 0u64;
         let mut removed = 0u64;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            let scanned = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&self.inner.pattern)
                 .arg("COUNT")
                 .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await?;
+                .query_async(&mut conn.conn)
+                .await;
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.observe(&conn, scanned)?;
             if !keys.is_empty() {
-                removed += redis::cmd("UNLINK")
+                let unlinked = redis::cmd("UNLINK")
                     .arg(&keys)
-                    .query_async::<u64>(&mut conn)
-                    .await?;
+                    .query_async::<u64>(&mut conn.conn)
+                    .await;
+                removed += self.observe(&conn, unlinked)?;
             }
             if next == 0 {
                 return Ok(removed);
@@ -219,12 +279,39 @@ impl RedisCache {
     }
 }
 
+/// A connection to run commands on, and the shared one it was cloned from.
+struct Conn {
+    conn: MultiplexedConnection,
+    shared: Arc<MultiplexedConnection>,
+}
+
+/// Whether a command may be sent again after its connection dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Harmless to repeat, even late: reads, deletes.
+    Once,
+    /// Not: a late duplicate `SET` could overwrite a newer value.
+    No,
+}
+
+/// A fault of the connection or the server's reachability, as opposed to an answered
+/// error (wrong type, script error), which says nothing about the connection.
+fn is_connection_fault(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+/// The connection was closed under the command (not a timeout: a timed-out command may
+/// still be running on a live server).
+fn is_dropped(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() && !e.is_timeout()
+}
+
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let got = self
-            .query(redis::cmd("GET").arg(self.full_key(key)))
+            .query(redis::cmd("GET").arg(self.full_key(key)), Retry::Once)
             .await
-            .or_else(|e| self.fault("get", e, None))?;
+            .or_else(|e| self.read_fault("get", e, None))?;
         self.inner.stats.read(got.is_some());
         Ok(got)
     }
@@ -236,21 +323,21 @@ impl Cache for RedisCache {
             .arg("PX")
             .arg(self.ttl_ms(ttl))
             .to_owned();
-        match self.query::<()>(&cmd).await {
+        match self.query::<()>(&cmd, Retry::No).await {
             Ok(()) => {
                 self.inner.stats.sets(1);
                 Ok(())
             }
-            Err(e) => self.fault("set", e, ()),
+            Err(e) => self.write_fault(e),
         }
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let removed = self
-            .query::<u64>(redis::cmd("DEL").arg(self.full_key(key)))
+            .query::<u64>(redis::cmd("DEL").arg(self.full_key(key)), Retry::Once)
             .await
             .map(|n| n > 0)
-            .or_else(|e| self.fault("delete", e, false))?;
+            .or_else(|e| self.write_fault(e))?;
         if removed {
             self.inner.stats.deletes(1);
         }
@@ -258,10 +345,10 @@ impl Cache for RedisCache {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        self.query::<u64>(redis::cmd("EXISTS").arg(self.full_key(key)))
+        self.query::<u64>(redis::cmd("EXISTS").arg(self.full_key(key)), Retry::Once)
             .await
             .map(|n| n > 0)
-            .or_else(|e| self.fault("exists", e, false))
+            .or_else(|e| self.read_fault("exists", e, false))
     }
 
     async fn clear(&self) -> Result<u64> {
@@ -311,9 +398,9 @@ impl Cache for RedisCache {
         }
         let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
         let values: Vec<Option<Vec<u8>>> = self
-            .query(redis::cmd("MGET").arg(&full))
+            .query(redis::cmd("MGET").arg(&full), Retry::Once)
             .await
-            .or_else(|e| self.fault("get_many", e, vec![None; keys.len()]))?;
+            .or_else(|e| self.read_fault("get_many", e, vec![None; keys.len()]))?;
         let hits = values.iter().filter(|v| v.is_some()).count() as u64;
         self.inner.stats.hits(hits);
         self.inner.stats.misses(values.len() as u64 - hits);
@@ -339,7 +426,7 @@ impl Cache for RedisCache {
                 self.inner.stats.sets(items.len() as u64);
                 Ok(())
             }
-            Err(e) => self.fault("set_many", e, ()),
+            Err(e) => self.write_fault(e),
         }
     }
 
@@ -409,7 +496,8 @@ impl RedisCacheBuilder {
     /// The cache.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] naming the variable of a bad value.
+    /// [`Error::InvalidConfig`] naming the variable of a bad value (the namespace is
+    /// checked as in [`RedisCacheConfig::validate`]).
     pub fn build(self) -> Result<RedisCache> {
         RedisCache::build(self.pool, self.config, self.stats)
     }

@@ -1,26 +1,41 @@
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-
+use crate::config::check_namespace;
+use crate::invalidation::{self, CLEAR_ALL, ListenerStats, Local};
 use crate::{Cache, CacheStats, RedisCache, Result};
 
-/// The payload meaning "clear everything" (a key can never be empty).
-const CLEAR_ALL: &str = "";
-
 /// A memory tier in front of Redis, coherent across processes: every write, delete or
-/// clear is published on a Redis channel of the namespace, and every other
-/// `TwoTierCache` on that namespace evicts the key from its memory tier when the
-/// message arrives (milliseconds on a healthy Redis).
+/// clear is published on a Redis channel of the namespace (`<namespace>__invalidate`),
+/// and every other `TwoTierCache` on that namespace evicts the key from its memory tier
+/// when the message arrives (milliseconds on a healthy Redis).
 ///
-/// - Reads try memory, then Redis (filling memory for at most `local_ttl`, the bound on
-///   staleness if an invalidation is ever missed).
-/// - When Redis is down, reads keep being served from memory, writes land in memory
-///   only, and the listener reconnects with backoff. After it reconnects it clears the
-///   memory tier, because invalidations sent while it was away were missed.
+/// - Reads try memory, then Redis, filling memory for at most `local_ttl`. A fill never
+///   replaces a newer value: a write, delete or invalidation of the key that lands while
+///   the fill is under way wins (each key's version is one atomic, checked around the
+///   fill). Within a process, a read after a successful write sees that write or a newer
+///   one.
+/// - The invalidation listener bounds every wait, sends a keepalive `PING` every second
+///   and gives a connection up when the answer takes over 2 s (or the connection
+///   closes). It then resubscribes with backoff, and clears the memory tier on every
+///   (re)subscription, since invalidations sent while it was away were missed. While it
+///   is not subscribed, memory is neither filled nor written, only read and evicted.
+///   [`ready`](Self::ready) waits for the subscription; [`listener_stats`](Self::listener_stats)
+///   tells what the listener did.
+///
+/// # In a Redis outage
+///
+/// Reads keep being served from memory where it holds the key, and otherwise degrade to
+/// misses as [`RedisCache`] reads do. Writes, deletes, clears and increments return the
+/// error, and take the key (or everything, for a clear) out of the memory tier first, so
+/// this process does not keep serving a value the caller was told did not land. A write
+/// that reached Redis but whose invalidation could not be published also returns the
+/// error: other processes would keep their old copy for up to `local_ttl`.
 ///
 /// ```no_run
+/// use std::time::Duration;
 /// use cortex_cache::{MemoryConfig, MemoryStore, RedisCache, RedisCacheConfig, TwoTierCache, Cache};
 /// use cortex_pool::{RedisConfig, RedisPool};
 ///
@@ -29,13 +44,13 @@ const CLEAR_ALL: &str = "";
 /// let pool = RedisPool::new(RedisConfig::from_env()?).await?;
 /// let redis = RedisCache::new(pool, RedisCacheConfig::from_env()?)?;
 /// let cache = TwoTierCache::new(MemoryStore::new(MemoryConfig::default())?, redis)?;
+/// cache.ready(Duration::from_secs(5)).await?; // subscribed: other writers reach us
 /// cache.set("user:1", b"ada", None).await?; // other processes drop their copy
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct TwoTierCache<L: Cache> {
-    local: Arc<L>,
+    local: Arc<Local<L>>,
     remote: RedisCache,
     channel: String,
     origin: String,
@@ -44,12 +59,27 @@ pub struct TwoTierCache<L: Cache> {
     local_hits: AtomicU64,
 }
 
+impl<L: Cache> fmt::Debug for TwoTierCache<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwoTierCache")
+            .field("remote", &self.remote)
+            .field("channel", &self.channel)
+            .field("local_ttl", &self.local_ttl)
+            .field("listener", &self.local.status.stats())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<L: Cache + 'static> TwoTierCache<L> {
     /// Put `local` in front of `remote`, with memory entries kept at most 60 s.
     ///
+    /// The invalidation listener starts subscribing in the background; see
+    /// [`ready`](Self::ready).
+    ///
     /// # Errors
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) when the Redis URL of the
-    /// pool cannot make a pub/sub client.
+    /// pool cannot make a pub/sub client, or the namespace (the prefix of the channel)
+    /// is refused (see [`RedisCacheConfig::namespace`](crate::RedisCacheConfig::namespace)).
     ///
     /// # Panics
     /// Outside a tokio runtime (the invalidation listener is a task).
@@ -65,6 +95,9 @@ impl<L: Cache + 'static> TwoTierCache<L> {
     /// # Panics
     /// As [`new`](Self::new).
     pub fn with_local_ttl(local: L, remote: RedisCache, local_ttl: Duration) -> Result<Self> {
+        let namespace = &remote.config().namespace;
+        check_namespace(namespace)?;
+        let channel = format!("{namespace}__invalidate");
         let url = remote.pool().config().url.clone();
         let client =
             redis::Client::open(url.as_str()).map_err(|e| crate::Error::InvalidConfig {
@@ -72,15 +105,9 @@ impl<L: Cache + 'static> TwoTierCache<L> {
                 value: cortex_pool::redact_url(&url),
                 reason: e.to_string(),
             })?;
-        let channel = format!("{}__invalidate", remote.config().namespace);
-        let origin = origin_id();
-        let local = Arc::new(local);
-        let listener = tokio::spawn(listen(
-            client,
-            channel.clone(),
-            origin.clone(),
-            Arc::downgrade(&local),
-        ));
+        let origin = invalidation::origin_id();
+        let local = Arc::new(Local::new(local));
+        let listener = invalidation::spawn(client, channel.clone(), origin.clone(), &local);
         Ok(Self {
             local,
             remote,
@@ -91,10 +118,12 @@ impl<L: Cache + 'static> TwoTierCache<L> {
             local_hits: AtomicU64::new(0),
         })
     }
+}
 
+impl<L: Cache> TwoTierCache<L> {
     /// The memory tier.
     pub fn local(&self) -> &L {
-        &self.local
+        &self.local.cache
     }
 
     /// The Redis tier.
@@ -102,27 +131,73 @@ impl<L: Cache + 'static> TwoTierCache<L> {
         &self.remote
     }
 
+    /// Wait, at most `within`, until the invalidation listener is subscribed, so writes
+    /// of other processes reach this one from now on (until the connection is lost;
+    /// the listener then resubscribes by itself).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`](crate::Error::Timeout) when it is not subscribed in time
+    /// (Redis unreachable, say); the listener keeps trying.
+    pub async fn ready(&self, within: Duration) -> Result<()> {
+        self.local.status.ready(within).await
+    }
+
+    /// What the invalidation listener has done so far, and whether it is subscribed.
+    pub fn listener_stats(&self) -> ListenerStats {
+        self.local.status.stats()
+    }
+
     fn local_ttl(&self, ttl: Option<Duration>) -> Option<Duration> {
         Some(ttl.map_or(self.local_ttl, |t| t.min(self.local_ttl)))
     }
 
     /// Tell the other processes to drop `key` (or everything, for [`CLEAR_ALL`]).
-    async fn publish(&self, key: &str) {
-        let message = format!("{}|{key}", self.origin);
-        let sent = async {
-            let mut conn = self.remote.pool().get().await?;
-            redis::cmd("PUBLISH")
-                .arg(&self.channel)
-                .arg(message)
-                .query_async::<i64>(&mut *conn)
-                .await
-                .map_err(crate::Error::from)
-        };
-        if let Err(e) = sent.await {
-            // The other processes will not hear of this write; their memory entries
-            // still expire within local_ttl, and they clear all on reconnect.
-            tracing::debug!(channel = %self.channel, error = %e, "invalidation not published");
+    async fn publish(&self, key: &str) -> Result<()> {
+        self.remote
+            .publish(&self.channel, &invalidation::message(&self.origin, key))
+            .await
+            .map(|_| ())
+    }
+
+    /// The remote side of a change of `key` failed: take the key out of memory too, so
+    /// this process does not serve a value the caller was told did not land.
+    async fn failed<T>(&self, key: &str, error: crate::Error) -> Result<T> {
+        if let Err(e) = self.local.evict(key).await {
+            tracing::warn!(key, error = %e, "memory copy not dropped after a failed write");
         }
+        Err(error)
+    }
+
+    /// Store `value`, just read from or written to Redis, in memory, unless a change of
+    /// `key` raced with it: `version` is what the key's version must still be (as when
+    /// the Redis call started, plus our own bump for a write). A copy that lost the race
+    /// is not stored, or taken out again: the change that won may be newer. Returns
+    /// whether the copy stayed.
+    async fn fill(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        version: u64,
+    ) -> Result<bool> {
+        let versions = &self.local.versions;
+        if !self.local.status.is_live() || versions.of(key) != version {
+            return Ok(false);
+        }
+        self.local.cache.set(key, value, ttl).await?;
+        if versions.of(key) != version {
+            self.local.cache.delete(key).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Publish the invalidation of `key` whatever became of the memory tier's update
+    /// (`local`), then report the first error.
+    async fn publish_after<T>(&self, key: &str, local: Result<T>) -> Result<T> {
+        let published = self.publish(key).await;
+        let value = local?;
+        published.map(|()| value)
     }
 }
 
@@ -134,46 +209,78 @@ impl<L: Cache> Drop for TwoTierCache<L> {
 
 impl<L: Cache + 'static> Cache for TwoTierCache<L> {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        if let Some(v) = self.local.get(key).await? {
+        if let Some(v) = self.local.cache.get(key).await? {
             self.local_hits.fetch_add(1, Relaxed);
             return Ok(Some(v));
         }
+        let before = self.local.versions.of(key);
         let v = self.remote.get(key).await?;
         if let Some(v) = &v {
-            self.local.set(key, v, self.local_ttl(None)).await?;
+            self.fill(key, v, self.local_ttl(None), before).await?;
         }
         Ok(v)
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.remote.set(key, value, ttl).await?;
-        self.local.set(key, value, self.local_ttl(ttl)).await?;
-        self.publish(key).await;
-        Ok(())
+        let before = self.local.versions.of(key);
+        if let Err(e) = self.remote.set(key, value, ttl).await {
+            return self.failed(key, e).await;
+        }
+        // Our own change: bump the version, so fills under way give up, and keep our
+        // value in memory only if no other change of the key came in between (its
+        // order against ours in Redis is unknown).
+        let seen = self.local.versions.bump(key);
+        let local = async {
+            let kept = seen == before
+                && self
+                    .fill(key, value, self.local_ttl(ttl), before + 1)
+                    .await?;
+            if !kept {
+                self.local.cache.delete(key).await?;
+            }
+            Ok(())
+        };
+        let local = local.await;
+        self.publish_after(key, local).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        let remote = self.remote.delete(key).await?;
-        let local = self.local.delete(key).await?;
-        self.publish(key).await;
+        let remote = match self.remote.delete(key).await {
+            Ok(r) => r,
+            Err(e) => return self.failed(key, e).await,
+        };
+        self.local.versions.bump(key);
+        let local = self.local.cache.delete(key).await;
+        let local = self.publish_after(key, local).await?;
         Ok(remote || local)
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.local.exists(key).await? || self.remote.exists(key).await?)
+        Ok(self.local.cache.exists(key).await? || self.remote.exists(key).await?)
     }
 
     async fn clear(&self) -> Result<u64> {
-        let removed = self.remote.clear().await?;
-        self.local.clear().await?;
-        self.publish(CLEAR_ALL).await;
+        let removed = match self.remote.clear().await {
+            Ok(n) => n,
+            Err(e) => {
+                if let Err(e) = self.local.evict_all().await {
+                    tracing::warn!(error = %e, "memory tier not cleared after a failed clear");
+                }
+                return Err(e);
+            }
+        };
+        let local = self.local.evict_all().await;
+        self.publish_after(CLEAR_ALL, local).await?;
         Ok(removed)
     }
 
     async fn increment(&self, key: &str, by: i64) -> Result<i64> {
-        let v = self.remote.increment(key, by).await?;
-        self.local.delete(key).await?;
-        self.publish(key).await;
+        let v = match self.remote.increment(key, by).await {
+            Ok(v) => v,
+            Err(e) => return self.failed(key, e).await,
+        };
+        let local = self.local.evict(key).await;
+        self.publish_after(key, local).await?;
         Ok(v)
     }
 
@@ -182,74 +289,5 @@ impl<L: Cache + 'static> Cache for TwoTierCache<L> {
         let mut s = self.remote.stats();
         s.hits += self.local_hits.load(Relaxed);
         s
-    }
-}
-
-/// A process-unique id, so a cache ignores its own invalidations.
-fn origin_id() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{}-{nanos:x}-{}",
-        std::process::id(),
-        N.fetch_add(1, Relaxed)
-    )
-}
-
-/// Subscribe to `channel` and evict what other processes changed; reconnect with
-/// backoff when Redis goes away, clearing the memory tier after each reconnect.
-async fn listen<L: Cache>(
-    client: redis::Client,
-    channel: String,
-    origin: String,
-    local: std::sync::Weak<L>,
-) {
-    let mut backoff = Duration::from_millis(100);
-    let mut first = true;
-    loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match subscribed.await {
-            Ok(mut pubsub) => {
-                backoff = Duration::from_millis(100);
-                let Some(cache) = local.upgrade() else { return };
-                if !first {
-                    // Invalidations sent while we were away are lost: start clean.
-                    let _ = cache.clear().await;
-                }
-                drop(cache);
-                first = false;
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    let Some(cache) = local.upgrade() else { return };
-                    let payload = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
-                    let Some((from, key)) = payload.split_once('|') else {
-                        continue;
-                    };
-                    if from == origin {
-                        continue;
-                    }
-                    let _ = if key == CLEAR_ALL {
-                        cache.clear().await.map(|_| ())
-                    } else {
-                        cache.delete(key).await.map(|_| ())
-                    };
-                }
-                tracing::warn!(%channel, "invalidation channel closed; reconnecting");
-            }
-            Err(e) => {
-                if local.strong_count() == 0 {
-                    return;
-                }
-                tracing::debug!(%channel, error = %e, "invalidation subscribe failed; retrying");
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

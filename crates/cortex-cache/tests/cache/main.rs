@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
 mod cached;
+mod cached_calls;
 mod memory;
+mod memory_bytes;
 mod shared_store;
 mod two_tier;
 mod warmer;

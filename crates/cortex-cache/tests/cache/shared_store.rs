@@ -240,7 +240,7 @@ fn keys_are_canonical_and_long_ones_hashed() {
 async fn memory_store_ttl_and_capacity() {
     let m = MemoryStore::new(MemoryConfig {
         capacity: 2,
-        default_ttl: None,
+        ..MemoryConfig::default()
     })
     .unwrap();
     m.set("a", b"1", None).await.unwrap();
@@ -264,6 +264,7 @@ async fn memory_store_ttl_and_capacity() {
     let d = MemoryStore::new(MemoryConfig {
         capacity: 10,
         default_ttl: Some(Duration::from_millis(50)),
+        ..MemoryConfig::default()
     })
     .unwrap();
     d.set("x", b"1", None).await.unwrap();
@@ -324,6 +325,27 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Freeze the server (`SIGSTOP`): its connections stay open but nothing answers, as
+    /// when a network path silently dies.
+    pub(crate) fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Undo [`pause`](Self::pause).
+    pub(crate) fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("`kill` on PATH");
+        assert!(status.success(), "kill {sig} redis-server");
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -337,7 +359,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_faults_degrade_to_misses_and_recover() {
+async fn redis_faults_degrade_reads_to_misses_fail_writes_and_recover() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let server = Server::start(port);
@@ -360,32 +382,43 @@ async fn redis_faults_degrade_to_misses_and_recover() {
 
     drop(server);
     tokio::time::timeout(Duration::from_secs(10), async {
+        // Reads degrade to misses...
         assert_eq!(cache.get("k").await.unwrap(), None);
-        cache.set("k", b"w", None).await.unwrap();
         assert!(!cache.exists("k").await.unwrap());
-        assert!(!cache.delete("k").await.unwrap());
         assert_eq!(cache.get_many(&["k", "j"]).await.unwrap(), vec![None, None]);
-        assert!(cache.clear().await.is_err(), "clear never degrades");
+        // ...writes and deletes never pretend to have landed, cooling down or not.
+        let failed = |what: &str, e: Error| assert!(e.is_backend(), "{what}: {e}");
+        failed("set", cache.set("k", b"w", None).await.unwrap_err());
+        failed("delete", cache.delete("k").await.unwrap_err());
+        failed(
+            "set_many",
+            cache.set_many(&[("a", b"1")], None).await.unwrap_err(),
+        );
+        failed("increment", cache.increment("n", 1).await.unwrap_err());
+        failed("clear", cache.clear().await.unwrap_err());
         assert!(strict.get("k").await.is_err(), "degrade off returns errors");
         // Right after a fault the store is left alone: no connect attempt, no wait.
         assert!(
-            matches!(
-                strict.get("k").await,
-                Err(cortex_cache::Error::Unavailable { .. })
-            ),
+            matches!(strict.get("k").await, Err(Error::Unavailable { .. })),
             "a tripped cache answers at once"
+        );
+        failed("delete", cache.delete("k").await.unwrap_err()); // trips it, if not yet
+        assert!(
+            matches!(cache.delete("k").await, Err(Error::Unavailable { .. })),
+            "a delete while cooling down is an error, not a quiet `false`"
         );
     })
     .await
-    .expect("degraded calls must not hang");
-    assert!(cache.stats().errors >= 6, "{:?}", cache.stats());
+    .expect("calls must not hang while Redis is down");
+    assert!(cache.stats().errors >= 10, "{:?}", cache.stats());
     assert!(strict.stats().errors >= 1);
 
     let _server = Server::start(port);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        cache.set("k", b"back", None).await.unwrap();
-        if cache.get("k").await.unwrap().as_deref() == Some(&b"back"[..]) {
+        if cache.set("k", b"back", None).await.is_ok()
+            && cache.get("k").await.unwrap().as_deref() == Some(&b"back"[..])
+        {
             break;
         }
         assert!(
@@ -407,5 +440,73 @@ async fn redis_faults_degrade_to_misses_and_recover() {
             ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Redis restart kills the connection the cache shares, while the cache is idle.
+/// The next read or delete goes through on a fresh connection instead of failing, and
+/// the store is not declared down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_deletes_survive_a_restart_between_calls() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let server = Server::start(port);
+    let cache = RedisCache::new(
+        pool_at(&url, Duration::from_secs(2)).await,
+        RedisCacheConfig {
+            namespace: namespace(),
+            ..RedisCacheConfig::default()
+        },
+    )
+    .unwrap();
+    cache.set("k", b"v", None).await.unwrap();
+    drop(server);
+    let _server = Server::start(port);
+    assert_eq!(cache.get("k").await.unwrap(), None, "the restart lost it");
+    assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
+    cache.set("k", b"w", None).await.unwrap();
+    drop(_server);
+    let _server = Server::start(port);
+    assert!(!cache.delete("k").await.unwrap());
+    assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
+}
+
+#[tokio::test]
+async fn namespaces_reaching_other_components_are_refused() {
+    let pool = pool_at(&redis_url(), Duration::from_secs(5)).await;
+    let default = RedisCache::builder(pool.clone()).build().unwrap();
+    assert_eq!(default.config().namespace, "cortex:cache:");
+    assert_eq!(default.full_key("k"), "cortex:cache:k");
+    // `cortex:` is a prefix of the durable queue's `cortex:tasks:…`; `cortex:tasks:x:`
+    // is inside it; `app` would also clear `app2:…`.
+    for bad in [
+        "cortex:",
+        "cortex",
+        "cortex:tasks:",
+        "cortex:tasks:x:",
+        "cortex:x:",
+        "app",
+    ] {
+        let built = RedisCache::builder(pool.clone()).namespace(bad).build();
+        match built {
+            Err(
+                e @ Error::InvalidConfig {
+                    key: "CACHE_NAMESPACE",
+                    ..
+                },
+            ) => assert!(e.to_string().contains(&format!("{bad:?}")), "{e}"),
+            other => panic!("namespace {bad:?} accepted: {other:?}"),
+        }
+        let config = RedisCacheConfig {
+            namespace: bad.to_owned(),
+            ..RedisCacheConfig::default()
+        };
+        assert!(RedisCache::new(pool.clone(), config).is_err(), "{bad:?}");
+    }
+    for good in ["cortex:cache:users:", "sessions:", "app2:"] {
+        RedisCache::builder(pool.clone())
+            .namespace(good)
+            .build()
+            .unwrap();
     }
 }

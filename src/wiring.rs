@@ -61,7 +61,12 @@ impl Cache for CortexCache {
         }
     }
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> cortex_cache::Result<()> {
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> cortex_cache::Result<()> {
         match self {
             Self::Memory(c) => c.set(key, value, ttl).await,
             Self::TwoTier(c) => c.set(key, value, ttl).await,
@@ -179,20 +184,29 @@ impl CortexBuilder {
                 DbPool::sqlite_with(config.db.clone(), PoolMetrics::new(&metrics, "db")).await?,
             )
         };
-        let limiter =
-            Limiter::with_metrics(config.limiter.clone(), PoolMetrics::new(&metrics, "limiter"))?;
+        let limiter = Limiter::with_metrics(
+            config.limiter.clone(),
+            PoolMetrics::new(&metrics, "limiter"),
+        )?;
 
         let local = MemoryStore::with_metrics(config.cache.clone(), &metrics, "local")?;
         let (redis, cache, durable) = match &config.redis {
             None => (None, CortexCache::Memory(local), None),
             Some(redis_config) => {
-                let pool =
-                    RedisPool::with_metrics(redis_config.clone(), PoolMetrics::new(&metrics, "redis"))
-                        .await?;
-                let remote =
-                    RedisCache::with_metrics(pool.clone(), config.redis_cache.clone(), &metrics, "redis")?;
+                let pool = RedisPool::with_metrics(
+                    redis_config.clone(),
+                    PoolMetrics::new(&metrics, "redis"),
+                )
+                .await?;
+                let remote = RedisCache::with_metrics(
+                    pool.clone(),
+                    config.redis_cache.clone(),
+                    &metrics,
+                    "redis",
+                )?;
                 let cache = CortexCache::TwoTier(TwoTierCache::new(local, remote)?);
-                let durable = DurableQueue::connect(&redis_config.url, config.durable.clone()).await?;
+                let durable =
+                    DurableQueue::connect(&redis_config.url, config.durable.clone()).await?;
                 (Some(pool), cache, Some(durable))
             }
         };
@@ -342,7 +356,10 @@ impl Cortex {
 
     /// The MCP client of `service` if it was started (its endpoint variable was set).
     pub fn mcp_client(&self, service: &str) -> Option<&McpClient> {
-        self.inner.mcp_clients.iter().find(|c| c.service() == service)
+        self.inner
+            .mcp_clients
+            .iter()
+            .find(|c| c.service() == service)
     }
 
     /// Every MCP client started.
@@ -397,8 +414,13 @@ impl Cortex {
         self.inner.mcp.close_all(left()).await;
 
         let database = &self.inner.database;
-        if tokio::time::timeout(left(), database.close()).await.is_err() {
-            report.unfinished.push("database pool: connections still in use".into());
+        if tokio::time::timeout(left(), database.close())
+            .await
+            .is_err()
+        {
+            report
+                .unfinished
+                .push("database pool: connections still in use".into());
         }
         report.elapsed = start.elapsed();
         report

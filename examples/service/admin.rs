@@ -1,32 +1,90 @@
 //! `/admin/*` (behind the bearer token) and the metrics routes.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use serde_json::Value;
 
 use crate::app::Shared;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{Op, op};
 
 /// Routes that need the admin token.
-pub fn routes(_state: Shared) -> Router<Shared> {
-    Router::new()
-        .route("/admin/tasks", get(list_tasks))
-        .route("/admin/tasks/{id}", get(get_task).delete(cancel_task))
-        .route("/admin/memory", get(memory))
-        .route("/admin/memory/snapshot", post(memory_snapshot))
-        .route("/admin/memory/compare", get(memory_compare))
-        .route("/metrics/performance/reset", post(reset_metrics))
+pub fn operations() -> Vec<(Op, MethodRouter<Shared>)> {
+    vec![
+        (
+            op("get", "/admin/tasks", "Background tasks", 200, &[]).admin(),
+            get(list_tasks),
+        ),
+        (
+            op("get", "/admin/tasks/{id}", "One task", 200, &[400, 404]).admin(),
+            get(get_task),
+        ),
+        (
+            op(
+                "delete",
+                "/admin/tasks/{id}",
+                "Cancel a task",
+                200,
+                &[400, 404],
+            )
+            .admin(),
+            delete(cancel_task),
+        ),
+        (
+            op("get", "/admin/memory", "Memory report", 200, &[]).admin(),
+            get(memory),
+        ),
+        (
+            op(
+                "post",
+                "/admin/memory/snapshot",
+                "Take a memory snapshot",
+                201,
+                &[],
+            )
+            .admin(),
+            post(memory_snapshot),
+        ),
+        (
+            op(
+                "get",
+                "/admin/memory/compare",
+                "The last two snapshots compared",
+                200,
+                &[404],
+            )
+            .admin(),
+            get(memory_compare),
+        ),
+        (
+            op(
+                "post",
+                "/metrics/performance/reset",
+                "Start a new metrics window; answers the one that ended",
+                200,
+                &[],
+            )
+            .admin(),
+            post(reset_metrics),
+        ),
+    ]
 }
 
 /// Routes anyone may read: Prometheus text and the JSON snapshot.
-pub fn public_routes() -> Router<Shared> {
-    Router::new()
-        .route("/metrics", get(prometheus))
-        .route("/metrics/performance", get(performance))
+pub fn public_operations() -> Vec<(Op, MethodRouter<Shared>)> {
+    vec![
+        (
+            op("get", "/metrics", "Prometheus text exposition", 200, &[]),
+            get(prometheus),
+        ),
+        (
+            op("get", "/metrics/performance", "Metrics snapshot", 200, &[]),
+            get(performance),
+        ),
+    ]
 }
 
 /// The task crate's admin answers carry `{"error": "text"}`; ours carry a code too.

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use cortex_core::Cortex;
 use cortex_core::batch::{BatchFn, Batcher, Loaded};
 use cortex_core::metrics::MetricsLayer;
@@ -20,7 +21,7 @@ use crate::jobs::Jobs;
 use crate::model::User;
 use crate::repo::Repo;
 use crate::settings::Settings;
-use crate::{admin, handlers};
+use crate::{admin, handlers, openapi};
 
 /// Loads users by id in batches: concurrent lookups share one query.
 pub struct UserLoader(pub Arc<dyn Repo>);
@@ -57,11 +58,31 @@ pub type Shared = Arc<AppState>;
 /// metrics per route template, admission (503 + `Retry-After`), the request timeout
 /// (504), and the body limit (413).
 pub fn router(state: Shared) -> Router {
-    let admin = admin::routes(state.clone())
+    let (public, admin_ops) = (
+        handlers::operations()
+            .into_iter()
+            .chain(admin::public_operations())
+            .collect::<Vec<_>>(),
+        admin::operations(),
+    );
+    let spec_op = openapi::op("get", "/openapi.json", "This document", 200, &[]);
+    let spec = {
+        let ops: Vec<&openapi::Op> = public
+            .iter()
+            .chain(&admin_ops)
+            .map(|(op, _)| op)
+            .chain([&spec_op])
+            .collect();
+        Arc::new(openapi::document(&ops))
+    };
+    let admin = openapi::router(admin_ops)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    let api = handlers::routes()
+    let api = openapi::router(public)
+        .route(
+            spec_op.path,
+            get(move || async move { Json(spec.as_ref().clone()) }),
+        )
         .merge(admin)
-        .merge(admin::public_routes())
         .fallback(not_found)
         .with_state(state.clone());
     let keep_alive = state.settings.keep_alive;

@@ -3,11 +3,10 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{MethodRouter, delete, get, patch, post};
 use cortex_core::cache::key_for;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,41 +15,256 @@ use crate::app::{CACHE_USER_LIST_TTL, CACHE_WORKSPACE_TTL, Shared};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Id, Params};
 use crate::model::*;
+use crate::openapi::{Op, op};
 use crate::repo::{PageSpec, WorkspaceFilter};
 
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/users", get(list_users).post(create_user))
-        .route(
-            "/users/{id}",
-            get(get_user).patch(update_user).delete(delete_user),
-        )
-        .route("/users/{id}/workspaces", get(user_workspaces))
-        .route("/workspaces", get(list_workspaces).post(create_workspace))
-        .route(
-            "/workspaces/{id}",
-            get(get_workspace)
-                .patch(update_workspace)
-                .delete(delete_workspace),
-        )
-        .route("/workspaces/{id}/summary", get(workspace_summary))
-        .route(
-            "/workspaces/{id}/conversations",
-            get(list_conversations).post(create_conversation),
-        )
-        .route(
-            "/conversations/{id}",
-            get(get_conversation)
-                .patch(update_conversation)
-                .delete(delete_conversation),
-        )
-        .route(
-            "/conversations/{id}/messages",
-            get(list_messages).post(create_message),
-        )
-        .route("/messages/{id}", get(get_message).delete(delete_message))
+/// The domain routes, each with its description (see [`crate::openapi`]).
+pub fn operations() -> Vec<(Op, MethodRouter<Shared>)> {
+    const PAGE: &[(&str, &str)] = &[
+        ("page", "page number, 1 to 1000"),
+        ("per_page", "1 to 100, default 20"),
+    ];
+    let user = [("name", "string"), ("email", "string")];
+    let workspace = [
+        ("name", "string"),
+        ("description", "string"),
+        ("owner_id", "integer"),
+        ("metadata", "object"),
+    ];
+    let conversation = [
+        ("topic", "string"),
+        ("participants", "integer[]"),
+        ("metadata", "object"),
+    ];
+    vec![
+        (op("get", "/health", "Liveness", 200, &[]), get(health)),
+        (
+            op(
+                "get",
+                "/ready",
+                "Readiness: database, Redis, MCP services",
+                200,
+                &[],
+            ),
+            get(ready),
+        ),
+        (
+            op(
+                "get",
+                "/users",
+                "Users by page, or many by id (batched)",
+                200,
+                &[400],
+            )
+            .query(&[
+                ("ids", "comma-separated ids, at most 100"),
+                ("page", "page number, 1 to 1000"),
+                ("per_page", "1 to 100, default 20"),
+            ]),
+            get(list_users),
+        ),
+        (
+            op("post", "/users", "Create a user", 201, &[409]).body(&user, &["name", "email"]),
+            post(create_user),
+        ),
+        (
+            op(
+                "get",
+                "/users/{id}",
+                "A user (batched lookup)",
+                200,
+                &[400, 404],
+            ),
+            get(get_user),
+        ),
+        (
+            op("patch", "/users/{id}", "Update a user", 200, &[404, 409]).body(&user, &[]),
+            patch(update_user),
+        ),
+        (
+            op(
+                "delete",
+                "/users/{id}",
+                "Delete a user and what they own",
+                204,
+                &[400, 404],
+            ),
+            delete(delete_user),
+        ),
+        (
+            op(
+                "get",
+                "/users/{id}/workspaces",
+                "A user's workspaces with counts (cached 1 min)",
+                200,
+                &[400, 404],
+            ),
+            get(user_workspaces),
+        ),
+        (
+            op(
+                "get",
+                "/workspaces",
+                "Workspaces, filtered and paged",
+                200,
+                &[400],
+            )
+            .query(&[
+                ("owner_id", "owner"),
+                ("name", "name, any case"),
+                ("metadata", "JSON object the metadata contains"),
+                ("page", "page number, 1 to 1000"),
+                ("per_page", "1 to 100, default 20"),
+            ]),
+            get(list_workspaces),
+        ),
+        (
+            op("post", "/workspaces", "Create a workspace", 201, &[])
+                .body(&workspace, &["name", "owner_id"]),
+            post(create_workspace),
+        ),
+        (
+            op(
+                "get",
+                "/workspaces/{id}",
+                "A workspace (cached 5 min)",
+                200,
+                &[400, 404],
+            ),
+            get(get_workspace),
+        ),
+        (
+            op(
+                "patch",
+                "/workspaces/{id}",
+                "Update a workspace",
+                200,
+                &[404],
+            )
+            .body(&workspace[..2], &[]),
+            patch(update_workspace),
+        ),
+        (
+            op(
+                "delete",
+                "/workspaces/{id}",
+                "Delete a workspace",
+                204,
+                &[400, 404],
+            ),
+            delete(delete_workspace),
+        ),
+        (
+            op(
+                "get",
+                "/workspaces/{id}/summary",
+                "Conversation and message counts, last activity",
+                200,
+                &[400, 404],
+            ),
+            get(workspace_summary),
+        ),
+        (
+            op(
+                "get",
+                "/workspaces/{id}/conversations",
+                "Conversations of a workspace",
+                200,
+                &[400, 404],
+            )
+            .query(PAGE),
+            get(list_conversations),
+        ),
+        (
+            op(
+                "post",
+                "/workspaces/{id}/conversations",
+                "Start a conversation",
+                201,
+                &[404],
+            )
+            .body(&conversation, &["topic"]),
+            post(create_conversation),
+        ),
+        (
+            op(
+                "get",
+                "/conversations/{id}",
+                "A conversation",
+                200,
+                &[400, 404],
+            ),
+            get(get_conversation),
+        ),
+        (
+            op(
+                "patch",
+                "/conversations/{id}",
+                "Update a conversation",
+                200,
+                &[404],
+            )
+            .body(&conversation, &[]),
+            patch(update_conversation),
+        ),
+        (
+            op(
+                "delete",
+                "/conversations/{id}",
+                "Delete a conversation",
+                204,
+                &[400, 404],
+            ),
+            delete(delete_conversation),
+        ),
+        (
+            op(
+                "get",
+                "/conversations/{id}/messages",
+                "Messages, keyset pages",
+                200,
+                &[400, 404],
+            )
+            .query(&[
+                ("after", "the `next` cursor of the previous page"),
+                ("limit", "1 to 100, default 50"),
+            ]),
+            get(list_messages),
+        ),
+        (
+            op(
+                "post",
+                "/conversations/{id}/messages",
+                "Post a message; enqueues its summary task",
+                201,
+                &[404],
+            )
+            .query(&[("priority", "high, normal (default) or low")])
+            .body(
+                &[
+                    ("sender_id", "integer"),
+                    ("content", "string"),
+                    ("metadata", "object"),
+                ],
+                &["sender_id", "content"],
+            ),
+            post(create_message),
+        ),
+        (
+            op("get", "/messages/{id}", "A message", 200, &[400, 404]),
+            get(get_message),
+        ),
+        (
+            op(
+                "delete",
+                "/messages/{id}",
+                "Delete a message",
+                204,
+                &[400, 404],
+            ),
+            delete(delete_message),
+        ),
+    ]
 }
 
 // ---- health ----

@@ -16,11 +16,13 @@
 
 mod admin;
 mod app;
+mod bare;
 mod error;
 mod extract;
 mod handlers;
 mod jobs;
 mod model;
+mod openapi;
 mod repo;
 mod settings;
 
@@ -65,7 +67,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.as_slice() {
+        [] => runtime.block_on(run(settings)),
+        [flag, file] if flag == "--bare" => runtime.block_on(bare::serve(settings.addr, file)),
+        _ => {
+            eprintln!("usage: service [--bare FILE]");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "the service stopped on an error");

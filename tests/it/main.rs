@@ -2,5 +2,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
 mod service;
+mod service_openapi;
 mod service_pg;
+mod service_tour;
 mod services;

@@ -101,7 +101,7 @@ impl Stack {
         Self {
             db: PgDb::create().await,
             redis: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
-            namespace: format!("cortex:test:{tag}:"),
+            namespace: format!("cortex:cache:test-{tag}:"),
             queue: tag,
         }
     }

@@ -5,4 +5,5 @@ mod service;
 mod service_openapi;
 mod service_pg;
 mod service_tour;
+mod service_wiring;
 mod services;

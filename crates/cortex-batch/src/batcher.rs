@@ -36,6 +36,8 @@ struct State<K, V> {
     requests: u64,
     batches: u64,
     duplicates: u64,
+    abandoned: u64,
+    saturated: u64,
 }
 
 struct Instruments {
@@ -132,6 +134,13 @@ impl<F: BatchFn> BatcherBuilder<F> {
         self
     }
 
+    /// Most requests queued; a load past it fails at once with [`Error::Saturated`].
+    /// Default: 10 000.
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.config.max_pending = n;
+        self
+    }
+
     /// Longest a caller waits for its result; zero means no bound. Default: 30 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.config.request_timeout = timeout;
@@ -192,6 +201,8 @@ impl<F: BatchFn> BatcherBuilder<F> {
                     requests: 0,
                     batches: 0,
                     duplicates: 0,
+                    abandoned: 0,
+                    saturated: 0,
                 }),
                 errors: AtomicU64::new(0),
                 timeouts: AtomicU64::new(0),
@@ -222,10 +233,13 @@ impl<F: BatchFn> Batcher<F> {
 
     /// The value of `key`, loaded in a batch with the keys of concurrent calls.
     ///
+    /// Dropping the returned future (a timeout around it, a `select!`) withdraws the
+    /// request: no batch formed after that loads its key.
+    ///
     /// # Errors
-    /// [`Error::Closed`], [`Error::Timeout`], or the batch's failure:
-    /// [`Error::Loader`], [`Error::LoaderPanicked`], [`Error::WrongCount`],
-    /// [`Error::Missing`].
+    /// [`Error::Closed`], [`Error::Saturated`] (at once, when `max_pending` requests
+    /// are queued), [`Error::Timeout`], or the batch's failure: [`Error::Loader`],
+    /// [`Error::LoaderPanicked`], [`Error::WrongCount`], [`Error::Missing`].
     ///
     /// # Panics
     /// Outside a tokio runtime (loads are spawned onto it).
@@ -237,6 +251,10 @@ impl<F: BatchFn> Batcher<F> {
             if st.closed {
                 return Err(Error::Closed);
             }
+            if st.pending.len() >= self.shared.config.max_pending && !self.shared.make_room(&mut st)
+            {
+                return Err(self.shared.refuse(&mut st));
+            }
             st.pending.push_back(Request { key, tx, at });
             self.shared.plan(&mut st, false)
         };
@@ -245,12 +263,14 @@ impl<F: BatchFn> Batcher<F> {
     }
 
     /// The values of `keys`, in order, each with its own result. The keys join the
-    /// current batch together (split at `max_batch_size`).
+    /// current batch together (split at `max_batch_size`); keys past `max_pending`
+    /// queued requests get [`Error::Saturated`] at once, the others are queued.
     ///
     /// # Panics
     /// Outside a tokio runtime.
     pub async fn load_many(&self, keys: impl IntoIterator<Item = F::Key>) -> Vec<Result<F::Value>> {
         let at = Instant::now();
+        // `Err`: refused at once, the queue was full.
         let mut receivers = Vec::new();
         let plan = {
             let mut st = self.shared.lock();
@@ -259,16 +279,25 @@ impl<F: BatchFn> Batcher<F> {
                 return keys.into_iter().map(|_| Err(Error::Closed)).collect();
             }
             for key in keys {
+                if st.pending.len() >= self.shared.config.max_pending
+                    && !self.shared.make_room(&mut st)
+                {
+                    receivers.push(Err(self.shared.refuse(&mut st)));
+                    continue;
+                }
                 let (tx, rx) = oneshot::channel();
                 st.pending.push_back(Request { key, tx, at });
-                receivers.push(rx);
+                receivers.push(Ok(rx));
             }
             self.shared.plan(&mut st, false)
         };
         self.shared.execute(plan);
         let mut out = Vec::with_capacity(receivers.len());
         for rx in receivers {
-            out.push(self.shared.wait(rx, at).await);
+            out.push(match rx {
+                Ok(rx) => self.shared.wait(rx, at).await,
+                Err(e) => Err(e),
+            });
         }
         out
     }
@@ -319,6 +348,8 @@ impl<F: BatchFn> Batcher<F> {
             duplicates_saved: st.duplicates,
             errors: self.shared.errors.load(Relaxed),
             timeouts: self.shared.timeouts.load(Relaxed),
+            abandoned: st.abandoned,
+            saturated: st.saturated,
             in_flight: st.in_flight,
             pending: st.pending.len(),
             max_batch_size: max,
@@ -331,6 +362,28 @@ impl<F: BatchFn> Shared<F> {
     fn lock(&self) -> MutexGuard<'_, State<F::Key, F::Value>> {
         // No code that can panic runs under the lock; recover rather than propagate.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The queue holds `max_pending` requests: drop those at its front whose callers
+    /// gave up, and say whether one more fits now. The front holds the oldest, the
+    /// first to time out; dropping only from there looks at each request at most
+    /// once, however long the overload lasts. (Out of line: the callers test the
+    /// length first, so the common path costs one comparison.)
+    #[cold]
+    fn make_room(&self, st: &mut State<F::Key, F::Value>) -> bool {
+        while st.pending.front().is_some_and(|r| r.tx.is_closed()) {
+            st.pending.pop_front();
+            st.abandoned += 1;
+        }
+        st.pending.len() < self.config.max_pending
+    }
+
+    /// Count a load refused for a full queue, and its error.
+    fn refuse(&self, st: &mut State<F::Key, F::Value>) -> Error {
+        st.saturated += 1;
+        Error::Saturated {
+            limit: self.config.max_pending,
+        }
     }
 
     /// Decide, under the lock, which batches fire now and whether to arm a timer.
@@ -350,20 +403,47 @@ impl<F: BatchFn> Shared<F> {
                 || st.pending.len() >= c.max_batch_size
                 || c.max_wait.is_zero())
         {
+            let batch = self.take(st);
+            if batch.is_empty() {
+                break; // every queued caller had given up; the queue is empty now
+            }
             st.in_flight += 1;
-            plan.batches.push(self.take(st));
+            plan.batches.push(batch);
         }
         self.arm(st, &mut plan);
         plan
     }
 
+    /// Form the next batch from the front of the queue: up to `max_batch_size`
+    /// requests whose callers still wait. The others are dropped (counted as
+    /// abandoned), so a caller that gave up is never loaded by a batch formed after.
+    /// Empty only when the queue is.
     fn take(&self, st: &mut State<F::Key, F::Value>) -> Vec<Request<F::Key, F::Value>> {
-        let n = st.pending.len().min(self.config.max_batch_size);
-        let batch: Vec<_> = st.pending.drain(..n).collect();
+        let max = self.config.max_batch_size;
+        let n = st.pending.len().min(max);
+        let mut batch: Vec<_> = st.pending.drain(..n).collect();
+        if batch.iter().any(|r| r.tx.is_closed()) {
+            // Drop those that gave up and refill their places one by one (the rare
+            // path; the scan above is the common one).
+            batch.retain(|r| !r.tx.is_closed());
+            st.abandoned += (n - batch.len()) as u64;
+            while batch.len() < max {
+                let Some(r) = st.pending.pop_front() else {
+                    break;
+                };
+                if r.tx.is_closed() {
+                    st.abandoned += 1;
+                } else {
+                    batch.push(r);
+                }
+            }
+        }
         st.generation += 1;
         st.timer_armed = false;
-        st.requests += n as u64;
-        st.batches += 1;
+        if !batch.is_empty() {
+            st.requests += batch.len() as u64;
+            st.batches += 1;
+        }
         batch
     }
 
@@ -383,14 +463,21 @@ impl<F: BatchFn> Shared<F> {
         if plan.batches.is_empty() && plan.timer.is_none() {
             return;
         }
-        // Without a runtime the batches are dropped and their callers see Closed.
-        let Ok(rt) = Handle::try_current() else {
-            return;
-        };
+        let rt = Handle::try_current().ok();
         for batch in plan.batches {
-            rt.spawn(Arc::clone(self).run(batch));
+            // The batch holds its loading slot before its task exists, so a task
+            // dropped unpolled still gives the slot back. Without a runtime nothing is
+            // spawned: batch and slot are dropped here and the callers see Closed.
+            let slot = Slot {
+                shared: Arc::clone(self),
+                started: false,
+                released: false,
+            };
+            if let Some(rt) = &rt {
+                rt.spawn(run(slot, batch));
+            }
         }
-        if let Some((generation, deadline)) = plan.timer {
+        if let (Some(rt), Some((generation, deadline))) = (rt, plan.timer) {
             let shared = Arc::clone(self);
             rt.spawn(async move {
                 tokio::time::sleep_until(deadline.into()).await;
@@ -421,31 +508,6 @@ impl<F: BatchFn> Shared<F> {
                     waited: at.elapsed(),
                 })
             }
-        }
-    }
-
-    /// Load `batch`, then keep taking whatever queued meanwhile, so a busy batcher
-    /// reuses this task instead of spawning one per batch.
-    async fn run(self: Arc<Self>, mut batch: Vec<Request<F::Key, F::Value>>) {
-        let mut slot = Slot(Some(Arc::clone(&self)));
-        loop {
-            self.load_batch(batch).await;
-            let plan = {
-                let mut st = self.lock();
-                if st.pending.is_empty() {
-                    st.in_flight -= 1;
-                    slot.0 = None;
-                    return;
-                }
-                batch = self.take(&mut st);
-                let mut plan = Plan {
-                    batches: Vec::new(),
-                    timer: None,
-                };
-                self.arm(&mut st, &mut plan);
-                plan
-            };
-            self.execute(plan);
         }
     }
 
@@ -528,6 +590,47 @@ impl<F: BatchFn> Shared<F> {
     }
 }
 
+/// A batch task: load `batch`, then keep taking whatever queued meanwhile, so a busy
+/// batcher reuses this task instead of spawning one per batch.
+async fn run<F: BatchFn>(mut slot: Slot<F>, mut batch: Vec<Request<F::Key, F::Value>>) {
+    slot.started = true;
+    let shared = &slot.shared;
+    // Callers may have given up while this task waited to be scheduled: check the
+    // batch again, so it is as fresh as one the loop below forms and loads without
+    // yielding.
+    if batch.iter().any(|r| r.tx.is_closed()) {
+        let before = batch.len();
+        batch.retain(|r| !r.tx.is_closed());
+        let mut st = shared.lock();
+        st.abandoned += (before - batch.len()) as u64;
+        st.requests -= (before - batch.len()) as u64;
+        if batch.is_empty() {
+            st.batches -= 1;
+        }
+    }
+    loop {
+        if !batch.is_empty() {
+            shared.load_batch(batch).await;
+        }
+        let plan = {
+            let mut st = shared.lock();
+            batch = shared.take(&mut st);
+            if batch.is_empty() {
+                st.in_flight -= 1;
+                slot.released = true;
+                return;
+            }
+            let mut plan = Plan {
+                batches: Vec::new(),
+                timer: None,
+            };
+            shared.arm(&mut st, &mut plan);
+            plan
+        };
+        shared.execute(plan);
+    }
+}
+
 /// The distinct keys of `batch` in first-seen order, and the key index of each request
 /// (empty when there are no duplicates, the common case, so answers can be moved).
 fn distinct<K: Clone + Eq + std::hash::Hash, V>(batch: &[Request<K, V>]) -> (Vec<K>, Vec<usize>) {
@@ -558,21 +661,36 @@ fn fail<K, V>(batch: Vec<Request<K, V>>, error: Error) -> usize {
     n
 }
 
-/// Gives back the loading slot of a batch task that ends without doing so itself
-/// (a panic outside the loader, or the runtime dropping the task), and restarts
-/// dispatch for what is queued.
-struct Slot<F: BatchFn>(Option<Arc<Shared<F>>>);
+/// A batch's claim on one loading slot, taken (with `in_flight`) when the batch is
+/// formed and moved into its task before the task is spawned. Gives the slot back if
+/// the task ends without doing so itself: a panic outside the loader, the runtime
+/// dropping the task mid-load, or dropping it before its first poll.
+struct Slot<F: BatchFn> {
+    shared: Arc<Shared<F>>,
+    /// The task has been polled.
+    started: bool,
+    /// The task gave the slot back itself.
+    released: bool,
+}
 
 impl<F: BatchFn> Drop for Slot<F> {
     fn drop(&mut self) {
-        if let Some(shared) = self.0.take() {
-            let plan = {
-                let mut st = shared.lock();
-                st.in_flight -= 1;
-                shared.plan(&mut st, false)
-            };
-            shared.execute(plan);
+        if self.released {
+            return;
         }
+        let plan = {
+            let mut st = self.shared.lock();
+            st.in_flight -= 1;
+            if !self.started {
+                // Dropped unpolled: tokio drops unpolled tasks only when their runtime
+                // shuts down (or nothing was spawned, outside a runtime), and a task
+                // spawned now would go the same way, each nested in the last one's
+                // drop. What is queued waits for the next load, from any runtime.
+                return;
+            }
+            self.shared.plan(&mut st, false)
+        };
+        self.shared.execute(plan);
     }
 }
 

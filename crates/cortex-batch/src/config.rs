@@ -12,6 +12,7 @@ use crate::{Error, Result};
 /// | `max_batch_size` | `<P>_BATCH_SIZE` | 50 |
 /// | `max_wait` | `<P>_BATCH_WAIT`, s | 0.1 |
 /// | `max_in_flight` | `<P>_BATCH_MAX_IN_FLIGHT` | 4 |
+/// | `max_pending` | `<P>_BATCH_MAX_PENDING` | 10 000 |
 /// | `request_timeout` | `<P>_BATCH_TIMEOUT`, s (0 = none) | 30 |
 /// | `slow_batch` | `<P>_BATCH_SLOW`, s | 1 |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,9 +24,14 @@ pub struct BatchConfig {
     /// An idle batcher does not wait at all. Default: 100 ms.
     #[serde(with = "cortex_metrics::env::secs")]
     pub max_wait: Duration,
-    /// Most batches loading at once; requests beyond queue (bounded by
-    /// `request_timeout`). Default: 4.
+    /// Most batches loading at once; requests beyond queue (up to `max_pending`, each
+    /// for at most `request_timeout`). Default: 4.
     pub max_in_flight: usize,
+    /// Most requests queued for a batch; a load past it fails at once with
+    /// [`Error::Saturated`] instead of queueing. Requests whose callers gave up still
+    /// count until they are dropped from the queue. Default: 10 000 (50 rounds of the
+    /// default 4 batches of 50).
+    pub max_pending: usize,
     /// Longest a caller waits for its result before [`Error::Timeout`]; zero means no
     /// bound. Default: 30 s.
     #[serde(with = "cortex_metrics::env::secs")]
@@ -41,6 +47,7 @@ impl Default for BatchConfig {
             max_batch_size: 50,
             max_wait: Duration::from_millis(100),
             max_in_flight: 4,
+            max_pending: 10_000,
             request_timeout: Duration::from_secs(30),
             slow_batch: Duration::from_secs(1),
         }
@@ -89,6 +96,9 @@ impl BatchConfig {
         if let Some(v) = count(env, name("BATCH_MAX_IN_FLIGHT"))? {
             c.max_in_flight = v;
         }
+        if let Some(v) = count(env, name("BATCH_MAX_PENDING"))? {
+            c.max_pending = v;
+        }
         if let Some(v) = seconds(env, name("BATCH_TIMEOUT"))? {
             c.request_timeout = v;
         }
@@ -102,7 +112,8 @@ impl BatchConfig {
     /// Check every value.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] when `max_batch_size` or `max_in_flight` is zero.
+    /// [`Error::InvalidConfig`] when `max_batch_size`, `max_in_flight` or `max_pending`
+    /// is zero.
     pub fn validate(&self) -> Result<()> {
         self.validate_named(&|s: &str| s.to_owned())
     }
@@ -114,6 +125,13 @@ impl BatchConfig {
         if self.max_in_flight == 0 {
             return Err(invalid(
                 name("BATCH_MAX_IN_FLIGHT"),
+                "0",
+                "must be at least 1",
+            ));
+        }
+        if self.max_pending == 0 {
+            return Err(invalid(
+                name("BATCH_MAX_PENDING"),
                 "0",
                 "must be at least 1",
             ));

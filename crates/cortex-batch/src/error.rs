@@ -32,6 +32,13 @@ pub enum Error {
     /// The batcher was closed before this request was loaded, or the runtime shut down.
     #[error("the batcher is closed")]
     Closed,
+    /// `max_pending` requests were already queued: this one was refused at once, not
+    /// queued. Retry later, or shed load in front of the batcher.
+    #[error("the batcher is saturated: {limit} requests already queued")]
+    Saturated {
+        /// The configured `max_pending`.
+        limit: usize,
+    },
     /// No result within the request timeout.
     #[error("no result within {waited:?}")]
     Timeout {
@@ -52,12 +59,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// `true` for errors a caller may retry later (timeouts, loader failures and
-    /// panics, a miscounting loader).
+    /// `true` for errors a caller may retry later (timeouts, a saturated queue, loader
+    /// failures and panics, a miscounting loader).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             Error::Timeout { .. }
+                | Error::Saturated { .. }
                 | Error::Loader(_)
                 | Error::LoaderPanicked(_)
                 | Error::WrongCount { .. }

@@ -124,7 +124,8 @@ where
 
 /// A `Service<K>` answering each key from batched calls of the inner
 /// `Service<Vec<K>>`. Always ready (until closed): backpressure is the batcher's
-/// `max_in_flight` and `request_timeout`, not `poll_ready`.
+/// `max_in_flight`, `max_pending` (a call past it answers [`Error::Saturated`] at
+/// once) and `request_timeout`, not `poll_ready`.
 pub struct BatchService<S, K>
 where
     ServiceBatchFn<S, K>: BatchFn,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 pub struct BatchStats {
     /// The batcher's name.
     pub name: String,
-    /// Requests dispatched in a batch.
+    /// Requests dispatched in a batch (not those dropped unloaded: `abandoned`).
     pub requests: u64,
     /// Batches dispatched.
     pub batches: u64,
@@ -21,9 +21,15 @@ pub struct BatchStats {
     pub errors: u64,
     /// Requests that gave up with a timeout.
     pub timeouts: u64,
+    /// Requests dropped from the queue unloaded because their caller had stopped
+    /// waiting (a timeout, or the future of `load` dropped).
+    pub abandoned: u64,
+    /// Loads refused with [`Error::Saturated`](crate::Error::Saturated).
+    pub saturated: u64,
     /// Batches loading now.
     pub in_flight: usize,
-    /// Requests waiting for a batch now.
+    /// Requests waiting for a batch now (including any whose caller gave up and that
+    /// are not dropped yet).
     pub pending: usize,
     /// The configured maximum.
     pub max_batch_size: usize,

@@ -1,6 +1,9 @@
 use std::collections::{HashMap, HashSet};
+use std::future::poll_fn;
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use cortex_batch::{BatchConfig, BatchFn, Batcher, Error, Loaded, batch_fn};
@@ -264,6 +267,208 @@ async fn a_partial_batch_fires_when_the_wait_runs_out() {
     .await;
 }
 
+/// Under overload callers give up, and a batch formed after a caller gave up must not
+/// load its key (one formed before may: that race is allowed).
+///
+/// The check is exact on one thread. A caller records its key in `given_up` right
+/// after its future, and with it its reply channel, is dropped: no task runs between
+/// the two. The loader checks its keys when it is called, and the batcher calls it
+/// from forming (or, for a batch handed to a new task, re-checking) the batch without
+/// yielding. So a key the loader finds in `given_up` was given up before its batch was
+/// formed. The loader holds every slot until half the callers have given up, so the
+/// queue is sure to hold thousands of abandoned requests when the slots free up.
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_that_gave_up_is_never_loaded() {
+    const N: u64 = 10_000;
+    bounded(async {
+        let given_up = Arc::new(Mutex::new(HashSet::new()));
+        let late = Arc::new(Mutex::new(Vec::<u64>::new())); // loaded after their caller left
+        let loaded = Arc::new(AtomicUsize::new(0));
+        let b = Batcher::builder(batch_fn({
+            let (given_up, late, loaded) = (
+                Arc::clone(&given_up),
+                Arc::clone(&late),
+                Arc::clone(&loaded),
+            );
+            move |keys: Vec<u64>| {
+                {
+                    let gone = given_up.lock().unwrap();
+                    let mut late = late.lock().unwrap();
+                    late.extend(keys.iter().filter(|k| gone.contains(*k)));
+                }
+                loaded.fetch_add(keys.len(), SeqCst);
+                let given_up = Arc::clone(&given_up);
+                async move {
+                    while (given_up.lock().unwrap().len() as u64) < N / 2 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Ok::<_, std::io::Error>(keys)
+                }
+            }
+        }))
+        .max_pending(N as usize)
+        .build()
+        .unwrap();
+        let mut set = JoinSet::new();
+        for k in 0..N {
+            let (b, given_up) = (b.clone(), Arc::clone(&given_up));
+            set.spawn(async move {
+                let r = tokio::time::timeout(Duration::from_millis(5), b.load(k)).await;
+                match r {
+                    Ok(v) => assert_eq!(v.unwrap(), k),
+                    Err(_) => {
+                        given_up.lock().unwrap().insert(k);
+                    }
+                }
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+        // Callers that gave up are gone while their batches may still load or queue.
+        while b.stats().in_flight + b.stats().pending > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let late = late.lock().unwrap();
+        assert!(
+            late.is_empty(),
+            "the loader got {} keys whose callers had already given up, e.g. {:?}",
+            late.len(),
+            &late[..late.len().min(5)]
+        );
+        // Not vacuous: at most 4 batches of 50 were loading while N / 2 callers gave up,
+        // so the rest of those were dropped from the queue unloaded.
+        let s = b.stats();
+        assert!(s.abandoned >= N / 2 - 200, "{s:?}");
+        assert_eq!(s.requests, loaded.load(SeqCst) as u64);
+        assert_eq!(s.requests + s.abandoned, N, "{s:?}");
+        assert_eq!((s.pending, s.in_flight, s.saturated), (0, 0, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_load_past_max_pending_fails_at_once_with_saturated() {
+    bounded(async {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let b = Batcher::builder(batch_fn({
+            let (gate, seen) = (Arc::clone(&gate), Arc::clone(&seen));
+            move |keys: Vec<u64>| {
+                seen.lock().unwrap().extend(keys.iter().copied());
+                let gate = Arc::clone(&gate);
+                async move {
+                    let _permit = gate.acquire().await;
+                    Ok::<_, std::io::Error>(keys)
+                }
+            }
+        }))
+        .max_in_flight(1)
+        .max_batch_size(2)
+        .max_pending(3)
+        .build()
+        .unwrap();
+        // Key 0 takes the only slot; keys 1 and 2 queue, each spawned once the one
+        // before has queued, so the queue's order is known.
+        let mut tasks = Vec::new();
+        for k in 0..3u64 {
+            let b2 = b.clone();
+            tasks.push(tokio::spawn(async move { b2.load(k).await }));
+            while b.stats().pending + (b.stats().requests as usize) < k as usize + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        // One place left: key 3 queues, key 4 is refused.
+        let many = tokio::spawn({
+            let b = b.clone();
+            async move { b.load_many([3, 4]).await }
+        });
+        while b.stats().pending < 3 {
+            tokio::task::yield_now().await;
+        }
+        // Full: refused at once, not queued.
+        match b.load(99).await {
+            Err(e @ Error::Saturated { limit: 3 }) => assert!(e.is_retryable()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((b.stats().pending, b.stats().saturated), (3, 2));
+        // Key 1's caller gives up (its future is dropped before the join completes),
+        // so the front of the queue is abandoned and key 100 fits.
+        let one = tasks.remove(1);
+        one.abort();
+        assert!(one.await.unwrap_err().is_cancelled());
+        tasks.push(tokio::spawn({
+            let b = b.clone();
+            async move { b.load(100).await }
+        }));
+        while b.stats().abandoned == 0 {
+            tokio::task::yield_now().await;
+        }
+        let s = b.stats();
+        assert_eq!((s.pending, s.abandoned, s.saturated), (3, 1, 2), "{s:?}");
+        gate.add_permits(100);
+        let mut values = Vec::new();
+        for t in tasks {
+            values.push(t.await.unwrap().unwrap());
+        }
+        let many = many.await.unwrap();
+        assert_eq!(many[0].as_ref().unwrap(), &3);
+        assert!(matches!(many[1], Err(Error::Saturated { limit: 3 })));
+        assert_eq!(values, [0, 2, 100]);
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            [0, 2, 3, 100],
+            "the loader got a refused or abandoned key"
+        );
+    })
+    .await;
+}
+
+/// A batch task dropped before its first poll (its runtime shut down) must give back
+/// its loading slot; else after `max_in_flight` of them no batch fires again. Each
+/// round polls a load once inside `block_on` on a runtime of its own: that dispatches
+/// a batch (a slot is free and the wait is zero) and spawns its task, and `block_on`
+/// returns before the scheduler runs any task, so dropping the runtime drops the task
+/// unpolled.
+#[test]
+fn a_batch_task_dropped_before_it_ran_gives_back_its_slot() {
+    let rec = recorder(Duration::ZERO);
+    let b = Batcher::builder(Rec(Arc::clone(&rec)))
+        .max_in_flight(2)
+        .max_wait(Duration::ZERO)
+        .build()
+        .unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    };
+    for k in 0..2 {
+        let rt = runtime();
+        rt.block_on(async {
+            let mut load = pin!(b.load(k));
+            poll_fn(|cx| {
+                assert!(load.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            assert_eq!(b.stats().in_flight, 1);
+        });
+        drop(rt);
+    }
+    let v = runtime().block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), b.load(7))
+            .await
+            .expect("no batch fired within 10 s after two batch tasks were dropped unpolled")
+    });
+    assert_eq!(v.unwrap(), 70);
+    assert_eq!(*rec.batches.lock().unwrap(), [vec![7]]);
+    assert_eq!(b.stats().in_flight, 0);
+}
+
 #[tokio::test]
 async fn request_timeout_gives_timeout() {
     bounded(async {
@@ -381,18 +586,21 @@ fn config_from_env_names_the_variable() {
     let c = from(&[
         ("USER_LOOKUP_BATCH_SIZE", "20"),
         ("USER_LOOKUP_BATCH_WAIT", "0.25"),
+        ("USER_LOOKUP_BATCH_MAX_PENDING", "500"),
     ])
     .unwrap();
     assert_eq!(
-        (c.max_batch_size, c.max_wait),
-        (20, Duration::from_millis(250))
+        (c.max_batch_size, c.max_wait, c.max_pending),
+        (20, Duration::from_millis(250), 500)
     );
+    assert_eq!(BatchConfig::default().max_pending, 10_000);
     assert_eq!(from(&[]).unwrap(), BatchConfig::default());
     for (var, bad) in [
         ("USER_LOOKUP_BATCH_SIZE", "lots"),
         ("USER_LOOKUP_BATCH_SIZE", "0"),
         ("USER_LOOKUP_BATCH_WAIT", "-1"),
         ("USER_LOOKUP_BATCH_MAX_IN_FLIGHT", "0"),
+        ("USER_LOOKUP_BATCH_MAX_PENDING", "0"),
         ("USER_LOOKUP_BATCH_TIMEOUT", "soon"),
     ] {
         let err = from(&[(var, bad)]).unwrap_err();

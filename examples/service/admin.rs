@@ -61,6 +61,17 @@ pub fn operations() -> Vec<(Op, MethodRouter<Shared>)> {
         ),
         (
             op(
+                "get",
+                "/admin/config",
+                "The configuration, secrets redacted (cached 1 h)",
+                200,
+                &[],
+            )
+            .admin(),
+            get(config),
+        ),
+        (
+            op(
                 "post",
                 "/metrics/performance/reset",
                 "Start a new metrics window; answers the one that ended",
@@ -143,6 +154,28 @@ async fn memory_compare(State(state): State<Shared>) -> ApiResult<impl IntoRespo
             "fewer than two snapshots: POST /admin/memory/snapshot twice",
         )
     })
+}
+
+/// The configuration does not change while the process runs; cached for an hour as
+/// the original design did, so a dashboard polling it costs nothing.
+async fn config(State(state): State<Shared>) -> ApiResult<Json<Value>> {
+    let cortex = state.cortex.clone();
+    let settings = state.settings.public();
+    let value = state
+        .cortex
+        .cache()
+        .get_or_load(
+            "config",
+            Some(std::time::Duration::from_secs(3600)),
+            || async move {
+                let parts = serde_json::to_value(cortex.config())?;
+                Ok::<_, serde_json::Error>(
+                    serde_json::json!({ "parts": parts, "service": settings }),
+                )
+            },
+        )
+        .await?;
+    Ok(Json(value))
 }
 
 async fn reset_metrics(State(state): State<Shared>) -> impl IntoResponse {

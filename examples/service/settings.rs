@@ -100,6 +100,24 @@ fn switch(name: &'static str) -> Result<bool, BadSetting> {
 }
 
 impl Settings {
+    /// Every setting but the admin token, for `/admin/config`.
+    pub fn public(&self) -> serde_json::Value {
+        serde_json::json!({
+            "addr": self.addr.to_string(),
+            "data_dir": self.data_dir.display().to_string(),
+            "cache": self.cache,
+            "body_limit": self.body_limit,
+            "request_timeout": self.request_timeout.as_secs_f64(),
+            "shutdown_timeout": self.shutdown_timeout.as_secs_f64(),
+            "warm_interval": self.warm_interval.as_secs_f64(),
+            "warm_users": self.warm_users,
+            "worker": self.worker,
+            "log_level": self.log_level,
+            "worker_threads": self.worker_threads,
+            "keep_alive": self.keep_alive,
+        })
+    }
+
     pub fn from_env() -> Result<Self, BadSetting> {
         let cache = switch("CORTEX_CACHE")?;
         let worker = switch("CORTEX_WORKER")?;

@@ -515,6 +515,7 @@ async fn admin_routes_need_the_token() {
         (reqwest::Method::GET, format!("/admin/tasks/{task}")),
         (reqwest::Method::DELETE, format!("/admin/tasks/{task}")),
         (reqwest::Method::GET, "/admin/memory".to_owned()),
+        (reqwest::Method::GET, "/admin/config".to_owned()),
         (reqwest::Method::POST, "/admin/memory/snapshot".to_owned()),
         (reqwest::Method::GET, "/admin/memory/compare".to_owned()),
         (
@@ -587,6 +588,20 @@ async fn admin_routes_need_the_token() {
             .await,
         404,
         "not_found",
+    );
+
+    // The configuration, without the token.
+    let config = s.admin(reqwest::Method::GET, "/admin/config").await;
+    assert_eq!(config.status, 200, "{}", config.body);
+    assert_eq!(
+        config.body["parts"]["db"]["pool_size"], 10,
+        "{}",
+        config.body
+    );
+    assert!(
+        !config.body.to_string().contains(TOKEN),
+        "the token leaked: {}",
+        config.body
     );
 
     // Memory: compare needs two snapshots.

@@ -144,7 +144,7 @@ async fn postgres_and_redis_mode_serves_every_resource_and_refuses_bad_input() {
 #[tokio::test]
 async fn postgres_filters_by_containment_and_runs_durable_tasks() {
     let stack = Stack::new().await;
-    let mut s = stack.start(&[]).await;
+    let mut s = stack.start(&[("CORTEX_ACTIVITY_REFRESH", "0.2")]).await;
     filters_and_batches(&s).await;
     let (uid, _, cid) = seed(&s).await;
     let posted = s
@@ -167,6 +167,33 @@ async fn postgres_filters_by_containment_and_runs_durable_tasks() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(info["status"], "completed", "{info}");
+    // Upkeep: partitions made ahead at start, the activity view refreshed by its task.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&stack.db.url)
+        .await
+        .unwrap();
+    let partitions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'messages'::regclass",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        partitions >= 4,
+        "{partitions} partitions: default + this month + 2 ahead"
+    );
+    let mut counted = 0i64;
+    for _ in 0..100 {
+        counted =
+            sqlx::query_scalar("SELECT coalesce(sum(messages), 0)::bigint FROM user_activity")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        if counted >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(counted >= 1, "the activity view was not refreshed");
     let stats = s.admin(reqwest::Method::GET, "/admin/tasks").await;
     assert_eq!(stats.status, 200, "{}", stats.body);
     assert!(

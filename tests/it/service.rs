@@ -906,3 +906,47 @@ async fn no_environment_makes_a_token_and_prints_it_once() {
     assert_eq!(ok.status, 200, "{}", ok.body);
     s.assert_alive().await;
 }
+
+fn counter(perf: &Value, name: &str) -> u64 {
+    perf["counters"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .and_then(|c| c["total"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_restart_warms_the_cache_of_active_users() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap().to_owned();
+    let mut first = Service::start(&[("CORTEX_DATA_DIR", &dir)]).await;
+    let (_, wid, _) = seed(&first).await;
+    let pid = first.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(30), first.child.wait())
+        .await
+        .unwrap();
+
+    // Same data, new process: its first read of the workspace is a cache hit.
+    let second = Service::start(&[("CORTEX_DATA_DIR", &dir)]).await;
+    let before = counter(
+        &second.get("/metrics/performance").await.body,
+        "cache.local.hits",
+    );
+    assert_eq!(second.get(&format!("/workspaces/{wid}")).await.status, 200);
+    let after = counter(
+        &second.get("/metrics/performance").await.body,
+        "cache.local.hits",
+    );
+    assert_eq!(
+        after,
+        before + 1,
+        "the first read after a start missed the cache"
+    );
+}

@@ -2,12 +2,13 @@
 //! cognition MCP service when it is configured, locally otherwise), and cache warming.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cortex_core::mcp::McpClient;
 use cortex_core::tasks::durable::{DurableQueue, Registry};
-use cortex_core::tasks::{Priority, PriorityQueue, admin};
+use cortex_core::tasks::{Priority, PriorityQueue, TaskId, admin};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -18,8 +19,41 @@ use crate::repo::Repo;
 /// Where tasks run: in this process, or (with Redis) on a durable queue that every
 /// instance shares.
 pub enum Jobs {
-    InProcess(PriorityQueue),
+    InProcess(PriorityQueue, Sealer),
     Durable(DurableQueue),
+}
+
+/// The in-process queue numbers its tasks in order; the ids this service hands out
+/// carry a keyed tag after the number (SipHash, keys drawn at start), so nobody can
+/// guess another task's id from their own. Durable ids are random already.
+#[derive(Default)]
+pub struct Sealer(std::hash::RandomState);
+
+impl Sealer {
+    fn tag(&self, id: TaskId) -> String {
+        format!("{:016x}", self.0.hash_one(id.as_u64()))
+    }
+
+    fn seal(&self, id: TaskId) -> String {
+        format!("{id}{}", self.tag(id))
+    }
+
+    /// The queue's id inside a sealed one: `Ok(None)` when it is not one we handed
+    /// out, `Err(())` when it is not hex at all (a 400, as the queue's own check says).
+    fn open(&self, public: &str) -> Result<Option<TaskId>, ()> {
+        if public.is_empty() || !public.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(());
+        }
+        let Some((id, tag)) = public.split_at_checked(16).filter(|_| public.len() == 32) else {
+            return Ok(None);
+        };
+        let id: TaskId = id.parse().map_err(|_| ())?;
+        Ok((self.tag(id) == tag).then_some(id))
+    }
+
+    fn unknown(public: &str) -> (u16, Value) {
+        (404, json!({ "error": format!("unknown task {public}") }))
+    }
 }
 
 /// The name durable summary tasks are enqueued under; every instance registers it.
@@ -65,7 +99,7 @@ impl Jobs {
     ) -> ApiResult<String> {
         let priority = check_priority(priority)?;
         match self {
-            Self::InProcess(queue) => {
+            Self::InProcess(queue, sealer) => {
                 let repo = state.repo.clone();
                 let cognition = state.cortex.mcp_client("cognition").cloned();
                 let handle = queue
@@ -73,7 +107,7 @@ impl Jobs {
                     .timeout(Duration::from_secs(60))
                     .enqueue_recorded(summarize(repo, cognition, conversation))
                     .await?;
-                Ok(handle.detach().to_string())
+                Ok(sealer.seal(handle.detach()))
             }
             Self::Durable(queue) => {
                 let job = SummaryJob {
@@ -87,21 +121,41 @@ impl Jobs {
 
     pub async fn list(&self) -> (u16, Value) {
         match self {
-            Self::InProcess(queue) => admin::list(queue),
+            Self::InProcess(queue, sealer) => {
+                let (status, mut body) = admin::list(queue);
+                if let Some(tasks) = body["tasks"].as_array_mut() {
+                    for task in tasks {
+                        if let Some(id) =
+                            task["id"].as_str().and_then(|id| id.parse::<TaskId>().ok())
+                        {
+                            task["id"] = json!(sealer.seal(id));
+                        }
+                    }
+                }
+                (status, body)
+            }
             Self::Durable(queue) => admin::durable_list(queue).await,
         }
     }
 
     pub async fn get(&self, id: &str) -> (u16, Value) {
         match self {
-            Self::InProcess(queue) => admin::get(queue, id),
+            Self::InProcess(queue, sealer) => match sealer.open(id) {
+                Ok(Some(inner)) => admin::get(queue, &inner.to_string()),
+                Ok(None) => Sealer::unknown(id),
+                Err(()) => admin::get(queue, id),
+            },
             Self::Durable(queue) => admin::durable_get(queue, id).await,
         }
     }
 
     pub async fn cancel(&self, id: &str) -> (u16, Value) {
         match self {
-            Self::InProcess(queue) => admin::cancel(queue, id),
+            Self::InProcess(queue, sealer) => match sealer.open(id) {
+                Ok(Some(inner)) => admin::cancel(queue, &inner.to_string()),
+                Ok(None) => Sealer::unknown(id),
+                Err(()) => admin::cancel(queue, id),
+            },
             Self::Durable(queue) => admin::durable_cancel(queue, id).await,
         }
     }

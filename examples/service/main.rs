@@ -121,7 +121,7 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
     cortex.on_shutdown("user batcher", move || closing.close());
     let jobs = match cortex.durable() {
         Some(queue) => Jobs::Durable(queue.clone()),
-        None => Jobs::InProcess(cortex.tasks().clone()),
+        None => Jobs::InProcess(cortex.tasks().clone(), jobs::Sealer::default()),
     };
 
     let (admin_token, token_made) = match &settings.admin_token {

@@ -583,6 +583,17 @@ async fn admin_routes_need_the_token() {
         400,
         "bad_task_id",
     );
+    // Ids cannot be guessed from one another: the queue's number alone, or with
+    // another tag, is unknown.
+    assert_eq!(task.len(), 32, "{task}");
+    let mut forged = task[..16].to_owned();
+    forged.push_str(&"0".repeat(16));
+    for guess in [&task[..16], forged.as_str()] {
+        let reply = s
+            .admin(reqwest::Method::GET, &format!("/admin/tasks/{guess}"))
+            .await;
+        assert_error(&reply, 404, "not_found");
+    }
     assert_error(
         &s.admin(reqwest::Method::GET, "/admin/tasks/ffffffffffff")
             .await,

@@ -271,3 +271,83 @@ async fn two_instances_share_invalidation_and_the_task_stream() {
     assert_eq!(info["status"], "completed", "{info}");
     b.assert_alive().await;
 }
+
+/// A private `redis-server` on a free loopback port, killed when dropped.
+struct PrivateRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("this test needs `redis-server` on PATH (scripts/services.sh installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_reads_and_writes_go_on_and_ready_says_so() {
+    let redis = PrivateRedis::start();
+    let mut stack = Stack::new().await;
+    stack.redis = redis.url.clone();
+    let mut s = stack.start(&[("REDIS_POOL_TIMEOUT", "1")]).await;
+    let (_, wid, _) = seed(&s).await;
+    assert_eq!(s.get(&format!("/workspaces/{wid}")).await.status, 200);
+    assert_eq!(s.get("/ready").await.status, 200);
+
+    drop(redis);
+    let ready = s.get("/ready").await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(ready.body["parts"]["redis"], false, "{}", ready.body);
+    assert_eq!(ready.body["parts"]["database"], true, "{}", ready.body);
+    // The cache degrades: reads and writes go to PostgreSQL, and a write is read back.
+    let up = s
+        .patch(&format!("/workspaces/{wid}"), json!({"name": "Renamed"}))
+        .await;
+    assert_eq!(up.status, 200, "{}", up.body);
+    let read = s.get(&format!("/workspaces/{wid}")).await;
+    assert_eq!(
+        (read.status, read.body["name"].clone()),
+        (200, json!("Renamed")),
+        "{}",
+        read.body
+    );
+    s.assert_alive().await;
+}

@@ -171,10 +171,13 @@ pub async fn summarize(
 ) -> Result<Value, BoxError> {
     let texts = repo.recent_contents(conversation, 50).await?;
     if let Some(client) = cognition {
+        // The tool's name is the cognition service's; `COGNITION_SUMMARY_TOOL` names
+        // another (the arguments carry the texts both as a list and as one message).
+        let tool = std::env::var("COGNITION_SUMMARY_TOOL").unwrap_or_else(|_| "summarize".into());
         let answer = client
             .call_tool(
-                "summarize",
-                json!({ "conversation_id": conversation, "texts": texts }),
+                &tool,
+                json!({ "conversation_id": conversation, "message": texts.join("\n"), "texts": texts }),
             )
             .await?;
         let text: Vec<String> = answer

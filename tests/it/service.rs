@@ -961,3 +961,45 @@ async fn a_restart_warms_the_cache_of_active_users() {
         "the first read after a start missed the cache"
     );
 }
+
+#[tokio::test]
+async fn summaries_go_through_the_cognition_service_when_it_is_configured() {
+    let server = cortex_core::mcp::testing::TestServer::start()
+        .await
+        .unwrap();
+    let url = server.url();
+    let env = [
+        ("COGNITION_SERVICE_URL", url.as_str()),
+        ("COGNITION_SUMMARY_TOOL", "echo"),
+    ];
+    let mut s = Service::start(&env).await;
+    let ready = s.get("/ready").await;
+    assert_eq!(ready.body["parts"]["mcp:cognition"], true, "{}", ready.body);
+    let (uid, _, cid) = seed(&s).await;
+    let posted = s
+        .post(
+            &format!("/conversations/{cid}/messages"),
+            json!({"sender_id": uid, "content": "think about this"}),
+        )
+        .await;
+    let task = posted.body["task_id"].as_str().unwrap().to_owned();
+    let mut info = Value::Null;
+    for _ in 0..200 {
+        info = s
+            .admin(reqwest::Method::GET, &format!("/admin/tasks/{task}"))
+            .await
+            .body;
+        if info["status"] == "completed" || info["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(info["status"], "completed", "{info}");
+    assert_eq!(info["result"]["source"], "cognition", "{info}");
+    assert_eq!(
+        info["result"]["summary"], "Echo: think about this",
+        "{info}"
+    );
+    assert_eq!(server.tool_calls(), 1);
+    s.assert_alive().await;
+}

@@ -12,6 +12,10 @@
 //! | `CORTEX_WARM_INTERVAL` | 300 | seconds between cache warmings of active users (0 = only at start) |
 //! | `CORTEX_WARM_USERS` | 100 | active users warmed each time |
 //! | `CORTEX_WORKER` | `on` | `off`: with Redis, enqueue durable tasks but run none here (an API-only instance) |
+//! | `CORTEX_ACTIVITY_REFRESH` | 60 | PostgreSQL: seconds between refreshes of the user activity view |
+//! | `COGNITION_SERVICE_URL` | - | MCP endpoint of the cognition service; summaries are made locally without it |
+//! | `COGNITION_SUMMARY_TOOL` | `summarize` | the cognition service's tool that summarizes |
+//! | `MEMORY_SERVICE_URL` | - | MCP endpoint of the memory service (connected at start, shown in `/ready`) |
 //! | `LOG_LEVEL` | `info` | log filter when `RUST_LOG` is unset |
 //! | `WORKER_THREADS` | cores | runtime worker threads |
 //! | `WEB_CONCURRENCY` | - | read as `WORKER_THREADS` when that is unset (one process serves all) |

@@ -1003,3 +1003,43 @@ async fn summaries_go_through_the_cognition_service_when_it_is_configured() {
     assert_eq!(server.tool_calls(), 1);
     s.assert_alive().await;
 }
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish() {
+    let mut s = Service::start(&[]).await;
+    // A POST whose body is still arriving when SIGTERM comes.
+    let mut conn = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let body = r#"{"name":"Late","email":"late@example.com"}"#;
+    let head = format!(
+        "POST /users HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = s.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+    conn.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut answer))
+        .await
+        .expect("no answer within 10 s")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let status = tokio::time::timeout(Duration::from_secs(30), s.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -548,7 +548,7 @@ async fn admin_routes_need_the_token() {
 
     // The task of the posted message is listed and runs to completion.
     let mut done = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..400 {
         let got = s
             .admin(reqwest::Method::GET, &format!("/admin/tasks/{task}"))
             .await;
@@ -811,7 +811,7 @@ async fn a_full_limiter_answers_503_with_retry_after() {
     let held = hold_a_request(s.addr()).await;
     let mut refused = None;
     // The held request takes its slot once the server has read its head.
-    for _ in 0..50 {
+    for _ in 0..500 {
         let r = s.get("/health").await;
         if r.status == 503 {
             refused = Some(r);
@@ -825,7 +825,7 @@ async fn a_full_limiter_answers_503_with_retry_after() {
     drop(held);
     // The slot comes back when the held connection goes.
     let mut back = false;
-    for _ in 0..100 {
+    for _ in 0..500 {
         if s.get("/health").await.status == 200 {
             back = true;
             break;

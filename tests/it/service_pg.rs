@@ -156,7 +156,7 @@ async fn postgres_filters_by_containment_and_runs_durable_tasks() {
     assert_eq!(posted.status, 201, "{}", posted.body);
     let task = posted.body["task_id"].as_str().unwrap().to_owned();
     let mut info = json!(null);
-    for _ in 0..200 {
+    for _ in 0..400 {
         info = s
             .admin(reqwest::Method::GET, &format!("/admin/tasks/{task}"))
             .await
@@ -227,7 +227,7 @@ async fn two_instances_share_invalidation_and_the_task_stream() {
     assert_eq!(up.status, 200, "{}", up.body);
     // The invalidation travels over Redis pub/sub: bounded wait for it.
     let mut seen = String::new();
-    for _ in 0..100 {
+    for _ in 0..500 {
         seen = b.get(&format!("/workspaces/{wid}")).await.body["name"]
             .as_str()
             .unwrap_or("")
@@ -258,7 +258,7 @@ async fn two_instances_share_invalidation_and_the_task_stream() {
     );
     let _ = tokio::time::timeout(Duration::from_secs(10), a.child.wait()).await;
     let mut info = json!(null);
-    for _ in 0..300 {
+    for _ in 0..600 {
         info = b
             .admin(reqwest::Method::GET, &format!("/admin/tasks/{task}"))
             .await

@@ -351,3 +351,72 @@ async fn with_redis_down_reads_and_writes_go_on_and_ready_says_so() {
     );
     s.assert_alive().await;
 }
+
+#[tokio::test]
+async fn a_task_running_on_a_killed_instance_is_finished_by_another() {
+    let stack = Stack::new().await;
+    // A's cognition service accepts connections and never answers, so A's summary task
+    // stays running (retrying its call) until A is killed.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/mcp", silent.local_addr().unwrap());
+    let mut a = stack
+        .start(&[
+            ("COGNITION_SERVICE_URL", silent_url.as_str()),
+            ("MCP_CONNECT_TIMEOUT", "1"),
+            ("MCP_REQUEST_TIMEOUT", "1"),
+            ("MCP_CALL_TIMEOUT", "300"),
+            ("MCP_MAX_RETRIES", "100"),
+            ("MCP_RETRY_DELAY", "0.2"),
+            ("MCP_MAX_RETRY_DELAY", "0.5"),
+            ("MCP_BREAKER_FAILURES", "100000"),
+        ])
+        .await;
+    let (uid, _, cid) = seed(&a).await;
+    let posted = a
+        .post(
+            &format!("/conversations/{cid}/messages"),
+            json!({"sender_id": uid, "content": "unfinished"}),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    let task = posted.body["task_id"].as_str().unwrap().to_owned();
+    let mut status = json!(null);
+    for _ in 0..400 {
+        status = a
+            .admin(reqwest::Method::GET, &format!("/admin/tasks/{task}"))
+            .await
+            .body["status"]
+            .clone();
+        if status == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, "running", "A never started the task");
+
+    let mut b = stack.start(&[]).await;
+    let pid = a.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(10), a.child.wait()).await;
+    let mut info = json!(null);
+    for _ in 0..600 {
+        info = b
+            .admin(reqwest::Method::GET, &format!("/admin/tasks/{task}"))
+            .await
+            .body;
+        if info["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(info["status"], "completed", "{info}");
+    assert_eq!(info["result"]["source"], "local", "{info}");
+    b.assert_alive().await;
+    drop(silent);
+}

@@ -226,8 +226,10 @@ impl Baselines {
         })
     }
 
-    /// Write to `path` atomically: a temporary file in the same directory, synced, then
-    /// renamed over `path`, so readers never see a half-written file.
+    /// Write to `path` atomically: a temporary file of its own in the same directory
+    /// (unique per call, so concurrent saves from threads or processes never share
+    /// one), synced, then renamed over `path`. Readers never see a half-written file,
+    /// and a failed save leaves the previous file as it was.
     ///
     /// # Errors
     /// [`Error::Io`] naming `path` when the file cannot be written or renamed (the
@@ -239,16 +241,7 @@ impl Baselines {
             source,
         })?;
         json.push(b'\n');
-        let tmp = temp_path(path);
-        let written = write_synced(&tmp, &json).and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(source) = written {
-            // Best effort: the write error is the one worth reporting.
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::Io {
-                path: path.to_owned(),
-                source,
-            });
-        }
+        crate::file::write_atomic(path, |out| out.write_all(&json))?;
         tracing::debug!(path = %path.display(), operations = self.len(), "baselines saved");
         Ok(())
     }
@@ -352,19 +345,6 @@ fn pct_change(base: f64, now: f64) -> f64 {
     } else {
         0.0
     }
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map_or_else(|| "baselines".into(), |n| n.to_string_lossy());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// The outcome for one operation.
@@ -579,12 +559,5 @@ mod tests {
         assert_eq!(pct_change(0.0, 5.0), 0.0);
         assert_eq!(pct_change(f64::NAN, 5.0), 0.0);
         assert_eq!(pct_change(200.0, 150.0), -25.0);
-    }
-
-    #[test]
-    fn temp_file_sits_next_to_the_target() {
-        let tmp = temp_path(Path::new("/a/b/base.json"));
-        assert_eq!(tmp.parent(), Some(Path::new("/a/b")));
-        assert!(tmp.to_string_lossy().ends_with(".tmp"));
     }
 }

@@ -22,13 +22,18 @@ pub struct MetricsConfig {
     /// Default: 3600 s (`METRICS_RESET_INTERVAL`).
     #[serde(with = "crate::env::secs")]
     pub reset_interval: Duration,
-    /// Most distinct (method, route) series kept for HTTP endpoints; requests beyond it
-    /// are recorded under the route `(other)`, so a flood of odd paths cannot grow
-    /// memory without bound.
+    /// Most distinct (method, route) series kept for HTTP endpoints, the overflow series
+    /// included. Methods outside the standard nine count as one, `OTHER`; past the cap,
+    /// requests of a new (method, route) pair are recorded under one series whose method
+    /// and route are `(other)`, so a flood of odd paths or methods cannot grow memory
+    /// without bound.
     ///
     /// Default: 1000 (`METRICS_MAX_ENDPOINTS`).
     pub max_endpoints: usize,
-    /// Most distinct operation names; beyond it, records go to the operation `(other)`.
+    /// Most distinct operation names, the overflow series included; beyond it, records
+    /// of new names go to the operation `(other)`. The same number caps named
+    /// histograms and counters, each on its own; categories, rolled up from
+    /// operations, are never more than operations.
     ///
     /// Default: 10000 (`METRICS_MAX_OPERATIONS`).
     pub max_operations: usize,

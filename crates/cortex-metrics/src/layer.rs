@@ -21,8 +21,11 @@ pub const UNMATCHED_ROUTE: &str = "(unmatched)";
 ///
 /// The route comes from axum's [`MatchedPath`], so `/users/42` is recorded as
 /// `/users/{id}`. Add it with `Router::layer`, which runs it after routing; requests
-/// that match no route are recorded as [`UNMATCHED_ROUTE`]. The number of distinct
-/// series is capped by [`MetricsConfig::max_endpoints`](crate::MetricsConfig::max_endpoints).
+/// that match no route are recorded as [`UNMATCHED_ROUTE`]. A method outside the
+/// standard nine (the client chooses it) is recorded as
+/// [`OTHER_METHOD`](crate::OTHER_METHOD), and the number of distinct series is capped by
+/// [`MetricsConfig::max_endpoints`](crate::MetricsConfig::max_endpoints), so no request
+/// can add a series past it.
 ///
 /// ```
 /// use axum::{Router, routing::get};

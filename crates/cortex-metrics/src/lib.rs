@@ -7,6 +7,7 @@ mod bench;
 mod config;
 mod counter;
 mod error;
+mod file;
 mod histogram;
 mod memory;
 mod registry;
@@ -45,7 +46,7 @@ pub use self::memory::{
     GrowthPoint, MemoryComparison, MemoryConfig, MemoryGrowth, MemoryProfiler, MemoryReport,
     MemorySnapshot, ProcessMemory, process_memory,
 };
-pub use self::registry::{Metrics, OVERFLOW_SERIES, Operation, global};
+pub use self::registry::{Metrics, OTHER_METHOD, OVERFLOW_SERIES, Operation, global};
 pub use self::snapshot::{
     CallStats, CategorySnapshot, CounterSnapshot, EndpointSnapshot, LastCall, LatencySummary,
     MetricsSnapshot, NamedHistogram, OperationSnapshot, RequestStats,

@@ -8,10 +8,31 @@
 //! - `<ns>_http_requests_total` (counter; labels `method`, `route`, `status`);
 //! - `<ns>_<histogram name>` (summary, in the recorded unit) and
 //!   `<ns>_<counter name>_total` (counter) for named histograms and counters, with any
-//!   character outside `[a-zA-Z0-9_]` turned into `_`.
+//!   character outside `[a-zA-Z0-9_]` turned into `_`. The HELP line names the original.
 //!
 //! Label values are escaped (`\\`, `\"`, `\n`), so any operation name is safe.
+//!
+//! # Names that sanitize alike
+//! `a.b`, `a-b` and `a_b` all sanitize to `a_b`, and a histogram `x_total` would land
+//! on the family of a counter `x`, a histogram `s_sum` on the `_sum` sample of a
+//! histogram `s`, a histogram `operation_duration_seconds` on a family of the registry.
+//! Two families of one name make Prometheus reject the whole scrape, so names are kept
+//! apart, deterministically:
+//! - a [`Metrics`](crate::Metrics) registry assigns the exposed name when a histogram
+//!   or counter is **registered** (first use of its name). The first name to claim a
+//!   family keeps the plain name; a later one whose family, or any sample name of it
+//!   (`_sum`, `_count`), is already taken gets the plain name suffixed with `_` and 8
+//!   hex digits of a stable hash of its own, original name (FNV-1a), e.g.
+//!   `cortex_a_b_e2300e48` for `a_b` registered after `a.b`; counters keep `_total`
+//!   last. The registry's own families are claimed first, so a user name never
+//!   displaces them. The name, once assigned, never changes for the life of the
+//!   registry; the same names registered in the same order get the same exposed names
+//!   in every run. A warning naming both the original and the exposed name is logged
+//!   when a suffix is given.
+//! - [`render`] of a snapshot on its own (no registry) applies the same rule in
+//!   snapshot order (histograms, then counters, each sorted by name).
 
+use std::collections::HashSet;
 use std::fmt::Write;
 
 use crate::HistogramSnapshot;
@@ -20,10 +41,24 @@ use crate::snapshot::{LatencySummary, MetricsSnapshot};
 /// The content type to answer a scrape with.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Render `snap` with metric names prefixed by `namespace`.
+/// Render `snap` with metric names prefixed by `namespace`. Histograms and counters
+/// whose names sanitize alike are told apart as the [module docs](self) say.
 pub fn render(snap: &MetricsSnapshot, namespace: &str) -> String {
+    render_with(snap, namespace, |_| None, |_| None)
+}
+
+/// Render with the family names a registry assigned (`histogram(name)`,
+/// `counter(name)`: the full family name, namespace included). A name without an
+/// assignment, or whose assignment is taken in this rendering, gets one here.
+pub(crate) fn render_with(
+    snap: &MetricsSnapshot,
+    namespace: &str,
+    histogram: impl Fn(&str) -> Option<String>,
+    counter: impl Fn(&str) -> Option<String>,
+) -> String {
     let mut out = String::with_capacity(4096);
     let ns = sanitize(namespace);
+    let (histogram_families, counter_families) = family_names(snap, &ns, histogram, counter);
 
     let name = format!("{ns}_operation_duration_seconds");
     family(
@@ -107,11 +142,10 @@ pub fn render(snap: &MetricsSnapshot, namespace: &str) -> String {
         }
     }
 
-    for h in &snap.histograms {
-        let name = format!("{ns}_{}", sanitize(&h.name));
+    for (h, name) in snap.histograms.iter().zip(&histogram_families) {
         family(
             &mut out,
-            &name,
+            name,
             "summary",
             &format!(
                 "Values of {}: quantiles over the current window, sum and count since start.",
@@ -119,20 +153,162 @@ pub fn render(snap: &MetricsSnapshot, namespace: &str) -> String {
             ),
             true,
         );
-        summary_values(&mut out, &name, &h.window, &h.total);
+        summary_values(&mut out, name, &h.window, &h.total);
     }
-    for c in &snap.counters {
-        let name = format!("{ns}_{}_total", sanitize(&c.name));
+    for (c, name) in snap.counters.iter().zip(&counter_families) {
         family(
             &mut out,
-            &name,
+            name,
             "counter",
             &format!("Count of {} since start.", c.name),
             true,
         );
-        sample(&mut out, &name, &[], c.total as f64);
+        sample(&mut out, name, &[], c.total as f64);
     }
     out
+}
+
+/// The family name of every histogram and counter of `snap`, in snapshot order:
+/// assigned names first (when still free), then the others claimed in snapshot order.
+fn family_names(
+    snap: &MetricsSnapshot,
+    ns: &str,
+    histogram: impl Fn(&str) -> Option<String>,
+    counter: impl Fn(&str) -> Option<String>,
+) -> (Vec<String>, Vec<String>) {
+    let mut claims = Claims::new(ns);
+    let mut hist: Vec<Option<String>> = snap
+        .histograms
+        .iter()
+        .map(|h| histogram(&h.name).filter(|f| claims.try_take(Kind::Summary, f)))
+        .collect();
+    let mut count: Vec<Option<String>> = snap
+        .counters
+        .iter()
+        .map(|c| counter(&c.name).filter(|f| claims.try_take(Kind::Counter, f)))
+        .collect();
+    for (h, slot) in snap.histograms.iter().zip(&mut hist) {
+        if slot.is_none() {
+            *slot = Some(claims.claim(Kind::Summary, &h.name));
+        }
+    }
+    for (c, slot) in snap.counters.iter().zip(&mut count) {
+        if slot.is_none() {
+            *slot = Some(claims.claim(Kind::Counter, &c.name));
+        }
+    }
+    (
+        hist.into_iter().map(Option::unwrap_or_default).collect(),
+        count.into_iter().map(Option::unwrap_or_default).collect(),
+    )
+}
+
+/// What a named series is exposed as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A summary family `F`: samples `F`, `F_sum`, `F_count`.
+    Summary,
+    /// A counter family `F_total`: one sample of that name.
+    Counter,
+}
+
+impl Kind {
+    /// Every metric name a family of this kind uses.
+    fn names(self, family: &str) -> Vec<String> {
+        match self {
+            Kind::Summary => vec![
+                family.to_owned(),
+                format!("{family}_sum"),
+                format!("{family}_count"),
+            ],
+            Kind::Counter => vec![family.to_owned()],
+        }
+    }
+
+    /// The family name for the sanitized `base`.
+    fn family(self, ns: &str, base: &str) -> String {
+        match self {
+            Kind::Summary => format!("{ns}_{base}"),
+            Kind::Counter => format!("{ns}_{base}_total"),
+        }
+    }
+}
+
+/// The metric names taken so far in one exposition: the registry's own families, then
+/// every named histogram and counter as it claims its family.
+#[derive(Debug)]
+pub(crate) struct Claims {
+    ns: String,
+    taken: HashSet<String>,
+}
+
+impl Claims {
+    /// The registry's own families under namespace `ns` (already sanitized), taken.
+    pub(crate) fn new(ns: &str) -> Self {
+        let mut claims = Self {
+            ns: ns.to_owned(),
+            taken: HashSet::new(),
+        };
+        for (kind, family) in [
+            (Kind::Summary, format!("{ns}_operation_duration_seconds")),
+            (Kind::Counter, format!("{ns}_operation_errors_total")),
+            (Kind::Summary, format!("{ns}_http_request_duration_seconds")),
+            (Kind::Counter, format!("{ns}_http_requests_total")),
+        ] {
+            claims.taken.extend(kind.names(&family));
+        }
+        claims
+    }
+
+    /// Take `family` if none of its names is taken.
+    fn try_take(&mut self, kind: Kind, family: &str) -> bool {
+        let names = kind.names(family);
+        if names.iter().any(|n| self.taken.contains(n)) {
+            return false;
+        }
+        self.taken.extend(names);
+        true
+    }
+
+    /// The family `name` of `kind` has when nothing else claims it.
+    pub(crate) fn plain(&self, kind: Kind, name: &str) -> String {
+        kind.family(&self.ns, &sanitize(name))
+    }
+
+    /// The family for the series `name` of `kind`: the plain sanitized name when free,
+    /// else that name suffixed with a stable hash of `name` (see the module docs).
+    pub(crate) fn claim(&mut self, kind: Kind, name: &str) -> String {
+        let base = sanitize(name);
+        let plain = kind.family(&self.ns, &base);
+        if self.try_take(kind, &plain) {
+            return plain;
+        }
+        // A second hash (seeded) only if the first suffixed name is taken too, which
+        // takes a 32-bit collision or a name chosen to look like a suffixed one.
+        for seed in 0u64.. {
+            let family = kind.family(&self.ns, &format!("{base}_{:08x}", short_hash(name, seed)));
+            if self.try_take(kind, &family) {
+                return family;
+            }
+        }
+        unreachable!("the seeds run out after every family name was taken")
+    }
+}
+
+/// 32 bits of FNV-1a over `seed` then `name`: stable across runs, platforms and Rust
+/// versions (unlike `DefaultHasher`).
+fn short_hash(name: &str, seed: u64) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed
+        .to_le_bytes()
+        .into_iter()
+        .filter(|_| seed > 0)
+        .chain(name.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as u32
 }
 
 /// A duration summary in seconds: window quantiles, `_sum` and `_count` since start.
@@ -222,7 +398,7 @@ fn escape_label(out: &mut String, v: &str) {
 }
 
 /// A valid metric name part: `[a-zA-Z0-9_]`, not starting with a digit.
-fn sanitize(name: &str) -> String {
+pub(crate) fn sanitize(name: &str) -> String {
     let mut s: String = name
         .chars()
         .map(|c| {
@@ -250,5 +426,28 @@ mod tests {
         assert_eq!(out, "m{op=\"a\\\"b\\\\c\\nd\"} 1\n");
         assert_eq!(sanitize("cache.hits-x"), "cache_hits_x");
         assert_eq!(sanitize("9lives"), "_9lives");
+    }
+
+    #[test]
+    fn claims_keep_families_and_their_samples_apart() {
+        let mut c = Claims::new("ns");
+        assert_eq!(c.claim(Kind::Summary, "a.b"), "ns_a_b");
+        let second = c.claim(Kind::Summary, "a_b");
+        assert_eq!(second, format!("ns_a_b_{:08x}", short_hash("a_b", 0)));
+        // The suffix depends on the name only: stable from run to run.
+        assert_eq!(short_hash("a_b", 0), 0xe2300e48);
+        // A summary's `_sum` sample, a counter's family, the registry's own families.
+        assert_eq!(c.claim(Kind::Summary, "s"), "ns_s");
+        assert_ne!(c.claim(Kind::Summary, "s_sum"), "ns_s_sum");
+        assert_eq!(c.claim(Kind::Counter, "x"), "ns_x_total");
+        assert_ne!(c.claim(Kind::Summary, "x_total"), "ns_x_total");
+        assert_ne!(
+            c.claim(Kind::Counter, "http_requests"),
+            "ns_http_requests_total"
+        );
+        // A name made to look like the suffixed one still gets a family of its own.
+        let lookalike = second.trim_start_matches("ns_").to_owned();
+        let third = c.claim(Kind::Summary, &lookalike);
+        assert!(third != second && third.starts_with(&second), "{third}");
     }
 }

@@ -1,20 +1,25 @@
 use std::collections::{BTreeMap, HashMap};
-use std::hash::Hash;
+use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::histogram::{Counts, Period};
+use crate::prometheus::{Claims, Kind, sanitize};
 use crate::snapshot::{
     CallStats, CategorySnapshot, CounterSnapshot, EndpointSnapshot, LastCall, LatencySummary,
     MetricsSnapshot, NamedHistogram, OperationSnapshot, RequestStats,
 };
-use crate::{Counter, Error, Histogram, HistogramSnapshot, MetricsConfig, Result};
+use crate::{Counter, Histogram, HistogramSnapshot, MetricsConfig, Result};
 
-/// The name under which records beyond a series cap are kept.
+/// The name under which records beyond a series cap are kept: the operation, histogram
+/// or counter name, and both the method and the route of the endpoint overflow series.
 pub const OVERFLOW_SERIES: &str = "(other)";
 
 /// One timed operation: latency of successes and of failures (kept apart, so a fast
@@ -225,45 +230,130 @@ impl Endpoint {
     }
 }
 
+/// The `method` label of requests whose method is none of the standard nine: a
+/// client can send any token as a method, and each must not become a series.
+pub const OTHER_METHOD: &str = "OTHER";
+
+/// The label of a request method: the method itself when it is one of `GET`, `HEAD`,
+/// `POST`, `PUT`, `DELETE`, `CONNECT`, `OPTIONS`, `TRACE`, `PATCH` (case-sensitive, as
+/// HTTP methods are), else [`OTHER_METHOD`].
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => OTHER_METHOD,
+    }
+}
+
+/// Milliseconds since the first call, on the monotonic clock.
+fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A warning, at most once a minute per kind of series, that records of new names go
+/// to the overflow series: a flood of names must not become a flood of log lines.
+struct OverflowLog {
+    what: &'static str,
+    /// When the next warning may be logged ([`monotonic_ms`]).
+    next_ms: AtomicU64,
+    /// Overflowing lookups since the last warning.
+    since_last: AtomicU64,
+}
+
+impl OverflowLog {
+    const EVERY_MS: u64 = 60_000;
+
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            next_ms: AtomicU64::new(0),
+            since_last: AtomicU64::new(0),
+        }
+    }
+
+    #[cold]
+    fn note(&self, cap: usize, name: &str) {
+        self.since_last.fetch_add(1, Relaxed);
+        let now = monotonic_ms();
+        let next = self.next_ms.load(Relaxed);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now.saturating_add(Self::EVERY_MS), Relaxed, Relaxed)
+                .is_ok()
+        {
+            let overflowed = self.since_last.swap(0, Relaxed);
+            tracing::warn!(
+                series = self.what,
+                cap,
+                name,
+                overflowed,
+                "series cap reached: records of new names go to the overflow series {OVERFLOW_SERIES:?} \
+                 (at most one warning a minute; `overflowed` counts lookups since the last one)"
+            );
+        }
+    }
+}
+
 /// A map of named series with a cap. Reads are lock-free and write nothing shared
 /// (an `ArcSwap` load), so two cores looking up names do not contend; adding a series
 /// copies the map, which happens once per name.
-struct Family<K, V> {
-    map: ArcSwap<HashMap<K, Arc<V>>>,
+///
+/// The cap holds under concurrent inserts: every insert runs under `write` and counts
+/// the series in the map it replaces, so no racing insert can slip past it.
+struct Family<V> {
+    map: ArcSwap<HashMap<Arc<str>, Arc<V>>>,
     /// Serializes writers so no insert is lost between copy and swap.
     write: Mutex<()>,
+    /// Set once the overflow series exists: a new name then goes to it without the lock.
+    full: AtomicBool,
+    log: OverflowLog,
 }
 
-impl<K: Eq + Hash + Clone, V> Family<K, V> {
-    fn new() -> Self {
+impl<V> Family<V> {
+    fn new(what: &'static str) -> Self {
         Self {
             map: ArcSwap::from_pointee(HashMap::new()),
             write: Mutex::new(()),
+            full: AtomicBool::new(false),
+            log: OverflowLog::new(what),
         }
     }
 
     /// Run `f` on the series for `key`, if it exists, without touching its refcount.
     #[inline]
-    fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Eq + Hash + ?Sized,
-    {
+    fn with<R>(&self, key: &str, f: impl FnOnce(&V) -> R) -> Option<R> {
         self.map.load().get(key).map(|v| f(v))
     }
 
-    fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Eq + Hash + ?Sized,
-    {
+    fn get(&self, key: &str) -> Option<Arc<V>> {
         self.map.load().get(key).cloned()
     }
 
-    /// The series for `key`, created by `make`; past `cap` series, the one for
-    /// `overflow` instead.
-    fn get_or_insert(&self, key: K, cap: usize, overflow: K, make: impl Fn(&K) -> V) -> Arc<V> {
-        if let Some(v) = self.get(&key) {
+    /// The series for `key`, created by `make(key, false)`. Past `cap` series (the
+    /// overflow series counts toward it), the [`OVERFLOW_SERIES`] one instead, created
+    /// by `make(OVERFLOW_SERIES, true)`, and a rate-limited warning.
+    fn get_or_insert(
+        &self,
+        key: &str,
+        cap: usize,
+        make: impl FnOnce(&Arc<str>, bool) -> V,
+    ) -> Arc<V> {
+        if let Some(v) = self.get(key) {
+            return v;
+        }
+        if self.full.load(Acquire)
+            && let Some(v) = self.get(OVERFLOW_SERIES)
+        {
+            self.log.note(cap, key);
             return v;
         }
         // Poisoning only means a panic in another insert: the map itself is intact.
@@ -272,22 +362,26 @@ impl<K: Eq + Hash + Clone, V> Family<K, V> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.map.load_full();
-        if let Some(v) = current.get(&key) {
+        if let Some(v) = current.get(key) {
             return v.clone();
         }
-        // The overflow series counts toward the cap: at most `cap` series in all.
-        let key = if current.len() + 1 >= cap {
-            overflow
-        } else {
-            key
+        let overflow = current.len() + 1 >= cap;
+        let name: Arc<str> = Arc::from(if overflow { OVERFLOW_SERIES } else { key });
+        let value = match current.get(&name) {
+            Some(v) => v.clone(),
+            None => {
+                let value = Arc::new(make(&name, overflow));
+                let mut next = HashMap::with_capacity(current.len() + 1);
+                next.extend(current.iter().map(|(k, v)| (k.clone(), v.clone())));
+                next.insert(name, value.clone());
+                self.map.store(Arc::new(next));
+                value
+            }
         };
-        if let Some(v) = current.get(&key) {
-            return v.clone();
+        if overflow {
+            self.full.store(true, Release);
+            self.log.note(cap, key);
         }
-        let value = Arc::new(make(&key));
-        let mut next = HashMap::clone(&current);
-        next.insert(key, value.clone());
-        self.map.store(Arc::new(next));
         value
     }
 
@@ -295,7 +389,7 @@ impl<K: Eq + Hash + Clone, V> Family<K, V> {
         self.map.load().len()
     }
 
-    fn entries(&self) -> Vec<(K, Arc<V>)> {
+    fn entries(&self) -> Vec<(Arc<str>, Arc<V>)> {
         self.map
             .load()
             .iter()
@@ -304,22 +398,40 @@ impl<K: Eq + Hash + Clone, V> Family<K, V> {
     }
 }
 
+/// A named histogram or counter and the Prometheus family name it was given when it
+/// was registered (see [`crate::prometheus`]).
+struct Named<T> {
+    series: Arc<T>,
+    family: Box<str>,
+}
+
 struct Inner {
     config: MetricsConfig,
-    operations: Family<Arc<str>, Operation>,
-    /// Route template, then method: two lookups by `&str`, so recording a request
+    operations: Family<Operation>,
+    /// Route template, then method label: two lookups by `&str`, so recording a request
     /// allocates nothing.
-    endpoints: Family<Arc<str>, Family<Arc<str>, Endpoint>>,
+    endpoints: Family<Family<Endpoint>>,
     /// Number of (route, method) series; held while adding one, to enforce the cap.
     endpoint_series: Mutex<usize>,
-    histograms: Family<Arc<str>, Histogram>,
-    counters: Family<Arc<str>, Counter>,
+    /// Set once the endpoint overflow series exists.
+    endpoints_full: AtomicBool,
+    endpoint_log: OverflowLog,
+    histograms: Family<Named<Histogram>>,
+    counters: Family<Named<Counter>>,
+    /// Prometheus names taken by the registry's families and by named histograms and
+    /// counters; locked inside their family's `write` lock, never the other way round.
+    claims: Mutex<Claims>,
     window_started_ms: AtomicU64,
 }
 
 /// A registry of operation, endpoint, histogram and counter metrics.
 ///
 /// Cheap to clone (one `Arc`); share one per service, or use [`global()`].
+///
+/// Every kind of series has a cap ([`MetricsConfig`]), so names that come from input
+/// (routes, methods, data-dependent operation names) cannot grow memory without bound;
+/// past a cap, records of new names go to one [`OVERFLOW_SERIES`] series of that kind
+/// and a warning is logged at most once a minute per kind.
 ///
 /// ```
 /// use std::time::Duration;
@@ -378,21 +490,25 @@ impl Metrics {
     /// A registry with `config`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] when the config does not [validate](MetricsConfig::validate).
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) when the config does not [validate](MetricsConfig::validate).
     pub fn with_config(config: MetricsConfig) -> Result<Self> {
         config.validate()?;
         Ok(Self::with_config_unchecked(config))
     }
 
     fn with_config_unchecked(config: MetricsConfig) -> Self {
+        let claims = Claims::new(&sanitize(&config.namespace));
         Self {
             inner: Arc::new(Inner {
                 config,
-                operations: Family::new(),
-                endpoints: Family::new(),
+                operations: Family::new("operations"),
+                endpoints: Family::new("endpoints"),
                 endpoint_series: Mutex::new(0),
-                histograms: Family::new(),
-                counters: Family::new(),
+                endpoints_full: AtomicBool::new(false),
+                endpoint_log: OverflowLog::new("endpoints"),
+                histograms: Family::new("histograms"),
+                counters: Family::new("counters"),
+                claims: Mutex::new(claims),
                 window_started_ms: AtomicU64::new(unix_ms(SystemTime::now())),
             }),
         }
@@ -404,6 +520,9 @@ impl Metrics {
     }
 
     /// The handle of operation `name` (created on first use, without a category).
+    ///
+    /// Past [`MetricsConfig::max_operations`] operations, a new name gets the handle of
+    /// the [`OVERFLOW_SERIES`] operation (which has no category).
     pub fn operation(&self, name: &str) -> Arc<Operation> {
         if let Some(op) = self.inner.operations.get(name) {
             return op;
@@ -413,6 +532,10 @@ impl Metrics {
 
     /// The handle of operation `name` in `category`. The category is fixed when the
     /// operation is first registered.
+    ///
+    /// Categories are rolled up from operations, so there are never more of them than
+    /// operations ([`MetricsConfig::max_operations`]); past that cap, a new name gets the
+    /// [`OVERFLOW_SERIES`] operation, which belongs to no category.
     pub fn operation_in(&self, category: &str, name: &str) -> Arc<Operation> {
         if let Some(op) = self.inner.operations.get(name) {
             return op;
@@ -421,12 +544,14 @@ impl Metrics {
     }
 
     fn insert_operation(&self, name: &str, category: Option<&str>) -> Arc<Operation> {
-        let category: Option<Arc<str>> = category.map(Arc::from);
         self.inner.operations.get_or_insert(
-            Arc::from(name),
+            name,
             self.inner.config.max_operations,
-            Arc::from(OVERFLOW_SERIES),
-            |k| Operation::new(k.clone(), category.clone()),
+            |k, overflow| {
+                // The overflow series takes every category: it belongs to none.
+                let category = category.filter(|_| !overflow).map(Arc::from);
+                Operation::new(k.clone(), category)
+            },
         )
     }
 
@@ -444,9 +569,13 @@ impl Metrics {
     }
 
     /// Record one HTTP request. `route` must be a template (`/users/{id}`), never the raw
-    /// path; past [`MetricsConfig::max_endpoints`] series, requests are recorded under
-    /// [`OVERFLOW_SERIES`].
+    /// path. A method outside the standard nine (`GET HEAD POST PUT DELETE CONNECT
+    /// OPTIONS TRACE PATCH`) is recorded as [`OTHER_METHOD`]. Past
+    /// [`MetricsConfig::max_endpoints`] (method, route) series, requests of a new pair are
+    /// recorded under one overflow series, method and route [`OVERFLOW_SERIES`].
     pub fn record_endpoint(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        // Only labels are ever keys: a standard method is found as given; any other
+        // misses here and is found as `OTHER` below.
         let recorded = self
             .inner
             .endpoints
@@ -455,11 +584,39 @@ impl Metrics {
             })
             .flatten();
         if recorded.is_none() {
-            self.insert_endpoint(method, route).record(status, elapsed);
+            self.endpoint(method_label(method), route)
+                .record(status, elapsed);
         }
     }
 
-    fn insert_endpoint(&self, method: &str, route: &str) -> Arc<Endpoint> {
+    fn endpoint(&self, method: &'static str, route: &str) -> Arc<Endpoint> {
+        let existing = self
+            .inner
+            .endpoints
+            .get(route)
+            .and_then(|methods| methods.get(method));
+        if let Some(e) = existing {
+            return e;
+        }
+        if self.inner.endpoints_full.load(Acquire)
+            && let Some(e) = self.overflow_endpoint()
+        {
+            self.inner
+                .endpoint_log
+                .note(self.inner.config.max_endpoints, route);
+            return e;
+        }
+        self.insert_endpoint(method, route)
+    }
+
+    fn overflow_endpoint(&self) -> Option<Arc<Endpoint>> {
+        self.inner
+            .endpoints
+            .get(OVERFLOW_SERIES)
+            .and_then(|methods| methods.get(OVERFLOW_SERIES))
+    }
+
+    fn insert_endpoint(&self, method: &'static str, route: &str) -> Arc<Endpoint> {
         let mut series = self
             .inner
             .endpoint_series
@@ -473,49 +630,88 @@ impl Metrics {
         if let Some(e) = existing {
             return e;
         }
+        let cap = self.inner.config.max_endpoints;
         // The overflow series counts toward the cap: at most `max_endpoints` in all.
-        let route = if *series + 1 >= self.inner.config.max_endpoints {
-            OVERFLOW_SERIES
+        let overflow = *series + 1 >= cap;
+        let (route_key, method_key) = if overflow {
+            (OVERFLOW_SERIES, OVERFLOW_SERIES)
         } else {
-            route
+            (route, method)
         };
-        let methods = self.inner.endpoints.get_or_insert(
-            Arc::from(route),
-            usize::MAX,
-            Arc::from(OVERFLOW_SERIES),
-            |_| Family::new(),
-        );
-        if let Some(e) = methods.get(method) {
-            return e;
+        // The series count, under its lock, is the cap: these two maps need none.
+        let methods = self
+            .inner
+            .endpoints
+            .get_or_insert(route_key, usize::MAX, |_, _| Family::new("methods"));
+        let e = match methods.get(method_key) {
+            Some(e) => e,
+            None => {
+                *series += 1;
+                methods.get_or_insert(method_key, usize::MAX, |_, _| Endpoint::new())
+            }
+        };
+        if overflow {
+            self.inner.endpoints_full.store(true, Release);
+            self.inner.endpoint_log.note(cap, route);
         }
-        *series += 1;
-        methods.get_or_insert(Arc::from(method), usize::MAX, Arc::from(method), |_| {
-            Endpoint::new()
-        })
+        e
+    }
+
+    /// The family name of a new histogram or counter `name` (see [`crate::prometheus`]).
+    fn claim(&self, kind: Kind, name: &str) -> Box<str> {
+        let mut claims = self
+            .inner
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let family = claims.claim(kind, name);
+        let plain = claims.plain(kind, name);
+        drop(claims);
+        if family != plain {
+            tracing::warn!(
+                name,
+                family = %family,
+                taken = %plain,
+                "metric name collides with another once sanitized for Prometheus: exposed under a suffixed name"
+            );
+        }
+        family.into_boxed_str()
     }
 
     /// The value histogram `name` (batch sizes, payload bytes...), created on first use.
+    ///
+    /// Past [`MetricsConfig::max_operations`] histograms, a new name gets the
+    /// [`OVERFLOW_SERIES`] histogram.
     pub fn histogram(&self, name: &str) -> Arc<Histogram> {
-        self.inner.histograms.get(name).unwrap_or_else(|| {
-            self.inner.histograms.get_or_insert(
-                Arc::from(name),
-                self.inner.config.max_operations,
-                Arc::from(OVERFLOW_SERIES),
-                |_| Histogram::new(),
-            )
-        })
+        if let Some(h) = self.inner.histograms.with(name, |n| n.series.clone()) {
+            return h;
+        }
+        self.inner
+            .histograms
+            .get_or_insert(name, self.inner.config.max_operations, |k, _| Named {
+                series: Arc::new(Histogram::new()),
+                family: self.claim(Kind::Summary, k),
+            })
+            .series
+            .clone()
     }
 
     /// The counter `name` (cache hits, retries...), created on first use.
+    ///
+    /// Past [`MetricsConfig::max_operations`] counters, a new name gets the
+    /// [`OVERFLOW_SERIES`] counter.
     pub fn counter(&self, name: &str) -> Arc<Counter> {
-        self.inner.counters.get(name).unwrap_or_else(|| {
-            self.inner.counters.get_or_insert(
-                Arc::from(name),
-                self.inner.config.max_operations,
-                Arc::from(OVERFLOW_SERIES),
-                |_| Counter::new(),
-            )
-        })
+        if let Some(c) = self.inner.counters.with(name, |n| n.series.clone()) {
+            return c;
+        }
+        self.inner
+            .counters
+            .get_or_insert(name, self.inner.config.max_operations, |k, _| Named {
+                series: Arc::new(Counter::new()),
+                family: self.claim(Kind::Counter, k),
+            })
+            .series
+            .clone()
     }
 
     /// Start a new window for everything. Cumulative totals keep counting, and a record
@@ -534,10 +730,10 @@ impl Metrics {
             }
         }
         for (_, h) in self.inner.histograms.entries() {
-            h.reset_window();
+            h.series.reset_window();
         }
         for (_, c) in self.inner.counters.entries() {
-            c.reset_window();
+            c.series.reset_window();
         }
     }
 
@@ -643,7 +839,7 @@ impl Metrics {
             .entries()
             .into_iter()
             .map(|(name, h)| {
-                let (window, total) = h.snapshots();
+                let (window, total) = h.series.snapshots();
                 NamedHistogram {
                     name: name.to_string(),
                     window,
@@ -660,8 +856,8 @@ impl Metrics {
             .into_iter()
             .map(|(name, c)| CounterSnapshot {
                 name: name.to_string(),
-                window: c.window(),
-                total: c.total(),
+                window: c.series.window(),
+                total: c.series.total(),
             })
             .collect();
         counters.sort_by(|a, b| a.name.cmp(&b.name));
@@ -683,24 +879,34 @@ impl Metrics {
         serde_json::to_string_pretty(&self.snapshot()).unwrap_or_default()
     }
 
-    /// Write the snapshot as JSON to `path` (through a temporary file, so a reader
-    /// never sees half a file).
+    /// Write the snapshot as pretty JSON to `path`, atomically: into a temporary file
+    /// of its own in the same directory (unique per call, so concurrent exports, to one
+    /// file or to several, never share one), synced, then renamed over `path`. A reader
+    /// never sees half a file, and a failed export leaves the previous file as it was.
+    ///
+    /// This is blocking file I/O.
     ///
     /// # Errors
-    /// [`Error::Io`] naming the path when it cannot be written.
+    /// [`Error::Io`](crate::Error::Io) naming the path when it cannot be written.
     pub fn export_json(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let io = |source| Error::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, self.to_json()).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        let snapshot = self.snapshot();
+        crate::file::write_atomic(path.as_ref(), |out| {
+            serde_json::to_writer_pretty(&mut *out, &snapshot).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")
+        })
     }
 
-    /// The Prometheus text exposition of everything (see [`crate::prometheus`]).
+    /// The Prometheus text exposition of everything (see [`crate::prometheus`]), with
+    /// the family names given to histograms and counters when they were registered.
     pub fn prometheus(&self) -> String {
-        crate::prometheus::render(&self.snapshot(), &self.inner.config.namespace)
+        fn family<T>(named: &Named<T>) -> String {
+            named.family.to_string()
+        }
+        crate::prometheus::render_with(
+            &self.snapshot(),
+            &self.inner.config.namespace,
+            |name| self.inner.histograms.with(name, family),
+            |name| self.inner.counters.with(name, family),
+        )
     }
 }

@@ -107,9 +107,10 @@ pub struct RequestStats {
 /// One endpoint: a method and a route template such as `/users/{id}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EndpointSnapshot {
-    /// HTTP method.
+    /// HTTP method: one of the standard nine, `OTHER` for any other method, or
+    /// `(other)` for the overflow series.
     pub method: String,
-    /// Route template (never the raw path).
+    /// Route template (never the raw path), or `(other)` for the overflow series.
     pub route: String,
     /// Since the last reset.
     pub window: RequestStats,

@@ -8,9 +8,18 @@ use cortex_metrics::CountingAllocator;
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator::system();
 
+/// Tests that keep every core busy for a while (tens of thousands of inserts, eight
+/// writer threads) hold this shared; a test that compares timings holds it alone, so it
+/// does not measure them.
+static CPU_HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 mod bench;
+mod caps;
+mod exposition;
+mod files;
 mod histogram;
 #[cfg(feature = "load")]
 mod load;
 mod memory;
 mod registry;
+mod series_cost;

@@ -1,0 +1,199 @@
+//! Files written by the crate (`Metrics::export_json`, `Baselines::save`): a unique
+//! temporary file in the target's directory, synced, then renamed, so concurrent
+//! writers never share a temporary file and a reader never sees half a file.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use cortex_metrics::{Baselines, BenchResult, Error, Metrics, MetricsSnapshot};
+
+const THREADS: usize = 8;
+const ROUNDS: usize = 10;
+
+/// A registry whose JSON is large enough (a few hundred KiB) for writes to overlap.
+fn busy_registry() -> Metrics {
+    let metrics = Metrics::new();
+    for i in 0..200 {
+        let op = metrics.operation_in("cat", &format!("operation.number.{i}"));
+        for us in [1, 10, 100, 1000] {
+            op.record(Duration::from_micros(us * (i + 1)), us != 10);
+        }
+    }
+    metrics
+}
+
+fn names_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Run `f(thread, round)` on `THREADS` threads started together.
+fn on_threads(f: impl Fn(usize, usize) + Send + Sync + 'static) {
+    let f = Arc::new(f);
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (f, barrier) = (f.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for round in 0..ROUNDS {
+                    f(t, round);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn concurrent_json_exports_leave_whole_files_and_no_temporaries() {
+    let _heavy = crate::CPU_HEAVY.blocking_read();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = busy_registry();
+    let root = dir.path().to_owned();
+    on_threads(move |t, round| {
+        // Its own file, one without an extension next to it (`m3` and `m3.json` once
+        // shared a temporary name), and one file every thread writes.
+        for name in [
+            format!("m{t}.json"),
+            format!("m{t}"),
+            "shared.json".to_owned(),
+        ] {
+            let path = root.join(&name);
+            metrics
+                .export_json(&path)
+                .unwrap_or_else(|e| panic!("thread {t} round {round} {name}: {e}"));
+        }
+    });
+    let mut expected: BTreeSet<String> = (0..THREADS)
+        .flat_map(|t| [format!("m{t}.json"), format!("m{t}")])
+        .collect();
+    expected.insert("shared.json".to_owned());
+    assert_eq!(
+        names_in(dir.path()),
+        expected,
+        "temporary files left behind"
+    );
+    for name in &expected {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        let snap: MetricsSnapshot = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{name} is not a whole snapshot: {e}"));
+        assert_eq!(snap.operations.len(), 200, "{name}");
+    }
+}
+
+#[test]
+fn concurrent_baseline_saves_leave_whole_files_and_no_temporaries() {
+    let _heavy = crate::CPU_HEAVY.blocking_read();
+    let dir = tempfile::tempdir().unwrap();
+    let mut baselines = Baselines::new();
+    for i in 0..2_000 {
+        let samples = [
+            Duration::from_micros(i + 1),
+            Duration::from_micros(2 * i + 3),
+        ];
+        baselines.update(&BenchResult::from_samples(format!("operation.{i}"), &samples).unwrap());
+    }
+    let root = dir.path().to_owned();
+    on_threads(move |t, round| {
+        for name in [
+            format!("b{t}.json"),
+            "performance_baselines.json".to_owned(),
+        ] {
+            baselines
+                .save(root.join(&name))
+                .unwrap_or_else(|e| panic!("thread {t} round {round} {name}: {e}"));
+        }
+    });
+    let mut expected: BTreeSet<String> = (0..THREADS).map(|t| format!("b{t}.json")).collect();
+    expected.insert("performance_baselines.json".to_owned());
+    assert_eq!(
+        names_in(dir.path()),
+        expected,
+        "temporary files left behind"
+    );
+    for name in &expected {
+        let loaded = Baselines::load(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name} is not whole: {e}"));
+        assert_eq!(loaded.len(), 2_000, "{name}");
+    }
+}
+
+#[test]
+fn a_write_that_cannot_happen_names_the_path_and_keeps_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = busy_registry();
+
+    // No such directory.
+    let missing = dir.path().join("missing/dir/m.json");
+    let err = metrics.export_json(&missing).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path == &missing),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("missing/dir/m.json"), "{err}");
+    let err = Baselines::new().save(&missing).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path == &missing),
+        "{err:?}"
+    );
+
+    // The target is a directory: the rename fails, the directory and its content stay,
+    // and the temporary file is removed.
+    let target = dir.path().join("taken.json");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"x").unwrap();
+    let err = metrics.export_json(&target).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path == &target),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("taken.json"), "{err}");
+    assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"x");
+    assert_eq!(
+        names_in(dir.path()),
+        BTreeSet::from(["taken.json".to_owned()]),
+        "temporary file left behind"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_failed_write_in_a_read_only_directory_keeps_the_old_file() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.json");
+    let metrics = busy_registry();
+    metrics.export_json(&path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Root writes anyway: then there is nothing to test here (the unit tests of the
+    // write helper inject a failure instead).
+    let probe = dir.path().join("probe");
+    if std::fs::write(&probe, b"").is_ok() {
+        let _ = std::fs::remove_file(&probe);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        eprintln!("skipped: the directory is writable despite its mode (running as root)");
+        return;
+    }
+    metrics.record("one.more", Duration::from_millis(1), true);
+    let err = metrics.export_json(&path).unwrap_err();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        matches!(&err, Error::Io { path: p, .. } if p == &path),
+        "{err:?}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the old file changed"
+    );
+}

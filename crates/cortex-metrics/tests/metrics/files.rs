@@ -162,38 +162,3 @@ fn a_write_that_cannot_happen_names_the_path_and_keeps_the_old_file() {
         "temporary file left behind"
     );
 }
-
-#[cfg(unix)]
-#[test]
-fn a_failed_write_in_a_read_only_directory_keeps_the_old_file() {
-    use std::os::unix::fs::PermissionsExt;
-
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("metrics.json");
-    let metrics = busy_registry();
-    metrics.export_json(&path).unwrap();
-    let before = std::fs::read(&path).unwrap();
-
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
-    // Root writes anyway: then there is nothing to test here (the unit tests of the
-    // write helper inject a failure instead).
-    let probe = dir.path().join("probe");
-    if std::fs::write(&probe, b"").is_ok() {
-        let _ = std::fs::remove_file(&probe);
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        eprintln!("skipped: the directory is writable despite its mode (running as root)");
-        return;
-    }
-    metrics.record("one.more", Duration::from_millis(1), true);
-    let err = metrics.export_json(&path).unwrap_err();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert!(
-        matches!(&err, Error::Io { path: p, .. } if p == &path),
-        "{err:?}"
-    );
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        before,
-        "the old file changed"
-    );
-}

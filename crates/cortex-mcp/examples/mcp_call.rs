@@ -10,6 +10,11 @@
 //!
 //! Exits 0 with the result on stdout; 1 with the error on stderr when the call fails or
 //! the tool reports an error; 2 for bad command-line arguments.
+//!
+//! Settings come from the `MCP_*` variables (see `McpClientConfig::from_env`), then one
+//! session, no cache and the `--timeout` bound are applied. A `--stdio` child gets only
+//! `PATH`, `HOME`, `LANG`, `LC_*`, `TMPDIR` and the variables `MCP_STDIO_ENV` names
+//! (comma-separated) from this process's environment.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -87,7 +92,7 @@ async fn run(args: Args) -> Result<String, Box<dyn std::error::Error>> {
         connect_timeout: timeout,
         request_timeout: timeout,
         call_timeout: timeout,
-        ..McpClientConfig::default()
+        ..McpClientConfig::from_env()?
     };
     let client = McpClient::connect("mcp-call", endpoint, config).await?;
     let out = if let Some(tool) = &args.tool {

@@ -1,3 +1,5 @@
+use std::ffi::OsString;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,12 +17,15 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::breaker::Breaker;
-use crate::session::{Connector, Lease, Pool, Session};
+use crate::config::redact_urls_in;
+use crate::hints::ToolHints;
+use crate::session::{Connector, Lease, Pool, Session, StdioEnv};
 use crate::stats::{Health, McpStats};
 use crate::{Endpoint, Error, McpClientConfig, Result, key};
 
-/// How one call is made. The default: not cached, not idempotent (never hedged), the
-/// client's timeouts.
+/// How one call is made. The default: not cached, not declared idempotent (so a tool
+/// call is retried and hedged only if the server annotates the tool safe to repeat),
+/// the client's timeouts.
 ///
 /// ```
 /// use std::time::Duration;
@@ -43,13 +48,15 @@ impl CallOptions {
     }
 
     /// Cache the result for `ttl`, and answer from the cache while it is fresh. A tool
-    /// error is never cached. Implies idempotent.
+    /// error is never cached. Implies [`idempotent`](Self::idempotent): a call whose
+    /// answer may be reused is one that may run again.
     pub fn cached(mut self, ttl: Duration) -> Self {
         self.cache = Some(Some(ttl));
         self
     }
 
-    /// Cache the result for the client's `cache_ttl`.
+    /// Cache the result for the client's `cache_ttl`. Implies idempotent, as
+    /// [`cached`](Self::cached) does.
     pub fn cacheable(mut self) -> Self {
         self.cache = Some(None);
         self
@@ -61,7 +68,14 @@ impl CallOptions {
         self
     }
 
-    /// The call may run twice without harm, so it may be hedged.
+    /// The call may run twice without harm: after a timeout or a transport failure it
+    /// is retried, and with `hedge_after` it may be hedged.
+    ///
+    /// Without this, a tool call is sent again only if the server annotates the tool
+    /// `readOnlyHint` or `idempotentHint` in `tools/list`; otherwise such a failure
+    /// after the call was sent ends it with [`Error::Indeterminate`], since the tool
+    /// may have run. (A call that provably never left, such as one whose connection
+    /// was refused, is retried either way.)
     pub fn idempotent(mut self) -> Self {
         self.idempotent = true;
         self
@@ -79,7 +93,8 @@ impl CallOptions {
         self.cache.is_some()
     }
 
-    fn hedgeable(&self) -> bool {
+    /// The caller said the call may run twice.
+    fn declared_idempotent(&self) -> bool {
         self.idempotent || self.cache.is_some()
     }
 }
@@ -191,7 +206,6 @@ impl Instruments {
     }
 }
 
-#[derive(Debug)]
 struct Inner {
     service: Arc<str>,
     endpoint: Endpoint,
@@ -199,6 +213,8 @@ struct Inner {
     connector: Connector,
     pool: Pool,
     breaker: Breaker,
+    /// The tools the service declares safe to repeat.
+    hints: ToolHints,
     cache: Option<LruCache<String, Cached>>,
     closed: AtomicBool,
     in_flight: AtomicUsize,
@@ -214,7 +230,10 @@ struct Inner {
 /// to the next; the others stand by, initialized, to take over at once when a session
 /// breaks. Each call is bounded by `call_timeout` in all, and
 /// each attempt by `request_timeout`. Transport failures and timeouts are retried with
-/// exponential backoff and jitter; a tool error never is. A broken session is rebuilt
+/// exponential backoff and jitter, for calls that are safe to repeat (reads, listings,
+/// calls marked idempotent or cacheable, tools the server annotates `readOnlyHint` or
+/// `idempotentHint`); any other call is sent once, and such a failure after it was sent
+/// ends it with [`Error::Indeterminate`]. A tool error is never retried. A broken session is rebuilt
 /// in the background with backoff, a killed stdio child is started again, and after
 /// `breaker_failures` consecutive failed attempts the circuit opens and calls fail at
 /// once until a probe succeeds. Cacheable calls are answered from an in-memory
@@ -223,6 +242,7 @@ struct Inner {
 ///
 /// Cloning is cheap and shares everything. Dropping the last clone stops the
 /// background tasks and closes the sessions; [`close`](Self::close) does so gracefully.
+/// `Debug` shows the endpoint with any password hidden.
 ///
 /// ```no_run
 /// use cortex_mcp::{Endpoint, McpClient, McpClientConfig};
@@ -240,20 +260,56 @@ struct Inner {
 /// client.close(std::time::Duration::from_secs(5)).await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct McpClient {
     inner: Arc<Inner>,
     _stop: Arc<DropGuard>,
 }
 
+/// The endpoint redacted, the config, and the state: never the raw URL.
+impl fmt::Debug for McpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("McpClient")
+            .field("service", &inner.service)
+            .field("endpoint", &inner.endpoint)
+            .field("sessions_connected", &inner.pool.connected())
+            .field("circuit", &inner.breaker.state())
+            .field("closed", &inner.closed.load(Ordering::Relaxed))
+            .field("config", &inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Builds an [`McpClient`].
-#[derive(Debug)]
+#[must_use]
 pub struct McpClientBuilder {
     service: String,
     endpoint: Endpoint,
     config: McpClientConfig,
     metrics: Option<Metrics>,
     require_connection: bool,
+    stdio_env: Vec<(OsString, OsString)>,
+    parent_env: Option<Vec<(OsString, OsString)>>,
+}
+
+/// The endpoint redacted; of the child's environment, the names only.
+impl fmt::Debug for McpClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |vars: &[(OsString, OsString)]| {
+            vars.iter()
+                .map(|(k, _)| k.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        f.debug_struct("McpClientBuilder")
+            .field("service", &self.service)
+            .field("endpoint", &self.endpoint)
+            .field("config", &self.config)
+            .field("require_connection", &self.require_connection)
+            .field("stdio_env", &names(&self.stdio_env))
+            .field("parent_env", &self.parent_env.as_deref().map(names))
+            .finish_non_exhaustive()
+    }
 }
 
 impl McpClientBuilder {
@@ -273,6 +329,37 @@ impl McpClientBuilder {
     /// true). With false, the client starts unhealthy and connects in the background.
     pub fn require_connection(mut self, require: bool) -> Self {
         self.require_connection = require;
+        self
+    }
+
+    /// Set `name` to `value` in the environment of a stdio child, whatever this
+    /// process has (e.g. a token the child needs). Only for [`Endpoint::Stdio`].
+    ///
+    /// A stdio child does not inherit this process's environment, which holds the
+    /// service's own secrets (`DATABASE_URL`, `REDIS_URL`, ...): it gets `PATH`,
+    /// `HOME`, `LANG`, `LC_*` and `TMPDIR`
+    /// ([`McpClientConfig::DEFAULT_STDIO_ENV`]), the variables named in
+    /// [`McpClientConfig::stdio_env`] (`MCP_STDIO_ENV`), and those set here.
+    /// `Debug` output shows the names set here, never the values.
+    pub fn stdio_env(mut self, name: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.stdio_env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Take the variables a stdio child may inherit (see [`stdio_env`](Self::stdio_env))
+    /// from `vars` instead of this process's environment: e.g. an environment the
+    /// application assembled, or a test's own.
+    pub fn parent_env<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        self.parent_env = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
         self
     }
 
@@ -310,13 +397,18 @@ impl McpClientBuilder {
             Some(cache)
         };
         let shutdown = CancellationToken::new();
+        let stdio_env = StdioEnv {
+            explicit: self.stdio_env,
+            parent: self.parent_env,
+        };
         let inner = Arc::new(Inner {
             m: Instruments::new(&metrics, &self.service),
             service: self.service.into(),
-            connector: Connector::new(&self.endpoint, &config)?,
+            connector: Connector::new(&self.endpoint, &config, stdio_env)?,
             endpoint: self.endpoint,
             pool: Pool::new(config.pool_size, config.max_concurrent_per_session),
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
+            hints: ToolHints::default(),
             cache,
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -346,6 +438,11 @@ impl McpClientBuilder {
             let message = first_error.unwrap_or_default();
             return Err(inner.connect_error(message));
         }
+        // Learn which tools may be retried before the first call needs to know.
+        let session = inner.pool.lease(None).map(|lease| lease.session.clone());
+        if let Some(session) = session {
+            inner.learn_tools_on(&session).await;
+        }
         Ok(client)
     }
 }
@@ -359,6 +456,8 @@ impl McpClient {
             config: McpClientConfig::default(),
             metrics: None,
             require_connection: true,
+            stdio_env: Vec::new(),
+            parent_env: None,
         }
     }
 
@@ -394,11 +493,17 @@ impl McpClient {
 
     /// Call a tool; not cached. `args` is a JSON object, or null for none.
     ///
+    /// Retried after a timeout or transport failure only if the server annotates the
+    /// tool `readOnlyHint` or `idempotentHint`; to declare it safe to repeat yourself,
+    /// use [`call_tool_with`](Self::call_tool_with) and [`CallOptions::idempotent`].
+    ///
     /// # Errors
     /// [`Error::Tool`] when the tool reports an error or rejects its name or
     /// arguments; [`Error::InvalidArguments`] for arguments that are not an object;
-    /// otherwise the last retryable error once retries or the call's time are spent,
-    /// [`Error::CircuitOpen`], or [`Error::Closed`].
+    /// [`Error::Indeterminate`] when a call not safe to repeat was sent and then timed
+    /// out or lost its transport (it may have run); otherwise the last retryable error
+    /// once retries or the call's time are spent, [`Error::CircuitOpen`], or
+    /// [`Error::Closed`].
     pub async fn call_tool(&self, name: &str, args: Value) -> Result<CallToolResult> {
         self.call_tool_with(name, args, CallOptions::default())
             .await
@@ -432,6 +537,11 @@ impl McpClient {
             Lookup::Hit(hit) => return Ok(hit),
             Lookup::Miss(key) => key,
         };
+        if !opts.declared_idempotent() && !inner.hints.known() {
+            // Not learned at connect (the listing failed): learn now, for the next
+            // failure. Until then the tool counts as not safe to repeat.
+            inner.spawn_learn_tools();
+        }
         let started = Instant::now();
         let params = CallToolRequestParams::new(name.to_owned()).with_arguments(args);
         let outcome = inner
@@ -490,7 +600,8 @@ impl McpClient {
         outcome
     }
 
-    /// Every tool the service offers (all pages).
+    /// Every tool the service offers (all pages). The client also learns from the
+    /// answer which tools are safe to retry (their annotations).
     ///
     /// # Errors
     /// As [`call_tool`](Self::call_tool).
@@ -502,7 +613,10 @@ impl McpClient {
             .execute(Request::ListTools, &opts)
             .await
             .and_then(|r| match r {
-                Response::Tools(tools) => Ok(tools),
+                Response::Tools(tools) => {
+                    inner.hints.learn(&tools);
+                    Ok(tools)
+                }
                 _ => Err(inner.unexpected("tools/list")),
             });
         inner.finish(&inner.m.list_tools, "tools/list", "", started, &outcome);
@@ -608,6 +722,56 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Copies of one attempt (two when hedged) that may have reached the service.
+#[derive(Debug, Default)]
+struct Sent(AtomicUsize);
+
+impl Sent {
+    /// A copy is handed to the transport: from now on it may arrive.
+    fn start(&self) -> SentCopy<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        SentCopy(self)
+    }
+
+    /// Whether any copy may have reached the service.
+    fn maybe(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// One copy counted in [`Sent`].
+struct SentCopy<'a>(&'a Sent);
+
+impl SentCopy<'_> {
+    /// The copy provably never left.
+    fn undo(self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether the failure proves the request never reached the service: no HTTP
+/// connection could be made (refused, unreachable, TLS refused), or the pipe to a
+/// stdio child was closed when the request was written, so the child could not read
+/// it whole. Anything else, once the request was handed to the transport, may have
+/// been delivered.
+fn never_delivered(e: &ServiceError) -> bool {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+
+    let ServiceError::TransportSend(e) = e else {
+        return false;
+    };
+    let error: &(dyn std::error::Error + 'static) = &*e.error;
+    // The error of the transport itself: rmcp's HTTP error (which does not name the
+    // reqwest error as its source), or the child process's I/O error.
+    if let Some(http) = error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+        return matches!(http, StreamableHttpError::Client(e) if e.is_connect());
+    }
+    if let Some(io) = error.downcast_ref::<std::io::Error>() {
+        return io.kind() == std::io::ErrorKind::BrokenPipe;
+    }
+    false
+}
+
 impl Inner {
     /// [`Error::Closed`] once `close` has begun: also for answers the cache holds.
     fn check_open(&self) -> Result<()> {
@@ -641,8 +805,23 @@ impl Inner {
         }
     }
 
+    /// The tool of `request` if it is not safe to repeat: not declared idempotent by
+    /// the caller nor annotated so by the service. Reads and listings always are.
+    fn unrepeatable_tool<'r>(&self, request: &'r Request, opts: &CallOptions) -> Option<&'r str> {
+        match request {
+            Request::Tool(params)
+                if !opts.declared_idempotent() && !self.hints.repeatable(&params.name) =>
+            {
+                Some(&params.name)
+            }
+            _ => None,
+        }
+    }
+
     /// Attempts with retries, each admitted by the breaker, all within the call's
-    /// deadline.
+    /// deadline. A call not safe to repeat is retried only while it provably never
+    /// reached the service; once it may have, a timeout or transport failure ends it
+    /// with [`Error::Indeterminate`].
     async fn execute(self: &Arc<Self>, request: Request, opts: &CallOptions) -> Result<Response> {
         self.check_open()?;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -650,7 +829,9 @@ impl Inner {
         self.m.requests.increment();
         let call_timeout = opts.timeout.unwrap_or(self.config.call_timeout);
         let deadline = Instant::now() + call_timeout;
-        let hedge = opts.hedgeable();
+        // Only a call that may run twice is ever sent twice at once.
+        let hedge =
+            self.config.hedge_after.is_some() && self.unrepeatable_tool(&request, opts).is_none();
         let mut retries = 0;
         loop {
             let permit =
@@ -668,7 +849,9 @@ impl Inner {
             } else {
                 (remaining, call_timeout)
             };
-            let outcome = match tokio::time::timeout(budget, self.send(&request, hedge)).await {
+            let sent = Sent::default();
+            let attempt = self.send(&request, hedge, &sent);
+            let outcome = match tokio::time::timeout(budget, attempt).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Error::Timeout {
                     service: self.service.clone(),
@@ -700,6 +883,22 @@ impl Inner {
                     "MCP circuit opened"
                 );
             }
+            if sent.maybe() {
+                // Asked again (hints may have been learned since the call began).
+                if let Some(tool) = self.unrepeatable_tool(&request, opts) {
+                    tracing::warn!(
+                        service = %self.service,
+                        tool,
+                        error = %error,
+                        "MCP call not retried: it may or may not have run, and the tool is not known to be safe to repeat"
+                    );
+                    return Err(Error::Indeterminate {
+                        service: self.service.clone(),
+                        tool: tool.to_owned(),
+                        source: Box::new(error),
+                    });
+                }
+            }
             if retries >= self.config.max_retries || self.closed.load(Ordering::Acquire) {
                 // Out of retries, or closing: a closed client does not try again.
                 return Err(error);
@@ -717,15 +916,20 @@ impl Inner {
     }
 
     /// One attempt, hedged on a second session when allowed and configured.
-    async fn send(self: &Arc<Self>, request: &Request, hedge: bool) -> Result<Response> {
+    async fn send(
+        self: &Arc<Self>,
+        request: &Request,
+        hedge: bool,
+        sent: &Sent,
+    ) -> Result<Response> {
         let Some(after) = self.config.hedge_after.filter(|_| hedge) else {
-            return self.attempt(request).await;
+            return self.attempt(request, sent).await;
         };
         let Some(lease) = self.pool.lease(None) else {
             return Err(self.no_session());
         };
         let first_slot = lease.slot;
-        let first = self.attempt_on(request, lease);
+        let first = self.attempt_on(request, lease, sent);
         tokio::pin!(first);
         tokio::select! {
             outcome = &mut first => return outcome,
@@ -734,7 +938,7 @@ impl Inner {
         self.m.hedges.increment();
         let second = async {
             match self.pool.lease(Some(first_slot)) {
-                Some(lease) => self.attempt_on(request, lease).await,
+                Some(lease) => self.attempt_on(request, lease, sent).await,
                 None => Err(self.no_session()),
             }
         };
@@ -759,21 +963,28 @@ impl Inner {
     }
 
     /// One request on the session the pool offers.
-    async fn attempt(self: &Arc<Self>, request: &Request) -> Result<Response> {
+    async fn attempt(self: &Arc<Self>, request: &Request, sent: &Sent) -> Result<Response> {
         match self.pool.lease(None) {
-            Some(lease) => self.attempt_on(request, lease).await,
+            Some(lease) => self.attempt_on(request, lease, sent).await,
             None => Err(self.no_session()),
         }
     }
 
-    /// One request on a leased session.
-    async fn attempt_on(self: &Arc<Self>, request: &Request, lease: Lease<'_>) -> Result<Response> {
+    /// One request on a leased session, noted in `sent` from the moment it is handed
+    /// to the transport until it is known not to have left.
+    async fn attempt_on(
+        self: &Arc<Self>,
+        request: &Request,
+        lease: Lease<'_>,
+        sent: &Sent,
+    ) -> Result<Response> {
         let (slot, session) = (lease.slot, &lease.session);
         let peer = &session.peer;
         if peer.is_transport_closed() {
             self.break_session(slot, session);
             return Err(self.transport_error("the session's transport is closed"));
         }
+        let copy = sent.start();
         let outcome = match request {
             Request::Tool(params) => peer.call_tool(params.clone()).await.map(Response::Tool),
             Request::Resource(params) => peer
@@ -783,6 +994,9 @@ impl Inner {
             Request::ListTools => peer.list_all_tools().await.map(Response::Tools),
         };
         outcome.map_err(|e| {
+            if never_delivered(&e) {
+                copy.undo();
+            }
             let error = self.map_service_error(request, e);
             if matches!(error, Error::Transport { .. }) {
                 self.break_session(slot, session);
@@ -810,7 +1024,7 @@ impl Inner {
             },
             ServiceError::TransportSend(_) | ServiceError::TransportClosed => Error::Transport {
                 service,
-                message: e.to_string(),
+                message: redact_urls_in(&e.to_string()),
             },
             ServiceError::Timeout { timeout } => Error::Timeout {
                 service,
@@ -819,7 +1033,7 @@ impl Inner {
             other => Error::Protocol {
                 service,
                 method,
-                message: other.to_string(),
+                message: redact_urls_in(&other.to_string()),
             },
         }
     }
@@ -892,6 +1106,66 @@ impl Inner {
         }
     }
 
+    /// Learn from a `tools/list` on `session` (within `connect_timeout`) which tools are
+    /// safe to repeat. True once known; a failure leaves what was known before.
+    async fn learn_tools_on(&self, session: &Session) -> bool {
+        let peer = &session.peer;
+        if peer
+            .peer_info()
+            .is_some_and(|info| info.capabilities.tools.is_none())
+        {
+            self.hints.learn_none();
+            return true;
+        }
+        match tokio::time::timeout(self.config.connect_timeout, peer.list_all_tools()).await {
+            Ok(Ok(tools)) => {
+                self.hints.learn(&tools);
+                true
+            }
+            Ok(Err(ServiceError::McpError(e))) => {
+                // The service answered: it lists no tools.
+                tracing::debug!(service = %self.service, error = %e.message, "tools/list refused");
+                self.hints.learn_none();
+                true
+            }
+            Ok(Err(e)) => {
+                let error = redact_urls_in(&e.to_string());
+                tracing::debug!(service = %self.service, %error, "tools/list failed; tool annotations unknown");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(service = %self.service, "tools/list timed out; tool annotations unknown");
+                false
+            }
+        }
+    }
+
+    /// Learn the tools' annotations in the background, at most one such task at a
+    /// time, and at most one try per `retry_delay` while they fail.
+    fn spawn_learn_tools(self: &Arc<Self>) {
+        if self.shutdown.is_cancelled() || !self.hints.start_refresh() {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let session = inner.pool.lease(None).map(|lease| lease.session.clone());
+            let learned = match session {
+                Some(session) => tokio::select! {
+                    () = inner.shutdown.cancelled() => true,
+                    learned = inner.learn_tools_on(&session) => learned,
+                },
+                None => false,
+            };
+            if !learned {
+                tokio::select! {
+                    () = inner.shutdown.cancelled() => {}
+                    () = tokio::time::sleep(inner.config.retry_delay) => {}
+                }
+            }
+            inner.hints.end_refresh();
+        });
+    }
+
     /// One session within `connect_timeout`.
     async fn connect_once(&self) -> std::result::Result<Session, String> {
         match tokio::time::timeout(self.config.connect_timeout, self.connector.connect()).await {
@@ -932,6 +1206,16 @@ impl Inner {
                 };
                 match outcome {
                     Ok(session) => {
+                        // The service may have been redeployed with other tools: learn
+                        // them before the session takes calls.
+                        let closing = tokio::select! {
+                            () = inner.shutdown.cancelled() => true,
+                            _ = inner.learn_tools_on(&session) => false,
+                        };
+                        if closing {
+                            session.close(Duration::from_millis(100)).await;
+                            break;
+                        }
                         inner.pool.slots[slot]
                             .session
                             .store(Some(Arc::new(session)));

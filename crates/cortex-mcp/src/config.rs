@@ -33,6 +33,11 @@ pub enum Endpoint {
     },
     /// A child process started by the client, speaking MCP over stdin/stdout. Its
     /// stderr is discarded. A child that exits is started again by the reconnect.
+    ///
+    /// The child does not inherit the client's environment: it gets
+    /// [`McpClientConfig::DEFAULT_STDIO_ENV`], the variables named in
+    /// [`McpClientConfig::stdio_env`], and those set with
+    /// [`McpClientBuilder::stdio_env`](crate::McpClientBuilder::stdio_env).
     Stdio {
         /// The program, looked up on `PATH`.
         program: String,
@@ -144,6 +149,29 @@ impl fmt::Debug for Endpoint {
     }
 }
 
+/// `text` with every URL in it (`scheme://` up to white space or a quote) passed
+/// through [`redact_url`]: for the messages of the transport, which name the URL they
+/// failed on (reqwest keeps its query, `?access_token=...` included).
+pub(crate) fn redact_urls_in(text: &str) -> String {
+    let is_scheme = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
+    let ends_url = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i]
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !is_scheme(c))
+            .map_or(0, |(j, c)| j + c.len_utf8());
+        let end = rest[i..].find(ends_url).map_or(rest.len(), |j| i + j);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Serializes redacted: a config dump never shows a password.
 impl Serialize for Endpoint {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -178,6 +206,7 @@ impl<'de> Deserialize<'de> for Endpoint {
 /// | `cache_ttl` | `MCP_CACHE_TTL`, s | 300 |
 /// | `max_concurrent_per_session` | `MCP_SESSION_CONCURRENCY` | 64 |
 /// | `tls_ca_file` | `MCP_TLS_CA_FILE` (feature `tls`) | none |
+/// | `stdio_env` | `MCP_STDIO_ENV`, names, comma-separated | none |
 ///
 /// ```
 /// use std::time::Duration;
@@ -242,6 +271,12 @@ pub struct McpClientConfig {
     /// the system's, e.g. a private CA of internal services (feature `tls`).
     /// Default: none.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Variables a stdio child gets from this process besides
+    /// [`DEFAULT_STDIO_ENV`](Self::DEFAULT_STDIO_ENV), by name; `PREFIX*` takes every
+    /// variable starting with `PREFIX`. The child inherits nothing else, so the
+    /// service's own secrets (`DATABASE_URL`, `REDIS_URL`, ...) stay out of it. In the
+    /// environment: `MCP_STDIO_ENV=OTEL_*,NODE_OPTIONS`. Default: none.
+    pub stdio_env: Vec<String>,
 }
 
 impl Default for McpClientConfig {
@@ -262,11 +297,33 @@ impl Default for McpClientConfig {
             cache_ttl: Duration::from_secs(300),
             max_concurrent_per_session: 64,
             tls_ca_file: None,
+            stdio_env: Vec::new(),
         }
     }
 }
 
 impl McpClientConfig {
+    /// What a stdio child always gets from this process (when set): the program
+    /// search path, the home directory, the locale and the temporary directory.
+    pub const DEFAULT_STDIO_ENV: &'static [&'static str] = if cfg!(windows) {
+        &[
+            "PATH",
+            "HOME",
+            "LANG",
+            "LC_*",
+            "TMPDIR",
+            "SYSTEMROOT",
+            "WINDIR",
+            "TEMP",
+            "TMP",
+            "USERPROFILE",
+            "PATHEXT",
+            "COMSPEC",
+        ]
+    } else {
+        &["PATH", "HOME", "LANG", "LC_*", "TMPDIR"]
+    };
+
     /// Defaults overridden by the environment (see the table above).
     ///
     /// # Errors
@@ -326,6 +383,14 @@ impl McpClientConfig {
         if let Some(v) = env.var("MCP_TLS_CA_FILE") {
             c.tls_ca_file = Some(v.into());
         }
+        if let Some(v) = env.var("MCP_STDIO_ENV") {
+            c.stdio_env = v
+                .split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         c.validate()?;
         Ok(c)
     }
@@ -383,6 +448,20 @@ impl McpClientConfig {
                 return Err(bad("MCP_TLS_CA_FILE", path, "is not a readable file"));
             }
         }
+        for name in &self.stdio_env {
+            let star = name.find('*');
+            if name.is_empty()
+                || name == "*"
+                || star.is_some_and(|i| i + 1 != name.len())
+                || name.contains(|c: char| c == '=' || c == '\0' || c.is_whitespace())
+            {
+                return Err(bad(
+                    "MCP_STDIO_ENV",
+                    name,
+                    "must be variable names, comma-separated, each a name or a prefix ending in `*`",
+                ));
+            }
+        }
         if self.max_retry_delay < self.retry_delay {
             return Err(bad(
                 "MCP_MAX_RETRY_DELAY",
@@ -422,6 +501,8 @@ mod tests {
         assert_eq!(c.retry_delay, Duration::from_millis(250));
         assert_eq!(c.hedge_after, Some(Duration::from_millis(50)));
         assert_eq!(c.max_retries, 0);
+        let c = from(&[("MCP_STDIO_ENV", " OTEL_*, NODE_OPTIONS ,,")]).unwrap();
+        assert_eq!(c.stdio_env, ["OTEL_*", "NODE_OPTIONS"]);
         for (k, v) in [
             ("MCP_POOL_SIZE", "0"),
             ("MCP_POOL_SIZE", "five"),
@@ -432,6 +513,9 @@ mod tests {
             ("MCP_MAX_RETRY_DELAY", "0"),
             ("MCP_SESSION_CONCURRENCY", "0"),
             ("MCP_TLS_CA_FILE", "/nonexistent/ca.pem"),
+            ("MCP_STDIO_ENV", "A=B"),
+            ("MCP_STDIO_ENV", "*"),
+            ("MCP_STDIO_ENV", "A*B"),
         ] {
             let err = from(&[(k, v)]).unwrap_err();
             assert!(err.to_string().contains(k), "{k}={v:?}: {err}");
@@ -470,9 +554,31 @@ mod tests {
     }
 
     #[test]
+    fn urls_inside_messages_are_redacted() {
+        let message = "error sending request for url (http://h:1/mcp?access_token=tok-1&x=2), \
+                       when send initialize request to \"https://u:pw-2@h/mcp\" at ftp://h";
+        let shown = redact_urls_in(message);
+        assert!(
+            !shown.contains("tok-1") && !shown.contains("pw-2"),
+            "{shown}"
+        );
+        assert!(
+            shown.starts_with("error sending request for url (http://h:1/mcp?access_token=***")
+        );
+        assert!(
+            shown.contains("\"https://u:***@h/mcp\" at ftp://h"),
+            "{shown}"
+        );
+        for plain in ["", "no url here", "a :// b", "http://h/mcp", "→http://h/ é"] {
+            assert_eq!(redact_urls_in(plain), plain);
+        }
+    }
+
+    #[test]
     fn serde_round_trip() {
         let c = McpClientConfig {
             hedge_after: Some(Duration::from_millis(20)),
+            stdio_env: vec!["OTEL_*".to_owned()],
             ..McpClientConfig::default()
         };
         let json = serde_json::to_string(&c).unwrap();

@@ -4,13 +4,16 @@ use std::time::Duration;
 /// Everything that can go wrong in cortex-mcp.
 ///
 /// Errors of a call name the service they concern. [`Error::is_retryable`] says which
-/// ones the client retries: the transport failing, a timeout, no session being up.
-/// A tool that reports an error, a JSON-RPC error and a protocol mismatch are final:
-/// the service answered, so asking again would get the same answer.
+/// kinds of failure the client retries: the transport failing, a timeout, no session
+/// being up; and it retries them only for calls that are safe to repeat (see
+/// [`Error::Indeterminate`]). A tool that reports an error, a JSON-RPC error and a
+/// protocol mismatch are final: the service answered, so asking again would get the
+/// same answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// One attempt, or the whole call, ran out of time.
+    /// One attempt, or the whole call, ran out of time. For a tool call not safe to
+    /// repeat that was already sent, it comes wrapped in [`Error::Indeterminate`].
     #[error("{service}: no answer within {after:?}")]
     Timeout {
         /// The service called.
@@ -19,7 +22,9 @@ pub enum Error {
         after: Duration,
     },
     /// The transport failed: the server is down, the connection reset, the child
-    /// process exited. The session concerned is rebuilt in the background.
+    /// process exited. The session concerned is rebuilt in the background. For a tool
+    /// call not safe to repeat that was already sent, it comes wrapped in
+    /// [`Error::Indeterminate`].
     #[error("{service}: transport failed: {message}")]
     Transport {
         /// The service called.
@@ -91,6 +96,29 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+    /// A tool call that is not known to be safe to repeat was sent, then the transport
+    /// failed or its time ran out before the answer came (`source` says which): the
+    /// tool may or may not have run. The client does not send such a call again, so
+    /// its side effects happen at most once; check the state of the service (or
+    /// retry, if you know the tool to be safe to repeat) before calling again.
+    ///
+    /// Calls safe to repeat are retried instead: those marked
+    /// [`CallOptions::idempotent`](crate::CallOptions::idempotent) or cacheable,
+    /// resource reads, listings, and tools the server annotates `readOnlyHint` or
+    /// `idempotentHint` in `tools/list`.
+    #[error(
+        "{service}: tool {tool:?} may or may not have run ({} after it was sent); not retried, as it is not known to be safe to repeat",
+        .source.failure()
+    )]
+    Indeterminate {
+        /// The service called.
+        service: Arc<str>,
+        /// The tool called.
+        tool: String,
+        /// The failure after the call was sent: [`Error::Timeout`] or
+        /// [`Error::Transport`].
+        source: Box<Error>,
+    },
     /// The client was closed; it takes no new calls.
     #[error("{service}: the client is closed")]
     Closed {
@@ -127,7 +155,8 @@ pub enum Error {
 
 impl Error {
     /// Whether asking again may succeed: timeouts, transport failures, failed
-    /// connects and no session being up. Tool, JSON-RPC and protocol errors are final.
+    /// connects and no session being up. Tool, JSON-RPC and protocol errors are final,
+    /// and so is [`Error::Indeterminate`]: asking again might run the tool twice.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -136,6 +165,22 @@ impl Error {
                 | Error::Connect { .. }
                 | Error::NoSession { .. }
         )
+    }
+
+    /// Whether the call was sent and its outcome is unknown
+    /// ([`Error::Indeterminate`]): it may or may not have run.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Error::Indeterminate { .. })
+    }
+
+    /// What went wrong, in a few words, for [`Error::Indeterminate`]'s message (which
+    /// leaves the details to its source).
+    fn failure(&self) -> &'static str {
+        match self {
+            Error::Timeout { .. } => "no answer in time",
+            Error::Transport { .. } => "the transport failed",
+            _ => "the call failed",
+        }
     }
 
     /// Whether the tool itself reported the error (or rejected its name or arguments).

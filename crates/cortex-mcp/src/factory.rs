@@ -1,9 +1,9 @@
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cortex_metrics::Metrics;
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
 use crate::{Endpoint, Error, McpClient, McpClientConfig, Result};
 
@@ -17,6 +17,10 @@ type Lookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 /// registry. A client whose service is down at first use is still returned, unhealthy,
 /// and connects in the background, so one service starting late does not stop another
 /// from starting.
+///
+/// Lookups of different services do not wait for each other: a service whose connect
+/// hangs for `connect_timeout` holds up only the lookups of that service, which share
+/// its one connect.
 ///
 /// ```
 /// use std::collections::HashMap;
@@ -32,13 +36,18 @@ pub struct McpClientFactory {
     config: McpClientConfig,
     metrics: Option<Metrics>,
     lookup: Box<Lookup>,
-    clients: Mutex<HashMap<String, McpClient>>,
+    /// One cell per service, made on first lookup and filled by its connect. The lock
+    /// is held only to find or add a cell, never across a connect.
+    clients: Mutex<HashMap<String, Arc<OnceCell<McpClient>>>>,
 }
 
 impl std::fmt::Debug for McpClientFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut services: Vec<String> = self.map().keys().cloned().collect();
+        services.sort_unstable();
         f.debug_struct("McpClientFactory")
             .field("config", &self.config)
+            .field("services", &services)
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +78,11 @@ impl McpClientFactory {
         }
     }
 
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<OnceCell<McpClient>>>> {
+        // The map holds no invariant a panic could break half-way.
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Record into this registry instead of the global one.
     pub fn metrics(mut self, metrics: &Metrics) -> Self {
         self.metrics = Some(metrics.clone());
@@ -92,12 +106,15 @@ impl McpClientFactory {
         var
     }
 
-    /// The client of `service`, made on first use.
+    /// The client of `service`, made on first use. Concurrent first lookups of one
+    /// service wait for one connect (up to `connect_timeout`); lookups of other
+    /// services do not wait for it.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a name other than letters, digits, `-`, `_` and `.`
     /// or a bad endpoint value (naming the variable); [`Error::MissingEndpoint`]
-    /// naming the variable to set when it is not.
+    /// naming the variable to set when it is not; [`Error::Closed`] when
+    /// [`close_all`](Self::close_all) ran while the client was being made.
     pub async fn client(&self, service: &str) -> Result<McpClient> {
         let valid = !service.is_empty()
             && service.len() <= 100
@@ -111,11 +128,45 @@ impl McpClientFactory {
                 reason: "a service name is 1 to 100 letters, digits, '-', '_' or '.'".to_owned(),
             });
         }
-        // Held across the connect, so two first calls for one service make one client.
-        let mut clients = self.clients.lock().await;
-        if let Some(client) = clients.get(service) {
+        let cell = self.map().entry(service.to_owned()).or_default().clone();
+        if let Some(client) = cell.get() {
             return Ok(client.clone());
         }
+        // Outside the lock: a slow connect holds up only this service's lookups, which
+        // wait on the same cell (one of them takes over if this one is cancelled).
+        match cell.get_or_try_init(|| self.make(service)).await {
+            Ok(client) => {
+                let client = client.clone();
+                let still_ours = self
+                    .map()
+                    .get(service)
+                    .is_some_and(|c| Arc::ptr_eq(c, &cell));
+                if still_ours {
+                    return Ok(client);
+                }
+                // `close_all` emptied the map while this client was being made.
+                client.close(Duration::ZERO).await;
+                Err(Error::Closed {
+                    service: service.into(),
+                })
+            }
+            Err(e) => {
+                // No client: leave no empty cell behind (unless another lookup has
+                // filled it meanwhile).
+                let mut map = self.map();
+                if map
+                    .get(service)
+                    .is_some_and(|c| Arc::ptr_eq(c, &cell) && !c.initialized())
+                {
+                    map.remove(service);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Read the endpoint of `service` and connect a client to it.
+    async fn make(&self, service: &str) -> Result<McpClient> {
         let var = Self::endpoint_var(service);
         let raw = (self.lookup)(&var)
             .filter(|v| !v.trim().is_empty())
@@ -137,38 +188,40 @@ impl McpClientFactory {
         if let Some(metrics) = &self.metrics {
             builder = builder.metrics(metrics);
         }
-        let client = builder.build().await?;
-        clients.insert(service.to_owned(), client.clone());
-        Ok(client)
+        builder.build().await
     }
 
     /// The clients of several services at once, e.g. at start-up
-    /// `connect_all(&["memory-service", "cognition-service"])`. Each is made as by
-    /// [`client`](Self::client), one after the other; a service that is down yields an
-    /// unhealthy client that connects later.
+    /// `connect_all(&["memory-service", "cognition-service"])`, in that order. Each is
+    /// made as by [`client`](Self::client), all at once, so a service that is down
+    /// costs at most one `connect_timeout` in all and yields an unhealthy client that
+    /// connects later.
     ///
     /// # Errors
-    /// The first configuration error (a missing or bad endpoint variable), so a service
-    /// that was never configured fails the start-up loudly.
+    /// The configuration error of the first service in `services` that has one (a
+    /// missing or bad endpoint variable), so a service that was never configured fails
+    /// the start-up loudly. The clients of the others are made all the same.
     pub async fn connect_all(&self, services: &[&str]) -> Result<Vec<McpClient>> {
-        // One after the other: `client` holds the map's lock while it connects. A
-        // service that is down costs at most `connect_timeout`, then connects later.
-        let mut clients = Vec::with_capacity(services.len());
-        for service in services {
-            clients.push(self.client(service).await?);
-        }
-        Ok(clients)
+        futures_util::future::join_all(services.iter().map(|s| self.client(s)))
+            .await
+            .into_iter()
+            .collect()
     }
 
-    /// Clients made so far, by service name.
+    /// Clients made so far (not those still connecting for their first time).
     pub async fn clients(&self) -> Vec<McpClient> {
-        self.clients.lock().await.values().cloned().collect()
+        self.map()
+            .values()
+            .filter_map(|cell| cell.get().cloned())
+            .collect()
     }
 
-    /// Close every client (see [`McpClient::close`]) and forget them.
+    /// Close every client (see [`McpClient::close`]) and forget them. A lookup still
+    /// connecting for its first time closes its client when done and fails with
+    /// [`Error::Closed`].
     pub async fn close_all(&self, grace: Duration) {
-        let clients: Vec<McpClient> = self.clients.lock().await.drain().map(|(_, c)| c).collect();
-        let clients = Arc::new(clients);
+        let cells: Vec<_> = self.map().drain().map(|(_, cell)| cell).collect();
+        let clients: Vec<McpClient> = cells.iter().filter_map(|c| c.get().cloned()).collect();
         futures_util::future::join_all(clients.iter().map(|c| c.close(grace))).await;
     }
 }

@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod error;
 mod factory;
+mod hints;
 mod key;
 mod session;
 mod stats;

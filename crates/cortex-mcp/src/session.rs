@@ -1,6 +1,9 @@
 //! Sessions: making them (HTTP or a child process) and the fixed set of slots that
 //! holds them. A broken slot is emptied and refilled by a background reconnect.
 
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +16,7 @@ use rmcp::service::{Peer, RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 
+use crate::config::redact_urls_in;
 use crate::{Endpoint, McpClientConfig, Result};
 
 type Running = RunningService<RoleClient, ClientConfig>;
@@ -38,8 +42,58 @@ impl Session {
     }
 }
 
+/// What the builder adds to a stdio child's environment.
+#[derive(Debug, Default)]
+pub(crate) struct StdioEnv {
+    /// Set whatever the parent has.
+    pub(crate) explicit: Vec<(OsString, OsString)>,
+    /// The environment to pick allowed variables from; this process's when None.
+    pub(crate) parent: Option<Vec<(OsString, OsString)>>,
+}
+
+impl StdioEnv {
+    /// The child's whole environment: the parent's variables that `allowed` names
+    /// (a trailing `*` matches a prefix), then the explicit ones, which win.
+    fn resolve(self, allowed: &[&str]) -> Vec<(OsString, OsString)> {
+        let parent = match self.parent {
+            Some(vars) => vars,
+            None => std::env::vars_os().collect(),
+        };
+        let mut env: BTreeMap<OsString, OsString> = parent
+            .into_iter()
+            .filter(|(name, _)| allowed.iter().any(|p| env_name_matches(p, name)))
+            .collect();
+        env.extend(self.explicit);
+        env.into_iter().collect()
+    }
+}
+
+/// Whether variable `name` is allowed by `pattern`: equal, or for `PREFIX*` starting
+/// with `PREFIX`. Names are case-insensitive on Windows, as its environment is.
+fn env_name_matches(pattern: &str, name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    let (prefix, exact) = match pattern.strip_suffix('*') {
+        Some(prefix) => (prefix, false),
+        None => (pattern, true),
+    };
+    let fold = |s: &str| {
+        if cfg!(windows) {
+            s.to_ascii_uppercase()
+        } else {
+            s.to_owned()
+        }
+    };
+    let (prefix, name) = (fold(prefix), fold(name));
+    if exact {
+        name == prefix
+    } else {
+        name.starts_with(&prefix)
+    }
+}
+
 /// Makes sessions to one endpoint.
-#[derive(Debug)]
 pub(crate) enum Connector {
     Http {
         url: Arc<str>,
@@ -51,11 +105,43 @@ pub(crate) enum Connector {
     Stdio {
         program: String,
         args: Vec<String>,
+        /// The child's whole environment (it inherits nothing else).
+        env: Vec<(OsString, OsString)>,
     },
 }
 
+/// The URL redacted; of the child's environment, the names only.
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Connector::Http {
+                url, concurrency, ..
+            } => f
+                .debug_struct("Http")
+                .field("url", &cortex_pool::redact_url(url))
+                .field("concurrency", concurrency)
+                .finish_non_exhaustive(),
+            Connector::Stdio { program, args, env } => f
+                .debug_struct("Stdio")
+                .field("program", program)
+                .field("args", args)
+                .field(
+                    "env",
+                    &env.iter()
+                        .map(|(k, _)| k.to_string_lossy())
+                        .collect::<Vec<_>>(),
+                )
+                .finish(),
+        }
+    }
+}
+
 impl Connector {
-    pub(crate) fn new(endpoint: &Endpoint, config: &McpClientConfig) -> Result<Self> {
+    pub(crate) fn new(
+        endpoint: &Endpoint,
+        config: &McpClientConfig,
+        stdio_env: StdioEnv,
+    ) -> Result<Self> {
         endpoint.validate("endpoint")?;
         Ok(match endpoint {
             Endpoint::Http { url } => {
@@ -85,10 +171,18 @@ impl Connector {
                     concurrency: config.max_concurrent_per_session,
                 }
             }
-            Endpoint::Stdio { program, args } => Connector::Stdio {
-                program: program.clone(),
-                args: args.clone(),
-            },
+            Endpoint::Stdio { program, args } => {
+                let allowed: Vec<&str> = McpClientConfig::DEFAULT_STDIO_ENV
+                    .iter()
+                    .copied()
+                    .chain(config.stdio_env.iter().map(String::as_str))
+                    .collect();
+                Connector::Stdio {
+                    program: program.clone(),
+                    args: args.clone(),
+                    env: stdio_env.resolve(&allowed),
+                }
+            }
         })
     }
 
@@ -104,11 +198,14 @@ impl Connector {
                 let config = StreamableHttpClientTransportConfig::with_uri(url.clone())
                     .max_concurrent_requests(*concurrency);
                 let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
-                info.serve(transport).await.map_err(|e| e.to_string())?
+                info.serve(transport)
+                    .await
+                    .map_err(|e| redact_urls_in(&e.to_string()))?
             }
-            Connector::Stdio { program, args } => {
+            Connector::Stdio { program, args, env } => {
                 let mut command = tokio::process::Command::new(program);
-                command.args(args);
+                // Only the allowed variables: this process's secrets stay here.
+                command.args(args).env_clear().envs(env.iter().cloned());
                 let (transport, _) = TokioChildProcess::builder(command)
                     .stderr(Stdio::null())
                     .spawn()
@@ -251,6 +348,78 @@ impl<S> Pool<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_gets_the_allowed_variables_and_the_explicit_ones_only() {
+        let parent = [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/app"),
+            ("LC_ALL", "C"),
+            ("LC_TIME", "C"),
+            ("LCX", "no"),
+            ("DATABASE_URL", "postgres://app:pw@db/app"),
+            ("REDIS_URL", "redis://:pw@cache"),
+            ("OTEL_ENDPOINT", "http://otel"),
+            ("TOKEN", "from the parent"),
+        ];
+        let env = StdioEnv {
+            explicit: vec![
+                ("TOKEN".into(), "explicit".into()),
+                ("ONLY".into(), "x".into()),
+            ],
+            parent: Some(parent.iter().map(|(k, v)| (k.into(), v.into())).collect()),
+        };
+        let allowed = [McpClientConfig::DEFAULT_STDIO_ENV, &["OTEL_*"]].concat();
+        let got: Vec<(String, String)> = env
+            .resolve(&allowed)
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        let want = [
+            ("HOME", "/home/app"),
+            ("LC_ALL", "C"),
+            ("LC_TIME", "C"),
+            ("ONLY", "x"),
+            ("OTEL_ENDPOINT", "http://otel"),
+            ("PATH", "/usr/bin"),
+            ("TOKEN", "explicit"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn connector_debug_hides_the_password_and_the_values_of_the_childs_environment() {
+        let config = McpClientConfig::default();
+        let http = Connector::new(
+            &Endpoint::http("http://app:pw-123@127.0.0.1:1/mcp"),
+            &config,
+            StdioEnv::default(),
+        )
+        .unwrap();
+        let shown = format!("{http:?}");
+        assert!(
+            !shown.contains("pw-123") && shown.contains("app:***@"),
+            "{shown}"
+        );
+        let stdio = Connector::new(
+            &Endpoint::stdio("server", ["--stdio"]),
+            &config,
+            StdioEnv {
+                explicit: vec![("TOKEN".into(), "tok-456".into())],
+                parent: Some(Vec::new()),
+            },
+        )
+        .unwrap();
+        let shown = format!("{stdio:?}");
+        assert!(
+            !shown.contains("tok-456") && shown.contains("TOKEN"),
+            "{shown}"
+        );
+    }
 
     fn pool(up: &[bool], spill_at: usize) -> Pool<usize> {
         let pool = Pool::new(up.len(), spill_at);

@@ -2,10 +2,23 @@
 //! `test-server`). It runs in the test's own process, and [`TestServer::kill`] drops
 //! every connection at once, the way a crashed server would.
 //!
-//! Tools: `echo {message}` answers `Echo: <message>`; `add {a, b}` answers the sum;
-//! `sleep {ms}` answers after that long; `stall {ms}` waits that long on the first
-//! call the server gets and answers at once after (for hedging); `fail {message}`
-//! reports a tool error.
+//! Tools (see [`TestTools`]):
+//!
+//! | tool | answers | annotations |
+//! |---|---|---|
+//! | `echo {message}` | `Echo: <message>` | `readOnlyHint` |
+//! | `add {a, b}` | the sum | `readOnlyHint` |
+//! | `sleep {ms}` | after that long | `readOnlyHint` |
+//! | `stall {ms}` | waits `ms` on the first call the server gets, at once after (for hedging) | none |
+//! | `fail {message}` | a tool error | none |
+//! | `count {ms}` | `call <n>`, its n-th call; the first call with `ms` waits that long | none |
+//! | `count_idempotent {ms}` | as `count` | `idempotentHint` |
+//!
+//! `count` stands for a call with a side effect (a payment, a message sent): the client
+//! must not run it twice. `count_idempotent` is the same tool declared safe to repeat.
+//! [`TestServer::calls_of`] counts the calls of each tool, and
+//! [`TestServer::drop_connections`] cuts every connection mid-request.
+//!
 //! Resource: `test://greeting` (text `hello`).
 //!
 //! ```
@@ -25,9 +38,10 @@
 //! # });
 //! ```
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -71,46 +85,86 @@ pub struct SleepArgs {
     pub ms: u64,
 }
 
+/// Arguments of `count` and `count_idempotent`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct CountArgs {
+    /// Milliseconds the first call of the tool that gives it waits before answering
+    /// (to make an attempt time out); later calls answer at once. Default: 0.
+    #[serde(default)]
+    pub ms: u64,
+}
+
+/// What every session of one server shares: the call counts and the stalls spent.
+#[derive(Debug, Default)]
+struct Shared {
+    calls: AtomicU64,
+    by_tool: Mutex<HashMap<&'static str, u64>>,
+    /// Tools whose one stall has been spent.
+    stalled: Mutex<HashSet<&'static str>>,
+}
+
+impl Shared {
+    /// Count a call of `tool`; its number among the calls of that tool.
+    fn tally(&self, tool: &'static str) -> u64 {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut by_tool = self.by_tool.lock().unwrap_or_else(|p| p.into_inner());
+        let n = by_tool.entry(tool).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// True the first time `tool` asks to stall, false after.
+    fn first_stall(&self, tool: &'static str) -> bool {
+        self.stalled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tool)
+    }
+}
+
 /// The tools and resource of a [`TestServer`], one instance per MCP session.
 #[derive(Debug, Clone)]
 pub struct TestTools {
-    calls: Arc<AtomicU64>,
-    stalled: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     tool_router: ToolRouter<Self>,
 }
 
 #[tool_router]
 impl TestTools {
-    fn new(calls: Arc<AtomicU64>, stalled: Arc<AtomicBool>) -> Self {
+    fn new(shared: Arc<Shared>) -> Self {
         Self {
-            calls,
-            stalled,
+            shared,
             tool_router: Self::tool_router(),
         }
     }
 
-    fn count(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Answers `Echo: <message>`.
-    #[tool(description = "Echoes back the input string")]
+    #[tool(
+        description = "Echoes back the input string",
+        annotations(read_only_hint = true)
+    )]
     fn echo(&self, Parameters(EchoArgs { message }): Parameters<EchoArgs>) -> String {
-        self.count();
+        self.shared.tally("echo");
         format!("Echo: {message}")
     }
 
     /// Answers `a + b`.
-    #[tool(description = "Returns the sum of two integers")]
+    #[tool(
+        description = "Returns the sum of two integers",
+        annotations(read_only_hint = true)
+    )]
     fn add(&self, Parameters(AddArgs { a, b }): Parameters<AddArgs>) -> String {
-        self.count();
+        self.shared.tally("add");
         a.saturating_add(b).to_string()
     }
 
     /// Answers after `ms` milliseconds.
-    #[tool(description = "Waits, then answers")]
+    #[tool(
+        description = "Waits, then answers",
+        annotations(read_only_hint = true)
+    )]
     async fn sleep(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
-        self.count();
+        self.shared.tally("sleep");
         tokio::time::sleep(Duration::from_millis(ms)).await;
         format!("slept {ms} ms")
     }
@@ -118,8 +172,8 @@ impl TestTools {
     /// Waits `ms` on the server's first `stall` call only.
     #[tool(description = "Waits on the first call only, then answers")]
     async fn stall(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
-        self.count();
-        if self.stalled.swap(true, Ordering::AcqRel) {
+        self.shared.tally("stall");
+        if !self.shared.first_stall("stall") {
             return "answered at once".to_owned();
         }
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -129,8 +183,34 @@ impl TestTools {
     /// Reports a tool error.
     #[tool(description = "Always fails")]
     fn fail(&self, Parameters(EchoArgs { message }): Parameters<EchoArgs>) -> CallToolResult {
-        self.count();
+        self.shared.tally("fail");
         CallToolResult::error(vec![ContentBlock::text(message)])
+    }
+
+    /// Counts its calls and answers `call <n>`: a tool with a side effect, not
+    /// declared safe to repeat.
+    #[tool(description = "Counts its calls (a side effect); not safe to repeat")]
+    async fn count(&self, Parameters(args): Parameters<CountArgs>) -> String {
+        self.counted("count", args).await
+    }
+
+    /// As `count`, annotated `idempotentHint: true`.
+    #[tool(
+        description = "Counts its calls; declared safe to repeat",
+        annotations(idempotent_hint = true, read_only_hint = false)
+    )]
+    async fn count_idempotent(&self, Parameters(args): Parameters<CountArgs>) -> String {
+        self.counted("count_idempotent", args).await
+    }
+}
+
+impl TestTools {
+    async fn counted(&self, tool: &'static str, CountArgs { ms }: CountArgs) -> String {
+        let n = self.shared.tally(tool);
+        if ms > 0 && self.shared.first_stall(tool) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        format!("call {n}")
     }
 }
 
@@ -159,7 +239,7 @@ impl ServerHandler for TestTools {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        self.count();
+        self.shared.tally("resources/read");
         if request.uri != GREETING {
             return Err(ErrorData::resource_not_found(
                 format!("no resource {}", request.uri),
@@ -175,13 +255,25 @@ impl ServerHandler for TestTools {
 const GREETING: &str = "test://greeting";
 
 /// An MCP server (streamable HTTP) on a loopback port, serving [`TestTools`].
-#[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
-    scheme: &'static str,
-    calls: Arc<AtomicU64>,
+    tls: Option<Acceptor>,
+    shared: Arc<Shared>,
     stop: CancellationToken,
+    connections: Connections,
 }
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("url", &self.url())
+            .field("tool_calls", &self.tool_calls())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Cancelled to cut the connections open now; replaced by a fresh token for later ones.
+type Connections = Arc<Mutex<CancellationToken>>;
 
 impl TestServer {
     /// Start on a free loopback port.
@@ -198,7 +290,18 @@ impl TestServer {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
-        Self::start_with(addr, None).await
+        Self::start_with(addr, None, Arc::default()).await
+    }
+
+    /// Kill this server (see [`kill`](Self::kill)), then start a new one on its address
+    /// that keeps its call counts ([`calls_of`](Self::calls_of)) and spent stalls: a
+    /// crash and restart. The sessions are gone, as they would be.
+    ///
+    /// # Errors
+    /// When the port cannot be bound again.
+    pub async fn restart(self) -> std::io::Result<Self> {
+        self.kill();
+        Self::start_with(self.addr, self.tls.clone(), self.shared.clone()).await
     }
 
     /// Start on a free loopback port over HTTPS, with the certificate chain and
@@ -233,39 +336,54 @@ impl TestServer {
         .with_single_cert(certs, key)
         .map_err(|e| invalid(&e))?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), Some(acceptor)).await
+        Self::start_with(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(acceptor),
+            Arc::default(),
+        )
+        .await
     }
 
-    async fn start_with(addr: SocketAddr, tls: Option<Acceptor>) -> std::io::Result<Self> {
+    async fn start_with(
+        addr: SocketAddr,
+        tls: Option<Acceptor>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Self> {
         let listener = bind(addr).await?;
         let addr = listener.local_addr()?;
-        let calls = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
+        let connections = Connections::default();
         let service: StreamableHttpService<TestTools, LocalSessionManager> =
             StreamableHttpService::new(
                 {
-                    let calls = calls.clone();
-                    let stalled = Arc::new(AtomicBool::new(false));
-                    move || Ok(TestTools::new(calls.clone(), stalled.clone()))
+                    let shared = shared.clone();
+                    move || Ok(TestTools::new(shared.clone()))
                 },
                 Arc::default(),
                 StreamableHttpServerConfig::default()
                     .with_sse_keep_alive(None)
                     .with_cancellation_token(stop.child_token()),
             );
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        tokio::spawn(serve(listener, service, stop.clone(), tls));
+        tokio::spawn(serve(
+            listener,
+            service,
+            stop.clone(),
+            connections.clone(),
+            tls.clone(),
+        ));
         Ok(Self {
             addr,
-            scheme,
-            calls,
+            tls,
+            shared,
             stop,
+            connections,
         })
     }
 
     /// The MCP endpoint, `http://127.0.0.1:<port>/mcp` (`https` from `start_tls`).
     pub fn url(&self) -> String {
-        format!("{}://{}/mcp", self.scheme, self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/mcp", self.addr)
     }
 
     /// The address listened on.
@@ -275,7 +393,27 @@ impl TestServer {
 
     /// Tool calls and resource reads served so far.
     pub fn tool_calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        self.shared.calls.load(Ordering::Relaxed)
+    }
+
+    /// Calls of `tool` so far (every session; `resources/read` for the reads). Counted
+    /// when the tool starts, so a call whose answer never arrived counts too.
+    pub fn calls_of(&self, tool: &str) -> u64 {
+        let by_tool = self
+            .shared
+            .by_tool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        by_tool.get(tool).copied().unwrap_or(0)
+    }
+
+    /// Cut every open connection, mid-request, as a network fault or a proxy restart
+    /// would; unlike [`kill`](Self::kill), the server keeps listening and keeps its
+    /// sessions, and the tools already running carry on (their answers are lost).
+    pub fn drop_connections(&self) {
+        let mut current = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        current.cancel();
+        *current = CancellationToken::new();
     }
 
     /// Stop at once: the listener closes, every connection is dropped mid-request and
@@ -318,6 +456,7 @@ async fn serve(
     listener: TcpListener,
     service: Service,
     stop: CancellationToken,
+    cut: Connections,
     tls: Option<Acceptor>,
 ) {
     // Connections live in this set, so returning drops (aborts) all of them.
@@ -332,17 +471,25 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let tls = tls.clone();
+        let cut = cut.lock().unwrap_or_else(|p| p.into_inner()).clone();
         connections.spawn(async move {
-            match tls {
-                None => serve_connection(stream, service).await,
-                #[cfg(feature = "test-server-tls")]
-                Some(acceptor) => {
-                    if let Ok(stream) = acceptor.accept(stream).await {
-                        serve_connection(stream, service).await;
+            let connection = async move {
+                match tls {
+                    None => serve_connection(stream, service).await,
+                    #[cfg(feature = "test-server-tls")]
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve_connection(stream, service).await;
+                        }
                     }
+                    #[cfg(not(feature = "test-server-tls"))]
+                    Some(never) => match never {},
                 }
-                #[cfg(not(feature = "test-server-tls"))]
-                Some(never) => match never {},
+            };
+            // Dropping the connection's future closes its socket.
+            tokio::select! {
+                () = connection => {}
+                () = cut.cancelled() => {}
             }
         });
     }

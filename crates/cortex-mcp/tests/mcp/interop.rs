@@ -331,7 +331,7 @@ async fn a_second_read_is_a_cache_hit() {
 }
 
 /// The `mcp-call` example, built by `cargo build --examples` next to this test binary.
-fn mcp_call_bin() -> PathBuf {
+pub(crate) fn mcp_call_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe
         .parent()
@@ -448,4 +448,80 @@ async fn mcp_call_example_against_the_reference_server() {
     ];
     let sum = json_out(&args, &mcp_call(&args).await);
     assert!(first_text(&sum).contains('3'), "{sum}");
+}
+
+/// The reference server annotates `trigger-long-running-operation` read-only and
+/// idempotent in `tools/list`: when its stdio child is killed mid-call, the client
+/// retries it on a new child. (A tool without such annotations would end with
+/// `Error::Indeterminate` instead; the fault tests show that.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_annotated_idempotent_by_the_reference_server_is_retried_on_a_new_child() {
+    let js = everything_js();
+    let pids = std::env::temp_dir().join(format!("cortex-mcp-retry-pids-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pids);
+    // The shell notes its pid, then becomes the server.
+    let script = format!(
+        "echo $$ >> '{}'; exec node '{}' stdio",
+        pids.display(),
+        js.display()
+    );
+    let config = McpClientConfig {
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(20),
+        request_timeout: Duration::from_secs(20),
+        call_timeout: Duration::from_secs(40),
+        // Time for node to start a new child, without the breaker opening meanwhile.
+        max_retries: 20,
+        breaker_failures: 0,
+        retry_delay: Duration::from_millis(100),
+        max_retry_delay: Duration::from_millis(500),
+        ..McpClientConfig::default()
+    };
+    let client = McpClient::builder("everything", Endpoint::stdio("sh", ["-c", script.as_str()]))
+        .config(config)
+        .metrics(&cortex_metrics::Metrics::new())
+        .build()
+        .await
+        .expect("start the reference server");
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .call_tool(
+                    "trigger-long-running-operation",
+                    json!({ "duration": 2, "steps": 2 }),
+                )
+                .await
+        }
+    });
+    let deadline = Instant::now() + START_WAIT;
+    while client.stats().in_flight == 0 {
+        assert!(Instant::now() < deadline, "the call never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the request reach the child, then kill it mid-operation.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = std::fs::read_to_string(&pids).unwrap().trim().to_owned();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &first])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let result = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("bounded by call_timeout")
+        .unwrap()
+        .expect("retried on a new child");
+    let text = texts(&result).join("\n");
+    assert!(text.contains("completed"), "{text:?}");
+    let started = std::fs::read_to_string(&pids).unwrap();
+    assert_eq!(
+        started.lines().count(),
+        2,
+        "one child started again: {started:?}"
+    );
+    let stats = client.stats();
+    assert!(stats.retries >= 1, "{stats:#?}");
+    client.close(Duration::from_secs(2)).await;
+    let _ = std::fs::remove_file(&pids);
 }

@@ -3,5 +3,6 @@
 
 mod faults;
 mod interop;
+mod secrets;
 #[cfg(feature = "test-server-tls")]
 mod tls;

@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use cortex_core::mcp::McpClient;
+use cortex_core::mcp::{CallOptions, McpClient};
 use cortex_core::tasks::durable::{DurableQueue, Registry};
 use cortex_core::tasks::{Priority, PriorityQueue, TaskId, admin};
 use serde::{Deserialize, Serialize};
@@ -174,10 +174,13 @@ pub async fn summarize(
         // The tool's name is the cognition service's; `COGNITION_SUMMARY_TOOL` names
         // another (the arguments carry the texts both as a list and as one message).
         let tool = std::env::var("COGNITION_SUMMARY_TOOL").unwrap_or_else(|_| "summarize".into());
+        // A summary changes nothing on the server, so the call is safe to repeat after a
+        // timeout or a cut connection: mark it so the client may retry it.
         let answer = client
-            .call_tool(
+            .call_tool_with(
                 &tool,
                 json!({ "conversation_id": conversation, "message": texts.join("\n"), "texts": texts }),
+                CallOptions::new().idempotent(),
             )
             .await?;
         let text: Vec<String> = answer

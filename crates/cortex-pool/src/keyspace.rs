@@ -213,7 +213,13 @@ mod tests {
             let err = check_prefix(Component::Cache, p).unwrap_err();
             assert!(err.to_string().contains(&format!("{p:?}")), "{err}");
         }
-        for p in ["cortex:cache:", "cortex:cache:users:", "myapp:", "a:b:", "app2:"] {
+        for p in [
+            "cortex:cache:",
+            "cortex:cache:users:",
+            "myapp:",
+            "a:b:",
+            "app2:",
+        ] {
             check_prefix(Component::Cache, p).unwrap();
         }
         assert!(matches!(

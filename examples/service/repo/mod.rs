@@ -13,6 +13,29 @@ use crate::model::*;
 
 pub type DbResult<T> = Result<T, sqlx::Error>;
 
+/// A migrator over migrations compiled into the binary (`include_str!`), so the service
+/// migrates its database from wherever it runs, and no database is needed to build it.
+/// Each entry is (version, description, SQL), as a `<version>_<description>.sql` file
+/// would give them.
+fn embedded_migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
 /// Limit and offset of a numbered page; `offset` is capped by the handlers.
 #[derive(Debug, Clone, Copy)]
 pub struct PageSpec {

@@ -6,8 +6,15 @@ use async_trait::async_trait;
 use cortex_core::pool::DbPool;
 use sqlx::{Postgres, QueryBuilder};
 
-use super::{DbResult, PageSpec, Repo, WorkspaceFilter, ids, json};
+use super::{DbResult, PageSpec, Repo, WorkspaceFilter, embedded_migrator, ids, json};
 use crate::model::*;
+
+/// The schema, one entry per file of `examples/service/migrations/postgres/`.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "domain",
+    include_str!("../migrations/postgres/0001_domain.sql"),
+)];
 
 pub struct PostgresRepo {
     pool: sqlx::PgPool,
@@ -16,12 +23,7 @@ pub struct PostgresRepo {
 impl PostgresRepo {
     /// Run the migrations, then serve from `pool`.
     pub async fn new(pool: &DbPool<Postgres>) -> Result<Self, sqlx::migrate::MigrateError> {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/service/migrations/postgres"
-        );
-        let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(dir)).await?;
-        migrator.run(pool.inner()).await?;
+        embedded_migrator(MIGRATIONS).run(pool.inner()).await?;
         Ok(Self {
             pool: pool.inner().clone(),
         })

@@ -5,8 +5,15 @@ use async_trait::async_trait;
 use cortex_core::pool::DbPool;
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::{DbResult, PageSpec, Repo, WorkspaceFilter, ids, json};
+use super::{DbResult, PageSpec, Repo, WorkspaceFilter, embedded_migrator, ids, json};
 use crate::model::*;
+
+/// The schema, one entry per file of `examples/service/migrations/sqlite/`.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "domain",
+    include_str!("../migrations/sqlite/0001_domain.sql"),
+)];
 
 pub struct SqliteRepo {
     pool: sqlx::SqlitePool,
@@ -15,12 +22,7 @@ pub struct SqliteRepo {
 impl SqliteRepo {
     /// Run the migrations, then serve from `pool`.
     pub async fn new(pool: &DbPool<Sqlite>) -> Result<Self, sqlx::migrate::MigrateError> {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/service/migrations/sqlite"
-        );
-        let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(dir)).await?;
-        migrator.run(pool.inner()).await?;
+        embedded_migrator(MIGRATIONS).run(pool.inner()).await?;
         Ok(Self {
             pool: pool.inner().clone(),
         })

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use cortex_tasks::BoxError;
-use cortex_tasks::durable::{DurableConfig, DurableQueue, Registry, Worker};
+use cortex_tasks::durable::{DurableConfig, DurableQueue, Registry, Worker, key_prefix};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
@@ -55,7 +55,7 @@ async fn main() -> Result<(), BoxError> {
     if let Some(ms) = parse(&args, "--backoff-ms")? {
         config.retry_backoff = Duration::from_millis(ms);
     }
-    let ran_key = format!("cortex:tasks:{}:test:ran", config.name);
+    let ran_key = format!("{}test:ran", key_prefix(&config.name)?);
     let queue = DurableQueue::connect(&url, config).await?;
     let redis = redis::Client::open(url.as_str())?
         .get_multiplexed_async_connection()

@@ -557,7 +557,12 @@ impl Engine {
         let engine = Arc::new(Self {
             sched: Mutex::new(Sched {
                 queues: (0..levels).map(|_| VecDeque::new()).collect(),
-                index: Index::new(config.max_records + config.capacity * levels + config.workers),
+                index: Index::new(
+                    config
+                        .max_records
+                        .saturating_add(config.capacity.saturating_mul(levels))
+                        .saturating_add(config.workers),
+                ),
                 current: vec![0; levels],
                 weights,
                 strict,

@@ -57,6 +57,17 @@ pub enum Error {
     /// Redis failed (durable backend).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A durable enqueue was sent but no reply came within `op_timeout`, or the
+    /// connection dropped: Redis may have enqueued the tasks (all of them or none), or
+    /// may still do so. `ids` are the ids they have if so;
+    /// [`DurableQueue::status`](crate::durable::DurableQueue::status) tells.
+    #[error("enqueue of {} task(s) not confirmed, they may be enqueued: {source}", ids.len())]
+    EnqueueUnconfirmed {
+        /// The ids of the tasks, enqueued or not.
+        ids: Vec<TaskId>,
+        /// Why no reply came.
+        source: redis::RedisError,
+    },
     /// No Redis connection could be had (durable backend).
     #[error(transparent)]
     Pool(#[from] cortex_pool::Error),

@@ -9,6 +9,7 @@ use cortex_metrics::env::EnvSource;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::TaskBuilder;
+use crate::durable::{MAX_CONCURRENCY, MAX_DURATION};
 use crate::engine::{Engine, EngineConfig, Options, Policy, ShutdownReport, TaskHandle};
 use crate::{BoxError, Error, Priority, QueueStats, Result, TaskId, TaskInfo};
 
@@ -23,6 +24,10 @@ impl Drop for Owner {
 }
 
 /// Limits every in-process queue shares; each queue's config embeds them.
+///
+/// Durations are at most [`MAX_DURATION`] (365 days) and worker counts at most
+/// [`MAX_CONCURRENCY`]; larger values are refused with [`Error::InvalidConfig`] when the
+/// queue starts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
@@ -84,6 +89,29 @@ impl Limits {
         positive("workers", workers)?;
         positive("max_queue_size", capacity)?;
         positive("max_records", self.max_records)?;
+        // Each worker is a task with its own counters: a count no machine could run
+        // would only exhaust memory (or overflow) at start.
+        if workers > MAX_CONCURRENCY {
+            return Err(invalid(
+                "workers",
+                workers,
+                &format!("must be at most {MAX_CONCURRENCY}"),
+            ));
+        }
+        // Added to clocks: a longer one would overflow (and panic) on first use.
+        for (key, d) in [
+            ("enqueue_timeout", Some(self.enqueue_timeout)),
+            ("task_timeout", self.task_timeout),
+            ("retention", Some(self.retention)),
+        ] {
+            if let Some(d) = d.filter(|d| *d > MAX_DURATION) {
+                return Err(invalid(
+                    key,
+                    format!("{d:?}"),
+                    &format!("must be at most {} days", MAX_DURATION.as_secs() / 86_400),
+                ));
+            }
+        }
         if name.is_empty()
             || !name
                 .chars()
@@ -235,7 +263,7 @@ macro_rules! queue_impls {
 pub struct TaskQueueConfig {
     /// Names the queue in metrics (`tasks.<name>.*`). Default `tasks`.
     pub name: String,
-    /// Tasks run at once. Default 10.
+    /// Tasks run at once, 1 to [`MAX_CONCURRENCY`]. Default 10.
     pub max_workers: usize,
     /// Tasks waiting at most; beyond it `enqueue` waits and `try_enqueue` fails.
     /// Default 1000.
@@ -439,7 +467,7 @@ pub type TaskFnFuture<T> = std::pin::Pin<Box<dyn Future<Output = Result<TaskHand
 pub struct PriorityQueueConfig {
     /// Names the queue in metrics. Default `priority`.
     pub name: String,
-    /// Workers shared by all levels. Default 10 (the original's 5 + 3 + 2).
+    /// Workers shared by all levels, 1 to [`MAX_CONCURRENCY`]. Default 10 (5 + 3 + 2).
     pub workers: usize,
     /// Tasks waiting at most, per level. Default 1000.
     pub max_queue_size: usize,
@@ -629,7 +657,7 @@ queue_impls!(PriorityQueue);
 pub struct BackgroundConfig {
     /// Names the manager in metrics. Default `background`.
     pub name: String,
-    /// Tasks running at once; the rest wait. Default 50, as the original.
+    /// Tasks running at once, 1 to [`MAX_CONCURRENCY`]; the rest wait. Default 50.
     pub max_concurrent: usize,
     /// Tasks waiting at most; beyond it `add_task` fails with [`Error::QueueFull`].
     /// Default 10 000.

@@ -1,9 +1,76 @@
 use std::time::Duration;
 
 use cortex_metrics::env::EnvSource;
+use cortex_pool::keyspace::{Component, check_prefix};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
+
+/// The longest duration any setting accepts: 365 days. Longer ones would overflow when
+/// added to a clock or to each other, and Redis refuses such expiries and timeouts.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The most tasks one worker runs at once (`concurrency`).
+pub const MAX_CONCURRENCY: usize = 1_000_000;
+
+/// The most entries one read takes (`batch`).
+pub const MAX_BATCH: usize = 10_000;
+
+/// The key prefix of the durable queue named `queue_name`: `cortex:tasks:{queue_name}:`.
+///
+/// Every key the queue writes starts with it (streams, task records, dead letters,
+/// counters, the worker list), and [`DurableQueue::purge`](super::DurableQueue::purge)
+/// deletes exactly the keys that match `{prefix}*`. The name is checked first, so no
+/// queue's keys can fall under another queue's prefix or be matched by a glob: one to
+/// 64 characters out of `A-Z a-z 0-9 _ . -` (no `:`, whitespace, control characters or
+/// the glob characters `* ? [ ] \`). The prefix lies under
+/// [`Component::Tasks`]'s reserved prefix and passes
+/// [`check_prefix`](cortex_pool::keyspace::check_prefix).
+///
+/// ```
+/// use cortex_tasks::durable::key_prefix;
+///
+/// assert_eq!(key_prefix("emails")?, "cortex:tasks:emails:");
+/// assert!(key_prefix("a:b").is_err());
+/// assert!(key_prefix("jobs*").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidConfig`] (key `name`) naming the refused value.
+pub fn key_prefix(queue_name: &str) -> Result<String> {
+    check_queue_name(queue_name)?;
+    let prefix = format!("{}{queue_name}:", Component::Tasks.reserved_prefix());
+    check_prefix(Component::Tasks, &prefix)
+        .map_err(|e| invalid("name", queue_name, &e.to_string()))?;
+    Ok(prefix)
+}
+
+fn check_queue_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("a queue name cannot be empty")
+    } else if name.contains(':') {
+        Some("a queue name cannot hold ':': its keys would fall under another queue's prefix")
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("a queue name cannot hold whitespace or control characters")
+    } else if name.contains(['*', '?', '[', ']', '\\']) {
+        Some(
+            "a queue name cannot hold the glob characters * ? [ ] \\ (purge matches keys by pattern)",
+        )
+    } else if name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        Some("a queue name holds 1 to 64 characters out of A-Z a-z 0-9 _ . -")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(invalid("name", name, reason)),
+        None => Ok(()),
+    }
+}
 
 /// Settings of a durable queue and of its workers.
 ///
@@ -11,12 +78,12 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DurableConfig {
-    /// Queue name; keys live under `cortex:tasks:{name}:`. One to 64 characters out of
-    /// `A-Z a-z 0-9 _ . -`. Default `"default"`.
+    /// Queue name; keys live under `cortex:tasks:{name}:` ([`key_prefix`]). One to 64
+    /// characters out of `A-Z a-z 0-9 _ . -`. Default `"default"`.
     pub name: String,
     /// Consumer group every worker of this queue joins. Default `"workers"`.
     pub group: String,
-    /// Tasks run at once per worker. Default 10.
+    /// Tasks run at once per worker, 1 to [`MAX_CONCURRENCY`]. Default 10.
     pub concurrency: usize,
     /// A delivered task idle this long (its worker stopped refreshing it) is reclaimed by
     /// another worker. Default 30 s.
@@ -34,7 +101,7 @@ pub struct DurableConfig {
     /// How long one read waits for new tasks (`XREADGROUP BLOCK`). Default 1 s.
     #[serde(with = "cortex_metrics::env::secs")]
     pub block: Duration,
-    /// Most tasks taken per read (`XREADGROUP COUNT`). Default 64.
+    /// Most tasks taken per read (`XREADGROUP COUNT`), 1 to [`MAX_BATCH`]. Default 64.
     pub batch: usize,
     /// Bound on every Redis call. Default 5 s.
     #[serde(with = "cortex_metrics::env::secs")]
@@ -42,6 +109,11 @@ pub struct DurableConfig {
     /// Bound on one attempt of a task; `None` (the default) for no bound.
     #[serde(with = "cortex_metrics::env::opt_secs")]
     pub task_timeout: Option<Duration>,
+    /// Most dead letters kept in the `dead` stream. Adding one beyond the cap deletes
+    /// the oldest (exactly, oldest first); each time this happens a warning is logged
+    /// (at most one every minute) and the `tasks.durable.dead_trimmed` counter counts
+    /// the deleted ones. `0` keeps every dead letter. Default 100 000.
+    pub dead_letter_cap: u64,
 }
 
 impl Default for DurableConfig {
@@ -58,13 +130,15 @@ impl Default for DurableConfig {
             batch: 64,
             op_timeout: Duration::from_secs(5),
             task_timeout: None,
+            dead_letter_cap: 100_000,
         }
     }
 }
 
 impl DurableConfig {
     /// The defaults overridden by `TASKS_QUEUE_NAME`, `TASKS_CONCURRENCY`,
-    /// `TASKS_VISIBILITY_TIMEOUT` (seconds) and `TASKS_MAX_ATTEMPTS`.
+    /// `TASKS_VISIBILITY_TIMEOUT` (seconds), `TASKS_MAX_ATTEMPTS` and
+    /// `TASKS_DEAD_LETTER_CAP`.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable when one does not parse or the result
@@ -91,7 +165,24 @@ impl DurableConfig {
         if let Some(n) = env.parse::<u32>("TASKS_MAX_ATTEMPTS")? {
             c.max_attempts = n;
         }
-        c.validate()?;
+        if let Some(n) = env.parse::<u64>("TASKS_DEAD_LETTER_CAP")? {
+            c.dead_letter_cap = n;
+        }
+        c.validate().map_err(|e| match e {
+            // Name the variable the rejected value came from.
+            Error::InvalidConfig { key, value, reason } => {
+                let var = ENV_VARS
+                    .iter()
+                    .find(|(field, var)| *field == key && env.var(var).is_some())
+                    .map_or(key, |(_, var)| *var);
+                Error::InvalidConfig {
+                    key: var,
+                    value,
+                    reason,
+                }
+            }
+            e => e,
+        })?;
         Ok(c)
     }
 
@@ -100,48 +191,64 @@ impl DurableConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the first rejected setting.
     pub fn validate(&self) -> Result<()> {
-        let valid_name = |s: &str| {
-            (1..=64).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        };
-        if !valid_name(&self.name) {
-            return Err(invalid(
-                "name",
-                &self.name,
-                "expected 1 to 64 characters out of A-Z a-z 0-9 _ . -",
-            ));
-        }
+        check_queue_name(&self.name)?;
         if self.group.is_empty() || self.group.len() > 64 {
             return Err(invalid("group", &self.group, "expected 1 to 64 characters"));
         }
-        let positive = [
-            ("concurrency", self.concurrency as u128),
-            ("batch", self.batch as u128),
-            ("max_attempts", u128::from(self.max_attempts)),
-            ("visibility_timeout", self.visibility_timeout.as_millis()),
-            ("op_timeout", self.op_timeout.as_millis()),
-            ("block", self.block.as_millis()),
+        let counts = [
+            ("concurrency", self.concurrency, MAX_CONCURRENCY),
+            ("batch", self.batch, MAX_BATCH),
+            (
+                "max_attempts",
+                self.max_attempts as usize,
+                u32::MAX as usize,
+            ),
         ];
-        for (key, v) in positive {
-            if v == 0 {
-                return Err(invalid(
-                    key,
-                    "0",
-                    "must be at least 1 (milliseconds for durations)",
-                ));
+        for (key, v, max) in counts {
+            if v == 0 || v > max {
+                return Err(invalid(key, &v.to_string(), &format!("must be 1 to {max}")));
             }
         }
-        if self.visibility_timeout < Duration::from_millis(30) {
-            return Err(invalid(
+        let durations = [
+            (
                 "visibility_timeout",
-                &format!("{:?}", self.visibility_timeout),
-                "must be at least 30 ms",
-            ));
+                self.visibility_timeout,
+                Duration::from_millis(30),
+            ),
+            ("op_timeout", self.op_timeout, Duration::from_millis(1)),
+            ("block", self.block, Duration::from_millis(1)),
+            ("retry_backoff", self.retry_backoff, Duration::ZERO),
+            ("result_ttl", self.result_ttl, Duration::ZERO),
+            (
+                "task_timeout",
+                self.task_timeout.unwrap_or_default(),
+                Duration::ZERO,
+            ),
+        ];
+        for (key, d, min) in durations {
+            if d < min || d > MAX_DURATION {
+                return Err(invalid(
+                    key,
+                    &format!("{d:?}"),
+                    &format!(
+                        "must be {min:?} to {} days",
+                        MAX_DURATION.as_secs() / 86_400
+                    ),
+                ));
+            }
         }
         Ok(())
     }
 }
+
+/// Settings that environment variables set, so an error names the variable.
+const ENV_VARS: [(&str, &str); 5] = [
+    ("name", "TASKS_QUEUE_NAME"),
+    ("concurrency", "TASKS_CONCURRENCY"),
+    ("visibility_timeout", "TASKS_VISIBILITY_TIMEOUT"),
+    ("max_attempts", "TASKS_MAX_ATTEMPTS"),
+    ("dead_letter_cap", "TASKS_DEAD_LETTER_CAP"),
+];
 
 fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
     Error::InvalidConfig {
@@ -180,6 +287,113 @@ mod tests {
         let lookup = |k: &str| bad.get(k).map(|v| v.to_string());
         let err = DurableConfig::from_env_source(EnvSource::from_fn(&lookup)).unwrap_err();
         assert!(err.to_string().contains("TASKS_CONCURRENCY"), "{err}");
+    }
+
+    #[test]
+    fn huge_values_are_refused_naming_the_setting_or_variable() {
+        let cases: [(&str, &str); 4] = [
+            ("TASKS_CONCURRENCY", "18446744073709551615"),
+            ("TASKS_CONCURRENCY", "1000001"),
+            ("TASKS_VISIBILITY_TIMEOUT", "1e15"),
+            ("TASKS_MAX_ATTEMPTS", "0"),
+        ];
+        for (var, value) in cases {
+            let vars = HashMap::from([(var, value)]);
+            let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+            match DurableConfig::from_env_source(EnvSource::from_fn(&lookup)) {
+                Err(Error::InvalidConfig { key, .. }) => assert_eq!(key, var, "{value}"),
+                other => panic!("{var}={value}: {other:?}"),
+            }
+        }
+        let vars = HashMap::from([("TASKS_DEAD_LETTER_CAP", "7")]);
+        let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+        let c = DurableConfig::from_env_source(EnvSource::from_fn(&lookup)).unwrap();
+        assert_eq!(c.dead_letter_cap, 7);
+
+        let max = DurableConfig {
+            concurrency: MAX_CONCURRENCY,
+            batch: MAX_BATCH,
+            visibility_timeout: MAX_DURATION,
+            block: MAX_DURATION,
+            op_timeout: MAX_DURATION,
+            result_ttl: MAX_DURATION,
+            task_timeout: Some(MAX_DURATION),
+            ..DurableConfig::default()
+        };
+        max.validate().unwrap();
+        // The sums the worker forms stay representable.
+        let _ = max.block + max.op_timeout;
+        let _ = std::time::Instant::now() + max.visibility_timeout * 2;
+        for c in [
+            DurableConfig {
+                batch: MAX_BATCH + 1,
+                ..DurableConfig::default()
+            },
+            DurableConfig {
+                retry_backoff: MAX_DURATION + Duration::from_secs(1),
+                ..DurableConfig::default()
+            },
+            DurableConfig {
+                task_timeout: Some(Duration::MAX),
+                ..DurableConfig::default()
+            },
+        ] {
+            assert!(
+                matches!(c.validate(), Err(Error::InvalidConfig { .. })),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_prefixes_are_reserved_for_tasks_and_never_nest() {
+        let good = ["default", "emails", "a", "A-b_c.9", &"x".repeat(64)];
+        for name in good {
+            let p = key_prefix(name).unwrap();
+            assert_eq!(p, format!("cortex:tasks:{name}:"));
+            check_prefix(Component::Tasks, &p).unwrap();
+            assert!(!p.starts_with(Component::Cache.reserved_prefix()));
+            for other in good {
+                if other != name {
+                    assert!(!cortex_pool::keyspace::overlaps(
+                        &p,
+                        &key_prefix(other).unwrap()
+                    ));
+                }
+            }
+        }
+        let bad = [
+            "",
+            "a:b",
+            ":",
+            "a b",
+            "tab\t",
+            "nl\n",
+            "\u{7f}",
+            "*",
+            "jobs*",
+            "j?bs",
+            "[ab]",
+            "a]",
+            "back\\slash",
+            "é",
+            "{tag}",
+            &"x".repeat(65),
+        ];
+        for name in bad {
+            match key_prefix(name) {
+                Err(Error::InvalidConfig { key, value, reason }) => {
+                    assert_eq!((key, value.as_str()), ("name", name), "{reason}");
+                }
+                other => panic!("{name:?}: {other:?}"),
+            }
+            let c = DurableConfig {
+                name: name.to_owned(),
+                ..DurableConfig::default()
+            };
+            let err = c.validate().unwrap_err();
+            assert!(err.to_string().contains(&format!("{name:?}")), "{err}");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 
-use super::config::DurableConfig;
+use super::config::{DurableConfig, key_prefix};
 use super::redis_util::{Keys, bounded, from_ms, ms, now_ms, random_u64};
 use super::scripts::Scripts;
 use crate::{Error, Priority, QueueStats, Result, TaskId, TaskInfo, TaskStatus};
@@ -15,7 +15,8 @@ use crate::{Error, Priority, QueueStats, Result, TaskId, TaskInfo, TaskStatus};
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct DeadLetter {
-    /// The task.
+    /// The task; id 0 for a malformed stream entry parked here (its `error` quotes
+    /// the entry's id field).
     pub id: TaskId,
     /// Its handler name.
     pub handler: String,
@@ -63,6 +64,7 @@ impl DurableQueue {
     /// be reached within `op_timeout`.
     pub async fn connect(url: &str, config: DurableConfig) -> Result<Self> {
         config.validate()?;
+        let keys = Keys::new(key_prefix(&config.name)?);
         let client = redis::Client::open(url)?;
         let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.op_timeout))
@@ -78,7 +80,7 @@ impl DurableQueue {
             inner: Arc::new(Inner {
                 client,
                 conn,
-                keys: Keys::new(&config.name),
+                keys,
                 config,
                 scripts: Scripts::new(),
             }),
@@ -139,7 +141,10 @@ impl DurableQueue {
     /// Enqueues one task for `handler` at [`Priority::Normal`].
     ///
     /// # Errors
-    /// [`Error::Payload`] when `payload` does not serialize; [`Error::Redis`].
+    /// [`Error::Payload`] when `payload` does not serialize; [`Error::Redis`] when Redis
+    /// refused the command (nothing was enqueued); [`Error::EnqueueUnconfirmed`] when no
+    /// reply came within `op_timeout` or the connection dropped: the task may be enqueued
+    /// anyway (see [`enqueue_many`](Self::enqueue_many)).
     pub async fn enqueue<P: Serialize>(&self, handler: &str, payload: &P) -> Result<TaskId> {
         self.enqueue_with(handler, payload, Priority::Normal).await
     }
@@ -162,10 +167,20 @@ impl DurableQueue {
             .ok_or_else(|| Error::Failed("enqueue returned no id".to_owned()))
     }
 
-    /// Enqueues many tasks in one atomic round trip.
+    /// Enqueues many tasks in one atomic round trip: all of them or none.
+    ///
+    /// Each task gets a random id that no existing task record uses (Redis checks, and
+    /// the ids are drawn again in the rare case one is taken).
     ///
     /// # Errors
-    /// As [`enqueue`](Self::enqueue); nothing is enqueued on error.
+    /// - [`Error::Payload`] when a payload does not serialize: nothing was sent.
+    /// - [`Error::Redis`] when Redis answered with an error (out of memory, a wrong key
+    ///   type, ...) or the connection was refused: nothing was enqueued.
+    /// - [`Error::EnqueueUnconfirmed`] when the command was sent but no reply came within
+    ///   `op_timeout` (or the connection dropped): Redis may have enqueued the tasks, or
+    ///   may still do so, under the ids the error carries. Enqueueing again may run them
+    ///   twice; to find out, look the ids up with [`status`](Self::status) once Redis
+    ///   answers again (a record means they are enqueued, all of them).
     pub async fn enqueue_many<P: Serialize>(
         &self,
         handler: &str,
@@ -175,49 +190,58 @@ impl DurableQueue {
         if payloads.is_empty() {
             return Ok(Vec::new());
         }
+        let json = payloads
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut drawn = HashSet::with_capacity(json.len());
+        let ids = json.iter().map(|_| fresh_id(&mut drawn)).collect();
+        self.enqueue_ids(handler, &json, priority, ids).await
+    }
+
+    /// Enqueues `json` payloads under `ids`, drawing new ids for those a record uses.
+    pub(crate) async fn enqueue_ids(
+        &self,
+        handler: &str,
+        json: &[String],
+        priority: Priority,
+        mut ids: Vec<TaskId>,
+    ) -> Result<Vec<TaskId>> {
         let keys = &self.inner.keys;
-        let stream = keys.stream(priority);
         let now = now_ms();
-        let mut ids = Vec::with_capacity(payloads.len());
-        let mut pipe = redis::pipe();
-        // MULTI: a task is either both recorded and streamed, or neither.
-        pipe.atomic();
-        for p in payloads {
-            let json = serde_json::to_string(p)?;
-            let id = TaskId::from_u64(random_u64());
-            let hex = id.to_string();
-            pipe.cmd("HSET")
-                .arg(keys.task(id))
-                .arg("status")
-                .arg("queued")
-                .arg("handler")
+        for _ in 0..8 {
+            let mut inv = self.inner.scripts.enqueue.key(keys.stream(priority));
+            inv.key(&keys.stats)
+                .arg(&keys.task_prefix)
                 .arg(handler)
-                .arg("priority")
                 .arg(priority.as_str())
-                .arg("queued_at")
-                .arg(now)
-                .ignore();
-            pipe.cmd("XADD")
-                .arg(stream)
-                .arg("*")
-                .arg("id")
-                .arg(hex)
-                .arg("handler")
-                .arg(handler)
-                .arg("payload")
-                .arg(json)
-                .ignore();
-            ids.push(id);
+                .arg(now);
+            for (id, payload) in ids.iter().zip(json) {
+                inv.arg(id.to_string()).arg(payload);
+            }
+            let mut conn = self.conn();
+            let taken: Vec<usize> = self
+                .bounded("enqueue", inv.invoke_async(&mut conn))
+                .await
+                .map_err(|e| unconfirmed(e, &ids))?;
+            if taken.is_empty() {
+                return Ok(ids);
+            }
+            tracing::debug!(
+                count = taken.len(),
+                "durable tasks: task ids already in use; drawing others"
+            );
+            let mut drawn: HashSet<u64> = ids.iter().map(|id| id.as_u64()).collect();
+            for i in taken {
+                let fresh = fresh_id(&mut drawn);
+                if let Some(slot) = ids.get_mut(i) {
+                    *slot = fresh;
+                }
+            }
         }
-        pipe.cmd("HINCRBY")
-            .arg(&keys.stats)
-            .arg("enqueued")
-            .arg(payloads.len())
-            .ignore();
-        let mut conn = self.conn();
-        self.bounded("enqueue", pipe.query_async::<()>(&mut conn))
-            .await?;
-        Ok(ids)
+        Err(Error::Failed(
+            "enqueue: could not draw unused task ids in 8 rounds".to_owned(),
+        ))
     }
 
     /// The current state of a task.
@@ -297,7 +321,8 @@ impl DurableQueue {
         }
         inv.arg(&self.inner.config.group);
         let (len, pending): (u64, u64) = self.bounded("stats", inv.invoke_async(&mut conn)).await?;
-        let alive_since = now_ms().saturating_sub(2 * ms(self.inner.config.visibility_timeout));
+        let alive_since =
+            now_ms().saturating_sub(ms(self.inner.config.visibility_timeout).saturating_mul(2));
         let (counters, workers): (HashMap<String, u64>, u64) = self
             .bounded(
                 "stats",
@@ -345,9 +370,12 @@ impl DurableQueue {
         Ok(reply
             .ids
             .iter()
-            .filter_map(|e| {
-                let id = e.get::<String>("id")?.parse().ok()?;
-                Some(DeadLetter {
+            .map(|e| {
+                let id = e
+                    .get::<String>("id")
+                    .and_then(|id| id.parse().ok())
+                    .unwrap_or(TaskId::from_u64(0));
+                DeadLetter {
                     id,
                     handler: e.get("handler").unwrap_or_default(),
                     payload: e
@@ -356,7 +384,7 @@ impl DurableQueue {
                         .unwrap_or(serde_json::Value::Null),
                     error: e.get("error").unwrap_or_default(),
                     attempts: e.get("attempts").unwrap_or_default(),
-                })
+                }
             })
             .collect())
     }
@@ -398,6 +426,30 @@ impl DurableQueue {
     }
 }
 
+/// A random id not in `drawn` (and now in it).
+fn fresh_id(drawn: &mut HashSet<u64>) -> TaskId {
+    loop {
+        let id = random_u64();
+        if drawn.insert(id) {
+            return TaskId::from_u64(id);
+        }
+    }
+}
+
+/// An error from the enqueue script: when Redis answered (or was never reached),
+/// nothing was written; otherwise the outcome is unknown.
+fn unconfirmed(e: Error, ids: &[TaskId]) -> Error {
+    match e {
+        Error::Redis(r) if r.code().is_none() && !r.is_connection_refusal() => {
+            Error::EnqueueUnconfirmed {
+                ids: ids.to_vec(),
+                source: r,
+            }
+        }
+        e => e,
+    }
+}
+
 fn parse_info(id: TaskId, m: &HashMap<String, String>) -> Option<TaskInfo> {
     let status = match m.get("status")?.as_str() {
         "queued" => TaskStatus::Queued,
@@ -422,4 +474,66 @@ fn parse_info(id: TaskId, m: &HashMap<String, String>) -> Option<TaskInfo> {
     info.error = m.get("error").filter(|e| !e.is_empty()).cloned();
     info.result = m.get("result").and_then(|r| serde_json::from_str(r).ok());
     Some(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 7: an id that a record already uses is never handed out again (its record
+    /// would be overwritten); the enqueue draws another one, still in one atomic step.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn enqueue_draws_new_ids_for_ids_in_use() {
+        let url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let config = DurableConfig {
+            name: format!(
+                "unit-collide-{}-{}",
+                std::process::id(),
+                now_ms() % 1_000_000
+            ),
+            ..DurableConfig::default()
+        };
+        let q = DurableQueue::connect(&url, config)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach Redis at {url} ({e}); set REDIS_URL"));
+        let taken = TaskId::from_u64(0xc0ff_ee00_0000_0001);
+        let free = TaskId::from_u64(0xc0ff_ee00_0000_0002);
+        let mut conn = q.conn();
+        redis::cmd("HSET")
+            .arg(q.keys().task(taken))
+            .arg("status")
+            .arg("completed")
+            .arg("result")
+            .arg("\"kept\"")
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("HSET");
+        let ids = q
+            .enqueue_ids(
+                "h",
+                &["1".to_owned(), "2".to_owned()],
+                Priority::Normal,
+                vec![taken, free],
+            )
+            .await
+            .expect("enqueue");
+        assert_eq!(ids.len(), 2);
+        assert_ne!(ids[0], taken, "an id in use was handed out again");
+        assert_eq!(ids[1], free);
+        let old = q.status(taken).await.expect("status");
+        assert_eq!(
+            (old.status, old.result),
+            (TaskStatus::Completed, Some(serde_json::json!("kept")))
+        );
+        for id in &ids {
+            assert_eq!(
+                q.status(*id).await.expect("status").status,
+                TaskStatus::Queued
+            );
+        }
+        let s = q.stats().await.expect("stats");
+        assert_eq!((s.enqueued, s.queued), (2, 2), "{s:?}");
+        q.purge().await.expect("purge");
+    }
 }

@@ -22,8 +22,8 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub(crate) fn new(name: &str) -> Self {
-        let prefix = format!("cortex:tasks:{name}:");
+    /// The keys under `prefix`, as [`key_prefix`](super::key_prefix) returns it.
+    pub(crate) fn new(prefix: String) -> Self {
         Self {
             task_prefix: format!("{prefix}task:"),
             streams: Priority::ALL.map(|p| format!("{prefix}stream:{}", p.as_str())),
@@ -117,16 +117,29 @@ impl LogLimiter {
     }
 
     pub(crate) fn warn(&self, what: &str, e: &Error) {
+        self.note(|suppressed| {
+            tracing::warn!(error = %e, suppressed, "durable tasks: {what} failed; retrying");
+        });
+    }
+
+    /// Calls `log` with the number of calls it skipped, unless it ran within the period.
+    pub(crate) fn note(&self, log: impl FnOnce(u64)) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         match &mut *last {
             Some((at, suppressed)) if at.elapsed() < self.period => *suppressed += 1,
             slot => {
-                let suppressed = slot.map(|(_, s)| s).unwrap_or(0);
-                tracing::warn!(error = %e, suppressed, "durable tasks: {what} failed; retrying");
+                log(slot.map(|(_, s)| s).unwrap_or(0));
                 *slot = Some((Instant::now(), 0));
             }
         }
     }
+}
+
+/// `at + d`, or a day later than `at` if that cannot be represented (a deadline of
+/// `Duration::MAX` means "no deadline" to a caller, not a panic).
+pub(crate) fn later(at: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// Exponential backoff for retrying Redis calls: 50 ms doubling up to 2 s.

@@ -1,25 +1,36 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cortex_metrics::{Counter, Histogram};
 use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply, StreamReadReply,
+};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::queue::DurableQueue;
-use super::redis_util::{LogLimiter, bounded, is_nogroup, ms, now_ms, random_u64, redis_backoff};
+use super::redis_util::{
+    LogLimiter, bounded, is_nogroup, later, ms, now_ms, random_u64, redis_backoff,
+};
 use super::registry::{AttemptError, Handler, Registry};
 use crate::{Error, Priority, Result, TaskId};
 
 /// Where a delivered entry lives: its stream (by priority index) and its entry id.
 type Slot = (usize, String);
+
+/// Most outcomes one finish script records.
+const FINISH_BATCH: usize = 1024;
+
+/// Most `XAUTOCLAIM` calls per stream per reclaim tick: each scans at most ten times
+/// `batch` pending entries, and the cursor carries the scan over to the next tick.
+const RECLAIM_CALLS: usize = 16;
 
 /// One delivered stream entry.
 #[derive(Debug)]
@@ -27,6 +38,9 @@ struct Entry {
     prio: Priority,
     entry_id: String,
     id: TaskId,
+    /// The entry's `id` field as written: the scripts check it, so that a foreign or
+    /// damaged entry is parked rather than taken for another task.
+    raw_id: String,
     handler: String,
     payload: String,
 }
@@ -36,17 +50,34 @@ impl Entry {
         (self.prio.index(), self.entry_id.clone())
     }
 
-    fn parse(prio: Priority, e: StreamId) -> Self {
-        let field = |k: &str| e.get::<String>(k).unwrap_or_default();
+    fn new(
+        prio: Priority,
+        entry_id: String,
+        raw_id: String,
+        handler: String,
+        payload: String,
+    ) -> Self {
         Self {
             prio,
-            // An entry without a valid id cannot be run; id 0 has no record, so the
-            // start script reports it missing and it is acknowledged away.
-            id: field("id").parse().unwrap_or(TaskId::from_u64(0)),
-            handler: field("handler"),
-            payload: field("payload"),
-            entry_id: e.id,
+            entry_id,
+            // A malformed id is parked by the start script before anything uses this.
+            id: raw_id.parse().unwrap_or(TaskId::from_u64(0)),
+            raw_id,
+            handler,
+            payload,
         }
+    }
+
+    fn parse(prio: Priority, e: StreamId) -> Self {
+        let field = |k: &str| e.get::<String>(k).unwrap_or_default();
+        let (raw_id, handler, payload) = (field("id"), field("handler"), field("payload"));
+        Self::new(prio, e.id, raw_id, handler, payload)
+    }
+
+    /// The name of the start request number `seq` of this delivery (see the start
+    /// script): the same name twice starts one attempt.
+    fn token(&self, consumer: &str, seq: u32) -> String {
+        format!("{consumer} {} {seq}", self.entry_id)
     }
 
     /// Milliseconds since the entry was added, from its stream id.
@@ -68,9 +99,27 @@ enum Outcome {
         error: String,
         attempts: u32,
     },
+    /// A bad entry (malformed, or its record unusable): dead letter only, no record.
+    Parked {
+        error: String,
+        attempts: u32,
+    },
     Cancelled,
     /// Acknowledge only: cancelled while queued, already final, or without a record.
     Skip,
+}
+
+impl Outcome {
+    /// The finish script's kind and text.
+    fn kind(&self) -> (&'static str, &str, u32) {
+        match self {
+            Outcome::Completed(json) => ("c", json, 0),
+            Outcome::Dead { error, attempts } => ("d", error, *attempts),
+            Outcome::Parked { error, attempts } => ("p", error, *attempts),
+            Outcome::Cancelled => ("x", "", 0),
+            Outcome::Skip => ("s", "", 0),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -99,6 +148,7 @@ struct Metrics {
     failed: Arc<Counter>,
     retried: Arc<Counter>,
     dead: Arc<Counter>,
+    dead_trimmed: Arc<Counter>,
 }
 
 impl Metrics {
@@ -111,6 +161,7 @@ impl Metrics {
             failed: m.counter("tasks.durable.failed"),
             retried: m.counter("tasks.durable.retried"),
             dead: m.counter("tasks.durable.dead"),
+            dead_trimmed: m.counter("tasks.durable.dead_trimmed"),
         }
     }
 }
@@ -123,6 +174,9 @@ struct Shared {
     /// Every entry delivered to this worker and not yet acknowledged: its idle time is
     /// refreshed so that no other worker reclaims it.
     held: Mutex<HashMap<Slot, TaskId>>,
+    /// Held entries another worker reclaimed: no longer refreshed (they are that
+    /// worker's now) and not started here if they have not started yet.
+    lost: Mutex<HashSet<Slot>>,
     /// Tasks started and not finished; whoever removes one decides its outcome.
     live: Mutex<HashMap<Slot, Live>>,
     live_changed: Notify,
@@ -130,8 +184,18 @@ struct Shared {
     active: Notify,
     processed: AtomicU64,
     fin_tx: mpsc::UnboundedSender<FinMsg>,
+    /// Outcomes sent to the finisher and not yet recorded; past `max_unflushed` the
+    /// readers take no new work, so a Redis that refuses writes does not make results
+    /// pile up in memory.
+    unflushed: AtomicUsize,
+    max_unflushed: usize,
+    flushed: Notify,
     reclaim_tx: mpsc::UnboundedSender<Vec<Entry>>,
+    /// A call that delivers entries failed, so its reply (and entries now pending for
+    /// this worker) may be lost: the maintenance task looks for them.
+    recover: Notify,
     log: LogLimiter,
+    trim_log: LogLimiter,
     metrics: Metrics,
 }
 
@@ -146,9 +210,20 @@ impl Shared {
     }
 
     fn send(&self, done: Done) {
+        self.unflushed.fetch_add(1, Ordering::Relaxed);
         // The finisher outlives every sender except after a shutdown gave up on it; the
         // entry then stays pending and is reclaimed.
         let _ = self.fin_tx.send(FinMsg::Done(done));
+    }
+
+    /// Marks `entries` as held; returns those that were not held already (a reply
+    /// that arrives after the worker recovered its entries must not start them twice).
+    fn hold(&self, entries: impl IntoIterator<Item = Entry>) -> Vec<Entry> {
+        let mut held = lock(&self.held);
+        entries
+            .into_iter()
+            .filter(|e| held.insert(e.slot(), e.id).is_none())
+            .collect()
     }
 
     /// Ends a live task with `outcome`, unless a cancel or a shutdown already took it.
@@ -217,6 +292,7 @@ impl Worker {
         let (reclaim_tx, reclaim_rx) = mpsc::unbounded_channel();
         let (stop_reading, stop_reading_rx) = watch::channel(false);
         let (stop_all, stop_all_rx) = watch::channel(false);
+        // `DurableQueue::connect` validated the config: at most MAX_CONCURRENCY permits.
         let concurrency = self.queue.config().concurrency;
         let shared = Arc::new(Shared {
             queue: self.queue,
@@ -224,13 +300,19 @@ impl Worker {
             consumer: self.consumer,
             sem: Arc::new(Semaphore::new(concurrency)),
             held: Mutex::new(HashMap::new()),
+            lost: Mutex::new(HashSet::new()),
             live: Mutex::new(HashMap::new()),
             live_changed: Notify::new(),
             active: Notify::new(),
             processed: AtomicU64::new(0),
             fin_tx,
+            unflushed: AtomicUsize::new(0),
+            max_unflushed: concurrency.saturating_mul(2).max(4 * FINISH_BATCH),
+            flushed: Notify::new(),
             reclaim_tx,
+            recover: Notify::new(),
             log: LogLimiter::new(Duration::from_secs(5)),
+            trim_log: LogLimiter::new(Duration::from_secs(60)),
             metrics: Metrics::new(),
         });
         let readers = vec![
@@ -282,6 +364,10 @@ impl fmt::Debug for WorkerHandle {
 
 impl WorkerHandle {
     /// Tasks this worker brought to a final status (completed, failed or cancelled).
+    ///
+    /// A local count: when the reply to a batch of outcomes was lost and the copy sent
+    /// again found them recorded already, they are not counted here (the queue's
+    /// [`stats`](super::DurableQueue::stats), kept in Redis, count every task once).
     pub fn processed(&self) -> u64 {
         self.shared.processed.load(Ordering::Relaxed)
     }
@@ -298,7 +384,7 @@ impl WorkerHandle {
     /// marked reclaimable at once, so another worker runs them; the aborted attempt does
     /// not count towards `max_attempts`. Nothing accepted is lost.
     pub async fn shutdown(self, deadline: Duration) -> ShutdownReport {
-        let until = Instant::now() + deadline;
+        let until = later(Instant::now(), deadline);
         let shared = self.shared;
         let _ = self.stop_reading.send(true);
         for mut reader in self.readers {
@@ -334,7 +420,7 @@ impl WorkerHandle {
         let (tx, rx) = oneshot::channel();
         let _ = shared.fin_tx.send(FinMsg::Stop(tx));
         let mut finisher = self.finisher;
-        let flush_by = until.max(Instant::now()) + shared.config().op_timeout;
+        let flush_by = later(until.max(Instant::now()), shared.config().op_timeout);
         if tokio::time::timeout_at(flush_by, rx).await.is_err() {
             finisher.abort();
         }
@@ -371,34 +457,20 @@ impl WorkerHandle {
 /// Makes every entry this worker still holds reclaimable at once, and uncounts the
 /// attempts it aborted.
 async fn release(shared: &Shared, aborted: &[(Slot, TaskId)]) -> Result<()> {
-    let held: Vec<Slot> = lock(&shared.held).drain().map(|(slot, _)| slot).collect();
+    let held: Vec<Slot> = {
+        let mut held = lock(&shared.held);
+        let lost = std::mem::take(&mut *lock(&shared.lost));
+        held.drain()
+            .map(|(slot, _)| slot)
+            .filter(|s| !lost.contains(s))
+            .collect()
+    };
     if held.is_empty() {
         return Ok(());
     }
     let cfg = shared.config();
     let keys = shared.queue.keys();
     let mut conn = shared.queue.conn();
-    let mut pipe = redis::pipe();
-    for (i, stream) in keys.streams.iter().enumerate() {
-        let ids: Vec<&str> = held
-            .iter()
-            .filter(|(p, _)| *p == i)
-            .map(|(_, e)| e.as_str())
-            .collect();
-        if ids.is_empty() {
-            continue;
-        }
-        pipe.cmd("XCLAIM")
-            .arg(stream)
-            .arg(&cfg.group)
-            .arg(&shared.consumer)
-            .arg(0)
-            .arg(&ids)
-            .arg("IDLE")
-            .arg(ms(cfg.visibility_timeout))
-            .arg("JUSTID")
-            .ignore();
-    }
     if !aborted.is_empty() {
         let mut inv = shared.queue.inner.scripts.release.arg(&keys.task_prefix);
         for (_, id) in aborted {
@@ -406,12 +478,46 @@ async fn release(shared: &Shared, aborted: &[(Slot, TaskId)]) -> Result<()> {
         }
         bounded(cfg.op_timeout, "release", inv.invoke_async::<()>(&mut conn)).await?;
     }
-    bounded(cfg.op_timeout, "XCLAIM", pipe.query_async::<()>(&mut conn)).await
+    // Only entries still this worker's: one another worker reclaimed stays with it.
+    refresh(shared, &held, ms(cfg.visibility_timeout), None)
+        .await
+        .map(drop)
 }
 
+/// Resets the idle time of `slots` to `idle_ms`, for those still pending for this
+/// worker, and records the heartbeat if given; returns the slots another worker took.
+async fn refresh(
+    shared: &Shared,
+    slots: &[Slot],
+    idle_ms: u64,
+    heartbeat: Option<u64>,
+) -> Result<Vec<Slot>> {
+    let cfg = shared.config();
+    let keys = shared.queue.keys();
+    let mut inv = shared.queue.inner.scripts.refresh.prepare_invoke();
+    for s in &keys.streams {
+        inv.key(s);
+    }
+    inv.key(&keys.workers)
+        .arg(&cfg.group)
+        .arg(&shared.consumer)
+        .arg(idle_ms)
+        .arg(heartbeat.map(|h| h.to_string()).unwrap_or_default());
+    for (prio, entry_id) in slots {
+        inv.arg(prio).arg(entry_id);
+    }
+    let mut conn = shared.queue.conn();
+    let lost: Vec<(usize, String)> =
+        bounded(cfg.op_timeout, "refresh", inv.invoke_async(&mut conn)).await?;
+    Ok(lost)
+}
+
+/// A start script's verdict on one entry: code, attempts, error (see `try_start`).
+type Verdict = (i64, u32, String);
+
 /// Reads and starts up to `count` new entries in one round trip.
-async fn take(shared: &Shared, count: usize) -> Result<Vec<(Entry, i64, u32)>> {
-    type Row = (usize, String, String, String, String, i64, u32);
+async fn take(shared: &Shared, count: usize) -> Result<Vec<(Entry, Verdict)>> {
+    type Row = (usize, String, String, String, String, i64, u32, String);
     let cfg = shared.config();
     let keys = shared.queue.keys();
     let mut inv = shared.queue.inner.scripts.take.prepare_invoke();
@@ -427,20 +533,38 @@ async fn take(shared: &Shared, count: usize) -> Result<Vec<(Entry, i64, u32)>> {
         .arg(&keys.stats)
         .arg(ms(cfg.result_ttl));
     let mut conn = shared.queue.conn();
-    let rows: Vec<Row> = bounded(cfg.op_timeout, "take", inv.invoke_async(&mut conn)).await?;
+    let rows: Vec<Row> = bounded(cfg.op_timeout, "take", inv.invoke_async(&mut conn))
+        .await
+        .inspect_err(|_| shared.recover.notify_one())?;
     Ok(rows
         .into_iter()
-        .map(|(s, entry_id, id, handler, payload, code, attempts)| {
-            let entry = Entry {
-                prio: Priority::ALL[s.min(2)],
-                entry_id,
-                id: id.parse().unwrap_or(TaskId::from_u64(0)),
-                handler,
-                payload,
-            };
-            (entry, code, attempts)
-        })
+        .map(
+            |(s, entry_id, id, handler, payload, code, attempts, error)| {
+                let entry = Entry::new(Priority::ALL[s.min(2)], entry_id, id, handler, payload);
+                (entry, (code, attempts, error))
+            },
+        )
         .collect())
+}
+
+/// Starts the entries `take` read and this worker did not hold yet.
+fn dispatch_taken(
+    shared: &Arc<Shared>,
+    taken: Vec<(Entry, Verdict)>,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) {
+    let fresh: Vec<bool> = {
+        let mut held = lock(&shared.held);
+        taken
+            .iter()
+            .map(|(e, _)| held.insert(e.slot(), e.id).is_none())
+            .collect()
+    };
+    for ((e, v), fresh) in taken.into_iter().zip(fresh) {
+        if fresh {
+            dispatch(shared, e, v, permits);
+        }
+    }
 }
 
 /// Waits for at least one free slot, then takes up to `batch`; `None` once the worker
@@ -455,6 +579,21 @@ async fn free_slots(
         _ = stop.changed() => return None,
         p = shared.sem.clone().acquire_owned() => p.ok()?,
     };
+    // Results waiting for Redis to record them: take no more work until they are.
+    loop {
+        let flushed = shared.flushed.notified();
+        tokio::pin!(flushed);
+        flushed.as_mut().enable();
+        if shared.unflushed.load(Ordering::Relaxed) < shared.max_unflushed {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return None,
+            () = flushed => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
     let mut permits = vec![first];
     while permits.len() < batch {
         match shared.sem.clone().try_acquire_owned() {
@@ -465,8 +604,10 @@ async fn free_slots(
     Some(permits)
 }
 
-/// Runs the start script for `batch`, returning `(code, attempts)` per entry.
-async fn start(shared: &Shared, batch: &[Entry]) -> Result<Vec<(i64, u32)>> {
+/// Runs the start script for `batch` as start request `seq` of each entry's delivery,
+/// returning the verdict per entry. Sending the same batch and `seq` again after an
+/// error starts nothing twice.
+async fn start(shared: &Shared, batch: &[Entry], seq: u32) -> Result<Vec<Verdict>> {
     let cfg = shared.config();
     let keys = shared.queue.keys();
     let mut inv = shared.queue.inner.scripts.start.arg(&keys.task_prefix);
@@ -475,11 +616,10 @@ async fn start(shared: &Shared, batch: &[Entry]) -> Result<Vec<(i64, u32)>> {
         .arg(&keys.stats)
         .arg(ms(cfg.result_ttl));
     for e in batch {
-        inv.arg(e.id.to_string());
+        inv.arg(&e.raw_id).arg(e.token(&shared.consumer, seq));
     }
     let mut conn = shared.queue.conn();
-    let codes: Vec<(i64, u32)> =
-        bounded(cfg.op_timeout, "start", inv.invoke_async(&mut conn)).await?;
+    let codes: Vec<Verdict> = bounded(cfg.op_timeout, "start", inv.invoke_async(&mut conn)).await?;
     if codes.len() != batch.len() {
         return Err(Error::Failed(
             "start script returned a short reply".to_owned(),
@@ -528,15 +668,7 @@ async fn reader(
             match take(&shared, permits.len()).await {
                 Ok(taken) if !taken.is_empty() => {
                     failures = 0;
-                    {
-                        let mut held = lock(&shared.held);
-                        for (e, _, _) in &taken {
-                            held.insert(e.slot(), e.id);
-                        }
-                    }
-                    for (e, code, attempts) in taken {
-                        dispatch(&shared, e, code, attempts, &mut permits);
-                    }
+                    dispatch_taken(&shared, taken, &mut permits);
                     shared.active.notify_waiters();
                     continue;
                 }
@@ -554,9 +686,7 @@ async fn reader(
                     if !entries.is_empty() {
                         shared.active.notify_waiters();
                     }
-                    let mut held = lock(&shared.held);
-                    for e in entries {
-                        held.insert(e.slot(), e.id);
+                    for e in shared.hold(entries) {
                         backlog[e.prio.index()].push_back(e);
                     }
                 }
@@ -575,27 +705,39 @@ async fn reader(
         // COUNT applies per stream, so a read may return more than there are free
         // slots; the rest waits here (held and refreshed) and goes first next time.
         let mut batch = Vec::with_capacity(permits.len());
-        for q in &mut backlog {
-            while batch.len() < permits.len() {
-                match q.pop_front() {
-                    Some(e) => batch.push(e),
-                    None => break,
+        {
+            // Lock order everywhere: `held`, then `lost`.
+            let mut held = lock(&shared.held);
+            let mut lost = lock(&shared.lost);
+            for q in &mut backlog {
+                while batch.len() < permits.len() {
+                    match q.pop_front() {
+                        // Another worker reclaimed it while it waited here: it is
+                        // that worker's to run.
+                        Some(e) if lost.remove(&e.slot()) => {
+                            held.remove(&e.slot());
+                        }
+                        Some(e) => batch.push(e),
+                        None => break,
+                    }
                 }
             }
         }
         if batch.is_empty() {
             continue;
         }
-        match start(&shared, &batch).await {
-            Ok(codes) => {
+        match start(&shared, &batch, 0).await {
+            Ok(verdicts) => {
                 failures = 0;
-                for (e, (code, attempts)) in batch.into_iter().zip(codes) {
-                    dispatch(&shared, e, code, attempts, &mut permits);
+                for (e, v) in batch.into_iter().zip(verdicts) {
+                    dispatch(&shared, e, v, &mut permits);
                 }
             }
             Err(e) => {
                 failures += 1;
                 shared.log.warn("starting tasks", &e);
+                // Sent again as the same start requests: an attempt the lost reply
+                // already started is not counted twice.
                 for e in batch.into_iter().rev() {
                     backlog[e.prio.index()].push_front(e);
                 }
@@ -626,15 +768,7 @@ async fn helper(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match take(&shared, permits.len()).await {
             Ok(taken) if !taken.is_empty() => {
                 failures = 0;
-                {
-                    let mut held = lock(&shared.held);
-                    for (e, _, _) in &taken {
-                        held.insert(e.slot(), e.id);
-                    }
-                }
-                for (e, code, attempts) in taken {
-                    dispatch(&shared, e, code, attempts, &mut permits);
-                }
+                dispatch_taken(&shared, taken, &mut permits);
             }
             Ok(_) => {
                 drop(permits);
@@ -686,8 +820,7 @@ async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) {
 fn dispatch(
     shared: &Arc<Shared>,
     e: Entry,
-    code: i64,
-    attempts: u32,
+    (code, attempts, error): Verdict,
     permits: &mut Vec<OwnedSemaphorePermit>,
 ) {
     match code {
@@ -698,19 +831,25 @@ fn dispatch(
                     .wait
                     .record_duration(Duration::from_millis(e.age_ms()));
             }
+            let slot = e.slot();
+            // Insert under the lock held across the spawn, so the task cannot finish
+            // before it is registered.
+            let mut live = lock(&shared.live);
+            if live.contains_key(&slot) {
+                // Already running here (its entry came back, e.g. reclaimed from this
+                // very worker): that run finishes it.
+                return;
+            }
             let Some(permit) = permits.pop() else {
                 // Cannot happen: the batch is never larger than the permits taken.
+                drop(live);
                 shared.send(Done {
                     entry: e,
                     outcome: Outcome::Skip,
                 });
                 return;
             };
-            let slot = e.slot();
             let id = e.id;
-            // Insert under the lock held across the spawn, so the task cannot finish
-            // before it is registered.
-            let mut live = lock(&shared.live);
             let handle = tokio::spawn(run_task(shared.clone(), e, attempts, permit));
             live.insert(
                 slot,
@@ -727,6 +866,13 @@ fn dispatch(
             },
             entry: e,
         }),
+        5 => {
+            tracing::warn!(entry = %e.entry_id, error = %error, "durable tasks: parking a bad entry in the dead-letter stream");
+            shared.send(Done {
+                outcome: Outcome::Parked { error, attempts },
+                entry: e,
+            });
+        }
         _ => shared.send(Done {
             entry: e,
             outcome: Outcome::Skip,
@@ -755,7 +901,8 @@ async fn read(shared: &Shared, conn: &mut ConnectionManager, count: usize) -> Re
         "XREADGROUP",
         cmd.query_async(conn),
     )
-    .await?;
+    .await
+    .inspect_err(|_| shared.recover.notify_one())?;
     let mut out = Vec::new();
     for sk in reply.map(|r| r.keys).unwrap_or_default() {
         let Some(prio) = priority_of(shared, &sk.key) else {
@@ -816,6 +963,7 @@ fn retry_delay(base: Duration, attempts: u32) -> Duration {
 async fn run_task(shared: Arc<Shared>, e: Entry, mut attempts: u32, permit: OwnedSemaphorePermit) {
     let cfg = shared.config();
     let mut permit = Some(permit);
+    let mut seq = 0;
     let handler = shared.registry.get(&e.handler).cloned();
     let outcome = loop {
         let Some(h) = &handler else {
@@ -845,10 +993,12 @@ async fn run_task(shared: Arc<Shared>, e: Entry, mut attempts: u32, permit: Owne
             Ok(p) => permit = Some(p),
             Err(_) => return,
         }
+        // Each retry is a new start request; the same one is sent again after an error.
+        seq += 1;
         let mut failures = 0;
-        let (code, a) = loop {
-            match start(&shared, std::slice::from_ref(&e)).await {
-                Ok(codes) => break codes[0],
+        let verdict = loop {
+            match start(&shared, std::slice::from_ref(&e), seq).await {
+                Ok(verdicts) => break verdicts.into_iter().next(),
                 Err(err) => {
                     failures += 1;
                     shared.log.warn("starting a retry", &err);
@@ -856,9 +1006,10 @@ async fn run_task(shared: Arc<Shared>, e: Entry, mut attempts: u32, permit: Owne
                 }
             }
         };
-        match code {
-            1 => attempts = a,
-            4 => break Outcome::Dead { error, attempts: a },
+        match verdict {
+            Some((1, a, _)) => attempts = a,
+            Some((4, a, _)) => break Outcome::Dead { error, attempts: a },
+            Some((5, a, error)) => break Outcome::Parked { error, attempts: a },
             _ => break Outcome::Skip,
         }
     };
@@ -905,23 +1056,30 @@ async fn finisher(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<FinMsg>) 
         }
         // Whatever finished while the previous flush was in flight goes out in one
         // round trip: the acknowledgements batch themselves under load.
-        while stop.is_none() && batch.len() < 1024 {
+        while stop.is_none() && batch.len() < FINISH_BATCH {
             match rx.try_recv() {
                 Ok(FinMsg::Done(d)) => batch.push(d),
                 Ok(FinMsg::Stop(ack)) => stop = Some(ack),
                 Err(_) => break,
             }
         }
+        // The finish script is all or nothing and records only entries still pending,
+        // so sending a batch again (Redis refused it, or its reply was lost) records
+        // each outcome once. Meanwhile the entries stay held and refreshed, and the
+        // readers stop taking work once `max_unflushed` outcomes wait.
         let mut failures = 0;
         while !batch.is_empty() {
             match flush(&shared, &batch).await {
-                Ok(()) => {
-                    account(&shared, &batch);
+                Ok(codes) => {
+                    account(&shared, &batch, &codes);
                     batch.clear();
                 }
                 Err(e) => {
                     failures += 1;
-                    shared.log.warn("acknowledging tasks", &e);
+                    if is_nogroup(&e) {
+                        let _ = shared.queue.ensure_groups().await;
+                    }
+                    shared.log.warn("recording finished tasks", &e);
                     tokio::time::sleep(redis_backoff(failures)).await;
                 }
             }
@@ -933,132 +1091,88 @@ async fn finisher(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<FinMsg>) 
     }
 }
 
-fn account(shared: &Shared, batch: &[Done]) {
-    let mut held = lock(&shared.held);
+/// Counts what a flush recorded: `codes` holds the finish script's code per entry.
+fn account(shared: &Shared, batch: &[Done], codes: &[i64]) {
     let mut finished = 0;
-    for d in batch {
-        held.remove(&d.entry.slot());
-        match d.outcome {
-            Outcome::Completed(_) => {
-                finished += 1;
-                shared.metrics.completed.increment();
+    {
+        let mut held = lock(&shared.held);
+        let mut lost = lock(&shared.lost);
+        for (d, code) in batch.iter().zip(codes) {
+            let slot = d.entry.slot();
+            held.remove(&slot);
+            lost.remove(&slot);
+            match (code, &d.outcome) {
+                // No longer pending: another worker (or a lost reply) finished it.
+                (0, _) | (_, Outcome::Skip) => {}
+                (1, Outcome::Completed(_)) => {
+                    finished += 1;
+                    shared.metrics.completed.increment();
+                }
+                (1, Outcome::Cancelled) => finished += 1,
+                _ => {
+                    finished += 1;
+                    shared.metrics.failed.increment();
+                    shared.metrics.dead.increment();
+                }
             }
-            Outcome::Dead { .. } => {
-                finished += 1;
-                shared.metrics.failed.increment();
-                shared.metrics.dead.increment();
-            }
-            Outcome::Cancelled => finished += 1,
-            Outcome::Skip => {}
         }
     }
     shared.processed.fetch_add(finished, Ordering::Relaxed);
+    shared.unflushed.fetch_sub(batch.len(), Ordering::Relaxed);
+    shared.flushed.notify_waiters();
 }
 
-async fn flush(shared: &Shared, batch: &[Done]) -> Result<()> {
+/// Records a batch of outcomes and acknowledges their entries in one atomic script;
+/// returns the script's code per entry.
+async fn flush(shared: &Shared, batch: &[Done]) -> Result<Vec<i64>> {
     let cfg = shared.config();
     let keys = shared.queue.keys();
-    let now = now_ms();
-    let ttl = ms(cfg.result_ttl);
-    // No MULTI (it costs Redis a second dispatch per command): the final status is
-    // written before the acknowledgement, and a crash between the two is safe because
-    // the start script refuses a task whose status is final.
-    let mut pipe = redis::pipe();
-    let mut acks: [Vec<&str>; 3] = Default::default();
-    let (mut completed, mut failed, mut cancelled) = (0u64, 0u64, 0u64);
+    // `scripts::FINISH_FIELDS` arguments per entry, in the order the script reads them.
+    let mut inv = shared.queue.inner.scripts.finish.prepare_invoke();
+    for s in &keys.streams {
+        inv.key(s);
+    }
+    inv.key(&keys.dead)
+        .key(&keys.stats)
+        .arg(&cfg.group)
+        .arg(&keys.task_prefix)
+        .arg(now_ms())
+        .arg(ms(cfg.result_ttl))
+        .arg(cfg.dead_letter_cap);
     for d in batch {
-        acks[d.entry.prio.index()].push(&d.entry.entry_id);
-        let key = keys.task(d.entry.id);
-        match &d.outcome {
-            Outcome::Completed(json) => {
-                completed += 1;
-                pipe.cmd("HSET")
-                    .arg(&key)
-                    .arg("status")
-                    .arg("completed")
-                    .arg("result")
-                    .arg(json)
-                    .arg("finished_at")
-                    .arg(now)
-                    .ignore();
-            }
-            Outcome::Dead { error, attempts } => {
-                failed += 1;
-                pipe.cmd("HSET")
-                    .arg(&key)
-                    .arg("status")
-                    .arg("failed")
-                    .arg("error")
-                    .arg(error)
-                    .arg("attempts")
-                    .arg(attempts)
-                    .arg("finished_at")
-                    .arg(now)
-                    .ignore();
-                pipe.cmd("XADD")
-                    .arg(&keys.dead)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(100_000)
-                    .arg("*")
-                    .arg("id")
-                    .arg(d.entry.id.to_string())
-                    .arg("handler")
-                    .arg(&d.entry.handler)
-                    .arg("payload")
-                    .arg(&d.entry.payload)
-                    .arg("error")
-                    .arg(error)
-                    .arg("attempts")
-                    .arg(attempts)
-                    .ignore();
-            }
-            Outcome::Cancelled => {
-                cancelled += 1;
-                pipe.cmd("HSET")
-                    .arg(&key)
-                    .arg("status")
-                    .arg("cancelled")
-                    .arg("finished_at")
-                    .arg(now)
-                    .ignore();
-            }
-            Outcome::Skip => continue,
-        }
-        pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-    }
-    for (stream, ids) in keys.streams.iter().zip(&acks) {
-        if ids.is_empty() {
-            continue;
-        }
-        pipe.cmd("XACK")
-            .arg(stream)
-            .arg(&cfg.group)
-            .arg(ids)
-            .ignore();
-        // Acknowledged entries are deleted, so the stream only holds live tasks.
-        pipe.cmd("XDEL").arg(stream).arg(ids).ignore();
-    }
-    for (field, n) in [
-        ("completed", completed),
-        ("failed", failed),
-        ("cancelled", cancelled),
-    ] {
-        if n > 0 {
-            pipe.cmd("HINCRBY")
-                .arg(&keys.stats)
-                .arg(field)
-                .arg(n)
-                .ignore();
-        }
+        let (kind, text, attempts) = d.outcome.kind();
+        let dead = matches!(kind, "d" | "p");
+        inv.arg(d.entry.prio.index())
+            .arg(&d.entry.entry_id)
+            .arg(&d.entry.raw_id)
+            .arg(kind)
+            .arg(text)
+            .arg(attempts)
+            .arg(if dead { d.entry.handler.as_str() } else { "" })
+            .arg(if dead { d.entry.payload.as_str() } else { "" });
     }
     let mut conn = shared.queue.conn();
-    bounded(
-        cfg.op_timeout,
-        "acknowledge",
-        pipe.query_async::<()>(&mut conn),
-    )
-    .await
+    let mut reply: Vec<i64> =
+        bounded(cfg.op_timeout, "finish", inv.invoke_async(&mut conn)).await?;
+    if reply.len() != batch.len() + 1 {
+        return Err(Error::Failed(
+            "finish script returned a short reply".to_owned(),
+        ));
+    }
+    let trimmed = reply.remove(0);
+    if trimmed > 0 {
+        let n = u64::try_from(trimmed).unwrap_or(0);
+        shared.metrics.dead_trimmed.add(n);
+        shared.trim_log.note(|suppressed| {
+            tracing::warn!(
+                trimmed = n,
+                cap = cfg.dead_letter_cap,
+                earlier_trims = suppressed,
+                "durable tasks: the dead-letter stream is full; deleted its oldest dead letters (raise `dead_letter_cap` / TASKS_DEAD_LETTER_CAP to keep more)"
+            );
+        });
+    }
+    Ok(reply)
 }
 
 async fn maintenance(
@@ -1070,22 +1184,45 @@ async fn maintenance(
     let mut refresh = tokio::time::interval(vis / 3);
     let mut reclaim = tokio::time::interval(vis / 2);
     let mut cancels = tokio::time::interval((vis / 3).min(Duration::from_millis(500)));
-    for t in [&mut refresh, &mut reclaim, &mut cancels] {
+    let mut prune = tokio::time::interval(vis * 2);
+    for t in [&mut refresh, &mut reclaim, &mut cancels, &mut prune] {
         t.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
+    // Where each stream's XAUTOCLAIM scan goes on from.
+    let mut cursors: [String; 3] = Default::default();
+    // A recovery failed: try again at the next refresh.
+    let mut recover_due = false;
     loop {
         let r = tokio::select! {
             biased;
             _ = stop_all.changed() => return,
-            _ = refresh.tick() => heartbeat(&shared).await.map_err(|e| ("refreshing tasks", e)),
+            () = shared.recover.notified() => {
+                recover_due = false;
+                if *stop_reading.borrow() {
+                    // Shutting down: what is pending is released or reclaimed.
+                    Ok(())
+                } else {
+                    recover_own(&shared).await.map_err(|e| {
+                        recover_due = true;
+                        ("recovering tasks whose reply was lost", e)
+                    })
+                }
+            }
+            _ = refresh.tick() => {
+                if std::mem::take(&mut recover_due) {
+                    shared.recover.notify_one();
+                }
+                heartbeat(&shared).await.map_err(|e| ("refreshing tasks", e))
+            }
             _ = reclaim.tick() => {
                 if *stop_reading.borrow() {
                     Ok(())
                 } else {
-                    reclaim_idle(&shared).await.map_err(|e| ("reclaiming tasks", e))
+                    reclaim_idle(&shared, &mut cursors).await.map_err(|e| ("reclaiming tasks", e))
                 }
             }
             _ = cancels.tick() => poll_cancels(&shared).await.map_err(|e| ("checking cancels", e)),
+            _ = prune.tick() => prune_consumers(&shared).await.map_err(|e| ("removing dead consumers", e)),
         };
         if let Err((what, e)) = r {
             if is_nogroup(&e) {
@@ -1099,78 +1236,180 @@ async fn maintenance(
 
 /// Resets the idle time of every entry this worker holds, and says it is alive.
 async fn heartbeat(shared: &Shared) -> Result<()> {
-    let cfg = shared.config();
-    let keys = shared.queue.keys();
-    let held: Vec<Slot> = lock(&shared.held).keys().cloned().collect();
-    let mut pipe = redis::pipe();
-    pipe.cmd("ZADD")
-        .arg(&keys.workers)
-        .arg(now_ms())
-        .arg(&shared.consumer)
-        .ignore();
-    for (i, stream) in keys.streams.iter().enumerate() {
-        let ids: Vec<&str> = held
-            .iter()
-            .filter(|(p, _)| *p == i)
-            .map(|(_, e)| e.as_str())
-            .collect();
-        for chunk in ids.chunks(1000) {
-            pipe.cmd("XCLAIM")
-                .arg(stream)
-                .arg(&cfg.group)
-                .arg(&shared.consumer)
-                .arg(0)
-                .arg(chunk)
-                .arg("JUSTID")
-                .ignore();
-        }
+    let held: Vec<Slot> = {
+        let held = lock(&shared.held);
+        let lost = lock(&shared.lost);
+        held.keys()
+            .filter(|s| !lost.contains(*s))
+            .cloned()
+            .collect()
+    };
+    let mut newly_lost = Vec::new();
+    for chunk in held.chunks(4096) {
+        newly_lost.extend(refresh(shared, chunk, 0, Some(now_ms())).await?);
     }
-    let mut conn = shared.queue.conn();
-    bounded(cfg.op_timeout, "XCLAIM", pipe.query_async::<()>(&mut conn)).await
+    if held.is_empty() {
+        refresh(shared, &[], 0, Some(now_ms())).await?;
+    }
+    if !newly_lost.is_empty() {
+        tracing::warn!(
+            count = newly_lost.len(),
+            "durable tasks: another worker reclaimed tasks this worker held (its refresh came too late); they are that worker's now"
+        );
+        let held = lock(&shared.held);
+        lock(&shared.lost).extend(newly_lost.into_iter().filter(|s| held.contains_key(s)));
+    }
+    Ok(())
 }
 
 /// Claims entries other workers left idle for the visibility timeout.
-async fn reclaim_idle(shared: &Shared) -> Result<()> {
+///
+/// `XAUTOCLAIM` scans at most ten times `COUNT` pending entries per call, live ones
+/// included, so each stream's scan goes on from where the last call stopped (`cursors`)
+/// rather than from the start: a dead worker's entries behind many live ones are
+/// reached too.
+async fn reclaim_idle(shared: &Shared, cursors: &mut [String; 3]) -> Result<()> {
+    let cfg = shared.config();
+    let keys = shared.queue.keys();
+    let mut conn = shared.queue.conn();
+    // Claim no more than this worker can start now: an entry claimed by a worker
+    // without a free slot would wait here while others could run it.
+    let mut room = cfg.batch.min(shared.sem.available_permits());
+    for p in Priority::ALL {
+        let cursor = &mut cursors[p.index()];
+        for _ in 0..RECLAIM_CALLS {
+            if room == 0 {
+                return Ok(());
+            }
+            let from = if cursor.is_empty() {
+                "0-0"
+            } else {
+                cursor.as_str()
+            };
+            let reply: StreamAutoClaimReply = bounded(
+                cfg.op_timeout,
+                "XAUTOCLAIM",
+                redis::cmd("XAUTOCLAIM")
+                    .arg(keys.stream(p))
+                    .arg(&cfg.group)
+                    .arg(&shared.consumer)
+                    .arg(ms(cfg.visibility_timeout))
+                    .arg(from)
+                    .arg("COUNT")
+                    .arg(room)
+                    .query_async(&mut conn),
+            )
+            .await
+            .inspect_err(|_| shared.recover.notify_one())?;
+            let wrapped = reply.next_stream_id == "0-0";
+            *cursor = reply.next_stream_id;
+            room = room.saturating_sub(reply.claimed.len());
+            // Our own entries can look idle if a refresh failed; we still run them.
+            let entries = shared.hold(reply.claimed.into_iter().map(|e| Entry::parse(p, e)));
+            if !entries.is_empty() {
+                tracing::info!(
+                    count = entries.len(),
+                    priority = %p,
+                    "durable tasks: reclaimed tasks idle past the visibility timeout"
+                );
+                let _ = shared.reclaim_tx.send(entries);
+            }
+            if wrapped {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds entries pending for this worker that it does not hold: delivered by a call
+/// whose reply was lost (a timeout, a dropped connection). They were started under this
+/// worker's start requests, so starting them again (the same requests) runs the attempt
+/// the lost reply started, and counts no attempt that never ran.
+async fn recover_own(shared: &Shared) -> Result<()> {
+    const PAGE: usize = 1000;
     let cfg = shared.config();
     let keys = shared.queue.keys();
     let mut conn = shared.queue.conn();
     for p in Priority::ALL {
-        let reply: StreamAutoClaimReply = bounded(
-            cfg.op_timeout,
-            "XAUTOCLAIM",
-            redis::cmd("XAUTOCLAIM")
-                .arg(keys.stream(p))
-                .arg(&cfg.group)
-                .arg(&shared.consumer)
-                .arg(ms(cfg.visibility_timeout))
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(cfg.batch)
-                .query_async(&mut conn),
-        )
-        .await?;
-        if reply.claimed.is_empty() {
-            continue;
-        }
-        let entries: Vec<Entry> = {
-            let mut held = lock(&shared.held);
-            let mut fresh = Vec::new();
-            for e in reply.claimed.into_iter().map(|e| Entry::parse(p, e)) {
-                // Our own entries can look idle if a refresh failed; we still run them.
-                if held.insert(e.slot(), e.id).is_none() {
-                    fresh.push(e);
+        let stream = keys.stream(p);
+        let mut from = "-".to_owned();
+        loop {
+            let reply: StreamPendingCountReply = bounded(
+                cfg.op_timeout,
+                "XPENDING",
+                redis::cmd("XPENDING")
+                    .arg(stream)
+                    .arg(&cfg.group)
+                    .arg(&from)
+                    .arg("+")
+                    .arg(PAGE)
+                    .arg(&shared.consumer)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            let unheld: Vec<String> = {
+                let held = lock(&shared.held);
+                reply
+                    .ids
+                    .iter()
+                    .filter(|x| !held.contains_key(&(p.index(), x.id.clone())))
+                    .map(|x| x.id.clone())
+                    .collect()
+            };
+            if !unheld.is_empty() {
+                let mut pipe = redis::pipe();
+                for id in &unheld {
+                    pipe.cmd("XRANGE").arg(stream).arg(id).arg(id);
+                }
+                let ranges: Vec<StreamRangeReply> =
+                    bounded(cfg.op_timeout, "XRANGE", pipe.query_async(&mut conn)).await?;
+                let entries = shared.hold(
+                    ranges
+                        .into_iter()
+                        .flat_map(|r| r.ids)
+                        .map(|e| Entry::parse(p, e)),
+                );
+                if !entries.is_empty() {
+                    tracing::info!(
+                        count = entries.len(),
+                        priority = %p,
+                        "durable tasks: recovered tasks delivered by a call whose reply was lost"
+                    );
+                    let _ = shared.reclaim_tx.send(entries);
                 }
             }
-            fresh
-        };
-        if !entries.is_empty() {
-            tracing::info!(
-                count = entries.len(),
-                priority = %p,
-                "durable tasks: reclaimed tasks idle past the visibility timeout"
-            );
-            let _ = shared.reclaim_tx.send(entries);
+            match reply.ids.last() {
+                Some(last) if reply.ids.len() == PAGE => from = format!("({}", last.id),
+                _ => break,
+            }
         }
+    }
+    Ok(())
+}
+
+/// Removes consumers of dead workers from the group (those with no pending entry, idle
+/// for twice the visibility timeout) and their heartbeats from the workers set.
+async fn prune_consumers(shared: &Shared) -> Result<()> {
+    let cfg = shared.config();
+    let keys = shared.queue.keys();
+    let dead_after = ms(cfg.visibility_timeout).saturating_mul(2);
+    let mut inv = shared.queue.inner.scripts.prune.prepare_invoke();
+    for s in &keys.streams {
+        inv.key(s);
+    }
+    inv.key(&keys.workers)
+        .arg(&cfg.group)
+        .arg(&shared.consumer)
+        .arg(dead_after)
+        .arg(now_ms().saturating_sub(dead_after));
+    let mut conn = shared.queue.conn();
+    let removed: u64 = bounded(cfg.op_timeout, "prune", inv.invoke_async(&mut conn)).await?;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "durable tasks: removed idle consumers without pending tasks from the group"
+        );
     }
     Ok(())
 }
@@ -1213,13 +1452,13 @@ async fn poll_cancels(shared: &Shared) -> Result<()> {
         shared.live_changed.notify_waiters();
         tracing::debug!(task = %id, "durable tasks: cancelled a running task");
         shared.send(Done {
-            entry: Entry {
-                prio: Priority::ALL[prio],
+            entry: Entry::new(
+                Priority::ALL[prio],
                 entry_id,
-                id,
-                handler: String::new(),
-                payload: String::new(),
-            },
+                id.to_string(),
+                String::new(),
+                String::new(),
+            ),
             outcome: Outcome::Cancelled,
         });
     }

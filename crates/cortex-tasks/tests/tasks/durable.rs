@@ -8,17 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cortex_tasks::durable::{DurableConfig, DurableQueue, Registry, Worker};
+use cortex_tasks::durable::{DurableConfig, DurableQueue, Registry, Worker, key_prefix};
 use cortex_tasks::{BoxError, Error, Priority, TaskId, TaskStatus, admin};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-fn unique_name(test: &str) -> String {
+pub(crate) fn unique_name(test: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
@@ -30,7 +30,7 @@ fn unique_name(test: &str) -> String {
     )
 }
 
-fn config(test: &str) -> DurableConfig {
+pub(crate) fn config(test: &str) -> DurableConfig {
     DurableConfig {
         name: unique_name(test),
         block: Duration::from_millis(200),
@@ -38,7 +38,7 @@ fn config(test: &str) -> DurableConfig {
     }
 }
 
-async fn connect(config: DurableConfig) -> DurableQueue {
+pub(crate) async fn connect(config: DurableConfig) -> DurableQueue {
     let url = redis_url();
     match DurableQueue::connect(&url, config).await {
         Ok(q) => q,
@@ -49,7 +49,7 @@ async fn connect(config: DurableConfig) -> DurableQueue {
 }
 
 /// Polls `check` every 20 ms until it returns true or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -134,7 +134,10 @@ async fn recorded(q: &DurableQueue, queue: &str) -> Vec<(u32, u64)> {
         .await
         .expect("redis");
     let lines: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("cortex:tasks:{queue}:test:ran"))
+        .arg(format!(
+            "{}test:ran",
+            key_prefix(queue).expect("valid name")
+        ))
         .arg(0)
         .arg(-1)
         .query_async(&mut conn)
@@ -527,13 +530,13 @@ async fn shutdown_aborts_late_tasks_and_another_worker_finishes_them() {
 
 /// A private Redis, so the test can stop and restart it; it keeps its data in an
 /// append-only file, as a production Redis would.
-struct PrivateRedis {
-    child: Child,
+pub(crate) struct PrivateRedis {
+    pub(crate) child: Child,
     port: u16,
 }
 
 impl PrivateRedis {
-    async fn start(port: u16, dir: PathBuf) -> Self {
+    pub(crate) async fn start(port: u16, dir: PathBuf) -> Self {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let child = Command::new("redis-server")
             .args([
@@ -566,7 +569,7 @@ impl PrivateRedis {
         Self { child, port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 }

@@ -2,4 +2,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod durable;
+mod durable_safety;
 mod queue;

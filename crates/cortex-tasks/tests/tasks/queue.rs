@@ -584,3 +584,34 @@ async fn a_task_waiting_to_retry_is_cancelled_by_shutdown_not_left_hanging() {
     assert!(matches!(h.await, Err(Error::Cancelled)));
     assert_eq!(queue.get(id).unwrap().status, TaskStatus::Cancelled);
 }
+
+/// A worker count no machine could run, or a duration that overflows a clock, is
+/// refused at start instead of panicking there or on first use.
+#[tokio::test]
+async fn huge_worker_counts_and_durations_are_refused() {
+    let key_of = |r: Result<TaskQueue, Error>| match r {
+        Err(Error::InvalidConfig { key, .. }) => key,
+        Err(e) => panic!("expected InvalidConfig, got {e}"),
+        Ok(_) => panic!("expected InvalidConfig, got a queue"),
+    };
+    assert_eq!(
+        key_of(TaskQueue::start(config("huge_workers", usize::MAX, 10))),
+        "workers"
+    );
+    let mut c = config("huge_timeout", 1, 1);
+    c.limits.enqueue_timeout = Duration::MAX;
+    assert_eq!(key_of(TaskQueue::start(c)), "enqueue_timeout");
+    let mut c = config("huge_retention", 1, 1);
+    c.limits.retention = Duration::from_secs(u64::MAX);
+    assert_eq!(key_of(TaskQueue::start(c)), "retention");
+    // A huge queue bound is fine: nothing is allocated for it up front.
+    let queue = TaskQueue::start(config("huge_bound", 1, usize::MAX)).unwrap();
+    queue.shutdown(Duration::from_secs(1)).await;
+
+    let mut p = PriorityQueueConfig::default();
+    p.workers = 1 << 40;
+    assert!(matches!(
+        PriorityQueue::start(p),
+        Err(Error::InvalidConfig { key: "workers", .. })
+    ));
+}

@@ -130,10 +130,77 @@ pub trait Repo: Send + Sync + 'static {
 }
 
 /// Parse a JSON column; a stored value is valid JSON (the schema checks it).
-pub(crate) fn json(text: &str) -> serde_json::Value {
+fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
 
-pub(crate) fn ids(text: &str) -> Vec<i64> {
+fn ids(text: &str) -> Vec<i64> {
     serde_json::from_str(text).unwrap_or_default()
+}
+
+// Rows as both dialects answer them (times as Unix milliseconds, JSON as text), and
+// their models: one conversion for both backends.
+type UserRow = (i64, String, String, i64);
+type WorkspaceRow = (i64, String, String, i64, String, i64, i64);
+type ConversationRow = (i64, i64, String, String, String, i64);
+type MessageRow = (i64, i64, i64, String, String, i64);
+type SummaryRow = (i64, String, i64, i64, Option<i64>);
+
+fn user((id, name, email, created_at): UserRow) -> User {
+    User {
+        id,
+        name,
+        email,
+        created_at,
+    }
+}
+
+fn workspace(
+    (id, name, description, owner_id, metadata, created_at, updated_at): WorkspaceRow,
+) -> Workspace {
+    Workspace {
+        id,
+        name,
+        description,
+        owner_id,
+        metadata: json(&metadata),
+        created_at,
+        updated_at,
+    }
+}
+
+fn conversation(
+    (id, workspace_id, topic, participants, metadata, created_at): ConversationRow,
+) -> Conversation {
+    Conversation {
+        id,
+        workspace_id,
+        topic,
+        participants: ids(&participants),
+        metadata: json(&metadata),
+        created_at,
+    }
+}
+
+fn message((id, conversation_id, sender_id, content, metadata, sent_at): MessageRow) -> Message {
+    Message {
+        id,
+        conversation_id,
+        sender_id,
+        content,
+        metadata: json(&metadata),
+        sent_at,
+    }
+}
+
+fn summary(
+    (id, name, conversation_count, message_count, last_activity): SummaryRow,
+) -> WorkspaceSummary {
+    WorkspaceSummary {
+        id,
+        name,
+        conversation_count,
+        message_count,
+        last_activity,
+    }
 }

@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use cortex_core::pool::DbPool;
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::{DbResult, PageSpec, Repo, WorkspaceFilter, embedded_migrator, ids, json};
+use super::{
+    ConversationRow, DbResult, MessageRow, PageSpec, Repo, SummaryRow, UserRow, WorkspaceFilter,
+    WorkspaceRow, conversation, embedded_migrator, message, summary, user, workspace,
+};
 use crate::model::*;
 
 /// The schema, one entry per file of `examples/service/migrations/sqlite/`.
@@ -29,12 +32,6 @@ impl SqliteRepo {
     }
 }
 
-type UserRow = (i64, String, String, i64);
-type WorkspaceRow = (i64, String, String, i64, String, i64, i64);
-type ConversationRow = (i64, i64, String, String, String, i64);
-type MessageRow = (i64, i64, i64, String, String, i64);
-type SummaryRow = (i64, String, i64, i64, Option<i64>);
-
 macro_rules! user_columns {
     () => {
         "id, name, email, created_at"
@@ -54,65 +51,6 @@ macro_rules! message_columns {
     () => {
         "id, conversation_id, sender_id, content, metadata, sent_at"
     };
-}
-
-fn user((id, name, email, created_at): UserRow) -> User {
-    User {
-        id,
-        name,
-        email,
-        created_at,
-    }
-}
-
-fn workspace(
-    (id, name, description, owner_id, metadata, created_at, updated_at): WorkspaceRow,
-) -> Workspace {
-    Workspace {
-        id,
-        name,
-        description,
-        owner_id,
-        metadata: json(&metadata),
-        created_at,
-        updated_at,
-    }
-}
-
-fn conversation(
-    (id, workspace_id, topic, participants, metadata, created_at): ConversationRow,
-) -> Conversation {
-    Conversation {
-        id,
-        workspace_id,
-        topic,
-        participants: ids(&participants),
-        metadata: json(&metadata),
-        created_at,
-    }
-}
-
-fn message((id, conversation_id, sender_id, content, metadata, sent_at): MessageRow) -> Message {
-    Message {
-        id,
-        conversation_id,
-        sender_id,
-        content,
-        metadata: json(&metadata),
-        sent_at,
-    }
-}
-
-fn summary(
-    (id, name, conversation_count, message_count, last_activity): SummaryRow,
-) -> WorkspaceSummary {
-    WorkspaceSummary {
-        id,
-        name,
-        conversation_count,
-        message_count,
-        last_activity,
-    }
 }
 
 #[async_trait]

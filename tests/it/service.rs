@@ -93,6 +93,9 @@ impl Service {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in the first line: {first:?}"))
             .to_owned();
+        // Built with the whole workspace's features, reqwest may carry rustls without a
+        // crypto provider (cortex-mcp's `tls`), and then refuses to build a client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -356,13 +356,45 @@ impl From<cortex_core::cache::Error> for ApiError {
     }
 }
 
-/// Drop cached entries after a write; a failure is logged (the entry still expires).
+/// Drop cached entries after a write.
+///
+/// The database already holds the write, so a failed invalidation does not fail the
+/// request: it is retried in the background, with backoff, until it lands or the
+/// longest cache TTL has passed (by then any old copy has expired on its own). Without
+/// the retry, an old copy left in Redis would be served for the rest of its TTL.
 async fn invalidate(state: &Shared, keys: &[String]) {
     for key in keys {
         if let Err(e) = state.cortex.cache().invalidate(key).await {
-            tracing::warn!(key, error = %e, "cache invalidation failed");
+            tracing::warn!(key, error = %e, "cache invalidation failed; retrying in the background");
+            tokio::spawn(retry_invalidation(
+                state.cortex.cache().clone(),
+                key.clone(),
+            ));
         }
     }
+}
+
+async fn retry_invalidation(
+    cache: std::sync::Arc<cortex_core::cache::CachedCalls<cortex_core::CortexCache>>,
+    key: String,
+) {
+    let give_up = tokio::time::Instant::now() + CACHE_WORKSPACE_TTL.max(CACHE_USER_LIST_TTL);
+    let mut delay = std::time::Duration::from_millis(50);
+    while tokio::time::Instant::now() + delay < give_up {
+        tokio::time::sleep(delay).await;
+        match cache.invalidate(&key).await {
+            Ok(_) => {
+                tracing::info!(key, "cache invalidation landed on retry");
+                return;
+            }
+            Err(e) => tracing::debug!(key, error = %e, "cache invalidation still failing"),
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+    tracing::warn!(
+        key,
+        "cache invalidation never landed; the old copy has expired by now"
+    );
 }
 
 pub async fn load_workspace(state: &Shared, id: i64) -> ApiResult<Option<Workspace>> {

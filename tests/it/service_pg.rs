@@ -352,6 +352,66 @@ async fn with_redis_down_reads_and_writes_go_on_and_ready_says_so() {
     s.assert_alive().await;
 }
 
+/// Sends one command to a Redis as its default user.
+async fn redis_cmd(url: &str, args: &[&str]) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .expect("connecting to the private Redis timed out")
+    .unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async::<()>(&mut conn).await.unwrap();
+}
+
+/// A write whose cache invalidation Redis refuses is still read back once Redis takes
+/// deletes again: the service retries the invalidation in the background instead of
+/// leaving the old copy in Redis for its whole TTL.
+#[tokio::test]
+async fn an_invalidation_redis_refused_lands_once_it_takes_deletes_again() {
+    let redis = PrivateRedis::start();
+    let mut stack = Stack::new().await;
+    stack.redis = redis.url.clone();
+    let mut s = stack.start(&[]).await;
+    let (_, wid, _) = seed(&s).await;
+    let path = format!("/workspaces/{wid}");
+    let before = s.get(&path).await;
+    assert_eq!(before.status, 200, "{}", before.body);
+    let old_name = before.body["name"].clone();
+
+    // Reads still work, deletes are refused: the invalidation after the write fails.
+    redis_cmd(
+        &redis.url,
+        &["ACL", "SETUSER", "default", "-del", "-unlink"],
+    )
+    .await;
+    let up = s.patch(&path, json!({"name": "Renamed"})).await;
+    assert_eq!(up.status, 200, "{}", up.body);
+    let during = s.get(&path).await;
+    assert_eq!(during.status, 200, "{}", during.body);
+    redis_cmd(&redis.url, &["ACL", "SETUSER", "default", "+@all"]).await;
+
+    let mut name = during.body["name"].clone();
+    for _ in 0..200 {
+        if name == json!("Renamed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        name = s.get(&path).await.body["name"].clone();
+    }
+    assert_eq!(
+        name,
+        json!("Renamed"),
+        "still served {old_name} from Redis 10 s after Redis took deletes again"
+    );
+    s.assert_alive().await;
+}
+
 #[tokio::test]
 async fn a_task_running_on_a_killed_instance_is_finished_by_another() {
     let stack = Stack::new().await;

@@ -480,7 +480,7 @@ fn parse_info(id: TaskId, m: &HashMap<String, String>) -> Option<TaskInfo> {
 mod tests {
     use super::*;
 
-    /// Issue 7: an id that a record already uses is never handed out again (its record
+    /// An id that a record already uses is never handed out again (its record
     /// would be overwritten); the enqueue draws another one, still in one atomic step.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn enqueue_draws_new_ids_for_ids_in_use() {

@@ -63,7 +63,7 @@ async fn config_set(conn: &mut MultiplexedConnection, name: &str, value: &str) {
         .expect("CONFIG SET");
 }
 
-/// Issue 1: under `maxmemory` with `noeviction`, Redis refuses the writes of a finish.
+/// Under `maxmemory` with `noeviction`, Redis refuses the writes of a finish.
 /// The task must then stay pending (nothing acknowledged without its outcome) and be
 /// recorded exactly once when memory is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +132,7 @@ async fn a_refused_finish_acknowledges_nothing_and_counts_once() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Issue 1: a finish whose reply misses `op_timeout` is sent again (several times while
+/// A finish whose reply misses `op_timeout` is sent again (several times while
 /// Redis stays paused); Redis then runs every copy, and the outcome counts once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finish_sent_again_after_a_lost_reply_counts_once() {
@@ -185,7 +185,7 @@ async fn a_finish_sent_again_after_a_lost_reply_counts_once() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Issue 1 (enqueue side) and issue 7: an enqueue Redis refuses leaves nothing behind;
+/// An enqueue Redis refuses leaves nothing behind;
 /// one whose reply comes too late says so and names the ids it may have enqueued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_errors_say_whether_anything_was_enqueued() {
@@ -244,7 +244,7 @@ async fn enqueue_errors_say_whether_anything_was_enqueued() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Issue 3: a take or start that ran on Redis but whose reply missed `op_timeout` must
+/// A take or start that ran on Redis but whose reply missed `op_timeout` must
 /// not burn an attempt: with `max_attempts = 1` the task still runs, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_whose_reply_came_too_late_still_runs_the_task() {
@@ -353,7 +353,7 @@ async fn a_start_whose_reply_came_too_late_still_runs_the_task() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Issue 2: `XAUTOCLAIM` scans at most ten times `COUNT` pending entries per call; with
+/// `XAUTOCLAIM` scans at most ten times `COUNT` pending entries per call; with
 /// `batch = 1` and twenty live entries ahead of it, a dead reader's entry is only
 /// reached if the scan goes on from its cursor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,7 +437,7 @@ async fn only_pending(conn: &mut MultiplexedConnection, q: &DurableQueue) -> (St
     p.into_iter().next().expect("one entry")
 }
 
-/// Issue 4: a worker whose heartbeat came too late must not take back an entry another
+/// A worker whose heartbeat came too late must not take back an entry another
 /// worker reclaimed, and the task is recorded once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reclaimed_task_stays_with_the_worker_that_reclaimed_it() {
@@ -503,7 +503,7 @@ async fn a_reclaimed_task_stays_with_the_worker_that_reclaimed_it() {
     q.purge().await.expect("purge");
 }
 
-/// Issue 4: when another worker reclaims a task and dead-letters it (its attempts are
+/// When another worker reclaims a task and dead-letters it (its attempts are
 /// used up), the first worker's late completion must not record a second outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reclaimed_task_gets_exactly_one_outcome() {
@@ -553,7 +553,7 @@ async fn a_reclaimed_task_gets_exactly_one_outcome() {
     q.purge().await.expect("purge");
 }
 
-/// Issue 5: an entry whose record is not a hash, or whose id is not a task id, is parked
+/// An entry whose record is not a hash, or whose id is not a task id, is parked
 /// in the dead-letter stream with the error; the tasks around it run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_entries_are_parked_and_do_not_wedge_the_worker() {
@@ -628,7 +628,7 @@ async fn bad_entries_are_parked_and_do_not_wedge_the_worker() {
     q.purge().await.expect("purge");
 }
 
-/// Issue 6: consumers of dead workers leave the group once they hold nothing, and
+/// Consumers of dead workers leave the group once they hold nothing, and
 /// their heartbeats leave the workers set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_workers_are_removed_from_the_group_and_the_worker_set() {
@@ -725,7 +725,7 @@ async fn dead_workers_are_removed_from_the_group_and_the_worker_set() {
     q.purge().await.expect("purge");
 }
 
-/// Issue 6: the dead-letter stream keeps the newest `dead_letter_cap` dead letters.
+/// The dead-letter stream keeps the newest `dead_letter_cap` dead letters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_beyond_the_cap_are_trimmed() {
     let cfg = DurableConfig {
@@ -754,7 +754,7 @@ async fn dead_letters_beyond_the_cap_are_trimmed() {
     q.purge().await.expect("purge");
 }
 
-/// Issue 8: a concurrency the worker's semaphore cannot hold, or durations that would
+/// A concurrency the worker's semaphore cannot hold, or durations that would
 /// overflow, are refused before anything starts.
 #[tokio::test]
 async fn huge_settings_are_refused_not_panicked_on() {

@@ -156,8 +156,8 @@ async fn memory_compare(State(state): State<Shared>) -> ApiResult<impl IntoRespo
     })
 }
 
-/// The configuration does not change while the process runs; cached for an hour as
-/// the original design did, so a dashboard polling it costs nothing.
+/// The configuration does not change while the process runs: cached for an hour, so
+/// a dashboard polling it costs nothing.
 async fn config(State(state): State<Shared>) -> ApiResult<Json<Value>> {
     let cortex = state.cortex.clone();
     let settings = state.settings.public();

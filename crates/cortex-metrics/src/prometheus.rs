@@ -8,7 +8,7 @@
 //! - `<ns>_http_requests_total` (counter; labels `method`, `route`, `status`);
 //! - `<ns>_<histogram name>` (summary, in the recorded unit) and
 //!   `<ns>_<counter name>_total` (counter) for named histograms and counters, with any
-//!   character outside `[a-zA-Z0-9_]` turned into `_`. The HELP line names the original.
+//!   character outside `[a-zA-Z0-9_]` turned into `_`. The HELP line gives the name as registered.
 //!
 //! Label values are escaped (`\\`, `\"`, `\n`), so any operation name is safe.
 //!
@@ -22,12 +22,12 @@
 //!   or counter is **registered** (first use of its name). The first name to claim a
 //!   family keeps the plain name; a later one whose family, or any sample name of it
 //!   (`_sum`, `_count`), is already taken gets the plain name suffixed with `_` and 8
-//!   hex digits of a stable hash of its own, original name (FNV-1a), e.g.
+//!   hex digits of a stable hash of its own registered name (FNV-1a), e.g.
 //!   `cortex_a_b_e2300e48` for `a_b` registered after `a.b`; counters keep `_total`
 //!   last. The registry's own families are claimed first, so a user name never
 //!   displaces them. The name, once assigned, never changes for the life of the
 //!   registry; the same names registered in the same order get the same exposed names
-//!   in every run. A warning naming both the original and the exposed name is logged
+//!   in every run. A warning naming both the registered and the exposed name is logged
 //!   when a suffix is given.
 //! - [`render`] of a snapshot on its own (no registry) applies the same rule in
 //!   snapshot order (histograms, then counters, each sorted by name).

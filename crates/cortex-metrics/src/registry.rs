@@ -683,17 +683,7 @@ impl Metrics {
     /// Past [`MetricsConfig::max_operations`] histograms, a new name gets the
     /// [`OVERFLOW_SERIES`] histogram.
     pub fn histogram(&self, name: &str) -> Arc<Histogram> {
-        if let Some(h) = self.inner.histograms.with(name, |n| n.series.clone()) {
-            return h;
-        }
-        self.inner
-            .histograms
-            .get_or_insert(name, self.inner.config.max_operations, |k, _| Named {
-                series: Arc::new(Histogram::new()),
-                family: self.claim(Kind::Summary, k),
-            })
-            .series
-            .clone()
+        self.named(&self.inner.histograms, Kind::Summary, name, Histogram::new)
     }
 
     /// The counter `name` (cache hits, retries...), created on first use.
@@ -701,14 +691,26 @@ impl Metrics {
     /// Past [`MetricsConfig::max_operations`] counters, a new name gets the
     /// [`OVERFLOW_SERIES`] counter.
     pub fn counter(&self, name: &str) -> Arc<Counter> {
-        if let Some(c) = self.inner.counters.with(name, |n| n.series.clone()) {
-            return c;
+        self.named(&self.inner.counters, Kind::Counter, name, Counter::new)
+    }
+
+    /// The series `name` of a named family, created (and its exposed name claimed) on
+    /// first use; past the cap, the family's overflow series.
+    #[inline]
+    fn named<T>(
+        &self,
+        family: &Family<Named<T>>,
+        kind: Kind,
+        name: &str,
+        new: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        if let Some(series) = family.with(name, |n| n.series.clone()) {
+            return series;
         }
-        self.inner
-            .counters
+        family
             .get_or_insert(name, self.inner.config.max_operations, |k, _| Named {
-                series: Arc::new(Counter::new()),
-                family: self.claim(Kind::Counter, k),
+                series: Arc::new(new()),
+                family: self.claim(kind, k),
             })
             .series
             .clone()

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use cortex_cache::{Cache, CacheStats, CachedCalls, Error, MemoryConfig, MemoryStore, Result};
+use cortex_cache::{Cache, CachedCalls, Error, MemoryConfig, MemoryStore};
 use tokio::sync::{Barrier, Notify};
+
+use crate::gated::GatedTier;
 
 /// Bound on anything that must not hang; generous for a loaded machine.
 const BOUND: Duration = Duration::from_secs(10);
@@ -277,49 +279,11 @@ async fn a_call_after_invalidate_does_not_join_the_older_load() {
     );
 }
 
-/// A memory store whose `set` of one key stops at a gate until the test opens it.
-#[derive(Debug)]
-struct GatedSet {
-    inner: MemoryStore,
-    entered: Barrier,
-    open: Barrier,
-}
-
-impl Cache for GatedSet {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.get(key).await
-    }
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        if key == "gated" {
-            self.entered.wait().await;
-            self.open.wait().await;
-        }
-        self.inner.set(key, value, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.inner.exists(key).await
-    }
-    async fn clear(&self) -> Result<u64> {
-        self.inner.clear().await
-    }
-    async fn increment(&self, key: &str, by: i64) -> Result<i64> {
-        self.inner.increment(key, by).await
-    }
-    fn stats(&self) -> CacheStats {
-        self.inner.stats()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidate_while_the_value_is_being_stored_wins() {
-    let calls = Arc::new(CachedCalls::new(GatedSet {
-        inner: memory(),
-        entered: Barrier::new(2),
-        open: Barrier::new(2),
-    }));
+    let calls = Arc::new(CachedCalls::new(GatedTier::new()));
+    calls.cache().inner().arm();
+    let gate = calls.cache().inner().gate();
     let leader = tokio::spawn({
         let calls = calls.clone();
         async move {
@@ -329,9 +293,9 @@ async fn invalidate_while_the_value_is_being_stored_wins() {
         }
     });
     // The load is done and its `set` is on the wire when the invalidation comes.
-    calls.cache().inner().entered.wait().await;
+    gate.wait().await;
     calls.invalidate("gated").await.unwrap();
-    calls.cache().inner().open.wait().await;
+    gate.wait().await;
     assert_eq!(
         tokio::time::timeout(BOUND, leader)
             .await

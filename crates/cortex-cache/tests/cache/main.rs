@@ -5,6 +5,7 @@
 
 mod cached;
 mod cached_calls;
+mod gated;
 mod memory;
 mod memory_bytes;
 mod shared_store;

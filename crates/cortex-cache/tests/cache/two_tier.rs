@@ -3,15 +3,12 @@
 //! caller sees while Redis is down, restarted or frozen.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cortex_cache::{
-    Cache, CacheStats, MemoryConfig, MemoryStore, RedisCache, RedisCacheConfig, Result,
-    TwoTierCache,
-};
+use cortex_cache::{Cache, MemoryConfig, MemoryStore, RedisCache, RedisCacheConfig, TwoTierCache};
 use tokio::sync::Barrier;
 
+use crate::gated::GatedTier;
 use crate::shared_store::{Server, free_port, namespace, pool_at, redis_url};
 
 const READY: Duration = Duration::from_secs(5);
@@ -135,59 +132,6 @@ async fn heard<L: Cache + 'static>(cache: &TwoTierCache<L>, n: u64) {
     .await;
 }
 
-/// The real memory tier plus a hook: once armed, the next `set` stops at the barrier
-/// twice, on arrival and again before it writes, so a test can run other calls while a
-/// fill is between its Redis read and its memory write.
-struct GatedTier {
-    inner: MemoryStore,
-    armed: AtomicBool,
-    gate: Arc<Barrier>,
-}
-
-impl GatedTier {
-    fn new() -> Self {
-        Self {
-            inner: MemoryStore::new(MemoryConfig::default()).unwrap(),
-            armed: AtomicBool::new(false),
-            gate: Arc::new(Barrier::new(2)),
-        }
-    }
-}
-
-impl Cache for GatedTier {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.get(key).await
-    }
-
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        if self.armed.swap(false, Ordering::SeqCst) {
-            self.gate.wait().await;
-            self.gate.wait().await;
-        }
-        self.inner.set(key, value, ttl).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.inner.exists(key).await
-    }
-
-    async fn clear(&self) -> Result<u64> {
-        self.inner.clear().await
-    }
-
-    async fn increment(&self, key: &str, by: i64) -> Result<i64> {
-        self.inner.increment(key, by).await
-    }
-
-    fn stats(&self) -> CacheStats {
-        self.inner.stats()
-    }
-}
-
 /// A read of `key` that has fetched `old` from Redis and is held just before it fills
 /// memory; `release` lets the fill land, `finish` returns what the read answered.
 struct HeldFill {
@@ -197,8 +141,8 @@ struct HeldFill {
 
 impl HeldFill {
     async fn start(cache: &Arc<TwoTierCache<GatedTier>>, key: &'static str) -> Self {
-        cache.local().armed.store(true, Ordering::SeqCst);
-        let gate = Arc::clone(&cache.local().gate);
+        cache.local().arm();
+        let gate = cache.local().gate();
         let reader = Arc::clone(cache);
         let read = tokio::spawn(async move { reader.get(key).await.unwrap() });
         gate.wait().await; // the read is now inside the memory tier's `set`

@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use cortex_core::cache::ChunkedVec;
-use cortex_core::metrics::{CountingAllocator, allocation_stats};
+use cortex_core::profile::{CountingAllocator, allocation_stats};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 #[global_allocator]

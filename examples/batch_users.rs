@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 
 use cortex_core::batch::{BatchConfig, Batcher, batch_fn};
-use cortex_core::pool::{DbConfig, DbPool, redact_url};
+use cortex_core::pool::{DbConfig, DbPool};
+use cortex_core::support::redact::redact_url;
 use tokio::task::JoinSet;
 
 #[tokio::main]

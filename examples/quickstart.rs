@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cortex_core::metrics::{Benchmark, Metrics, TrackedExt, compare};
+use cortex_core::metrics::{Metrics, TrackedExt};
 
 /// Stand-in for real work: a lookup that fails for every tenth id.
 async fn lookup(id: u64) -> Result<u64, String> {
@@ -53,20 +53,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             op.name, w.count, w.errors, w.latency.p50_ms, w.latency.p99_ms, w.latency.max_ms
         );
     }
-
-    // The run-time benchmark helper: two ways to build the same string.
-    let a = Benchmark::new("format!")
-        .iterations(2000)
-        .run_sync(|| format!("user:{}", 42))?;
-    let b = Benchmark::new("String::push_str")
-        .iterations(2000)
-        .run_sync(|| {
-            let mut s = String::with_capacity(8);
-            s.push_str("user:");
-            s.push_str("42");
-            s
-        })?;
-    println!("\n{}", compare(&[a, b]));
 
     println!("Prometheus exposition:\n{}", metrics.prometheus());
     Ok(())

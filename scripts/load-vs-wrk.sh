@@ -13,7 +13,7 @@ if ! command -v wrk >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null
 fi
 
-cargo build --release --quiet -p cortex-metrics --features load --bin cortex-load --example load_target
+cargo build --release --quiet -p cortex-load --bin cortex-load --example load_target
 
 "$CARGO_TARGET_DIR/release/examples/load_target" "$PORT" 2>/dev/null &
 SERVER=$!

@@ -21,7 +21,7 @@ DURATION="${DURATION:-10s}"
 PORT="${PORT:-18500}"
 
 cargo build --release --quiet --all-features --example service
-cargo build --release --quiet -p cortex-metrics --features load --bin cortex-load
+cargo build --release --quiet -p cortex-load --bin cortex-load
 SERVICE="$CARGO_TARGET_DIR/release/examples/service"
 LOAD="$CARGO_TARGET_DIR/release/cortex-load"
 

@@ -17,8 +17,10 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
 # Examples as programs: with --all-targets, `cargo test` builds them only as test
 # harnesses, and the multi-process tests start the durable worker example.
 cargo build --workspace --examples --all-features
-# The README's first command builds with default features, which --all-features hides.
-cargo check --example service
+# The README's first command and the small default build of the facade, which
+# --all-features hides.
+cargo check --example service --features full
+cargo check -p cortex-core --example quickstart
 # --all-targets runs unit and integration tests, examples' tests and each criterion bench once.
 cargo test --workspace --all-targets --all-features 2>&1 | tee -a "$log"
 # --all-targets skips doctests; the crate READMEs are doctested here.

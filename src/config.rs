@@ -5,8 +5,9 @@ use std::fmt;
 use cortex_batch::BatchConfig;
 use cortex_cache::RedisCacheConfig;
 use cortex_mcp::McpClientConfig;
-use cortex_metrics::{MemoryConfig, MetricsConfig};
+use cortex_metrics::MetricsConfig;
 use cortex_pool::{DbConfig, LimiterConfig, RedisConfig};
+use cortex_profile::ProfilerConfig;
 use cortex_tasks::durable::DurableConfig;
 use cortex_tasks::{PriorityQueueConfig, TaskQueueConfig};
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ pub struct CortexConfig {
     /// Metrics registry (`METRICS_*`).
     pub metrics: MetricsConfig,
     /// Memory profiler (`ENABLE_MEMORY_PROFILING`, `MEMORY_*`).
-    pub memory: MemoryConfig,
+    pub memory: ProfilerConfig,
     /// Database pool (`DATABASE_URL`, `DB_*`): SQLite by default, PostgreSQL for a
     /// `postgres://` URL.
     pub db: DbConfig,
@@ -73,7 +74,7 @@ impl CortexConfig {
         tasks.limits = queue.limits;
         Ok(Self {
             metrics: MetricsConfig::from_env()?,
-            memory: MemoryConfig::from_env()?,
+            memory: ProfilerConfig::from_env()?,
             db: DbConfig::from_env()?,
             redis,
             limiter: LimiterConfig::from_env()?,

@@ -4,9 +4,12 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Metrics or the memory profiler.
+    /// Metrics.
     #[error(transparent)]
     Metrics(#[from] cortex_metrics::Error),
+    /// The memory profiler.
+    #[error(transparent)]
+    Profile(#[from] cortex_profile::Error),
     /// A database or Redis pool, or the admission limiter.
     #[error(transparent)]
     Pool(#[from] cortex_pool::Error),
@@ -33,7 +36,9 @@ impl Error {
             Self::Pool(e) => e.is_retryable(),
             Self::Batch(e) => e.is_retryable(),
             Self::Mcp(e) => e.is_retryable(),
-            Self::Metrics(_) | Self::Cache(_) | Self::Tasks(_) => false,
+            Self::Metrics(e) => e.is_retryable(),
+            Self::Profile(e) => e.is_retryable(),
+            Self::Cache(_) | Self::Tasks(_) => false,
         }
     }
 }

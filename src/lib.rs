@@ -10,6 +10,9 @@ pub use cortex_cache as cache;
 #[cfg(feature = "dbtune")]
 #[doc(inline)]
 pub use cortex_dbtune as dbtune;
+#[cfg(feature = "load")]
+#[doc(inline)]
+pub use cortex_load as load;
 #[cfg(feature = "mcp")]
 #[doc(inline)]
 pub use cortex_mcp as mcp;
@@ -19,6 +22,11 @@ pub use cortex_metrics as metrics;
 #[cfg(feature = "pool")]
 #[doc(inline)]
 pub use cortex_pool as pool;
+#[cfg(feature = "profile")]
+#[doc(inline)]
+pub use cortex_profile as profile;
+#[doc(inline)]
+pub use cortex_support as support;
 #[cfg(feature = "tasks")]
 #[doc(inline)]
 pub use cortex_tasks as tasks;

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use cortex_cache::{Cache, CacheStats, CachedCalls, MemoryStore, RedisCache, TwoTierCache};
 use cortex_mcp::{McpClient, McpClientFactory};
-use cortex_metrics::{MemoryProfiler, Metrics};
+use cortex_metrics::Metrics;
 use cortex_pool::{DbPool, Limiter, PoolMetrics, PoolStatus, RedisPool};
+use cortex_profile::MemoryProfiler;
 use cortex_tasks::PriorityQueue;
 use cortex_tasks::durable::{DurableQueue, Registry, Worker, WorkerHandle};
 use serde::Serialize;
@@ -448,7 +449,7 @@ pub struct ShutdownReport {
     /// Parts that did not close within the deadline.
     pub unfinished: Vec<String>,
     /// How long the shutdown took.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub elapsed: Duration,
 }
 

@@ -2,8 +2,8 @@
 //! service over users, workspaces, conversations and messages.
 //!
 //! ```text
-//! cargo run --example service                       # SQLite, memory cache, in-process tasks
-//! DATABASE_URL=postgres://... REDIS_URL=redis://... cargo run --example service
+//! cargo run --example service --features full       # SQLite, memory cache, in-process tasks
+//! DATABASE_URL=postgres://... REDIS_URL=redis://... cargo run --example service --features full
 //! ```
 //!
 //! Files: `settings.rs` (the service's own variables), `app.rs` (state, router,

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cortex_core::cache::{Cache, RedisCache, RedisCacheConfig};
-use cortex_core::pool::keyspace::{Component, overlaps};
 use cortex_core::pool::{RedisConfig, RedisPool};
+use cortex_core::support::keyspace::{Component, overlaps};
 use cortex_core::tasks::TaskStatus;
 use cortex_core::tasks::durable::{DurableConfig, DurableQueue, Registry, Worker, key_prefix};
 use proptest::prelude::*;

@@ -62,7 +62,7 @@ async fn shutdown_runs_closers_drains_and_reports_what_did_not_finish() {
 async fn a_bad_variable_is_named_in_the_error() {
     // One part's config, through the facade's error type, as from_env reports it.
     let lookup = |k: &str| (k == "DB_CONNECTION_LIMIT").then(|| "many".to_owned());
-    let env = cortex_core::metrics::env::EnvSource::from_fn(&lookup);
+    let env = cortex_core::support::env::EnvSource::from_fn(&lookup);
     let err =
         cortex_core::Error::from(cortex_core::pool::LimiterConfig::from_source(&env).unwrap_err());
     let text = err.to_string();

@@ -11,7 +11,7 @@ fn env_or(name: &str, default: &str) -> String {
 /// The URL with any password replaced, so a failure message never leaks it: the one
 /// redaction every crate uses.
 fn redact(url: &str) -> String {
-    cortex_core::pool::redact_url(url)
+    cortex_core::support::redact::redact_url(url)
 }
 
 #[tokio::test]

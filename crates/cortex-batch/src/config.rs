@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use cortex_metrics::env::EnvSource;
+use cortex_support::env::EnvSource;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -22,7 +22,7 @@ pub struct BatchConfig {
     pub max_batch_size: usize,
     /// Longest a request waits for its batch to fill while another batch is loading.
     /// An idle batcher does not wait at all. Default: 100 ms.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub max_wait: Duration,
     /// Most batches loading at once; requests beyond queue (up to `max_pending`, each
     /// for at most `request_timeout`). Default: 4.
@@ -34,10 +34,10 @@ pub struct BatchConfig {
     pub max_pending: usize,
     /// Longest a caller waits for its result before [`Error::Timeout`]; zero means no
     /// bound. Default: 30 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub request_timeout: Duration,
     /// A batch whose load takes longer than this is logged at WARN. Default: 1 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub slow_batch: Duration,
 }
 

@@ -73,5 +73,15 @@ impl Error {
     }
 }
 
+impl From<cortex_support::ConfigError> for Error {
+    fn from(e: cortex_support::ConfigError) -> Self {
+        Error::InvalidConfig {
+            key: e.key.to_owned(),
+            value: e.value,
+            reason: e.reason,
+        }
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

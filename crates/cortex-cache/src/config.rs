@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use cortex_metrics::env::EnvSource;
-use cortex_pool::keyspace::{Component, check_prefix};
+use cortex_support::env::EnvSource;
+use cortex_support::keyspace::{Component, check_prefix};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -20,13 +20,13 @@ pub struct RedisCacheConfig {
     /// invalidation channel (`<namespace>__invalidate`, for a
     /// [`TwoTierCache`](crate::TwoTierCache)). It must end in `:` and must not reach
     /// into keys of another Cortex component: anything under `cortex:` other than
-    /// `cortex:cache:…` is refused (see [`cortex_pool::keyspace`]), so `clear` can never
+    /// `cortex:cache:…` is refused (see [`cortex_support::keyspace`]), so `clear` can never
     /// delete a durable queue's `cortex:tasks:…` keys, and `app:` never clears `app2:…`.
     /// Default: `cortex:cache:`.
     pub namespace: String,
     /// Expiry of a `set` given no TTL, and of a counter `increment` creates.
     /// Default: 300 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub default_ttl: Duration,
     /// Answer reads that meet a Redis fault as misses (`get` → `None`, `get_many` → all
     /// `None`, `exists` → `false`), logging the fault at most once a second, so a Redis
@@ -65,7 +65,7 @@ impl RedisCacheConfig {
         if let Some(v) = env.var("CACHE_NAMESPACE") {
             c.namespace = v;
         }
-        if let Some(v) = env.secs("CACHE_DEFAULT_TTL")? {
+        if let Some(v) = env.duration("CACHE_DEFAULT_TTL")? {
             c.default_ttl = v;
         }
         if let Some(v) = env.bool("CACHE_DEGRADE_ON_ERROR")? {
@@ -93,7 +93,7 @@ impl RedisCacheConfig {
 }
 
 /// Refuses a namespace that could reach keys this cache does not own (see
-/// [`cortex_pool::keyspace::check_prefix`]).
+/// [`cortex_support::keyspace::check_prefix`]).
 pub(crate) fn check_namespace(namespace: &str) -> Result<()> {
     check_prefix(Component::Cache, namespace).map_err(|e| Error::InvalidConfig {
         key: "CACHE_NAMESPACE",
@@ -220,7 +220,7 @@ impl LruCacheConfig {
         if let Some(v) = env.parse("CACHE_LRU_CAPACITY")? {
             c.capacity = v;
         }
-        if let Some(v) = env.secs("CACHE_LRU_TTL")? {
+        if let Some(v) = env.duration("CACHE_LRU_TTL")? {
             c.ttl_secs = (!v.is_zero()).then_some(v.as_secs_f64());
         }
         if let Some(v) = env.parse::<usize>("CACHE_LRU_SHARDS")? {

@@ -3,7 +3,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cortex_metrics::Metrics;
-use cortex_metrics::env::EnvSource;
+use cortex_support::env::EnvSource;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,7 @@ pub struct MemoryConfig {
     pub capacity: usize,
     /// Expiry of a `set` given no TTL; `None` keeps such entries until evicted.
     /// Default: none.
-    #[serde(with = "cortex_metrics::env::opt_secs")]
+    #[serde(with = "cortex_support::duration::opt_secs")]
     pub default_ttl: Option<Duration>,
     /// Most bytes held, each entry weighed as its key and value bytes plus
     /// [`MemoryStore::ENTRY_OVERHEAD`]; least recently used entries are evicted past it,
@@ -67,7 +67,7 @@ impl MemoryConfig {
         if let Some(v) = env.parse("CACHE_MEMORY_CAPACITY")? {
             c.capacity = v;
         }
-        if let Some(v) = env.secs("CACHE_MEMORY_DEFAULT_TTL")? {
+        if let Some(v) = env.duration("CACHE_MEMORY_DEFAULT_TTL")? {
             c.default_ttl = Some(v);
         }
         if let Some(v) = env.parse("CACHE_MEMORY_MAX_BYTES")? {

@@ -102,7 +102,7 @@ impl<L: Cache + 'static> TwoTierCache<L> {
         let client =
             redis::Client::open(url.as_str()).map_err(|e| crate::Error::InvalidConfig {
                 key: "REDIS_URL",
-                value: cortex_pool::redact_url(&url),
+                value: cortex_support::redact::redact_url(&url),
                 reason: e.to_string(),
             })?;
         let origin = invalidation::origin_id();

@@ -196,7 +196,7 @@ pub fn parse_open_files(text: &str) -> (Option<u64>, Option<u64>) {
 }
 
 /// Masks a secret for display: the whole value when the variable's name says it is a
-/// secret (`****`), else the value through [`cortex_pool::redact_url`], which hides the
+/// secret (`****`), else the value through [`cortex_support::redact::redact_url`], which hides the
 /// password of a URL (`user:***@host`, whatever characters the password holds) and
 /// secret query parameters (`?password=***`).
 pub fn mask(name: &str, value: &str) -> String {
@@ -207,7 +207,7 @@ pub fn mask(name: &str, value: &str) -> String {
     {
         return "****".to_string();
     }
-    cortex_pool::redact_url(value)
+    cortex_support::redact::redact_url(value)
 }
 
 const GB: u64 = 1024 * 1024 * 1024;
@@ -453,7 +453,7 @@ mod tests {
             assert_eq!(mask("DATABASE_URL", url), shown, "{url}");
             assert_eq!(
                 mask("DATABASE_URL", url),
-                cortex_pool::redact_url(url),
+                cortex_support::redact::redact_url(url),
                 "{url}"
             );
         }

@@ -1,8 +1,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use cortex_metrics::env::EnvSource;
-use cortex_pool::redact_url;
+use cortex_support::env::EnvSource;
+use cortex_support::redact::redact_url;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Error, Result};
@@ -225,44 +225,44 @@ pub struct McpClientConfig {
     /// breaks. Default: 5.
     pub pool_size: usize,
     /// Bound on making one session: connecting plus the MCP handshake. Default: 10 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub connect_timeout: Duration,
     /// Bound on one attempt of a call. Default: 30 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub request_timeout: Duration,
     /// Bound on a whole call: every attempt and every wait between them. No caller
     /// waits longer. Default: 60 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub call_timeout: Duration,
     /// Retries after the first attempt, for retryable failures only. Default: 3.
     pub max_retries: u32,
     /// Wait before the first retry; it doubles on each further retry, with jitter.
     /// Also the first wait of a session's reconnect. Default: 1 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub retry_delay: Duration,
     /// Cap of the doubling waits, for retries and reconnects. Default: 30 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub max_retry_delay: Duration,
     /// Consecutive failed attempts that open the circuit; 0 turns the breaker off.
     /// Default: 5.
     pub breaker_failures: u32,
     /// How long an open circuit fails calls at once before one probe call is let
     /// through. Default: 30 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub breaker_cooldown: Duration,
     /// Send a second copy of an idempotent call (cacheable calls, resource reads,
     /// listings, and calls marked idempotent) on another session when the first has
     /// not answered after this long; the first answer wins. Default: off.
-    #[serde(with = "cortex_metrics::env::opt_secs")]
+    #[serde(with = "cortex_support::duration::opt_secs")]
     pub hedge_after: Option<Duration>,
     /// Calls slower than this are logged at `warn`. Default: 1 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub slow_call: Duration,
     /// Entries of the result cache of cacheable calls; 0 turns caching off.
     /// Default: 10000.
     pub cache_capacity: usize,
     /// Expiry of a cached result when the call does not give one. Default: 300 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub cache_ttl: Duration,
     /// HTTP requests one session keeps in flight at once (rmcp's own default is 16).
     /// Default: 64.
@@ -341,40 +341,40 @@ impl McpClientConfig {
         if let Some(v) = env.parse("MCP_POOL_SIZE")? {
             c.pool_size = v;
         }
-        if let Some(v) = env.secs("MCP_CONNECT_TIMEOUT")? {
+        if let Some(v) = env.duration("MCP_CONNECT_TIMEOUT")? {
             c.connect_timeout = v;
         }
-        if let Some(v) = env.secs("MCP_REQUEST_TIMEOUT")? {
+        if let Some(v) = env.duration("MCP_REQUEST_TIMEOUT")? {
             c.request_timeout = v;
         }
-        if let Some(v) = env.secs("MCP_CALL_TIMEOUT")? {
+        if let Some(v) = env.duration("MCP_CALL_TIMEOUT")? {
             c.call_timeout = v;
         }
         if let Some(v) = env.parse("MCP_MAX_RETRIES")? {
             c.max_retries = v;
         }
-        if let Some(v) = env.secs("MCP_RETRY_DELAY")? {
+        if let Some(v) = env.duration("MCP_RETRY_DELAY")? {
             c.retry_delay = v;
         }
-        if let Some(v) = env.secs("MCP_MAX_RETRY_DELAY")? {
+        if let Some(v) = env.duration("MCP_MAX_RETRY_DELAY")? {
             c.max_retry_delay = v;
         }
         if let Some(v) = env.parse("MCP_BREAKER_FAILURES")? {
             c.breaker_failures = v;
         }
-        if let Some(v) = env.secs("MCP_BREAKER_COOLDOWN")? {
+        if let Some(v) = env.duration("MCP_BREAKER_COOLDOWN")? {
             c.breaker_cooldown = v;
         }
-        if let Some(v) = env.secs("MCP_HEDGE_AFTER")? {
+        if let Some(v) = env.duration("MCP_HEDGE_AFTER")? {
             c.hedge_after = (!v.is_zero()).then_some(v);
         }
-        if let Some(v) = env.secs("MCP_SLOW_CALL")? {
+        if let Some(v) = env.duration("MCP_SLOW_CALL")? {
             c.slow_call = v;
         }
         if let Some(v) = env.parse("MCP_CACHE_CAPACITY")? {
             c.cache_capacity = v;
         }
-        if let Some(v) = env.secs("MCP_CACHE_TTL")? {
+        if let Some(v) = env.duration("MCP_CACHE_TTL")? {
             c.cache_ttl = v;
         }
         if let Some(v) = env.parse("MCP_SESSION_CONCURRENCY")? {

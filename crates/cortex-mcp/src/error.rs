@@ -189,10 +189,13 @@ impl Error {
     }
 }
 
-impl From<cortex_metrics::Error> for Error {
-    fn from(e: cortex_metrics::Error) -> Self {
-        let (key, value, reason) = e.into_config_parts();
-        Error::InvalidConfig { key, value, reason }
+impl From<cortex_support::ConfigError> for Error {
+    fn from(e: cortex_support::ConfigError) -> Self {
+        Error::InvalidConfig {
+            key: e.key,
+            value: e.value,
+            reason: e.reason,
+        }
     }
 }
 

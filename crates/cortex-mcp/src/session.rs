@@ -118,7 +118,7 @@ impl fmt::Debug for Connector {
                 url, concurrency, ..
             } => f
                 .debug_struct("Http")
-                .field("url", &cortex_pool::redact_url(url))
+                .field("url", &cortex_support::redact::redact_url(url))
                 .field("concurrency", concurrency)
                 .finish_non_exhaustive(),
             Connector::Stdio { program, args, env } => f

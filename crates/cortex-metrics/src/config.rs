@@ -2,17 +2,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::env::EnvSource;
 use crate::{Error, Result};
+use cortex_support::{EnvSource, EnvVar, FromEnv};
 
 /// Settings of a [`Metrics`](crate::Metrics) registry.
 ///
-/// | field | variable | default |
-/// |---|---|---|
-/// | `reset_interval` | `METRICS_RESET_INTERVAL` (seconds, 0 = never) | 3600 s |
-/// | `max_endpoints` | `METRICS_MAX_ENDPOINTS` | 1000 |
-/// | `max_operations` | `METRICS_MAX_OPERATIONS` | 10000 |
-/// | `namespace` | `METRICS_NAMESPACE` | `cortex` |
+/// Read from the environment with [`MetricsConfig::from_env`]; the variables are listed
+/// in [`FromEnv::VARS`] (and, from it, in the crate README).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MetricsConfig {
@@ -20,7 +16,7 @@ pub struct MetricsConfig {
     /// new window. Cumulative totals are never reset. Zero disables the task.
     ///
     /// Default: 3600 s (`METRICS_RESET_INTERVAL`).
-    #[serde(with = "crate::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub reset_interval: Duration,
     /// Most distinct (method, route) series kept for HTTP endpoints, the overflow series
     /// included. Methods outside the standard nine count as one, `OTHER`; past the cap,
@@ -54,23 +50,35 @@ impl Default for MetricsConfig {
     }
 }
 
-impl MetricsConfig {
-    /// Defaults overridden by the environment variables in the table above.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the variable when a value does not parse or is out
-    /// of range.
-    pub fn from_env() -> Result<Self> {
-        Self::from_source(&EnvSource::process())
-    }
+impl FromEnv for MetricsConfig {
+    type Error = Error;
 
-    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
-    ///
-    /// # Errors
-    /// As [`from_env`](Self::from_env).
-    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: "METRICS_RESET_INTERVAL",
+            default: "1h",
+            doc: "How often the reset task starts a new window (`0` = never); totals never reset.",
+        },
+        EnvVar {
+            name: "METRICS_MAX_ENDPOINTS",
+            default: "1000",
+            doc: "Most (method, route) series; more go to one overflow series.",
+        },
+        EnvVar {
+            name: "METRICS_MAX_OPERATIONS",
+            default: "10000",
+            doc: "Most operation names (and, each on its own, named histograms and counters).",
+        },
+        EnvVar {
+            name: "METRICS_NAMESPACE",
+            default: "cortex",
+            doc: "Prefix of every Prometheus name, `[a-zA-Z_][a-zA-Z0-9_]*`.",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let mut c = Self::default();
-        if let Some(v) = env.secs("METRICS_RESET_INTERVAL")? {
+        if let Some(v) = env.duration("METRICS_RESET_INTERVAL")? {
             c.reset_interval = v;
         }
         if let Some(v) = env.parse("METRICS_MAX_ENDPOINTS")? {
@@ -84,6 +92,17 @@ impl MetricsConfig {
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+impl MetricsConfig {
+    /// Defaults overridden by the environment variables of [`FromEnv::VARS`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable when a value does not parse or is out
+    /// of range.
+    pub fn from_env() -> Result<Self> {
+        <Self as FromEnv>::from_env()
     }
 
     /// Check the values.
@@ -134,14 +153,20 @@ mod tests {
             ("METRICS_NAMESPACE", "svc"),
         ]);
         let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-        let c = MetricsConfig::from_source(&EnvSource::from_fn(&lookup)).unwrap();
+        let c = MetricsConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap();
         assert_eq!(c.reset_interval, Duration::from_secs(60));
         assert_eq!(c.namespace, "svc");
 
         let bad = HashMap::from([("METRICS_NAMESPACE", "my-svc")]);
         let lookup = |k: &str| bad.get(k).map(|v| v.to_string());
-        let err = MetricsConfig::from_source(&EnvSource::from_fn(&lookup)).unwrap_err();
+        let err = MetricsConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap_err();
         assert!(err.to_string().contains("METRICS_NAMESPACE"), "{err}");
         assert!(err.to_string().contains("my-svc"), "{err}");
+    }
+
+    #[test]
+    fn the_readme_lists_every_variable() {
+        cortex_support::env::check_readme(include_str!("../README.md"), MetricsConfig::VARS)
+            .unwrap();
     }
 }

@@ -28,7 +28,7 @@ pub enum Error {
         reason: String,
     },
     /// A file could not be read or written.
-    #[error("i/o error on {}: {source}", path.display())]
+    #[error("i/o error on {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -36,32 +36,31 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A file did not hold the JSON expected, or a value could not be encoded.
-    #[error("JSON error on {}: {source}", path.display())]
-    Json {
-        /// The file (empty when no file was involved).
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// The feature is not available on this platform (e.g. `/proc` outside Linux).
-    #[error("{what} is not supported on this platform")]
-    Unsupported {
-        /// What was asked for.
-        what: &'static str,
-    },
 }
 
 impl Error {
-    /// The setting, value and reason of a rejected setting, for crates that read their
-    /// settings through [`EnvSource`](crate::env::EnvSource) and report them as their
-    /// own `InvalidConfig`. An error of another kind comes back under the key
-    /// `environment`, its message as the reason.
-    pub fn into_config_parts(self) -> (&'static str, String, String) {
+    /// Whether the same call may succeed if tried again: never for a bad setting or
+    /// argument; for I/O, when the error is of a passing kind (interrupted, timed out,
+    /// would block).
+    pub fn is_retryable(&self) -> bool {
         match self {
-            Error::InvalidConfig { key, value, reason } => (key, value, reason),
-            other => ("environment", String::new(), other.to_string()),
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl From<cortex_support::ConfigError> for Error {
+    fn from(e: cortex_support::ConfigError) -> Self {
+        Error::InvalidConfig {
+            key: e.key,
+            value: e.value,
+            reason: e.reason,
         }
     }
 }

@@ -892,9 +892,14 @@ impl Metrics {
     /// [`Error::Io`](crate::Error::Io) naming the path when it cannot be written.
     pub fn export_json(&self, path: impl AsRef<Path>) -> Result<()> {
         let snapshot = self.snapshot();
-        crate::file::write_atomic(path.as_ref(), |out| {
+        let path = path.as_ref();
+        cortex_support::file::write_atomic(path, |out| {
             serde_json::to_writer_pretty(&mut *out, &snapshot).map_err(std::io::Error::other)?;
             out.write_all(b"\n")
+        })
+        .map_err(|source| crate::Error::Io {
+            path: path.to_owned(),
+            source,
         })
     }
 

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use cortex_metrics::env::EnvSource;
+use cortex_support::env::EnvSource;
+use cortex_support::redact::{redact_url, serialize_redacted};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -40,14 +41,14 @@ pub struct DbConfig {
     /// `pool_size + max_overflow`. Default: 20.
     pub max_overflow: u32,
     /// Longest wait for a connection before [`Error::Timeout`]. Default: 30 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub pool_timeout: Duration,
     /// Connections older than this are closed and replaced (sqlx `max_lifetime`).
     /// Default: 1800 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub pool_recycle: Duration,
     /// Connections idle longer than this are closed, down to `pool_size`. Default: 600 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub idle_timeout: Duration,
     /// Ping an idle connection before handing it out, so a connection the server killed
     /// is replaced instead of failing the caller. Default: true.
@@ -56,11 +57,11 @@ pub struct DbConfig {
     /// Default: false.
     pub echo: bool,
     /// Server-side `statement_timeout` of every session. Default: 30 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub statement_timeout: Duration,
     /// Client-side bound for [`DbPool::bounded`](crate::DbPool::bounded), for work the
     /// server cannot time out itself (connect, a stuck network). Default: 10 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub command_timeout: Duration,
     /// `work_mem` of every session (PostgreSQL units: `kB`, `MB`, `GB`, `TB`).
     /// Default: `8MB`.
@@ -78,7 +79,7 @@ pub struct DbConfig {
     pub statement_cache_size: usize,
     /// A connection held longer than this logs a warning naming where it was acquired
     /// (and counts in `pool.<name>.leaks`); zero turns it off. Default: 60 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub leak_threshold: Duration,
 }
 
@@ -158,10 +159,10 @@ impl DbConfig {
         if let Some(v) = secs_any(env, &["DB_POOL_TIMEOUT", "DATABASE_POOL_TIMEOUT"])? {
             c.pool_timeout = v;
         }
-        if let Some(v) = env.secs("DB_POOL_RECYCLE")? {
+        if let Some(v) = env.duration("DB_POOL_RECYCLE")? {
             c.pool_recycle = v;
         }
-        if let Some(v) = env.secs("DB_POOL_IDLE_TIMEOUT")? {
+        if let Some(v) = env.duration("DB_POOL_IDLE_TIMEOUT")? {
             c.idle_timeout = v;
         }
         if let Some(v) = env.bool("DB_POOL_PRE_PING")? {
@@ -173,7 +174,7 @@ impl DbConfig {
         if let Some(v) = secs_any(env, &["DB_STATEMENT_TIMEOUT", "DATABASE_STATEMENT_TIMEOUT"])? {
             c.statement_timeout = v;
         }
-        if let Some(v) = env.secs("DB_COMMAND_TIMEOUT")? {
+        if let Some(v) = env.duration("DB_COMMAND_TIMEOUT")? {
             c.command_timeout = v;
         }
         if let Some(v) = env.var("DB_WORK_MEM") {
@@ -194,7 +195,7 @@ impl DbConfig {
         if let Some(v) = env.parse("DB_STATEMENT_CACHE_SIZE")? {
             c.statement_cache_size = v;
         }
-        if let Some(v) = env.secs("DB_LEAK_THRESHOLD")? {
+        if let Some(v) = env.duration("DB_LEAK_THRESHOLD")? {
             c.leak_threshold = v;
         }
         c.validate()?;
@@ -271,13 +272,13 @@ pub struct RedisConfig {
     /// Most connections. Default: 10.
     pub pool_size: u32,
     /// Longest wait for a connection before [`Error::Timeout`]. Default: 5 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub pool_timeout: Duration,
     /// Connections older than this are replaced. Default: 1800 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub pool_recycle: Duration,
     /// Idle connections are closed after this. Default: 600 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub idle_timeout: Duration,
     /// `PING` a connection before handing it out. Default: true.
     pub pre_ping: bool,
@@ -286,7 +287,7 @@ pub struct RedisConfig {
     pub client_name: String,
     /// A connection held longer than this logs a warning naming where it was acquired;
     /// zero turns it off. Default: 60 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub leak_threshold: Duration,
 }
 
@@ -341,13 +342,13 @@ impl RedisConfig {
         if let Some(v) = env.parse("REDIS_POOL_SIZE")? {
             c.pool_size = v;
         }
-        if let Some(v) = env.secs("REDIS_POOL_TIMEOUT")? {
+        if let Some(v) = env.duration("REDIS_POOL_TIMEOUT")? {
             c.pool_timeout = v;
         }
-        if let Some(v) = env.secs("REDIS_POOL_RECYCLE")? {
+        if let Some(v) = env.duration("REDIS_POOL_RECYCLE")? {
             c.pool_recycle = v;
         }
-        if let Some(v) = env.secs("REDIS_POOL_IDLE_TIMEOUT")? {
+        if let Some(v) = env.duration("REDIS_POOL_IDLE_TIMEOUT")? {
             c.idle_timeout = v;
         }
         if let Some(v) = env.bool("REDIS_POOL_PRE_PING")? {
@@ -356,7 +357,7 @@ impl RedisConfig {
         if let Some(v) = env.var("REDIS_CLIENT_NAME") {
             c.client_name = v;
         }
-        if let Some(v) = env.secs("REDIS_LEAK_THRESHOLD")? {
+        if let Some(v) = env.duration("REDIS_LEAK_THRESHOLD")? {
             c.leak_threshold = v;
         }
         c.validate()?;
@@ -391,97 +392,6 @@ impl RedisConfig {
     }
 }
 
-/// The URL with every password hidden, for logs and errors: `scheme://user:***@host/...`.
-///
-/// Two rules, and whatever either one covers is replaced by `***`:
-///
-/// - **Userinfo**: everything from the first `:` after `scheme://` (or after the start,
-///   without a scheme) to the **last** `@`. A password holding an unescaped `@`, `/`, `?`,
-///   `#` or `:` makes the authority ambiguous; ending the userinfo at the last `@` errs on
-///   the side of hiding (an `@` later in the path or query hides the host and path too).
-///   `redis://:pw@host` (no user) is covered.
-/// - **Secret parameters**: the value of a `key=value` pair that starts the text or
-///   follows `?`, `&` or white space, whose key ends in `password`, `passwd`, `pass`,
-///   `pwd`, `token` or `secret` (any case: `password=`, `sslpassword=`, `access_token=`),
-///   up to the next `&`.
-///
-/// Any input is accepted (it never panics); `scripts/services.sh redact URL` applies the
-/// same rule, and the pool tests check the two agree.
-pub fn redact_url(url: &str) -> String {
-    let mut hide: Vec<(usize, usize)> = Vec::new();
-    let begin = match url.find("://") {
-        Some(i) if is_scheme(&url[..i]) => i + 3,
-        _ => 0,
-    };
-    let rest = &url[begin..];
-    if let (Some(colon), Some(at)) = (rest.find(':'), rest.rfind('@'))
-        && colon < at
-    {
-        hide.push((begin + colon + 1, begin + at));
-    }
-    let mut i = 0;
-    let mut param_start = true;
-    while let Some(c) = url[i..].chars().next() {
-        if param_start {
-            let key_len = url[i..]
-                .bytes()
-                .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-                .count();
-            if url.as_bytes().get(i + key_len) == Some(&b'=') && is_secret_key(&url[i..i + key_len])
-            {
-                let value = i + key_len + 1;
-                let end = url[value..].find('&').map_or(url.len(), |e| value + e);
-                hide.push((value, end));
-                i = end;
-                param_start = false;
-                continue;
-            }
-        }
-        param_start = matches!(c, '?' | '&' | ' ' | '\t' | '\n' | '\r');
-        i += c.len_utf8();
-    }
-    hide.retain(|(s, e)| s < e);
-    hide.sort_unstable();
-    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(hide.len());
-    for (s, e) in hide {
-        match merged.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => merged.push((s, e)),
-        }
-    }
-    let mut out = String::with_capacity(url.len());
-    let mut pos = 0;
-    for (s, e) in merged {
-        out.push_str(&url[pos..s]);
-        out.push_str("***");
-        pos = e;
-    }
-    out.push_str(&url[pos..]);
-    out
-}
-
-/// `[A-Za-z][A-Za-z0-9+.-]*`, as RFC 3986 spells a scheme.
-fn is_scheme(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-'))
-}
-
-/// A query parameter (or conninfo keyword) that holds a secret.
-fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["password", "passwd", "pass", "pwd", "token", "secret"]
-        .iter()
-        .any(|s| key.ends_with(s))
-}
-
-fn serialize_redacted<S: serde::Serializer>(
-    url: &str,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&redact_url(url))
-}
-
 fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
     Error::InvalidConfig {
         key,
@@ -503,7 +413,7 @@ fn parse_any(env: &EnvSource<'_>, keys: &[&'static str]) -> Result<Option<u32>> 
 
 fn secs_any(env: &EnvSource<'_>, keys: &[&'static str]) -> Result<Option<Duration>> {
     match env.var_any(keys) {
-        Some((key, _)) => Ok(env.secs(key)?),
+        Some((key, _)) => Ok(env.duration(key)?),
         None => Ok(None),
     }
 }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{ConnectOptions, Database};
 
-use crate::config::redact_url;
 use crate::status::Waiting;
 use crate::{DbConfig, Error, PoolMetrics, PoolStatus, Result};
+use cortex_support::redact::redact_url;
 
 /// The connect options of a database.
 type ConnectOpts<DB> = <<DB as Database>::Connection as sqlx::Connection>::Options;

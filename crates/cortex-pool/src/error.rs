@@ -60,15 +60,12 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
 }
 
-impl From<cortex_metrics::Error> for Error {
-    fn from(e: cortex_metrics::Error) -> Self {
-        match e {
-            cortex_metrics::Error::InvalidConfig { key, value, reason } => {
-                Error::InvalidConfig { key, value, reason }
-            }
-            other => Error::Backend {
-                source: Box::new(other),
-            },
+impl From<cortex_support::ConfigError> for Error {
+    fn from(e: cortex_support::ConfigError) -> Self {
+        Error::InvalidConfig {
+            key: e.key,
+            value: e.value,
+            reason: e.reason,
         }
     }
 }

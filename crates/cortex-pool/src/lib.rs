@@ -5,7 +5,6 @@ mod config;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod db;
 mod error;
-pub mod keyspace;
 #[cfg(feature = "tower")]
 mod layer;
 mod limiter;
@@ -17,7 +16,7 @@ mod slots;
 mod status;
 mod sync_pool;
 
-pub use self::config::{DbConfig, RedisConfig, redact_url};
+pub use self::config::{DbConfig, RedisConfig};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use self::db::{DbConn, DbPool};
 pub use self::error::{BoxError, Error, Result};

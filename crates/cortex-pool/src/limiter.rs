@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cortex_metrics::env::EnvSource;
+use cortex_support::env::EnvSource;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -22,10 +22,10 @@ pub struct LimiterConfig {
     /// Most holders at once. Default: 50.
     pub limit: usize,
     /// Longest wait for a slot before [`Error::Saturated`]. Default: 5 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub max_wait: Duration,
     /// What to tell a rejected client to wait (`Retry-After`). Default: 1 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub retry_after: Duration,
 }
 
@@ -58,10 +58,10 @@ impl LimiterConfig {
         if let Some(v) = env.parse("DB_CONNECTION_LIMIT")? {
             c.limit = v;
         }
-        if let Some(v) = env.secs("DB_CONNECTION_WAIT")? {
+        if let Some(v) = env.duration("DB_CONNECTION_WAIT")? {
             c.max_wait = v;
         }
-        if let Some(v) = env.secs("DB_CONNECTION_RETRY_AFTER")? {
+        if let Some(v) = env.duration("DB_CONNECTION_RETRY_AFTER")? {
             c.retry_after = v;
         }
         if c.limit == 0 {

@@ -82,13 +82,13 @@ pub struct ObjectPoolConfig {
     /// creating) before it fails with [`Error::Timeout`]. In seconds in config files.
     ///
     /// Default: 30 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub acquire_timeout: Duration,
     /// Warn (with the caller's source location) when an object is held longer than
     /// this. In seconds in config files.
     ///
     /// Default: `None` (no check).
-    #[serde(with = "cortex_metrics::env::opt_secs")]
+    #[serde(with = "cortex_support::duration::opt_secs")]
     pub leak_threshold: Option<Duration>,
     /// Run [`Manager::recycle`] before handing out an idle object.
     ///

@@ -8,9 +8,9 @@ use bb8_redis::RedisConnectionManager;
 use redis::RedisError;
 use redis::aio::MultiplexedConnection;
 
-use crate::config::redact_url;
 use crate::status::Waiting;
 use crate::{Error, PoolMetrics, PoolStatus, RedisConfig, Result};
+use cortex_support::redact::redact_url;
 
 /// A Redis pool over bb8 + bb8-redis that shows what it is doing: a [`PoolStatus`],
 /// acquire-wait and hold-time histograms, timeouts, connections created and closed.

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_metrics::env::EnvSource;
+use cortex_support::env::EnvSource;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::TaskBuilder;
@@ -33,13 +33,13 @@ impl Drop for Owner {
 #[non_exhaustive]
 pub struct Limits {
     /// How long `enqueue` waits for room before [`Error::EnqueueTimeout`]. Default 30 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub enqueue_timeout: Duration,
     /// Limit on each attempt unless a task sets its own. Default none.
-    #[serde(with = "cortex_metrics::env::opt_secs")]
+    #[serde(with = "cortex_support::duration::opt_secs")]
     pub task_timeout: Option<Duration>,
     /// How long finished tasks stay queryable. Default one hour, as the original.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub retention: Duration,
     /// At most this many finished records are kept (oldest go first), so memory stays
     /// bounded under any load. Default 10 000.
@@ -63,13 +63,13 @@ impl Default for Limits {
 
 impl Limits {
     fn read(&mut self, env: &EnvSource<'_>) -> Result<()> {
-        if let Some(v) = env.secs("TASKS_ENQUEUE_TIMEOUT")? {
+        if let Some(v) = env.duration("TASKS_ENQUEUE_TIMEOUT")? {
             self.enqueue_timeout = v;
         }
-        if let Some(v) = env.secs("TASKS_TASK_TIMEOUT")? {
+        if let Some(v) = env.duration("TASKS_TASK_TIMEOUT")? {
             self.task_timeout = Some(v);
         }
-        if let Some(v) = env.secs("TASKS_RETENTION")? {
+        if let Some(v) = env.duration("TASKS_RETENTION")? {
             self.retention = v;
         }
         if let Some(v) = env.parse("TASKS_MAX_RECORDS")? {

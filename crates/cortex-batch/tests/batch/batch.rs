@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cortex_batch::{BatchConfig, BatchFn, Batcher, Error, Loaded, batch_fn};
 use cortex_metrics::Metrics;
-use cortex_metrics::env::EnvSource;
+use cortex_support::env::EnvSource;
 use tokio::task::JoinSet;
 
 /// Every async test runs under this bound, so a hang is a failure, not a stuck CI job.

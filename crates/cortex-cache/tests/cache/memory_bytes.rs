@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cortex_cache::{Cache, Error, MemoryConfig, MemoryStore};
-use cortex_metrics::env::EnvSource;
+use cortex_support::env::EnvSource;
 
 fn store(max_bytes: usize) -> MemoryStore {
     MemoryStore::new(MemoryConfig {

@@ -1,4 +1,4 @@
-//! Files written by the crate (`Metrics::export_json`, `Baselines::save`): a unique
+//! Files written by the crate (`Metrics::export_json`): a unique
 //! temporary file in the target's directory, synced, then renamed, so concurrent
 //! writers never share a temporary file and a reader never sees half a file.
 
@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use cortex_metrics::{Baselines, BenchResult, Error, Metrics, MetricsSnapshot};
+use cortex_metrics::{Error, Metrics, MetricsSnapshot};
 
 const THREADS: usize = 8;
 const ROUNDS: usize = 10;
@@ -89,43 +89,6 @@ fn concurrent_json_exports_leave_whole_files_and_no_temporaries() {
 }
 
 #[test]
-fn concurrent_baseline_saves_leave_whole_files_and_no_temporaries() {
-    let _heavy = crate::CPU_HEAVY.blocking_read();
-    let dir = tempfile::tempdir().unwrap();
-    let mut baselines = Baselines::new();
-    for i in 0..2_000 {
-        let samples = [
-            Duration::from_micros(i + 1),
-            Duration::from_micros(2 * i + 3),
-        ];
-        baselines.update(&BenchResult::from_samples(format!("operation.{i}"), &samples).unwrap());
-    }
-    let root = dir.path().to_owned();
-    on_threads(move |t, round| {
-        for name in [
-            format!("b{t}.json"),
-            "performance_baselines.json".to_owned(),
-        ] {
-            baselines
-                .save(root.join(&name))
-                .unwrap_or_else(|e| panic!("thread {t} round {round} {name}: {e}"));
-        }
-    });
-    let mut expected: BTreeSet<String> = (0..THREADS).map(|t| format!("b{t}.json")).collect();
-    expected.insert("performance_baselines.json".to_owned());
-    assert_eq!(
-        names_in(dir.path()),
-        expected,
-        "temporary files left behind"
-    );
-    for name in &expected {
-        let loaded = Baselines::load(dir.path().join(name))
-            .unwrap_or_else(|e| panic!("{name} is not whole: {e}"));
-        assert_eq!(loaded.len(), 2_000, "{name}");
-    }
-}
-
-#[test]
 fn a_write_that_cannot_happen_names_the_path_and_keeps_the_old_file() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = busy_registry();
@@ -138,11 +101,6 @@ fn a_write_that_cannot_happen_names_the_path_and_keeps_the_old_file() {
         "{err:?}"
     );
     assert!(err.to_string().contains("missing/dir/m.json"), "{err}");
-    let err = Baselines::new().save(&missing).unwrap_err();
-    assert!(
-        matches!(&err, Error::Io { path, .. } if path == &missing),
-        "{err:?}"
-    );
 
     // The target is a directory: the rename fails, the directory and its content stay,
     // and the temporary file is removed.

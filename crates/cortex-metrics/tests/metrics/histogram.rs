@@ -203,7 +203,7 @@ async fn recording_allocates_nothing_after_warm_up() {
         404,
         std::time::Duration::from_micros(5),
     );
-    let ((), report) = cortex_metrics::profile_allocations(async {
+    let ((), report) = cortex_profile::profile_allocations(async {
         for v in 0..2_000_000u64 {
             h.record(v);
             if v % 1000 == 0 {
@@ -216,7 +216,7 @@ async fn recording_allocates_nothing_after_warm_up() {
     })
     .await;
     assert!(
-        cortex_metrics::is_counting(),
+        cortex_profile::is_counting(),
         "the test binary installs the counting allocator"
     );
     assert_eq!(report.allocations, 0, "recording allocated: {report:?}");

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
-use cortex_metrics::CountingAllocator;
+use cortex_profile::CountingAllocator;
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator::system();
@@ -13,13 +13,9 @@ static GLOBAL: CountingAllocator = CountingAllocator::system();
 /// does not measure them.
 static CPU_HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-mod bench;
 mod caps;
 mod exposition;
 mod files;
 mod histogram;
-#[cfg(feature = "load")]
-mod load;
-mod memory;
 mod registry;
 mod series_cost;

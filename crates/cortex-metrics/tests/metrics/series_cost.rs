@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_metrics::{Histogram, Metrics, MetricsConfig, is_counting, profile_allocations};
+use cortex_metrics::{Histogram, Metrics, MetricsConfig};
+use cortex_profile::{is_counting, profile_allocations};
 
 /// Shards per histogram and counter, as the crate picks them: twice the cores, a power
 /// of two, between 2 and 64.

@@ -22,7 +22,7 @@ fn config(app: &str) -> DbConfig {
 }
 
 async fn pool(config: DbConfig) -> DbPool<Postgres> {
-    let shown = cortex_pool::redact_url(&config.url);
+    let shown = cortex_support::redact::redact_url(&config.url);
     DbPool::postgres_with(config, PoolMetrics::disabled())
         .await
         .unwrap_or_else(|e| {
@@ -35,7 +35,7 @@ async fn raw() -> PgConnection {
     PgConnection::connect(&url).await.unwrap_or_else(|e| {
         panic!(
             "PostgreSQL at {} is not reachable ({e})",
-            cortex_pool::redact_url(&url)
+            cortex_support::redact::redact_url(&url)
         )
     })
 }

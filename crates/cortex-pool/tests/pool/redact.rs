@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use cortex_pool::redact_url;
+use cortex_support::redact::redact_url;
 use proptest::prelude::*;
 
 /// `scripts/services.sh` of this checkout.

@@ -18,7 +18,7 @@ fn config(name: &str) -> RedisConfig {
 }
 
 async fn pool(config: RedisConfig) -> RedisPool {
-    let shown = cortex_pool::redact_url(&config.url);
+    let shown = cortex_support::redact::redact_url(&config.url);
     RedisPool::with_metrics(config, PoolMetrics::disabled())
         .await
         .unwrap_or_else(|e| {

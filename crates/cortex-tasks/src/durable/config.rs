@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use cortex_metrics::env::EnvSource;
-use cortex_pool::keyspace::{Component, check_prefix};
+use cortex_support::env::EnvSource;
+use cortex_support::keyspace::{Component, check_prefix};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -25,7 +25,7 @@ pub const MAX_BATCH: usize = 10_000;
 /// 64 characters out of `A-Z a-z 0-9 _ . -` (no `:`, whitespace, control characters or
 /// the glob characters `* ? [ ] \`). The prefix lies under
 /// [`Component::Tasks`]'s reserved prefix and passes
-/// [`check_prefix`](cortex_pool::keyspace::check_prefix).
+/// [`check_prefix`](cortex_support::keyspace::check_prefix).
 ///
 /// ```
 /// use cortex_tasks::durable::key_prefix;
@@ -87,27 +87,27 @@ pub struct DurableConfig {
     pub concurrency: usize,
     /// A delivered task idle this long (its worker stopped refreshing it) is reclaimed by
     /// another worker. Default 30 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub visibility_timeout: Duration,
     /// Attempts before a task is dead-lettered. Default 3.
     pub max_attempts: u32,
     /// Base of the exponential backoff between attempts (`base * 2^(attempt-1)`, capped
     /// at 5 minutes). Default 1 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub retry_backoff: Duration,
     /// Status records expire this long after the task finished. Default 1 h.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub result_ttl: Duration,
     /// How long one read waits for new tasks (`XREADGROUP BLOCK`). Default 1 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub block: Duration,
     /// Most tasks taken per read (`XREADGROUP COUNT`), 1 to [`MAX_BATCH`]. Default 64.
     pub batch: usize,
     /// Bound on every Redis call. Default 5 s.
-    #[serde(with = "cortex_metrics::env::secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub op_timeout: Duration,
     /// Bound on one attempt of a task; `None` (the default) for no bound.
-    #[serde(with = "cortex_metrics::env::opt_secs")]
+    #[serde(with = "cortex_support::duration::opt_secs")]
     pub task_timeout: Option<Duration>,
     /// Most dead letters kept in the `dead` stream. Adding one beyond the cap deletes
     /// the oldest (exactly, oldest first); each time this happens a warning is logged
@@ -159,7 +159,7 @@ impl DurableConfig {
         if let Some(n) = env.parse::<usize>("TASKS_CONCURRENCY")? {
             c.concurrency = n;
         }
-        if let Some(d) = env.secs("TASKS_VISIBILITY_TIMEOUT")? {
+        if let Some(d) = env.duration("TASKS_VISIBILITY_TIMEOUT")? {
             c.visibility_timeout = d;
         }
         if let Some(n) = env.parse::<u32>("TASKS_MAX_ATTEMPTS")? {
@@ -355,7 +355,7 @@ mod tests {
             assert!(!p.starts_with(Component::Cache.reserved_prefix()));
             for other in good {
                 if other != name {
-                    assert!(!cortex_pool::keyspace::overlaps(
+                    assert!(!cortex_support::keyspace::overlaps(
                         &p,
                         &key_prefix(other).unwrap()
                     ));

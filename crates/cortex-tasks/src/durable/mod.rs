@@ -76,7 +76,7 @@
 //! # Keys
 //!
 //! Every key of a queue named `q` starts with [`key_prefix`]`("q")`, `cortex:tasks:q:`
-//! (under [`Component::Tasks`](cortex_pool::keyspace::Component::Tasks)'s reserved
+//! (under [`Component::Tasks`](cortex_support::keyspace::Component::Tasks)'s reserved
 //! prefix; a queue name cannot hold `:` or glob characters, so no queue's keys fall
 //! under another's prefix):
 //!

@@ -542,7 +542,7 @@ async fn finished_records_expire_by_count_and_age() {
 fn bad_config_names_the_variable_and_value() {
     let vars = std::collections::HashMap::from([("TASKS_MAX_WORKERS", "0")]);
     let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-    let err = TaskQueueConfig::from_source(&cortex_metrics::env::EnvSource::from_fn(&lookup))
+    let err = TaskQueueConfig::from_source(&cortex_support::env::EnvSource::from_fn(&lookup))
         .unwrap_err();
     assert!(
         err.to_string().contains("workers") && err.to_string().contains('0'),
@@ -551,7 +551,7 @@ fn bad_config_names_the_variable_and_value() {
 
     let vars = std::collections::HashMap::from([("TASKS_MAX_QUEUE_SIZE", "lots")]);
     let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-    let err = TaskQueueConfig::from_source(&cortex_metrics::env::EnvSource::from_fn(&lookup))
+    let err = TaskQueueConfig::from_source(&cortex_support::env::EnvSource::from_fn(&lookup))
         .unwrap_err();
     assert!(
         err.to_string().contains("TASKS_MAX_QUEUE_SIZE") && err.to_string().contains("lots"),

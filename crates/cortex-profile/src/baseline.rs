@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::bench::fmt_ns;
-use crate::env::EnvSource;
 use crate::{BenchResult, Error, Result};
+use cortex_support::EnvSource;
 
 const FILE_VAR: &str = "PERFORMANCE_BASELINE_FILE";
 const MEDIAN_VAR: &str = "PERFORMANCE_MEDIAN_THRESHOLD";
@@ -53,7 +53,8 @@ impl Default for Thresholds {
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use cortex_metrics::{BaselineConfig, env::EnvSource};
+/// use cortex_profile::BaselineConfig;
+/// use cortex_support::EnvSource;
 ///
 /// let vars = HashMap::from([("PERFORMANCE_MEDIAN_THRESHOLD", "0.2")]);
 /// let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
@@ -173,7 +174,7 @@ impl From<&BenchResult> for Baseline {
 ///
 /// ```
 /// use std::time::Duration;
-/// use cortex_metrics::{BenchResult, Baselines, Thresholds};
+/// use cortex_profile::{BenchResult, Baselines, Thresholds};
 ///
 /// # let dir = tempfile::tempdir()?;
 /// # let path = dir.path().join("performance_baselines.json");
@@ -241,7 +242,12 @@ impl Baselines {
             source,
         })?;
         json.push(b'\n');
-        crate::file::write_atomic(path, |out| out.write_all(&json))?;
+        cortex_support::file::write_atomic(path, |out| out.write_all(&json)).map_err(|source| {
+            Error::Io {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
         tracing::debug!(path = %path.display(), operations = self.len(), "baselines saved");
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cortex_metrics::{
+use cortex_profile::{
     Baselines, BenchResult, Benchmark, Error, Metric, Thresholds, Verdict, compare,
 };
 

@@ -19,7 +19,7 @@ const DEFAULT_ITERATIONS: u32 = 100;
 /// not optimised away.
 ///
 /// ```
-/// use cortex_metrics::Benchmark;
+/// use cortex_profile::Benchmark;
 ///
 /// let result = Benchmark::new("sum")
 ///     .warmup(5)
@@ -35,7 +35,7 @@ const DEFAULT_ITERATIONS: u32 = 100;
 ///
 /// ```
 /// use std::time::Duration;
-/// use cortex_metrics::Benchmark;
+/// use cortex_profile::Benchmark;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -324,7 +324,7 @@ pub(crate) fn fmt_ns(ns: u64) -> String {
 ///
 /// ```
 /// use std::time::Duration;
-/// use cortex_metrics::{BenchResult, compare};
+/// use cortex_profile::{BenchResult, compare};
 ///
 /// let fast = BenchResult::from_samples("fast", &[Duration::from_micros(10)])?;
 /// let slow = BenchResult::from_samples("slow", &[Duration::from_micros(25)])?;

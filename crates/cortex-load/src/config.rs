@@ -91,20 +91,20 @@ pub struct LoadConfig {
     /// in total (open loop). Ignored when `duration` is set.
     pub requests_per_user: u64,
     /// Run for this long instead of a request count.
-    #[serde(with = "opt_secs")]
+    #[serde(with = "cortex_support::duration::opt_secs")]
     pub duration: Option<Duration>,
     /// Open loop: total requests per second across all users, on a fixed schedule.
     /// `None`: closed loop.
     pub rate: Option<f64>,
     /// Users start evenly spread over this period.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub ramp_up: Duration,
     /// Pause between a user's requests (closed loop only). `None`: 100 ms (the
     /// original design) in a closed loop with a request count, 0 with a duration.
-    #[serde(with = "opt_secs")]
+    #[serde(with = "cortex_support::duration::opt_secs")]
     pub think_time: Option<Duration>,
     /// Per-request timeout, connection included.
-    #[serde(with = "secs")]
+    #[serde(with = "cortex_support::duration::secs")]
     pub timeout: Duration,
     /// Bearer token, sent as `authorization: Bearer <token>`.
     pub token: Option<String>,
@@ -429,83 +429,9 @@ impl OutputFormat {
     }
 }
 
-/// Parse a duration: `30s`, `500ms`, `2m`, `1h`, `250us`, or plain (fractional)
-/// seconds such as `1.5`.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 500ms, 2m or 1.5"))?;
-    let secs = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"))
-}
-
-/// Durations as fractional seconds in JSON.
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Optional durations as fractional seconds (or `null`) in JSON.
-mod opt_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Option::<f64>::deserialize(d)?
-            .map(|v| Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("abc").is_err());
-        assert!(parse_duration("3 weeks").is_err());
-    }
 
     #[test]
     fn validation_names_the_value() {

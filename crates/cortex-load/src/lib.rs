@@ -1,6 +1,6 @@
 //! HTTP load testing: simulated users sending weighted scenarios to one target over
 //! keep-alive HTTP/1.1, in a closed or an open loop, with latencies in
-//! [`crate::Histogram`]s.
+//! [`cortex_metrics::Histogram`]s.
 //!
 //! # Closed and open loop
 //!
@@ -75,7 +75,7 @@ mod progress;
 mod run;
 mod summary;
 
-pub use self::config::{DEFAULT_THINK_TIME, LoadConfig, Scenario, parse_duration};
+pub use self::config::{DEFAULT_THINK_TIME, LoadConfig, Scenario};
 pub use self::error::{LoadError, Result};
 pub use self::output::summary_path;
 pub use self::run::{LoadTest, StopHandle};

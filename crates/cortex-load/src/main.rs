@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
-use cortex_metrics::load::{LoadConfig, LoadTest, Scenario, parse_duration};
+use cortex_load::{LoadConfig, LoadTest, Scenario};
+use cortex_support::duration::parse_duration;
 
 /// HTTP load generator: simulated users with keep-alive connections, closed loop or
 /// open loop at a fixed rate (latency from the intended send time, as wrk2).

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
-use cortex_metrics::env::EnvSource;
-use cortex_metrics::{
-    Error, MemoryConfig, MemoryProfiler, allocation_stats, diff_scopes, is_counting,
+use cortex_profile::{
+    Error, MemoryProfiler, ProfilerConfig, allocation_stats, diff_scopes, is_counting,
     process_memory, profile_allocations, profile_scope, profile_scope_sync, scope_stats,
     top_scopes,
 };
+use cortex_support::EnvSource;
 
 const MIB: usize = 1 << 20;
 
@@ -176,9 +176,9 @@ fn process_memory_is_plausible() {
 #[tokio::test]
 async fn profiler_keeps_snapshot_count_and_compares_the_last_two() {
     let _serial = SERIAL.lock().await;
-    let config = MemoryConfig {
+    let config = ProfilerConfig {
         snapshot_count: 3,
-        ..MemoryConfig::default()
+        ..ProfilerConfig::default()
     };
     let profiler = MemoryProfiler::new(config).unwrap();
     assert!(profiler.compare().is_none());
@@ -236,16 +236,16 @@ async fn profiler_keeps_snapshot_count_and_compares_the_last_two() {
 #[cfg(target_os = "linux")]
 #[test]
 fn zero_threshold_flags_high_memory() {
-    let config = MemoryConfig {
+    let config = ProfilerConfig {
         high_threshold_mb: 0,
-        ..MemoryConfig::default()
+        ..ProfilerConfig::default()
     };
     let profiler = MemoryProfiler::new(config).unwrap();
     let _ = profile_scope_sync("it.high.scope", || black_box(vec![0u8; 4096]));
     let snapshot = profiler.take_snapshot().unwrap();
     assert!(snapshot.high_memory);
     assert!(!snapshot.top_scopes.is_empty() && snapshot.top_scopes.len() <= 10);
-    let normal = MemoryProfiler::new(MemoryConfig::default()).unwrap();
+    let normal = MemoryProfiler::new(ProfilerConfig::default()).unwrap();
     assert!(!normal.take_snapshot().unwrap().high_memory);
 }
 
@@ -253,7 +253,7 @@ fn zero_threshold_flags_high_memory() {
 fn from_source_rejects_bad_values_naming_the_variable() {
     let vars = HashMap::from([("MEMORY_SNAPSHOT_COUNT", "abc")]);
     let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-    let err = MemoryConfig::from_source(&EnvSource::from_fn(&lookup)).unwrap_err();
+    let err = ProfilerConfig::from_source(&EnvSource::from_fn(&lookup)).unwrap_err();
     assert!(
         matches!(&err, Error::InvalidConfig { key: "MEMORY_SNAPSHOT_COUNT", value, .. } if value == "abc"),
         "{err:?}"
@@ -261,25 +261,25 @@ fn from_source_rejects_bad_values_naming_the_variable() {
     assert!(err.to_string().contains("MEMORY_SNAPSHOT_COUNT"));
 
     let zero = |k: &str| (k == "MEMORY_SNAPSHOT_COUNT").then(|| "0".to_string());
-    assert!(MemoryConfig::from_source(&EnvSource::from_fn(&zero)).is_err());
+    assert!(ProfilerConfig::from_source(&EnvSource::from_fn(&zero)).is_err());
     let none = |_: &str| None;
     assert_eq!(
-        MemoryConfig::from_source(&EnvSource::from_fn(&none)).unwrap(),
-        MemoryConfig::default()
+        ProfilerConfig::from_source(&EnvSource::from_fn(&none)).unwrap(),
+        ProfilerConfig::default()
     );
 }
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn spawn_snapshots_every_interval_until_stopped() {
-    let disabled = MemoryProfiler::new(MemoryConfig::default()).unwrap();
+    let disabled = MemoryProfiler::new(ProfilerConfig::default()).unwrap();
     assert!(disabled.spawn().is_none());
 
-    let config = MemoryConfig {
+    let config = ProfilerConfig {
         enabled: true,
         snapshot_interval: Duration::from_millis(50),
         snapshot_count: 10,
-        ..MemoryConfig::default()
+        ..ProfilerConfig::default()
     };
     let profiler = MemoryProfiler::new(config).unwrap();
     let handle = profiler.spawn().unwrap();

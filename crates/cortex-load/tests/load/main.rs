@@ -12,9 +12,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use cortex_metrics::load::{
-    LoadConfig, LoadError, LoadTest, Mode, Scenario, Summary, summary_path,
-};
+use cortex_load::{LoadConfig, LoadError, LoadTest, Mode, Scenario, Summary, summary_path};
 use tokio::sync::Mutex;
 
 #[derive(Default)]
@@ -273,8 +271,6 @@ async fn txt_output_is_the_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_shows_a_stall_that_closed_loop_hides() {
-    // Timings: not while other tests load every core.
-    let _alone = crate::CPU_HEAVY.write().await;
     let ((open_url, _), (closed_url, _)) = tokio::join!(server(), server());
     let run = |url: String, rate: Option<f64>| async move {
         let mut c = config(&url, vec![Scenario::get("/stall")], 4, 0);

@@ -5,13 +5,13 @@
 //!
 //! ```
 //! #[global_allocator]
-//! static GLOBAL: cortex_metrics::CountingAllocator = cortex_metrics::CountingAllocator::system();
+//! static GLOBAL: cortex_profile::CountingAllocator = cortex_profile::CountingAllocator::system();
 //!
 //! fn main() {
-//!     let before = cortex_metrics::allocation_stats();
+//!     let before = cortex_profile::allocation_stats();
 //!     let v = std::hint::black_box(vec![0u8; 4096]);
-//!     let after = cortex_metrics::allocation_stats();
-//!     assert!(cortex_metrics::is_counting());
+//!     let after = cortex_profile::allocation_stats();
+//!     assert!(cortex_profile::is_counting());
 //!     assert!(after.bytes_allocated - before.bytes_allocated >= v.len() as u64);
 //! }
 //! ```
@@ -302,7 +302,7 @@ pub struct AllocationReport {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let (v, report) = cortex_metrics::profile_allocations(async { vec![0u8; 4096] }).await;
+/// let (v, report) = cortex_profile::profile_allocations(async { vec![0u8; 4096] }).await;
 /// // Zeros unless the CountingAllocator is the global allocator.
 /// assert!(report.bytes_allocated == 0 || report.net_bytes >= v.len() as i64);
 /// # }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::Histogram;
 use bytes::Bytes;
+use cortex_metrics::Histogram;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{Connection, SendRequest};
@@ -30,8 +30,8 @@ const BATCH: usize = 64;
 /// A validated load test, ready to run.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), cortex_metrics::load::LoadError> {
-/// use cortex_metrics::load::{LoadConfig, LoadTest, Scenario};
+/// # async fn demo() -> Result<(), cortex_load::LoadError> {
+/// use cortex_load::{LoadConfig, LoadTest, Scenario};
 ///
 /// let config = LoadConfig {
 ///     url: "http://127.0.0.1:8080".into(),

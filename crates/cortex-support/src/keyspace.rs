@@ -18,7 +18,7 @@
 //! its own `cortex:<name>:` without breaking anyone's configuration.
 //!
 //! ```
-//! use cortex_pool::keyspace::{Component, check_prefix};
+//! use cortex_support::keyspace::{Component, check_prefix};
 //!
 //! assert!(check_prefix(Component::Cache, "cortex:cache:").is_ok());
 //! assert!(check_prefix(Component::Cache, "sessions:").is_ok());

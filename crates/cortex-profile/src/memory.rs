@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use crate::alloc::{
     AllocStats, ScopeDiff, ScopeStats, allocation_stats, diff_scopes, is_counting, scope_stats,
 };
-use crate::env::EnvSource;
 use crate::{Error, Result};
+use cortex_support::EnvSource;
 
 const MIB: u64 = 1024 * 1024;
 /// How many scopes a snapshot lists.
@@ -32,7 +32,7 @@ const TOP_SCOPES: usize = 10;
 /// | `high_threshold_mb` | `MEMORY_HIGH_THRESHOLD_MB` | 1024 |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct MemoryConfig {
+pub struct ProfilerConfig {
     /// Whether [`MemoryProfiler::spawn`] takes periodic snapshots.
     ///
     /// Default: `false` (`ENABLE_MEMORY_PROFILING`).
@@ -53,7 +53,7 @@ pub struct MemoryConfig {
     pub high_threshold_mb: u64,
 }
 
-impl Default for MemoryConfig {
+impl Default for ProfilerConfig {
     fn default() -> Self {
         Self {
             enabled: false,
@@ -64,7 +64,7 @@ impl Default for MemoryConfig {
     }
 }
 
-impl MemoryConfig {
+impl ProfilerConfig {
     /// Read the config from the process environment; unset variables keep their default.
     ///
     /// # Errors
@@ -82,7 +82,7 @@ impl MemoryConfig {
         let config = Self {
             enabled: env.bool("ENABLE_MEMORY_PROFILING")?.unwrap_or(d.enabled),
             snapshot_interval: env
-                .secs("MEMORY_SNAPSHOT_INTERVAL")?
+                .duration("MEMORY_SNAPSHOT_INTERVAL")?
                 .unwrap_or(d.snapshot_interval),
             snapshot_count: env
                 .parse("MEMORY_SNAPSHOT_COUNT")?
@@ -235,7 +235,7 @@ pub struct MemoryReport {
     /// Whether periodic profiling is enabled.
     pub enabled: bool,
     /// The config in use.
-    pub config: MemoryConfig,
+    pub config: ProfilerConfig,
     /// A reading taken now (not kept), or the latest kept snapshot if that fails.
     pub current: Option<MemorySnapshot>,
     /// Resident memory over the kept snapshots.
@@ -255,7 +255,7 @@ struct Entry {
 
 #[derive(Debug)]
 struct Inner {
-    config: MemoryConfig,
+    config: ProfilerConfig,
     entries: Mutex<VecDeque<Entry>>,
     /// Bumped by [`MemoryProfiler::stop`]; dropped with the last clone, which also stops
     /// the loops.
@@ -265,9 +265,9 @@ struct Inner {
 /// Takes and keeps memory snapshots; cheap to clone (all clones share the snapshots).
 ///
 /// ```
-/// use cortex_metrics::{MemoryConfig, MemoryProfiler};
+/// use cortex_profile::{ProfilerConfig, MemoryProfiler};
 ///
-/// let profiler = MemoryProfiler::new(MemoryConfig::default())?;
+/// let profiler = MemoryProfiler::new(ProfilerConfig::default())?;
 /// # #[cfg(target_os = "linux")] {
 /// let snapshot = profiler.take_snapshot()?;
 /// assert!(snapshot.process.rss_bytes > 0);
@@ -283,8 +283,8 @@ impl MemoryProfiler {
     /// A profiler with `config`; nothing runs until [`spawn`](Self::spawn).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] when the config does not [validate](MemoryConfig::validate).
-    pub fn new(config: MemoryConfig) -> Result<Self> {
+    /// [`Error::InvalidConfig`] when the config does not [validate](ProfilerConfig::validate).
+    pub fn new(config: ProfilerConfig) -> Result<Self> {
         config.validate()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -296,7 +296,7 @@ impl MemoryProfiler {
     }
 
     /// The config in use.
-    pub fn config(&self) -> &MemoryConfig {
+    pub fn config(&self) -> &ProfilerConfig {
         &self.inner.config
     }
 
@@ -516,7 +516,7 @@ mod tests {
             ("MEMORY_SNAPSHOT_COUNT", "3"),
         ]);
         let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-        let c = MemoryConfig::from_source(&EnvSource::from_fn(&lookup));
+        let c = ProfilerConfig::from_source(&EnvSource::from_fn(&lookup));
         let c = c.unwrap_or_default();
         assert!(c.enabled);
         assert_eq!(c.snapshot_interval, Duration::from_millis(500));
@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(c.high_threshold_mb, 1024);
 
         let zero = |k: &str| (k == "MEMORY_SNAPSHOT_COUNT").then(|| "0".to_string());
-        let err = MemoryConfig::from_source(&EnvSource::from_fn(&zero));
+        let err = ProfilerConfig::from_source(&EnvSource::from_fn(&zero));
         assert!(matches!(
             err,
             Err(Error::InvalidConfig {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{Histogram, HistogramSnapshot};
+use cortex_metrics::{Histogram, HistogramSnapshot};
 use serde::{Deserialize, Serialize};
 
 /// Closed or open loop.
@@ -48,7 +48,7 @@ impl std::fmt::Display for ErrorKind {
 }
 
 /// Latency statistics in milliseconds (within
-/// [`crate::RELATIVE_ERROR`] of the exact values).
+/// [`cortex_metrics::RELATIVE_ERROR`] of the exact values).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Fastest request.

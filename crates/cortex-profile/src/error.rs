@@ -1,0 +1,84 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in cortex-profile.
+///
+/// Variants say what the caller can act on: which setting was bad and why, which file
+/// could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value (usually from an environment variable) was rejected.
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    InvalidConfig {
+        /// The setting or environment variable, e.g. `METRICS_RESET_INTERVAL`.
+        key: &'static str,
+        /// The value as given (never a secret: no setting of this crate is one).
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// An argument was rejected, e.g. an empty operation name or a zero iteration count.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidInput {
+        /// What the argument is.
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A file could not be read or written.
+    #[error("i/o error on {}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file did not hold the JSON expected, or a value could not be encoded.
+    #[error("JSON error on {}", path.display())]
+    Json {
+        /// The file (empty when no file was involved).
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The feature is not available on this platform (e.g. `/proc` outside Linux).
+    #[error("{what} is not supported on this platform")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed if tried again: never for a bad setting or
+    /// argument or an unsupported platform; for I/O, when the error is of a passing kind
+    /// (interrupted, timed out, would block).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl From<cortex_support::ConfigError> for Error {
+    fn from(e: cortex_support::ConfigError) -> Self {
+        Error::InvalidConfig {
+            key: e.key,
+            value: e.value,
+            reason: e.reason,
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

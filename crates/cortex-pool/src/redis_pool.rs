@@ -39,6 +39,7 @@ pub struct RedisPool {
 #[derive(Debug)]
 struct Shared {
     config: RedisConfig,
+    client: redis::Client,
     metrics: PoolMetrics,
     waiting: AtomicUsize,
 }
@@ -104,6 +105,23 @@ impl bb8::ManageConnection for Manager {
     }
 }
 
+impl RedisConfig {
+    /// The Redis client for [`url`](Self::url): the one place Cortex turns a Redis URL
+    /// into a client, for the pool and for components that need connections of their
+    /// own ([`RedisPool::client`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming `REDIS_URL` (redacted) when the URL is not one
+    /// Redis accepts.
+    pub fn client(&self) -> Result<redis::Client> {
+        redis::Client::open(self.url.as_str()).map_err(|e| Error::InvalidConfig {
+            key: "REDIS_URL",
+            value: redact_url(&self.url),
+            reason: e.to_string(),
+        })
+    }
+}
+
 impl RedisPool {
     /// Connect to `config.url`, recording into the global metrics registry under the
     /// pool name `redis`. One connection is made before this returns, so a wrong URL
@@ -123,8 +141,9 @@ impl RedisPool {
     /// As [`new`](Self::new).
     pub async fn with_metrics(config: RedisConfig, metrics: PoolMetrics) -> Result<Self> {
         config.validate()?;
-        let manager =
-            RedisConnectionManager::new(config.url.as_str()).map_err(|e| Error::InvalidConfig {
+        let client = config.client()?;
+        let manager = RedisConnectionManager::new(client.get_connection_info().clone())
+            .map_err(|e| Error::InvalidConfig {
                 key: "REDIS_URL",
                 value: redact_url(&config.url),
                 reason: e.to_string(),
@@ -146,6 +165,7 @@ impl RedisPool {
             pool,
             shared: Arc::new(Shared {
                 config,
+                client,
                 metrics,
                 waiting: AtomicUsize::new(0),
             }),
@@ -153,6 +173,14 @@ impl RedisPool {
         // Fail fast on an unreachable server instead of on the first request.
         drop(this.get().await?);
         Ok(this)
+    }
+
+    /// The Redis client this pool connects with, for connections a pool cannot lend: a
+    /// multiplexed `ConnectionManager` shared by many callers, or a connection of its own
+    /// for blocking commands (`XREADGROUP BLOCK`, `SUBSCRIBE`). It carries the pool's
+    /// URL and TLS settings, so every Redis path of an application connects one way.
+    pub fn client(&self) -> &redis::Client {
+        &self.shared.client
     }
 
     /// A connection, waiting at most `pool_timeout`. A hold past `leak_threshold` logs

@@ -1,6 +1,7 @@
 //! Workspace-level integration tests: one binary, so the workspace links few test executables.
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
+mod architecture;
 mod keyspace;
 mod service;
 mod service_openapi;

@@ -4,7 +4,7 @@
 pub enum Error {
     /// The loader of a cached call failed; every caller waiting on that load gets
     /// the same error.
-    #[error("loader failed: {0}")]
+    #[error("the loader failed")]
     Loader(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>),
     /// A cached call's load did not finish within the load timeout: the loader hung, or
     /// the caller gave up waiting on another caller's load.
@@ -43,13 +43,17 @@ pub enum Error {
     },
     /// A Redis command failed. Reads return it only with `degrade_on_error` off;
     /// writes, deletes, `clear` and `increment` always do.
-    #[error("redis error: {0}")]
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[error("redis call failed")]
     Redis(#[from] redis::RedisError),
     /// No pooled connection could be had (timeout, unreachable server).
-    #[error("pool error: {0}")]
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[error("no pooled redis connection")]
     Pool(#[from] cortex_pool::Error),
     /// A value did not serialize to, or deserialize from, JSON.
-    #[error("JSON (de)serialization failed for key {key:?}: {source}")]
+    #[error("JSON (de)serialization failed for key {key:?}")]
     Serde {
         /// The cache key (or key prefix) concerned.
         key: String,
@@ -58,7 +62,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// Compressing or decompressing a value failed (a corrupt stored value).
-    #[error("compression error: {0}")]
+    #[error("a stored value did not decompress")]
     Compression(#[source] std::io::Error),
     /// `increment` met a value that is not a 64-bit integer, or would overflow it.
     #[error("value at {key:?} is not an integer or the increment overflows")]
@@ -79,13 +83,34 @@ impl From<cortex_support::ConfigError> for Error {
 }
 
 impl Error {
+    /// `true` when trying the same call again later can succeed: a timeout, a store
+    /// cooling down after a fault, a lost or refused connection, an exhausted pool.
+    /// `false` for bad configuration, bad values and answered errors. A loader's
+    /// failure is `false` too: whether it is worth retrying is for its source to say
+    /// (reach it through [`std::error::Error::source`]).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::LoadTimeout { .. } | Error::Unavailable { .. } | Error::Timeout { .. } => true,
+            #[cfg(feature = "redis")]
+            Error::Redis(e) => crate::redis_cache::is_connection_fault(e),
+            #[cfg(feature = "redis")]
+            Error::Pool(e) => {
+                e.is_retryable()
+                    || matches!(e, cortex_pool::Error::Redis(r) if crate::redis_cache::is_connection_fault(r))
+            }
+            _ => false,
+        }
+    }
+
     /// `true` for faults of the store (connection, timeout, I/O) as opposed to misuse
     /// (bad config, bad value): the kind `degrade_on_error` turns into misses.
     pub fn is_backend(&self) -> bool {
-        matches!(
-            self,
-            Error::Redis(_) | Error::Pool(_) | Error::Unavailable { .. } | Error::Timeout { .. }
-        )
+        match self {
+            Error::Unavailable { .. } | Error::Timeout { .. } => true,
+            #[cfg(feature = "redis")]
+            Error::Redis(_) | Error::Pool(_) => true,
+            _ => false,
+        }
     }
 }
 

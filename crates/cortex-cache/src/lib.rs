@@ -1,19 +1,25 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cached;
 mod chunked;
 mod compressed;
 mod config;
 mod error;
+#[cfg(feature = "redis")]
 mod invalidation;
 mod key;
 mod lazy;
 mod lru;
 mod memory;
+#[cfg(feature = "redis")]
 mod redis_cache;
+#[cfg(feature = "redis")]
+mod redis_config;
 mod s3fifo;
 mod stats;
 mod store;
+#[cfg(feature = "redis")]
 mod two_tier;
 mod typed;
 mod warmer;
@@ -22,16 +28,25 @@ mod weak;
 pub use self::cached::CachedCalls;
 pub use self::chunked::{ChunkedVec, DEFAULT_CHUNK};
 pub use self::compressed::{Compressed, CompressionConfig};
-pub use self::config::{LruCacheConfig, RedisCacheConfig};
+pub use self::config::LruCacheConfig;
 pub use self::error::{Error, Result};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::invalidation::ListenerStats;
 pub use self::key::{MAX_KEY_LEN, key_for};
 pub use self::lazy::LazyLoader;
 pub use self::lru::{LruCache, LruCacheBuilder, LruStats};
 pub use self::memory::{MemoryConfig, MemoryStore};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis_cache::{RedisCache, RedisCacheBuilder};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis_config::RedisCacheConfig;
 pub use self::stats::{CacheStats, CompressionStats};
 pub use self::store::Cache;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::two_tier::TwoTierCache;
 pub use self::typed::TypedCache;
 pub use self::warmer::{WarmReport, Warmer, WarmerStats, warm};

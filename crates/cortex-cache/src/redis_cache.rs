@@ -296,7 +296,7 @@ enum Retry {
 
 /// A fault of the connection or the server's reachability, as opposed to an answered
 /// error (wrong type, script error), which says nothing about the connection.
-fn is_connection_fault(e: &redis::RedisError) -> bool {
+pub(crate) fn is_connection_fault(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 

@@ -112,6 +112,7 @@ impl Recorder {
         self.deletes.add(n);
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn error(&self) {
         self.errors.increment();
     }

@@ -3,8 +3,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::config::check_namespace;
 use crate::invalidation::{self, CLEAR_ALL, ListenerStats, Local};
+use crate::redis_config::check_namespace;
 use crate::{Cache, CacheStats, RedisCache, Result};
 
 /// A memory tier in front of Redis, coherent across processes: every write, delete or
@@ -98,13 +98,8 @@ impl<L: Cache + 'static> TwoTierCache<L> {
         let namespace = &remote.config().namespace;
         check_namespace(namespace)?;
         let channel = format!("{namespace}__invalidate");
-        let url = remote.pool().config().url.clone();
-        let client =
-            redis::Client::open(url.as_str()).map_err(|e| crate::Error::InvalidConfig {
-                key: "REDIS_URL",
-                value: cortex_support::redact::redact_url(&url),
-                reason: e.to_string(),
-            })?;
+        // The pool's own client: one path from the configured URL to Redis.
+        let client = remote.pool().client().clone();
         let origin = invalidation::origin_id();
         let local = Arc::new(Local::new(local));
         let listener = invalidation::spawn(client, channel.clone(), origin.clone(), &local);

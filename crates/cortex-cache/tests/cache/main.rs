@@ -1,13 +1,18 @@
 //! The one integration test binary of cortex-cache, against the real Redis that
 //! `scripts/services.sh` starts. Tests fail loudly, naming the URL, when it is absent.
+//! The Redis tests are built with the `redis` feature (`--all-features`).
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
+#[cfg(feature = "redis")]
 mod cached;
 mod cached_calls;
 mod gated;
 mod memory;
 mod memory_bytes;
+#[cfg(feature = "redis")]
 mod shared_store;
+#[cfg(feature = "redis")]
 mod two_tier;
+#[cfg(feature = "redis")]
 mod warmer;

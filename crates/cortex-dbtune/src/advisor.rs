@@ -106,7 +106,9 @@ pub struct AdviseOptions {
     /// Verify with HypoPG when it is installed (default true). When false, or without
     /// the extension, candidates are returned unverified.
     pub use_hypopg: bool,
-    /// Timeout of each statement run or planned (default 30 s).
+    /// Timeout of each statement run or planned (default 30 s). Serialized as seconds;
+    /// read from seconds or a duration text (`"500ms"`, `"30s"`).
+    #[serde(with = "cortex_support::duration::secs")]
     pub statement_timeout: Duration,
     /// Thresholds of the plan rules (for the given queries' findings).
     pub thresholds: Thresholds,

@@ -67,7 +67,9 @@ impl From<i64> for Param {
 #[serde(default)]
 pub struct AnalyzeOptions {
     /// Cancels the statement after this long (default 30 s; 1 ms ..= about 24.8 days,
-    /// PostgreSQL's limit).
+    /// PostgreSQL's limit). Serialized as seconds; read from seconds or a duration
+    /// text (`"500ms"`, `"30s"`).
+    #[serde(with = "cortex_support::duration::secs")]
     pub statement_timeout: Duration,
     /// Thresholds of the plan rules.
     pub thresholds: Thresholds,

@@ -170,7 +170,7 @@ async fn connect(
     size: u32,
 ) -> Result<cortex_pool::DbPool<sqlx::Postgres>, cortex_dbtune::Error> {
     // Shown in errors with the password masked.
-    let shown = cortex_dbtune::system::mask("url", &url);
+    let shown = cortex_support::redact::redact_url(&url);
     let config = cortex_pool::DbConfig {
         url,
         pool_size: size,
@@ -437,10 +437,10 @@ struct CheckSystemArgs {
     /// The pool's overflow, shown beside the recommended one.
     #[arg(long)]
     max_overflow: Option<u32>,
-    /// The statement timeout the service sets: milliseconds, or with a unit (500ms,
-    /// 30s, 2min); shown beside the recommended one.
-    #[arg(long, value_parser = parse_timeout_ms)]
-    statement_timeout: Option<u64>,
+    /// The statement timeout the service sets: seconds, or with a unit (500ms, 30s,
+    /// 2m); shown beside the recommended one.
+    #[arg(long, value_parser = parse_duration)]
+    statement_timeout: Option<Duration>,
     /// The async runtime's worker threads, shown beside the recommended count.
     #[arg(long)]
     worker_threads: Option<u32>,
@@ -458,7 +458,9 @@ fn run_check_system(a: CheckSystemArgs) -> Result<bool, cortex_dbtune::Error> {
         pool_size: a.pool_size,
         required_env: a.require,
         max_overflow: a.max_overflow,
-        statement_timeout_ms: a.statement_timeout,
+        statement_timeout_ms: a
+            .statement_timeout
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         worker_threads: a.worker_threads,
     };
     let checks = system::run_checks(&facts, &opts, &|k| std::env::var(k).ok());
@@ -508,23 +510,9 @@ fn run_check_system(a: CheckSystemArgs) -> Result<bool, cortex_dbtune::Error> {
     Ok(checks.iter().all(|c| c.status != CheckStatus::Fail))
 }
 
-/// `500ms`, `30s`, `2min` or a bare number of milliseconds.
-fn parse_timeout_ms(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, factor) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = s.strip_suffix("min") {
-        (n, 60_000)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1_000)
-    } else {
-        (s, 1)
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .ok_or_else(|| format!("{s:?} is not a duration (500ms, 30s, 2min or milliseconds)"))
+/// A duration in the one Cortex syntax (bare number = seconds, `500ms`, `30s`, `2m`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    cortex_support::duration::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -543,9 +531,13 @@ struct ExplainArgs {
     /// number, else text) or explicitly: text:V, int:V, float:V, bool:V, json:V.
     #[arg(long = "param", value_parser = parse_param)]
     params: Vec<Param>,
-    /// Statement timeout in ms.
-    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
-    timeout_ms: u64,
+    /// Statement timeout: seconds, or with a unit (500ms, 30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// The statement timeout in milliseconds: the old spelling of `--timeout`, kept so
+    /// scripts keep working.
+    #[arg(long, hide = true, conflicts_with = "timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_ms: Option<u64>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: ReportFormat,
@@ -581,8 +573,11 @@ fn parse_param(s: &str) -> Result<Param, String> {
 
 fn run_explain(a: ExplainArgs) -> Result<(), cortex_dbtune::Error> {
     let url = a.conn.url()?;
+    if a.timeout_ms.is_some() {
+        eprintln!("warning: --timeout-ms is deprecated; use --timeout (e.g. 500ms, 30s)");
+    }
     let opts = AnalyzeOptions {
-        statement_timeout: Duration::from_millis(a.timeout_ms),
+        statement_timeout: a.timeout_ms.map_or(a.timeout, Duration::from_millis),
         ..AnalyzeOptions::default()
     };
     let analysis = runtime()?.block_on(async {

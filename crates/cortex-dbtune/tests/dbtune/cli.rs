@@ -434,6 +434,21 @@ fn check_system_shows_defaults_beside_given_values() {
     let line = out.lines().find(|l| l.starts_with("max_overflow")).unwrap();
     assert_eq!(line.split_whitespace().nth(1), Some("-"));
 
+    // A bare number is seconds, as everywhere in Cortex (it was milliseconds here).
+    let v = json_of(&[
+        "check-system",
+        "--format",
+        "json",
+        "--statement-timeout",
+        "2",
+    ]);
+    let d = v["defaults"].as_array().unwrap();
+    let current = &d
+        .iter()
+        .find(|c| c["name"] == "statement_timeout_ms")
+        .unwrap()["current"];
+    assert_eq!(current, "2000", "{v}");
+
     let o = run(&["check-system", "--statement-timeout", "soon"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("soon"), "{}", stderr(&o));
@@ -454,6 +469,19 @@ fn explain_reports_sql_lints() {
         .map(|l| l["rule"].as_str().unwrap())
         .collect();
     assert_eq!(rules, ["select_star", "count_for_existence"]);
+    // The timeout takes the duration syntax; the old millisecond flag still works.
+    for timeout in [
+        ["--timeout", "1.5"],
+        ["--timeout", "250ms"],
+        ["--timeout-ms", "250"],
+    ] {
+        let mut args = vec!["explain", "SELECT 1"];
+        args.extend(timeout);
+        let o = run(&args);
+        assert!(o.status.success(), "{timeout:?}: {}", stderr(&o));
+    }
+    let o = run(&["explain", "--timeout", "0", "SELECT 1"]);
+    assert!(stderr(&o).contains("statement_timeout"), "{}", stderr(&o));
     let o = run(&["explain", "SELECT * FROM pg_class LIMIT 1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("select_star"), "{}", stdout(&o));

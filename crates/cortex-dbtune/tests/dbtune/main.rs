@@ -3,6 +3,8 @@
 //! `bash scripts/services.sh start` from the workspace root.
 
 mod advisor;
+// The binary is built only with the `cli` feature.
+#[cfg(feature = "cli")]
 mod cli;
 
 use std::sync::atomic::{AtomicU32, Ordering};

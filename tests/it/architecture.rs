@@ -48,7 +48,13 @@ fn documented_floors(doc: &str) -> BTreeMap<String, u32> {
 
 fn manifest_graph() -> Graph {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
@@ -128,5 +134,70 @@ fn every_dependency_points_to_a_lower_floor() {
         floors.keys().collect::<BTreeSet<_>>(),
         graph.keys().collect::<BTreeSet<_>>(),
         "the crate map lists exactly the workspace's crates"
+    );
+}
+
+/// The crates of `package`'s normal dependency tree (with `args`, e.g. features).
+fn tree(package: &str, args: &[&str]) -> BTreeSet<String> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            package,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn light_crates_do_not_pull_drivers() {
+    let heavy = [
+        "sqlx",
+        "sqlx-core",
+        "bb8",
+        "redis",
+        "libsqlite3-sys",
+        "hyper",
+        "clap",
+    ];
+    let light: [(&str, &[&str]); 5] = [
+        ("cortex-support", &[]),
+        ("cortex-metrics", &[]),
+        ("cortex-batch", &[]),
+        ("cortex-cache", &["--no-default-features"]),
+        ("cortex-tasks", &["--no-default-features"]),
+    ];
+    for (package, args) in light {
+        let deps = tree(package, args);
+        for h in heavy {
+            assert!(!deps.contains(h), "{package} {args:?} pulls {h}");
+        }
+    }
+    // cortex-mcp calls services over HTTP: hyper is expected, databases are not.
+    let mcp = tree("cortex-mcp", &[]);
+    for h in ["sqlx", "sqlx-core", "bb8", "redis", "libsqlite3-sys"] {
+        assert!(!mcp.contains(h), "cortex-mcp pulls {h}");
+    }
+    let dbtune = tree("cortex-dbtune", &["--no-default-features"]);
+    assert!(
+        !dbtune.contains("clap"),
+        "cortex-dbtune's library pulls clap"
     );
 }

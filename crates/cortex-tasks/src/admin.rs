@@ -19,6 +19,7 @@
 
 use serde_json::{Value, json};
 
+#[cfg(feature = "durable")]
 use crate::durable::DurableQueue;
 use crate::{Error, Result, TaskId, TaskInfo};
 
@@ -66,6 +67,8 @@ pub fn cancel(queue: &impl TaskAdmin, id: &str) -> (u16, Value) {
     }
 }
 
+#[cfg(feature = "durable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
 /// `GET /admin/tasks` for a durable queue: 200 with its counters (a durable queue may
 /// hold millions of tasks across processes; it is not listed whole), 503 when Redis
 /// cannot be reached.
@@ -76,6 +79,8 @@ pub async fn durable_list(queue: &DurableQueue) -> (u16, Value) {
     }
 }
 
+#[cfg(feature = "durable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
 /// `GET /admin/tasks/{id}` for a durable queue: 200, 400, 404, or 503 when Redis cannot
 /// be reached.
 pub async fn durable_get(queue: &DurableQueue, id: &str) -> (u16, Value) {
@@ -89,6 +94,8 @@ pub async fn durable_get(queue: &DurableQueue, id: &str) -> (u16, Value) {
     }
 }
 
+#[cfg(feature = "durable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
 /// `DELETE /admin/tasks/{id}` for a durable queue: 200, 400, 404 (unknown or already
 /// finished), or 503 when Redis cannot be reached.
 pub async fn durable_cancel(queue: &DurableQueue, id: &str) -> (u16, Value) {
@@ -102,6 +109,7 @@ pub async fn durable_cancel(queue: &DurableQueue, id: &str) -> (u16, Value) {
     }
 }
 
+#[cfg(feature = "durable")]
 fn lookup_status(e: &Error) -> u16 {
     match e {
         Error::UnknownTask(_) | Error::AlreadyFinished(_) => 404,

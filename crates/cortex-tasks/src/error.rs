@@ -6,6 +6,10 @@ use crate::TaskId;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong in cortex-tasks.
+///
+/// The `Display` text says what failed; the underlying error (Redis, JSON) is its
+/// [`source`](std::error::Error::source), not repeated in the text.
+/// [`is_retryable`](Self::is_retryable) tells whether the same call may succeed later.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -36,7 +40,8 @@ pub enum Error {
     /// The task already reached a final status and cannot be cancelled.
     #[error("task {0} already finished")]
     AlreadyFinished(TaskId),
-    /// The task ended with an error after its last attempt.
+    /// The task ended with an error after its last attempt; the text is the task's
+    /// own error message.
     #[error("task failed: {0}")]
     Failed(String),
     /// The task panicked; the message is the panic payload.
@@ -52,25 +57,40 @@ pub enum Error {
     #[error("no handler registered for {0:?}")]
     UnknownHandler(String),
     /// A payload or result could not be encoded or decoded.
-    #[error("payload: {0}")]
+    #[error("task payload could not be encoded or decoded")]
     Payload(#[from] serde_json::Error),
-    /// Redis failed (durable backend).
-    #[error("redis: {0}")]
+    /// Redis failed or did not answer within `op_timeout` (durable backend). Nothing
+    /// this crate sends is half-applied: a refused or failed call wrote nothing (see
+    /// [`Error::EnqueueUnconfirmed`] for the one call whose outcome can be unknown).
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    #[error("redis call failed")]
     Redis(#[from] redis::RedisError),
     /// A durable enqueue was sent but no reply came within `op_timeout`, or the
     /// connection dropped: Redis may have enqueued the tasks (all of them or none), or
     /// may still do so. `ids` are the ids they have if so;
     /// [`DurableQueue::status`](crate::durable::DurableQueue::status) tells.
-    #[error("enqueue of {} task(s) not confirmed, they may be enqueued: {source}", ids.len())]
+    ///
+    /// Not [retryable](Error::is_retryable): enqueueing again draws new ids, so the
+    /// tasks may then run twice. Look the ids up instead once Redis answers (a record
+    /// means all of them were enqueued; none means none was, for good once
+    /// `op_timeout` has passed since).
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    #[error("enqueue of {} task(s) not confirmed; they may be enqueued", ids.len())]
     EnqueueUnconfirmed {
         /// The ids of the tasks, enqueued or not.
         ids: Vec<TaskId>,
         /// Why no reply came.
+        #[source]
         source: redis::RedisError,
     },
-    /// No Redis connection could be had (durable backend).
-    #[error(transparent)]
-    Pool(#[from] cortex_pool::Error),
+    /// cortex-pool could not set up the Redis connection (durable backend). A bad URL
+    /// is reported as [`Error::InvalidConfig`] instead.
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    #[error("redis connection setup failed")]
+    Pool(#[source] cortex_pool::Error),
     /// A configuration value was rejected.
     #[error("invalid value {value:?} for {key}: {reason}")]
     InvalidConfig {
@@ -83,6 +103,74 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// `true` when the same call may succeed if tried again later: the queue was full
+    /// or had no room in time, an attempt timed out, or Redis was unreachable, dropped
+    /// the connection, timed out or said it is busy, loading or out of memory.
+    ///
+    /// `false` for bad input or config, unknown or finished tasks, a shut-down queue,
+    /// a task's own failure or panic, and [`Error::EnqueueUnconfirmed`], whose call
+    /// may have taken effect (see there: repeating it may enqueue the tasks twice; use
+    /// [`is_indeterminate`](Self::is_indeterminate) to spot it).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::QueueFull { .. } | Error::EnqueueTimeout { .. } | Error::TimedOut(_) => true,
+            #[cfg(feature = "durable")]
+            Error::Redis(e) => redis_retryable(e),
+            #[cfg(feature = "durable")]
+            Error::Pool(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// `true` when the call was sent and its outcome is unknown
+    /// ([`Error::EnqueueUnconfirmed`]): it may or may not have taken effect.
+    pub fn is_indeterminate(&self) -> bool {
+        #[cfg(feature = "durable")]
+        if matches!(self, Error::EnqueueUnconfirmed { .. }) {
+            return true;
+        }
+        false
+    }
+
+    /// A stable, machine-readable name of this error's kind (`queue_full`,
+    /// `unknown_task`, ...), as the [`admin`](crate::admin) routes answer it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::QueueFull { .. } => "queue_full",
+            Error::EnqueueTimeout { .. } => "enqueue_timeout",
+            Error::ShutDown => "shut_down",
+            Error::UnknownPriority(_) => "unknown_priority",
+            Error::InvalidTaskId(_) => "invalid_task_id",
+            Error::UnknownTask(_) => "unknown_task",
+            Error::AlreadyFinished(_) => "already_finished",
+            Error::Failed(_) => "failed",
+            Error::Panicked(_) => "panicked",
+            Error::TimedOut(_) => "timed_out",
+            Error::Cancelled => "cancelled",
+            Error::UnknownHandler(_) => "unknown_handler",
+            Error::Payload(_) => "payload",
+            #[cfg(feature = "durable")]
+            Error::Redis(_) | Error::Pool(_) => "unavailable",
+            #[cfg(feature = "durable")]
+            Error::EnqueueUnconfirmed { .. } => "enqueue_unconfirmed",
+            Error::InvalidConfig { .. } => "invalid_config",
+        }
+    }
+}
+
+/// Connection loss, timeouts and a server that says "later" (busy, loading, out of
+/// memory, fail-over in progress) pass; a refused command does not.
+#[cfg(feature = "durable")]
+fn redis_retryable(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry)
+        || matches!(
+            e.code(),
+            Some("BUSY" | "LOADING" | "OOM" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN")
+        )
+}
+
 impl From<cortex_support::ConfigError> for Error {
     fn from(e: cortex_support::ConfigError) -> Self {
         Error::InvalidConfig {
@@ -93,5 +181,104 @@ impl From<cortex_support::ConfigError> for Error {
     }
 }
 
+#[cfg(feature = "durable")]
+impl From<cortex_pool::Error> for Error {
+    /// A bad setting stays [`Error::InvalidConfig`] (naming the variable, the URL
+    /// redacted); anything else is [`Error::Pool`].
+    fn from(e: cortex_pool::Error) -> Self {
+        match e {
+            cortex_pool::Error::InvalidConfig { key, value, reason } => {
+                Error::InvalidConfig { key, value, reason }
+            }
+            e => Error::Pool(e),
+        }
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn retryable_only_where_a_later_call_can_succeed() {
+        assert!(Error::QueueFull { capacity: 1 }.is_retryable());
+        assert!(
+            Error::EnqueueTimeout {
+                waited: Duration::ZERO
+            }
+            .is_retryable()
+        );
+        assert!(Error::TimedOut(Duration::from_secs(1)).is_retryable());
+        for e in [
+            Error::ShutDown,
+            Error::UnknownTask(TaskId::from_u64(1)),
+            Error::AlreadyFinished(TaskId::from_u64(1)),
+            Error::InvalidTaskId("x".into()),
+            Error::Failed("no".into()),
+            Error::Cancelled,
+            Error::from(cortex_support::ConfigError::new("K", "v", "bad")),
+        ] {
+            assert!(!e.is_retryable(), "{e:?}");
+            assert!(!e.is_indeterminate(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn display_leaves_the_source_to_source() {
+        let json = serde_json::from_str::<u32>("x").unwrap_err();
+        let text = json.to_string();
+        let e = Error::from(json);
+        assert!(!e.to_string().contains(&text), "{e}");
+        assert!(e.source().is_some());
+        assert_eq!(e.code(), "payload");
+    }
+
+    #[cfg(feature = "durable")]
+    #[test]
+    fn redis_errors_by_kind() {
+        let timeout =
+            redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow"));
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let e = Error::Redis(timeout);
+        assert!(e.is_retryable());
+        assert_eq!(e.to_string(), "redis call failed");
+        assert!(e.source().unwrap().to_string().contains("slow"));
+        assert!(Error::Redis(refused).is_retryable());
+        let wrong_type = redis::RedisError::from((redis::ErrorKind::Client, "bad reply"));
+        assert!(!Error::Redis(wrong_type).is_retryable());
+
+        let unconfirmed = Error::EnqueueUnconfirmed {
+            ids: vec![TaskId::from_u64(7)],
+            source: redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        };
+        assert!(!unconfirmed.is_retryable());
+        assert!(unconfirmed.is_indeterminate());
+        assert_eq!(
+            unconfirmed.to_string(),
+            "enqueue of 1 task(s) not confirmed; they may be enqueued"
+        );
+
+        let bad_url = cortex_pool::RedisConfig {
+            url: "nope://x".into(),
+            ..cortex_pool::RedisConfig::default()
+        }
+        .client()
+        .map_err(Error::from)
+        .unwrap_err();
+        assert!(
+            matches!(
+                bad_url,
+                Error::InvalidConfig {
+                    key: "REDIS_URL",
+                    ..
+                }
+            ),
+            "{bad_url:?}"
+        );
+    }
+}

@@ -3,6 +3,8 @@
 
 pub mod admin;
 mod builder;
+#[cfg(feature = "durable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
 pub mod durable;
 mod engine;
 mod error;
@@ -19,3 +21,13 @@ pub use self::queue::{
     TaskQueue, TaskQueueConfig,
 };
 pub use self::task::{Priority, QueueStats, TaskId, TaskInfo, TaskStatus};
+
+use std::time::Duration;
+
+/// The longest duration any setting accepts: 365 days. Longer ones would overflow when
+/// added to a clock or to each other, and Redis refuses such expiries and timeouts.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The most workers one queue runs at once (`max_workers`, `workers`,
+/// `max_concurrent`, and a durable worker's `concurrency`).
+pub const MAX_CONCURRENCY: usize = 1_000_000;

@@ -9,9 +9,10 @@ use cortex_support::env::EnvSource;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::TaskBuilder;
-use crate::durable::{MAX_CONCURRENCY, MAX_DURATION};
 use crate::engine::{Engine, EngineConfig, Options, Policy, ShutdownReport, TaskHandle};
-use crate::{BoxError, Error, Priority, QueueStats, Result, TaskId, TaskInfo};
+use crate::{
+    BoxError, Error, MAX_CONCURRENCY, MAX_DURATION, Priority, QueueStats, Result, TaskId, TaskInfo,
+};
 
 /// Closes the engine when the last clone of a queue goes: workers finish what was
 /// accepted, then exit.

@@ -6,12 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The longest duration any setting accepts: 365 days. Longer ones would overflow when
-/// added to a clock or to each other, and Redis refuses such expiries and timeouts.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// The most tasks one worker runs at once (`concurrency`).
-pub const MAX_CONCURRENCY: usize = 1_000_000;
+pub use crate::{MAX_CONCURRENCY, MAX_DURATION};
 
 /// The most entries one read takes (`batch`).
 pub const MAX_BATCH: usize = 10_000;

@@ -99,6 +99,6 @@ mod scripts;
 mod worker;
 
 pub use self::config::{DurableConfig, MAX_BATCH, MAX_CONCURRENCY, MAX_DURATION, key_prefix};
-pub use self::queue::{DeadLetter, DurableQueue};
+pub use self::queue::{DeadLetter, DurableQueue, RedisTarget};
 pub use self::registry::Registry;
 pub use self::worker::{ShutdownReport, Worker, WorkerHandle};

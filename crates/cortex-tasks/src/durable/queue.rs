@@ -53,19 +53,48 @@ impl fmt::Debug for DurableQueue {
 }
 
 impl DurableQueue {
-    /// Connects to Redis at `url` and creates the streams and the consumer group if
-    /// they do not exist yet.
+    /// Connects to Redis and creates the streams and the consumer group if they do
+    /// not exist yet.
     ///
-    /// The connection reconnects by itself after Redis comes back; every call is bounded
-    /// by `op_timeout`.
+    /// `redis` is where the connections come from: a [`RedisConfig`](cortex_pool::RedisConfig)
+    /// or a [`RedisPool`](cortex_pool::RedisPool), whose
+    /// [`client`](cortex_pool::RedisPool::client) is the one place a URL becomes a
+    /// Redis client (with its TLS settings), so the queue connects exactly as the
+    /// rest of the application. A URL (`&str`, `&String`) is accepted as well and goes
+    /// through the same place, as a `RedisConfig` with that URL and default settings.
+    ///
+    /// The queue keeps one multiplexed connection, shared by its clones and its
+    /// workers; each worker adds one of its own for blocking reads. Connections
+    /// reconnect by themselves after Redis comes back; every call is bounded by
+    /// `op_timeout`.
+    ///
+    /// ```no_run
+    /// use cortex_pool::{RedisConfig, RedisPool};
+    /// use cortex_tasks::durable::{DurableConfig, DurableQueue};
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let redis = RedisConfig::from_env()?;
+    /// let queue = DurableQueue::connect(&redis, DurableConfig::from_env()?).await?;
+    /// // Or share a pool's client (and its settings) with the rest of the service:
+    /// let pool = RedisPool::new(redis).await?;
+    /// let same = DurableQueue::connect(&pool, queue.config().clone()).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a rejected setting; [`Error::Redis`] when Redis cannot
-    /// be reached within `op_timeout`.
-    pub async fn connect(url: &str, config: DurableConfig) -> Result<Self> {
+    /// [`Error::InvalidConfig`] for a rejected setting or URL (the URL redacted);
+    /// [`Error::Redis`] when Redis cannot be reached within `op_timeout`.
+    pub async fn connect<R>(redis: &R, config: DurableConfig) -> Result<Self>
+    where
+        R: RedisTarget + ?Sized,
+    {
         config.validate()?;
+        let client = redis.redis_client()?;
+        Self::with_client(client, config).await
+    }
+
+    async fn with_client(client: redis::Client, config: DurableConfig) -> Result<Self> {
         let keys = Keys::new(key_prefix(&config.name)?);
-        let client = redis::Client::open(url)?;
         let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.op_timeout))
             .set_connection_timeout(Some(config.op_timeout))
@@ -87,6 +116,21 @@ impl DurableQueue {
         };
         queue.ensure_groups().await?;
         Ok(queue)
+    }
+
+    /// A connection of its own for blocking reads (`XREADGROUP BLOCK`): on the shared
+    /// multiplexed one a blocking read would hold up every other command. Made from
+    /// the same client as the shared one, connected on first use.
+    pub(crate) fn blocking_connection(&self) -> Result<ConnectionManager> {
+        let cfg = &self.inner.config;
+        let conn_cfg = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(cfg.block.saturating_add(cfg.op_timeout)))
+            .set_connection_timeout(Some(cfg.op_timeout))
+            .set_number_of_retries(2);
+        Ok(ConnectionManager::new_lazy_with_config(
+            self.inner.client.clone(),
+            conn_cfg,
+        )?)
     }
 
     /// The settings this queue was opened with.
@@ -426,6 +470,56 @@ impl DurableQueue {
     }
 }
 
+/// Where a [`DurableQueue`] gets its Redis client: a
+/// [`RedisConfig`](cortex_pool::RedisConfig), a [`RedisPool`](cortex_pool::RedisPool),
+/// or a URL (`str`, `String`: a `RedisConfig` with that URL and default settings).
+/// Every form goes through cortex-pool, the one place a Redis URL becomes a client.
+///
+/// Sealed: implemented for these types only.
+pub trait RedisTarget: sealed::Sealed {
+    /// The client to make connections with.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when the URL is not one Redis accepts.
+    fn redis_client(&self) -> Result<redis::Client>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for cortex_pool::RedisConfig {}
+    impl Sealed for cortex_pool::RedisPool {}
+    impl Sealed for str {}
+    impl Sealed for String {}
+}
+
+impl RedisTarget for cortex_pool::RedisConfig {
+    fn redis_client(&self) -> Result<redis::Client> {
+        Ok(self.client()?)
+    }
+}
+
+impl RedisTarget for cortex_pool::RedisPool {
+    fn redis_client(&self) -> Result<redis::Client> {
+        Ok(self.client().clone())
+    }
+}
+
+impl RedisTarget for str {
+    fn redis_client(&self) -> Result<redis::Client> {
+        cortex_pool::RedisConfig {
+            url: self.to_owned(),
+            ..cortex_pool::RedisConfig::default()
+        }
+        .redis_client()
+    }
+}
+
+impl RedisTarget for String {
+    fn redis_client(&self) -> Result<redis::Client> {
+        self.as_str().redis_client()
+    }
+}
+
 /// A random id not in `drawn` (and now in it).
 fn fresh_id(drawn: &mut HashSet<u64>) -> TaskId {
     loop {
@@ -494,9 +588,13 @@ mod tests {
             ),
             ..DurableConfig::default()
         };
-        let q = DurableQueue::connect(&url, config)
+        let redis = cortex_pool::RedisConfig {
+            url,
+            ..cortex_pool::RedisConfig::default()
+        };
+        let q = DurableQueue::connect(&redis, config)
             .await
-            .unwrap_or_else(|e| panic!("cannot reach Redis at {url} ({e}); set REDIS_URL"));
+            .unwrap_or_else(|e| panic!("cannot reach Redis at {} ({e}); set REDIS_URL", redis.url));
         let taken = TaskId::from_u64(0xc0ff_ee00_0000_0001);
         let free = TaskId::from_u64(0xc0ff_ee00_0000_0002);
         let mut conn = q.conn();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cortex_metrics::{Counter, Histogram};
 use futures_util::FutureExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::streams::{
     StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply, StreamReadReply,
 };
@@ -634,14 +634,7 @@ async fn reader(
     mut reclaimed: mpsc::UnboundedReceiver<Vec<Entry>>,
 ) {
     let cfg = shared.config().clone();
-    // A blocking read must have a socket of its own: on the shared multiplexed one it
-    // would hold up every other command for up to `block`.
-    let read_conn = shared.queue.inner.client.clone();
-    let conn_cfg = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(cfg.block + cfg.op_timeout))
-        .set_connection_timeout(Some(cfg.op_timeout))
-        .set_number_of_retries(2);
-    let mut conn = match ConnectionManager::new_lazy_with_config(read_conn, conn_cfg) {
+    let mut conn = match shared.queue.blocking_connection() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "durable tasks: cannot create the read connection; worker stops reading");

@@ -38,9 +38,14 @@ pub(crate) fn config(test: &str) -> DurableConfig {
     }
 }
 
+/// Connects through a `RedisConfig`, as an application does.
 pub(crate) async fn connect(config: DurableConfig) -> DurableQueue {
     let url = redis_url();
-    match DurableQueue::connect(&url, config).await {
+    let redis = cortex_pool::RedisConfig {
+        url: url.clone(),
+        ..cortex_pool::RedisConfig::default()
+    };
+    match DurableQueue::connect(&redis, config).await {
         Ok(q) => q,
         Err(e) => panic!(
             "cannot reach Redis at {url} ({e}); start it with `bash scripts/services.sh start` or set REDIS_URL"
@@ -154,6 +159,53 @@ async fn recorded(q: &DurableQueue, queue: &str) -> Vec<(u32, u64)> {
             )
         })
         .collect()
+}
+
+/// A queue made from a `RedisPool` connects with the pool's client (the one place a
+/// URL becomes a client), and its worker runs tasks over connections made from it; a
+/// URL Redis does not accept is a config error naming `REDIS_URL`, with the password
+/// redacted, not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_connects_through_a_redis_pool() {
+    let url = redis_url();
+    let pool = cortex_pool::RedisPool::new(cortex_pool::RedisConfig {
+        url: url.clone(),
+        ..cortex_pool::RedisConfig::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("this test needs Redis at {url} (set REDIS_URL): {e}"));
+    let q = DurableQueue::connect(&pool, config("pool"))
+        .await
+        .expect("connect through the pool");
+    let mut reg = Registry::new();
+    reg.register("inc", |n: u64| async move { Ok::<_, BoxError>(n + 1) });
+    let worker = Worker::new(q.clone(), reg).spawn();
+    let id = q.enqueue("inc", &41u64).await.expect("enqueue");
+    let info = q.wait(id, Duration::from_secs(30)).await.expect("wait");
+    assert_eq!(
+        (info.status, info.result),
+        (TaskStatus::Completed, Some(json!(42)))
+    );
+    assert!(
+        worker
+            .shutdown(Duration::from_secs(5))
+            .await
+            .aborted
+            .is_empty()
+    );
+    q.purge().await.expect("purge");
+
+    let bad = cortex_pool::RedisConfig {
+        url: "nope://user:hunter2@host".into(),
+        ..cortex_pool::RedisConfig::default()
+    };
+    match DurableQueue::connect(&bad, config("pool-bad")).await {
+        Err(Error::InvalidConfig { key, value, .. }) => {
+            assert_eq!(key, "REDIS_URL");
+            assert!(!value.contains("hunter2"), "{value}");
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! One test binary for cortex-tasks.
 #![allow(clippy::unwrap_used)]
 
+#[cfg(feature = "durable")]
 mod durable;
+#[cfg(feature = "durable")]
 mod durable_safety;
 mod queue;

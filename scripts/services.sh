@@ -7,6 +7,8 @@
 #   scripts/services.sh stop       stop only the instances this script started
 #   scripts/services.sh status     say what answers
 #   scripts/services.sh redact URL print URL with its password hidden (for the tests)
+#   scripts/services.sh tls        start (or reuse) a TLS-only PostgreSQL and Redis, print `export` lines
+#   scripts/services.sh tls-stop   stop the TLS instances this script started
 #
 # Idempotent: a server that already answers at DATABASE_URL / REDIS_URL is left alone.
 # Otherwise the Debian packages are installed when missing and throwaway instances are
@@ -17,6 +19,15 @@
 # from Debian packages when missing) and is started by the tests themselves;
 # MCP_EVERYTHING_JS names its entry point. Progress goes to stderr; stdout carries only
 # the export lines, so `eval "$(scripts/services.sh)"` works.
+#
+# The `tls` mode is opt-in and leaves the servers above alone: it makes a throwaway CA
+# and a server certificate for 127.0.0.1 and localhost with openssl (under
+# target/services/tls, kept and reused), then starts a separate PostgreSQL cluster that
+# accepts only TLS connections (ssl=on, hostssl) on TLS_PG_PORT (default 5433) and a
+# separate redis-server that listens only on its TLS port TLS_REDIS_PORT (default 6380,
+# plain port 0). It prints TLS_CA_FILE (the CA), TLS_OTHER_CA_FILE (a CA that signed
+# nothing here, for tests of a wrong CA), TLS_DATABASE_URL and TLS_REDIS_URL. Servers that
+# already answer over TLS with the current CA are reused.
 #
 # FOR TESTS ONLY. The throwaway servers trust every local user: PostgreSQL accepts any
 # role without a password on 127.0.0.1 and on its socket (trust authentication, and the
@@ -168,12 +179,13 @@ pg_dir_ours() {
 # reach), otherwise a fresh folder from `mktemp -d` under /tmp: never a predictable
 # path, where another local user could plant a link for root to chown.
 pg_dir() {
-  local dir="$state/pg"
-  if [ -f "$state/pg.path" ]; then
-    dir=$(cat "$state/pg.path")
+  local name=${1:-pg}
+  local dir="$state/$name"
+  if [ -f "$state/$name.path" ]; then
+    dir=$(cat "$state/$name.path")
     if pg_dir_ours "$dir"; then printf '%s' "$dir"; return; fi
     log "the recorded cluster folder $dir is gone or not ours: making a new one"
-    dir="$state/pg"
+    dir="$state/$name"
   fi
   mkdir -p "$dir"
   if [ "$(id -u)" = 0 ]; then
@@ -184,7 +196,7 @@ pg_dir() {
       log "the postgres user cannot reach $state: cluster goes to $dir"
     fi
   fi
-  printf '%s' "$dir" >"$state/pg.path"
+  printf '%s' "$dir" >"$state/$name.path"
   printf '%s' "$dir"
 }
 
@@ -300,6 +312,149 @@ stop_all() {
   fi
 }
 
+# --- The opt-in TLS instances -----------------------------------------------------------
+TLS_PG_PORT="${TLS_PG_PORT:-5433}"
+TLS_REDIS_PORT="${TLS_REDIS_PORT:-6380}"
+tls_dir() { printf '%s' "$state/tls"; }
+tls_database_url() { printf 'postgres://cortex@127.0.0.1:%s/cortex?sslmode=require' "$TLS_PG_PORT"; }
+tls_redis_url() { printf 'rediss://127.0.0.1:%s' "$TLS_REDIS_PORT"; }
+
+# Answers over TLS, verified against our CA (so a server with an older CA is not reused).
+tls_pg_answers() {
+  PGSSLMODE=verify-full PGSSLROOTCERT="$(tls_dir)/ca.pem" \
+    psql "postgres://cortex@127.0.0.1:$TLS_PG_PORT/cortex" -Atqc 'select 1' >/dev/null 2>&1
+}
+tls_redis_answers() {
+  [ "$(redis-cli --tls --cacert "$(tls_dir)/ca.pem" -h 127.0.0.1 -p "$TLS_REDIS_PORT" ping 2>/dev/null)" = PONG ]
+}
+
+# A CA, a server certificate it signs for 127.0.0.1 and localhost, and a second CA that
+# signs nothing. Made once; a half-made set is made again.
+tls_certs() {
+  local d
+  d=$(tls_dir)
+  if [ -s "$d/ca.pem" ] && [ -s "$d/server.pem" ] && [ -s "$d/server.key" ] && [ -s "$d/other-ca.pem" ]; then
+    return 0
+  fi
+  mkdir -p "$d"
+  chmod 700 "$d"
+  log "making a test CA and a server certificate in $d"
+  (
+    cd "$d"
+    rm -f ./*.pem ./*.key ./*.csr ./*.srl ./*.ext
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj '/CN=cortex test CA' \
+      -keyout ca.key -out ca.pem
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj '/CN=cortex other test CA' \
+      -keyout other-ca.key -out other-ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj '/CN=localhost' -keyout server.key -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.pem
+    chmod 600 ./*.key
+  ) >"$d/openssl.log" 2>&1 || { tail -n 20 "$d/openssl.log" >&2; die "openssl failed (log: $d/openssl.log)"; }
+}
+
+start_tls_postgres() {
+  local bin dir port=$TLS_PG_PORT
+  valid_port "$port" || die "TLS_PG_PORT '$port' is not a number from 1 to 65535"
+  port=$((10#$port))
+  if port_open 127.0.0.1 "$port"; then
+    die "port $port on 127.0.0.1 is held by something that does not answer as the TLS PostgreSQL: $(holder "$port")"
+  fi
+  bin=$(pg_bin) || true
+  [ -n "$bin" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+  dir=$(pg_dir pg-tls)
+  if [ ! -s "$dir/data/PG_VERSION" ]; then
+    log "initdb in $dir/data (TLS cluster)"
+    as_pg "'$bin/initdb' -D '$dir/data' -U cortex -A trust -E UTF8 --no-locale" >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+    # TLS connections from loopback and the private socket only: a plain TCP
+    # connection is refused, so a test that gets in has used TLS.
+    printf 'local all all trust\nhostssl all all 127.0.0.1/32 trust\n' >"$dir/data/pg_hba.conf"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir/data/pg_hba.conf"
+  fi
+  # The server reads its key as the user it runs as, and wants it private.
+  cp "$(tls_dir)/server.pem" "$dir/server.pem"
+  cp "$(tls_dir)/server.key" "$dir/server.key"
+  chmod 600 "$dir/server.key"
+  [ "$(id -u)" = 0 ] && chown postgres: "$dir/server.pem" "$dir/server.key"
+  log "starting the TLS PostgreSQL on 127.0.0.1:$port"
+  as_pg "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t '$WAIT_SECS' \
+    -o \"-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$dir' \
+        -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+        -c ssl=on -c ssl_cert_file='$dir/server.pem' -c ssl_key_file='$dir/server.key'\" start" \
+    >/dev/null || { tail -n 20 "$dir/server.log" >&2; die "the TLS PostgreSQL did not start (log: $dir/server.log)"; }
+  touch "$dir/started-by-us"
+  if ! as_pg "'$bin/psql' -h '$dir' -p $port -U cortex -d postgres -Atqc \"select 1 from pg_database where datname = 'cortex'\"" | grep -q 1; then
+    as_pg "'$bin/createdb' -h '$dir' -p $port -U cortex cortex" || die "createdb cortex failed (TLS cluster)"
+  fi
+  wait_for "the TLS PostgreSQL at $(tls_database_url)" tls_pg_answers || die "the TLS PostgreSQL started but does not answer over TLS (log: $dir/server.log)"
+}
+
+start_tls_redis() {
+  local dir port=$TLS_REDIS_PORT d
+  valid_port "$port" || die "TLS_REDIS_PORT '$port' is not a number from 1 to 65535"
+  port=$((10#$port))
+  if port_open 127.0.0.1 "$port"; then
+    die "port $port on 127.0.0.1 is held by something that does not answer as the TLS Redis: $(holder "$port")"
+  fi
+  d=$(tls_dir); dir="$state/redis-tls"
+  mkdir -p "$dir"
+  log "starting the TLS Redis on 127.0.0.1:$port"
+  redis-server --bind 127.0.0.1 --port 0 --tls-port "$port" \
+    --tls-cert-file "$d/server.pem" --tls-key-file "$d/server.key" --tls-ca-cert-file "$d/ca.pem" \
+    --tls-auth-clients no --save '' --appendonly no --daemonize yes \
+    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/server.log" >/dev/null \
+    || die "the TLS redis-server did not start (log: $dir/server.log)"
+  touch "$dir/started-by-us"
+  wait_for "the TLS Redis at $(tls_redis_url)" tls_redis_answers || die "the TLS Redis started but does not answer over TLS (log: $dir/server.log)"
+}
+
+stop_tls() {
+  local bin pgdir pid
+  pgdir=$(cat "$state/pg-tls.path" 2>/dev/null || printf '%s' "$state/pg-tls")
+  if [ -f "$pgdir/started-by-us" ]; then
+    bin=$(pg_bin) || true
+    if [ -n "$bin" ] && [ -f "$pgdir/data/postmaster.pid" ]; then
+      log "stopping the TLS PostgreSQL (pid $(head -n 1 "$pgdir/data/postmaster.pid"))"
+      as_pg "'$bin/pg_ctl' -D '$pgdir/data' -m fast -w -t '$WAIT_SECS' stop" >/dev/null || log "pg_ctl stop failed"
+    fi
+    rm -f "$pgdir/started-by-us"
+  fi
+  if [ -f "$state/redis-tls/started-by-us" ]; then
+    pid=$(cat "$state/redis-tls/redis.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && grep -q redis-server "/proc/$pid/cmdline" 2>/dev/null; then
+      log "stopping the TLS Redis (pid $pid)"
+      kill "$pid"
+      local deadline=$((SECONDS + WAIT_SECS))
+      while kill -0 "$pid" 2>/dev/null; do
+        [ $SECONDS -lt $deadline ] || { kill -9 "$pid" 2>/dev/null || true; break; }
+        sleep 0.1
+      done
+    fi
+    rm -f "$state/redis-tls/started-by-us" "$state/redis-tls/redis.pid"
+  fi
+}
+
+start_tls() {
+  local need=() d
+  mkdir -p "$state"
+  { [ -n "$(pg_bin)" ] && command -v psql >/dev/null; } || need+=(postgresql)
+  { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || need+=(redis-server)
+  command -v openssl >/dev/null || need+=(openssl)
+  if [ ${#need[@]} -gt 0 ]; then install_packages "${need[@]}"; fi
+  d=$(tls_dir)
+  if [ ! -s "$d/ca.pem" ] || [ ! -s "$d/server.pem" ] || [ ! -s "$d/server.key" ] || [ ! -s "$d/other-ca.pem" ]; then
+    # New certificates: servers of ours still holding old ones must not be reused.
+    stop_tls
+    tls_certs
+  fi
+  if tls_pg_answers; then log "the TLS PostgreSQL already answers at $(tls_database_url)"; else start_tls_postgres; fi
+  if tls_redis_answers; then log "the TLS Redis already answers at $(tls_redis_url)"; else start_tls_redis; fi
+  printf 'export TLS_CA_FILE=%q\nexport TLS_OTHER_CA_FILE=%q\nexport TLS_DATABASE_URL=%q\nexport TLS_REDIS_URL=%q\n' \
+    "$d/ca.pem" "$d/other-ca.pem" "$(tls_database_url)" "$(tls_redis_url)"
+}
+
 case "${1:-start}" in
   start)
     mkdir -p "$state"
@@ -331,5 +486,7 @@ case "${1:-start}" in
     if [ -f "$(mcp_everything_js)" ]; then log "MCP reference server installed at $(mcp_everything_js)"; else log "MCP reference server not installed"; fi
     ;;
   redact) redact "${2-}" ;;
-  *) die "unknown command '$1' (use start, stop or status)" ;;
+  tls) start_tls ;;
+  tls-stop) stop_tls ;;
+  *) die "unknown command '$1' (use start, stop, status, tls or tls-stop)" ;;
 esac

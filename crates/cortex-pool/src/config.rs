@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cortex_support::env::EnvSource;
@@ -236,6 +237,17 @@ impl DbConfig {
                 "expected postgres://, postgresql:// or sqlite:",
             ));
         }
+        if !cfg!(feature = "tls")
+            && self.is_postgres()
+            && let Some(mode) = url_param(&self.url, &["sslmode", "ssl-mode"])
+            && requires_tls(&mode)
+        {
+            return Err(invalid(
+                "DATABASE_URL",
+                &redact_url(&self.url),
+                &format!("sslmode={mode} needs TLS: enable the `tls` feature of cortex-pool"),
+            ));
+        }
         Ok(())
     }
 
@@ -262,6 +274,7 @@ impl DbConfig {
 /// | `pre_ping` | `REDIS_POOL_PRE_PING` | true |
 /// | `client_name` | `REDIS_CLIENT_NAME` | `cortex-core` |
 /// | `leak_threshold` | `REDIS_LEAK_THRESHOLD`, s (0 = off) | 60 |
+/// | `tls_ca_file` | `REDIS_TLS_CA_FILE` | none (system roots) |
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RedisConfig {
@@ -289,6 +302,10 @@ pub struct RedisConfig {
     /// zero turns it off. Default: 60 s.
     #[serde(with = "cortex_support::duration::secs")]
     pub leak_threshold: Duration,
+    /// A PEM file of the CA(s) that sign the server's certificate, for a `rediss://`
+    /// server with a private CA; it replaces the system's roots. Only with a
+    /// `rediss://` URL (and the `tls` feature). Default: none (the system's roots).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -302,6 +319,7 @@ impl Default for RedisConfig {
             pre_ping: true,
             client_name: "cortex-core".to_owned(),
             leak_threshold: Duration::from_secs(60),
+            tls_ca_file: None,
         }
     }
 }
@@ -317,6 +335,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("pre_ping", &self.pre_ping)
             .field("client_name", &self.client_name)
             .field("leak_threshold", &self.leak_threshold)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
@@ -360,6 +379,9 @@ impl RedisConfig {
         if let Some(v) = env.duration("REDIS_LEAK_THRESHOLD")? {
             c.leak_threshold = v;
         }
+        if let Some(v) = env.var("REDIS_TLS_CA_FILE").filter(|v| !v.is_empty()) {
+            c.tls_ca_file = Some(PathBuf::from(v));
+        }
         c.validate()?;
         Ok(c)
     }
@@ -385,11 +407,49 @@ impl RedisConfig {
                 "expected redis://, rediss:// or redis+unix://",
             ));
         }
+        if self.is_tls() && !cfg!(feature = "tls") {
+            return Err(invalid(
+                "REDIS_URL",
+                &redact_url(&self.url),
+                "rediss:// needs TLS: enable the `tls` feature of cortex-pool",
+            ));
+        }
+        if let Some(ca) = &self.tls_ca_file
+            && !self.is_tls()
+        {
+            return Err(invalid(
+                "REDIS_TLS_CA_FILE",
+                &ca.display().to_string(),
+                "a CA file applies only to a rediss:// URL",
+            ));
+        }
         // Redis client names may not contain spaces or newlines.
         plain_setting("REDIS_CLIENT_NAME", &self.client_name, |c| {
             c.is_ascii_graphic()
         })
     }
+}
+
+impl RedisConfig {
+    /// `true` when `url` asks for TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+}
+
+/// The value of the first query parameter of `url` named one of `keys`.
+fn url_param(url: &str, keys: &[&str]) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or(query);
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        keys.contains(&k).then(|| v.to_owned())
+    })
+}
+
+/// PostgreSQL `sslmode` values that refuse a plain connection.
+fn requires_tls(mode: &str) -> bool {
+    ["require", "verify-ca", "verify-full"].contains(&mode.to_ascii_lowercase().as_str())
 }
 
 fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
@@ -487,6 +547,74 @@ mod tests {
         let err = from(&[("DATABASE_POOL_SIZE", "many")]).unwrap_err();
         assert!(err.to_string().contains("DATABASE_POOL_SIZE"));
         assert_eq!(from(&[]).unwrap(), DbConfig::default());
+    }
+
+    fn redis(vars: &[(&str, &str)]) -> Result<RedisConfig> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| map.get(k).cloned();
+        RedisConfig::from_source(&EnvSource::from_fn(&lookup))
+    }
+
+    /// Without the `tls` feature a URL that asks for TLS is refused up front, naming
+    /// the feature, instead of failing at connect time.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn without_tls_a_tls_url_is_refused_naming_the_feature() {
+        for mode in ["require", "verify-ca", "verify-full", "REQUIRE"] {
+            let url = format!("postgres://u:hunter2@h/db?application_name=x&sslmode={mode}");
+            let err = from(&[("DATABASE_URL", &url)]).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidConfig { key: "DATABASE_URL", reason, .. } if reason.contains("`tls` feature")),
+                "{err}"
+            );
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        assert!(from(&[("DATABASE_URL", "postgres://h/db?ssl-mode=require")]).is_err());
+        for mode in ["disable", "prefer", "allow"] {
+            let url = format!("postgres://h/db?sslmode={mode}");
+            assert!(from(&[("DATABASE_URL", &url)]).is_ok(), "{mode}");
+        }
+        let err = redis(&[("REDIS_URL", "rediss://:hunter2@h:6380")]).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { key: "REDIS_URL", reason, .. } if reason.contains("`tls` feature")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn with_tls_tls_urls_are_accepted() {
+        let url = "postgres://h/db?sslmode=verify-full&sslrootcert=/ca.pem";
+        assert!(from(&[("DATABASE_URL", url)]).is_ok());
+        let c = redis(&[
+            ("REDIS_URL", "rediss://h:6380"),
+            ("REDIS_TLS_CA_FILE", "/ca.pem"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+    }
+
+    #[test]
+    fn a_ca_file_needs_a_tls_url() {
+        let err = redis(&[
+            ("REDIS_URL", "redis://h:6379"),
+            ("REDIS_TLS_CA_FILE", "/ca.pem"),
+        ])
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidConfig {
+                key: "REDIS_TLS_CA_FILE",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -135,6 +135,23 @@ impl DbPool<sqlx::Postgres> {
             });
         }
         Self::connect(config, metrics, |options, config| {
+            // The URL was checked by `validate`; sqlx also takes the mode from
+            // PGSSLMODE, so the parsed mode is checked too.
+            if !cfg!(feature = "tls") {
+                use sqlx::postgres::PgSslMode;
+                let mode = options.get_ssl_mode();
+                if matches!(
+                    mode,
+                    PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+                ) {
+                    return Err(Error::InvalidConfig {
+                        key: "PGSSLMODE",
+                        value: format!("{mode:?}"),
+                        reason: "this sslmode needs TLS: enable the `tls` feature of cortex-pool"
+                            .into(),
+                    });
+                }
+            }
             let statement_timeout_ms = config.statement_timeout.as_millis().to_string();
             let mut settings: Vec<(&str, &str)> = vec![
                 ("TimeZone", &config.timezone),
@@ -145,10 +162,10 @@ impl DbPool<sqlx::Postgres> {
             if config.async_commit {
                 settings.push(("synchronous_commit", "off"));
             }
-            options
+            Ok(options
                 .application_name(&config.application_name)
                 .statement_cache_capacity(config.statement_cache_size)
-                .options(settings)
+                .options(settings))
         })
         .await
     }
@@ -178,12 +195,12 @@ impl DbPool<sqlx::Sqlite> {
         use sqlx::sqlite::SqliteJournalMode;
 
         Self::connect(config, metrics, |options, config| {
-            options
+            Ok(options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .foreign_keys(true)
                 .busy_timeout(config.statement_timeout)
-                .statement_cache_capacity(config.statement_cache_size)
+                .statement_cache_capacity(config.statement_cache_size))
         })
         .await
     }
@@ -194,7 +211,7 @@ impl<DB: Database> DbPool<DB> {
     async fn connect(
         config: DbConfig,
         metrics: PoolMetrics,
-        configure: impl FnOnce(ConnectOpts<DB>, &DbConfig) -> ConnectOpts<DB>,
+        configure: impl FnOnce(ConnectOpts<DB>, &DbConfig) -> Result<ConnectOpts<DB>>,
     ) -> Result<Self> {
         config.validate()?;
         let options: ConnectOpts<DB> =
@@ -206,7 +223,7 @@ impl<DB: Database> DbPool<DB> {
                     value: redact_url(&config.url),
                     reason: e.to_string(),
                 })?;
-        let options = logging(configure(options, &config), &config);
+        let options = logging(configure(options, &config)?, &config);
         let pool = pool_options(&config, &metrics)
             .connect_with(options)
             .await?;

@@ -110,16 +110,76 @@ impl RedisConfig {
     /// into a client, for the pool and for components that need connections of their
     /// own ([`RedisPool::client`]).
     ///
+    /// A `rediss://` URL connects over TLS (the `tls` feature: rustls with ring),
+    /// verifying the server against the system's roots, or against
+    /// [`tls_ca_file`](Self::tls_ca_file) when set.
+    ///
+    /// rustls note: redis-rs builds its TLS config with rustls's process-wide
+    /// `CryptoProvider` and has no way to be handed one. This crate installs none; with
+    /// only rustls's `ring` feature in the build (what the `tls` feature enables), rustls
+    /// picks ring itself on first use. An application whose build also turns on rustls's
+    /// `aws-lc-rs` must install a provider (`CryptoProvider::install_default`) before
+    /// the first `rediss://` connection.
+    ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming `REDIS_URL` (redacted) when the URL is not one
-    /// Redis accepts.
+    /// Redis accepts or asks for TLS without the `tls` feature, or naming
+    /// `REDIS_TLS_CA_FILE` when that file cannot be read or holds no PEM certificate.
     pub fn client(&self) -> Result<redis::Client> {
-        redis::Client::open(self.url.as_str()).map_err(|e| Error::InvalidConfig {
+        self.validate()?;
+        let bad_url = |e: RedisError| Error::InvalidConfig {
             key: "REDIS_URL",
             value: redact_url(&self.url),
             reason: e.to_string(),
-        })
+        };
+        match &self.tls_ca_file {
+            #[cfg(feature = "tls")]
+            Some(path) => {
+                let root_cert = read_ca_file(path)?;
+                redis::Client::build_with_tls(
+                    self.url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root_cert),
+                    },
+                )
+                .map_err(bad_url)
+            }
+            // `validate` already refuses this (a CA file needs rediss://, which needs the
+            // `tls` feature); kept as an error rather than a panic.
+            #[cfg(not(feature = "tls"))]
+            Some(path) => Err(Error::InvalidConfig {
+                key: "REDIS_TLS_CA_FILE",
+                value: path.display().to_string(),
+                reason: "a CA file needs the `tls` feature of cortex-pool".to_owned(),
+            }),
+            None => redis::Client::open(self.url.as_str()).map_err(bad_url),
+        }
     }
+}
+
+/// The PEM bytes of a CA file, checked to hold at least one certificate, so a wrong
+/// path or file is a config error naming the variable, not a failed handshake later.
+#[cfg(feature = "tls")]
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let bad = |reason: String| Error::InvalidConfig {
+        key: "REDIS_TLS_CA_FILE",
+        value: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let mut certs = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+        certs += 1;
+    }
+    if certs == 0 {
+        return Err(bad("holds no PEM certificate".to_owned()));
+    }
+    Ok(pem)
 }
 
 impl RedisPool {
@@ -142,11 +202,13 @@ impl RedisPool {
     pub async fn with_metrics(config: RedisConfig, metrics: PoolMetrics) -> Result<Self> {
         config.validate()?;
         let client = config.client()?;
-        let manager = RedisConnectionManager::new(client.get_connection_info().clone())
-            .map_err(|e| Error::InvalidConfig {
-                key: "REDIS_URL",
-                value: redact_url(&config.url),
-                reason: e.to_string(),
+        let manager =
+            RedisConnectionManager::new(client.get_connection_info().clone()).map_err(|e| {
+                Error::InvalidConfig {
+                    key: "REDIS_URL",
+                    value: redact_url(&config.url),
+                    reason: e.to_string(),
+                }
             })?;
         let pool = bb8::Pool::builder()
             .max_size(config.pool_size)
@@ -170,8 +232,29 @@ impl RedisPool {
                 waiting: AtomicUsize::new(0),
             }),
         };
-        // Fail fast on an unreachable server instead of on the first request.
-        drop(this.get().await?);
+        // Fail fast on an unreachable or untrusted server instead of on the first
+        // request. bb8 hands connect errors to its error sink, never to a waiter (who
+        // would see only a timeout), so the first connection is made here, where its
+        // error can be returned, and then given to the pool.
+        let start = Instant::now();
+        let first = tokio::time::timeout(
+            this.shared.config.pool_timeout,
+            this.pool.dedicated_connection(),
+        )
+        .await;
+        match first {
+            Ok(Ok(conn)) => {
+                // Refused only when the pool is full, which a new pool is not.
+                let _ = this.pool.add(conn);
+            }
+            Ok(Err(e)) => return Err(Error::Redis(e)),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    waited: start.elapsed(),
+                    max: this.shared.config.pool_size as usize,
+                });
+            }
+        }
         Ok(this)
     }
 

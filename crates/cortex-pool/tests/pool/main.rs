@@ -6,10 +6,14 @@
 
 mod limiter;
 mod object;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod redact;
+#[cfg(feature = "redis")]
 mod redis;
 mod services_sh;
+#[cfg(all(feature = "tls", feature = "postgres", feature = "redis"))]
+mod tls;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -1,5 +1,5 @@
 //! An opt-in counting global allocator: process-wide allocation statistics, per-future
-//! reports and named scopes (the Rust counterpart of Python `tracemalloc` diffs).
+//! reports and named scopes (like `tracemalloc` snapshot diffs).
 //!
 //! Nothing is counted unless the binary installs the allocator:
 //!

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench::fmt_ns;
 use crate::{BenchResult, Error, Result};
-use cortex_support::EnvSource;
+use cortex_support::{EnvSource, EnvVar, FromEnv};
 
 const FILE_VAR: &str = "PERFORMANCE_BASELINE_FILE";
 const MEDIAN_VAR: &str = "PERFORMANCE_MEDIAN_THRESHOLD";
@@ -44,21 +44,17 @@ impl Default for Thresholds {
 
 /// Where baselines live and how strict the check is.
 ///
-/// | Field | Variable | Default |
-/// |---|---|---|
-/// | `file` | `PERFORMANCE_BASELINE_FILE` | `performance_baselines.json` |
-/// | `thresholds.median` | `PERFORMANCE_MEDIAN_THRESHOLD` | `0.10` |
-/// | `thresholds.p95` | `PERFORMANCE_P95_THRESHOLD` | `0.15` |
-/// | `thresholds.throughput` | `PERFORMANCE_THROUGHPUT_THRESHOLD` | `0.10` |
+/// Read from the environment with [`BaselineConfig::from_env`]; the variables are listed
+/// in [`FromEnv::VARS`] (and, from it, in the crate README).
 ///
 /// ```
 /// use std::collections::HashMap;
 /// use cortex_profile::BaselineConfig;
-/// use cortex_support::EnvSource;
+/// use cortex_support::{EnvSource, FromEnv};
 ///
 /// let vars = HashMap::from([("PERFORMANCE_MEDIAN_THRESHOLD", "0.2")]);
 /// let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-/// let config = BaselineConfig::from_source(&EnvSource::from_fn(&lookup))?;
+/// let config = BaselineConfig::from_env_source(&EnvSource::from_fn(&lookup))?;
 /// assert_eq!(config.thresholds.median, 0.2);
 /// assert_eq!(config.thresholds.p95, 0.15);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -67,7 +63,7 @@ impl Default for Thresholds {
 #[serde(default)]
 pub struct BaselineConfig {
     /// The baselines file. Default: `performance_baselines.json` (relative to the
-    /// working directory).
+    /// working directory; `PERFORMANCE_BASELINE_FILE`).
     pub file: PathBuf,
     /// Regression thresholds. Default: see [`Thresholds`].
     pub thresholds: Thresholds,
@@ -82,22 +78,33 @@ impl Default for BaselineConfig {
     }
 }
 
-impl BaselineConfig {
-    /// Read the variables of the table above from the process environment.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the variable when a threshold is not a finite,
-    /// non-negative number.
-    pub fn from_env() -> Result<Self> {
-        Self::from_source(&EnvSource::process())
-    }
+impl FromEnv for BaselineConfig {
+    type Error = Error;
 
-    /// Read the variables of the table above from `env`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the variable when a threshold is not a finite,
-    /// non-negative number.
-    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: FILE_VAR,
+            default: "performance_baselines.json",
+            doc: "The baselines file (relative to the working directory).",
+        },
+        EnvVar {
+            name: MEDIAN_VAR,
+            default: "0.10",
+            doc: "Allowed increase of the median over its baseline, as a fraction.",
+        },
+        EnvVar {
+            name: P95_VAR,
+            default: "0.15",
+            doc: "Allowed increase of the 95th percentile, as a fraction.",
+        },
+        EnvVar {
+            name: THROUGHPUT_VAR,
+            default: "0.10",
+            doc: "Allowed decrease of the throughput (ops/s), as a fraction.",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let mut config = Self::default();
         if let Some(file) = env.var(FILE_VAR) {
             config.file = PathBuf::from(file);
@@ -114,6 +121,17 @@ impl BaselineConfig {
         }
         config.validate()?;
         Ok(config)
+    }
+}
+
+impl BaselineConfig {
+    /// Defaults overridden by the environment variables of [`FromEnv::VARS`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable when a threshold is not a finite,
+    /// non-negative number.
+    pub fn from_env() -> Result<Self> {
+        <Self as FromEnv>::from_env()
     }
 
     /// Check the thresholds (useful after deserialising a config).
@@ -356,6 +374,7 @@ fn pct_change(base: f64, now: f64) -> f64 {
 /// The outcome for one operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Verdict {
     /// Within every threshold.
     Ok,
@@ -368,6 +387,7 @@ pub enum Verdict {
 /// A metric the check looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Metric {
     /// The median got slower.
     Median,
@@ -525,7 +545,7 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let lookup = |k: &str| map.get(k).cloned();
-        BaselineConfig::from_source(&EnvSource::from_fn(&lookup))
+        BaselineConfig::from_env_source(&EnvSource::from_fn(&lookup))
     }
 
     #[test]
@@ -558,6 +578,16 @@ mod tests {
             );
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn the_readme_lists_every_variable() {
+        let vars: Vec<EnvVar> = crate::ProfilerConfig::VARS
+            .iter()
+            .chain(BaselineConfig::VARS)
+            .copied()
+            .collect();
+        cortex_support::env::check_readme(include_str!("../README.md"), &vars).unwrap();
     }
 
     #[test]

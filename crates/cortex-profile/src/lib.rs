@@ -23,6 +23,6 @@ pub use self::baseline::{
 pub use self::bench::{BenchResult, Benchmark, Comparison, ComparisonRow, compare};
 pub use self::error::{Error, Result};
 pub use self::memory::{
-    GrowthPoint, MemoryComparison, MemoryGrowth, MemoryProfiler, MemoryReport, MemorySnapshot,
-    ProcessMemory, ProfilerConfig, process_memory,
+    GrowthPoint, MemoryComparison, MemoryGrowth, MemoryProfiler, MemoryProfilerStats, MemoryReport,
+    MemorySnapshot, ProcessMemory, ProfilerConfig, process_memory,
 };

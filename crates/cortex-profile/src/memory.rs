@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +17,7 @@ use crate::alloc::{
     AllocStats, ScopeDiff, ScopeStats, allocation_stats, diff_scopes, is_counting, scope_stats,
 };
 use crate::{Error, Result};
-use cortex_support::EnvSource;
+use cortex_support::{EnvSource, EnvVar, FromEnv};
 
 const MIB: u64 = 1024 * 1024;
 /// How many scopes a snapshot lists.
@@ -24,12 +25,9 @@ const TOP_SCOPES: usize = 10;
 
 /// Settings of the [`MemoryProfiler`].
 ///
-/// | Field | Variable | Default |
-/// |---|---|---|
-/// | `enabled` | `ENABLE_MEMORY_PROFILING` | `false` |
-/// | `snapshot_interval` | `MEMORY_SNAPSHOT_INTERVAL` (seconds) | 300 s |
-/// | `snapshot_count` | `MEMORY_SNAPSHOT_COUNT` | 10 |
-/// | `high_threshold_mb` | `MEMORY_HIGH_THRESHOLD_MB` | 1024 |
+/// Read from the environment with [`ProfilerConfig::from_env`]; the variables are listed
+/// in [`FromEnv::VARS`] (and, from it, in the crate README). In JSON, durations are
+/// fractional seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProfilerConfig {
@@ -39,7 +37,8 @@ pub struct ProfilerConfig {
     pub enabled: bool,
     /// Time between periodic snapshots; must not be zero.
     ///
-    /// Default: 300 s (`MEMORY_SNAPSHOT_INTERVAL`, in seconds).
+    /// Default: 300 s (`MEMORY_SNAPSHOT_INTERVAL`).
+    #[serde(with = "cortex_support::duration::secs")]
     pub snapshot_interval: Duration,
     /// How many snapshots are kept, oldest dropped first; at least 1 (2 for
     /// [`MemoryProfiler::compare`] to have something to compare).
@@ -64,20 +63,33 @@ impl Default for ProfilerConfig {
     }
 }
 
-impl ProfilerConfig {
-    /// Read the config from the process environment; unset variables keep their default.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the variable when one is set to a bad value.
-    pub fn from_env() -> Result<Self> {
-        Self::from_source(&EnvSource::process())
-    }
+impl FromEnv for ProfilerConfig {
+    type Error = Error;
 
-    /// Read the config from `env`; unset variables keep their default.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the variable when one is set to a bad value.
-    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: "ENABLE_MEMORY_PROFILING",
+            default: "false",
+            doc: "Whether `MemoryProfiler::spawn` takes periodic snapshots.",
+        },
+        EnvVar {
+            name: "MEMORY_SNAPSHOT_INTERVAL",
+            default: "5m",
+            doc: "Time between periodic snapshots; must be positive.",
+        },
+        EnvVar {
+            name: "MEMORY_SNAPSHOT_COUNT",
+            default: "10",
+            doc: "Snapshots kept, oldest dropped first; at least 1.",
+        },
+        EnvVar {
+            name: "MEMORY_HIGH_THRESHOLD_MB",
+            default: "1024",
+            doc: "Resident MiB above which a snapshot is flagged `high_memory` and a warning logged.",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let d = Self::default();
         let config = Self {
             enabled: env.bool("ENABLE_MEMORY_PROFILING")?.unwrap_or(d.enabled),
@@ -93,6 +105,16 @@ impl ProfilerConfig {
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+impl ProfilerConfig {
+    /// Defaults overridden by the environment variables of [`FromEnv::VARS`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable when one is set to a bad value.
+    pub fn from_env() -> Result<Self> {
+        <Self as FromEnv>::from_env()
     }
 
     /// Check the values that parse but cannot work.
@@ -253,10 +275,26 @@ struct Entry {
     scopes: Vec<ScopeStats>,
 }
 
+/// Counts of a [`MemoryProfiler`] since it was made, for a health or admin endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryProfilerStats {
+    /// Snapshots taken and kept (periodic or by [`MemoryProfiler::take_snapshot`]).
+    pub snapshots_taken: u64,
+    /// Snapshots that failed (process memory could not be read).
+    pub snapshot_failures: u64,
+    /// Snapshots taken above `high_threshold_mb` (each logged a warning).
+    pub high_memory_snapshots: u64,
+    /// Snapshots kept now (at most `snapshot_count`).
+    pub snapshots_kept: usize,
+}
+
 #[derive(Debug)]
 struct Inner {
     config: ProfilerConfig,
     entries: Mutex<VecDeque<Entry>>,
+    taken: AtomicU64,
+    failures: AtomicU64,
+    high: AtomicU64,
     /// Bumped by [`MemoryProfiler::stop`]; dropped with the last clone, which also stops
     /// the loops.
     stop: watch::Sender<u64>,
@@ -290,6 +328,9 @@ impl MemoryProfiler {
             inner: Arc::new(Inner {
                 config,
                 entries: Mutex::new(VecDeque::new()),
+                taken: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                high: AtomicU64::new(0),
                 stop: watch::Sender::new(0),
             }),
         })
@@ -306,8 +347,12 @@ impl MemoryProfiler {
     /// # Errors
     /// Those of [`process_memory`].
     pub fn take_snapshot(&self) -> Result<MemorySnapshot> {
-        let (snapshot, scopes) = self.capture()?;
+        let (snapshot, scopes) = self.capture().inspect_err(|_| {
+            self.inner.failures.fetch_add(1, Relaxed);
+        })?;
+        self.inner.taken.fetch_add(1, Relaxed);
         if snapshot.high_memory {
+            self.inner.high.fetch_add(1, Relaxed);
             warn_high(&snapshot, self.inner.config.high_threshold_mb);
         }
         let mut entries = self.entries();
@@ -320,6 +365,29 @@ impl MemoryProfiler {
             entries.pop_front();
         }
         Ok(snapshot)
+    }
+
+    /// What the profiler has done since it was made (shared by all clones).
+    ///
+    /// ```
+    /// use cortex_profile::{MemoryProfiler, ProfilerConfig};
+    ///
+    /// let profiler = MemoryProfiler::new(ProfilerConfig::default())?;
+    /// assert_eq!(profiler.stats().snapshots_taken, 0);
+    /// # #[cfg(target_os = "linux")] {
+    /// profiler.take_snapshot()?;
+    /// assert_eq!(profiler.stats().snapshots_taken, 1);
+    /// assert_eq!(profiler.stats().snapshots_kept, 1);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> MemoryProfilerStats {
+        MemoryProfilerStats {
+            snapshots_taken: self.inner.taken.load(Relaxed),
+            snapshot_failures: self.inner.failures.load(Relaxed),
+            high_memory_snapshots: self.inner.high.load(Relaxed),
+            snapshots_kept: self.entries().len(),
+        }
     }
 
     /// The kept snapshots, oldest first.
@@ -516,7 +584,7 @@ mod tests {
             ("MEMORY_SNAPSHOT_COUNT", "3"),
         ]);
         let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-        let c = ProfilerConfig::from_source(&EnvSource::from_fn(&lookup));
+        let c = ProfilerConfig::from_env_source(&EnvSource::from_fn(&lookup));
         let c = c.unwrap_or_default();
         assert!(c.enabled);
         assert_eq!(c.snapshot_interval, Duration::from_millis(500));
@@ -524,7 +592,7 @@ mod tests {
         assert_eq!(c.high_threshold_mb, 1024);
 
         let zero = |k: &str| (k == "MEMORY_SNAPSHOT_COUNT").then(|| "0".to_string());
-        let err = ProfilerConfig::from_source(&EnvSource::from_fn(&zero));
+        let err = ProfilerConfig::from_env_source(&EnvSource::from_fn(&zero));
         assert!(matches!(
             err,
             Err(Error::InvalidConfig {

@@ -22,13 +22,22 @@ async fn memory_routes_answer() {
             )
         }
     };
-    let (status, _) = call(
+    let (status, body) = call(
         Request::get("/admin/memory/compare")
             .body(Body::empty())
             .unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no snapshots yet");
+    // Errors are JSON like every other answer, with a stable code to branch on.
+    let body = body.expect("the 404 body is JSON");
+    assert_eq!(body["error"]["code"], "not_enough_snapshots", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("two snapshots")),
+        "{body}"
+    );
     for _ in 0..2 {
         let (status, body) = call(
             Request::post("/admin/memory/snapshot")

@@ -13,7 +13,7 @@ use cortex_profile::{
     process_memory, profile_allocations, profile_scope, profile_scope_sync, scope_stats,
     top_scopes,
 };
-use cortex_support::EnvSource;
+use cortex_support::{EnvSource, FromEnv};
 
 const MIB: usize = 1 << 20;
 
@@ -245,15 +245,47 @@ fn zero_threshold_flags_high_memory() {
     let snapshot = profiler.take_snapshot().unwrap();
     assert!(snapshot.high_memory);
     assert!(!snapshot.top_scopes.is_empty() && snapshot.top_scopes.len() <= 10);
+    let stats = profiler.stats();
+    assert_eq!(
+        (
+            stats.snapshots_taken,
+            stats.high_memory_snapshots,
+            stats.snapshots_kept,
+            stats.snapshot_failures
+        ),
+        (1, 1, 1, 0),
+        "{stats:?}"
+    );
     let normal = MemoryProfiler::new(ProfilerConfig::default()).unwrap();
     assert!(!normal.take_snapshot().unwrap().high_memory);
+    assert_eq!(normal.stats().high_memory_snapshots, 0);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn stats_count_taken_and_kept_snapshots() {
+    let config = ProfilerConfig {
+        snapshot_count: 2,
+        ..ProfilerConfig::default()
+    };
+    let profiler = MemoryProfiler::new(config).unwrap();
+    let clone = profiler.clone();
+    for _ in 0..3 {
+        clone.take_snapshot().unwrap();
+    }
+    let stats = profiler.stats();
+    assert_eq!(stats.snapshots_taken, 3, "{stats:?}");
+    assert_eq!(stats.snapshots_kept, 2, "the oldest is dropped: {stats:?}");
+    assert_eq!(stats.snapshot_failures, 0);
+    let json = serde_json::to_value(stats).unwrap();
+    assert_eq!(json["snapshots_taken"], 3);
 }
 
 #[test]
-fn from_source_rejects_bad_values_naming_the_variable() {
+fn from_env_source_rejects_bad_values_naming_the_variable() {
     let vars = HashMap::from([("MEMORY_SNAPSHOT_COUNT", "abc")]);
     let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-    let err = ProfilerConfig::from_source(&EnvSource::from_fn(&lookup)).unwrap_err();
+    let err = ProfilerConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap_err();
     assert!(
         matches!(&err, Error::InvalidConfig { key: "MEMORY_SNAPSHOT_COUNT", value, .. } if value == "abc"),
         "{err:?}"
@@ -261,10 +293,10 @@ fn from_source_rejects_bad_values_naming_the_variable() {
     assert!(err.to_string().contains("MEMORY_SNAPSHOT_COUNT"));
 
     let zero = |k: &str| (k == "MEMORY_SNAPSHOT_COUNT").then(|| "0".to_string());
-    assert!(ProfilerConfig::from_source(&EnvSource::from_fn(&zero)).is_err());
+    assert!(ProfilerConfig::from_env_source(&EnvSource::from_fn(&zero)).is_err());
     let none = |_: &str| None;
     assert_eq!(
-        ProfilerConfig::from_source(&EnvSource::from_fn(&none)).unwrap(),
+        ProfilerConfig::from_env_source(&EnvSource::from_fn(&none)).unwrap(),
         ProfilerConfig::default()
     );
 }
@@ -288,13 +320,15 @@ async fn spawn_snapshots_every_interval_until_stopped() {
         1,
         "a start snapshot is taken at spawn"
     );
-    // Real time (paused time needs tokio's test-util): ticks at 50, 100, 150, 200 ms.
-    tokio::time::sleep(Duration::from_millis(230)).await;
-    assert!(
-        profiler.snapshots().len() >= 3,
-        "{}",
-        profiler.snapshots().len()
-    );
+    // Real time (paused time needs tokio's test-util): wait for two ticks, bounded,
+    // rather than assume how many fit in a sleep on a busy machine.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while profiler.snapshots().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the loop takes a snapshot every interval");
     profiler.stop();
     tokio::time::timeout(Duration::from_secs(5), handle)
         .await

@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cortex_core::cache::LruCache;
+use cortex_core::cache::S3FifoCache;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const KEYS: usize = 100_000;
@@ -46,7 +46,7 @@ trait Contender: Sync {
     fn op(&self, key: u64) -> bool;
 }
 
-impl Contender for LruCache<u64, u64> {
+impl Contender for S3FifoCache<u64, u64> {
     #[inline]
     fn op(&self, key: u64) -> bool {
         if self.get(&key).is_some() {
@@ -87,11 +87,11 @@ async fn moka_future_op(cache: &moka::future::Cache<u64, u64>, key: u64) -> bool
     false
 }
 
-fn ours() -> LruCache<u64, u64> {
+fn ours() -> S3FifoCache<u64, u64> {
     // `SHARDS=n` overrides the default shard count, to study contention.
     match std::env::var("SHARDS").ok().and_then(|v| v.parse().ok()) {
-        Some(n) => LruCache::builder().capacity(CAPACITY).shards(n).build(),
-        None => LruCache::new(CAPACITY),
+        Some(n) => S3FifoCache::builder().capacity(CAPACITY).shards(n).build(),
+        None => S3FifoCache::new(CAPACITY),
     }
     .expect("capacity > 0")
 }
@@ -186,7 +186,7 @@ fn bench(c: &mut Criterion) {
         let cache = ours();
         walk(&cache, trace, 0, TRACE_LEN);
         let cursor = AtomicUsize::new(0);
-        g.bench_function("cortex LruCache (S3-FIFO)", |b| {
+        g.bench_function("cortex S3FifoCache", |b| {
             b.iter_custom(|iters| {
                 run_threads(threads, iters, &cursor, trace, &|t, f, n| {
                     walk(&cache, t, f, n)

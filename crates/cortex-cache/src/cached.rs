@@ -139,7 +139,6 @@ pub struct CachedCalls<C> {
     in_flight: Flights,
     skip_empty: bool,
     jitter: f64,
-    seed: Mutex<u64>,
     load_timeout: Duration,
 }
 
@@ -151,7 +150,6 @@ impl<C: Cache> CachedCalls<C> {
             in_flight: Mutex::new(HashMap::new()),
             skip_empty: false,
             jitter: 0.0,
-            seed: Mutex::new(crate::warmer::seed()),
             load_timeout: DEFAULT_LOAD_TIMEOUT,
         }
     }
@@ -189,10 +187,7 @@ impl<C: Cache> CachedCalls<C> {
         if self.jitter == 0.0 {
             return Some(ttl);
         }
-        let unit = {
-            let mut seed = self.seed.lock().unwrap_or_else(PoisonError::into_inner);
-            crate::warmer::unit(&mut seed)
-        };
+        let unit = crate::warmer::unit();
         // Saturating: `mul_f64` panics past `Duration::MAX`.
         let extra = Duration::try_from_secs_f64(ttl.as_secs_f64() * self.jitter * unit)
             .unwrap_or(Duration::MAX);
@@ -390,7 +385,9 @@ impl<C: Cache> CachedCalls<C> {
                 .await
             {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(key, error = %e, "could not store a loaded value"),
+                Ok(Err(e)) => {
+                    tracing::warn!(key, error = %crate::error::chain(&e), "could not store a loaded value")
+                }
                 Err(_) => tracing::warn!(key, "storing a loaded value timed out"),
             }
             // An invalidation that came while the value was being stored may have
@@ -398,7 +395,7 @@ impl<C: Cache> CachedCalls<C> {
             if lead.end()
                 && let Err(e) = store.delete(key).await
             {
-                tracing::warn!(key, error = %e, "could not drop a value invalidated while it was stored");
+                tracing::warn!(key, error = %crate::error::chain(&e), "could not drop a value invalidated while it was stored");
             }
         }
         drop(lead);
@@ -467,7 +464,7 @@ impl<C: Cache + 'static> CachedCalls<C> {
                         )
                         .await;
                     if let Err(e) = reloaded {
-                        tracing::warn!(key, error = %e, "background reload failed; serving stale");
+                        tracing::warn!(key, error = %crate::error::chain(&e), "background reload failed; serving stale");
                     }
                 });
             }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqC
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use cortex_support::backoff::Backoff;
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use serde::Serialize;
@@ -24,9 +25,9 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(1);
 /// ...and the connection is given up when its answer takes longer than this.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Backoff between attempts to resubscribe.
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Backoff between attempts to resubscribe: 50 ms doubling up to 2 s, jittered, so
+/// processes that lost Redis together do not come back together.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// Version slots: keys hash to one, so a check is one atomic load. Two keys sharing a
 /// slot only cost an occasional needless miss.
@@ -197,7 +198,7 @@ pub(crate) async fn listen<L: Cache>(
     origin: String,
     local: Weak<Local<L>>,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut attempt = 0;
     loop {
         let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
             let (mut sink, stream) = client.get_async_pubsub().await?.split();
@@ -208,11 +209,11 @@ pub(crate) async fn listen<L: Cache>(
         let Some(tier) = local.upgrade() else { return };
         match subscribed {
             Ok(Ok((sink, stream))) => {
-                backoff = BACKOFF_MIN;
+                attempt = 0;
                 // Invalidations sent while we were not subscribed are lost: start clean
                 // (before going live, so no copy made meanwhile survives).
                 if let Err(e) = tier.evict_all().await {
-                    tracing::warn!(%channel, error = %e, "memory tier not cleared on subscribe");
+                    tracing::warn!(%channel, error = %crate::error::chain(&e), "memory tier not cleared on subscribe");
                 }
                 tier.status.up();
                 drop(tier);
@@ -223,15 +224,15 @@ pub(crate) async fn listen<L: Cache>(
             }
             Ok(Err(e)) => {
                 tier.status.failures.fetch_add(1, Relaxed);
-                tracing::debug!(%channel, error = %e, "invalidation subscribe failed; retrying");
+                tracing::debug!(%channel, error = %crate::error::chain(&e), "invalidation subscribe failed; retrying");
             }
             Err(_) => {
                 tier.status.failures.fetch_add(1, Relaxed);
                 tracing::debug!(%channel, "invalidation subscribe timed out; retrying");
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(BACKOFF.delay(attempt)).await;
+        attempt = attempt.saturating_add(1);
     }
 }
 
@@ -288,7 +289,7 @@ async fn apply<L: Cache>(tier: &Local<L>, payload: &[u8], origin: &str) {
         tier.evict(key).await
     };
     if let Err(e) = done {
-        tracing::warn!(key, error = %e, "invalidation not applied to the memory tier");
+        tracing::warn!(key, error = %crate::error::chain(&e), "invalidation not applied to the memory tier");
     }
 }
 

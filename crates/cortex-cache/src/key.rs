@@ -1,7 +1,6 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
@@ -39,7 +38,7 @@ pub fn key_for(prefix: &str, args: &impl Serialize) -> Result<String> {
     let mut key = String::with_capacity(prefix.len() + 64);
     key.push_str(prefix);
     key.push(':');
-    write_canonical(&value, &mut key);
+    cortex_support::json::write_canonical(&value, &mut key);
     if key.len() <= MAX_KEY_LEN {
         return Ok(key);
     }
@@ -52,34 +51,4 @@ pub fn key_for(prefix: &str, args: &impl Serialize) -> Result<String> {
         let _ = write!(hashed, "{b:02x}");
     }
     Ok(hashed)
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(v, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
 }

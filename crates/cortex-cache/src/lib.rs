@@ -2,15 +2,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cached;
-mod chunked;
 mod compressed;
-mod config;
 mod error;
 #[cfg(feature = "redis")]
 mod invalidation;
 mod key;
-mod lazy;
-mod lru;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_cache;
@@ -26,16 +22,12 @@ mod warmer;
 mod weak;
 
 pub use self::cached::CachedCalls;
-pub use self::chunked::{ChunkedVec, DEFAULT_CHUNK};
 pub use self::compressed::{Compressed, CompressionConfig};
-pub use self::config::LruCacheConfig;
 pub use self::error::{Error, Result};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::invalidation::ListenerStats;
 pub use self::key::{MAX_KEY_LEN, key_for};
-pub use self::lazy::LazyLoader;
-pub use self::lru::{LruCache, LruCacheBuilder, LruStats};
 pub use self::memory::{MemoryConfig, MemoryStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -43,6 +35,7 @@ pub use self::redis_cache::{RedisCache, RedisCacheBuilder};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis_config::RedisCacheConfig;
+pub use self::s3fifo::{S3FifoCache, S3FifoCacheBuilder, S3FifoConfig, S3FifoStats};
 pub use self::stats::{CacheStats, CompressionStats};
 pub use self::store::Cache;
 #[cfg(feature = "redis")]

@@ -2,11 +2,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cortex_metrics::Metrics;
 use cortex_pool::RedisPool;
+use cortex_support::warn::WarnLimiter;
 use redis::FromRedisValue;
 
 use crate::stats::Recorder;
@@ -227,9 +228,15 @@ impl RedisCache {
     fn read_fault<T>(&self, op: &'static str, error: Error, fallback: T) -> Result<T> {
         self.inner.stats.error();
         if self.inner.config.degrade_on_error && error.is_backend() {
-            self.inner
-                .warnings
-                .warn(op, &self.inner.config.namespace, &error);
+            self.inner.warnings.note(|suppressed| {
+                tracing::warn!(
+                    op,
+                    namespace = %self.inner.config.namespace,
+                    suppressed,
+                    error = %crate::error::chain(&error),
+                    "redis cache fault answered as a miss"
+                );
+            });
             Ok(fallback)
         } else {
             Err(error)
@@ -565,38 +572,6 @@ impl Breaker {
     }
 }
 
-/// At most one warning a second per cache, so an outage logs a line a second instead
-/// of one per request; the lines carry how many were suppressed since the last one.
-#[derive(Debug, Default)]
-struct WarnLimiter {
-    last: Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
-}
-
-impl WarnLimiter {
-    const EVERY: Duration = Duration::from_secs(1);
-
-    fn warn(&self, op: &str, namespace: &str, error: &Error) {
-        let now = Instant::now();
-        {
-            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-            if last.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
-                self.suppressed.fetch_add(1, Relaxed);
-                return;
-            }
-            *last = Some(now);
-        }
-        let suppressed = self.suppressed.swap(0, Relaxed);
-        tracing::warn!(
-            op,
-            namespace,
-            suppressed,
-            error = %error,
-            "redis cache fault answered as a miss"
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,15 +580,5 @@ mod tests {
     fn glob_characters_are_escaped() {
         assert_eq!(escape_glob("cortex:"), "cortex:");
         assert_eq!(escape_glob(r"a*b?[c]\d:"), r"a\*b\?\[c\]\\d:");
-    }
-
-    #[test]
-    fn warnings_are_rate_limited() {
-        let w = WarnLimiter::default();
-        let e = Error::NotAnInteger { key: "k".into() };
-        for _ in 0..5 {
-            w.warn("get", "ns:", &e);
-        }
-        assert_eq!(w.suppressed.load(Relaxed), 4);
     }
 }

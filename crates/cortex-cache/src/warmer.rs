@@ -113,13 +113,12 @@ impl Warmer {
         let state = Arc::new(WarmerState::default());
         let s = Arc::clone(&state);
         let task = tokio::spawn(async move {
-            let mut seed = seed();
             loop {
                 let report = job().await;
                 s.runs.fetch_add(1, Relaxed);
                 s.warmed.fetch_add(report.warmed, Relaxed);
                 s.failed.fetch_add(report.failed, Relaxed);
-                let extra = jitter.mul_f64(unit(&mut seed));
+                let extra = jitter.mul_f64(unit());
                 tokio::time::sleep(every + extra).await;
             }
         });
@@ -147,23 +146,10 @@ impl Drop for Warmer {
     }
 }
 
-/// A seed that differs between processes and between warmers.
-pub(crate) fn seed() -> u64 {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    t ^ u64::from(std::process::id()).rotate_left(32) ^ N.fetch_add(0x9E37_79B9, Relaxed)
-}
-
-/// SplitMix64 to a number in `[0, 1)`: jitter needs spread, not cryptography.
-pub(crate) fn unit(state: &mut u64) -> f64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+/// A number in `[0, 1)` from [`random_u64`](cortex_support::backoff::random_u64): jitter
+/// needs spread across processes, not cryptography.
+pub(crate) fn unit() -> f64 {
+    (cortex_support::backoff::random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -172,8 +158,7 @@ mod tests {
 
     #[test]
     fn unit_is_in_range_and_spread() {
-        let mut s = 42;
-        let v: Vec<f64> = (0..1000).map(|_| unit(&mut s)).collect();
+        let v: Vec<f64> = (0..1000).map(|_| unit()).collect();
         assert!(v.iter().all(|x| (0.0..1.0).contains(x)));
         assert!(v.iter().any(|x| *x < 0.1) && v.iter().any(|x| *x > 0.9));
     }

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cortex_cache::LruCache;
+use cortex_cache::S3FifoCache;
 use cortex_metrics::{Counter, Metrics, Operation};
+use cortex_support::backoff::{Backoff, equal_jitter};
 use rmcp::ServiceError;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ErrorCode, ReadResourceRequestParams,
@@ -215,7 +216,7 @@ struct Inner {
     breaker: Breaker,
     /// The tools the service declares safe to repeat.
     hints: ToolHints,
-    cache: Option<LruCache<String, Cached>>,
+    cache: Option<S3FifoCache<String, Cached>>,
     closed: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -237,7 +238,7 @@ struct Inner {
 /// in the background with backoff, a killed stdio child is started again, and after
 /// `breaker_failures` consecutive failed attempts the circuit opens and calls fail at
 /// once until a probe succeeds. Cacheable calls are answered from an in-memory
-/// [`LruCache`] of cortex-cache; latency, errors, retries and cache hits are recorded
+/// [`S3FifoCache`] of cortex-cache; latency, errors, retries and cache hits are recorded
 /// into cortex-metrics as `mcp.<service>.*`.
 ///
 /// Cloning is cheap and shares everything. Dropping the last clone stops the
@@ -385,7 +386,7 @@ impl McpClientBuilder {
         let cache = if config.cache_capacity == 0 {
             None
         } else {
-            let cache = LruCache::builder()
+            let cache = S3FifoCache::builder()
                 .capacity(config.cache_capacity)
                 .ttl(config.cache_ttl)
                 .build()
@@ -677,7 +678,7 @@ impl McpClient {
             circuit_opened: m.circuit_opened.total(),
             cache_hits: m.cache_hits.total(),
             cache_misses: m.cache_misses.total(),
-            cache_size: inner.cache.as_ref().map_or(0, LruCache::len),
+            cache_size: inner.cache.as_ref().map_or(0, S3FifoCache::len),
         }
     }
 
@@ -1229,7 +1230,7 @@ impl Inner {
                 }
                 tokio::select! {
                     () = inner.shutdown.cancelled() => break,
-                    () = tokio::time::sleep(jitter(delay)) => {}
+                    () = tokio::time::sleep(equal_jitter(delay)) => {}
                 }
                 delay = delay.saturating_mul(2).min(inner.config.max_retry_delay);
             }
@@ -1246,41 +1247,11 @@ impl Inner {
     }
 }
 
-/// The wait before retry number `retry + 1`: `retry_delay * 2^retry`, capped, jittered.
+/// The wait before retry number `retry + 1`: `retry_delay * 2^retry`, capped at
+/// `max_retry_delay`, with equal jitter so clients that failed together do not retry
+/// together.
 fn backoff(config: &McpClientConfig, retry: u32) -> Duration {
-    let doubled = config
-        .retry_delay
-        .saturating_mul(1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX));
-    jitter(doubled.min(config.max_retry_delay))
-}
-
-/// "Equal jitter": half the delay fixed, half random, so clients that failed together
-/// do not retry together, and no wait is shorter than half the nominal one.
-fn jitter(delay: Duration) -> Duration {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(seed());
-    }
-    fn seed() -> u64 {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let local = 0u8;
-        (t ^ (&raw const local as usize as u64)) | 1
-    }
-    // xorshift64*: plenty for spreading retries, and no dependency.
-    let r = STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    });
-    let half = delay / 2;
-    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-    let extra = if nanos == 0 { 0 } else { r % (nanos + 1) };
-    half + Duration::from_nanos(extra)
+    Backoff::new(config.retry_delay, config.max_retry_delay).delay(retry)
 }
 
 #[cfg(test)]

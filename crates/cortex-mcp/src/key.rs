@@ -2,8 +2,6 @@
 //! JSON (object keys sorted at every depth), so `{"a":1,"b":2}` and `{"b":2,"a":1}`
 //! share an entry whatever order the caller built them in.
 
-use std::fmt::Write as _;
-
 use serde_json::{Map, Value};
 
 /// The key of a tool call.
@@ -12,7 +10,7 @@ pub(crate) fn tool_key(tool: &str, args: &Map<String, Value>) -> String {
     key.push_str("tool\0");
     key.push_str(tool);
     key.push('\0');
-    write_object(&mut key, args);
+    cortex_support::json::write_object(args, &mut key);
     key
 }
 
@@ -22,54 +20,6 @@ pub(crate) fn resource_key(uri: &str) -> String {
     key.push_str("resource\0");
     key.push_str(uri);
     key
-}
-
-fn write_value(out: &mut String, v: &Value) {
-    match v {
-        Value::Object(map) => write_object(out, map),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(out, item);
-            }
-            out.push(']');
-        }
-        Value::String(s) => write_str(out, s),
-        // Numbers, booleans and null print canonically already.
-        other => {
-            let _ = write!(out, "{other}");
-        }
-    }
-}
-
-fn write_object(out: &mut String, map: &Map<String, Value>) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    // A no-op for serde_json's default sorted map; needed when `preserve_order` is on.
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    out.push('{');
-    for (i, (k, v)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_str(out, k);
-        out.push(':');
-        write_value(out, v);
-    }
-    out.push('}');
-}
-
-fn write_str(out: &mut String, s: &str) {
-    if s.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
-        // Rare: let serde_json write the escapes.
-        let _ = write!(out, "{}", Value::from(s));
-    } else {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    }
 }
 
 #[cfg(test)]

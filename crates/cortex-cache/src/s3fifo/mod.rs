@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 use cortex_metrics::{Counter, Metrics};
 use serde::{Deserialize, Serialize};
 
-use crate::s3fifo::{Lookup, Shard};
+mod config;
+mod shard;
+
+pub use self::config::S3FifoConfig;
+use self::shard::{Lookup, Shard};
 use crate::{Error, Result};
 
 /// Smallest shard the automatic shard count allows: below this the small/main split of
@@ -21,8 +25,7 @@ const MIN_SHARD_CAPACITY: usize = 64;
 ///
 /// # Policy
 ///
-/// Despite the name (kept for the workspace's vocabulary), eviction is **S3-FIFO**, not
-/// LRU: new keys enter a small FIFO (3 % of each shard); keys read while there move to
+/// Eviction is **S3-FIFO** (Yang et al., SOSP 2023), not LRU: new keys enter a small FIFO (3 % of each shard); keys read while there move to
 /// a main FIFO run as a CLOCK with a 2-bit frequency; keys evicted unread from the small
 /// FIFO are remembered in a ghost FIFO of hashes, and come back straight into main. It is
 /// scan-resistant (a burst of one-hit keys cannot flush the hot set) and beats LRU's hit
@@ -48,13 +51,13 @@ const MIN_SHARD_CAPACITY: usize = 64;
 /// sections are a probe and a few writes). A hit takes the shard's *read* lock (the
 /// frequency bump is a relaxed atomic), so hits on one shard do not serialise. The default shard count is the next power of
 /// two >= 4 x available CPUs, lowered so that each shard holds at least 64 entries.
-/// Share the cache with `Arc<LruCache<K, V>>`.
+/// Share the cache with `Arc<S3FifoCache<K, V>>`.
 ///
 /// ```
 /// use std::time::Duration;
-/// use cortex_cache::LruCache;
+/// use cortex_cache::S3FifoCache;
 ///
-/// let cache = LruCache::builder().capacity(10_000).build()?;
+/// let cache = S3FifoCache::builder().capacity(10_000).build()?;
 /// cache.insert(1u64, "one".to_owned());
 /// assert_eq!(cache.get(&1).as_deref(), Some("one"));
 /// let v = cache.get_or_insert_with(2, || "two".to_owned());
@@ -63,7 +66,7 @@ const MIN_SHARD_CAPACITY: usize = 64;
 /// assert_eq!(cache.stats().hits, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct LruCache<K, V> {
+pub struct S3FifoCache<K, V> {
     shards: Box<[PaddedShard<K, V>]>,
     mask: usize,
     hasher: foldhash::fast::RandomState,
@@ -91,9 +94,9 @@ struct MetricsHook {
     evictions: Arc<Counter>,
 }
 
-impl<K, V> std::fmt::Debug for LruCache<K, V> {
+impl<K, V> std::fmt::Debug for S3FifoCache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LruCache")
+        f.debug_struct("S3FifoCache")
             .field("capacity", &self.capacity)
             .field("shards", &self.shards.len())
             .field("default_ttl", &self.default_ttl)
@@ -106,7 +109,7 @@ impl<K, V> std::fmt::Debug for LruCache<K, V> {
 
 /// A snapshot of a cache's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LruStats {
+pub struct S3FifoStats {
     /// Lookups that found a live entry.
     pub hits: u64,
     /// Lookups that found nothing or an expired entry.
@@ -123,7 +126,7 @@ pub struct LruStats {
     pub capacity: u64,
 }
 
-impl LruStats {
+impl S3FifoStats {
     /// `hits / (hits + misses)`, or 0 before any lookup.
     pub fn hit_ratio(&self) -> f64 {
         let lookups = self.hits + self.misses;
@@ -135,9 +138,9 @@ impl LruStats {
     }
 }
 
-/// Builds an [`LruCache`].
+/// Builds an [`S3FifoCache`].
 #[must_use]
-pub struct LruCacheBuilder<K, V> {
+pub struct S3FifoCacheBuilder<K, V> {
     capacity: usize,
     ttl: Option<Duration>,
     shards: Option<usize>,
@@ -145,9 +148,9 @@ pub struct LruCacheBuilder<K, V> {
     _types: PhantomData<fn() -> (K, V)>,
 }
 
-impl<K, V> std::fmt::Debug for LruCacheBuilder<K, V> {
+impl<K, V> std::fmt::Debug for S3FifoCacheBuilder<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LruCacheBuilder")
+        f.debug_struct("S3FifoCacheBuilder")
             .field("capacity", &self.capacity)
             .field("ttl", &self.ttl)
             .field("shards", &self.shards)
@@ -156,7 +159,7 @@ impl<K, V> std::fmt::Debug for LruCacheBuilder<K, V> {
     }
 }
 
-impl<K, V> Default for LruCacheBuilder<K, V> {
+impl<K, V> Default for S3FifoCacheBuilder<K, V> {
     fn default() -> Self {
         Self {
             capacity: 0,
@@ -168,26 +171,22 @@ impl<K, V> Default for LruCacheBuilder<K, V> {
     }
 }
 
-impl<K: Hash + Eq, V> LruCacheBuilder<K, V> {
+impl<K: Hash + Eq, V> S3FifoCacheBuilder<K, V> {
     /// Maximum number of entries. Required, must be >= 1 (and < 2^32 per shard).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
         self
     }
 
-    /// Take capacity, TTL and shards from `config` (e.g. [`LruCacheConfig::from_env`]).
-    ///
-    /// [`LruCacheConfig::from_env`]: crate::LruCacheConfig::from_env
-    pub fn config(mut self, config: &crate::LruCacheConfig) -> Self {
+    /// Take capacity, TTL and shards from `config` (e.g. [`S3FifoConfig::from_env`]).
+    pub fn config(mut self, config: &S3FifoConfig) -> Self {
         self.capacity = config.capacity;
-        self.ttl = config
-            .ttl_secs
-            .and_then(|s| Duration::try_from_secs_f64(s).ok());
+        self.ttl = config.ttl;
         self.shards = config.shards;
         self
     }
 
-    /// TTL applied by [`LruCache::insert`]. Default: none (entries never expire).
+    /// TTL applied by [`S3FifoCache::insert`]. Default: none (entries never expire).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
@@ -215,7 +214,7 @@ impl<K: Hash + Eq, V> LruCacheBuilder<K, V> {
     ///
     /// [`Error::InvalidConfig`] for a capacity of 0, a shard count of 0, or a capacity that
     /// leaves a shard with 2^32 entries or more.
-    pub fn build(self) -> Result<LruCache<K, V>> {
+    pub fn build(self) -> Result<S3FifoCache<K, V>> {
         let invalid = |key, value: usize, reason: &str| Error::InvalidConfig {
             key,
             value: value.to_string(),
@@ -252,7 +251,7 @@ impl<K: Hash + Eq, V> LruCacheBuilder<K, V> {
             evictions: m.counter(&format!("cache.{name}.evictions")),
         });
         tracing::debug!(capacity, shards = shards.len(), "built in-memory cache");
-        Ok(LruCache {
+        Ok(S3FifoCache {
             mask: shards.len() - 1,
             shards,
             hasher: foldhash::fast::RandomState::default(),
@@ -270,7 +269,7 @@ fn prev_power_of_two(n: usize) -> usize {
     1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
-impl<K: Hash + Eq, V: Clone> LruCache<K, V> {
+impl<K: Hash + Eq, V: Clone> S3FifoCache<K, V> {
     /// A cache of `capacity` entries with default settings.
     ///
     /// # Errors
@@ -280,9 +279,9 @@ impl<K: Hash + Eq, V: Clone> LruCache<K, V> {
         Self::builder().capacity(capacity).build()
     }
 
-    /// A builder; set at least [`capacity`](LruCacheBuilder::capacity).
-    pub fn builder() -> LruCacheBuilder<K, V> {
-        LruCacheBuilder::default()
+    /// A builder; set at least [`capacity`](S3FifoCacheBuilder::capacity).
+    pub fn builder() -> S3FifoCacheBuilder<K, V> {
+        S3FifoCacheBuilder::default()
     }
 
     /// `BuildHasher::hash_one` spelled out: the default method was left out of line
@@ -438,12 +437,12 @@ impl<K: Hash + Eq, V: Clone> LruCache<K, V> {
     }
 
     /// A snapshot of the counters (summed over shards, each read under its lock).
-    pub fn stats(&self) -> LruStats {
-        let mut stats = LruStats {
+    pub fn stats(&self) -> S3FifoStats {
+        let mut stats = S3FifoStats {
             hits: self.hits.total(),
             misses: self.misses.total(),
             capacity: self.capacity as u64,
-            ..LruStats::default()
+            ..S3FifoStats::default()
         };
         for s in &self.shards {
             let shard = read(&s.0);
@@ -471,13 +470,17 @@ mod tests {
 
     #[test]
     fn shard_count_follows_capacity_and_cpus() {
-        let c: LruCache<u64, u64> = LruCache::new(10).unwrap();
+        let c: S3FifoCache<u64, u64> = S3FifoCache::new(10).unwrap();
         assert_eq!(c.shards.len(), 1);
-        let c: LruCache<u64, u64> = LruCache::builder().capacity(3).shards(8).build().unwrap();
+        let c: S3FifoCache<u64, u64> = S3FifoCache::builder()
+            .capacity(3)
+            .shards(8)
+            .build()
+            .unwrap();
         assert_eq!(c.shards.len(), 2);
         let total: usize = c.shards.iter().map(|s| read(&s.0).capacity()).sum();
         assert_eq!(total, 3);
-        let c: LruCache<u64, u64> = LruCache::builder().capacity(1 << 20).build().unwrap();
+        let c: S3FifoCache<u64, u64> = S3FifoCache::builder().capacity(1 << 20).build().unwrap();
         let cpus = std::thread::available_parallelism().unwrap().get();
         assert_eq!(c.shards.len(), (8 * cpus).next_power_of_two());
     }
@@ -485,14 +488,14 @@ mod tests {
     #[test]
     fn rejects_zero() {
         assert!(matches!(
-            LruCache::<u64, u64>::new(0),
+            S3FifoCache::<u64, u64>::new(0),
             Err(Error::InvalidConfig {
                 key: "capacity",
                 ..
             })
         ));
         assert!(
-            LruCache::<u64, u64>::builder()
+            S3FifoCache::<u64, u64>::builder()
                 .capacity(5)
                 .shards(0)
                 .build()
@@ -502,7 +505,11 @@ mod tests {
 
     #[test]
     fn shards_stay_consistent() {
-        let c: LruCache<u64, u64> = LruCache::builder().capacity(500).shards(4).build().unwrap();
+        let c: S3FifoCache<u64, u64> = S3FifoCache::builder()
+            .capacity(500)
+            .shards(4)
+            .build()
+            .unwrap();
         for k in 0..5_000 {
             c.insert(k % 997, k);
             if k % 5 == 0 {

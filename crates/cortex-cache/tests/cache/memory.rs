@@ -1,15 +1,15 @@
-//! In-memory cache, weak cache and lazy loader, through the public API.
+//! In-memory cache and weak cache, through the public API.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use cortex_cache::{Error, LazyLoader, LruCache, LruStats, WeakCache};
+use cortex_cache::{Error, S3FifoCache, S3FifoStats, WeakCache};
 use cortex_metrics::Metrics;
 
 #[test]
 fn capacity_is_never_exceeded() {
-    let cache = LruCache::new(1_000).unwrap();
+    let cache = S3FifoCache::new(1_000).unwrap();
     for k in 0..100_000u64 {
         cache.insert(k, k);
         if k % 1_000 == 0 {
@@ -24,7 +24,7 @@ fn capacity_is_never_exceeded() {
 
 #[test]
 fn zero_capacity_is_rejected() {
-    let err = LruCache::<u64, u64>::new(0).unwrap_err();
+    let err = S3FifoCache::<u64, u64>::new(0).unwrap_err();
     assert!(matches!(
         err,
         Error::InvalidConfig {
@@ -37,7 +37,7 @@ fn zero_capacity_is_rejected() {
 
 #[test]
 fn ttl_expires_entries() {
-    let cache = LruCache::builder()
+    let cache = S3FifoCache::builder()
         .capacity(100)
         .ttl(Duration::from_millis(50))
         .build()
@@ -59,7 +59,7 @@ fn ttl_expires_entries() {
 
 #[test]
 fn hot_key_survives_a_scan() {
-    let cache = LruCache::builder().capacity(1_000).build().unwrap();
+    let cache = S3FifoCache::builder().capacity(1_000).build().unwrap();
     cache.insert(u64::MAX, 0);
     for k in 0..100_000u64 {
         if k % 100 == 0 {
@@ -71,7 +71,7 @@ fn hot_key_survives_a_scan() {
 
 #[test]
 fn get_or_insert_with_runs_closure_only_on_miss() {
-    let cache = LruCache::new(10).unwrap();
+    let cache = S3FifoCache::new(10).unwrap();
     let calls = AtomicUsize::new(0);
     let make = || {
         calls.fetch_add(1, SeqCst);
@@ -85,7 +85,11 @@ fn get_or_insert_with_runs_closure_only_on_miss() {
 
 #[test]
 fn stats_count_right() {
-    let cache = LruCache::builder().capacity(2).shards(1).build().unwrap();
+    let cache = S3FifoCache::builder()
+        .capacity(2)
+        .shards(1)
+        .build()
+        .unwrap();
     cache.insert(1, 1);
     cache.insert(2, 2);
     assert_eq!(cache.get(&1), Some(1));
@@ -96,7 +100,7 @@ fn stats_count_right() {
     let stats = cache.stats();
     assert_eq!(
         stats,
-        LruStats {
+        S3FifoStats {
             hits: 1,
             misses: 1,
             inserts: 4,
@@ -115,16 +119,16 @@ fn stats_count_right() {
 
 /// serde round trip without pulling serde_json: Debug of the Serialize-derived struct is
 /// enough to check the field names; the derive itself is checked by compilation.
-fn serde_json_like(stats: &LruStats) -> String {
+fn serde_json_like(stats: &S3FifoStats) -> String {
     fn assert_serde<T: serde::Serialize + for<'de> serde::Deserialize<'de>>() {}
-    assert_serde::<LruStats>();
+    assert_serde::<S3FifoStats>();
     format!("{stats:?}")
 }
 
 #[test]
 fn metrics_hook_records_counters() {
     let metrics = Metrics::new();
-    let cache = LruCache::builder()
+    let cache = S3FifoCache::builder()
         .capacity(1)
         .metrics(&metrics, "users")
         .build()
@@ -140,7 +144,7 @@ fn metrics_hook_records_counters() {
 
 #[test]
 fn concurrent_threads_keep_invariants() {
-    let cache = Arc::new(LruCache::builder().capacity(5_000).build().unwrap());
+    let cache = Arc::new(S3FifoCache::builder().capacity(5_000).build().unwrap());
     let threads: Vec<_> = (0..8u64)
         .map(|t| {
             let cache = Arc::clone(&cache);
@@ -195,43 +199,4 @@ fn weak_cache_drops_entries_with_the_last_arc() {
     cache.insert("c", Arc::clone(&c));
     assert_eq!(cache.remove("c").as_deref(), Some(&3));
     assert!(cache.get("c").is_none());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn lazy_loader_runs_once_under_concurrency() {
-    let loader = Arc::new(LazyLoader::new());
-    let runs = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let (loader, runs) = (Arc::clone(&loader), Arc::clone(&runs));
-            tokio::spawn(async move {
-                *loader
-                    .get_or_init(|| async {
-                        runs.fetch_add(1, SeqCst);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        Ok::<_, std::io::Error>(7)
-                    })
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 7);
-    }
-    assert_eq!(runs.load(SeqCst), 1);
-    assert!(loader.is_loaded());
-}
-
-#[tokio::test]
-async fn lazy_loader_retries_after_error() {
-    let loader = LazyLoader::<u32>::new();
-    let err = loader
-        .get_or_init(|| async { Err::<u32, _>("down") })
-        .await
-        .unwrap_err();
-    assert_eq!(err, "down");
-    assert_eq!(loader.get(), None);
-    let v = loader.get_or_init(|| async { Ok::<_, &str>(1) }).await;
-    assert_eq!(v, Ok(&1));
 }

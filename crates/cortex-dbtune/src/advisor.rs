@@ -100,7 +100,7 @@ pub struct AdviseOptions {
     /// 20).
     pub top_statements: u32,
     /// A sequential scan in a generic plan is a candidate only from this estimated
-    /// cost (default 1000, the original design's "expensive" mark): cheaper scans are
+    /// cost (default 1000, the mark of an expensive plan): cheaper scans are
     /// not worth an index.
     pub min_scan_cost: f64,
     /// Verify with HypoPG when it is installed (default true). When false, or without

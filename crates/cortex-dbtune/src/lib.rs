@@ -14,8 +14,11 @@
 //!   analyze, orphaned temporary tables, with quoted SQL.
 //! - [`analyze_query`]: runs `EXPLAIN ANALYZE` of a statement on a live server with its
 //!   parameters bound, inside a transaction that is always rolled back.
+//! - `cli` (feature `cli`, on by default): the `cortex-dbtune` command line.
 
 pub mod advisor;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod error;
 mod live;
 pub mod maintenance;

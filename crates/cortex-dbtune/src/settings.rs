@@ -4,7 +4,7 @@
 //! Every name and value that goes into generated text is validated first: the name
 //! must be one of the server's `pg_settings`, the value must match the setting's
 //! type and unit (see [`validate_value`]). The statements never end with
-//! `ALTER SYSTEM RESET ALL` (the original script's bug, which undid every change);
+//! `ALTER SYSTEM RESET ALL` (which would undo every change);
 //! they end with `SELECT pg_reload_conf();`.
 //!
 //! ```
@@ -350,7 +350,7 @@ fn validate(rec: &Recommendation) -> Result<()> {
     )
 }
 
-/// Recommendations beyond pgtune's formulas, from the original design: logging of slow
+/// Recommendations beyond pgtune's formulas: logging of slow
 /// statements, checkpoints, connections, lock waits and temp files; autovacuum; a
 /// statement timeout.
 fn extra_recommendations() -> Vec<(&'static str, &'static str, &'static str)> {
@@ -394,7 +394,7 @@ fn extra_recommendations() -> Vec<(&'static str, &'static str, &'static str)> {
         (
             "statement_timeout",
             "30s",
-            "the original design's default: a runaway query cannot hold a connection forever",
+            "a runaway query cannot hold a connection forever",
         ),
     ]
 }

@@ -6,7 +6,7 @@
 //! `/proc/self/limits`, which reports the same soft and hard values as `getrlimit`).
 //! The checks are pure functions of the facts, so they are tested with fixed inputs.
 //!
-//! [`recommended_defaults`] gives the service defaults the original design applied
+//! [`recommended_defaults`] gives the recommended service defaults
 //! (pool size, overflow, statement timeout, worker threads) for a CPU count, and
 //! [`compare_defaults`] sets them beside the values a caller plans to use.
 

@@ -1,4 +1,4 @@
-//! Index and query patterns of the original design, as plan rules and lints of the
+//! Index and query patterns, as plan rules and lints of the
 //! SQL text: partial indexes, GIN indexes for jsonb, correlated subqueries a window
 //! function could replace, heavy aggregates a materialized view could hold, range
 //! filters on a timestamp of a large table (partitioning by month), and lints of the

@@ -363,7 +363,7 @@ fn slow_and_costly_nodes() {
 }
 
 #[test]
-fn original_three_rules() {
+fn baseline_rules() {
     let f = one(&findings("seq_scan_single"), "seq_scan");
     assert_eq!((f.severity, f.measured), (Severity::Info, 200_000.0));
     let f = one(&findings("disk_sort"), "high_total_cost");

@@ -1,0 +1,52 @@
+//! The `cortex-dbtune` command line (feature `cli`): argument parsing, the commands and
+//! their output. The binary is [`main`]; the commands are listed in the
+//! [crate docs](crate#cli).
+//!
+//! ```no_run
+//! // The whole binary:
+//! fn main() -> std::process::ExitCode {
+//!     cortex_dbtune::cli::main()
+//! }
+//! ```
+
+mod args;
+mod commands;
+mod output;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+/// Runs the command line of this process; exit code 0 on success, 1 when `check-system`
+/// found a failing check, 2 on an error (printed to stderr), clap's for bad usage.
+pub fn main() -> ExitCode {
+    run(std::env::args_os())
+}
+
+/// Runs a command line given as `args` (the first is the program name), as [`main`].
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    let result = match cli.command {
+        Command::Pgtune(a) => commands::pgtune(a).map(|()| true),
+        Command::Explain(a) => commands::explain(a).map(|()| true),
+        Command::CheckSystem(a) => commands::check_system(a),
+        Command::AdviseIndexes(a) => commands::advise(a).map(|()| true),
+        Command::Settings(a) => commands::settings(a).map(|()| true),
+        Command::Maintenance(a) => commands::maintenance(a).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

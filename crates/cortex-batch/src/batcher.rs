@@ -40,12 +40,27 @@ struct State<K, V> {
     saturated: u64,
 }
 
+/// The batcher's series in its registry, looked up once at build.
 struct Instruments {
     size: Arc<Histogram>,
     wait: Arc<Histogram>,
     load: Arc<Histogram>,
     requests: Arc<Counter>,
     errors: Arc<Counter>,
+}
+
+impl Instruments {
+    /// `batch.<name>.size`, `.wait`, `.load`, `.requests`, `.errors` in `metrics`.
+    fn new(metrics: &Metrics, name: &str) -> Self {
+        let series = |s: &str| format!("batch.{name}.{s}");
+        Self {
+            size: metrics.histogram(&series("size")),
+            wait: metrics.histogram(&series("wait")),
+            load: metrics.histogram(&series("load")),
+            requests: metrics.counter(&series("requests")),
+            errors: metrics.counter(&series("errors")),
+        }
+    }
 }
 
 struct Shared<F: BatchFn> {
@@ -55,7 +70,7 @@ struct Shared<F: BatchFn> {
     state: Mutex<State<F::Key, F::Value>>,
     errors: AtomicU64,
     timeouts: AtomicU64,
-    metrics: Option<Instruments>,
+    metrics: Instruments,
 }
 
 /// What to do once the lock is released.
@@ -95,7 +110,8 @@ pub struct BatcherBuilder<F: BatchFn> {
     f: F,
     config: BatchConfig,
     name: String,
-    metrics: Option<Instruments>,
+    /// `None`: the global registry, looked up at build.
+    metrics: Option<Metrics>,
 }
 
 impl<F: BatchFn> fmt::Debug for BatcherBuilder<F> {
@@ -103,7 +119,7 @@ impl<F: BatchFn> fmt::Debug for BatcherBuilder<F> {
         f.debug_struct("BatcherBuilder")
             .field("name", &self.name)
             .field("config", &self.config)
-            .field("metrics", &self.metrics.is_some())
+            .field("own_metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -153,25 +169,27 @@ impl<F: BatchFn> BatcherBuilder<F> {
         self
     }
 
-    /// The name in logs (and stats). Default: `batch`.
+    /// The batcher's name, in logs, [`BatchStats`] and its metric series
+    /// (`batch.<name>.*`). Default: `batch`; give each batch type its own, or their
+    /// series add up.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
-    /// Record into `metrics` as `batch.<name>.size`, `.wait`, `.load` (histograms; wait
-    /// and load in ns) and `batch.<name>.requests`, `.errors` (counters). Sets the name.
-    pub fn metrics(mut self, metrics: &Metrics, name: &str) -> Self {
-        let series = |s: &str| format!("batch.{name}.{s}");
-        self.metrics = Some(Instruments {
-            size: metrics.histogram(&series("size")),
-            wait: metrics.histogram(&series("wait")),
-            load: metrics.histogram(&series("load")),
-            requests: metrics.counter(&series("requests")),
-            errors: metrics.counter(&series("errors")),
-        });
-        self.name = name.to_owned();
+    /// The registry to record into (default: [`cortex_metrics::global()`]):
+    /// histograms `batch.<name>.size`, `.wait`, `.load` (wait and load in ns) and
+    /// counters `batch.<name>.requests`, `.errors`, named by [`name`](Self::name).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
         self
+    }
+
+    /// `.name(name).with_metrics(metrics.clone())`, the spelling of earlier releases;
+    /// kept until every caller moves to the two setters.
+    #[doc(hidden)]
+    pub fn metrics(self, metrics: &Metrics, name: &str) -> Self {
+        self.name(name).with_metrics(metrics.clone())
     }
 
     /// Check the settings and build. Needs no runtime; loads spawn onto the runtime of
@@ -187,6 +205,12 @@ impl<F: BatchFn> BatcherBuilder<F> {
     /// Build with a config already validated.
     #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn build_validated(self) -> Batcher<F> {
+        let metrics = Instruments::new(
+            self.metrics
+                .as_ref()
+                .unwrap_or_else(|| cortex_metrics::global()),
+            &self.name,
+        );
         Batcher {
             shared: Arc::new(Shared {
                 f: self.f,
@@ -206,7 +230,7 @@ impl<F: BatchFn> BatcherBuilder<F> {
                 }),
                 errors: AtomicU64::new(0),
                 timeouts: AtomicU64::new(0),
-                metrics: self.metrics,
+                metrics,
             }),
         }
     }
@@ -223,7 +247,7 @@ impl<F: BatchFn> Batcher<F> {
         }
     }
 
-    /// A batcher with `config`.
+    /// A batcher with `config`, named `batch`, recording into the global registry.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when a size or limit is zero.
@@ -514,13 +538,12 @@ impl<F: BatchFn> Shared<F> {
     async fn load_batch(&self, batch: Vec<Request<F::Key, F::Value>>) {
         let n = batch.len();
         let dispatched = Instant::now();
-        if let Some(m) = &self.metrics {
-            m.size.record(n as u64);
-            m.requests.add(n as u64);
-            for r in &batch {
-                m.wait
-                    .record_duration(dispatched.saturating_duration_since(r.at));
-            }
+        let m = &self.metrics;
+        m.size.record(n as u64);
+        m.requests.add(n as u64);
+        for r in &batch {
+            m.wait
+                .record_duration(dispatched.saturating_duration_since(r.at));
         }
         // Distinct keys, and for each request the index of its key.
         let (keys, slots) = distinct(&batch);
@@ -529,9 +552,7 @@ impl<F: BatchFn> Shared<F> {
         }
         let outcome = CatchUnwind(pin!(async { self.f.load(&keys).await })).await;
         let elapsed = dispatched.elapsed();
-        if let Some(m) = &self.metrics {
-            m.load.record_duration(elapsed);
-        }
+        self.metrics.load.record_duration(elapsed);
         if elapsed > self.config.slow_batch {
             tracing::warn!(
                 batch = %self.name,
@@ -583,9 +604,7 @@ impl<F: BatchFn> Shared<F> {
         };
         if errors > 0 {
             self.errors.fetch_add(errors as u64, Relaxed);
-            if let Some(m) = &self.metrics {
-                m.errors.add(errors as u64);
-            }
+            self.metrics.errors.add(errors as u64);
         }
     }
 }

@@ -1,20 +1,15 @@
 use std::time::Duration;
 
-use cortex_support::env::EnvSource;
+use cortex_support::{EnvSource, EnvVar, FromEnv};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// Settings of one [`Batcher`](crate::Batcher), i.e. of one batch type.
 ///
-/// | field | variable (`<P>` = prefix) | default |
-/// |---|---|---|
-/// | `max_batch_size` | `<P>_BATCH_SIZE` | 50 |
-/// | `max_wait` | `<P>_BATCH_WAIT`, s | 0.1 |
-/// | `max_in_flight` | `<P>_BATCH_MAX_IN_FLIGHT` | 4 |
-/// | `max_pending` | `<P>_BATCH_MAX_PENDING` | 10 000 |
-/// | `request_timeout` | `<P>_BATCH_TIMEOUT`, s (0 = none) | 30 |
-/// | `slow_batch` | `<P>_BATCH_SLOW`, s | 1 |
+/// Read from the environment with [`BatchConfig::from_env`] (the names of
+/// [`FromEnv::VARS`]: `BATCH_SIZE`, `BATCH_WAIT`, ...) or, one prefix per batch type,
+/// [`BatchConfig::from_env_prefixed`] (`USER_LOOKUP_BATCH_SIZE`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BatchConfig {
@@ -54,31 +49,90 @@ impl Default for BatchConfig {
     }
 }
 
+impl FromEnv for BatchConfig {
+    type Error = Error;
+
+    /// The unprefixed names; [`BatchConfig::from_env_prefixed`] reads the same
+    /// variables with `<PREFIX>_` in front.
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: "BATCH_SIZE",
+            default: "50",
+            doc: "Most keys in one call of the loader; a full batch fires at once.",
+        },
+        EnvVar {
+            name: "BATCH_WAIT",
+            default: "100ms",
+            doc: "Longest a request waits for its batch to fill while another batch loads.",
+        },
+        EnvVar {
+            name: "BATCH_MAX_IN_FLIGHT",
+            default: "4",
+            doc: "Most batches loading at once.",
+        },
+        EnvVar {
+            name: "BATCH_MAX_PENDING",
+            default: "10000",
+            doc: "Most requests queued; a load past it fails at once with `Saturated`.",
+        },
+        EnvVar {
+            name: "BATCH_TIMEOUT",
+            default: "30s",
+            doc: "Longest a caller waits for its result (`0` = no bound).",
+        },
+        EnvVar {
+            name: "BATCH_SLOW",
+            default: "1s",
+            doc: "A load slower than this is logged at WARN.",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
+        Self::from_env_source_prefixed("", env)
+    }
+}
+
 impl BatchConfig {
-    /// Defaults overridden by `BATCH_SIZE`, `BATCH_WAIT`, ... (no prefix).
+    /// Defaults overridden by `BATCH_SIZE`, `BATCH_WAIT`, ... (no prefix; the
+    /// variables of [`FromEnv::VARS`]).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable when a value does not parse or is
     /// out of range.
     pub fn from_env() -> Result<Self> {
-        Self::from_source("", &EnvSource::process())
+        <Self as FromEnv>::from_env()
     }
 
     /// Defaults overridden by `<prefix>_BATCH_SIZE`, `<prefix>_BATCH_WAIT`, ...: one
     /// prefix per batch type, e.g. `from_env_prefixed("USER_LOOKUP")`.
     ///
     /// # Errors
-    /// As [`from_env`](Self::from_env).
+    /// As [`from_env`](Self::from_env); the error's `key` is the prefixed name.
     pub fn from_env_prefixed(prefix: &str) -> Result<Self> {
-        Self::from_source(prefix, &EnvSource::process())
+        Self::from_env_source_prefixed(prefix, &EnvSource::process())
     }
 
-    /// As [`from_env_prefixed`](Self::from_env_prefixed), from any [`EnvSource`]
-    /// (an empty prefix reads the unprefixed names).
+    /// As [`from_env_prefixed`](Self::from_env_prefixed), from any [`EnvSource`] (an
+    /// empty prefix reads the unprefixed names, as
+    /// [`from_env_source`](FromEnv::from_env_source)). Durations take the Cortex
+    /// syntax: a bare number is seconds (`0.1`), or `100ms`, `30s`, `2m`.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use std::time::Duration;
+    /// use cortex_batch::BatchConfig;
+    /// use cortex_support::EnvSource;
+    ///
+    /// let vars = HashMap::from([("USERS_BATCH_SIZE", "20"), ("USERS_BATCH_WAIT", "5ms")]);
+    /// let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+    /// let c = BatchConfig::from_env_source_prefixed("USERS", &EnvSource::from_fn(&lookup))?;
+    /// assert_eq!((c.max_batch_size, c.max_wait), (20, Duration::from_millis(5)));
+    /// # Ok::<(), cortex_batch::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`from_env`](Self::from_env).
-    pub fn from_source(prefix: &str, env: &EnvSource<'_>) -> Result<Self> {
+    pub fn from_env_source_prefixed(prefix: &str, env: &EnvSource<'_>) -> Result<Self> {
         let name = |suffix: &str| {
             if prefix.is_empty() {
                 suffix.to_owned()
@@ -90,7 +144,7 @@ impl BatchConfig {
         if let Some(v) = count(env, name("BATCH_SIZE"))? {
             c.max_batch_size = v;
         }
-        if let Some(v) = seconds(env, name("BATCH_WAIT"))? {
+        if let Some(v) = duration(env, name("BATCH_WAIT"))? {
             c.max_wait = v;
         }
         if let Some(v) = count(env, name("BATCH_MAX_IN_FLIGHT"))? {
@@ -99,10 +153,10 @@ impl BatchConfig {
         if let Some(v) = count(env, name("BATCH_MAX_PENDING"))? {
             c.max_pending = v;
         }
-        if let Some(v) = seconds(env, name("BATCH_TIMEOUT"))? {
+        if let Some(v) = duration(env, name("BATCH_TIMEOUT"))? {
             c.request_timeout = v;
         }
-        if let Some(v) = seconds(env, name("BATCH_SLOW"))? {
+        if let Some(v) = duration(env, name("BATCH_SLOW"))? {
             c.slow_batch = v;
         }
         c.validate_named(&name)?;
@@ -148,6 +202,8 @@ fn invalid(key: String, value: &str, reason: &str) -> Error {
     }
 }
 
+// The keys are built at run time from the prefix, so these read with `EnvSource::var`
+// rather than its `&'static str` parsers, and name the key in an owned error.
 fn count(env: &EnvSource<'_>, key: String) -> Result<Option<usize>> {
     match env.var(&key) {
         Some(v) => match v.trim().parse::<usize>() {
@@ -159,15 +215,67 @@ fn count(env: &EnvSource<'_>, key: String) -> Result<Option<usize>> {
     }
 }
 
-fn seconds(env: &EnvSource<'_>, key: String) -> Result<Option<Duration>> {
+fn duration(env: &EnvSource<'_>, key: String) -> Result<Option<Duration>> {
     match env.var(&key) {
-        Some(v) => v
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        Some(v) => cortex_support::duration::parse_duration(&v)
             .map(Some)
-            .ok_or_else(|| invalid(key, &v, "expected a non-negative number of seconds")),
+            .map_err(|reason| invalid(key, &v, &reason)),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(prefix: &str, vars: &[(&str, &str)]) -> Result<BatchConfig> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| map.get(k).cloned();
+        BatchConfig::from_env_source_prefixed(prefix, &EnvSource::from_fn(&lookup))
+    }
+
+    #[test]
+    fn durations_take_seconds_or_a_unit() {
+        let c = from(
+            "",
+            &[
+                ("BATCH_WAIT", "5ms"),
+                ("BATCH_TIMEOUT", "2"),
+                ("BATCH_SLOW", "1m"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.max_wait, Duration::from_millis(5));
+        assert_eq!(c.request_timeout, Duration::from_secs(2));
+        assert_eq!(c.slow_batch, Duration::from_secs(60));
+        let err = from("P", &[("P_BATCH_SLOW", "-1s")]).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { key, value, .. } if key == "P_BATCH_SLOW" && value == "-1s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn from_env_source_reads_the_unprefixed_names() {
+        let vars = HashMap::from([("BATCH_SIZE", "7"), ("USERS_BATCH_SIZE", "9")]);
+        let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+        let c = BatchConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap();
+        assert_eq!(c.max_batch_size, 7);
+        let names: Vec<&str> = BatchConfig::VARS.iter().map(|v| v.name).collect();
+        assert_eq!(names.len(), 6);
+        // Every listed variable is read: a bad value of each is refused.
+        for name in names {
+            let err = from("", &[(name, "bad")]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_variable() {
+        cortex_support::env::check_readme(include_str!("../README.md"), BatchConfig::VARS).unwrap();
     }
 }

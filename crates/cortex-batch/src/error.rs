@@ -24,7 +24,7 @@ pub enum Error {
     #[error("loader returned no value for this key")]
     Missing,
     /// The loader failed; every request of the batch shares this error.
-    #[error("loader failed: {0}")]
+    #[error("loader failed")]
     Loader(#[source] Arc<BoxError>),
     /// The loader panicked (the panic was caught; the batcher keeps working).
     #[error("loader panicked: {0}")]
@@ -59,8 +59,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// `true` for errors a caller may retry later (timeouts, a saturated queue, loader
-    /// failures and panics, a miscounting loader).
+    /// `true` for errors a caller may retry later: timeouts, a saturated queue, loader
+    /// failures and panics, a miscounting loader (the same keys may load fine in
+    /// another batch). `false` for a closed batcher, a key the loader does not know
+    /// ([`Error::Missing`]) and bad configuration.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,

@@ -11,6 +11,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use cortex_metrics::Metrics;
 use tower::{Layer, Service};
 
 use crate::{BatchConfig, BatchFn, Batcher, BoxError, Error, Loaded, Result};
@@ -69,6 +70,7 @@ where
 pub struct BatchLayer<K> {
     config: BatchConfig,
     name: String,
+    metrics: Option<Metrics>,
     _key: PhantomData<fn(K)>,
 }
 
@@ -77,6 +79,7 @@ impl<K> fmt::Debug for BatchLayer<K> {
         f.debug_struct("BatchLayer")
             .field("config", &self.config)
             .field("name", &self.name)
+            .field("own_metrics", &self.metrics.is_some())
             .finish()
     }
 }
@@ -86,13 +89,16 @@ impl<K> Clone for BatchLayer<K> {
         Self {
             config: self.config.clone(),
             name: self.name.clone(),
+            metrics: self.metrics.clone(),
             _key: PhantomData,
         }
     }
 }
 
 impl<K> BatchLayer<K> {
-    /// A layer building one batcher per wrapped service.
+    /// A layer building one batcher per wrapped service, named `name` (its metric
+    /// series are `batch.<name>.*`, in the global registry unless
+    /// [`with_metrics`](Self::with_metrics) names another).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when a size or limit is zero.
@@ -101,8 +107,16 @@ impl<K> BatchLayer<K> {
         Ok(Self {
             config,
             name: name.into(),
+            metrics: None,
             _key: PhantomData,
         })
+    }
+
+    /// The registry the batchers record into (default: [`cortex_metrics::global()`]).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -113,11 +127,14 @@ where
     type Service = BatchService<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let mut builder = Batcher::builder(ServiceBatchFn::new(inner))
+            .config(self.config.clone())
+            .name(self.name.clone());
+        if let Some(metrics) = &self.metrics {
+            builder = builder.with_metrics(metrics.clone());
+        }
         BatchService {
-            batcher: Batcher::builder(ServiceBatchFn::new(inner))
-                .config(self.config.clone())
-                .name(self.name.clone())
-                .build_validated(),
+            batcher: builder.build_validated(),
         }
     }
 }

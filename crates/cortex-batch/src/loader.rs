@@ -50,6 +50,7 @@ pub trait BatchFn: Send + Sync + 'static {
 
 /// The answer of a [`BatchFn`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Loaded<K, V> {
     /// One value per key, in the order of the keys. A different count fails the whole
     /// batch with [`Error::WrongCount`](crate::Error::WrongCount).

@@ -169,6 +169,12 @@ async fn loader_error_goes_to_each_request_of_the_batch() {
                 panic!("{r:?}")
             };
             assert_eq!(e.to_string(), "db down");
+            // The message is the batcher's; the loader's error is its source.
+            let err = r.as_ref().unwrap_err();
+            assert_eq!(err.to_string(), "loader failed");
+            let source = std::error::Error::source(err).map(ToString::to_string);
+            assert_eq!(source.as_deref(), Some("db down"));
+            assert!(err.is_retryable());
         }
         // One shared error, not three copies.
         let (Err(Error::Loader(a)), Err(Error::Loader(c))) = (&out[0], &out[2]) else {
@@ -552,7 +558,8 @@ async fn stats_and_metrics_are_recorded() {
                 .collect();
             Ok::<_, std::io::Error>(map)
         }))
-        .metrics(&metrics, "users")
+        .name("users")
+        .with_metrics(metrics.clone())
         .max_batch_size(4)
         .build()
         .unwrap();
@@ -573,6 +580,29 @@ async fn stats_and_metrics_are_recorded() {
     .await;
 }
 
+#[tokio::test]
+async fn without_a_registry_the_global_one_records_under_the_name() {
+    bounded(async {
+        let b = Batcher::builder(batch_fn(|keys: Vec<u64>| async move {
+            Ok::<_, std::io::Error>(keys)
+        }))
+        .name("batch_it_global_default")
+        .build()
+        .unwrap();
+        let out = b.load_many(0..3).await;
+        assert!(out.iter().all(Result::is_ok));
+        let global = cortex_metrics::global();
+        assert_eq!(
+            global
+                .counter("batch.batch_it_global_default.requests")
+                .total(),
+            3
+        );
+        assert_eq!(b.stats().name, "batch_it_global_default");
+    })
+    .await;
+}
+
 #[test]
 fn config_from_env_names_the_variable() {
     let from = |vars: &[(&str, &str)]| {
@@ -581,11 +611,11 @@ fn config_from_env_names_the_variable() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let lookup = move |k: &str| map.get(k).cloned();
-        BatchConfig::from_source("USER_LOOKUP", &EnvSource::from_fn(&lookup))
+        BatchConfig::from_env_source_prefixed("USER_LOOKUP", &EnvSource::from_fn(&lookup))
     };
     let c = from(&[
         ("USER_LOOKUP_BATCH_SIZE", "20"),
-        ("USER_LOOKUP_BATCH_WAIT", "0.25"),
+        ("USER_LOOKUP_BATCH_WAIT", "250ms"),
         ("USER_LOOKUP_BATCH_MAX_PENDING", "500"),
     ])
     .unwrap();

@@ -149,29 +149,6 @@ impl fmt::Debug for Endpoint {
     }
 }
 
-/// `text` with every URL in it (`scheme://` up to white space or a quote) passed
-/// through [`redact_url`]: for the messages of the transport, which name the URL they
-/// failed on (reqwest keeps its query, `?access_token=...` included).
-pub(crate) fn redact_urls_in(text: &str) -> String {
-    let is_scheme = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
-    let ends_url = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`');
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let start = rest[..i]
-            .char_indices()
-            .rev()
-            .find(|&(_, c)| !is_scheme(c))
-            .map_or(0, |(j, c)| j + c.len_utf8());
-        let end = rest[i..].find(ends_url).map_or(rest.len(), |j| i + j);
-        out.push_str(&rest[..start]);
-        out.push_str(&redact_url(&rest[start..end]));
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Serializes redacted: a config dump never shows a password.
 impl Serialize for Endpoint {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -551,27 +528,6 @@ mod tests {
                 .to_string()
                 .contains("tls")
         );
-    }
-
-    #[test]
-    fn urls_inside_messages_are_redacted() {
-        let message = "error sending request for url (http://h:1/mcp?access_token=tok-1&x=2), \
-                       when send initialize request to \"https://u:pw-2@h/mcp\" at ftp://h";
-        let shown = redact_urls_in(message);
-        assert!(
-            !shown.contains("tok-1") && !shown.contains("pw-2"),
-            "{shown}"
-        );
-        assert!(
-            shown.starts_with("error sending request for url (http://h:1/mcp?access_token=***")
-        );
-        assert!(
-            shown.contains("\"https://u:***@h/mcp\" at ftp://h"),
-            "{shown}"
-        );
-        for plain in ["", "no url here", "a :// b", "http://h/mcp", "→http://h/ é"] {
-            assert_eq!(redact_urls_in(plain), plain);
-        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A boxed error of a lower layer (rmcp, the child process), kept as the source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong in cortex-mcp.
 ///
 /// Errors of a call name the service they concern. [`Error::is_retryable`] says which
@@ -25,23 +28,29 @@ pub enum Error {
     /// process exited. The session concerned is rebuilt in the background. For a tool
     /// call not safe to repeat that was already sent, it comes wrapped in
     /// [`Error::Indeterminate`].
-    #[error("{service}: transport failed: {message}")]
+    #[error("{service}: transport failed")]
     Transport {
         /// The service called.
         service: Arc<str>,
-        /// What rmcp reported.
-        message: String,
+        /// rmcp's error (its HTTP client's errors with the URL removed, since URLs may
+        /// hold credentials); `None` when the client found the session's transport
+        /// closed before sending.
+        #[source]
+        source: Option<BoxError>,
     },
     /// No session could be made: the server refused, was unreachable, or did not
     /// finish the MCP handshake within the connect timeout.
-    #[error("{service}: could not connect to {endpoint}: {message}")]
+    #[error("{service}: could not connect to {endpoint}")]
     Connect {
         /// The service concerned.
         service: Arc<str>,
         /// The endpoint, with any password hidden.
         endpoint: String,
-        /// Why.
-        message: String,
+        /// Why: rmcp's handshake error (URLs removed from its HTTP client's errors),
+        /// the I/O error of starting a stdio child, or an [`Error::Timeout`] when the
+        /// handshake did not finish within `connect_timeout`.
+        #[source]
+        source: BoxError,
     },
     /// Every session of the client is down and being rebuilt in the background.
     #[error("{service}: no session is connected; reconnecting in the background")]
@@ -87,14 +96,16 @@ pub enum Error {
         message: String,
     },
     /// The server's answer did not fit the request (a protocol mismatch).
-    #[error("{service}: unexpected answer to {method}: {message}")]
+    #[error("{service}: unexpected answer to {method}")]
     Protocol {
         /// The service called.
         service: Arc<str>,
         /// The MCP method.
         method: &'static str,
-        /// What was wrong.
-        message: String,
+        /// rmcp's error, when it reported the mismatch; `None` when the answer was of
+        /// another kind than the request asked for.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A tool call that is not known to be safe to repeat was sent, then the transport
     /// failed or its time ran out before the answer came (`source` says which): the
@@ -142,6 +153,26 @@ pub enum Error {
         value: String,
         /// Why it was rejected.
         reason: String,
+    },
+    /// The HTTP client of an `http(s)://` endpoint could not be built.
+    #[error("the HTTP client for {endpoint} could not be built")]
+    HttpClient {
+        /// The endpoint, with any password hidden.
+        endpoint: String,
+        /// reqwest's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The TLS settings of the HTTP client could not be made (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    #[error("the TLS settings could not be made (CA file: {ca_file:?})")]
+    Tls {
+        /// `MCP_TLS_CA_FILE`, if set.
+        ca_file: Option<std::path::PathBuf>,
+        /// rustls's error.
+        #[source]
+        source: rustls::Error,
     },
     /// The factory found no endpoint for a service.
     #[error("no endpoint for service {service:?}: set {var}, e.g. {var}=http://127.0.0.1:8080/mcp")]
@@ -197,6 +228,19 @@ impl From<cortex_support::ConfigError> for Error {
             reason: e.reason,
         }
     }
+}
+
+/// `error` and its sources, joined with `: `, for a log line: `Display` of each error
+/// leaves its source out, so a log that printed only the top would lose the cause.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
 }
 
 /// Result of cortex-mcp operations.

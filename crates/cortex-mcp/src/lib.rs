@@ -8,6 +8,7 @@ mod error;
 mod factory;
 mod hints;
 mod key;
+mod scrub;
 mod session;
 mod stats;
 
@@ -15,7 +16,7 @@ pub use self::breaker::CircuitState;
 pub use self::caller::ToolCaller;
 pub use self::client::{CallOptions, McpClient, McpClientBuilder};
 pub use self::config::{Endpoint, McpClientConfig};
-pub use self::error::{Error, Result};
+pub use self::error::{BoxError, Error, Result};
 pub use self::factory::McpClientFactory;
 pub use self::stats::{Health, McpStats};
 

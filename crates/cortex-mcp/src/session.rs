@@ -16,7 +16,7 @@ use rmcp::service::{Peer, RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 
-use crate::config::redact_urls_in;
+use crate::error::BoxError;
 use crate::{Endpoint, McpClientConfig, Result};
 
 type Running = RunningService<RoleClient, ClientConfig>;
@@ -145,25 +145,19 @@ impl Connector {
         endpoint.validate("endpoint")?;
         Ok(match endpoint {
             Endpoint::Http { url } => {
-                #[cfg(feature = "tls")]
-                {
-                    // Once per process; an application that installed its own provider keeps it.
-                    let _ = rustls::crypto::ring::default_provider().install_default();
-                }
                 let builder = reqwest::Client::builder()
                     .connect_timeout(config.connect_timeout)
                     .pool_max_idle_per_host(config.pool_size * config.max_concurrent_per_session)
                     .pool_idle_timeout(Duration::from_secs(90))
                     .tcp_nodelay(true);
+                // The client's own TLS settings, with the ring provider named here: no
+                // process-wide default provider is installed, so the application keeps
+                // whichever one it chose (or none).
                 #[cfg(feature = "tls")]
-                let builder = match &config.tls_ca_file {
-                    Some(path) => builder.tls_certs_merge(read_ca_file(path)?),
-                    None => builder,
-                };
-                let http = builder.build().map_err(|e| crate::Error::InvalidConfig {
-                    key: "endpoint",
-                    value: endpoint.to_string(),
-                    reason: format!("the HTTP client could not be built: {e}"),
+                let builder = builder.tls_backend_preconfigured(tls_config(config)?);
+                let http = builder.build().map_err(|e| crate::Error::HttpClient {
+                    endpoint: endpoint.to_string(),
+                    source: e,
                 })?;
                 Connector::Http {
                     url: url.as_str().into(),
@@ -187,7 +181,7 @@ impl Connector {
     }
 
     /// Connect and run the MCP handshake.
-    pub(crate) async fn connect(&self) -> std::result::Result<Session, String> {
+    pub(crate) async fn connect(&self) -> std::result::Result<Session, BoxError> {
         let info = client_info();
         let running = match self {
             Connector::Http {
@@ -200,7 +194,7 @@ impl Connector {
                 let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
                 info.serve(transport)
                     .await
-                    .map_err(|e| redact_urls_in(&e.to_string()))?
+                    .map_err(crate::scrub::handshake)?
             }
             Connector::Stdio { program, args, env } => {
                 let mut command = tokio::process::Command::new(program);
@@ -208,9 +202,10 @@ impl Connector {
                 command.args(args).env_clear().envs(env.iter().cloned());
                 let (transport, _) = TokioChildProcess::builder(command)
                     .stderr(Stdio::null())
-                    .spawn()
-                    .map_err(|e| format!("could not start {program:?}: {e}"))?;
-                info.serve(transport).await.map_err(|e| e.to_string())?
+                    .spawn()?;
+                info.serve(transport)
+                    .await
+                    .map_err(crate::scrub::handshake)?
             }
         };
         Ok(Session {
@@ -220,16 +215,46 @@ impl Connector {
     }
 }
 
+/// The rustls settings of the HTTP client: the ring provider, the platform's trust
+/// roots plus those of `MCP_TLS_CA_FILE`, HTTP/1.1 (what streamable HTTP needs).
+#[cfg(feature = "tls")]
+fn tls_config(config: &McpClientConfig) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let extra = match &config.tls_ca_file {
+        Some(path) => read_ca_file(path)?,
+        None => Vec::new(),
+    };
+    let tls_error = |source| crate::Error::Tls {
+        ca_file: config.tls_ca_file.clone(),
+        source,
+    };
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(tls_error)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 /// The certificates of a PEM bundle.
 #[cfg(feature = "tls")]
-fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
     let bad = |reason: String| crate::Error::InvalidConfig {
         key: "MCP_TLS_CA_FILE",
         value: path.display().to_string(),
         reason,
     };
     let pem = std::fs::read(path).map_err(|e| bad(format!("cannot be read: {e}")))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("is not a PEM certificate bundle: {e}")))?;
     if certs.is_empty() {
         return Err(bad("holds no certificate".to_owned()));

@@ -114,6 +114,12 @@ async fn https_with_a_private_ca_and_only_with_it() {
         .unwrap();
     assert_eq!(r.content[0].as_text().unwrap().text, "Echo: sealed");
     assert_eq!(server.tool_calls(), 1);
+    // The client names its crypto provider itself: the process-wide default stays the
+    // application's choice (none here).
+    assert!(
+        rustls::crypto::CryptoProvider::get_default().is_none(),
+        "building an HTTPS client installed a process-wide rustls provider"
+    );
 
     // Without the CA the server's certificate is not trusted: no session, no call.
     let err = connect(&url, None).await.unwrap_err();

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cortex_support::env::EnvSource;
+use cortex_support::env::{EnvSource, EnvVar, FromEnv};
 use cortex_support::redact::{redact_url, serialize_redacted};
 use serde::{Deserialize, Serialize};
 
@@ -133,20 +133,117 @@ impl std::fmt::Debug for DbConfig {
 }
 
 impl DbConfig {
-    /// Defaults overridden by the environment (see the table above).
+    /// Defaults overridden by the process environment ([`DbConfig::VARS`]).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable when a value does not parse or is
     /// unsafe (a setting that is not a plain value, a pool of zero).
     pub fn from_env() -> Result<Self> {
-        Self::from_source(&EnvSource::process())
+        <Self as FromEnv>::from_env()
     }
 
     /// As [`from_env`](Self::from_env), from any [`EnvSource`].
     ///
     /// # Errors
     /// As [`from_env`](Self::from_env).
+    #[deprecated(note = "use FromEnv::from_env_source")]
     pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+        <Self as FromEnv>::from_env_source(env)
+    }
+}
+
+impl FromEnv for DbConfig {
+    type Error = Error;
+
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: "DATABASE_URL",
+            default: "sqlite::memory:",
+            doc: "Where to connect: `postgres://...` (TLS: `?sslmode=require`, `verify-full&sslrootcert=ca.pem`) or `sqlite:...`.",
+        },
+        EnvVar {
+            name: "DB_POOL_SIZE",
+            default: "10",
+            doc: "Connections kept open while idle (alias `DATABASE_POOL_SIZE`).",
+        },
+        EnvVar {
+            name: "DB_MAX_OVERFLOW",
+            default: "20",
+            doc: "Connections allowed beyond the pool size under load (alias `DATABASE_MAX_OVERFLOW`).",
+        },
+        EnvVar {
+            name: "DB_POOL_TIMEOUT",
+            default: "30s",
+            doc: "Longest wait for a connection (alias `DATABASE_POOL_TIMEOUT`).",
+        },
+        EnvVar {
+            name: "DB_POOL_RECYCLE",
+            default: "1800s",
+            doc: "Connections older than this are replaced.",
+        },
+        EnvVar {
+            name: "DB_POOL_IDLE_TIMEOUT",
+            default: "600s",
+            doc: "Idle connections are closed after this, down to the pool size.",
+        },
+        EnvVar {
+            name: "DB_POOL_PRE_PING",
+            default: "true",
+            doc: "Ping an idle connection before handing it out.",
+        },
+        EnvVar {
+            name: "DB_ECHO",
+            default: "false",
+            doc: "Log every statement at INFO (slow ones are always logged at WARN).",
+        },
+        EnvVar {
+            name: "DB_STATEMENT_TIMEOUT",
+            default: "30s",
+            doc: "Server-side `statement_timeout` of every session (alias `DATABASE_STATEMENT_TIMEOUT`).",
+        },
+        EnvVar {
+            name: "DB_COMMAND_TIMEOUT",
+            default: "10s",
+            doc: "Client-side bound of `DbPool::bounded`.",
+        },
+        EnvVar {
+            name: "DB_WORK_MEM",
+            default: "8MB",
+            doc: "`work_mem` of every session.",
+        },
+        EnvVar {
+            name: "DB_MAINTENANCE_WORK_MEM",
+            default: "64MB",
+            doc: "`maintenance_work_mem` of every session.",
+        },
+        EnvVar {
+            name: "DB_ASYNC_COMMIT",
+            default: "false",
+            doc: "`synchronous_commit = off` for every session.",
+        },
+        EnvVar {
+            name: "DB_APPLICATION_NAME",
+            default: "cortex-core",
+            doc: "`application_name`, as `pg_stat_activity` shows it.",
+        },
+        EnvVar {
+            name: "DB_TIMEZONE",
+            default: "UTC",
+            doc: "`TimeZone` of every session.",
+        },
+        EnvVar {
+            name: "DB_STATEMENT_CACHE_SIZE",
+            default: "100",
+            doc: "Prepared statements cached per connection.",
+        },
+        EnvVar {
+            name: "DB_LEAK_THRESHOLD",
+            default: "60s",
+            doc: "Warn when a connection is held longer (0 = off).",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let mut c = Self::default();
         if let Some(v) = env.var("DATABASE_URL") {
             c.url = v;
@@ -202,7 +299,9 @@ impl DbConfig {
         c.validate()?;
         Ok(c)
     }
+}
 
+impl DbConfig {
     /// Check every value. Session settings must be plain values (they are sent as
     /// connection parameters, never formatted into SQL, and checked here as well).
     ///
@@ -341,19 +440,76 @@ impl std::fmt::Debug for RedisConfig {
 }
 
 impl RedisConfig {
-    /// Defaults overridden by the environment (see the table above).
+    /// Defaults overridden by the process environment ([`RedisConfig::VARS`]).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable when a value does not parse.
     pub fn from_env() -> Result<Self> {
-        Self::from_source(&EnvSource::process())
+        <Self as FromEnv>::from_env()
     }
 
     /// As [`from_env`](Self::from_env), from any [`EnvSource`].
     ///
     /// # Errors
     /// As [`from_env`](Self::from_env).
+    #[deprecated(note = "use FromEnv::from_env_source")]
     pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+        <Self as FromEnv>::from_env_source(env)
+    }
+}
+
+impl FromEnv for RedisConfig {
+    type Error = Error;
+
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: "REDIS_URL",
+            default: "redis://127.0.0.1:6379",
+            doc: "Where to connect: `redis://`, `rediss://` (TLS) or `redis+unix://`.",
+        },
+        EnvVar {
+            name: "REDIS_POOL_SIZE",
+            default: "10",
+            doc: "Most Redis connections.",
+        },
+        EnvVar {
+            name: "REDIS_POOL_TIMEOUT",
+            default: "5s",
+            doc: "Longest wait for a Redis connection.",
+        },
+        EnvVar {
+            name: "REDIS_POOL_RECYCLE",
+            default: "1800s",
+            doc: "Redis connections older than this are replaced.",
+        },
+        EnvVar {
+            name: "REDIS_POOL_IDLE_TIMEOUT",
+            default: "600s",
+            doc: "Idle Redis connections are closed after this.",
+        },
+        EnvVar {
+            name: "REDIS_POOL_PRE_PING",
+            default: "true",
+            doc: "`PING` a connection before handing it out.",
+        },
+        EnvVar {
+            name: "REDIS_CLIENT_NAME",
+            default: "cortex-core",
+            doc: "`CLIENT SETNAME` of every connection.",
+        },
+        EnvVar {
+            name: "REDIS_LEAK_THRESHOLD",
+            default: "60s",
+            doc: "Warn when a Redis connection is held longer (0 = off).",
+        },
+        EnvVar {
+            name: "REDIS_TLS_CA_FILE",
+            default: "unset",
+            doc: "PEM file of the CA that signs a `rediss://` server's certificate (unset: the system's roots).",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let mut c = Self::default();
         if let Some(v) = env.var("REDIS_URL") {
             c.url = v;
@@ -385,7 +541,9 @@ impl RedisConfig {
         c.validate()?;
         Ok(c)
     }
+}
 
+impl RedisConfig {
     /// Check every value.
     ///
     /// # Errors
@@ -514,7 +672,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let lookup = move |k: &str| map.get(k).cloned();
-        DbConfig::from_source(&EnvSource::from_fn(&lookup))
+        DbConfig::from_env_source(&EnvSource::from_fn(&lookup))
     }
 
     #[test]
@@ -555,7 +713,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let lookup = move |k: &str| map.get(k).cloned();
-        RedisConfig::from_source(&EnvSource::from_fn(&lookup))
+        RedisConfig::from_env_source(&EnvSource::from_fn(&lookup))
     }
 
     /// Without the `tls` feature a URL that asks for TLS is refused up front, naming

@@ -18,7 +18,7 @@ type ConnectOpts<DB> = <<DB as Database>::Connection as sqlx::Connection>::Optio
 const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 /// A database pool (PostgreSQL or SQLite) over sqlx that shows what it is doing: a
-/// [`PoolStatus`], acquire-wait and hold-time histograms, timeouts and connections
+/// [`PoolStatus`] from [`stats`](Self::stats), acquire-wait and hold-time histograms, timeouts and connections
 /// created, in cortex-metrics.
 ///
 /// Run queries on [`inner()`](Self::inner) (any sqlx executor) or on a connection from
@@ -62,7 +62,7 @@ impl<DB: Database> std::fmt::Debug for DbPool<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbPool")
             .field("url", &redact_url(&self.shared.config.url))
-            .field("status", &self.status())
+            .field("stats", &self.stats())
             .finish()
     }
 }
@@ -308,9 +308,15 @@ impl<DB: Database> DbPool<DB> {
         }
     }
 
-    /// What the pool is doing now. `waiting` counts callers inside
-    /// [`acquire`](Self::acquire).
+    /// Renamed [`stats`](Self::stats): one name for every pool's figures.
+    #[deprecated(note = "use stats")]
     pub fn status(&self) -> PoolStatus {
+        self.stats()
+    }
+
+    /// What the pool is doing now (a plain serde struct). `waiting` counts callers
+    /// inside [`acquire`](Self::acquire).
+    pub fn stats(&self) -> PoolStatus {
         let size = self.pool.size() as usize;
         let idle = self.pool.num_idle().min(size);
         PoolStatus {

@@ -44,7 +44,7 @@ pub enum Error {
         reason: String,
     },
     /// Creating, checking or recycling an object failed in its backend.
-    #[error("backend error: {source}")]
+    #[error("backend error")]
     Backend {
         /// The backend's error.
         #[source]
@@ -52,11 +52,11 @@ pub enum Error {
     },
     /// A PostgreSQL or SQLite error.
     #[cfg(any(feature = "postgres", feature = "sqlite"))]
-    #[error("database error: {0}")]
+    #[error("database call failed")]
     Database(#[from] sqlx::Error),
     /// A Redis error.
     #[cfg(feature = "redis")]
-    #[error("redis error: {0}")]
+    #[error("redis call failed")]
     Redis(#[from] redis::RedisError),
 }
 
@@ -71,14 +71,126 @@ impl From<cortex_support::ConfigError> for Error {
 }
 
 impl Error {
-    /// `true` for errors a caller may retry later (timeouts, saturation).
+    /// `true` when the same call may succeed if tried again later: an acquire or
+    /// command timeout, a saturated limiter, a lost or refused connection, a database
+    /// deadlock or serialization failure, a Redis server that is loading or busy.
+    /// `false` for bad config or input, a closed pool, a certificate the client does
+    /// not trust, and errors the pool cannot judge (a `Manager`'s own error).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Timeout { .. } | Error::Saturated { .. } | Error::CommandTimeout { .. }
-        )
+        match self {
+            Error::Timeout { .. } | Error::Saturated { .. } | Error::CommandTimeout { .. } => true,
+            Error::Closed | Error::InvalidConfig { .. } | Error::Backend { .. } => false,
+            #[cfg(any(feature = "postgres", feature = "sqlite"))]
+            Error::Database(e) => sqlx_retryable(e),
+            #[cfg(feature = "redis")]
+            Error::Redis(e) => redis_retryable(e),
+        }
     }
+}
+
+/// I/O errors that say the connection was lost or never made, not that what came
+/// over it was wrong (a failed TLS handshake is `InvalidData`: not retryable).
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
+fn io_retryable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | BrokenPipe
+            | TimedOut
+            | UnexpectedEof
+            | Interrupted
+    )
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn sqlx_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(io) => io_retryable(io),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // PostgreSQL: serialization failure, deadlock, too many connections,
+            // admin/crash shutdown, cannot connect now, connection exceptions (08xxx).
+            // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6).
+            matches!(
+                code.as_ref(),
+                "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" | "5" | "6"
+            ) || code.starts_with("08")
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(feature = "redis")]
+fn redis_retryable(e: &redis::RedisError) -> bool {
+    use redis::RetryMethod;
+    if e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return true;
+    }
+    if let Some(io) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>())
+    {
+        return io_retryable(io);
+    }
+    // Server replies such as LOADING, BUSY, TRYAGAIN, MASTERDOWN.
+    matches!(e.kind(), redis::ErrorKind::Server(_))
+        && matches!(
+            e.retry_method(),
+            RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
+        )
 }
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let t = Duration::from_secs(1);
+        assert!(Error::Timeout { waited: t, max: 1 }.is_retryable());
+        assert!(
+            Error::Saturated {
+                limit: 1,
+                waited: t
+            }
+            .is_retryable()
+        );
+        assert!(Error::CommandTimeout { waited: t }.is_retryable());
+        assert!(!Error::Closed.is_retryable());
+        assert!(!Error::from(cortex_support::ConfigError::new("K", "v", "bad")).is_retryable());
+        let backend = Error::Backend {
+            source: "boom".into(),
+        };
+        assert!(!backend.is_retryable());
+        // Display does not repeat the source; the source is reachable.
+        assert_eq!(backend.to_string(), "backend error");
+        assert!(std::error::Error::source(&backend).is_some());
+        #[cfg(any(feature = "postgres", feature = "sqlite"))]
+        {
+            let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+            let bad_cert = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad certificate");
+            assert!(Error::Database(sqlx::Error::Io(reset)).is_retryable());
+            assert!(Error::Database(sqlx::Error::PoolTimedOut).is_retryable());
+            assert!(!Error::Database(sqlx::Error::RowNotFound).is_retryable());
+            let e = Error::Database(sqlx::Error::Io(bad_cert));
+            assert!(!e.is_retryable());
+            assert_eq!(e.to_string(), "database call failed");
+        }
+        #[cfg(feature = "redis")]
+        {
+            let refused = redis::RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            ));
+            assert!(Error::Redis(refused).is_retryable());
+            let wrong_type = redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "x"));
+            let e = Error::Redis(wrong_type);
+            assert!(!e.is_retryable());
+            assert_eq!(e.to_string(), "redis call failed");
+        }
+    }
+}

@@ -30,3 +30,26 @@ pub use self::object::{Manager, Object, ObjectPoolConfig, ObjectPoolStats, Pool,
 pub use self::redis_pool::{RedisConn, RedisPool};
 pub use self::status::PoolStatus;
 pub use self::sync_pool::{SyncObject, SyncPool, SyncPoolStats};
+
+#[cfg(test)]
+mod tests {
+    use cortex_support::env::{EnvVar, FromEnv};
+
+    /// Every variable of every config, in the order the README lists them.
+    fn all_vars() -> Vec<EnvVar> {
+        [
+            crate::DbConfig::VARS,
+            crate::RedisConfig::VARS,
+            crate::LimiterConfig::VARS,
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn the_readme_lists_every_variable() {
+        if let Err(e) = cortex_support::env::check_readme(include_str!("../README.md"), &all_vars())
+        {
+            panic!("{e}");
+        }
+    }
+}

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cortex_support::env::EnvSource;
+use cortex_support::env::{EnvSource, EnvVar, FromEnv};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -40,20 +40,47 @@ impl Default for LimiterConfig {
 }
 
 impl LimiterConfig {
-    /// Defaults overridden by the environment (see the table above).
+    /// Defaults overridden by the process environment ([`LimiterConfig::VARS`]).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable when a value does not parse or the
     /// limit is zero.
     pub fn from_env() -> Result<Self> {
-        Self::from_source(&EnvSource::process())
+        <Self as FromEnv>::from_env()
     }
 
     /// As [`from_env`](Self::from_env), from any [`EnvSource`].
     ///
     /// # Errors
     /// As [`from_env`](Self::from_env).
+    #[deprecated(note = "use FromEnv::from_env_source")]
     pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+        <Self as FromEnv>::from_env_source(env)
+    }
+}
+
+impl FromEnv for LimiterConfig {
+    type Error = Error;
+
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: "DB_CONNECTION_LIMIT",
+            default: "50",
+            doc: "Most holders of the admission limiter at once.",
+        },
+        EnvVar {
+            name: "DB_CONNECTION_WAIT",
+            default: "5s",
+            doc: "Longest wait for an admission before `Error::Saturated`.",
+        },
+        EnvVar {
+            name: "DB_CONNECTION_RETRY_AFTER",
+            default: "1s",
+            doc: "`Retry-After` told to a rejected client.",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let mut c = Self::default();
         if let Some(v) = env.parse("DB_CONNECTION_LIMIT")? {
             c.limit = v;
@@ -229,6 +256,7 @@ impl Limiter {
     }
 
     /// The [`PoolStatus`] view: slots as the pool's objects.
+    #[deprecated(note = "use stats")]
     pub fn status(&self) -> PoolStatus {
         let limit = self.inner.config.limit;
         let active = self.active();

@@ -78,7 +78,7 @@ pub struct ObjectPoolConfig {
     /// Default: twice the available parallelism, at least 4: enough for every
     /// worker thread to hold one object while another holder awaits I/O.
     pub max_size: usize,
-    /// How long [`Pool::get`] may take in total (waiting for a slot, recycling,
+    /// How long [`Pool::acquire`] may take in total (waiting for a slot, recycling,
     /// creating) before it fails with [`Error::Timeout`]. In seconds in config files.
     ///
     /// Default: 30 s.
@@ -165,10 +165,10 @@ pub struct ObjectPoolStats {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let pool = Pool::builder(Buffers).max_size(8).build()?;
 /// {
-///     let mut buf = pool.get().await?;
+///     let mut buf = pool.acquire().await?;
 ///     buf.extend_from_slice(b"hello");
 /// } // dropping the guard returns the buffer
-/// let buf = pool.get().await?;
+/// let buf = pool.acquire().await?;
 /// assert!(buf.is_empty());
 /// assert_eq!(pool.stats().created, 1);
 /// # Ok(())
@@ -189,7 +189,7 @@ impl<M: Manager> Clone for Pool<M> {
 impl<M: Manager> fmt::Debug for Pool<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
-            .field("status", &self.status())
+            .field("stats", &self.stats())
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
     }
@@ -311,25 +311,25 @@ impl<M: Manager> Pool<M> {
     /// # Panics
     /// When it has to wait outside a Tokio runtime with the time driver enabled.
     #[track_caller]
-    pub fn get(&self) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
+    pub fn acquire(&self) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
         let caller = Location::caller();
-        self.acquire(self.shared.config.acquire_timeout, true, caller)
+        self.acquire_inner(self.shared.config.acquire_timeout, true, caller)
     }
 
-    /// [`get`](Self::get) with its own timeout.
+    /// [`acquire`](Self::acquire) with its own timeout.
     ///
     /// # Errors
-    /// As [`get`](Self::get).
+    /// As [`acquire`](Self::acquire).
     ///
     /// # Panics
-    /// As [`get`](Self::get).
+    /// As [`acquire`](Self::acquire).
     #[track_caller]
-    pub fn get_timeout(
+    pub fn acquire_within(
         &self,
         timeout: Duration,
     ) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
         let caller = Location::caller();
-        self.acquire(timeout, true, caller)
+        self.acquire_inner(timeout, true, caller)
     }
 
     /// Take an object without waiting for one to be returned. Recycling or creating
@@ -337,18 +337,59 @@ impl<M: Manager> Pool<M> {
     ///
     /// # Errors
     /// [`Error::Timeout`] with `waited` zero when every slot is in use; otherwise as
-    /// [`get`](Self::get).
+    /// [`acquire`](Self::acquire).
     ///
     /// # Panics
-    /// As [`get`](Self::get).
+    /// As [`acquire`](Self::acquire).
+    #[track_caller]
+    pub fn try_acquire(&self) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
+        let caller = Location::caller();
+        self.acquire_inner(self.shared.config.acquire_timeout, false, caller)
+    }
+
+    /// Renamed [`acquire`](Self::acquire): one verb for borrowing in every pool.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    #[deprecated(note = "use acquire")]
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
+        let caller = Location::caller();
+        self.acquire_inner(self.shared.config.acquire_timeout, true, caller)
+    }
+
+    /// Renamed [`acquire_within`](Self::acquire_within).
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    #[deprecated(note = "use acquire_within")]
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
+        let caller = Location::caller();
+        self.acquire_inner(timeout, true, caller)
+    }
+
+    /// Renamed [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Errors
+    /// As [`try_acquire`](Self::try_acquire).
+    #[deprecated(note = "use try_acquire")]
     #[track_caller]
     pub fn try_get(&self) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
         let caller = Location::caller();
-        self.acquire(self.shared.config.acquire_timeout, false, caller)
+        self.acquire_inner(self.shared.config.acquire_timeout, false, caller)
     }
 
-    /// What the pool is doing now.
+    /// The [`PoolStatus`] view: a subset of [`stats`](Self::stats).
+    #[deprecated(note = "use stats")]
     pub fn status(&self) -> PoolStatus {
+        self.usage()
+    }
+
+    fn usage(&self) -> PoolStatus {
         let s = &*self.shared;
         PoolStatus {
             size: s.size.load(Relaxed),
@@ -363,7 +404,7 @@ impl<M: Manager> Pool<M> {
     pub fn stats(&self) -> ObjectPoolStats {
         let s = &*self.shared;
         let c = &s.stats;
-        let status = self.status();
+        let status = self.usage();
         ObjectPoolStats {
             max_size: status.max,
             size: status.size,
@@ -410,7 +451,7 @@ impl<M: Manager> Pool<M> {
         &self.shared.manager
     }
 
-    async fn acquire(
+    async fn acquire_inner(
         &self,
         timeout: Duration,
         wait: bool,
@@ -1067,12 +1108,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn try_get_fails_without_waiting_when_exhausted() {
+    async fn try_acquire_fails_without_waiting_when_exhausted() {
         let pool = Pool::builder(Nums).max_size(1).build().unwrap();
-        let held = pool.get().await.unwrap();
-        let err = pool.try_get().await.unwrap_err();
+        let held = pool.acquire().await.unwrap();
+        let err = pool.try_acquire().await.unwrap_err();
         assert!(matches!(err, Error::Timeout { waited, max: 1 } if waited.is_zero()));
         drop(held);
-        assert_eq!(*pool.try_get().await.unwrap(), 7);
+        assert_eq!(*pool.try_acquire().await.unwrap(), 7);
     }
 }

@@ -12,8 +12,8 @@ use crate::status::Waiting;
 use crate::{Error, PoolMetrics, PoolStatus, RedisConfig, Result};
 use cortex_support::redact::redact_url;
 
-/// A Redis pool over bb8 + bb8-redis that shows what it is doing: a [`PoolStatus`],
-/// acquire-wait and hold-time histograms, timeouts, connections created and closed.
+/// A Redis pool over bb8 + bb8-redis that shows what it is doing: a [`PoolStatus`] from
+/// [`stats`](Self::stats), acquire-wait and hold-time histograms, timeouts, connections created and closed.
 ///
 /// Every connection is named with `CLIENT SETNAME` (`client_name` in the config), so
 /// `CLIENT LIST` shows whose it is.
@@ -24,7 +24,7 @@ use cortex_support::redact::redact_url;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let pool = RedisPool::new(RedisConfig::from_env()?).await?;
-/// let mut conn = pool.get().await?;
+/// let mut conn = pool.acquire().await?;
 /// let pong: String = redis::cmd("PING").query_async(&mut *conn).await?;
 /// assert_eq!(pong, "PONG");
 /// # Ok(())
@@ -48,7 +48,7 @@ impl std::fmt::Debug for RedisPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisPool")
             .field("url", &redact_url(&self.shared.config.url))
-            .field("status", &self.status())
+            .field("stats", &self.stats())
             .finish()
     }
 }
@@ -273,7 +273,7 @@ impl RedisPool {
     /// [`Error::Timeout`] when none became free in time; [`Error::Redis`] when a new
     /// connection fails.
     #[track_caller]
-    pub fn get(&self) -> impl Future<Output = Result<RedisConn>> + Send + '_ {
+    pub fn acquire(&self) -> impl Future<Output = Result<RedisConn>> + Send + '_ {
         let at = std::panic::Location::caller();
         async move {
             let start = Instant::now();
@@ -301,12 +301,22 @@ impl RedisPool {
         }
     }
 
+    /// Renamed [`acquire`](Self::acquire): one verb for borrowing in every pool.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    #[deprecated(note = "use acquire")]
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<RedisConn>> + Send + '_ {
+        self.acquire()
+    }
+
     /// `PING` on a pooled connection: `Ok` when Redis answers.
     ///
     /// # Errors
-    /// As [`get`](Self::get), or the `PING`'s error.
+    /// As [`acquire`](Self::acquire), or the `PING`'s error.
     pub async fn health(&self) -> Result<()> {
-        let mut conn = self.get().await?;
+        let mut conn = self.acquire().await?;
         let pong: String = redis::cmd("PING").query_async(&mut *conn).await?;
         if pong == "PONG" {
             Ok(())
@@ -317,8 +327,14 @@ impl RedisPool {
         }
     }
 
-    /// What the pool is doing now.
+    /// Renamed [`stats`](Self::stats): one name for every pool's figures.
+    #[deprecated(note = "use stats")]
     pub fn status(&self) -> PoolStatus {
+        self.stats()
+    }
+
+    /// What the pool is doing now (a plain serde struct).
+    pub fn stats(&self) -> PoolStatus {
         let state = self.pool.state();
         let size = state.connections as usize;
         let idle = (state.idle_connections as usize).min(size);

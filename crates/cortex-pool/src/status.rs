@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 
-/// What a pool is doing right now: the same view for every pool in this crate.
+/// What a database or Redis pool is doing right now: what `DbPool::stats()` and
+/// `RedisPool::stats()` return (the object pool's and the limiter's `stats()` carry
+/// these figures and their own counters).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolStatus {
     /// Objects that exist (idle + in use).

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 type Factory<T> = Box<dyn Fn() -> T + Send + Sync>;
 type Reset<T> = Box<dyn Fn(&mut T) + Send + Sync>;
 
-/// A pool of cheap objects that never blocks: [`get`](Self::get) reuses an idle
+/// A pool of cheap objects that never blocks: [`acquire`](Self::acquire) reuses an idle
 /// object or makes a new one, and a returned object is kept only while fewer than
 /// `max_idle` are idle. Cheap to clone: clones share the pool.
 ///
@@ -23,10 +23,10 @@ type Reset<T> = Box<dyn Fn(&mut T) + Send + Sync>;
 ///
 /// let pool = SyncPool::new(4, || Vec::<u8>::with_capacity(1024), Vec::clear);
 /// {
-///     let mut buf = pool.get();
+///     let mut buf = pool.acquire();
 ///     buf.extend_from_slice(b"scratch");
 /// }
-/// let buf = pool.get();
+/// let buf = pool.acquire();
 /// assert!(buf.is_empty() && buf.capacity() >= 1024);
 /// assert_eq!((pool.stats().created, pool.stats().reused), (1, 1));
 /// ```
@@ -92,9 +92,15 @@ impl<T> SyncPool<T> {
         }
     }
 
+    /// Renamed [`acquire`](Self::acquire): one verb for borrowing in every pool.
+    #[deprecated(note = "use acquire")]
+    pub fn get(&self) -> SyncObject<T> {
+        self.acquire()
+    }
+
     /// An idle object, or a new one when none is idle. Never waits on other
     /// holders (the idle list's lock is held only for a push or pop).
-    pub fn get(&self) -> SyncObject<T> {
+    pub fn acquire(&self) -> SyncObject<T> {
         let s = &*self.shared;
         let reused = s.lock().pop();
         let obj = match reused {
@@ -201,8 +207,8 @@ mod tests {
     #[test]
     fn zero_max_idle_never_keeps() {
         let pool = SyncPool::new(0, || 1u8, |_| {});
-        drop(pool.get());
-        drop(pool.get());
+        drop(pool.acquire());
+        drop(pool.acquire());
         assert_eq!(pool.stats().created, 2);
         assert_eq!(pool.stats().idle, 0);
     }

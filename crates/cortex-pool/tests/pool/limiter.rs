@@ -62,7 +62,7 @@ async fn never_more_than_the_limit_and_saturation_is_typed() {
         0,
         "a cancelled wait is not counted"
     );
-    assert_eq!(tight.status().in_use, 1);
+    assert_eq!(tight.stats().active, 1);
 }
 
 #[test]

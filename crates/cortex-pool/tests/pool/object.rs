@@ -59,14 +59,14 @@ async fn object_returns_when_holder_panics() {
         let pool = pool(2);
         let p = pool.clone();
         let res = tokio::spawn(async move {
-            let _obj = p.get().await.unwrap();
+            let _obj = p.acquire().await.unwrap();
             panic!("holder panics");
         })
         .await;
         assert!(res.unwrap_err().is_panic());
-        let st = pool.status();
+        let st = pool.stats();
         assert_eq!((st.size, st.idle, st.in_use), (1, 1, 0));
-        let obj = pool.get().await.unwrap();
+        let obj = pool.acquire().await.unwrap();
         assert_eq!(*obj, 0);
         assert_eq!(pool.stats().created, 1);
     })
@@ -78,14 +78,14 @@ async fn object_returns_when_future_is_cancelled() {
     bounded(async {
         let pool = pool(1);
         let res = tokio::time::timeout(Duration::from_millis(20), async {
-            let _obj = pool.get().await.unwrap();
+            let _obj = pool.acquire().await.unwrap();
             tokio::time::sleep(Duration::from_secs(3600)).await;
         })
         .await;
         assert!(res.is_err());
-        assert_eq!(pool.status().idle, 1);
-        assert_eq!(pool.status().in_use, 0);
-        let _obj = pool.get().await.unwrap();
+        assert_eq!(pool.stats().idle, 1);
+        assert_eq!(pool.stats().in_use, 0);
+        let _obj = pool.acquire().await.unwrap();
         assert_eq!(pool.stats().created, 1);
     })
     .await;
@@ -95,9 +95,9 @@ async fn object_returns_when_future_is_cancelled() {
 async fn exhausted_pool_times_out() {
     bounded(async {
         let pool = pool(1);
-        let _held = pool.get().await.unwrap();
+        let _held = pool.acquire().await.unwrap();
         let timeout = Duration::from_millis(50);
-        match pool.get_timeout(timeout).await {
+        match pool.acquire_within(timeout).await {
             Err(Error::Timeout { waited, max }) => {
                 assert!(waited >= timeout, "waited {waited:?}");
                 assert_eq!(max, 1);
@@ -105,7 +105,7 @@ async fn exhausted_pool_times_out() {
             other => panic!("expected a timeout, got {other:?}"),
         }
         assert_eq!(pool.stats().timeouts, 1);
-        assert_eq!(pool.status().waiting, 0);
+        assert_eq!(pool.stats().waiting, 0);
     })
     .await;
 }
@@ -114,10 +114,10 @@ async fn exhausted_pool_times_out() {
 async fn waiter_is_woken_on_release() {
     bounded(async {
         let pool = pool(1);
-        let held = pool.get().await.unwrap();
+        let held = pool.acquire().await.unwrap();
         let p = pool.clone();
-        let waiter = tokio::spawn(async move { *p.get().await.unwrap() });
-        while pool.status().waiting == 0 {
+        let waiter = tokio::spawn(async move { *p.acquire().await.unwrap() });
+        while pool.stats().waiting == 0 {
             tokio::task::yield_now().await;
         }
         drop(held);
@@ -134,17 +134,17 @@ async fn cancelled_waiters_do_not_lose_capacity() {
         let held: Vec<_> = {
             let mut v = Vec::new();
             for _ in 0..4 {
-                v.push(pool.get().await.unwrap());
+                v.push(pool.acquire().await.unwrap());
             }
             v
         };
         let waiters: Vec<_> = (0..100)
             .map(|_| {
                 let p = pool.clone();
-                tokio::spawn(async move { p.get().await.map(|_| ()) })
+                tokio::spawn(async move { p.acquire().await.map(|_| ()) })
             })
             .collect();
-        while pool.status().waiting < 100 {
+        while pool.stats().waiting < 100 {
             tokio::task::yield_now().await;
         }
         // Release while the cancellations race with the hand-over.
@@ -155,17 +155,17 @@ async fn cancelled_waiters_do_not_lose_capacity() {
         for w in waiters {
             let _ = w.await;
         }
-        assert_eq!(pool.status().waiting, 0);
+        assert_eq!(pool.stats().waiting, 0);
         let again: Vec<_> = {
             let mut v = Vec::new();
             for _ in 0..4 {
-                v.push(pool.get().await.unwrap());
+                v.push(pool.acquire().await.unwrap());
             }
             v
         };
-        assert_eq!(pool.status().in_use, 4);
+        assert_eq!(pool.stats().in_use, 4);
         drop(again);
-        assert_eq!(pool.status().idle, pool.status().size);
+        assert_eq!(pool.stats().idle, pool.stats().size);
     })
     .await;
 }
@@ -174,16 +174,16 @@ async fn cancelled_waiters_do_not_lose_capacity() {
 async fn cancelled_waiters_by_timeout_keep_capacity() {
     bounded(async {
         let pool = pool(2);
-        let a = pool.get().await.unwrap();
-        let b = pool.get().await.unwrap();
+        let a = pool.acquire().await.unwrap();
+        let b = pool.acquire().await.unwrap();
         for _ in 0..100 {
-            let r = tokio::time::timeout(Duration::from_millis(1), pool.get()).await;
+            let r = tokio::time::timeout(Duration::from_millis(1), pool.acquire()).await;
             assert!(r.is_err());
         }
-        assert_eq!(pool.status().waiting, 0);
+        assert_eq!(pool.stats().waiting, 0);
         drop((a, b));
-        let _a = pool.get().await.unwrap();
-        let _b = pool.get().await.unwrap();
+        let _a = pool.acquire().await.unwrap();
+        let _b = pool.acquire().await.unwrap();
         assert_eq!(pool.stats().created, 2);
     })
     .await;
@@ -193,11 +193,11 @@ async fn cancelled_waiters_by_timeout_keep_capacity() {
 async fn detach_frees_the_slot() {
     bounded(async {
         let pool = pool(1);
-        let obj = pool.get().await.unwrap();
+        let obj = pool.acquire().await.unwrap();
         let raw = cortex_pool::Object::detach(obj);
         assert_eq!(raw, 0);
-        assert_eq!(pool.status().size, 0);
-        let obj = pool.get().await.unwrap();
+        assert_eq!(pool.stats().size, 0);
+        let obj = pool.acquire().await.unwrap();
         assert_eq!(*obj, 1);
         let s = pool.stats();
         assert_eq!((s.created, s.detached, s.closed), (2, 1, 1));
@@ -209,9 +209,9 @@ async fn detach_frees_the_slot() {
 async fn recycle_failure_drops_and_replaces() {
     bounded(async {
         let pool = pool(1);
-        drop(pool.get().await.unwrap());
+        drop(pool.acquire().await.unwrap());
         pool.manager().fail_recycle.store(true, SeqCst);
-        let obj = pool.get().await.unwrap();
+        let obj = pool.acquire().await.unwrap();
         assert_eq!(*obj, 1);
         let s = pool.stats();
         assert_eq!(
@@ -226,9 +226,9 @@ async fn recycle_failure_drops_and_replaces() {
 async fn invalid_object_is_dropped_and_replaced() {
     bounded(async {
         let pool = pool(1);
-        drop(pool.get().await.unwrap());
+        drop(pool.acquire().await.unwrap());
         pool.manager().invalid.store(true, SeqCst);
-        let obj = pool.get().await.unwrap();
+        let obj = pool.acquire().await.unwrap();
         assert_eq!(*obj, 1);
         let s = pool.stats();
         assert_eq!((s.created, s.invalid, s.closed, s.size), (2, 1, 1, 1));
@@ -240,23 +240,23 @@ async fn invalid_object_is_dropped_and_replaced() {
 async fn close_wakes_waiters() {
     bounded(async {
         let pool = pool(1);
-        let held = pool.get().await.unwrap();
+        let held = pool.acquire().await.unwrap();
         let waiters: Vec<_> = (0..8)
             .map(|_| {
                 let p = pool.clone();
-                tokio::spawn(async move { p.get().await.map(|_| ()) })
+                tokio::spawn(async move { p.acquire().await.map(|_| ()) })
             })
             .collect();
-        while pool.status().waiting < 8 {
+        while pool.stats().waiting < 8 {
             tokio::task::yield_now().await;
         }
         pool.close();
         for w in waiters {
             assert!(matches!(w.await.unwrap(), Err(Error::Closed)));
         }
-        assert!(matches!(pool.get().await, Err(Error::Closed)));
+        assert!(matches!(pool.acquire().await, Err(Error::Closed)));
         drop(held);
-        let st = pool.status();
+        let st = pool.stats();
         assert_eq!((st.size, st.idle, st.in_use), (0, 0, 0));
     })
     .await;
@@ -269,12 +269,12 @@ async fn max_used_is_the_high_water_mark() {
         let held: Vec<_> = {
             let mut v = Vec::new();
             for _ in 0..5 {
-                v.push(pool.get().await.unwrap());
+                v.push(pool.acquire().await.unwrap());
             }
             v
         };
         drop(held);
-        let _one = pool.get().await.unwrap();
+        let _one = pool.acquire().await.unwrap();
         let s = pool.stats();
         assert_eq!((s.max_used, s.in_use, s.created, s.reused), (5, 1, 5, 1));
     })
@@ -292,7 +292,7 @@ async fn many_tasks_never_exceed_max_size() {
                 let (pool, holding, peak) = (pool.clone(), holding.clone(), peak.clone());
                 tokio::spawn(async move {
                     for i in 0..1000 {
-                        let _obj = pool.get().await.unwrap();
+                        let _obj = pool.acquire().await.unwrap();
                         let now = holding.fetch_add(1, SeqCst) + 1;
                         peak.fetch_max(now, SeqCst);
                         if i % 7 == 0 {
@@ -323,13 +323,13 @@ async fn create_error_does_not_leak_capacity() {
         let pool = pool(2);
         pool.manager().fail_create.store(true, SeqCst);
         for _ in 0..10 {
-            assert!(matches!(pool.get().await, Err(Error::Backend { .. })));
+            assert!(matches!(pool.acquire().await, Err(Error::Backend { .. })));
         }
-        let st = pool.status();
+        let st = pool.stats();
         assert_eq!((st.size, st.in_use), (0, 0));
         pool.manager().fail_create.store(false, SeqCst);
-        let _a = pool.get().await.unwrap();
-        let _b = pool.get().await.unwrap();
+        let _a = pool.acquire().await.unwrap();
+        let _b = pool.acquire().await.unwrap();
         assert_eq!(pool.stats().created, 2);
     })
     .await;
@@ -347,13 +347,13 @@ fn sync_pool_reuses_and_caps_idle() {
             v.clear();
         },
     );
-    let mut a = pool.get();
+    let mut a = pool.acquire();
     a.push(1);
     drop(a);
-    let b = pool.get();
+    let b = pool.acquire();
     assert!(b.is_empty());
     assert_eq!((pool.stats().created, pool.stats().reused), (1, 1));
-    let held: Vec<_> = (0..5).map(|_| pool.get()).collect();
+    let held: Vec<_> = (0..5).map(|_| pool.acquire()).collect();
     drop(b);
     drop(held);
     let s = pool.stats();
@@ -364,15 +364,19 @@ fn sync_pool_reuses_and_caps_idle() {
 #[tokio::test]
 async fn a_shorter_timeout_queued_behind_a_longer_one_still_fires() {
     let pool = pool(1);
-    let held = pool.get().await.unwrap();
+    let held = pool.acquire().await.unwrap();
     // A long waiter first: the pool's sweeper plans to wake at its (late) deadline.
     let long = {
         let pool = pool.clone();
-        tokio::spawn(async move { pool.get_timeout(Duration::from_secs(60)).await.map(|_| ()) })
+        tokio::spawn(async move {
+            pool.acquire_within(Duration::from_secs(60))
+                .await
+                .map(|_| ())
+        })
     };
     tokio::task::yield_now().await;
     // A short waiter behind it must time out on its own deadline, not the long one's.
-    let short = bounded(pool.get_timeout(Duration::from_millis(100))).await;
+    let short = bounded(pool.acquire_within(Duration::from_millis(100))).await;
     assert!(
         matches!(short, Err(Error::Timeout { max: 1, .. })),
         "{short:?}"
@@ -381,5 +385,5 @@ async fn a_shorter_timeout_queued_behind_a_longer_one_still_fires() {
     // The long waiter is still queued and gets the object when it comes back.
     drop(held);
     bounded(long).await.unwrap().unwrap();
-    assert_eq!(pool.status().waiting, 0);
+    assert_eq!(pool.stats().waiting, 0);
 }

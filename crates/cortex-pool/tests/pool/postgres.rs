@@ -90,7 +90,7 @@ async fn session_settings_are_in_effect_on_every_connection() {
     pids.sort_unstable();
     pids.dedup();
     assert_eq!(pids.len(), 4, "four distinct sessions");
-    assert_eq!(pool.status().in_use, 4);
+    assert_eq!(pool.stats().in_use, 4);
 }
 
 #[tokio::test]
@@ -156,7 +156,7 @@ async fn connections_never_exceed_the_maximum_under_200_tasks() {
                     .execute(&mut **conn)
                     .await
                     .unwrap();
-                assert!(pool.status().in_use <= pool.status().max);
+                assert!(pool.stats().in_use <= pool.stats().max);
             })
         })
         .collect();
@@ -196,7 +196,7 @@ async fn an_acquire_that_cannot_be_served_times_out_with_a_typed_error() {
             .await
             .is_err()
     );
-    assert_eq!(pool.status().waiting, 0);
+    assert_eq!(pool.stats().waiting, 0);
 }
 
 #[tokio::test]
@@ -292,6 +292,7 @@ async fn acquire_wait_hold_and_created_are_recorded() {
     assert!(matches!(r, Err(Error::CommandTimeout { .. })), "{r:?}");
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn the_same_builder_gives_an_embedded_sqlite_pool() {
     let pool = DbPool::sqlite_with(DbConfig::default(), PoolMetrics::disabled())

@@ -47,7 +47,7 @@ async fn named(admin: &mut redis::aio::MultiplexedConnection, name: &str) -> usi
 }
 
 async fn client_id(pool: &RedisPool) -> i64 {
-    let mut conn = pool.get().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
     redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut *conn)
@@ -79,7 +79,7 @@ async fn connections_never_exceed_the_maximum_under_200_tasks() {
         .map(|i| {
             let pool = pool.clone();
             tokio::spawn(async move {
-                let mut conn = pool.get().await.unwrap();
+                let mut conn = pool.acquire().await.unwrap();
                 let _: () = redis::cmd("SET")
                     .arg(format!("cortex-test:pool:{i}"))
                     .arg(i)
@@ -111,8 +111,8 @@ async fn an_acquire_that_cannot_be_served_times_out_with_a_typed_error() {
         ..config(&unique_name("redis-timeout"))
     })
     .await;
-    let _held = pool.get().await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(10), pool.get())
+    let _held = pool.acquire().await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), pool.acquire())
         .await
         .expect("get is bounded by its own timeout");
     match r {
@@ -122,7 +122,7 @@ async fn an_acquire_that_cannot_be_served_times_out_with_a_typed_error() {
         }
         other => panic!("expected Error::Timeout, got {other:?}"),
     }
-    assert_eq!(pool.status().in_use, 1);
+    assert_eq!(pool.stats().in_use, 1);
 }
 
 #[tokio::test]

@@ -3,6 +3,12 @@
 //! returning an HTTP status and a JSON body, so a service wires them into axum, hyper or
 //! anything else in a line each.
 //!
+//! An error answers `{"error": {"code": "<code>", "message": "<text>"}}`, the shape
+//! every Cortex JSON error has: `code` is [`Error::code`] (stable, for programs:
+//! `invalid_task_id` with 400, `unknown_task` or `already_finished` with 404,
+//! `unavailable` with 503 when Redis cannot be reached), `message` the error's text
+//! (for people; it may change).
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), cortex_tasks::Error> {
@@ -11,9 +17,10 @@
 //! let queue = TaskQueue::start(TaskQueueConfig::default())?;
 //! let (status, body) = admin::cancel(&queue, "not-hex");
 //! assert_eq!(status, 400);
-//! assert!(body["error"].as_str().unwrap().contains("not-hex"));
-//! let (status, _) = admin::cancel(&queue, "ff");
-//! assert_eq!(status, 404);
+//! assert_eq!(body["error"]["code"], "invalid_task_id");
+//! assert!(body["error"]["message"].as_str().unwrap().contains("not-hex"));
+//! let (status, body) = admin::cancel(&queue, "ff");
+//! assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_task")));
 //! # Ok(()) }
 //! ```
 
@@ -55,7 +62,7 @@ pub fn get(queue: &impl TaskAdmin, id: &str) -> (u16, Value) {
 }
 
 /// `DELETE /admin/tasks/{id}`: 200 when cancelled, 400 for a malformed id, 404 when
-/// unknown or already finished (as the original answered).
+/// unknown or already finished; errors as the module says.
 pub fn cancel(queue: &impl TaskAdmin, id: &str) -> (u16, Value) {
     let id = match id.parse::<TaskId>() {
         Err(e) => return error(400, &e),
@@ -117,6 +124,10 @@ fn lookup_status(e: &Error) -> u16 {
     }
 }
 
+/// `{"error": {"code": ..., "message": ...}}` with `status`.
 fn error(status: u16, e: &Error) -> (u16, Value) {
-    (status, json!({ "error": e.to_string() }))
+    (
+        status,
+        json!({ "error": { "code": e.code(), "message": e.to_string() } }),
+    )
 }

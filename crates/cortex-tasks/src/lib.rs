@@ -12,6 +12,7 @@ mod index;
 mod queue;
 mod room;
 mod task;
+mod vars;
 
 pub use self::builder::TaskBuilder;
 pub use self::engine::{Policy, Retry, ShutdownReport, TaskHandle};

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_support::env::EnvSource;
+use cortex_support::{EnvSource, EnvVar, FromEnv};
 use serde::{Deserialize, Serialize};
 
 use crate::builder::TaskBuilder;
@@ -39,14 +39,15 @@ pub struct Limits {
     /// Limit on each attempt unless a task sets its own. Default none.
     #[serde(with = "cortex_support::duration::opt_secs")]
     pub task_timeout: Option<Duration>,
-    /// How long finished tasks stay queryable. Default one hour, as the original.
+    /// How long finished tasks stay queryable. Default one hour.
     #[serde(with = "cortex_support::duration::secs")]
     pub retention: Duration,
     /// At most this many finished records are kept (oldest go first), so memory stays
     /// bounded under any load. Default 10 000.
     pub max_records: usize,
-    /// Record wait time, run time, queue depth and outcomes into
-    /// [`cortex_metrics::global()`] as `tasks.<name>.*`. Default on.
+    /// Record wait time, run time, queue depth and outcomes as `tasks.<name>.*`, into
+    /// [`cortex_metrics::global()`] or the registry given to the queue's
+    /// `with_metrics`. Default on.
     pub metrics: bool,
 }
 
@@ -133,7 +134,7 @@ impl Limits {
             enqueue_timeout: self.enqueue_timeout,
             retention: self.retention,
             max_records: self.max_records,
-            metrics: self.metrics,
+            metrics: self.metrics.then(|| cortex_metrics::global().clone()),
         })
     }
 
@@ -154,6 +155,27 @@ fn invalid(key: &'static str, value: impl ToString, reason: &str) -> Error {
         reason: reason.to_owned(),
     }
 }
+
+/// Settings the size variables set, so a rejected value names its variable.
+const SIZE_FIELDS: [(&str, &str); 6] = [
+    ("workers", "TASKS_MAX_WORKERS"),
+    ("max_queue_size", "TASKS_MAX_QUEUE_SIZE"),
+    ("max_records", "TASKS_MAX_RECORDS"),
+    ("enqueue_timeout", "TASKS_ENQUEUE_TIMEOUT"),
+    ("task_timeout", "TASKS_TASK_TIMEOUT"),
+    ("retention", "TASKS_RETENTION"),
+];
+
+/// As [`SIZE_FIELDS`], with the policy.
+const PRIORITY_FIELDS: [(&str, &str); 7] = [
+    SIZE_FIELDS[0],
+    SIZE_FIELDS[1],
+    SIZE_FIELDS[2],
+    SIZE_FIELDS[3],
+    SIZE_FIELDS[4],
+    SIZE_FIELDS[5],
+    ("policy", "TASKS_PRIORITY_POLICY"),
+];
 
 fn positive(key: &'static str, value: usize) -> Result<()> {
     if value == 0 {
@@ -223,7 +245,16 @@ struct Shared {
 }
 
 impl Shared {
-    fn start(engine: EngineConfig, limits: &Limits) -> Result<Self> {
+    /// Starts the engine, recording into `metrics` instead of the global registry when
+    /// given (and when the config records at all).
+    fn start(
+        mut engine: EngineConfig,
+        limits: &Limits,
+        metrics: Option<&cortex_metrics::Metrics>,
+    ) -> Result<Self> {
+        if let (Some(slot), Some(m)) = (engine.metrics.as_mut(), metrics) {
+            *slot = m.clone();
+        }
         Ok(Self {
             owner: Arc::new(Owner(Engine::start(engine)?)),
             defaults: limits.options(),
@@ -257,7 +288,7 @@ macro_rules! queue_impls {
     };
 }
 
-/// Settings of a [`TaskQueue`]. Defaults as the original: 10 workers, 1000 waiting.
+/// Settings of a [`TaskQueue`]. Defaults: 10 workers, 1000 waiting.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
@@ -285,22 +316,12 @@ impl Default for TaskQueueConfig {
     }
 }
 
-impl TaskQueueConfig {
-    /// Defaults overridden by `TASKS_MAX_WORKERS`, `TASKS_MAX_QUEUE_SIZE`,
-    /// `TASKS_ENQUEUE_TIMEOUT`, `TASKS_TASK_TIMEOUT`, `TASKS_RETENTION` (seconds) and
-    /// `TASKS_MAX_RECORDS`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the variable and its value.
-    pub fn from_env() -> Result<Self> {
-        Self::from_source(&EnvSource::process())
-    }
+impl FromEnv for TaskQueueConfig {
+    type Error = Error;
 
-    /// As [`from_env`](Self::from_env), from any source.
-    ///
-    /// # Errors
-    /// As [`from_env`](Self::from_env).
-    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+    const VARS: &'static [EnvVar] = crate::vars::TASK_QUEUE;
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let mut c = Self::default();
         if let Some(v) = env.parse("TASKS_MAX_WORKERS")? {
             c.max_workers = v;
@@ -309,8 +330,21 @@ impl TaskQueueConfig {
             c.max_queue_size = v;
         }
         c.limits.read(env)?;
-        c.engine()?;
+        c.engine()
+            .map_err(|e| crate::vars::name_variable(e, env, &SIZE_FIELDS))?;
         Ok(c)
+    }
+}
+
+impl TaskQueueConfig {
+    /// Defaults overridden by `TASKS_MAX_WORKERS`, `TASKS_MAX_QUEUE_SIZE`,
+    /// `TASKS_ENQUEUE_TIMEOUT`, `TASKS_TASK_TIMEOUT`, `TASKS_RETENTION` (durations as
+    /// `30`, `500ms`, `2m`) and `TASKS_MAX_RECORDS` ([`FromEnv::VARS`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable and its value.
+    pub fn from_env() -> Result<Self> {
+        <Self as FromEnv>::from_env()
     }
 
     fn engine(&self) -> Result<EngineConfig> {
@@ -358,8 +392,27 @@ impl TaskQueue {
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero size or a bad name, or when no runtime runs.
     pub fn start(config: TaskQueueConfig) -> Result<Self> {
+        Self::start_in(config, None)
+    }
+
+    /// As [`start`](Self::start), recording `tasks.<name>.*` into `metrics` instead of
+    /// [`cortex_metrics::global()`].
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn with_metrics(
+        config: TaskQueueConfig,
+        metrics: &cortex_metrics::Metrics,
+    ) -> Result<Self> {
+        Self::start_in(config, Some(metrics))
+    }
+
+    fn start_in(
+        config: TaskQueueConfig,
+        metrics: Option<&cortex_metrics::Metrics>,
+    ) -> Result<Self> {
         Ok(Self {
-            shared: Shared::start(config.engine()?, &config.limits)?,
+            shared: Shared::start(config.engine()?, &config.limits, metrics)?,
         })
     }
 
@@ -402,7 +455,7 @@ impl TaskQueue {
         self.task(name).try_enqueue(fut)
     }
 
-    /// Turns an async function into one that enqueues its calls (the original's
+    /// Turns an async function into one that enqueues its calls (a task
     /// decorator): `let send = queue.task_fn("send", send_email); send(to).await?`.
     pub fn task_fn<A, G, F, T, E>(
         &self,
@@ -492,8 +545,61 @@ impl Default for PriorityQueueConfig {
     }
 }
 
+impl FromEnv for PriorityQueueConfig {
+    type Error = Error;
+
+    const VARS: &'static [EnvVar] = crate::vars::PRIORITY_QUEUE;
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
+        let mut c = Self::default();
+        if let Some(v) = env.parse("TASKS_MAX_WORKERS")? {
+            c.workers = v;
+        }
+        if let Some(v) = env.parse("TASKS_MAX_QUEUE_SIZE")? {
+            c.max_queue_size = v;
+        }
+        if let Some(v) = env.var("TASKS_PRIORITY_POLICY") {
+            c.policy = parse_policy(&v)
+                .ok_or_else(|| invalid("TASKS_PRIORITY_POLICY", &v, POLICY_SYNTAX))?;
+        }
+        c.limits.read(env)?;
+        c.engine()
+            .map_err(|e| crate::vars::name_variable(e, env, &PRIORITY_FIELDS))?;
+        Ok(c)
+    }
+}
+
+const POLICY_SYNTAX: &str =
+    "expected strict, weighted, or three weights high,normal,low (e.g. 5,3,2), each at least 1";
+
+/// `strict`, `weighted` (5/3/2), or three comma-separated weights.
+fn parse_policy(v: &str) -> Option<Policy> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "strict" => Some(Policy::Strict),
+        "weighted" => Some(Policy::Weighted(vec![5, 3, 2])),
+        list => {
+            let weights = list
+                .split(',')
+                .map(|w| w.trim().parse::<u32>().ok().filter(|w| *w > 0))
+                .collect::<Option<Vec<u32>>>()?;
+            (weights.len() == 3).then_some(Policy::Weighted(weights))
+        }
+    }
+}
+
 impl PriorityQueueConfig {
-    /// Weighted fairness with the original's worker split as weights: 5 / 3 / 2.
+    /// Defaults overridden by `TASKS_MAX_WORKERS` (workers shared by the levels),
+    /// `TASKS_MAX_QUEUE_SIZE` (per level), `TASKS_PRIORITY_POLICY` (`strict`,
+    /// `weighted` or `5,3,2`) and the limits' `TASKS_ENQUEUE_TIMEOUT`,
+    /// `TASKS_TASK_TIMEOUT`, `TASKS_RETENTION`, `TASKS_MAX_RECORDS` ([`FromEnv::VARS`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable and its value.
+    pub fn from_env() -> Result<Self> {
+        <Self as FromEnv>::from_env()
+    }
+
+    /// Weighted fairness with weights 5 / 3 / 2 (high, normal, low).
     pub fn weighted(mut self) -> Self {
         self.policy = Policy::Weighted(vec![5, 3, 2]);
         self
@@ -547,8 +653,27 @@ impl PriorityQueue {
     /// [`Error::InvalidConfig`] for a zero size, bad weights or a bad name, or when no
     /// runtime runs.
     pub fn start(config: PriorityQueueConfig) -> Result<Self> {
+        Self::start_in(config, None)
+    }
+
+    /// As [`start`](Self::start), recording `tasks.<name>.*` into `metrics` instead of
+    /// [`cortex_metrics::global()`].
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn with_metrics(
+        config: PriorityQueueConfig,
+        metrics: &cortex_metrics::Metrics,
+    ) -> Result<Self> {
+        Self::start_in(config, Some(metrics))
+    }
+
+    fn start_in(
+        config: PriorityQueueConfig,
+        metrics: Option<&cortex_metrics::Metrics>,
+    ) -> Result<Self> {
         Ok(Self {
-            shared: Shared::start(config.engine()?, &config.limits)?,
+            shared: Shared::start(config.engine()?, &config.limits, metrics)?,
         })
     }
 
@@ -613,8 +738,8 @@ impl PriorityQueue {
         self.task(priority, name).try_enqueue(fut)
     }
 
-    /// Turns an async function into one that enqueues its calls at `priority` (the
-    /// original's priority decorator).
+    /// Turns an async function into one that enqueues its calls at `priority` (a
+    /// priority task decorator).
     pub fn task_fn<A, G, F, T, E>(
         &self,
         priority: Priority,
@@ -710,6 +835,25 @@ impl BackgroundTasks {
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero size or a bad name, or when no runtime runs.
     pub fn start(config: BackgroundConfig) -> Result<Self> {
+        Self::start_in(config, None)
+    }
+
+    /// As [`start`](Self::start), recording `tasks.<name>.*` into `metrics` instead of
+    /// [`cortex_metrics::global()`].
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn with_metrics(
+        config: BackgroundConfig,
+        metrics: &cortex_metrics::Metrics,
+    ) -> Result<Self> {
+        Self::start_in(config, Some(metrics))
+    }
+
+    fn start_in(
+        config: BackgroundConfig,
+        metrics: Option<&cortex_metrics::Metrics>,
+    ) -> Result<Self> {
         let engine = config.limits.engine(
             &config.name,
             config.max_concurrent,
@@ -718,11 +862,11 @@ impl BackgroundTasks {
             Policy::Strict,
         )?;
         Ok(Self {
-            shared: Shared::start(engine, &config.limits)?,
+            shared: Shared::start(engine, &config.limits, metrics)?,
         })
     }
 
-    /// Starts a task and returns its id at once (the original's `add_task`); it waits
+    /// Starts a task and returns its id at once (fire and forget); it waits
     /// for a free slot if `max_concurrent` run already.
     ///
     /// # Errors

@@ -76,7 +76,7 @@ impl TryFrom<String> for TaskId {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TaskStatus {
-    /// Accepted, waiting for a worker (the original's "queued", "pending" and
+    /// Accepted, waiting for a worker (what other queues call "queued", "pending" and
     /// "waiting").
     Queued,
     /// A worker is running it.
@@ -116,7 +116,7 @@ impl fmt::Display for TaskStatus {
     }
 }
 
-/// A priority level: three named levels, as in the original design.
+/// A priority level: three named levels.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]

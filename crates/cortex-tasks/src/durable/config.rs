@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use cortex_support::env::EnvSource;
 use cortex_support::keyspace::{Component, check_prefix};
+use cortex_support::{EnvSource, EnvVar, FromEnv};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -106,7 +106,7 @@ pub struct DurableConfig {
     pub task_timeout: Option<Duration>,
     /// Most dead letters kept in the `dead` stream. Adding one beyond the cap deletes
     /// the oldest (exactly, oldest first); each time this happens a warning is logged
-    /// (at most one every minute) and the `tasks.durable.dead_trimmed` counter counts
+    /// (at most one every minute) and the `tasks.durable.<name>.dead_trimmed` counter counts
     /// the deleted ones. `0` keeps every dead letter. Default 100 000.
     pub dead_letter_cap: u64,
 }
@@ -130,23 +130,12 @@ impl Default for DurableConfig {
     }
 }
 
-impl DurableConfig {
-    /// The defaults overridden by `TASKS_QUEUE_NAME`, `TASKS_CONCURRENCY`,
-    /// `TASKS_VISIBILITY_TIMEOUT` (seconds), `TASKS_MAX_ATTEMPTS` and
-    /// `TASKS_DEAD_LETTER_CAP`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the variable when one does not parse or the result
-    /// does not [`validate`](Self::validate).
-    pub fn from_env() -> Result<Self> {
-        Self::from_env_source(EnvSource::process())
-    }
+impl FromEnv for DurableConfig {
+    type Error = Error;
 
-    /// As [`from_env`](Self::from_env), reading from any [`EnvSource`].
-    ///
-    /// # Errors
-    /// As [`from_env`](Self::from_env).
-    pub fn from_env_source(env: EnvSource<'_>) -> Result<Self> {
+    const VARS: &'static [EnvVar] = crate::vars::DURABLE;
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let mut c = Self::default();
         if let Some(name) = env.var("TASKS_QUEUE_NAME") {
             c.name = name.trim().to_owned();
@@ -163,22 +152,22 @@ impl DurableConfig {
         if let Some(n) = env.parse::<u64>("TASKS_DEAD_LETTER_CAP")? {
             c.dead_letter_cap = n;
         }
-        c.validate().map_err(|e| match e {
-            // Name the variable the rejected value came from.
-            Error::InvalidConfig { key, value, reason } => {
-                let var = ENV_VARS
-                    .iter()
-                    .find(|(field, var)| *field == key && env.var(var).is_some())
-                    .map_or(key, |(_, var)| *var);
-                Error::InvalidConfig {
-                    key: var,
-                    value,
-                    reason,
-                }
-            }
-            e => e,
-        })?;
+        c.validate()
+            .map_err(|e| crate::vars::name_variable(e, env, &ENV_VARS))?;
         Ok(c)
+    }
+}
+
+impl DurableConfig {
+    /// The defaults overridden by the environment: `TASKS_QUEUE_NAME`,
+    /// `TASKS_CONCURRENCY`, `TASKS_VISIBILITY_TIMEOUT` (`30`, `500ms`, `2m`),
+    /// `TASKS_MAX_ATTEMPTS` and `TASKS_DEAD_LETTER_CAP` ([`FromEnv::VARS`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable when one does not parse or the result
+    /// does not [`validate`](Self::validate).
+    pub fn from_env() -> Result<Self> {
+        <Self as FromEnv>::from_env()
     }
 
     /// Checks every setting.
@@ -267,7 +256,7 @@ mod tests {
             ("TASKS_MAX_ATTEMPTS", "7"),
         ]);
         let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-        let c = DurableConfig::from_env_source(EnvSource::from_fn(&lookup)).unwrap();
+        let c = DurableConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap();
         assert_eq!(c.name, "emails");
         assert_eq!(c.concurrency, 4);
         assert_eq!(c.visibility_timeout, Duration::from_millis(2500));
@@ -275,12 +264,12 @@ mod tests {
 
         let bad = HashMap::from([("TASKS_QUEUE_NAME", "a b")]);
         let lookup = |k: &str| bad.get(k).map(|v| v.to_string());
-        let err = DurableConfig::from_env_source(EnvSource::from_fn(&lookup)).unwrap_err();
+        let err = DurableConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap_err();
         assert!(err.to_string().contains("name"), "{err}");
 
         let bad = HashMap::from([("TASKS_CONCURRENCY", "many")]);
         let lookup = |k: &str| bad.get(k).map(|v| v.to_string());
-        let err = DurableConfig::from_env_source(EnvSource::from_fn(&lookup)).unwrap_err();
+        let err = DurableConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap_err();
         assert!(err.to_string().contains("TASKS_CONCURRENCY"), "{err}");
     }
 
@@ -295,14 +284,14 @@ mod tests {
         for (var, value) in cases {
             let vars = HashMap::from([(var, value)]);
             let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-            match DurableConfig::from_env_source(EnvSource::from_fn(&lookup)) {
+            match DurableConfig::from_env_source(&EnvSource::from_fn(&lookup)) {
                 Err(Error::InvalidConfig { key, .. }) => assert_eq!(key, var, "{value}"),
                 other => panic!("{var}={value}: {other:?}"),
             }
         }
         let vars = HashMap::from([("TASKS_DEAD_LETTER_CAP", "7")]);
         let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-        let c = DurableConfig::from_env_source(EnvSource::from_fn(&lookup)).unwrap();
+        let c = DurableConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap();
         assert_eq!(c.dead_letter_cap, 7);
 
         let max = DurableConfig {

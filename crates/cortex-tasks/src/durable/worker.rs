@@ -152,16 +152,17 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new() -> Self {
-        let m = cortex_metrics::global();
+    /// The series of the queue `queue` in `m`: `tasks.durable.<queue>.*`.
+    fn new(m: &cortex_metrics::Metrics, queue: &str) -> Self {
+        let name = |what: &str| format!("tasks.durable.{queue}.{what}");
         Self {
-            wait: m.histogram("tasks.durable.wait"),
-            run: m.histogram("tasks.durable.run"),
-            completed: m.counter("tasks.durable.completed"),
-            failed: m.counter("tasks.durable.failed"),
-            retried: m.counter("tasks.durable.retried"),
-            dead: m.counter("tasks.durable.dead"),
-            dead_trimmed: m.counter("tasks.durable.dead_trimmed"),
+            wait: m.histogram(&name("wait")),
+            run: m.histogram(&name("run")),
+            completed: m.counter(&name("completed")),
+            failed: m.counter(&name("failed")),
+            retried: m.counter(&name("retried")),
+            dead: m.counter(&name("dead")),
+            dead_trimmed: m.counter(&name("dead_trimmed")),
         }
     }
 }
@@ -237,10 +238,16 @@ impl Shared {
 }
 
 /// A worker: reads tasks of one queue and runs them with the handlers of a [`Registry`].
+///
+/// It records into [`cortex_metrics::global()`] (or the registry given to
+/// [`metrics`](Self::metrics)) as `tasks.durable.<queue name>.*`: `wait` and `run`
+/// histograms (ms), and `completed`, `failed`, `retried`, `dead`, `dead_trimmed`
+/// counters, so two queues in one process keep their series apart.
 pub struct Worker {
     queue: DurableQueue,
     registry: Registry,
     consumer: String,
+    metrics: cortex_metrics::Metrics,
 }
 
 impl fmt::Debug for Worker {
@@ -275,7 +282,14 @@ impl Worker {
             queue,
             registry,
             consumer,
+            metrics: cortex_metrics::global().clone(),
         }
+    }
+
+    /// Records into `metrics` instead of [`cortex_metrics::global()`].
+    pub fn metrics(mut self, metrics: &cortex_metrics::Metrics) -> Self {
+        self.metrics = metrics.clone();
+        self
     }
 
     /// This worker's consumer name in the group.
@@ -294,6 +308,7 @@ impl Worker {
         let (stop_all, stop_all_rx) = watch::channel(false);
         // `DurableQueue::connect` validated the config: at most MAX_CONCURRENCY permits.
         let concurrency = self.queue.config().concurrency;
+        let metrics = Metrics::new(&self.metrics, &self.queue.config().name);
         let shared = Arc::new(Shared {
             queue: self.queue,
             registry: self.registry,
@@ -313,7 +328,7 @@ impl Worker {
             recover: Notify::new(),
             log: LogLimiter::new(Duration::from_secs(5)),
             trim_log: LogLimiter::new(Duration::from_secs(60)),
-            metrics: Metrics::new(),
+            metrics,
         });
         let readers = vec![
             tokio::spawn(reader(shared.clone(), stop_reading_rx.clone(), reclaim_rx)),
@@ -330,6 +345,28 @@ impl Worker {
             stop_all,
         }
     }
+}
+
+/// A snapshot of one worker ([`WorkerHandle::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// The queue it reads.
+    pub queue: String,
+    /// Its consumer name in the group.
+    pub consumer: String,
+    /// Tasks it runs at once at most.
+    pub concurrency: usize,
+    /// Tasks running now.
+    pub running: usize,
+    /// Entries delivered to it and not yet acknowledged: running, waiting to start,
+    /// waiting to retry, or finished and waiting to be recorded.
+    pub held: usize,
+    /// Outcomes waiting to be recorded in Redis (past a bound the worker takes no new
+    /// work until Redis accepts them).
+    pub unflushed: usize,
+    /// Tasks it brought to a final status ([`WorkerHandle::processed`]).
+    pub processed: u64,
 }
 
 /// What a graceful shutdown did.
@@ -375,6 +412,22 @@ impl WorkerHandle {
     /// This worker's consumer name in the group.
     pub fn consumer(&self) -> &str {
         &self.shared.consumer
+    }
+
+    /// What this worker holds and has done, in this process (the queue's
+    /// [`stats`](super::DurableQueue::stats) count across every worker).
+    pub fn stats(&self) -> WorkerStats {
+        let shared = &self.shared;
+        let concurrency = shared.config().concurrency;
+        WorkerStats {
+            queue: shared.config().name.clone(),
+            consumer: shared.consumer.clone(),
+            concurrency,
+            running: lock(&shared.live).len(),
+            held: lock(&shared.held).len(),
+            unflushed: shared.unflushed.load(Ordering::Relaxed),
+            processed: self.processed(),
+        }
     }
 
     /// Stops reading new tasks, lets running ones finish until `deadline`, then aborts

@@ -179,13 +179,38 @@ async fn a_queue_connects_through_a_redis_pool() {
         .expect("connect through the pool");
     let mut reg = Registry::new();
     reg.register("inc", |n: u64| async move { Ok::<_, BoxError>(n + 1) });
-    let worker = Worker::new(q.clone(), reg).spawn();
+    let metrics = cortex_metrics::Metrics::new();
+    let worker = Worker::new(q.clone(), reg).metrics(&metrics).spawn();
     let id = q.enqueue("inc", &41u64).await.expect("enqueue");
     let info = q.wait(id, Duration::from_secs(30)).await.expect("wait");
     assert_eq!(
         (info.status, info.result),
         (TaskStatus::Completed, Some(json!(42)))
     );
+    // The outcome is counted once its batch is recorded; the series carry the queue's
+    // name, in the registry the worker was given.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            worker.stats().processed == 1
+        })
+        .await,
+        "{:?}",
+        worker.stats()
+    );
+    let stats = worker.stats();
+    assert_eq!(
+        (
+            stats.queue.as_str(),
+            stats.running,
+            stats.held,
+            stats.unflushed
+        ),
+        (q.config().name.as_str(), 0, 0, 0),
+        "{stats:?}"
+    );
+    let series = format!("tasks.durable.{}.completed", q.config().name);
+    assert_eq!(metrics.counter(&series).total(), 1);
+    assert_eq!(cortex_metrics::global().counter(&series).total(), 0);
     assert!(
         worker
             .shutdown(Duration::from_secs(5))

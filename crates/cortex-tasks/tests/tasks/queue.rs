@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cortex_tasks::{
-    BackgroundConfig, BackgroundTasks, Error, Priority, PriorityQueue, PriorityQueueConfig, Retry,
-    TaskQueue, TaskQueueConfig, TaskStatus, admin,
+    BackgroundConfig, BackgroundTasks, Error, Policy, Priority, PriorityQueue, PriorityQueueConfig,
+    Retry, TaskQueue, TaskQueueConfig, TaskStatus, admin,
 };
 
 type Res<T> = Result<T, std::io::Error>;
@@ -462,7 +462,7 @@ async fn admin_routes_answer_with_status_and_json() {
     assert_eq!((status, body["name"].as_str()), (200, Some("done")));
     assert_eq!(admin::get(&queue, "abc").0, 404);
     assert_eq!(admin::get(&queue, "xyz").0, 400);
-    // Already finished: 404, as the original.
+    // Already finished: 404.
     assert_eq!(admin::cancel(&queue, &done_id.to_string()).0, 404);
 }
 
@@ -538,25 +538,75 @@ async fn finished_records_expire_by_count_and_age() {
     assert_eq!(queue.stats().completed, 50);
 }
 
+/// Series are named by the queue and go to the registry the queue was given, not the
+/// global one.
+#[tokio::test]
+async fn a_queue_records_into_the_registry_it_was_given() {
+    let metrics = cortex_metrics::Metrics::new();
+    let queue = TaskQueue::with_metrics(config("given_registry", 1, 10), &metrics).unwrap();
+    let handle = queue
+        .enqueue("x", async { Ok::<_, std::io::Error>(()) })
+        .await
+        .unwrap();
+    handle.await.unwrap();
+    assert!(queue.wait_idle(Duration::from_secs(5)).await);
+    assert_eq!(metrics.counter("tasks.given_registry.completed").total(), 1);
+    assert_eq!(
+        cortex_metrics::global()
+            .counter("tasks.given_registry.completed")
+            .total(),
+        0
+    );
+    assert_eq!(queue.stats().completed, 1);
+}
+
 #[test]
 fn bad_config_names_the_variable_and_value() {
+    use cortex_support::{EnvSource, FromEnv};
+
     let vars = std::collections::HashMap::from([("TASKS_MAX_WORKERS", "0")]);
     let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-    let err = TaskQueueConfig::from_source(&cortex_support::env::EnvSource::from_fn(&lookup))
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("workers") && err.to_string().contains('0'),
-        "{err}"
-    );
+    match TaskQueueConfig::from_env_source(&EnvSource::from_fn(&lookup)) {
+        Err(Error::InvalidConfig { key, value, .. }) => {
+            assert_eq!((key, value.as_str()), ("TASKS_MAX_WORKERS", "0"));
+        }
+        other => panic!("{other:?}"),
+    }
 
     let vars = std::collections::HashMap::from([("TASKS_MAX_QUEUE_SIZE", "lots")]);
     let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
-    let err = TaskQueueConfig::from_source(&cortex_support::env::EnvSource::from_fn(&lookup))
-        .unwrap_err();
+    let err = TaskQueueConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap_err();
     assert!(
         err.to_string().contains("TASKS_MAX_QUEUE_SIZE") && err.to_string().contains("lots"),
         "{err}"
     );
+
+    // The priority queue reads the same sizes, and its policy.
+    let vars = std::collections::HashMap::from([
+        ("TASKS_MAX_WORKERS", "4"),
+        ("TASKS_MAX_QUEUE_SIZE", "20"),
+        ("TASKS_PRIORITY_POLICY", "6, 3, 1"),
+        ("TASKS_RETENTION", "2m"),
+    ]);
+    let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+    let c = PriorityQueueConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap();
+    assert_eq!((c.workers, c.max_queue_size), (4, 20));
+    assert_eq!(c.policy, Policy::Weighted(vec![6, 3, 1]));
+    assert_eq!(c.limits.retention, Duration::from_secs(120));
+    for bad in ["fair", "1,2", "0,1,1", "1,2,x"] {
+        let vars = std::collections::HashMap::from([("TASKS_PRIORITY_POLICY", bad)]);
+        let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+        match PriorityQueueConfig::from_env_source(&EnvSource::from_fn(&lookup)) {
+            Err(Error::InvalidConfig { key, value, .. }) => {
+                assert_eq!((key, value.as_str()), ("TASKS_PRIORITY_POLICY", bad));
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    let vars = std::collections::HashMap::from([("TASKS_PRIORITY_POLICY", "Weighted")]);
+    let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+    let c = PriorityQueueConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap();
+    assert_eq!(c.policy, Policy::Weighted(vec![5, 3, 2]));
 
     // Starting outside a runtime is a clear error, not a panic.
     let err = TaskQueue::start(TaskQueueConfig::default()).unwrap_err();

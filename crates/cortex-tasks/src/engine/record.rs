@@ -1,0 +1,137 @@
+//! What the engine knows about one task: its record (shared by the index, its job and
+//! the running worker), the queued job, and the future that stops at a cancel.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use futures_util::task::AtomicWaker;
+
+use super::Options;
+use super::work::{AnyBox, BoxWork};
+use crate::{Error, Priority, Result, TaskId, TaskInfo, TaskStatus};
+
+/// The mutable part of a task's record.
+#[derive(Debug)]
+pub(super) struct State {
+    pub(super) status: TaskStatus,
+    pub(super) started: Option<Instant>,
+    pub(super) finished: Option<Instant>,
+    pub(super) attempts: u32,
+    pub(super) error: Option<String>,
+    pub(super) result: Option<serde_json::Value>,
+    /// The value or error, until the handle takes it (dropped at once when detached).
+    pub(super) outcome: Option<Result<AnyBox>>,
+}
+
+/// Everything known about one task; shared by the queue's index, its job and the
+/// running worker.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(super) id: TaskId,
+    pub(super) name: Cow<'static, str>,
+    pub(super) priority: Option<Priority>,
+    pub(super) queued: Instant,
+    pub(super) state: Mutex<State>,
+    pub(super) cancel: AtomicBool,
+    /// Wakes the running attempt when the task is cancelled.
+    pub(super) run_waker: AtomicWaker,
+    /// Wakes the handle when the task finishes.
+    pub(super) handle_waker: AtomicWaker,
+    /// Set when the handle is dropped: nobody will take the outcome.
+    pub(super) detached: AtomicBool,
+    /// Set once the task reached its final status.
+    pub(super) done: AtomicBool,
+}
+
+impl Record {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic never happens while this lock is held (only field writes), so a
+        // poisoned lock still holds consistent data.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn info(&self, clock: &Clock) -> TaskInfo {
+        let s = self.lock();
+        TaskInfo {
+            id: self.id,
+            name: self.name.to_string(),
+            status: s.status,
+            priority: self.priority,
+            queued_at: clock.system(self.queued),
+            started_at: s.started.map(|t| clock.system(t)),
+            finished_at: s.finished.map(|t| clock.system(t)),
+            attempts: s.attempts,
+            error: s.error.clone(),
+            result: s.result.clone(),
+        }
+    }
+}
+
+/// Maps `Instant`s (cheap, monotonic) to wall-clock times for snapshots.
+#[derive(Debug)]
+pub(super) struct Clock {
+    pub(super) instant: Instant,
+    pub(super) system: SystemTime,
+}
+
+impl Clock {
+    pub(super) fn system(&self, at: Instant) -> SystemTime {
+        self.system + at.saturating_duration_since(self.instant)
+    }
+}
+
+/// A queued job.
+pub(super) struct Job {
+    pub(super) record: Arc<Record>,
+    pub(super) work: BoxWork,
+    pub(super) opts: Options,
+    /// Whether it took a unit of its level's bound (a retried job re-enters without
+    /// one: it was accepted already).
+    pub(super) holds_room: bool,
+}
+
+impl Drop for Job {
+    /// A job dropped without finishing (its runtime shut down under it) still tells
+    /// its handle, which would otherwise wait forever.
+    fn drop(&mut self) {
+        if self.record.done.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut s = self.record.lock();
+            s.status = TaskStatus::Cancelled;
+            s.error = Some("the queue was dropped before the task finished".into());
+            if !self.record.detached.load(Ordering::Acquire) {
+                s.outcome = Some(Err(Error::Cancelled));
+            }
+        }
+        self.record.handle_waker.wake();
+    }
+}
+
+/// Resolves to `None` as soon as the record is cancelled, else to the inner output.
+pub(super) struct Cancellable<'a, F> {
+    pub(super) record: &'a Record,
+    pub(super) inner: F,
+}
+
+impl<F: Future + Unpin> Future for Cancellable<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.record.cancel.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        self.record.run_waker.register(cx.waker());
+        // Checked again after registering, so a cancel between the two is not missed.
+        if self.record.cancel.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut self.inner).poll(cx).map(Some)
+    }
+}

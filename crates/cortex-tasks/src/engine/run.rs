@@ -1,0 +1,241 @@
+//! The worker loop: take a job, run one attempt (panic caught, timeout applied,
+//! cancellation checked on every poll), then retry it or finish it.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+
+use super::record::{Cancellable, Job, Record};
+use super::work::{AnyBox, Attempt};
+use super::{CountOut, Engine, Retry};
+use crate::{Error, Result, TaskId, TaskStatus};
+
+/// Finished tasks a worker has not yet retired: (finishing time, id).
+pub(super) type Retired = Vec<(Instant, TaskId)>;
+
+/// Jobs a worker may take from a long single-level queue beyond the one it runs.
+pub(super) const TAKE_AHEAD: usize = 15;
+
+/// A task shorter than this lets its worker take jobs ahead.
+pub(super) const SHORT_TASK: Duration = Duration::from_micros(100);
+
+/// Finished records a worker retires at once.
+pub(super) const RETIRE_BATCH: usize = 32;
+
+/// A task cancelled, panicked or failed: what the worker does next.
+enum Ending {
+    Done(Result<AnyBox>),
+    Retry(String),
+}
+
+impl Engine {
+    /// The worker's next job: from its own few taken ahead, or from the queue (taking a
+    /// few more ahead when `short`: its last task was short).
+    fn pop(&self, ahead: &mut VecDeque<Job>, short: bool) -> Option<Job> {
+        if let Some(job) = ahead.pop_front() {
+            return Some(job);
+        }
+        let mut sched = self.lock_sched();
+        let job = sched.pop()?;
+        // With one level, a long queue and short tasks, take a few more while holding
+        // the lock: the lock is what producer and workers contend on. Never with
+        // priorities, where a task taken ahead would make a later high-priority one
+        // wait; and a worker whose task turned out long gives back what it took ahead
+        // once another worker is idle (`give_back`), so a long task holds up little.
+        if let ([queue], true) = (sched.queues.as_mut_slice(), short) {
+            let more = (queue.len() / (2 * self.config.workers)).min(TAKE_AHEAD);
+            ahead.extend(queue.drain(..more));
+        }
+        if !sched.is_empty() {
+            // More is waiting: pass the wake-up on so another idle worker takes it.
+            self.wake_one();
+        }
+        Some(job)
+    }
+
+    pub(super) async fn worker(self: Arc<Self>, slot: usize) {
+        // When a worker goes straight from one task to the next, the first one's
+        // finishing time is the next one's start: one clock read saved per task (a
+        // clock read is a good part of a no-op task's cost).
+        let mut last_finish: Option<Instant> = None;
+        let mut retired = Retired::with_capacity(RETIRE_BATCH);
+        let mut ahead = VecDeque::with_capacity(TAKE_AHEAD);
+        let mut short = false;
+        loop {
+            // Registering as a waiter costs a lock inside `Notify`: only done when the
+            // queue looked empty, and then the queue is checked again before sleeping
+            // so a push in between is not missed.
+            let job = match self.pop(&mut ahead, short) {
+                Some(job) => job,
+                None => {
+                    // Nothing to do: retire what this worker finished before it sleeps.
+                    if !retired.is_empty() {
+                        self.retire(&mut retired);
+                    }
+                    let notified = self.work.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    // Counted before the last look at the queue: a producer that pushes
+                    // after that look sees the count and signals (`wake_one`).
+                    self.sleepers.fetch_add(1, Ordering::SeqCst);
+                    let _awake = CountOut(&self.sleepers);
+                    // Read before the last look at the queue: once closed, nothing new
+                    // is put in (see `retry`), so an empty queue now stays empty.
+                    let closing = self.closing.load(Ordering::SeqCst);
+                    match self.pop(&mut ahead, false) {
+                        Some(job) => job,
+                        None if closing => return,
+                        None => {
+                            last_finish = None;
+                            notified.await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.release_room(&job);
+            self.stats[job.opts.level].served[slot]
+                .taken
+                .fetch_add(1, Ordering::Relaxed);
+            // The last task was long and a worker idles: what this one took ahead
+            // would wait behind the next long task, so it goes back to the queue.
+            if !short && !ahead.is_empty() && self.sleepers.load(Ordering::Relaxed) > 0 {
+                self.give_back(&mut ahead);
+            }
+            let before = last_finish;
+            last_finish = self.run(job, last_finish.take(), slot, &mut retired).await;
+            short = matches!((before, last_finish), (Some(a), Some(b)) if b.saturating_duration_since(a) < SHORT_TASK);
+        }
+    }
+
+    /// Wakes one sleeping worker, if any sleeps.
+    pub(super) fn wake_one(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.work.notify_one();
+        }
+    }
+
+    /// The counter slot of everything that is not a worker (cancels, retry timers).
+    pub(super) fn shared_slot(&self) -> usize {
+        self.config.workers
+    }
+
+    pub(super) fn release_room(&self, job: &Job) {
+        if job.holds_room {
+            self.room[job.opts.level].give();
+        }
+    }
+
+    /// Returns jobs taken ahead to the front of the queue, for an idle worker.
+    fn give_back(&self, ahead: &mut VecDeque<Job>) {
+        let mut sched = self.lock_sched();
+        if let [queue] = sched.queues.as_mut_slice() {
+            while let Some(job) = ahead.pop_back() {
+                queue.push_front(job);
+            }
+        }
+        drop(sched);
+        self.wake_one();
+    }
+
+    /// Marks the record running, unless it was cancelled while it waited; returns the
+    /// attempt number and its start.
+    fn begin(&self, record: &Record, now: Option<Instant>) -> Option<(u32, Instant)> {
+        let mut s = record.lock();
+        if record.cancel.load(Ordering::Acquire) || s.status == TaskStatus::Cancelled {
+            return None;
+        }
+        s.status = TaskStatus::Running;
+        s.attempts += 1;
+        let now = now.unwrap_or_else(Instant::now);
+        if s.started.is_none()
+            && let Some(r) = &self.recorders
+        {
+            r.wait
+                .record_duration(now.saturating_duration_since(record.queued));
+        }
+        s.started = Some(now);
+        Some((s.attempts, now))
+    }
+
+    /// Runs one attempt; returns when it finished, if the task did.
+    async fn run(
+        self: &Arc<Self>,
+        mut job: Job,
+        now: Option<Instant>,
+        slot: usize,
+        retired: &mut Retired,
+    ) -> Option<Instant> {
+        let level = job.opts.level;
+        let Some((attempts, started)) = self.begin(&job.record, now) else {
+            return Some(self.finish(job, Err(Error::Cancelled), None, slot, Some(retired)));
+        };
+        if !job.work.as_mut().start() {
+            // Only a plain future can be out of attempts, and it is never retried.
+            let used = Error::Failed("the task's future was already used".into());
+            return Some(self.finish(job, Err(used), None, slot, Some(retired)));
+        }
+        self.stats[level].served[slot]
+            .running
+            .fetch_add(1, Ordering::Relaxed);
+        let retry = job.opts.retry.filter(|_| job.work.retryable());
+        let attempt = Attempt {
+            work: job.work.as_mut(),
+        };
+        let ending = self
+            .attempt(&job.record, attempt, job.opts.timeout, retry, attempts)
+            .await;
+        self.stats[level].served[slot]
+            .running
+            .fetch_sub(1, Ordering::Relaxed);
+        match ending {
+            Ending::Done(outcome) => {
+                Some(self.finish(job, outcome, Some(started), slot, Some(retired)))
+            }
+            Ending::Retry(error) => {
+                if let Some(r) = &self.recorders {
+                    r.run.record_duration(started.elapsed());
+                }
+                self.retry(job, attempts, error, slot);
+                None
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        record: &Record,
+        attempt: Attempt<'_>,
+        timeout: Option<Duration>,
+        retry: Option<Retry>,
+        attempts: u32,
+    ) -> Ending {
+        let guarded = Cancellable {
+            record,
+            inner: AssertUnwindSafe(attempt).catch_unwind(),
+        };
+        let outcome = match timeout {
+            Some(limit) => tokio::time::timeout(limit, guarded)
+                .await
+                .map_err(|_| Error::TimedOut(limit)),
+            None => Ok(guarded.await),
+        };
+        let failure = match outcome {
+            Ok(None) => return Ending::Done(Err(Error::Cancelled)),
+            Ok(Some(Ok(Ok(value)))) => return Ending::Done(Ok(value)),
+            Ok(Some(Ok(Err(text)))) => Error::Failed(text),
+            Ok(Some(Err(panic))) => Error::Panicked(cortex_support::panic_message(&*panic)),
+            Err(e) => e,
+        };
+        match retry {
+            Some(r) if attempts < r.attempts && !self.closing.load(Ordering::Acquire) => {
+                Ending::Retry(failure.to_string())
+            }
+            _ => Ending::Done(Err(failure)),
+        }
+    }
+}

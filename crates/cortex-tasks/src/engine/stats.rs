@@ -1,0 +1,128 @@
+//! The engine's counters (per level, per worker slot) and its metric series.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Engine;
+use crate::QueueStats;
+
+/// Counters of one level. Producers write only `accepted`; each worker writes only its
+/// own `served` slot (one more slot takes cancels and retries from elsewhere). Every
+/// slot has its own cache line, so no line bounces between threads per task; gauges
+/// (queued, live) are differences of these monotonic counts, summed when read.
+pub(super) struct LevelStats {
+    pub(super) accepted: Accepted,
+    pub(super) served: Box<[Served]>,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+pub(super) struct Accepted {
+    pub(super) enqueued: AtomicU64,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+pub(super) struct Served {
+    /// Left the queue: taken by a worker, or removed by a cancel.
+    pub(super) taken: AtomicU64,
+    /// Put back after a failed attempt's backoff.
+    pub(super) requeued: AtomicU64,
+    /// Attempts running now (each slot adds and subtracts its own).
+    pub(super) running: AtomicU64,
+    pub(super) completed: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) cancelled: AtomicU64,
+    pub(super) retried: AtomicU64,
+}
+
+impl LevelStats {
+    pub(super) fn new(slots: usize) -> Self {
+        Self {
+            accepted: Accepted::default(),
+            served: (0..slots).map(|_| Served::default()).collect(),
+        }
+    }
+
+    pub(super) fn sum(&self, field: impl Fn(&Served) -> &AtomicU64) -> u64 {
+        self.served.iter().fold(0u64, |acc, s| {
+            acc.wrapping_add(field(s).load(Ordering::SeqCst))
+        })
+    }
+
+    pub(super) fn queued(&self) -> u64 {
+        let taken = self.sum(|s| &s.taken);
+        let requeued = self.sum(|s| &s.requeued);
+        let enqueued = self.accepted.enqueued.load(Ordering::SeqCst);
+        (enqueued + requeued).saturating_sub(taken)
+    }
+
+    pub(super) fn finished(&self) -> u64 {
+        self.sum(|s| &s.completed) + self.sum(|s| &s.failed) + self.sum(|s| &s.cancelled)
+    }
+}
+
+/// Queue depth is sampled at one enqueue in this many: reading it means reading the
+/// workers' counters, a cache miss the producer need not pay every time.
+pub(super) const DEPTH_SAMPLE: u64 = 16;
+
+/// Metric handles, looked up once.
+pub(super) struct Recorders {
+    pub(super) wait: Arc<cortex_metrics::Histogram>,
+    pub(super) run: Arc<cortex_metrics::Histogram>,
+    pub(super) depth: Arc<cortex_metrics::Histogram>,
+    pub(super) completed: Arc<cortex_metrics::Counter>,
+    pub(super) failed: Arc<cortex_metrics::Counter>,
+    pub(super) cancelled: Arc<cortex_metrics::Counter>,
+    pub(super) retried: Arc<cortex_metrics::Counter>,
+}
+
+impl Recorders {
+    /// The series of the queue `name` in `m`: `tasks.<name>.*`.
+    pub(super) fn new(m: &cortex_metrics::Metrics, name: &str) -> Self {
+        Self {
+            wait: m.histogram(&format!("tasks.{name}.wait")),
+            run: m.histogram(&format!("tasks.{name}.run")),
+            depth: m.histogram(&format!("tasks.{name}.depth")),
+            completed: m.counter(&format!("tasks.{name}.completed")),
+            failed: m.counter(&format!("tasks.{name}.failed")),
+            cancelled: m.counter(&format!("tasks.{name}.cancelled")),
+            retried: m.counter(&format!("tasks.{name}.retried")),
+        }
+    }
+}
+
+impl Engine {
+    pub(crate) fn stats(&self, level: Option<usize>) -> QueueStats {
+        let levels: &[LevelStats] = match level {
+            Some(l) => std::slice::from_ref(&self.stats[l]),
+            None => &self.stats,
+        };
+        let mut out = QueueStats {
+            workers: self.config.workers as u64,
+            ..QueueStats::default()
+        };
+        for l in levels {
+            out.completed += l.sum(|s| &s.completed);
+            out.failed += l.sum(|s| &s.failed);
+            out.cancelled += l.sum(|s| &s.cancelled);
+            out.queued += l.queued();
+            out.running += l.sum(|s| &s.running);
+            out.retried += l.sum(|s| &s.retried);
+            out.enqueued += l.accepted.enqueued.load(Ordering::SeqCst);
+        }
+        out
+    }
+
+    /// Tasks accepted and not yet finished. Finished counts are read before accepted
+    /// ones: both only grow, so a zero here means everything accepted so far finished.
+    pub(crate) fn live(&self) -> u64 {
+        let finished: u64 = self.stats.iter().map(LevelStats::finished).sum();
+        let accepted: u64 = self
+            .stats
+            .iter()
+            .map(|l| l.accepted.enqueued.load(Ordering::SeqCst))
+            .sum();
+        accepted.saturating_sub(finished)
+    }
+}

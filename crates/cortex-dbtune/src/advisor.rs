@@ -50,6 +50,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use cortex_support::{ConfigError, EnvSource, EnvVar, FromEnv};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{AssertSqlSafe, Row};
@@ -137,6 +138,58 @@ impl Default for AdviseOptions {
             plan_role: None,
             plan_users: Vec::new(),
         }
+    }
+}
+
+impl FromEnv for AdviseOptions {
+    type Error = Error;
+
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: "DBTUNE_PLAN_ROLE",
+            default: "unset",
+            doc: "Low-privilege role to plan `pg_stat_statements` texts as; unset: only the advisor's own statements are planned.",
+        },
+        EnvVar {
+            name: "DBTUNE_PLAN_USERS",
+            default: "unset",
+            doc: "Comma-separated users whose `pg_stat_statements` texts are planned; unset: the advisor's own role and the plan role.",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
+        let mut opts = Self::default();
+        if let Some(role) = env.var("DBTUNE_PLAN_ROLE") {
+            let role = role.trim();
+            role_name(role).map_err(|reason| ConfigError::new("DBTUNE_PLAN_ROLE", role, reason))?;
+            opts.plan_role = Some(role.to_owned());
+        }
+        if let Some(users) = env.var("DBTUNE_PLAN_USERS") {
+            for user in users.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                role_name(user).map_err(|reason| {
+                    ConfigError::new(
+                        "DBTUNE_PLAN_USERS",
+                        users.as_str(),
+                        format!("{user:?}: {reason}"),
+                    )
+                })?;
+                opts.plan_users.push(user.to_owned());
+            }
+        }
+        Ok(opts)
+    }
+}
+
+impl AdviseOptions {
+    /// The defaults with the plan role and users of the environment
+    /// (`DBTUNE_PLAN_ROLE`, `DBTUNE_PLAN_USERS`: [`FromEnv::VARS`]), as the CLI reads
+    /// them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable when a name in it is not a role
+    /// name.
+    pub fn from_env() -> Result<Self> {
+        <Self as FromEnv>::from_env()
     }
 }
 
@@ -355,6 +408,14 @@ async fn top_statements(pool: &PgPool, limit: u32, users: &[String]) -> Result<V
 /// A role name as the settings take it: 1 to 63 letters, digits, `_`, `$`, `-` or `.`,
 /// starting with a letter or `_` (it is quoted wherever it goes into SQL).
 fn check_role_name(setting: &'static str, variable: &str, name: &str) -> Result<()> {
+    role_name(name).map_err(|reason| Error::InvalidOption {
+        name: setting,
+        reason: format!("{name:?} ({variable}) {reason}"),
+    })
+}
+
+/// Checks the shape of a role name; the error says what one looks like.
+fn role_name(name: &str) -> std::result::Result<(), &'static str> {
     let ok = name.len() <= 63
         && name
             .chars()
@@ -366,13 +427,7 @@ fn check_role_name(setting: &'static str, variable: &str, name: &str) -> Result<
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidOption {
-            name: setting,
-            reason: format!(
-                "{name:?} ({variable}) is not a role name: 1 to 63 letters, digits, _ $ - or ., \
-                 starting with a letter or _"
-            ),
-        })
+        Err("is not a role name: 1 to 63 letters, digits, _ $ - or ., starting with a letter or _")
     }
 }
 
@@ -936,6 +991,50 @@ pub async fn advise_indexes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn from_vars(vars: &[(&str, &str)]) -> Result<AdviseOptions> {
+        let lookup = |k: &str| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        };
+        AdviseOptions::from_env_source(&EnvSource::from_fn(&lookup))
+    }
+
+    #[test]
+    fn plan_role_and_users_come_from_the_environment() {
+        let o = from_vars(&[
+            ("DBTUNE_PLAN_ROLE", " planner "),
+            ("DBTUNE_PLAN_USERS", "app, ,reporting"),
+        ])
+        .unwrap();
+        assert_eq!(o.plan_role.as_deref(), Some("planner"));
+        assert_eq!(o.plan_users, ["app", "reporting"]);
+        assert_eq!(from_vars(&[]).unwrap(), AdviseOptions::default());
+        let err = from_vars(&[("DBTUNE_PLAN_USERS", "app,x y")]).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { key: "DBTUNE_PLAN_USERS", value, .. } if value == "app,x y"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("\"x y\""), "{err}");
+        let err = from_vars(&[("DBTUNE_PLAN_ROLE", "1role")]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidConfig {
+                    key: "DBTUNE_PLAN_ROLE",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_readme_lists_every_variable() {
+        cortex_support::env::check_readme(include_str!("../README.md"), AdviseOptions::VARS)
+            .unwrap();
+    }
 
     #[test]
     fn plannable_skips_utility_and_catalog_queries() {

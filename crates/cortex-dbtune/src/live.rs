@@ -17,6 +17,7 @@ use crate::{Error, Result};
 /// error): pass the matching variant, or cast in the statement (`$1::date`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum Param {
     /// SQL NULL, typed `text`.
     Null,

@@ -92,6 +92,7 @@ pub struct TableHealth {
 /// Whether the session owning a temporary schema `pg_temp_N` still exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum TempOwner {
     /// A live session owns the schema: its tables go away when it ends.
     Live,

@@ -46,6 +46,7 @@ pub const MAX_PG_VERSION: u32 = 18;
 /// What the database mainly serves; picks pgtune's ratios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum DbType {
     /// Web application: many short queries.
     Web,
@@ -99,6 +100,7 @@ impl FromStr for DbType {
 /// The data disks' kind; picks `random_page_cost` and `effective_io_concurrency`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Storage {
     /// Solid-state drives.
     Ssd,

@@ -34,6 +34,7 @@ pub struct SystemFacts {
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum CheckStatus {
     /// Fine.
     Ok,

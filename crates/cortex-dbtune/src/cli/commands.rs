@@ -20,10 +20,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::InvalidOption {
-            name: "runtime",
-            reason: e.to_string(),
-        })
+        .map_err(Error::Runtime)
 }
 
 /// Connects through cortex-pool: bounded connect and acquire, and a password in the
@@ -40,47 +37,36 @@ async fn connect(url: String, size: u32) -> Result<cortex_pool::DbPool<sqlx::Pos
     };
     cortex_pool::DbPool::postgres(config)
         .await
-        .map_err(|e| Error::InvalidOption {
-            name: "url",
-            reason: format!("cannot connect to PostgreSQL at {shown}: {e}"),
-        })
+        .map_err(|source| Error::Connect { url: shown, source })
 }
 
-/// The plan role: `--plan-role`, else `DBTUNE_PLAN_ROLE`.
-fn plan_role(flag: Option<String>, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    flag.or_else(|| {
-        env("DBTUNE_PLAN_ROLE")
-            .map(|r| r.trim().to_string())
-            .filter(|r| !r.is_empty())
-    })
-}
-
-/// The users whose statements are planned: `--plan-user`, else the comma-separated
-/// `DBTUNE_PLAN_USERS`.
-fn plan_users(flags: Vec<String>, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
-    if !flags.is_empty() {
-        return flags;
+/// The plan role and users: the flags where given, else the environment's.
+fn advise_options(
+    role: Option<String>,
+    users: Vec<String>,
+    env: crate::advisor::AdviseOptions,
+) -> crate::advisor::AdviseOptions {
+    crate::advisor::AdviseOptions {
+        plan_role: role.or(env.plan_role),
+        plan_users: if users.is_empty() {
+            env.plan_users
+        } else {
+            users
+        },
+        ..env
     }
-    env("DBTUNE_PLAN_USERS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 pub(crate) fn advise(a: AdviseArgs) -> Result<(), Error> {
     use crate::advisor::{AdviseOptions, QuerySource, advise_indexes};
     let url = a.conn.url(&process_env)?;
+    let opts = advise_options(a.plan_role, a.plan_users, AdviseOptions::from_env()?);
     let opts = AdviseOptions {
         use_pg_stat_statements: !a.no_pg_stat_statements,
         use_hypopg: !a.no_hypopg,
         top_statements: a.top,
         min_cost_drop: a.min_cost_drop,
-        plan_role: plan_role(a.plan_role, &process_env),
-        plan_users: plan_users(a.plan_users, &process_env),
-        ..AdviseOptions::default()
+        ..opts
     };
     let queries: Vec<QuerySource> = a.queries.into_iter().map(QuerySource::new).collect();
     let advice = runtime()?.block_on(async {
@@ -241,18 +227,18 @@ mod tests {
     use crate::cli::args::{ConnArgs, DbTypeArg, StorageArg};
 
     #[test]
-    fn plan_role_and_users_fall_back_to_the_environment() {
-        let env = |k: &str| match k {
-            "DBTUNE_PLAN_ROLE" => Some(" planner ".to_string()),
-            "DBTUNE_PLAN_USERS" => Some("app, ,reporting".to_string()),
-            _ => None,
+    fn flags_win_over_the_environment() {
+        use crate::advisor::AdviseOptions;
+        let env = AdviseOptions {
+            plan_role: Some("planner".into()),
+            plan_users: vec!["app".into(), "reporting".into()],
+            ..AdviseOptions::default()
         };
-        assert_eq!(plan_role(None, &env).as_deref(), Some("planner"));
-        assert_eq!(plan_role(Some("r".into()), &env).as_deref(), Some("r"));
-        assert_eq!(plan_role(None, &|_| Some("  ".into())), None);
-        assert_eq!(plan_users(Vec::new(), &env), ["app", "reporting"]);
-        assert_eq!(plan_users(vec!["x".into()], &env), ["x"]);
-        assert!(plan_users(Vec::new(), &|_| None).is_empty());
+        let o = advise_options(None, Vec::new(), env.clone());
+        assert_eq!(o, env);
+        let o = advise_options(Some("r".into()), vec!["x".into()], env);
+        assert_eq!(o.plan_role.as_deref(), Some("r"));
+        assert_eq!(o.plan_users, ["x"]);
     }
 
     #[test]

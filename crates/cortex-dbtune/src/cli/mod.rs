@@ -20,6 +20,18 @@ use clap::Parser;
 
 use args::{Cli, Command};
 
+/// The error and each of its sources, one a line: a message never repeats its
+/// source's text, so the whole chain is printed.
+fn error_report(e: &dyn std::error::Error) -> String {
+    let mut out = format!("error: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!("\n  caused by: {s}"));
+        source = s.source();
+    }
+    out
+}
+
 /// Runs the command line of this process; exit code 0 on success, 1 when `check-system`
 /// found a failing check, 2 on an error (printed to stderr), clap's for bad usage.
 pub fn main() -> ExitCode {
@@ -45,8 +57,24 @@ where
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{}", error_report(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_prints_every_source() {
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let text = json.to_string();
+        let report = error_report(&crate::Error::PlanJson(json));
+        assert_eq!(
+            report,
+            format!("error: invalid EXPLAIN JSON\n  caused by: {text}")
+        );
     }
 }

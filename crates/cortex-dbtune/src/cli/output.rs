@@ -18,7 +18,7 @@ pub(crate) fn emit(text: &str) {
 
 /// Pretty JSON with a final newline.
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, crate::Error> {
-    let mut out = serde_json::to_string_pretty(v).map_err(crate::Error::PlanJson)?;
+    let mut out = serde_json::to_string_pretty(v).map_err(crate::Error::Serialize)?;
     out.push('\n');
     Ok(out)
 }

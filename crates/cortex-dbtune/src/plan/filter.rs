@@ -23,6 +23,7 @@ pub fn quote_literal(value: &str) -> String {
 /// One key of a suggested index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum IndexKey {
     /// A plain column.
     Column {

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! PostgreSQL advice for Cortex.
 //!
 //! - [`pgtune`]: settings from machine resources, giving exactly the values of pgtune.
@@ -18,6 +19,7 @@
 
 pub mod advisor;
 #[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 pub mod error;
 mod live;

@@ -13,6 +13,15 @@ use crate::{Cache, Error, Result, TypedCache};
 /// The error of one load, shared by every caller that waited on it.
 type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A snapshot of a [`CachedCalls`]: its store's counters and its loads under way.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CachedCallsStats {
+    /// The store's counters.
+    pub cache: crate::CacheStats,
+    /// Loads under way (one per key however many callers wait on it).
+    pub in_flight: usize,
+}
+
 /// Default of [`CachedCalls::load_timeout`]: 30 s.
 pub(crate) const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -161,6 +170,14 @@ impl<C: Cache> CachedCalls<C> {
     pub fn load_timeout(mut self, timeout: Duration) -> Self {
         self.load_timeout = timeout.max(Duration::from_millis(1));
         self
+    }
+
+    /// What the store underneath has done, and the loads under way now.
+    pub fn stats(&self) -> CachedCallsStats {
+        CachedCallsStats {
+            cache: self.cache.stats(),
+            in_flight: self.in_flight(),
+        }
     }
 
     /// Loads under way now (one per key however many callers wait on it).

@@ -129,3 +129,57 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_faults_that_can_pass_are_retryable() {
+        let retryable = [
+            Error::Unavailable {
+                retry_in: Duration::from_millis(5),
+            },
+            Error::LoadTimeout {
+                key: "k".into(),
+                timeout: Duration::from_secs(1),
+            },
+            Error::Timeout {
+                what: "subscription",
+                waited: Duration::from_secs(1),
+            },
+        ];
+        for e in &retryable {
+            assert!(e.is_retryable(), "{e}");
+        }
+        let final_ = [
+            Error::from(cortex_support::ConfigError::new(
+                "CACHE_NAMESPACE",
+                "x",
+                "bad",
+            )),
+            Error::NotAnInteger { key: "k".into() },
+            Error::Loader(std::sync::Arc::new(std::io::Error::other("down"))),
+        ];
+        for e in &final_ {
+            assert!(!e.is_retryable(), "{e}");
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_errors_are_retryable_when_the_connection_failed() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let lost = Error::Redis(redis::RedisError::from(refused));
+        assert!(lost.is_retryable() && lost.is_backend());
+        let answered = Error::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "wrong type",
+        )));
+        assert!(!answered.is_retryable());
+        // The source is kept and its text stays out of Display.
+        assert_eq!(lost.to_string(), "redis call failed");
+        assert!(std::error::Error::source(&lost).is_some());
+    }
+}

@@ -21,7 +21,7 @@ mod typed;
 mod warmer;
 mod weak;
 
-pub use self::cached::CachedCalls;
+pub use self::cached::{CachedCalls, CachedCallsStats};
 pub use self::compressed::{Compressed, CompressionConfig};
 pub use self::error::{Error, Result};
 #[cfg(feature = "redis")]
@@ -43,4 +43,20 @@ pub use self::store::Cache;
 pub use self::two_tier::TwoTierCache;
 pub use self::typed::TypedCache;
 pub use self::warmer::{WarmReport, Warmer, WarmerStats, warm};
-pub use self::weak::WeakCache;
+pub use self::weak::{WeakCache, WeakCacheStats};
+
+#[cfg(all(test, feature = "redis"))]
+mod readme {
+    use cortex_support::FromEnv;
+
+    #[test]
+    fn the_readme_lists_every_variable() {
+        let vars = [
+            crate::S3FifoConfig::VARS,
+            crate::MemoryConfig::VARS,
+            crate::RedisCacheConfig::VARS,
+        ]
+        .concat();
+        cortex_support::env::check_readme(include_str!("../README.md"), &vars).unwrap();
+    }
+}

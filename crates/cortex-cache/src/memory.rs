@@ -3,7 +3,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cortex_metrics::Metrics;
-use cortex_support::env::EnvSource;
+use cortex_support::{EnvSource, EnvVar, FromEnv};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
@@ -12,11 +12,8 @@ use crate::{Cache, CacheStats, Error, Result};
 
 /// Settings of a [`MemoryStore`].
 ///
-/// | field | variable | default |
-/// |---|---|---|
-/// | `capacity` | `CACHE_MEMORY_CAPACITY` | 10 000 |
-/// | `default_ttl` | `CACHE_MEMORY_DEFAULT_TTL`, s | none |
-/// | `max_bytes` | `CACHE_MEMORY_MAX_BYTES` | 64 MiB (67 108 864) |
+/// Read from the environment with [`MemoryConfig::from_env`]; the variables are listed
+/// in [`FromEnv::VARS`] (and, from it, in the crate README).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MemoryConfig {
@@ -49,20 +46,28 @@ impl Default for MemoryConfig {
     }
 }
 
-impl MemoryConfig {
-    /// Defaults overridden by the environment (see the table above).
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the variable of a bad value.
-    pub fn from_env() -> Result<Self> {
-        Self::from_source(&EnvSource::process())
-    }
+impl FromEnv for MemoryConfig {
+    type Error = Error;
 
-    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
-    ///
-    /// # Errors
-    /// As [`from_env`](Self::from_env).
-    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: "CACHE_MEMORY_CAPACITY",
+            default: "10000",
+            doc: "Most entries of a `MemoryStore`; the least recently used goes past it.",
+        },
+        EnvVar {
+            name: "CACHE_MEMORY_DEFAULT_TTL",
+            default: "unset",
+            doc: "Expiry of a `set` given no TTL (unset = kept until evicted).",
+        },
+        EnvVar {
+            name: "CACHE_MEMORY_MAX_BYTES",
+            default: "67108864",
+            doc: "Most bytes held (an entry weighs key + value + 160 B), at least 1024.",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let mut c = Self::default();
         if let Some(v) = env.parse("CACHE_MEMORY_CAPACITY")? {
             c.capacity = v;
@@ -75,6 +80,16 @@ impl MemoryConfig {
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+impl MemoryConfig {
+    /// Defaults overridden by the environment variables of [`FromEnv::VARS`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable of a bad value.
+    pub fn from_env() -> Result<Self> {
+        <Self as FromEnv>::from_env()
     }
 
     /// Check every value.

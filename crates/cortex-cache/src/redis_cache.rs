@@ -171,7 +171,7 @@ impl RedisCache {
 
     /// A connection from the pool, made the shared one.
     async fn fresh_conn(&self) -> Result<Conn> {
-        let pooled = self.inner.pool.get().await.map_err(|e| {
+        let pooled = self.inner.pool.acquire().await.map_err(|e| {
             self.inner.breaker.trip();
             Error::Pool(e)
         })?;

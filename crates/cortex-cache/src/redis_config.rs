@@ -1,18 +1,15 @@
 use std::time::Duration;
 
-use cortex_support::env::EnvSource;
 use cortex_support::keyspace::{Component, check_prefix};
+use cortex_support::{EnvSource, EnvVar, FromEnv};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// Settings of a [`RedisCache`](crate::RedisCache).
 ///
-/// | field | variable | default |
-/// |---|---|---|
-/// | `namespace` | `CACHE_NAMESPACE` | `cortex:cache:` |
-/// | `default_ttl` | `CACHE_DEFAULT_TTL`, s | 300 |
-/// | `degrade_on_error` | `CACHE_DEGRADE_ON_ERROR` | true |
+/// Read from the environment with [`RedisCacheConfig::from_env`]; the variables are
+/// listed in [`FromEnv::VARS`] (and, from it, in the crate README).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RedisCacheConfig {
@@ -47,20 +44,28 @@ impl Default for RedisCacheConfig {
     }
 }
 
-impl RedisCacheConfig {
-    /// Defaults overridden by the environment (see the table above).
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the variable of a bad value.
-    pub fn from_env() -> Result<Self> {
-        Self::from_source(&EnvSource::process())
-    }
+impl FromEnv for RedisCacheConfig {
+    type Error = Error;
 
-    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
-    ///
-    /// # Errors
-    /// As [`from_env`](Self::from_env).
-    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: "CACHE_NAMESPACE",
+            default: "cortex:cache:",
+            doc: "Prefix of every key of a `RedisCache`; ends in `:`, not `cortex:` nor another component's prefix.",
+        },
+        EnvVar {
+            name: "CACHE_DEFAULT_TTL",
+            default: "5m",
+            doc: "Expiry of a `set` given no TTL, and of a counter `increment` creates.",
+        },
+        EnvVar {
+            name: "CACHE_DEGRADE_ON_ERROR",
+            default: "true",
+            doc: "Answer reads that meet a Redis fault as misses (writes and deletes always return errors).",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let mut c = Self::default();
         if let Some(v) = env.var("CACHE_NAMESPACE") {
             c.namespace = v;
@@ -73,6 +78,16 @@ impl RedisCacheConfig {
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+impl RedisCacheConfig {
+    /// Defaults overridden by the environment variables of [`FromEnv::VARS`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the variable of a bad value.
+    pub fn from_env() -> Result<Self> {
+        <Self as FromEnv>::from_env()
     }
 
     /// Check every value.
@@ -113,7 +128,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let lookup = move |k: &str| map.get(k).cloned();
-        RedisCacheConfig::from_source(&EnvSource::from_fn(&lookup))
+        RedisCacheConfig::from_env_source(&EnvSource::from_fn(&lookup))
     }
 
     #[test]

@@ -3,7 +3,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Cache, Error, Result};
+use crate::{Cache, CacheStats, Error, Result};
 
 /// Typed values over any [`Cache`], stored as JSON.
 ///
@@ -74,7 +74,12 @@ impl<C: Cache> TypedCache<C> {
         self.inner.set(key, &bytes, ttl).await
     }
 
-    /// The wrapped store, for byte-level calls (`delete`, `clear`, `stats`...).
+    /// What the wrapped store has done so far.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.stats()
+    }
+
+    /// The wrapped store, for byte-level calls (`delete`, `clear`, ...).
     pub fn inner(&self) -> &C {
         &self.inner
     }

@@ -28,6 +28,15 @@ pub struct WeakCache<K, V: ?Sized> {
     inner: Mutex<Inner<K, V>>,
 }
 
+/// A snapshot of a [`WeakCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WeakCacheStats {
+    /// Entries in the map, dead ones not yet swept included.
+    pub entries: usize,
+    /// Entries whose value is still alive.
+    pub live: usize,
+}
+
 #[derive(Debug)]
 struct Inner<K, V: ?Sized> {
     map: HashMap<K, Weak<V>, foldhash::fast::RandomState>,
@@ -104,6 +113,15 @@ impl<K: Hash + Eq, V: ?Sized> WeakCache<K, V> {
         self.len() == 0
     }
 
+    /// Entries held and, of those, the ones still alive (walks the map).
+    pub fn stats(&self) -> WeakCacheStats {
+        let inner = self.lock();
+        WeakCacheStats {
+            entries: inner.map.len(),
+            live: inner.map.values().filter(|v| v.strong_count() > 0).count(),
+        }
+    }
+
     /// Drop every dead entry; returns how many were dropped.
     pub fn purge(&self) -> usize {
         let mut inner = self.lock();
@@ -126,5 +144,10 @@ mod tests {
         }
         assert!(cache.lock().map.len() <= MIN_SWEEP);
         assert_eq!(cache.len(), 0);
+        let alive = Arc::new(1);
+        cache.insert(1, Arc::clone(&alive));
+        let stats = cache.stats();
+        assert_eq!(stats.live, 1);
+        assert!(stats.entries >= 1 && stats.entries <= MIN_SWEEP + 1);
     }
 }

@@ -388,8 +388,8 @@ impl<K: Hash + Eq, V: Clone> S3FifoCache<K, V> {
     ///
     /// `init` runs outside the shard lock, so it may use the cache; two callers missing
     /// the same key at once may both run it, and the first to insert wins (both get its
-    /// value). For one computation per key under concurrency, store a
-    /// [`LazyLoader`](crate::LazyLoader) in an `Arc` as the value.
+    /// value). For one computation per key under concurrency, store an
+    /// `Arc<tokio::sync::OnceCell<T>>` as the value and initialise it after the insert.
     pub fn get_or_insert_with(&self, key: K, init: impl FnOnce() -> V) -> V {
         let hash = self.hash(&key);
         let found = self.lookup(hash, &key);

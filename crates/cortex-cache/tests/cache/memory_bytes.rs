@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cortex_cache::{Cache, Error, MemoryConfig, MemoryStore};
-use cortex_support::env::EnvSource;
+use cortex_support::{EnvSource, FromEnv};
 
 fn store(max_bytes: usize) -> MemoryStore {
     MemoryStore::new(MemoryConfig {
@@ -126,7 +126,7 @@ fn max_bytes_comes_from_the_environment_and_is_checked() {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let lookup = move |k: &str| map.get(k).cloned();
-        MemoryConfig::from_source(&EnvSource::from_fn(&lookup))
+        MemoryConfig::from_env_source(&EnvSource::from_fn(&lookup))
     };
     assert_eq!(from(&[]).unwrap().max_bytes, 64 * 1024 * 1024);
     let c = from(&[("CACHE_MEMORY_MAX_BYTES", "1000000")]).unwrap();

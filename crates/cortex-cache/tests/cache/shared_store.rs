@@ -53,7 +53,7 @@ pub(crate) async fn cache_in(namespace: &str) -> RedisCache {
 
 async fn raw<T: redis::FromRedisValue>(cache: &RedisCache, cmd: &str, key: &str) -> T {
     let url = redis_url();
-    let mut conn = cache.pool().get().await.expect(&url);
+    let mut conn = cache.pool().acquire().await.expect(&url);
     redis::cmd(cmd)
         .arg(cache.full_key(key))
         .query_async(&mut *conn)

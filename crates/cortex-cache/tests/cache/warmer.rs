@@ -71,7 +71,7 @@ async fn ttl_jitter_spreads_expiry_within_its_bound() {
             })
             .await
             .unwrap();
-        let mut conn = cache.pool().get().await.unwrap();
+        let mut conn = cache.pool().acquire().await.unwrap();
         let pttl: i64 = redis::cmd("PTTL")
             .arg(cache.full_key(&key))
             .query_async(&mut *conn)

@@ -80,8 +80,9 @@ impl Scenario {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoadConfig {
-    /// Target, `http://host[:port][/base]`. Every request goes to this host and port;
-    /// scenario endpoints are joined to the base path.
+    /// Target, `http://host[:port][/base]` or (feature `tls`) `https://...`. Every
+    /// request goes to this host and port; scenario endpoints are joined to the base
+    /// path.
     pub url: String,
     /// Requests to choose from (weighted).
     pub scenarios: Vec<Scenario>,
@@ -99,8 +100,9 @@ pub struct LoadConfig {
     /// Users start evenly spread over this period.
     #[serde(with = "cortex_support::duration::secs")]
     pub ramp_up: Duration,
-    /// Pause between a user's requests (closed loop only). `None`: 100 ms (the
-    /// original design) in a closed loop with a request count, 0 with a duration.
+    /// Pause between a user's requests (closed loop only). `None`:
+    /// [`DEFAULT_THINK_TIME`] in a closed loop with a request count, 0 with a duration
+    /// or a rate.
     #[serde(with = "cortex_support::duration::opt_secs")]
     pub think_time: Option<Duration>,
     /// Per-request timeout, connection included.
@@ -117,6 +119,13 @@ pub struct LoadConfig {
     /// Run the users on this many dedicated single-threaded runtimes (one OS thread
     /// each). 0: spawn them on the runtime that calls [`LoadTest::run`](super::LoadTest::run).
     pub threads: usize,
+    /// `https://` targets: trust only the certificates of this PEM file instead of the
+    /// bundled web roots (CLI `--cacert`), e.g. a private CA. Refused for `http://`.
+    pub ca_file: Option<PathBuf>,
+    /// `https://` targets: accept any server certificate (CLI `--insecure`). Traffic
+    /// is still encrypted, but with whoever answers. Refused for `http://` and
+    /// together with `ca_file`.
+    pub insecure: bool,
 }
 
 impl Default for LoadConfig {
@@ -135,12 +144,14 @@ impl Default for LoadConfig {
             output: None,
             progress: false,
             threads: 0,
+            ca_file: None,
+            insecure: false,
         }
     }
 }
 
 /// The think time used when [`LoadConfig::think_time`] is `None` in a closed loop
-/// with a request count: the 0.1 s of the original design.
+/// with a request count: 0.1 s, a user who reads the answer before the next click.
 pub const DEFAULT_THINK_TIME: Duration = Duration::from_millis(100);
 
 impl LoadConfig {
@@ -192,6 +203,10 @@ impl LoadConfig {
             return Err(LoadError::NoScenarios);
         }
         let target = Target::parse(&self.url)?;
+        #[cfg(feature = "tls")]
+        let tls = self.tls_client(&target)?;
+        #[cfg(not(feature = "tls"))]
+        self.check_tls_settings(&target)?;
         let auth = match &self.token {
             Some(t) => Some(HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| {
                 LoadError::BadRequestPart {
@@ -221,6 +236,8 @@ impl LoadConfig {
         }
         Ok(Plan {
             target,
+            #[cfg(feature = "tls")]
+            tls,
             scenarios,
             cumulative,
             total_weight,
@@ -228,9 +245,60 @@ impl LoadConfig {
     }
 }
 
+impl LoadConfig {
+    /// Check the TLS settings against the scheme and, for `https://`, build the client
+    /// (reading the CA file), so a bad file fails before the run.
+    #[cfg(feature = "tls")]
+    fn tls_client(&self, target: &Target) -> Result<Option<crate::tls::TlsClient>> {
+        use crate::tls::{TlsClient, Trust};
+        self.check_tls_settings(target)?;
+        if !target.tls {
+            return Ok(None);
+        }
+        let trust = match (&self.ca_file, self.insecure) {
+            (Some(path), _) => Trust::CaFile(path),
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::WebPki,
+        };
+        TlsClient::new(&self.url, &target.host, trust).map(Some)
+    }
+
+    fn check_tls_settings(&self, target: &Target) -> Result<()> {
+        if let Some(path) = &self.ca_file {
+            if !target.tls {
+                return Err(LoadError::BadSetting {
+                    name: "ca_file",
+                    value: path.display().to_string(),
+                    reason: "only for https:// targets",
+                });
+            }
+            if self.insecure {
+                return Err(LoadError::BadSetting {
+                    name: "insecure",
+                    value: "true".to_owned(),
+                    reason: "contradicts ca_file: trust the CA or skip verification, not both",
+                });
+            }
+        }
+        if self.insecure && !target.tls {
+            return Err(LoadError::BadSetting {
+                name: "insecure",
+                value: "true".to_owned(),
+                reason: "only for https:// targets",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The host and port every request goes to, and the base path.
 #[derive(Clone, Debug)]
 pub(crate) struct Target {
+    /// `https://`: requests go over TLS.
+    pub(crate) tls: bool,
+    /// The host as the TLS server name (IPv6 without brackets).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) host: String,
     /// `host:port`, for connecting and for messages.
     pub(crate) addr: String,
     /// The `host` header value (`host[:port]` as given).
@@ -248,8 +316,14 @@ impl Target {
         let uri: Uri = url
             .parse()
             .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") if cfg!(feature = "tls") => true,
+            Some("https") => {
+                return Err(LoadError::TlsNotEnabled {
+                    url: url.to_owned(),
+                });
+            }
             Some(other) => {
                 return Err(LoadError::UnsupportedScheme {
                     scheme: other.to_owned(),
@@ -257,7 +331,7 @@ impl Target {
                 });
             }
             None => return Err(bad("missing scheme: expected http://host[:port]")),
-        }
+        };
         let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
         if authority.as_str().contains('@') {
             return Err(bad("user info is not supported"));
@@ -266,7 +340,7 @@ impl Target {
         if host.is_empty() {
             return Err(bad("missing host"));
         }
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let host_header = HeaderValue::from_str(authority.as_str())
             .map_err(|_| bad("host is not a valid header value"))?;
         if uri.query().is_some() {
@@ -275,17 +349,28 @@ impl Target {
             ));
         }
         Ok(Self {
+            tls,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             addr: format!("{host}:{port}"),
             host_header,
             base: uri.path().trim_end_matches('/').to_owned(),
         })
     }
 
-    /// Whether an absolute URL names this target's host and port.
+    /// The scheme of every request.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// Whether an absolute URL names this target's scheme, host and port.
     fn same_origin(&self, uri: &Uri) -> bool {
-        uri.scheme_str() == Some("http")
+        let default_port = if self.tls { 443 } else { 80 };
+        uri.scheme_str() == Some(self.scheme())
             && uri.authority().is_some_and(|a| {
-                format!("{}:{}", a.host(), a.port_u16().unwrap_or(80)) == self.addr
+                format!("{}:{}", a.host(), a.port_u16().unwrap_or(default_port)) == self.addr
             })
     }
 }
@@ -319,7 +404,8 @@ impl Prepared {
                 .map_err(|e: http::uri::InvalidUri| bad_endpoint(&e.to_string()))?;
             if !target.same_origin(&abs) {
                 return Err(bad_endpoint(&format!(
-                    "absolute URL to another origin (the target is http://{})",
+                    "absolute URL to another origin (the target is {}://{})",
+                    target.scheme(),
                     target.addr
                 )));
             }
@@ -382,6 +468,9 @@ impl Prepared {
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub(crate) target: Target,
+    /// The TLS client of an `https://` target.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsClient>,
     pub(crate) scenarios: Vec<Prepared>,
     cumulative: Vec<f64>,
     total_weight: f64,
@@ -442,8 +531,27 @@ mod tests {
         c.users = 0;
         assert!(c.plan().unwrap_err().to_string().contains("users: 0"));
         c.users = 1;
-        c.url = "https://example.com".into();
-        assert!(c.plan().unwrap_err().to_string().contains("https"));
+        c.url = "ftp://example.com".into();
+        assert!(c.plan().unwrap_err().to_string().contains("ftp"));
+        c.url = "http://127.0.0.1:1".into();
+        c.insecure = true;
+        assert!(matches!(
+            c.plan(),
+            Err(LoadError::BadSetting {
+                name: "insecure",
+                ..
+            })
+        ));
+        c.insecure = false;
+        c.ca_file = Some("ca.pem".into());
+        assert!(matches!(
+            c.plan(),
+            Err(LoadError::BadSetting {
+                name: "ca_file",
+                ..
+            })
+        ));
+        c.ca_file = None;
         c.url = "http://127.0.0.1:1".into();
         c.scenarios[0].weight = -1.0;
         assert!(c.plan().unwrap_err().to_string().contains("weight -1"));
@@ -453,6 +561,54 @@ mod tests {
         assert_eq!(c.plan().unwrap().scenarios[0].endpoint, "/x?y=1");
         c.scenarios.clear();
         assert!(matches!(c.plan(), Err(LoadError::NoScenarios)));
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn https_without_the_feature_says_to_enable_it() {
+        let c = LoadConfig {
+            url: "https://127.0.0.1:8443".into(),
+            scenarios: vec![Scenario::get("/")],
+            ..LoadConfig::default()
+        };
+        let err = c.plan().unwrap_err();
+        assert!(matches!(err, LoadError::TlsNotEnabled { .. }), "{err}");
+        assert!(err.to_string().contains("`tls` feature"), "{err}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn https_targets_default_to_port_443_and_check_the_ca_file() {
+        let c = LoadConfig {
+            url: "https://localhost/api".into(),
+            scenarios: vec![Scenario::get("https://localhost:443/x")],
+            ..LoadConfig::default()
+        };
+        let plan = c.plan().unwrap();
+        assert_eq!(plan.target.addr, "localhost:443");
+        assert_eq!(plan.scenarios[0].endpoint, "/x");
+        assert!(plan.tls.is_some());
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for (path, kind) in [
+            (missing, std::io::ErrorKind::NotFound),
+            (empty, std::io::ErrorKind::InvalidData),
+        ] {
+            let c = LoadConfig {
+                ca_file: Some(path.clone()),
+                ..c.clone()
+            };
+            match c.plan() {
+                Err(LoadError::CaFile { path: p, source }) => {
+                    assert_eq!(p, path);
+                    assert_eq!(source.kind(), kind, "{source}");
+                }
+                other => panic!("expected CaFile for {}: {other:?}", path.display()),
+            }
+        }
     }
 
     #[test]

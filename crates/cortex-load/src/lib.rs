@@ -1,3 +1,8 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+//!
+//! # How a run works
+//!
 //! HTTP load testing: simulated users sending weighted scenarios to one target over
 //! keep-alive HTTP/1.1, in a closed or an open loop, with latencies in
 //! [`cortex_metrics::Histogram`]s.
@@ -19,10 +24,10 @@
 //!
 //! # Think time
 //!
-//! The original design paused 0.1 s between a user's requests. That stays the default
-//! for closed-loop runs by request count ([`DEFAULT_THINK_TIME`]); runs by duration
+//! A user pauses 0.1 s between requests by default in closed-loop runs by request
+//! count ([`DEFAULT_THINK_TIME`]), as a person reading an answer would; runs by duration
 //! and open-loop runs default to no pause, since they measure throughput or a fixed
-//! rate. [`LoadConfig::think_time`] (CLI `--think-time MS`) overrides both; the open
+//! rate. [`LoadConfig::think_time`] (CLI `--think-time`) overrides both; the open
 //! loop ignores it (the schedule decides when requests go).
 //!
 //! # Bounds
@@ -30,8 +35,18 @@
 //! A run ends after its request count or duration; requests in flight then finish or
 //! time out ([`LoadConfig::timeout`] covers connecting, sending and reading the whole
 //! answer). Requests go only to the host and port of [`LoadConfig::url`]: scenario
-//! endpoints are paths; an absolute URL to another origin is refused. Only `http://`
-//! is supported (no TLS).
+//! endpoints are paths; an absolute URL to another origin is refused.
+//!
+//! # HTTPS
+//!
+//! With the `tls` feature, `https://` targets are load-tested over rustls with the ring
+//! provider, passed to rustls explicitly (no process-wide provider is installed). The
+//! server certificate is checked against the bundled web roots (`webpki-roots`), or
+//! only against the certificates of [`LoadConfig::ca_file`] (CLI `--cacert`);
+//! [`LoadConfig::insecure`] (CLI `--insecure`) skips the check. A request whose TLS
+//! handshake fails counts as [`ErrorKind::Tls`]. Each user keeps its TLS connection
+//! alive like a plain one. Without the feature, an `https://` URL is refused with
+//! [`LoadError::TlsNotEnabled`].
 //!
 //! # Memory and speed
 //!
@@ -50,7 +65,7 @@
 //!   they are written while the run goes on; the [`Summary`] is known last. A request
 //!   is `{"id":1,"endpoint":"/x","method":"GET","status":200,"duration_us":812,
 //!   "success":true,"error":null,"bytes":12,"timestamp_ms":1795790304980}`
-//!   (`status` is `null` and `error` one of `timeout`, `connect`, `http` when no
+//!   (`status` is `null` and `error` one of `timeout`, `connect`, `http`, `tls` when no
 //!   answer came).
 //! - `.csv`: the header `id,endpoint,method,status,duration_us,success,error,bytes,timestamp_ms`
 //!   and one row per request (same fields; empty `status` or `error` for "none").
@@ -74,6 +89,8 @@ mod plot;
 mod progress;
 mod run;
 mod summary;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::config::{DEFAULT_THINK_TIME, LoadConfig, Scenario};
 pub use self::error::{LoadError, Result};

@@ -14,11 +14,15 @@ use cortex_support::duration::parse_duration;
 
 /// HTTP load generator: simulated users with keep-alive connections, closed loop or
 /// open loop at a fixed rate (latency from the intended send time, as wrk2).
+///
+/// Durations (--duration, --ramp-up, --think-time, --timeout) take a number with a unit (500ms, 30s,
+/// 2m, 1h) or a plain number of seconds.
 #[derive(Debug, Parser)]
 #[command(name = "cortex-load", version)]
 #[command(group(ArgGroup::new("amount").required(true).args(["requests_per_user", "duration"])))]
 struct Args {
-    /// Target, `http://host[:port][/base]`. Requests go only to this host and port.
+    /// Target, `http://host[:port][/base]`, or `https://...` when built with the `tls`
+    /// feature. Requests go only to this host and port.
     #[arg(long)]
     url: String,
     /// JSON array of scenarios: {"name","endpoint","method","payload","headers","weight"}.
@@ -42,20 +46,20 @@ struct Args {
     /// Requests per user (closed loop), or users × this in total (open loop).
     #[arg(long)]
     requests_per_user: Option<u64>,
-    /// Run this long instead: 30s, 500ms, 2m or plain seconds.
+    /// Run this long instead (500ms, 30s, 2m, or plain seconds).
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Open loop: total requests per second across all users.
     #[arg(long)]
     rate: Option<f64>,
-    /// Spread user starts over this period (30s, 500ms, 2m or seconds).
+    /// Spread user starts over this period (500ms, 30s, 2m, or plain seconds).
     #[arg(long, value_parser = parse_duration, default_value = "0")]
     ramp_up: Duration,
-    /// Pause between a user's requests, in ms (closed loop). Default: 100 with
-    /// --requests-per-user, 0 with --duration or --rate.
-    #[arg(long, value_name = "MS")]
-    think_time: Option<f64>,
-    /// Per-request timeout (30s, 500ms, 2m or seconds).
+    /// Pause between a user's requests, closed loop (100ms, 0.5s, or plain seconds).
+    /// Default: 100ms with --requests-per-user, 0 with --duration or --rate.
+    #[arg(long, value_parser = parse_duration)]
+    think_time: Option<Duration>,
+    /// Per-request timeout, connecting included (500ms, 30s, 2m, or plain seconds).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     timeout: Duration,
     /// Bearer token.
@@ -74,11 +78,19 @@ struct Args {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// https:// targets: trust only the CA certificates of this PEM file (instead of
+    /// the bundled web roots). Needs the `tls` feature.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// https:// targets: do not verify the server certificate (the traffic is still
+    /// encrypted, with whoever answers). Needs the `tls` feature.
+    #[arg(long, conflicts_with = "cacert")]
+    insecure: bool,
 }
 
 fn scenarios(args: &Args) -> Result<Vec<Scenario>, String> {
     if let Some(file) = &args.scenario_file {
-        return Scenario::load_file(file).map_err(|e| e.to_string());
+        return Scenario::load_file(file).map_err(|e| chain(&e));
     }
     let mut headers = BTreeMap::new();
     for h in &args.header {
@@ -109,13 +121,6 @@ fn scenarios(args: &Args) -> Result<Vec<Scenario>, String> {
 }
 
 fn config(args: &Args) -> Result<LoadConfig, String> {
-    let think_time = match args.think_time {
-        Some(ms) if !(ms.is_finite() && ms >= 0.0) => {
-            return Err(format!("invalid --think-time {ms}: need milliseconds >= 0"));
-        }
-        Some(ms) => Some(Duration::from_secs_f64(ms / 1e3)),
-        None => None,
-    };
     Ok(LoadConfig {
         url: args.url.clone(),
         scenarios: scenarios(args)?,
@@ -124,7 +129,7 @@ fn config(args: &Args) -> Result<LoadConfig, String> {
         duration: args.duration,
         rate: args.rate,
         ramp_up: args.ramp_up,
-        think_time,
+        think_time: args.think_time,
         timeout: args.timeout,
         token: args.token.clone(),
         output: args.output.clone(),
@@ -132,11 +137,13 @@ fn config(args: &Args) -> Result<LoadConfig, String> {
         threads: args.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         }),
+        ca_file: args.cacert.clone(),
+        insecure: args.insecure,
     })
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let test = LoadTest::new(config(&args)?).map_err(|e| e.to_string())?;
+    let test = LoadTest::new(config(&args)?).map_err(|e| chain(&e))?;
     // Ctrl-C ends the run early but still prints the summary of what was sent.
     let stop = test.stop_handle();
     tokio::spawn(async move {
@@ -145,13 +152,26 @@ async fn run(args: Args) -> Result<(), String> {
             stop.stop();
         }
     });
-    let summary = test.run().await.map_err(|e| e.to_string())?;
+    let summary = test.run().await.map_err(|e| chain(&e))?;
     print!("{}", summary.report());
     if let Some(plot) = &args.plot {
         std::fs::write(plot, summary.plot_svg())
             .map_err(|e| format!("cannot write {}: {e}", plot.display()))?;
     }
     Ok(())
+}
+
+/// An error and its sources, `outer: inner: ...`: errors keep their cause out of their
+/// own text, and a person at a terminal wants all of it.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn main() -> ExitCode {

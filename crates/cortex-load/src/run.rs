@@ -235,7 +235,7 @@ impl LoadTest {
             .map(|((endpoint, method, f), count)| {
                 let (status, error) = match f {
                     Failure::Status(st) => (Some(st), None),
-                    Failure::Error(k) => (None, Some(k.as_str().to_owned())),
+                    Failure::Error(k) => (None, Some(k)),
                 };
                 ErrorGroup {
                     endpoint: endpoint.to_owned(),
@@ -333,7 +333,7 @@ async fn run_on_threads(
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| LoadError::Runtime(e.to_string()))?;
+            .map_err(|source| LoadError::Runtime { source })?;
         std::thread::Builder::new()
             .name(format!("cortex-load-{t}"))
             .spawn(move || {
@@ -352,7 +352,7 @@ async fn run_on_threads(
                 });
                 let _ = result_tx.send(stats);
             })
-            .map_err(|e| LoadError::Runtime(e.to_string()))?;
+            .map_err(|source| LoadError::Runtime { source })?;
         done.push(result_rx);
     }
     let mut all = Vec::with_capacity(shared.users as usize);
@@ -461,7 +461,7 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
         let scenario = &s.plan.scenarios[idx];
         let deadline = tokio::time::Instant::now() + s.timeout;
         let result = {
-            let mut request = pin!(send(&mut conn, s.addr, scenario));
+            let mut request = pin!(send(&mut conn, s.addr, &s.plan, scenario));
             loop {
                 tokio::select! {
                     biased;
@@ -534,12 +534,18 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
     stats
 }
 
+/// What a user's connection runs over.
+#[cfg(not(feature = "tls"))]
+type Stream = TcpStream;
+#[cfg(feature = "tls")]
+type Stream = crate::tls::Stream;
+
 /// A user's keep-alive connection. The hyper connection future is driven inside
 /// the user's task, polled alongside the request, instead of in a task of its own:
 /// that saves two cross-task wake-ups per request.
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    driver: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+    driver: Pin<Box<Connection<TokioIo<Stream>, Full<Bytes>>>>,
     /// The driver has finished: the connection is gone once the request in flight
     /// (if any) is answered.
     closed: bool,
@@ -559,6 +565,7 @@ enum Attempt {
 async fn send(
     conn: &mut Option<Conn>,
     addr: SocketAddr,
+    plan: &Plan,
     p: &Prepared,
 ) -> std::result::Result<(u16, u64), ErrorKind> {
     let mut fresh = false;
@@ -567,7 +574,7 @@ async fn send(
             Some(c) if !c.closed => c,
             _ => {
                 fresh = true;
-                conn.insert(connect(addr).await.map_err(|_| ErrorKind::Connect)?)
+                conn.insert(connect(addr, plan).await?)
             }
         };
         match exchange(c, p).await {
@@ -630,17 +637,29 @@ async fn exchange(c: &mut Conn, p: &Prepared) -> Attempt {
 }
 
 /// A new keep-alive HTTP/1.1 connection with TCP_NODELAY (small requests must not
-/// wait for Nagle).
-async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+/// wait for Nagle), over TLS for an `https://` target. A failed TLS handshake is
+/// [`ErrorKind::Tls`], anything else [`ErrorKind::Connect`].
+async fn connect(addr: SocketAddr, plan: &Plan) -> std::result::Result<Conn, ErrorKind> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|_| ErrorKind::Connect)?;
+    tcp.set_nodelay(true).map_err(|_| ErrorKind::Connect)?;
+    #[cfg(not(feature = "tls"))]
+    let (stream, _) = (tcp, plan);
+    #[cfg(feature = "tls")]
+    let stream = match &plan.tls {
+        None => crate::tls::Stream::Plain(tcp),
+        Some(tls) => crate::tls::Stream::Tls(Box::new(
+            tls.connect(tcp).await.map_err(|_| ErrorKind::Tls)?,
+        )),
+    };
     let (sender, driver) = hyper::client::conn::http1::Builder::new()
         // Small requests: copying head and body into one buffer and one `write`
         // costs less than building an iovec (measured: about 5% less CPU a request).
         .writev(false)
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(std::io::Error::other)?;
+        .map_err(|_| ErrorKind::Connect)?;
     Ok(Conn {
         sender,
         driver: Box::pin(driver),

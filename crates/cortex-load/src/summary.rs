@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Closed or open loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Mode {
     /// Each user sends, waits for the answer, thinks, sends again. Latency is measured
     /// from the real send time, so a server stall delays the next requests instead of
@@ -19,8 +20,11 @@ pub enum Mode {
     Open,
 }
 
-/// Why a request failed, as grouped in the summary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Why a request failed without an HTTP answer, as grouped in the summary and written
+/// to output files (as its [`as_str`](Self::as_str) name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// No answer within the timeout.
     Timeout,
@@ -28,6 +32,9 @@ pub enum ErrorKind {
     Connect,
     /// The connection failed while sending or receiving (reset, protocol error).
     Http,
+    /// The TLS handshake failed: most often the server's certificate is not trusted
+    /// (see [`LoadConfig::ca_file`](crate::LoadConfig::ca_file)) or names another host.
+    Tls,
 }
 
 impl ErrorKind {
@@ -37,6 +44,7 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::Connect => "connect",
             Self::Http => "http",
+            Self::Tls => "tls",
         }
     }
 }
@@ -95,8 +103,8 @@ pub struct ErrorGroup {
     pub method: String,
     /// HTTP status, when an answer came (>= 400).
     pub status: Option<u16>,
-    /// Error kind (`timeout`, `connect`, `http`), when no answer came.
-    pub error: Option<String>,
+    /// Why no answer came (`timeout`, `connect`, `http`, `tls` in JSON).
+    pub error: Option<ErrorKind>,
     /// Number of requests.
     pub count: u64,
 }
@@ -238,7 +246,7 @@ impl Summary {
             for e in &self.errors {
                 let what = match (e.status, &e.error) {
                     (Some(s), _) => format!("HTTP {s}"),
-                    (None, Some(k)) => k.clone(),
+                    (None, Some(k)) => k.as_str().to_owned(),
                     (None, None) => "unknown".to_owned(),
                 };
                 let _ = writeln!(

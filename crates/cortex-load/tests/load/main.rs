@@ -12,7 +12,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use cortex_load::{LoadConfig, LoadError, LoadTest, Mode, Scenario, Summary, summary_path};
+use cortex_load::{
+    ErrorKind, LoadConfig, LoadError, LoadTest, Mode, Scenario, Summary, summary_path,
+};
 use tokio::sync::Mutex;
 
 #[derive(Default)]
@@ -103,6 +105,9 @@ fn config(url: &str, scenarios: Vec<Scenario>, users: u32, per_user: u64) -> Loa
     }
 }
 
+#[cfg(feature = "tls")]
+mod tls;
+
 fn tmp(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}", std::process::id()))
 }
@@ -162,11 +167,8 @@ async fn failures_grouped_by_endpoint_status_and_timeout() {
     assert_eq!(s.successes, 0);
     let fail = s.errors.iter().find(|e| e.endpoint == "/fail").unwrap();
     let slow = s.errors.iter().find(|e| e.endpoint == "/slow").unwrap();
-    assert_eq!((fail.status, fail.error.as_deref()), (Some(500), None));
-    assert_eq!(
-        (slow.status, slow.error.as_deref()),
-        (None, Some("timeout"))
-    );
+    assert_eq!((fail.status, fail.error), (Some(500), None));
+    assert_eq!((slow.status, slow.error), (None, Some(ErrorKind::Timeout)));
     assert_eq!(s.errors.len(), 2);
     let by_endpoint = |e: &str| s.endpoints.iter().find(|x| x.endpoint == e).unwrap();
     assert_eq!(fail.count, by_endpoint("/fail").total);
@@ -330,6 +332,25 @@ async fn invalid_configs_are_refused_with_the_value() {
     assert!(matches!(e, LoadError::BadEndpoint { .. }), "{e}");
 }
 
+#[cfg(not(feature = "tls"))]
+#[test]
+fn https_needs_the_tls_feature() {
+    let c = config("https://127.0.0.1:9", vec![Scenario::get("/")], 1, 1);
+    let e = LoadTest::new(c).unwrap_err();
+    assert!(matches!(e, LoadError::TlsNotEnabled { .. }), "{e}");
+    assert!(e.to_string().contains("`tls` feature"), "{e}");
+    let (code, _, err) = cli(&[
+        "--url",
+        "https://127.0.0.1:9",
+        "--users",
+        "1",
+        "--requests-per-user",
+        "1",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("`tls` feature"), "{err}");
+}
+
 #[tokio::test]
 async fn unreachable_target_fails_before_the_run() {
     let port = free_port();
@@ -376,6 +397,24 @@ fn cli_zero_users() {
 }
 
 #[test]
+fn cli_durations_take_one_syntax_and_bad_ones_are_named() {
+    for flag in ["--duration", "--ramp-up", "--think-time", "--timeout"] {
+        let (code, _, err) = cli(&[
+            "--url",
+            "http://127.0.0.1:9",
+            "--users",
+            "1",
+            "--requests-per-user",
+            "1",
+            flag,
+            "soon",
+        ]);
+        assert_eq!(code, 2, "usage error for {flag}: {err}");
+        assert!(err.contains("soon") && err.contains(flag), "{err}");
+    }
+}
+
+#[test]
 fn cli_malformed_scenario_file() {
     let path = tmp("bad-scenarios.json");
     std::fs::write(&path, "[\n  {\"name\": \"a\", \"endpoint\": \"/\",,}\n]").unwrap();
@@ -403,14 +442,18 @@ fn cli_unreachable_url_and_bad_scheme() {
     assert!(err.contains("unreachable"), "{err}");
     let (code, _, err) = cli(&[
         "--url",
-        "https://127.0.0.1:9",
+        "ftp://127.0.0.1:9",
         "--users",
         "1",
         "--requests-per-user",
         "1",
     ]);
     assert_ne!(code, 0);
-    assert!(err.contains("only http://"), "{err}");
+    assert!(err.contains("use http:// or https://"), "{err}");
+    // Causes are printed after the error: "target ... is unreachable: <OS error>".
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let (_, _, err) = cli(&["--url", &url, "--users", "1", "--requests-per-user", "1"]);
+    assert!(err.contains("is unreachable: "), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,7 +473,7 @@ async fn cli_run_writes_report_output_and_plot() {
             "--requests-per-user",
             "4",
             "--think-time",
-            "1",
+            "1ms",
             "--header",
             "x-a: b",
             "--output",

@@ -186,6 +186,20 @@ mod tests {
     }
 
     #[test]
+    fn options_serialize_the_timeout_as_seconds() {
+        let o: AnalyzeOptions = serde_json::from_str(r#"{"statement_timeout": "500ms"}"#).unwrap();
+        assert_eq!(o.statement_timeout, Duration::from_millis(500));
+        let o: AnalyzeOptions = serde_json::from_str(r#"{"statement_timeout": 2}"#).unwrap();
+        assert_eq!(o.statement_timeout, Duration::from_secs(2));
+        let json = serde_json::to_value(&o).unwrap();
+        assert_eq!(json["statement_timeout"], 2.0);
+        let a: crate::advisor::AdviseOptions =
+            serde_json::from_str(r#"{"statement_timeout": "1m"}"#).unwrap();
+        assert_eq!(a.statement_timeout, Duration::from_secs(60));
+        assert!(serde_json::from_str::<AnalyzeOptions>(r#"{"statement_timeout": "-1s"}"#).is_err());
+    }
+
+    #[test]
     fn params_from_json() {
         use serde_json::json;
         assert_eq!(Param::from(json!(42)), Param::Int(42));

@@ -25,6 +25,9 @@ cargo check -p cortex-core --example quickstart
 cargo test --workspace --all-targets --all-features 2>&1 | tee -a "$log"
 # --all-targets skips doctests; the crate READMEs are doctested here.
 cargo test --workspace --doc --all-features 2>&1 | tee -a "$log"
+# Every crate as it would be published, each built alone from its package with its
+# default features (in a target dir of its own, so the builds above stay warm).
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/pkg" cargo package --workspace --allow-dirty --quiet
 { set +x; } 2>/dev/null
 
 # One closing line for the whole run (cargo prints one per test binary).

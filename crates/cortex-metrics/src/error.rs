@@ -67,3 +67,35 @@ impl From<cortex_support::ConfigError> for Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn only_passing_io_errors_are_retryable_and_display_leaves_the_source_out() {
+        let io = |kind| Error::Io {
+            path: "/data/m.json".into(),
+            source: std::io::Error::new(kind, "disk says no"),
+        };
+        assert!(io(std::io::ErrorKind::TimedOut).is_retryable());
+        assert!(io(std::io::ErrorKind::Interrupted).is_retryable());
+        let denied = io(std::io::ErrorKind::PermissionDenied);
+        assert!(!denied.is_retryable());
+        assert_eq!(denied.to_string(), "i/o error on /data/m.json");
+        assert_eq!(
+            denied.source().map(ToString::to_string).as_deref(),
+            Some("disk says no")
+        );
+        let config = Error::from(cortex_support::ConfigError::new("SOME_VAR", "x", "bad"));
+        assert!(matches!(
+            config,
+            Error::InvalidConfig {
+                key: "SOME_VAR",
+                ..
+            }
+        ));
+        assert!(!config.is_retryable());
+    }
+}

@@ -94,8 +94,8 @@ fn lock(flights: &Flights) -> MutexGuard<'_, HashMap<String, Arc<Flight>>> {
 /// and every waiter gets its value or its error.
 ///
 /// Values are stored as JSON in any [`Cache`]. A loader's `Ok` is cached for `ttl`
-/// (an empty value too, unless [`skip_empty`](Self::skip_empty) is set, as the original
-/// design did); its `Err` is not cached.
+/// (an empty value too, unless [`skip_empty`](Self::skip_empty) is set); its `Err` is
+/// not cached.
 ///
 /// # Bounded loads
 ///

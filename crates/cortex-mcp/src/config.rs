@@ -1,8 +1,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use cortex_support::env::EnvSource;
 use cortex_support::redact::redact_url;
+use cortex_support::{EnvSource, EnvVar, FromEnv};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Error, Result};
@@ -166,24 +166,8 @@ impl<'de> Deserialize<'de> for Endpoint {
 /// Settings of an [`McpClient`](crate::McpClient): the same for every service a
 /// [`McpClientFactory`](crate::McpClientFactory) builds.
 ///
-/// | field | variable | default |
-/// |---|---|---|
-/// | `pool_size` | `MCP_POOL_SIZE` | 5 |
-/// | `connect_timeout` | `MCP_CONNECT_TIMEOUT`, s | 10 |
-/// | `request_timeout` | `MCP_REQUEST_TIMEOUT`, s | 30 |
-/// | `call_timeout` | `MCP_CALL_TIMEOUT`, s | 60 |
-/// | `max_retries` | `MCP_MAX_RETRIES` | 3 |
-/// | `retry_delay` | `MCP_RETRY_DELAY`, s | 1 |
-/// | `max_retry_delay` | `MCP_MAX_RETRY_DELAY`, s | 30 |
-/// | `breaker_failures` | `MCP_BREAKER_FAILURES` (0 = off) | 5 |
-/// | `breaker_cooldown` | `MCP_BREAKER_COOLDOWN`, s | 30 |
-/// | `hedge_after` | `MCP_HEDGE_AFTER`, s (0 = off) | off |
-/// | `slow_call` | `MCP_SLOW_CALL`, s | 1 |
-/// | `cache_capacity` | `MCP_CACHE_CAPACITY` (0 = off) | 10000 |
-/// | `cache_ttl` | `MCP_CACHE_TTL`, s | 300 |
-/// | `max_concurrent_per_session` | `MCP_SESSION_CONCURRENCY` | 64 |
-/// | `tls_ca_file` | `MCP_TLS_CA_FILE` (feature `tls`) | none |
-/// | `stdio_env` | `MCP_STDIO_ENV`, names, comma-separated | none |
+/// Read from the environment with [`McpClientConfig::from_env`]; the variables are
+/// listed in [`FromEnv::VARS`] (and, from it, in the crate README).
 ///
 /// ```
 /// use std::time::Duration;
@@ -301,19 +285,102 @@ impl McpClientConfig {
         &["PATH", "HOME", "LANG", "LC_*", "TMPDIR"]
     };
 
-    /// Defaults overridden by the environment (see the table above).
+    /// Defaults overridden by the environment variables of [`FromEnv::VARS`].
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable of a bad value.
     pub fn from_env() -> Result<Self> {
-        Self::from_source(&EnvSource::process())
+        <Self as FromEnv>::from_env()
     }
+}
 
-    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
-    ///
-    /// # Errors
-    /// As [`from_env`](Self::from_env).
-    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
+impl FromEnv for McpClientConfig {
+    type Error = Error;
+
+    const VARS: &'static [EnvVar] = &[
+        EnvVar {
+            name: "MCP_POOL_SIZE",
+            default: "5",
+            doc: "Sessions per service (1 to 256); calls fill one first, the others take the overflow and stand by.",
+        },
+        EnvVar {
+            name: "MCP_CONNECT_TIMEOUT",
+            default: "10s",
+            doc: "Bound on making one session: connecting plus the MCP handshake.",
+        },
+        EnvVar {
+            name: "MCP_REQUEST_TIMEOUT",
+            default: "30s",
+            doc: "Bound on one attempt of a call.",
+        },
+        EnvVar {
+            name: "MCP_CALL_TIMEOUT",
+            default: "60s",
+            doc: "Bound on a whole call, every attempt and wait included.",
+        },
+        EnvVar {
+            name: "MCP_MAX_RETRIES",
+            default: "3",
+            doc: "Retries after the first attempt, for retryable failures of calls safe to repeat (at most 100).",
+        },
+        EnvVar {
+            name: "MCP_RETRY_DELAY",
+            default: "1s",
+            doc: "First wait before a retry or reconnect; doubles, jittered.",
+        },
+        EnvVar {
+            name: "MCP_MAX_RETRY_DELAY",
+            default: "30s",
+            doc: "Cap of the doubling waits (not below `MCP_RETRY_DELAY`).",
+        },
+        EnvVar {
+            name: "MCP_BREAKER_FAILURES",
+            default: "5",
+            doc: "Consecutive failed attempts that open the circuit (`0` = no breaker).",
+        },
+        EnvVar {
+            name: "MCP_BREAKER_COOLDOWN",
+            default: "30s",
+            doc: "How long an open circuit fails calls before one probe goes through.",
+        },
+        EnvVar {
+            name: "MCP_HEDGE_AFTER",
+            default: "unset",
+            doc: "Send a second copy of a call safe to repeat after this long (`0` or unset = never).",
+        },
+        EnvVar {
+            name: "MCP_SLOW_CALL",
+            default: "1s",
+            doc: "Calls slower than this are logged at `warn`.",
+        },
+        EnvVar {
+            name: "MCP_CACHE_CAPACITY",
+            default: "10000",
+            doc: "Entries of the result cache of cacheable calls (`0` = no cache).",
+        },
+        EnvVar {
+            name: "MCP_CACHE_TTL",
+            default: "5m",
+            doc: "Expiry of a cached result when the call gives none.",
+        },
+        EnvVar {
+            name: "MCP_SESSION_CONCURRENCY",
+            default: "64",
+            doc: "HTTP requests one session keeps in flight (1 to 4096).",
+        },
+        EnvVar {
+            name: "MCP_TLS_CA_FILE",
+            default: "unset",
+            doc: "PEM file of CAs to trust for `https://` besides the system's (feature `tls`).",
+        },
+        EnvVar {
+            name: "MCP_STDIO_ENV",
+            default: "unset",
+            doc: "Variables a stdio child gets besides `PATH`, `HOME`, `LANG`, `LC_*`, `TMPDIR`: names, comma-separated, `PREFIX*` allowed.",
+        },
+    ];
+
+    fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
         let mut c = Self::default();
         if let Some(v) = env.parse("MCP_POOL_SIZE")? {
             c.pool_size = v;
@@ -371,7 +438,9 @@ impl McpClientConfig {
         c.validate()?;
         Ok(c)
     }
+}
 
+impl McpClientConfig {
     /// Check every value.
     ///
     /// # Errors
@@ -461,7 +530,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let lookup = move |k: &str| map.get(k).cloned();
-        McpClientConfig::from_source(&EnvSource::from_fn(&lookup))
+        McpClientConfig::from_env_source(&EnvSource::from_fn(&lookup))
     }
 
     #[test]

@@ -245,3 +245,70 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Result of cortex-mcp operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> Arc<str> {
+        "svc".into()
+    }
+
+    #[test]
+    fn retryable_only_where_asking_again_can_succeed() {
+        let timeout = Error::Timeout {
+            service: service(),
+            after: Duration::from_secs(1),
+        };
+        let transport = Error::Transport {
+            service: service(),
+            source: Some(Box::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            ))),
+        };
+        for e in [&timeout, &transport] {
+            assert!(e.is_retryable(), "{e}");
+        }
+        let finals = [
+            Error::from(cortex_support::ConfigError::new(
+                "MCP_POOL_SIZE",
+                "0",
+                "bad",
+            )),
+            Error::Tool {
+                service: service(),
+                tool: "t".into(),
+                message: "no".into(),
+            },
+            Error::Indeterminate {
+                service: service(),
+                tool: "t".into(),
+                source: Box::new(timeout),
+            },
+            Error::Protocol {
+                service: service(),
+                method: "tools/call",
+                source: None,
+            },
+        ];
+        for e in &finals {
+            assert!(!e.is_retryable(), "{e}");
+        }
+    }
+
+    #[test]
+    fn display_leaves_the_source_to_source() {
+        let e = Error::Connect {
+            service: service(),
+            endpoint: "http://h/mcp".into(),
+            source: Box::new(std::io::Error::other("refused by peer")),
+        };
+        assert_eq!(e.to_string(), "svc: could not connect to http://h/mcp");
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("refused by peer"));
+        assert_eq!(
+            chain(&e),
+            "svc: could not connect to http://h/mcp: refused by peer"
+        );
+    }
+}

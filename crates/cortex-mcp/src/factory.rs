@@ -5,7 +5,9 @@ use std::time::Duration;
 use cortex_metrics::Metrics;
 use tokio::sync::OnceCell;
 
-use crate::{Endpoint, Error, McpClient, McpClientConfig, Result};
+use cortex_support::EnvVar;
+
+use crate::{Endpoint, Error, McpClient, McpClientConfig, McpStats, Result};
 
 type Lookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
@@ -88,6 +90,16 @@ impl McpClientFactory {
         self.metrics = Some(metrics.clone());
         self
     }
+
+    /// The per-service variable the factory reads, as a pattern: `<NAME>` is the
+    /// service name upper-cased with `-` and `.` turned into `_` (see
+    /// [`endpoint_var`](Self::endpoint_var)). The settings shared by every client are
+    /// [`McpClientConfig`]'s (`MCP_*`).
+    pub const VARS: &'static [EnvVar] = &[EnvVar {
+        name: "<NAME>_SERVICE_URL",
+        default: "unset",
+        doc: "Endpoint of service `<name>` for the factory: `http(s)://...` or `stdio:program args...`; unset = `Error::MissingEndpoint` naming it.",
+    }];
 
     /// The environment variable that holds the endpoint of `service`.
     ///
@@ -206,6 +218,17 @@ impl McpClientFactory {
             .await
             .into_iter()
             .collect()
+    }
+
+    /// The stats of every client made so far, sorted by service name.
+    pub fn stats(&self) -> Vec<McpStats> {
+        let mut stats: Vec<McpStats> = self
+            .map()
+            .values()
+            .filter_map(|cell| cell.get().map(McpClient::stats))
+            .collect();
+        stats.sort_unstable_by(|a, b| a.service.cmp(&b.service));
+        stats
     }
 
     /// Clients made so far (not those still connecting for their first time).

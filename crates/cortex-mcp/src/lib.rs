@@ -28,3 +28,14 @@ pub use rmcp;
 
 #[cfg(feature = "test-server")]
 pub mod testing;
+
+#[cfg(test)]
+mod readme {
+    use cortex_support::FromEnv;
+
+    #[test]
+    fn the_readme_lists_every_variable() {
+        let vars = [crate::McpClientConfig::VARS, crate::McpClientFactory::VARS].concat();
+        cortex_support::env::check_readme(include_str!("../README.md"), &vars).unwrap();
+    }
+}

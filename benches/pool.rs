@@ -211,11 +211,11 @@ fn acquire_release(c: &mut Criterion) {
         g.sample_size(30);
         g.bench_function("cortex", |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| run!(ours, tasks, iters, |p| p.get()));
+                .iter_custom(|iters| run!(ours, tasks, iters, |p| p.acquire()));
         });
         g.bench_function("cortex+metrics", |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| run!(ours_metrics, tasks, iters, |p| p.get()));
+                .iter_custom(|iters| run!(ours_metrics, tasks, iters, |p| p.acquire()));
         });
         g.bench_function("deadpool", |b| {
             b.to_async(&rt)
@@ -236,7 +236,7 @@ fn acquire_release(c: &mut Criterion) {
         g.sample_size(30);
         g.bench_function("cortex", |b| {
             b.to_async(&rt)
-                .iter_custom(|iters| run!(ours, tasks, iters, true, |p| p.get()));
+                .iter_custom(|iters| run!(ours, tasks, iters, true, |p| p.acquire()));
         });
         g.bench_function("deadpool", |b| {
             b.to_async(&rt)

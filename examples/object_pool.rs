@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     {
-        let mut s = pool.get().await?;
+        let mut s = pool.acquire().await?;
         s.conn
             .execute("CREATE TABLE accounts (name TEXT PRIMARY KEY, balance INTEGER NOT NULL)")
             .await?;
@@ -75,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::panic::set_hook(Box::new(|info| eprintln!("a holder panicked: {info}")));
     let p = pool.clone();
     let crashed = tokio::spawn(async move {
-        let mut s = p.get().await.expect("a session");
+        let mut s = p.acquire().await.expect("a session");
         s.begin().await.expect("BEGIN");
         s.conn
             .execute("UPDATE accounts SET balance = balance - 90 WHERE name = 'ada'")
@@ -87,7 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("holder crashed: {}", crashed.is_err());
 
     // The next holder gets a clean session: the half-done transfer was rolled back.
-    let mut s = pool.get().await?;
+    let mut s = pool.acquire().await?;
     let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE name = 'ada'")
         .fetch_one(&mut s.conn)
         .await?;

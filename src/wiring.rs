@@ -29,8 +29,8 @@ impl Database {
     /// Size, idle, in use, max, waiting.
     pub fn status(&self) -> PoolStatus {
         match self {
-            Self::Sqlite(p) => p.status(),
-            Self::Postgres(p) => p.status(),
+            Self::Sqlite(p) => p.stats(),
+            Self::Postgres(p) => p.stats(),
         }
     }
 

@@ -115,7 +115,8 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
     let _ = deps.set((repo.clone(), cortex.mcp_client("cognition").cloned()));
     let users = Batcher::builder(UserLoader(repo.clone()))
         .config(cortex.config().batch.clone())
-        .metrics(cortex.metrics(), "users")
+        .name("users")
+        .with_metrics(cortex.metrics().clone())
         .build()?;
     let closing = users.clone();
     cortex.on_shutdown("user batcher", move || closing.close());

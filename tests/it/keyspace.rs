@@ -50,7 +50,7 @@ async fn queue_at(url: &str, name: &str, max_attempts: u32) -> DurableQueue {
 
 /// Every key under `prefix`, by `SCAN` (never `KEYS`, even in a test).
 async fn keys_under(pool: &RedisPool, prefix: &str) -> BTreeSet<String> {
-    let mut conn = pool.get().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
     let mut pattern = String::new();
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -341,7 +341,7 @@ fn on_redis_a_clear_or_purge_of_one_never_removes_a_key_of_the_other() {
 }
 
 async fn one_case(url: &str, pool: &RedisPool, ns: &str, name: &str) {
-    let mut conn = pool.get().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
     redis::cmd("FLUSHALL")
         .query_async::<()>(&mut *conn)
         .await

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use cortex_core::support::FromEnv;
 use cortex_core::tasks::Priority;
 use cortex_core::{Cortex, CortexConfig, Database};
 
@@ -63,8 +64,9 @@ async fn a_bad_variable_is_named_in_the_error() {
     // One part's config, through the facade's error type, as from_env reports it.
     let lookup = |k: &str| (k == "DB_CONNECTION_LIMIT").then(|| "many".to_owned());
     let env = cortex_core::support::env::EnvSource::from_fn(&lookup);
-    let err =
-        cortex_core::Error::from(cortex_core::pool::LimiterConfig::from_source(&env).unwrap_err());
+    let err = cortex_core::Error::from(
+        cortex_core::pool::LimiterConfig::from_env_source(&env).unwrap_err(),
+    );
     let text = err.to_string();
     assert!(
         text.contains("DB_CONNECTION_LIMIT") && text.contains("many"),

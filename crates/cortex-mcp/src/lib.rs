@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod breaker;
 mod caller;
@@ -27,6 +28,7 @@ pub use async_trait::async_trait;
 pub use rmcp;
 
 #[cfg(feature = "test-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-server")))]
 pub mod testing;
 
 #[cfg(test)]

@@ -48,12 +48,12 @@ async fn eventually(what: &str, cond: impl AsyncFnMut() -> bool) {
 /// `SET` straight into Redis, bypassing every cache: a write whose invalidation nobody
 /// hears.
 async fn raw_set(url: &str, key: &str, value: &[u8]) {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let pool = pool_at(url, Duration::from_secs(5)).await;
+    let mut conn = pool.acquire().await.unwrap();
     redis::cmd("SET")
         .arg(key)
         .arg(value)
-        .query_async::<()>(&mut conn)
+        .query_async::<()>(&mut *conn)
         .await
         .unwrap();
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cortex_support::backoff::equal_jitter;
+use cortex_support::backoff::Backoff;
 use rmcp::ServiceError;
 
 use super::Inner;
@@ -106,7 +106,11 @@ impl Inner {
         }
         let inner = self.clone();
         tokio::spawn(async move {
-            let mut delay = inner.config.retry_delay.max(Duration::from_millis(1));
+            let backoff = Backoff::new(
+                inner.config.retry_delay.max(Duration::from_millis(1)),
+                inner.config.max_retry_delay,
+            );
+            let mut attempt = 0;
             loop {
                 let outcome = tokio::select! {
                     () = inner.shutdown.cancelled() => break,
@@ -137,9 +141,9 @@ impl Inner {
                 }
                 tokio::select! {
                     () = inner.shutdown.cancelled() => break,
-                    () = tokio::time::sleep(equal_jitter(delay)) => {}
+                    () = tokio::time::sleep(backoff.delay(attempt)) => {}
                 }
-                delay = delay.saturating_mul(2).min(inner.config.max_retry_delay);
+                attempt = attempt.saturating_add(1);
             }
             inner.pool.slots[slot]
                 .reconnecting

@@ -383,7 +383,7 @@ start_tls_postgres() {
     -o \"-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$dir' \
         -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
         -c ssl=on -c ssl_cert_file='$dir/server.pem' -c ssl_key_file='$dir/server.key'\" start" \
-    >/dev/null || { tail -n 20 "$dir/server.log" >&2; die "the TLS PostgreSQL did not start (log: $dir/server.log)"; }
+    >/dev/null 9>&- || { tail -n 20 "$dir/server.log" >&2; die "the TLS PostgreSQL did not start (log: $dir/server.log)"; }
   touch "$dir/started-by-us"
   if ! as_pg "'$bin/psql' -h '$dir' -p $port -U cortex -d postgres -Atqc \"select 1 from pg_database where datname = 'cortex'\"" | grep -q 1; then
     as_pg "'$bin/createdb' -h '$dir' -p $port -U cortex cortex" || die "createdb cortex failed (TLS cluster)"
@@ -404,7 +404,7 @@ start_tls_redis() {
   redis-server --bind 127.0.0.1 --port 0 --tls-port "$port" \
     --tls-cert-file "$d/server.pem" --tls-key-file "$d/server.key" --tls-ca-cert-file "$d/ca.pem" \
     --tls-auth-clients no --save '' --appendonly no --daemonize yes \
-    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/server.log" >/dev/null \
+    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/server.log" >/dev/null 9>&- \
     || die "the TLS redis-server did not start (log: $dir/server.log)"
   touch "$dir/started-by-us"
   wait_for "the TLS Redis at $(tls_redis_url)" tls_redis_answers || die "the TLS Redis started but does not answer over TLS (log: $dir/server.log)"
@@ -439,6 +439,13 @@ stop_tls() {
 start_tls() {
   local need=() d
   mkdir -p "$state"
+  # One caller at a time (test runners start many processes at once): the others
+  # wait here and then find the servers answering. The servers are started without
+  # this descriptor, so the lock ends with this script.
+  if command -v flock >/dev/null; then
+    exec 9>"$state/tls.lock"
+    flock -w "$((WAIT_SECS * 2))" 9 || die "another 'services.sh tls' holds $state/tls.lock for too long"
+  fi
   { [ -n "$(pg_bin)" ] && command -v psql >/dev/null; } || need+=(postgresql)
   { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || need+=(redis-server)
   command -v openssl >/dev/null || need+=(openssl)

@@ -67,7 +67,7 @@ impl<DB: Database> std::fmt::Debug for DbPool<DB> {
     }
 }
 
-/// sqlx pool options from a config: the original knobs mapped honestly.
+/// sqlx pool options from a config: each pool knob mapped to what sqlx really does.
 fn pool_options<DB: Database>(config: &DbConfig, metrics: &PoolMetrics) -> PoolOptions<DB> {
     let created = metrics.clone();
     let recycle = config.pool_recycle;

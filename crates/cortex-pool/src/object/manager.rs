@@ -6,9 +6,9 @@ use crate::BoxError;
 
 /// Creates, resets and checks the objects of a [`Pool`](super::Pool).
 ///
-/// Unlike deadpool's `Manager`, `recycle` returns the manager's own error (the pool
-/// wraps it in [`Error::Backend`](crate::Error::Backend)) and has a default, because many pooled objects
-/// (buffers, parsers, clients without session state) need no reset; the cheap
+/// `recycle` returns the manager's own error (the pool wraps it in
+/// [`Error::Backend`](crate::Error::Backend)) and has a default, because many pooled
+/// objects (buffers, parsers, clients without session state) need no reset; the cheap
 /// synchronous [`is_valid`](Manager::is_valid) check is separate so a pool can run it
 /// even with recycling turned off.
 pub trait Manager: Send + Sync + 'static {
@@ -20,8 +20,8 @@ pub trait Manager: Send + Sync + 'static {
     /// Create a new object.
     ///
     /// # Errors
-    /// The backend's error; the pool returns it as [`Error::Backend`](crate::Error::Backend) and frees the
-    /// slot.
+    /// The backend's error; the pool returns it as
+    /// [`Error::Backend`](crate::Error::Backend) and frees the slot.
     fn create(&self) -> impl Future<Output = Result<Self::Object, Self::Error>> + Send;
 
     /// Reset `obj` before it is handed out again. Default: nothing to reset.

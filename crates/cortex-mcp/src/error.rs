@@ -185,9 +185,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether asking again may succeed: timeouts, transport failures, failed
-    /// connects and no session being up. Tool, JSON-RPC and protocol errors are final,
-    /// and so is [`Error::Indeterminate`]: asking again might run the tool twice.
+    /// Whether asking again later may succeed: timeouts, transport failures, failed
+    /// connects, no session being up, and an open circuit (after its `retry_in`). Tool,
+    /// JSON-RPC and protocol errors are final (the service answered), so are bad
+    /// configuration and a closed client, and so is [`Error::Indeterminate`]: asking
+    /// again might run the tool twice. The client's own retries never see
+    /// [`Error::CircuitOpen`]: it is the answer before any attempt.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -195,6 +198,7 @@ impl Error {
                 | Error::Transport { .. }
                 | Error::Connect { .. }
                 | Error::NoSession { .. }
+                | Error::CircuitOpen { .. }
         )
     }
 
@@ -266,7 +270,12 @@ mod tests {
                 std::io::ErrorKind::ConnectionReset,
             ))),
         };
-        for e in [&timeout, &transport] {
+        let open = Error::CircuitOpen {
+            service: service(),
+            failures: 5,
+            retry_in: Duration::from_secs(30),
+        };
+        for e in [&timeout, &transport, &open] {
             assert!(e.is_retryable(), "{e}");
         }
         let finals = [

@@ -7,7 +7,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 
 use super::config::{DurableConfig, key_prefix};
-use super::redis_util::{Keys, bounded, from_ms, ms, now_ms, random_u64};
+use cortex_support::backoff::random_u64;
+
+use super::redis_util::{Keys, bounded, from_ms, ms, now_ms};
 use super::scripts::Scripts;
 use crate::{Error, Priority, QueueStats, Result, TaskId, TaskInfo, TaskStatus};
 

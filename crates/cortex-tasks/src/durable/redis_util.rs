@@ -1,10 +1,10 @@
 //! Plumbing shared by the queue and its workers: keys, ids, clocks, bounded calls.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cortex_support::backoff::Backoff;
+use cortex_support::warn::WarnLimiter;
 
 use redis::RedisResult;
 
@@ -41,23 +41,6 @@ impl Keys {
     pub(crate) fn stream(&self, p: Priority) -> &str {
         &self.streams[p.index()]
     }
-}
-
-/// A random id: ids are drawn by many processes at once, so they must not be sequential.
-pub(crate) fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // RandomState is seeded from the OS once per thread and stepped per `new`, so mixing
-    // in a counter, the clock and the pid keeps ids apart across threads and processes.
-    let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -101,38 +84,12 @@ pub(crate) fn is_nogroup(e: &Error) -> bool {
     matches!(e, Error::Redis(r) if r.code() == Some("NOGROUP") || r.to_string().contains("NOGROUP"))
 }
 
-/// Logs a failure at most once per period, so a Redis outage does not flood the logs.
-#[derive(Debug)]
-pub(crate) struct LogLimiter {
-    last: Mutex<Option<(Instant, u64)>>,
-    period: Duration,
-}
-
-impl LogLimiter {
-    pub(crate) fn new(period: Duration) -> Self {
-        Self {
-            last: Mutex::new(None),
-            period,
-        }
-    }
-
-    pub(crate) fn warn(&self, what: &str, e: &Error) {
-        self.note(|suppressed| {
-            tracing::warn!(error = %e, suppressed, "durable tasks: {what} failed; retrying");
-        });
-    }
-
-    /// Calls `log` with the number of calls it skipped, unless it ran within the period.
-    pub(crate) fn note(&self, log: impl FnOnce(u64)) {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *last {
-            Some((at, suppressed)) if at.elapsed() < self.period => *suppressed += 1,
-            slot => {
-                log(slot.map(|(_, s)| s).unwrap_or(0));
-                *slot = Some((Instant::now(), 0));
-            }
-        }
-    }
+/// Logs that `what` failed and will be retried, at most once per `limiter` period, so a
+/// Redis outage does not flood the logs.
+pub(crate) fn warn_retrying(limiter: &WarnLimiter, what: &str, e: &Error) {
+    limiter.note(|suppressed| {
+        tracing::warn!(error = %e, suppressed, "durable tasks: {what} failed; retrying");
+    });
 }
 
 /// `at + d`, or a day later than `at` if that cannot be represented (a deadline of
@@ -142,7 +99,49 @@ pub(crate) fn later(at: tokio::time::Instant, d: Duration) -> tokio::time::Insta
         .unwrap_or_else(|| at + Duration::from_secs(86_400 * 365 * 30))
 }
 
-/// Exponential backoff for retrying Redis calls: 50 ms doubling up to 2 s.
+/// The wait before retrying a Redis call after `failures` failures in a row (1 for the
+/// first): 50 ms doubling up to 2 s, jittered so workers that lost Redis together do
+/// not all come back at the same instant.
 pub(crate) fn redis_backoff(failures: u32) -> Duration {
-    Duration::from_millis(50u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(2))
+    const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    BACKOFF.delay(failures.saturating_sub(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_retries_back_off_with_jitter_up_to_two_seconds() {
+        for failures in 1..40 {
+            let nominal = Duration::from_millis(50)
+                .saturating_mul(1 << (failures - 1).min(10))
+                .min(Duration::from_secs(2));
+            let d = redis_backoff(failures);
+            assert!(d >= nominal / 2 && d <= nominal, "{failures}: {d:?}");
+        }
+        assert!(redis_backoff(0) <= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn deadlines_past_the_clock_are_far_away_not_a_panic() {
+        let now = tokio::time::Instant::now();
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn keys_live_under_the_prefix() {
+        let k = Keys::new("cortex:tasks:q:".to_owned());
+        assert_eq!(
+            k.task(TaskId::from_u64(255)),
+            "cortex:tasks:q:task:00000000000000ff"
+        );
+        assert_eq!(k.stream(Priority::High), "cortex:tasks:q:stream:high");
+        assert_eq!(k.dead, "cortex:tasks:q:dead");
+        assert_eq!(ms(Duration::MAX), u64::MAX);
+    }
 }

@@ -1,0 +1,415 @@
+//! Reading: `take` (read and start a batch in one script) under load, a blocking
+//! `XREADGROUP` on a connection of its own when idle, and a helper reader that keeps a
+//! second `take` in flight.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::streams::StreamReadReply;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+
+use super::runner::dispatch;
+use super::shared::{Entry, Shared, Slot, lock};
+use crate::durable::redis_util::{bounded, is_nogroup, ms, now_ms, redis_backoff, warn_retrying};
+use crate::{Error, Priority, Result, TaskId};
+
+/// A start script's verdict on one entry: code, attempts, error (see `try_start`).
+pub(super) type Verdict = (i64, u32, String);
+
+/// Reads and starts up to `count` new entries in one round trip.
+pub(super) async fn take(shared: &Shared, count: usize) -> Result<Vec<(Entry, Verdict)>> {
+    type Row = (usize, String, String, String, String, i64, u32, String);
+    let cfg = shared.config();
+    let keys = shared.queue.keys();
+    let mut inv = shared.queue.inner.scripts.take.prepare_invoke();
+    for s in &keys.streams {
+        inv.key(s);
+    }
+    inv.arg(&cfg.group)
+        .arg(&shared.consumer)
+        .arg(count)
+        .arg(&keys.task_prefix)
+        .arg(now_ms())
+        .arg(cfg.max_attempts)
+        .arg(&keys.stats)
+        .arg(ms(cfg.result_ttl));
+    let mut conn = shared.queue.conn();
+    let rows: Vec<Row> = bounded(cfg.op_timeout, "take", inv.invoke_async(&mut conn))
+        .await
+        .inspect_err(|_| shared.recover.notify_one())?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(s, entry_id, id, handler, payload, code, attempts, error)| {
+                let entry = Entry::new(Priority::ALL[s.min(2)], entry_id, id, handler, payload);
+                (entry, (code, attempts, error))
+            },
+        )
+        .collect())
+}
+
+/// Starts the entries `take` read and this worker did not hold yet.
+pub(super) fn dispatch_taken(
+    shared: &Arc<Shared>,
+    taken: Vec<(Entry, Verdict)>,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) {
+    let fresh: Vec<bool> = {
+        let mut held = lock(&shared.held);
+        taken
+            .iter()
+            .map(|(e, _)| held.insert(e.slot(), e.id).is_none())
+            .collect()
+    };
+    for ((e, v), fresh) in taken.into_iter().zip(fresh) {
+        if fresh {
+            dispatch(shared, e, v, permits);
+        }
+    }
+}
+
+/// Waits for at least one free slot, then takes up to `batch`; `None` once the worker
+/// stops.
+pub(super) async fn free_slots(
+    shared: &Shared,
+    stop: &mut watch::Receiver<bool>,
+    batch: usize,
+) -> Option<Vec<OwnedSemaphorePermit>> {
+    let first = tokio::select! {
+        biased;
+        _ = stop.changed() => return None,
+        p = shared.sem.clone().acquire_owned() => p.ok()?,
+    };
+    // Results waiting for Redis to record them: take no more work until they are.
+    loop {
+        let flushed = shared.flushed.notified();
+        tokio::pin!(flushed);
+        flushed.as_mut().enable();
+        if shared.unflushed.load(Ordering::Relaxed) < shared.max_unflushed {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return None,
+            () = flushed => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    let mut permits = vec![first];
+    while permits.len() < batch {
+        match shared.sem.clone().try_acquire_owned() {
+            Ok(p) => permits.push(p),
+            Err(_) => break,
+        }
+    }
+    Some(permits)
+}
+
+/// Runs the start script for `batch` as start request `seq` of each entry's delivery,
+/// returning the verdict per entry. Sending the same batch and `seq` again after an
+/// error starts nothing twice.
+pub(super) async fn start(shared: &Shared, batch: &[Entry], seq: u32) -> Result<Vec<Verdict>> {
+    let cfg = shared.config();
+    let keys = shared.queue.keys();
+    let mut inv = shared.queue.inner.scripts.start.arg(&keys.task_prefix);
+    inv.arg(now_ms())
+        .arg(cfg.max_attempts)
+        .arg(&keys.stats)
+        .arg(ms(cfg.result_ttl));
+    for e in batch {
+        inv.arg(&e.raw_id).arg(e.token(&shared.consumer, seq));
+    }
+    let mut conn = shared.queue.conn();
+    let codes: Vec<Verdict> = bounded(cfg.op_timeout, "start", inv.invoke_async(&mut conn)).await?;
+    if codes.len() != batch.len() {
+        return Err(Error::Failed(
+            "start script returned a short reply".to_owned(),
+        ));
+    }
+    Ok(codes)
+}
+
+pub(super) async fn reader(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    mut reclaimed: mpsc::UnboundedReceiver<Vec<Entry>>,
+) {
+    let cfg = shared.config().clone();
+    let mut conn = match shared.queue.blocking_connection() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "durable tasks: cannot create the read connection; worker stops reading");
+            return;
+        }
+    };
+    let mut backlog: [VecDeque<Entry>; 3] = Default::default();
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        while let Ok(entries) = reclaimed.try_recv() {
+            for e in entries {
+                backlog[e.prio.index()].push_back(e);
+            }
+        }
+        let Some(mut permits) = free_slots(&shared, &mut stop, cfg.batch).await else {
+            return;
+        };
+        if backlog.iter().all(VecDeque::is_empty) {
+            // Under load one round trip reads and starts a batch; only when nothing is
+            // waiting does the worker block on its own connection.
+            match take(&shared, permits.len()).await {
+                Ok(taken) if !taken.is_empty() => {
+                    failures = 0;
+                    dispatch_taken(&shared, taken, &mut permits);
+                    shared.active.notify_waiters();
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures += 1;
+                    drop(permits);
+                    recover(&shared, &e, "taking tasks", &mut stop, failures).await;
+                    continue;
+                }
+            }
+            match read(&shared, &mut conn, permits.len()).await {
+                Ok(entries) => {
+                    failures = 0;
+                    if !entries.is_empty() {
+                        shared.active.notify_waiters();
+                    }
+                    for e in shared.hold(entries) {
+                        backlog[e.prio.index()].push_back(e);
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    drop(permits);
+                    recover(&shared, &e, "reading tasks", &mut stop, failures).await;
+                    continue;
+                }
+            }
+            if *stop.borrow() {
+                // Read but not started: released at shutdown for another worker.
+                return;
+            }
+        }
+        // COUNT applies per stream, so a read may return more than there are free
+        // slots; the rest waits here (held and refreshed) and goes first next time.
+        let batch = {
+            // Lock order everywhere: `held`, then `lost`.
+            let mut held = lock(&shared.held);
+            let mut lost = lock(&shared.lost);
+            next_batch(&mut backlog, &mut held, &mut lost, permits.len())
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        match start(&shared, &batch, 0).await {
+            Ok(verdicts) => {
+                failures = 0;
+                for (e, v) in batch.into_iter().zip(verdicts) {
+                    dispatch(&shared, e, v, &mut permits);
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                warn_retrying(&shared.log, "starting tasks", &e);
+                // Sent again as the same start requests: an attempt the lost reply
+                // already started is not counted twice.
+                for e in batch.into_iter().rev() {
+                    backlog[e.prio.index()].push_front(e);
+                }
+                drop(permits);
+                pause(&mut stop, redis_backoff(failures)).await;
+            }
+        }
+    }
+}
+
+/// Up to `n` entries from `backlog` to start, highest priority first and oldest first
+/// within a level. An entry another worker reclaimed while it waited here (`lost`) is
+/// that worker's to run: it is dropped, and no longer held.
+pub(super) fn next_batch(
+    backlog: &mut [VecDeque<Entry>; 3],
+    held: &mut HashMap<Slot, TaskId>,
+    lost: &mut HashSet<Slot>,
+    n: usize,
+) -> Vec<Entry> {
+    let mut batch = Vec::with_capacity(n);
+    for q in backlog.iter_mut() {
+        while batch.len() < n {
+            match q.pop_front() {
+                Some(e) if lost.remove(&e.slot()) => {
+                    held.remove(&e.slot());
+                }
+                Some(e) => batch.push(e),
+                None => break,
+            }
+        }
+    }
+    batch
+}
+
+/// A second reader. Under load the main reader spends most of its time waiting for its
+/// round trip, so the helper keeps a second `take` in flight. It never blocks on Redis
+/// (the worker has one blocking connection): when nothing is waiting it sleeps until
+/// the main reader finds work again.
+pub(super) async fn helper(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let cfg = shared.config().clone();
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let Some(mut permits) = free_slots(&shared, &mut stop, cfg.batch).await else {
+            return;
+        };
+        let active = shared.active.notified();
+        tokio::pin!(active);
+        active.as_mut().enable();
+        match take(&shared, permits.len()).await {
+            Ok(taken) if !taken.is_empty() => {
+                failures = 0;
+                dispatch_taken(&shared, taken, &mut permits);
+            }
+            Ok(_) => {
+                drop(permits);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    () = active => {}
+                    () = tokio::time::sleep(cfg.block) => {}
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if !is_nogroup(&e) {
+                    warn_retrying(&shared.log, "taking tasks", &e);
+                }
+                drop(permits);
+                pause(&mut stop, redis_backoff(failures)).await;
+            }
+        }
+    }
+}
+
+/// After a failed read: recreates the consumer group if Redis lost it (a restart
+/// without persistence), else logs (rate-limited); then backs off.
+pub(super) async fn recover(
+    shared: &Shared,
+    e: &Error,
+    what: &str,
+    stop: &mut watch::Receiver<bool>,
+    failures: u32,
+) {
+    if is_nogroup(e) {
+        if let Err(e) = shared.queue.ensure_groups().await {
+            warn_retrying(&shared.log, "creating the consumer group", &e);
+        }
+    } else {
+        warn_retrying(&shared.log, what, e);
+    }
+    pause(stop, redis_backoff(failures)).await;
+}
+
+pub(super) async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) {
+    tokio::select! {
+        _ = stop.changed() => {}
+        () = tokio::time::sleep(d) => {}
+    }
+}
+
+pub(super) async fn read(
+    shared: &Shared,
+    conn: &mut ConnectionManager,
+    count: usize,
+) -> Result<Vec<Entry>> {
+    let cfg = shared.config();
+    let keys = shared.queue.keys();
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(&cfg.group)
+        .arg(&shared.consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(ms(cfg.block))
+        .arg("STREAMS")
+        .arg(&keys.streams)
+        .arg(">")
+        .arg(">")
+        .arg(">");
+    let reply: Option<StreamReadReply> = bounded(
+        cfg.block + cfg.op_timeout,
+        "XREADGROUP",
+        cmd.query_async(conn),
+    )
+    .await
+    .inspect_err(|_| shared.recover.notify_one())?;
+    let mut out = Vec::new();
+    for sk in reply.map(|r| r.keys).unwrap_or_default() {
+        let Some(prio) = priority_of(shared, &sk.key) else {
+            continue;
+        };
+        out.extend(sk.ids.into_iter().map(|e| Entry::parse(prio, e)));
+    }
+    Ok(out)
+}
+
+pub(super) fn priority_of(shared: &Shared, key: &str) -> Option<Priority> {
+    Priority::ALL
+        .into_iter()
+        .find(|p| shared.queue.keys().stream(*p) == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(p: Priority, n: u64) -> Entry {
+        Entry::new(
+            p,
+            format!("{n}-0"),
+            format!("{n:x}"),
+            "h".into(),
+            "null".into(),
+        )
+    }
+
+    #[test]
+    fn a_batch_takes_high_before_normal_before_low_and_skips_lost_entries() {
+        let mut backlog: [VecDeque<Entry>; 3] = Default::default();
+        for (p, n) in [
+            (Priority::Low, 1),
+            (Priority::Normal, 2),
+            (Priority::High, 3),
+            (Priority::Normal, 4),
+            (Priority::High, 5),
+        ] {
+            backlog[p.index()].push_back(entry(p, n));
+        }
+        let mut held: HashMap<Slot, TaskId> =
+            backlog.iter().flatten().map(|e| (e.slot(), e.id)).collect();
+        // Entry 3 was reclaimed by another worker while it waited here.
+        let mut lost: HashSet<Slot> = [entry(Priority::High, 3).slot()].into();
+
+        let ids = |b: &[Entry]| b.iter().map(|e| e.id.as_u64()).collect::<Vec<_>>();
+        let first = next_batch(&mut backlog, &mut held, &mut lost, 2);
+        assert_eq!(ids(&first), [5, 2]);
+        assert!(lost.is_empty());
+        assert!(
+            !held.contains_key(&entry(Priority::High, 3).slot()),
+            "no longer held"
+        );
+        assert_eq!(held.len(), 4, "the rest stay held until they finish");
+
+        let rest = next_batch(&mut backlog, &mut held, &mut lost, 10);
+        assert_eq!(ids(&rest), [4, 1]);
+        assert!(next_batch(&mut backlog, &mut held, &mut lost, 10).is_empty());
+    }
+}

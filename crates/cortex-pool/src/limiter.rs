@@ -59,6 +59,24 @@ impl LimiterConfig {
     }
 }
 
+impl LimiterConfig {
+    /// Check every value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming `DB_CONNECTION_LIMIT` when the limit is 0 or
+    /// above what a semaphore holds.
+    pub fn validate(&self) -> Result<()> {
+        if self.limit == 0 || self.limit > Semaphore::MAX_PERMITS {
+            return Err(Error::InvalidConfig {
+                key: "DB_CONNECTION_LIMIT",
+                value: self.limit.to_string(),
+                reason: format!("must be between 1 and {}", Semaphore::MAX_PERMITS),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl FromEnv for LimiterConfig {
     type Error = Error;
 
@@ -91,13 +109,7 @@ impl FromEnv for LimiterConfig {
         if let Some(v) = env.duration("DB_CONNECTION_RETRY_AFTER")? {
             c.retry_after = v;
         }
-        if c.limit == 0 {
-            return Err(Error::InvalidConfig {
-                key: "DB_CONNECTION_LIMIT",
-                value: "0".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
+        c.validate()?;
         Ok(c)
     }
 }
@@ -167,13 +179,7 @@ impl Limiter {
     /// # Errors
     /// As [`new`](Self::new).
     pub fn with_metrics(config: LimiterConfig, metrics: PoolMetrics) -> Result<Self> {
-        if config.limit == 0 || config.limit > Semaphore::MAX_PERMITS {
-            return Err(Error::InvalidConfig {
-                key: "DB_CONNECTION_LIMIT",
-                value: config.limit.to_string(),
-                reason: format!("must be between 1 and {}", Semaphore::MAX_PERMITS),
-            });
-        }
+        config.validate()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 semaphore: Arc::new(Semaphore::new(config.limit)),

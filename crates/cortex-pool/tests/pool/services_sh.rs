@@ -200,3 +200,39 @@ fn as_root_the_cluster_never_goes_to_a_predictable_tmp_path() {
         text(&stopped.stderr)
     );
 }
+
+/// `services.sh tls` a second time reuses the running TLS servers and prints the same
+/// exports (the TLS tests call it from every test process).
+#[test]
+fn the_tls_mode_reuses_running_servers() {
+    let run_tls = || {
+        let out = Command::new("bash")
+            .arg(services_sh())
+            .arg("tls")
+            .env("CORTEX_SERVICES_WAIT", "20")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "services.sh tls failed: {}",
+            text(&out.stderr)
+        );
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (first, _) = run_tls();
+    let (second, log) = run_tls();
+    assert_eq!(first, second);
+    for var in [
+        "TLS_CA_FILE",
+        "TLS_OTHER_CA_FILE",
+        "TLS_DATABASE_URL",
+        "TLS_REDIS_URL",
+    ] {
+        assert!(first.contains(&format!("export {var}=")), "{first}");
+    }
+    assert!(
+        log.contains("TLS PostgreSQL already answers") && log.contains("TLS Redis already answers"),
+        "{log}"
+    );
+    assert!(!log.contains("starting"), "{log}");
+}

@@ -83,3 +83,20 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_answer_comes_back_only_as_its_own_kind() {
+        let tool = CallToolResult::success(vec![]);
+        let cached = tool.clone().wrap();
+        assert_eq!(CallToolResult::unwrap(&cached), Some(tool));
+        assert!(ReadResourceResult::unwrap(&cached).is_none());
+        let read = ReadResourceResult::new(vec![]);
+        let cached = read.clone().wrap();
+        assert_eq!(ReadResourceResult::unwrap(&cached), Some(read));
+        assert!(CallToolResult::unwrap(&cached).is_none());
+    }
+}

@@ -430,3 +430,51 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::RoleClient;
+    use rmcp::transport::{DynamicTransportError, TokioChildProcess};
+
+    fn child_send_error(kind: std::io::ErrorKind) -> ServiceError {
+        ServiceError::TransportSend(DynamicTransportError::new::<TokioChildProcess, RoleClient>(
+            std::io::Error::from(kind),
+        ))
+    }
+
+    #[test]
+    fn only_a_closed_pipe_proves_a_request_never_left() {
+        assert!(never_delivered(&child_send_error(
+            std::io::ErrorKind::BrokenPipe
+        )));
+        // A reset may come after the child read the request.
+        assert!(!never_delivered(&child_send_error(
+            std::io::ErrorKind::ConnectionReset
+        )));
+        assert!(!never_delivered(&ServiceError::TransportClosed));
+    }
+
+    #[test]
+    fn copies_count_until_undone() {
+        let sent = Sent::default();
+        assert!(!sent.maybe());
+        let first = sent.start();
+        let second = sent.start();
+        first.undo();
+        assert!(sent.maybe(), "one copy may still have arrived");
+        second.undo();
+        assert!(!sent.maybe());
+        drop(sent.start());
+        assert!(sent.maybe(), "a copy not undone may have arrived");
+    }
+
+    #[test]
+    fn requests_name_their_method() {
+        assert_eq!(Request::ListTools.method(), "tools/list");
+        let read = Request::Resource(ReadResourceRequestParams::new("demo://x"));
+        assert_eq!(read.method(), "resources/read");
+        let call = Request::Tool(CallToolRequestParams::new("echo"));
+        assert_eq!(call.method(), "tools/call");
+    }
+}

@@ -77,3 +77,24 @@ impl CallOptions {
         self.idempotent || self.cache.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caching_implies_idempotence_and_uncached_undoes_it() {
+        let plain = CallOptions::new();
+        assert!(!plain.is_cacheable() && !plain.declared_idempotent());
+        let cached = plain.cached(Duration::from_secs(5));
+        assert!(cached.is_cacheable() && cached.declared_idempotent());
+        assert_eq!(cached.cache, Some(Some(Duration::from_secs(5))));
+        assert_eq!(plain.cacheable().cache, Some(None));
+        assert!(!cached.uncached().declared_idempotent());
+        assert!(plain.idempotent().declared_idempotent());
+        assert_eq!(
+            plain.timeout(Duration::from_secs(2)).timeout,
+            Some(Duration::from_secs(2))
+        );
+    }
+}

@@ -465,7 +465,7 @@ mod tests {
         assert!(sent.maybe(), "one copy may still have arrived");
         second.undo();
         assert!(!sent.maybe());
-        drop(sent.start());
+        let _kept = sent.start();
         assert!(sent.maybe(), "a copy not undone may have arrived");
     }
 

@@ -1,3 +1,7 @@
+//! The client of one service: its builder and its public calls. A call's path is in
+//! [`call`] (attempts, retries, hedges), the rule for retrying in [`retry`], the session
+//! slots in [`slots`], the result cache in [`cache`].
+
 use std::ffi::OsString;
 use std::fmt;
 use std::sync::Arc;

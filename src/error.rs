@@ -38,7 +38,8 @@ impl Error {
             Self::Mcp(e) => e.is_retryable(),
             Self::Metrics(e) => e.is_retryable(),
             Self::Profile(e) => e.is_retryable(),
-            Self::Cache(_) | Self::Tasks(_) => false,
+            Self::Cache(e) => e.is_retryable(),
+            Self::Tasks(e) => e.is_retryable(),
         }
     }
 }

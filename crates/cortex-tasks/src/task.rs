@@ -10,9 +10,13 @@ use crate::Error;
 
 /// Identifies one task for its whole life.
 ///
-/// In process, ids are handed out in order; the durable backend draws them at random so
-/// that many processes never collide. Shown as 16 hex digits, and parsed back the same
-/// way (an admin route takes it from a path).
+/// In process, ids are sequential per queue (1, 2, 3, ...): the record index is a
+/// window indexed by `id - base`, so a lookup is arithmetic. They are therefore
+/// guessable, start over in every process and repeat across queues: fine for naming a
+/// task inside one queue, not as a secret or a key shared between processes. The
+/// durable backend draws its ids at random (and Redis checks them unused), so that
+/// many processes never collide. Shown as 16 hex digits, and parsed back the same way
+/// (an admin route takes it from a path).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct TaskId(u64);

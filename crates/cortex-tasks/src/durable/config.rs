@@ -86,8 +86,9 @@ pub struct DurableConfig {
     pub visibility_timeout: Duration,
     /// Attempts before a task is dead-lettered. Default 3.
     pub max_attempts: u32,
-    /// Base of the exponential backoff between attempts (`base * 2^(attempt-1)`, capped
-    /// at 5 minutes). Default 1 s.
+    /// Base of the exponential backoff between attempts: `base * 2^(attempt-1)`,
+    /// capped at 5 minutes, then jittered to between half and all of that, so tasks
+    /// that failed together do not all retry at the same instant. Default 1 s.
     #[serde(with = "cortex_support::duration::secs")]
     pub retry_backoff: Duration,
     /// Status records expire this long after the task finished. Default 1 h.

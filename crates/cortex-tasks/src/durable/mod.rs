@@ -37,7 +37,7 @@
 //! * **Nothing is acknowledged unrecorded.** When Redis refuses writes (`maxmemory`
 //!   with `noeviction`, `MISCONF`, a read-only replica) the finish script fails before
 //!   writing anything; the entries stay pending and refreshed, the worker retries with
-//!   backoff (50 ms doubling to 2 s) and takes no new tasks while more than
+//!   jittered backoff (50 ms doubling to 2 s) and takes no new tasks while more than
 //!   `max(2 × concurrency, 4096)` outcomes wait to be recorded.
 //! * **An acknowledged task never runs again**: the start script refuses a task whose
 //!   status is final.
@@ -92,13 +92,16 @@
 //! `UNLINK`), nothing else.
 
 mod config;
+mod connect;
 mod queue;
 mod redis_util;
 mod registry;
 mod scripts;
+mod status;
 mod worker;
 
 pub use self::config::{DurableConfig, MAX_BATCH, MAX_CONCURRENCY, MAX_DURATION, key_prefix};
-pub use self::queue::{DeadLetter, DurableQueue, RedisTarget};
+pub use self::connect::RedisTarget;
+pub use self::queue::{DeadLetter, DurableQueue};
 pub use self::registry::Registry;
 pub use self::worker::{ShutdownReport, Worker, WorkerHandle, WorkerStats};

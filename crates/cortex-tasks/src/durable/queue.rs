@@ -7,11 +7,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 
 use super::config::{DurableConfig, key_prefix};
+use super::connect::RedisTarget;
+use super::status::parse_info;
 use cortex_support::backoff::random_u64;
 
-use super::redis_util::{Keys, bounded, from_ms, ms, now_ms};
+use super::redis_util::{Keys, bounded, ms, now_ms};
 use super::scripts::Scripts;
-use crate::{Error, Priority, QueueStats, Result, TaskId, TaskInfo, TaskStatus};
+use crate::{Error, Priority, QueueStats, Result, TaskId, TaskInfo};
 
 /// A task that failed its last attempt, as kept in the dead-letter stream.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -472,56 +474,6 @@ impl DurableQueue {
     }
 }
 
-/// Where a [`DurableQueue`] gets its Redis client: a
-/// [`RedisConfig`](cortex_pool::RedisConfig), a [`RedisPool`](cortex_pool::RedisPool),
-/// or a URL (`str`, `String`: a `RedisConfig` with that URL and default settings).
-/// Every form goes through cortex-pool, the one place a Redis URL becomes a client.
-///
-/// Sealed: implemented for these types only.
-pub trait RedisTarget: sealed::Sealed {
-    /// The client to make connections with.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] when the URL is not one Redis accepts.
-    fn redis_client(&self) -> Result<redis::Client>;
-}
-
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for cortex_pool::RedisConfig {}
-    impl Sealed for cortex_pool::RedisPool {}
-    impl Sealed for str {}
-    impl Sealed for String {}
-}
-
-impl RedisTarget for cortex_pool::RedisConfig {
-    fn redis_client(&self) -> Result<redis::Client> {
-        Ok(self.client()?)
-    }
-}
-
-impl RedisTarget for cortex_pool::RedisPool {
-    fn redis_client(&self) -> Result<redis::Client> {
-        Ok(self.client().clone())
-    }
-}
-
-impl RedisTarget for str {
-    fn redis_client(&self) -> Result<redis::Client> {
-        cortex_pool::RedisConfig {
-            url: self.to_owned(),
-            ..cortex_pool::RedisConfig::default()
-        }
-        .redis_client()
-    }
-}
-
-impl RedisTarget for String {
-    fn redis_client(&self) -> Result<redis::Client> {
-        self.as_str().redis_client()
-    }
-}
-
 /// A random id not in `drawn` (and now in it).
 fn fresh_id(drawn: &mut HashSet<u64>) -> TaskId {
     loop {
@@ -546,35 +498,10 @@ fn unconfirmed(e: Error, ids: &[TaskId]) -> Error {
     }
 }
 
-fn parse_info(id: TaskId, m: &HashMap<String, String>) -> Option<TaskInfo> {
-    let status = match m.get("status")?.as_str() {
-        "queued" => TaskStatus::Queued,
-        "running" => TaskStatus::Running,
-        "retrying" => TaskStatus::Retrying,
-        "completed" => TaskStatus::Completed,
-        "failed" => TaskStatus::Failed,
-        "cancelled" => TaskStatus::Cancelled,
-        _ => return None,
-    };
-    let time = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok()).map(from_ms);
-    let mut info = TaskInfo::queued(
-        id,
-        m.get("handler").cloned().unwrap_or_default(),
-        m.get("priority").and_then(|p| p.parse().ok()),
-    );
-    info.status = status;
-    info.queued_at = time("queued_at").unwrap_or(info.queued_at);
-    info.started_at = time("started_at");
-    info.finished_at = time("finished_at");
-    info.attempts = m.get("attempts").and_then(|v| v.parse().ok()).unwrap_or(0);
-    info.error = m.get("error").filter(|e| !e.is_empty()).cloned();
-    info.result = m.get("result").and_then(|r| serde_json::from_str(r).ok());
-    Some(info)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TaskStatus;
 
     /// An id that a record already uses is never handed out again (its record
     /// would be overwritten); the enqueue draws another one, still in one atomic step.

@@ -91,3 +91,62 @@ impl<T> Drop for TaskHandle<T> {
         self.record.lock().outcome.take();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TaskStatus;
+    use futures_util::FutureExt;
+    use std::time::Instant;
+
+    fn finished(value: Result<Box<dyn std::any::Any + Send>>) -> Arc<Record> {
+        let r = Arc::new(Record::new(
+            TaskId::from_u64(1),
+            "t".into(),
+            None,
+            Instant::now(),
+        ));
+        {
+            let mut s = r.lock();
+            s.status = TaskStatus::Completed;
+            s.outcome = Some(value);
+        }
+        r
+    }
+
+    #[test]
+    fn a_handle_takes_the_value_once() {
+        let r = finished(Ok(Box::new(42u32)));
+        let mut h = TaskHandle::<u32>::new(Arc::clone(&r));
+        assert_eq!((&mut h).now_or_never().map(|v| v.ok()), Some(Some(42)));
+        // Polled again after it was ready: the value is gone, not handed out twice.
+        assert!(matches!(
+            (&mut h).now_or_never(),
+            Some(Err(Error::Cancelled))
+        ));
+    }
+
+    #[test]
+    fn a_value_of_another_type_is_an_error_not_a_panic() {
+        let h = TaskHandle::<String>::new(finished(Ok(Box::new(1u8))));
+        assert!(matches!(h.now_or_never(), Some(Err(Error::Failed(_)))));
+    }
+
+    #[test]
+    fn a_running_task_keeps_its_handle_waiting_and_a_dropped_handle_frees_the_value() {
+        let r = Arc::new(Record::new(
+            TaskId::from_u64(2),
+            "t".into(),
+            None,
+            Instant::now(),
+        ));
+        let h = TaskHandle::<u8>::new(Arc::clone(&r));
+        assert_eq!(h.id(), TaskId::from_u64(2));
+        let mut h = h;
+        assert!((&mut h).now_or_never().is_none());
+        r.lock().outcome = Some(Ok(Box::new(1u8)));
+        drop(h);
+        assert!(r.detached.load(Ordering::Acquire));
+        assert!(r.lock().outcome.is_none());
+    }
+}

@@ -29,16 +29,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
-use self::record::{Clock, Job, Record, State};
+use self::record::{Clock, Job, Record};
 use self::sched::{Picker, Sched};
 use self::stats::{DEPTH_SAMPLE, LevelStats, Recorders};
 use self::work::BoxWork;
 use crate::index::Index;
 use crate::room::Room;
-use crate::{Error, Priority, Result, TaskStatus};
+use crate::{Error, Priority, Result};
 
 pub use self::handle::{ShutdownReport, TaskHandle};
 pub use self::retry::Retry;
@@ -154,26 +153,9 @@ impl Engine {
             self.room[opts.level].give();
             return Err(Error::ShutDown);
         }
-        let record = sched.index.insert(|id| Record {
-            id,
-            name,
-            priority: opts.priority,
-            queued,
-            state: Mutex::new(State {
-                status: TaskStatus::Queued,
-                started: None,
-                finished: None,
-                attempts: 0,
-                error: None,
-                result: None,
-                outcome: None,
-            }),
-            cancel: AtomicBool::new(false),
-            run_waker: AtomicWaker::new(),
-            handle_waker: AtomicWaker::new(),
-            detached: AtomicBool::new(false),
-            done: AtomicBool::new(false),
-        });
+        let record = sched
+            .index
+            .insert(|id| Record::new(id, name, opts.priority, queued));
         let job = Job {
             record: Arc::clone(&record),
             work,

@@ -49,6 +49,35 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The record of a task just accepted: queued, no attempt yet.
+    pub(super) fn new(
+        id: TaskId,
+        name: Cow<'static, str>,
+        priority: Option<Priority>,
+        queued: Instant,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            priority,
+            queued,
+            state: Mutex::new(State {
+                status: TaskStatus::Queued,
+                started: None,
+                finished: None,
+                attempts: 0,
+                error: None,
+                result: None,
+                outcome: None,
+            }),
+            cancel: AtomicBool::new(false),
+            run_waker: AtomicWaker::new(),
+            handle_waker: AtomicWaker::new(),
+            detached: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+        }
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic never happens while this lock is held (only field writes), so a
         // poisoned lock still holds consistent data.
@@ -133,5 +162,102 @@ impl<F: Future + Unpin> Future for Cancellable<'_, F> {
             return Poll::Ready(None);
         }
         Pin::new(&mut self.inner).poll(cx).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::handle::TaskHandle;
+    use crate::engine::work::{no_json, once};
+    use futures_util::FutureExt;
+
+    fn record(id: u64) -> Arc<Record> {
+        Arc::new(Record::new(
+            TaskId::from_u64(id),
+            "t".into(),
+            None,
+            Instant::now(),
+        ))
+    }
+
+    fn job(record: &Arc<Record>) -> Job {
+        Job {
+            record: Arc::clone(record),
+            work: once(async { Ok::<u8, std::io::Error>(1) }, no_json),
+            opts: Options {
+                level: 0,
+                priority: None,
+                timeout: None,
+                retry: None,
+            },
+            holds_room: false,
+        }
+    }
+
+    #[test]
+    fn a_new_record_is_queued_without_attempts() {
+        let r = record(7);
+        let clock = Clock {
+            instant: r.queued,
+            system: SystemTime::UNIX_EPOCH,
+        };
+        let info = r.info(&clock);
+        assert_eq!(
+            (info.id, info.status, info.attempts),
+            (r.id, TaskStatus::Queued, 0)
+        );
+        assert_eq!(info.queued_at, SystemTime::UNIX_EPOCH);
+        assert!(info.started_at.is_none() && info.finished_at.is_none());
+    }
+
+    #[test]
+    fn a_job_dropped_unfinished_cancels_its_record_and_tells_its_handle() {
+        let r = record(1);
+        let handle = TaskHandle::<u8>::new(Arc::clone(&r));
+        drop(job(&r));
+        assert_eq!(r.lock().status, TaskStatus::Cancelled);
+        assert!(
+            r.lock()
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("dropped"))
+        );
+        match handle.now_or_never() {
+            Some(Err(Error::Cancelled)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_detached_job_keeps_no_outcome_and_a_finished_one_is_left_alone() {
+        let r = record(2);
+        r.detached.store(true, Ordering::Release);
+        drop(job(&r));
+        assert_eq!(r.lock().status, TaskStatus::Cancelled);
+        assert!(r.lock().outcome.is_none(), "nobody would take it");
+
+        let r = record(3);
+        r.lock().status = TaskStatus::Completed;
+        r.done.store(true, Ordering::Release);
+        drop(job(&r));
+        assert_eq!(r.lock().status, TaskStatus::Completed);
+    }
+
+    #[test]
+    fn a_cancel_ends_the_wrapped_future_at_its_next_poll() {
+        let r = record(4);
+        let mut waiting = Cancellable {
+            record: &r,
+            inner: std::future::pending::<()>(),
+        };
+        assert!((&mut waiting).now_or_never().is_none());
+        r.cancel.store(true, Ordering::Release);
+        assert_eq!(waiting.now_or_never(), Some(None));
+        let done = Cancellable {
+            record: &record(5),
+            inner: std::future::ready(9),
+        };
+        assert_eq!(done.now_or_never(), Some(Some(9)));
     }
 }

@@ -239,3 +239,47 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineConfig, Policy};
+
+    fn engine() -> Arc<Engine> {
+        Engine::start(EngineConfig {
+            name: "unit".into(),
+            workers: 1,
+            capacity: 4,
+            levels: 1,
+            policy: Policy::Strict,
+            enqueue_timeout: Duration::from_secs(1),
+            retention: Duration::from_secs(60),
+            max_records: 10,
+            metrics: None,
+        })
+        .expect("start")
+    }
+
+    #[tokio::test]
+    async fn an_attempt_begins_running_and_counted_unless_cancelled() {
+        let engine = engine();
+        let r = Record::new(TaskId::from_u64(1), "t".into(), None, Instant::now());
+        let t0 = Instant::now();
+        assert_eq!(engine.begin(&r, Some(t0)), Some((1, t0)));
+        assert_eq!(r.lock().status, TaskStatus::Running);
+        assert_eq!(r.lock().started, Some(t0));
+        // A retry's attempt counts on.
+        assert_eq!(engine.begin(&r, Some(t0)).map(|(n, _)| n), Some(2));
+        r.cancel.store(true, Ordering::Release);
+        assert_eq!(
+            engine.begin(&r, None),
+            None,
+            "a cancelled task does not start"
+        );
+        assert_eq!(r.lock().attempts, 2);
+        let done = Record::new(TaskId::from_u64(2), "t".into(), None, Instant::now());
+        done.lock().status = TaskStatus::Cancelled;
+        assert_eq!(engine.begin(&done, None), None);
+        engine.close();
+    }
+}

@@ -126,3 +126,26 @@ impl Engine {
         accepted.saturating_sub(finished)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauges_are_differences_of_monotonic_counts_over_every_slot() {
+        let l = LevelStats::new(3);
+        l.accepted.enqueued.store(10, Ordering::SeqCst);
+        l.served[0].taken.store(4, Ordering::SeqCst);
+        l.served[2].taken.store(3, Ordering::SeqCst);
+        l.served[1].requeued.store(2, Ordering::SeqCst);
+        // 10 accepted + 2 put back after a retry - 7 taken.
+        assert_eq!(l.queued(), 5);
+        l.served[0].completed.store(3, Ordering::SeqCst);
+        l.served[1].failed.store(1, Ordering::SeqCst);
+        l.served[2].cancelled.store(2, Ordering::SeqCst);
+        assert_eq!(l.finished(), 6);
+        // Counts read while others move never go negative.
+        l.served[1].taken.store(100, Ordering::SeqCst);
+        assert_eq!(l.queued(), 0);
+    }
+}

@@ -56,8 +56,13 @@ async fn main() -> Result<(), BoxError> {
         config.retry_backoff = Duration::from_millis(ms);
     }
     let ran_key = format!("{}test:ran", key_prefix(&config.name)?);
-    let queue = DurableQueue::connect(&url, config).await?;
-    let redis = redis::Client::open(url.as_str())?
+    let redis_config = cortex_pool::RedisConfig {
+        url: url.clone(),
+        ..cortex_pool::RedisConfig::default()
+    };
+    let queue = DurableQueue::connect(&redis_config, config).await?;
+    let redis = redis_config
+        .client()?
         .get_multiplexed_async_connection()
         .await?;
 

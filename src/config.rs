@@ -8,8 +8,8 @@ use cortex_mcp::McpClientConfig;
 use cortex_metrics::MetricsConfig;
 use cortex_pool::{DbConfig, LimiterConfig, RedisConfig};
 use cortex_profile::ProfilerConfig;
+use cortex_tasks::PriorityQueueConfig;
 use cortex_tasks::durable::DurableConfig;
-use cortex_tasks::{PriorityQueueConfig, TaskQueueConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -67,11 +67,6 @@ impl CortexConfig {
             Ok(url) if !url.trim().is_empty() => Some(RedisConfig::from_env()?),
             _ => None,
         };
-        let queue = TaskQueueConfig::from_env()?;
-        let mut tasks = PriorityQueueConfig::default();
-        tasks.workers = queue.max_workers;
-        tasks.max_queue_size = queue.max_queue_size;
-        tasks.limits = queue.limits;
         Ok(Self {
             metrics: MetricsConfig::from_env()?,
             memory: ProfilerConfig::from_env()?,
@@ -80,7 +75,7 @@ impl CortexConfig {
             limiter: LimiterConfig::from_env()?,
             cache: cortex_cache::MemoryConfig::from_env()?,
             redis_cache: RedisCacheConfig::from_env()?,
-            tasks,
+            tasks: PriorityQueueConfig::from_env()?,
             durable: DurableConfig::from_env()?,
             batch: BatchConfig::from_env()?,
             mcp: McpClientConfig::from_env()?,

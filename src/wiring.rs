@@ -206,16 +206,20 @@ impl CortexBuilder {
                     "redis",
                 )?;
                 let cache = CortexCache::TwoTier(TwoTierCache::new(local, remote)?);
-                let durable =
-                    DurableQueue::connect(&redis_config.url, config.durable.clone()).await?;
+                // The pool's client: one path to Redis, with its URL and TLS settings.
+                let durable = DurableQueue::connect(&pool, config.durable.clone()).await?;
                 (Some(pool), cache, Some(durable))
             }
         };
         let worker = match (&durable, durable_registry) {
-            (Some(queue), Some(registry)) => Some(Worker::new(queue.clone(), registry).spawn()),
+            (Some(queue), Some(registry)) => Some(
+                Worker::new(queue.clone(), registry)
+                    .metrics(&metrics)
+                    .spawn(),
+            ),
             _ => None,
         };
-        let tasks = PriorityQueue::start(config.tasks.clone())?;
+        let tasks = PriorityQueue::with_metrics(config.tasks.clone(), &metrics)?;
 
         let mcp = McpClientFactory::with_lookup(config.mcp.clone(), |k| std::env::var(k).ok())
             .metrics(&metrics);

@@ -104,13 +104,15 @@ fn answer((status, body): (u16, Value)) -> Response {
     if status.is_success() {
         return (status, Json(body)).into_response();
     }
+    // The service's codes, documented in its OpenAPI, by status; the task crate's
+    // answer (`{"error": {"code", "message"}}`) gives the message.
     let code = match status {
         StatusCode::BAD_REQUEST => "bad_task_id",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         _ => "internal",
     };
-    let message = body["error"]
+    let message = body["error"]["message"]
         .as_str()
         .unwrap_or("task lookup failed")
         .to_owned();

@@ -575,11 +575,18 @@ async fn admin_routes_need_the_token() {
         list.body
     );
     // Finished: nothing to cancel. Malformed and unknown ids.
-    assert_error(
-        &s.admin(reqwest::Method::DELETE, &format!("/admin/tasks/{task}"))
-            .await,
-        404,
-        "not_found",
+    let finished = s
+        .admin(reqwest::Method::DELETE, &format!("/admin/tasks/{task}"))
+        .await;
+    assert_error(&finished, 404, "not_found");
+    // The task crate's own message is passed on, not a generic fallback.
+    let message = finished.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !message.is_empty() && message != "task lookup failed",
+        "{}",
+        finished.body
     );
     assert_error(
         &s.admin(reqwest::Method::GET, "/admin/tasks/not-hex").await,

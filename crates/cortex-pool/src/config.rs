@@ -142,14 +142,6 @@ impl DbConfig {
         <Self as FromEnv>::from_env()
     }
 
-    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
-    ///
-    /// # Errors
-    /// As [`from_env`](Self::from_env).
-    #[deprecated(note = "use FromEnv::from_env_source")]
-    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
-        <Self as FromEnv>::from_env_source(env)
-    }
 }
 
 impl FromEnv for DbConfig {
@@ -448,14 +440,6 @@ impl RedisConfig {
         <Self as FromEnv>::from_env()
     }
 
-    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
-    ///
-    /// # Errors
-    /// As [`from_env`](Self::from_env).
-    #[deprecated(note = "use FromEnv::from_env_source")]
-    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
-        <Self as FromEnv>::from_env_source(env)
-    }
 }
 
 impl FromEnv for RedisConfig {

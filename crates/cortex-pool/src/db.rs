@@ -308,12 +308,6 @@ impl<DB: Database> DbPool<DB> {
         }
     }
 
-    /// Renamed [`stats`](Self::stats): one name for every pool's figures.
-    #[deprecated(note = "use stats")]
-    pub fn status(&self) -> PoolStatus {
-        self.stats()
-    }
-
     /// What the pool is doing now (a plain serde struct). `waiting` counts callers
     /// inside [`acquire`](Self::acquire).
     pub fn stats(&self) -> PoolStatus {

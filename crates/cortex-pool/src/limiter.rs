@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::status::Waiting;
-use crate::{Error, PoolMetrics, PoolStatus, Result};
+use crate::{Error, PoolMetrics, Result};
 
 /// Settings of an admission [`Limiter`].
 ///
@@ -49,14 +49,6 @@ impl LimiterConfig {
         <Self as FromEnv>::from_env()
     }
 
-    /// As [`from_env`](Self::from_env), from any [`EnvSource`].
-    ///
-    /// # Errors
-    /// As [`from_env`](Self::from_env).
-    #[deprecated(note = "use FromEnv::from_env_source")]
-    pub fn from_source(env: &EnvSource<'_>) -> Result<Self> {
-        <Self as FromEnv>::from_env_source(env)
-    }
 }
 
 impl LimiterConfig {
@@ -261,19 +253,6 @@ impl Limiter {
         }
     }
 
-    /// The [`PoolStatus`] view: slots as the pool's objects.
-    #[deprecated(note = "use stats")]
-    pub fn status(&self) -> PoolStatus {
-        let limit = self.inner.config.limit;
-        let active = self.active();
-        PoolStatus {
-            size: limit,
-            idle: limit - active,
-            in_use: active,
-            max: limit,
-            waiting: self.inner.waiting.load(Relaxed),
-        }
-    }
 }
 
 /// A held slot of a [`Limiter`]; released on drop, recording the hold time.

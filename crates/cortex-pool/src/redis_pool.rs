@@ -301,16 +301,6 @@ impl RedisPool {
         }
     }
 
-    /// Renamed [`acquire`](Self::acquire): one verb for borrowing in every pool.
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    #[deprecated(note = "use acquire")]
-    #[track_caller]
-    pub fn get(&self) -> impl Future<Output = Result<RedisConn>> + Send + '_ {
-        self.acquire()
-    }
-
     /// `PING` on a pooled connection: `Ok` when Redis answers.
     ///
     /// # Errors
@@ -325,12 +315,6 @@ impl RedisPool {
                 source: format!("unexpected PING answer {pong:?}").into(),
             })
         }
-    }
-
-    /// Renamed [`stats`](Self::stats): one name for every pool's figures.
-    #[deprecated(note = "use stats")]
-    pub fn status(&self) -> PoolStatus {
-        self.stats()
     }
 
     /// What the pool is doing now (a plain serde struct).

@@ -92,12 +92,6 @@ impl<T> SyncPool<T> {
         }
     }
 
-    /// Renamed [`acquire`](Self::acquire): one verb for borrowing in every pool.
-    #[deprecated(note = "use acquire")]
-    pub fn get(&self) -> SyncObject<T> {
-        self.acquire()
-    }
-
     /// An idle object, or a new one when none is idle. Never waits on other
     /// holders (the idle list's lock is held only for a push or pop).
     pub fn acquire(&self) -> SyncObject<T> {

@@ -247,48 +247,6 @@ impl<M: Manager> Pool<M> {
         self.acquire_inner(self.shared.config.acquire_timeout, false, caller)
     }
 
-    /// Renamed [`acquire`](Self::acquire): one verb for borrowing in every pool.
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    #[deprecated(note = "use acquire")]
-    #[track_caller]
-    pub fn get(&self) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
-        let caller = Location::caller();
-        self.acquire_inner(self.shared.config.acquire_timeout, true, caller)
-    }
-
-    /// Renamed [`acquire_within`](Self::acquire_within).
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    #[deprecated(note = "use acquire_within")]
-    #[track_caller]
-    pub fn get_timeout(
-        &self,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
-        let caller = Location::caller();
-        self.acquire_inner(timeout, true, caller)
-    }
-
-    /// Renamed [`try_acquire`](Self::try_acquire).
-    ///
-    /// # Errors
-    /// As [`try_acquire`](Self::try_acquire).
-    #[deprecated(note = "use try_acquire")]
-    #[track_caller]
-    pub fn try_get(&self) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
-        let caller = Location::caller();
-        self.acquire_inner(self.shared.config.acquire_timeout, false, caller)
-    }
-
-    /// The [`PoolStatus`] view: a subset of [`stats`](Self::stats).
-    #[deprecated(note = "use stats")]
-    pub fn status(&self) -> PoolStatus {
-        self.usage()
-    }
-
     fn usage(&self) -> PoolStatus {
         let s = &*self.shared;
         PoolStatus {

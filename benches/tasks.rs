@@ -4,7 +4,7 @@
 //!   panic catching and metrics all on, as a user gets it by default),
 //! - `tokio::spawn` into a `JoinSet`, joined to the end,
 //! - a plain worker pool: a bounded tokio mpsc channel (1 000) with one receiver
-//!   shared by 2 workers behind a mutex (the original design's shape), no records.
+//!   shared by 2 workers behind a mutex (the simplest queue a service writes), no records.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -403,7 +403,7 @@ impl<C: Cache> CachedCalls<C> {
             {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(key, error = %crate::error::chain(&e), "could not store a loaded value")
+                    tracing::warn!(key, error = %cortex_support::error_chain(&e), "could not store a loaded value")
                 }
                 Err(_) => tracing::warn!(key, "storing a loaded value timed out"),
             }
@@ -412,7 +412,7 @@ impl<C: Cache> CachedCalls<C> {
             if lead.end()
                 && let Err(e) = store.delete(key).await
             {
-                tracing::warn!(key, error = %crate::error::chain(&e), "could not drop a value invalidated while it was stored");
+                tracing::warn!(key, error = %cortex_support::error_chain(&e), "could not drop a value invalidated while it was stored");
             }
         }
         drop(lead);
@@ -481,7 +481,7 @@ impl<C: Cache + 'static> CachedCalls<C> {
                         )
                         .await;
                     if let Err(e) = reloaded {
-                        tracing::warn!(key, error = %crate::error::chain(&e), "background reload failed; serving stale");
+                        tracing::warn!(key, error = %cortex_support::error_chain(&e), "background reload failed; serving stale");
                     }
                 });
             }

@@ -114,19 +114,6 @@ impl Error {
     }
 }
 
-/// `error` and its sources, joined with `: `, for a log line: `Display` of each error
-/// leaves its source out, so a log that printed only the top would lose the cause.
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut next = error.source();
-    while let Some(e) = next {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        next = e.source();
-    }
-    out
-}
-
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -213,7 +213,7 @@ pub(crate) async fn listen<L: Cache>(
                 // Invalidations sent while we were not subscribed are lost: start clean
                 // (before going live, so no copy made meanwhile survives).
                 if let Err(e) = tier.evict_all().await {
-                    tracing::warn!(%channel, error = %crate::error::chain(&e), "memory tier not cleared on subscribe");
+                    tracing::warn!(%channel, error = %cortex_support::error_chain(&e), "memory tier not cleared on subscribe");
                 }
                 tier.status.up();
                 drop(tier);
@@ -224,7 +224,7 @@ pub(crate) async fn listen<L: Cache>(
             }
             Ok(Err(e)) => {
                 tier.status.failures.fetch_add(1, Relaxed);
-                tracing::debug!(%channel, error = %crate::error::chain(&e), "invalidation subscribe failed; retrying");
+                tracing::debug!(%channel, error = %cortex_support::error_chain(&e), "invalidation subscribe failed; retrying");
             }
             Err(_) => {
                 tier.status.failures.fetch_add(1, Relaxed);
@@ -289,7 +289,7 @@ async fn apply<L: Cache>(tier: &Local<L>, payload: &[u8], origin: &str) {
         tier.evict(key).await
     };
     if let Err(e) = done {
-        tracing::warn!(key, error = %crate::error::chain(&e), "invalidation not applied to the memory tier");
+        tracing::warn!(key, error = %cortex_support::error_chain(&e), "invalidation not applied to the memory tier");
     }
 }
 

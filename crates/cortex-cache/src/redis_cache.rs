@@ -233,7 +233,7 @@ impl RedisCache {
                     op,
                     namespace = %self.inner.config.namespace,
                     suppressed,
-                    error = %crate::error::chain(&error),
+                    error = %cortex_support::error_chain(&error),
                     "redis cache fault answered as a miss"
                 );
             });

@@ -158,7 +158,7 @@ impl<L: Cache> TwoTierCache<L> {
     /// this process does not serve a value the caller was told did not land.
     async fn failed<T>(&self, key: &str, error: crate::Error) -> Result<T> {
         if let Err(e) = self.local.evict(key).await {
-            tracing::warn!(key, error = %crate::error::chain(&e), "memory copy not dropped after a failed write");
+            tracing::warn!(key, error = %cortex_support::error_chain(&e), "memory copy not dropped after a failed write");
         }
         Err(error)
     }
@@ -259,7 +259,7 @@ impl<L: Cache + 'static> Cache for TwoTierCache<L> {
             Ok(n) => n,
             Err(e) => {
                 if let Err(e) = self.local.evict_all().await {
-                    tracing::warn!(error = %crate::error::chain(&e), "memory tier not cleared after a failed clear");
+                    tracing::warn!(error = %cortex_support::error_chain(&e), "memory tier not cleared after a failed clear");
                 }
                 return Err(e);
             }

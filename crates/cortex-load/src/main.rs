@@ -90,7 +90,7 @@ struct Args {
 
 fn scenarios(args: &Args) -> Result<Vec<Scenario>, String> {
     if let Some(file) = &args.scenario_file {
-        return Scenario::load_file(file).map_err(|e| chain(&e));
+        return Scenario::load_file(file).map_err(|e| cortex_support::error_chain(&e));
     }
     let mut headers = BTreeMap::new();
     for h in &args.header {
@@ -143,7 +143,7 @@ fn config(args: &Args) -> Result<LoadConfig, String> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let test = LoadTest::new(config(&args)?).map_err(|e| chain(&e))?;
+    let test = LoadTest::new(config(&args)?).map_err(|e| cortex_support::error_chain(&e))?;
     // Ctrl-C ends the run early but still prints the summary of what was sent.
     let stop = test.stop_handle();
     tokio::spawn(async move {
@@ -152,26 +152,16 @@ async fn run(args: Args) -> Result<(), String> {
             stop.stop();
         }
     });
-    let summary = test.run().await.map_err(|e| chain(&e))?;
+    let summary = test
+        .run()
+        .await
+        .map_err(|e| cortex_support::error_chain(&e))?;
     print!("{}", summary.report());
     if let Some(plot) = &args.plot {
         std::fs::write(plot, summary.plot_svg())
             .map_err(|e| format!("cannot write {}: {e}", plot.display()))?;
     }
     Ok(())
-}
-
-/// An error and its sources, `outer: inner: ...`: errors keep their cause out of their
-/// own text, and a person at a terminal wants all of it.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn main() -> ExitCode {

@@ -234,19 +234,6 @@ impl From<cortex_support::ConfigError> for Error {
     }
 }
 
-/// `error` and its sources, joined with `: `, for a log line: `Display` of each error
-/// leaves its source out, so a log that printed only the top would lose the cause.
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut next = error.source();
-    while let Some(e) = next {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        next = e.source();
-    }
-    out
-}
-
 /// Result of cortex-mcp operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -316,7 +303,7 @@ mod tests {
         let source = std::error::Error::source(&e).map(ToString::to_string);
         assert_eq!(source.as_deref(), Some("refused by peer"));
         assert_eq!(
-            chain(&e),
+            cortex_support::error_chain(&e),
             "svc: could not connect to http://h/mcp: refused by peer"
         );
     }

@@ -141,7 +141,6 @@ impl DbConfig {
     pub fn from_env() -> Result<Self> {
         <Self as FromEnv>::from_env()
     }
-
 }
 
 impl FromEnv for DbConfig {
@@ -439,7 +438,6 @@ impl RedisConfig {
     pub fn from_env() -> Result<Self> {
         <Self as FromEnv>::from_env()
     }
-
 }
 
 impl FromEnv for RedisConfig {

@@ -48,7 +48,6 @@ impl LimiterConfig {
     pub fn from_env() -> Result<Self> {
         <Self as FromEnv>::from_env()
     }
-
 }
 
 impl LimiterConfig {
@@ -252,7 +251,6 @@ impl Limiter {
             rejected: self.inner.rejected.load(Relaxed),
         }
     }
-
 }
 
 /// A held slot of a [`Limiter`]; released on drop, recording the hold time.

@@ -85,19 +85,7 @@ fn error_response(e: &Error) -> Response {
         Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
-    json_error(status, code, &error_chain(e))
-}
-
-/// The error's text followed by its sources', so the message says what the OS said.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    json_error(status, code, &cortex_support::error_chain(e))
 }
 
 fn json_error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -11,6 +11,36 @@ pub mod warn;
 
 pub use self::env::{ConfigError, EnvSource, EnvVar, FromEnv};
 
+/// `error` and every source under it, outermost first.
+///
+/// Cortex errors keep their cause out of their own `Display` (the cause is reachable
+/// through [`Error::source`](std::error::Error::source)), so whoever prints an error for
+/// a person walks the chain: [`error_chain`] joins it in one line.
+pub fn error_sources<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}
+
+/// `error` and its sources joined with `": "`, for a log line or an answer body.
+///
+/// ```
+/// let io = std::io::Error::other("disk full");
+/// let err = cortex_support::ConfigError::new("PATH", "/x", "cannot write");
+/// assert_eq!(cortex_support::error_chain(&io), "disk full");
+/// assert_eq!(cortex_support::error_chain(&err), "invalid value \"/x\" for PATH: cannot write");
+/// ```
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    for (i, e) in error_sources(error).enumerate() {
+        if i > 0 {
+            out.push_str(": ");
+        }
+        out.push_str(&e.to_string());
+    }
+    out
+}
+
 /// The text of a panic payload (`&str` or `String`, as `panic!` makes them), for
 /// reporting a task or callback that panicked without losing what it said.
 ///

@@ -195,20 +195,6 @@ impl From<cortex_pool::Error> for Error {
     }
 }
 
-/// `e` and every source under it, joined with `: `, for a log line: `Display` alone
-/// leaves the sources out.
-#[cfg_attr(not(feature = "durable"), allow(dead_code))]
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(source) = next {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-        next = source.source();
-    }
-    text
-}
-
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -250,7 +236,7 @@ mod tests {
         assert!(e.source().is_some());
         assert_eq!(e.code(), "payload");
         assert_eq!(
-            chain(&e),
+            cortex_support::error_chain(&e),
             format!("task payload could not be encoded or decoded: {text}")
         );
     }

@@ -22,12 +22,10 @@ use args::{Cli, Command};
 
 /// The error and each of its sources, one a line: a message never repeats its
 /// source's text, so the whole chain is printed.
-fn error_report(e: &dyn std::error::Error) -> String {
+fn error_report(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = format!("error: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
+    for s in cortex_support::error_sources(e).skip(1) {
         out.push_str(&format!("\n  caused by: {s}"));
-        source = s.source();
     }
     out
 }

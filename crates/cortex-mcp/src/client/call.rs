@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::retry::{self, Step, backoff};
 use super::{CallOptions, Inner};
-use crate::error::{BoxError, chain};
+use crate::error::BoxError;
 use crate::session::Lease;
 use crate::{Error, Result};
 
@@ -219,7 +219,7 @@ impl Inner {
                     tracing::warn!(
                         service = %self.service,
                         tool,
-                        error = %chain(&error),
+                        error = %cortex_support::error_chain(&error),
                         "MCP call not retried: it may or may not have run, and the tool is not known to be safe to repeat"
                     );
                     return Err(Error::Indeterminate {
@@ -229,7 +229,7 @@ impl Inner {
                     });
                 }
             };
-            tracing::debug!(service = %self.service, retry = retries + 1, ?delay, error = %chain(&error), "retrying MCP call");
+            tracing::debug!(service = %self.service, retry = retries + 1, ?delay, error = %cortex_support::error_chain(&error), "retrying MCP call");
             tokio::time::sleep(delay).await;
             retries += 1;
             self.m.retries.increment();

@@ -10,7 +10,7 @@ use rmcp::ServiceError;
 
 use super::Inner;
 use crate::Error;
-use crate::error::{BoxError, chain};
+use crate::error::BoxError;
 use crate::session::Session;
 
 impl Inner {
@@ -37,7 +37,7 @@ impl Inner {
                 true
             }
             Ok(Err(e)) => {
-                let error = chain(&crate::scrub::service(e));
+                let error = cortex_support::error_chain(&crate::scrub::service(e));
                 tracing::debug!(service = %self.service, %error, "tools/list failed; tool annotations unknown");
                 false
             }
@@ -136,7 +136,7 @@ impl Inner {
                         break;
                     }
                     Err(e) => {
-                        tracing::debug!(service = %inner.service, slot, error = %chain(&*e), "MCP reconnect failed");
+                        tracing::debug!(service = %inner.service, slot, error = %cortex_support::error_chain(&*e), "MCP reconnect failed");
                     }
                 }
                 tokio::select! {

@@ -88,7 +88,7 @@ pub(crate) fn is_nogroup(e: &Error) -> bool {
 /// Redis outage does not flood the logs.
 pub(crate) fn warn_retrying(limiter: &WarnLimiter, what: &str, e: &Error) {
     limiter.note(|suppressed| {
-        tracing::warn!(error = %crate::error::chain(e), suppressed, "durable tasks: {what} failed; retrying");
+        tracing::warn!(error = %cortex_support::error_chain(e), suppressed, "durable tasks: {what} failed; retrying");
     });
 }
 

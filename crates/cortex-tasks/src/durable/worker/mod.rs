@@ -274,7 +274,7 @@ impl WorkerHandle {
         let _ = tokio::time::timeout_at(flush_by, &mut finisher).await;
 
         if let Err(e) = release(&shared, &aborted).await {
-            tracing::warn!(error = %crate::error::chain(&e), "durable tasks: could not release tasks at shutdown; they are reclaimed after the visibility timeout");
+            tracing::warn!(error = %cortex_support::error_chain(&e), "durable tasks: could not release tasks at shutdown; they are reclaimed after the visibility timeout");
         }
         let _ = self.stop_all.send(true);
         let mut maintenance = self.maintenance;

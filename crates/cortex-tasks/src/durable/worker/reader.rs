@@ -141,7 +141,7 @@ pub(super) async fn reader(
     let mut conn = match shared.queue.blocking_connection() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %crate::error::chain(&e), "durable tasks: cannot create the read connection; worker stops reading");
+            tracing::error!(error = %cortex_support::error_chain(&e), "durable tasks: cannot create the read connection; worker stops reading");
             return;
         }
     };

@@ -20,7 +20,7 @@
 //! Every answer is checked (not a tool error, text `Echo: <message>`), so nothing is
 //! optimized away and a failure panics.
 //!
-//! Run: `cargo bench --bench mcp --all-features` (`-- mcp/echo` or `-- mcp/cache_hit`
+//! Run: `cargo bench --features full --bench mcp` (`-- mcp/echo` or `-- mcp/cache_hit`
 //! for one part).
 
 use std::time::{Duration, Instant};
@@ -128,6 +128,9 @@ fn mcp(c: &mut Criterion) {
             .build()
             .await
             .expect("cortex MCP client");
+        // rmcp's default HTTP client needs a process-wide rustls provider when rustls
+        // is compiled in (cortex-mcp installs none: it hands ring to its own client).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let raw = ClientConfig::default()
             .serve(StreamableHttpClientTransport::from_uri(server.url()))
             .await

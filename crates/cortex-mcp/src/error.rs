@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A boxed error of a lower layer (rmcp, the child process), kept as the source.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use cortex_support::BoxError;
 
 /// Everything that can go wrong in cortex-mcp.
 ///

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 /// A boxed error from a backend (a `Manager`, sqlx, redis).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use cortex_support::BoxError;
 
 /// Everything that can go wrong in cortex-pool.
 #[derive(Debug, thiserror::Error)]

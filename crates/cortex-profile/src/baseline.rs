@@ -23,7 +23,7 @@ const THROUGHPUT_VAR: &str = "PERFORMANCE_THROUGHPUT_THRESHOLD";
 /// A metric exactly at its threshold is not a regression; only "over" is.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Thresholds {
+pub struct RegressionThresholds {
     /// Allowed increase of the median. Default: `0.10`.
     pub median: f64,
     /// Allowed increase of the 95th percentile. Default: `0.15`.
@@ -32,7 +32,7 @@ pub struct Thresholds {
     pub throughput: f64,
 }
 
-impl Default for Thresholds {
+impl Default for RegressionThresholds {
     fn default() -> Self {
         Self {
             median: 0.10,
@@ -65,15 +65,15 @@ pub struct BaselineConfig {
     /// The baselines file. Default: `performance_baselines.json` (relative to the
     /// working directory; `PERFORMANCE_BASELINE_FILE`).
     pub file: PathBuf,
-    /// Regression thresholds. Default: see [`Thresholds`].
-    pub thresholds: Thresholds,
+    /// Regression thresholds. Default: see [`RegressionThresholds`].
+    pub thresholds: RegressionThresholds,
 }
 
 impl Default for BaselineConfig {
     fn default() -> Self {
         Self {
             file: PathBuf::from("performance_baselines.json"),
-            thresholds: Thresholds::default(),
+            thresholds: RegressionThresholds::default(),
         }
     }
 }
@@ -192,7 +192,7 @@ impl From<&BenchResult> for Baseline {
 ///
 /// ```
 /// use std::time::Duration;
-/// use cortex_profile::{BenchResult, Baselines, Thresholds};
+/// use cortex_profile::{BenchResult, Baselines, RegressionThresholds};
 ///
 /// # let dir = tempfile::tempdir()?;
 /// # let path = dir.path().join("performance_baselines.json");
@@ -202,7 +202,7 @@ impl From<&BenchResult> for Baseline {
 /// baselines.save(&path)?;
 ///
 /// let after = BenchResult::from_samples("query", &[Duration::from_millis(13)])?;
-/// let report = Baselines::load(&path)?.check(&[after], &Thresholds::default());
+/// let report = Baselines::load(&path)?.check(&[after], &RegressionThresholds::default());
 /// assert!(report.has_regressions());
 /// println!("{report}");
 /// // In a CI binary: `return report.exit_code();`
@@ -304,7 +304,11 @@ impl Baselines {
 
     /// Compare `results` with the baselines. Operations without a baseline are
     /// [`Verdict::New`]; baselines without a result are ignored.
-    pub fn check(&self, results: &[BenchResult], thresholds: &Thresholds) -> RegressionReport {
+    pub fn check(
+        &self,
+        results: &[BenchResult],
+        thresholds: &RegressionThresholds,
+    ) -> RegressionReport {
         let operations = results
             .iter()
             .map(|r| match self.operations.get(&r.name) {
@@ -330,7 +334,7 @@ impl Baselines {
     }
 }
 
-fn judge(r: &BenchResult, base: &Baseline, t: &Thresholds) -> OperationReport {
+fn judge(r: &BenchResult, base: &Baseline, t: &RegressionThresholds) -> OperationReport {
     let deltas = Deltas {
         median_pct: pct_change(base.median_ns as f64, r.median_ns as f64),
         p95_pct: pct_change(base.p95_ns as f64, r.p95_ns as f64),
@@ -436,7 +440,7 @@ pub struct OperationReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegressionReport {
     /// The thresholds applied.
-    pub thresholds: Thresholds,
+    pub thresholds: RegressionThresholds,
     /// One entry per checked result, in input order.
     pub operations: Vec<OperationReport>,
 }

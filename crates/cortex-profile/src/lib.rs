@@ -18,7 +18,7 @@ pub use self::alloc::{
 };
 pub use self::baseline::{
     Baseline, BaselineConfig, Baselines, Deltas, Metric, OperationReport, RegressionReport,
-    Thresholds, Verdict,
+    RegressionThresholds, Verdict,
 };
 pub use self::bench::{BenchResult, Benchmark, Comparison, ComparisonRow, compare};
 pub use self::error::{Error, Result};

@@ -11,6 +11,10 @@ pub mod warn;
 
 pub use self::env::{ConfigError, EnvSource, EnvVar, FromEnv};
 
+/// A boxed error of a lower layer (a loader, a task, a backend, a transport), kept as
+/// the source of a Cortex error. Every crate re-exports this one type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// `error` and every source under it, outermost first.
 ///
 /// Cortex errors keep their cause out of their own `Display` (the cause is reachable

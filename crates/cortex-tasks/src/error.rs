@@ -3,7 +3,7 @@ use std::time::Duration;
 use crate::TaskId;
 
 /// A boxed error, as returned by a task.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use cortex_support::BoxError;
 
 /// Everything that can go wrong in cortex-tasks.
 ///

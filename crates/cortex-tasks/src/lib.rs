@@ -15,7 +15,7 @@ mod task;
 mod vars;
 
 pub use self::builder::TaskBuilder;
-pub use self::engine::{Policy, Retry, ShutdownReport, TaskHandle};
+pub use self::engine::{DrainReport, Policy, Retry, TaskHandle};
 pub use self::error::{BoxError, Error, Result};
 pub use self::queue::{
     BackgroundConfig, BackgroundTasks, Limits, PriorityQueue, PriorityQueueConfig, TaskFnFuture,

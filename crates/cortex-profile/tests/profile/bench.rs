@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use cortex_profile::{
-    Baselines, BenchResult, Benchmark, Error, Metric, Thresholds, Verdict, compare,
+    Baselines, BenchResult, Benchmark, Error, Metric, RegressionThresholds, Verdict, compare,
 };
 
 /// A synthetic result with the given median, p95 (ns) and throughput.
@@ -37,7 +37,7 @@ fn close(a: f64, b: f64) -> bool {
 fn slower_median_is_a_regression_with_right_deltas() {
     let baselines = baselines_with(&result("query", 1_000_000, 2_000_000, 1000.0));
     let now = result("query", 1_250_000, 2_100_000, 800.0);
-    let report = baselines.check(&[now], &Thresholds::default());
+    let report = baselines.check(&[now], &RegressionThresholds::default());
     let op = &report.operations[0];
     assert_eq!(op.verdict, Verdict::Regressed);
     assert!(op.breached.contains(&Metric::Median));
@@ -59,7 +59,7 @@ fn slower_median_is_a_regression_with_right_deltas() {
 fn p95_only_regression_is_detected() {
     let baselines = baselines_with(&result("cache.get", 1_000_000, 2_000_000, 1000.0));
     let now = result("cache.get", 1_000_000, 2_400_000, 1000.0);
-    let report = baselines.check(&[now], &Thresholds::default());
+    let report = baselines.check(&[now], &RegressionThresholds::default());
     let op = &report.operations[0];
     assert_eq!(op.verdict, Verdict::Regressed);
     assert_eq!(op.breached, vec![Metric::P95]);
@@ -70,14 +70,14 @@ fn p95_only_regression_is_detected() {
 fn five_percent_slowdown_is_not_flagged() {
     let baselines = baselines_with(&result("query", 1_000_000, 2_000_000, 1000.0));
     let now = result("query", 1_050_000, 2_100_000, 952.4);
-    let report = baselines.check(&[now], &Thresholds::default());
+    let report = baselines.check(&[now], &RegressionThresholds::default());
     assert_eq!(report.operations[0].verdict, Verdict::Ok);
     assert!(report.operations[0].breached.is_empty());
     assert!(!report.has_regressions());
 
     // Exactly at the threshold is not "over" it.
     let at_limit = result("query", 1_100_000, 2_300_000, 900.0);
-    let report = baselines.check(&[at_limit], &Thresholds::default());
+    let report = baselines.check(&[at_limit], &RegressionThresholds::default());
     assert_eq!(report.operations[0].verdict, Verdict::Ok, "{report}");
 }
 
@@ -85,7 +85,7 @@ fn five_percent_slowdown_is_not_flagged() {
 fn throughput_drop_is_detected() {
     let baselines = baselines_with(&result("batch", 1_000_000, 2_000_000, 1000.0));
     let now = result("batch", 1_000_000, 2_000_000, 850.0);
-    let report = baselines.check(&[now], &Thresholds::default());
+    let report = baselines.check(&[now], &RegressionThresholds::default());
     let op = &report.operations[0];
     assert_eq!(op.verdict, Verdict::Regressed);
     assert_eq!(op.breached, vec![Metric::Throughput]);
@@ -96,9 +96,9 @@ fn throughput_drop_is_detected() {
 fn custom_thresholds_apply() {
     let baselines = baselines_with(&result("query", 1_000_000, 2_000_000, 1000.0));
     let now = result("query", 1_250_000, 2_000_000, 1000.0);
-    let lenient = Thresholds {
+    let lenient = RegressionThresholds {
         median: 0.30,
-        ..Thresholds::default()
+        ..RegressionThresholds::default()
     };
     assert!(!baselines.check(&[now], &lenient).has_regressions());
 }
@@ -108,7 +108,7 @@ fn new_operation_is_new_not_regressed() {
     let baselines = baselines_with(&result("query", 1_000_000, 2_000_000, 1000.0));
     let report = baselines.check(
         &[result("brand.new", 9_000_000, 9_000_000, 10.0)],
-        &Thresholds::default(),
+        &RegressionThresholds::default(),
     );
     let op = &report.operations[0];
     assert_eq!(op.verdict, Verdict::New);
@@ -120,7 +120,7 @@ fn new_operation_is_new_not_regressed() {
 #[test]
 fn exit_code_fails_only_on_regression() {
     let baselines = baselines_with(&result("query", 1_000_000, 2_000_000, 1000.0));
-    let t = Thresholds::default();
+    let t = RegressionThresholds::default();
     let bad = baselines.check(&[result("query", 2_000_000, 4_000_000, 500.0)], &t);
     let good = baselines.check(&[result("query", 1_000_000, 2_000_000, 1000.0)], &t);
     assert!(bad.has_regressions() && !good.has_regressions());

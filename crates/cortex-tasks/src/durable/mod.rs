@@ -104,4 +104,4 @@ pub use self::config::{DurableConfig, MAX_BATCH, MAX_CONCURRENCY, MAX_DURATION, 
 pub use self::connect::RedisTarget;
 pub use self::queue::{DeadLetter, DurableQueue};
 pub use self::registry::Registry;
-pub use self::worker::{ShutdownReport, Worker, WorkerHandle, WorkerStats};
+pub use self::worker::{Worker, WorkerHandle, WorkerShutdownReport, WorkerStats};

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::handle::ShutdownReport;
+use super::handle::DrainReport;
 use super::{CountOut, Engine};
 use crate::{Error, Priority, Result, TaskId, TaskInfo, TaskStatus};
 use std::sync::atomic::Ordering;
@@ -108,10 +108,10 @@ impl Engine {
 
     /// Stops intake, lets workers drain until `deadline`, then cancels what is left
     /// and reports it.
-    pub(crate) async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+    pub(crate) async fn shutdown(&self, deadline: Duration) -> DrainReport {
         let before = self.stats(None).finished();
         self.close();
-        let mut report = ShutdownReport::default();
+        let mut report = DrainReport::default();
         if !self.wait_idle(deadline).await {
             for info in self.list(|s| !s.is_finished()) {
                 if self.cancel(info.id).is_ok() {

@@ -12,7 +12,7 @@ use crate::{Error, Result, TaskId};
 /// What a shutdown left undone.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
-pub struct ShutdownReport {
+pub struct DrainReport {
     /// Tasks that finished (any final status) while the queue drained.
     pub drained: u64,
     /// Tasks that never started: cancelled when the deadline passed.
@@ -21,7 +21,7 @@ pub struct ShutdownReport {
     pub aborted: Vec<TaskId>,
 }
 
-impl ShutdownReport {
+impl DrainReport {
     /// `true` when everything accepted ran to the end.
     pub fn is_complete(&self) -> bool {
         self.not_started.is_empty() && self.aborted.is_empty()

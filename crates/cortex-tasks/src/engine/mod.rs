@@ -39,7 +39,7 @@ use crate::index::Index;
 use crate::room::Room;
 use crate::{Error, Priority, Result};
 
-pub use self::handle::{ShutdownReport, TaskHandle};
+pub use self::handle::{DrainReport, TaskHandle};
 pub use self::retry::Retry;
 pub use self::sched::Policy;
 pub(crate) use self::work::{factory, no_json, once, to_json};

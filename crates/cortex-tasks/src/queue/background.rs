@@ -11,7 +11,7 @@ use super::{Limits, Shared};
 use crate::Error;
 use crate::admin::TaskAdmin;
 use crate::builder::TaskBuilder;
-use crate::engine::{Policy, ShutdownReport, TaskHandle};
+use crate::engine::{DrainReport, Policy, TaskHandle};
 use crate::{BoxError, QueueStats, Result, TaskId, TaskInfo};
 
 /// Settings of [`BackgroundTasks`].
@@ -188,7 +188,7 @@ impl BackgroundTasks {
 
     /// Stops intake ([`Error::ShutDown`] from then on), lets the workers drain the
     /// queue until `deadline`, then cancels what is left and reports it.
-    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+    pub async fn shutdown(&self, deadline: Duration) -> DrainReport {
         self.shared.engine().shutdown(deadline).await
     }
 }

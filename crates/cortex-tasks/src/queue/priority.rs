@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{Limits, PRIORITY_FIELDS, Shared, TaskFnFuture, invalid, task_fn};
 use crate::admin::TaskAdmin;
 use crate::builder::TaskBuilder;
-use crate::engine::{EngineConfig, Options, Policy, ShutdownReport, TaskHandle};
+use crate::engine::{DrainReport, EngineConfig, Options, Policy, TaskHandle};
 use crate::{BoxError, Error, Priority, QueueStats, Result, TaskId, TaskInfo};
 
 /// Settings of a [`PriorityQueue`].
@@ -314,7 +314,7 @@ impl PriorityQueue {
 
     /// Stops intake ([`Error::ShutDown`] from then on), lets the workers drain the
     /// queue until `deadline`, then cancels what is left and reports it.
-    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+    pub async fn shutdown(&self, deadline: Duration) -> DrainReport {
         self.shared.engine().shutdown(deadline).await
     }
 }

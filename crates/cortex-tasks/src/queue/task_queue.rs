@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{Limits, SIZE_FIELDS, Shared, TaskFnFuture, task_fn};
 use crate::admin::TaskAdmin;
 use crate::builder::TaskBuilder;
-use crate::engine::{EngineConfig, Policy, ShutdownReport, TaskHandle};
+use crate::engine::{DrainReport, EngineConfig, Policy, TaskHandle};
 use crate::{BoxError, Error, QueueStats, Result, TaskId, TaskInfo};
 
 /// Settings of a [`TaskQueue`]. Defaults: 10 workers, 1000 waiting.
@@ -252,7 +252,7 @@ impl TaskQueue {
 
     /// Stops intake ([`Error::ShutDown`] from then on), lets the workers drain the
     /// queue until `deadline`, then cancels what is left and reports it.
-    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+    pub async fn shutdown(&self, deadline: Duration) -> DrainReport {
         self.shared.engine().shutdown(deadline).await
     }
 }

@@ -166,7 +166,7 @@ pub struct WorkerStats {
 /// What a graceful shutdown did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
-pub struct ShutdownReport {
+pub struct WorkerShutdownReport {
     /// Tasks running when the shutdown began that finished before the deadline.
     pub finished_in_time: u64,
     /// Tasks still running at the deadline: aborted, left pending in Redis and made
@@ -230,7 +230,7 @@ impl WorkerHandle {
     /// Aborted tasks, and tasks read but not started, stay pending in Redis: they are
     /// marked reclaimable at once, so another worker runs them; the aborted attempt does
     /// not count towards `max_attempts`. Nothing accepted is lost.
-    pub async fn shutdown(self, deadline: Duration) -> ShutdownReport {
+    pub async fn shutdown(self, deadline: Duration) -> WorkerShutdownReport {
         let until = later(Instant::now(), deadline);
         let shared = self.shared;
         let _ = self.stop_reading.send(true);
@@ -294,7 +294,7 @@ impl WorkerHandle {
                 .query_async::<()>(&mut conn),
         )
         .await;
-        ShutdownReport {
+        WorkerShutdownReport {
             finished_in_time: running.saturating_sub(aborted.len() as u64),
             aborted: aborted.into_iter().map(|(_, id)| id).collect(),
         }

@@ -27,6 +27,13 @@ cargo test --workspace --all-targets --all-features 2>&1 | tee -a "$log"
 cargo test --workspace --doc --all-features 2>&1 | tee -a "$log"
 # Every crate as it would be published, each built alone from its package with its
 # default features (in a target dir of its own, so the builds above stay warm).
+# Cargo unpacks the packages it verifies once per version into a registry source
+# directory of its own and reuses that copy on the next run: drop it, so every run
+# builds the code as it is now.
+for dir in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
+  case "$(basename "$dir")" in index.crates.io-*) continue ;; esac
+  rm -rf "$dir"cortex-*
+done
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/pkg" cargo package --workspace --allow-dirty --quiet
 { set +x; } 2>/dev/null
 

@@ -42,6 +42,12 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// Never: the same setting fails the same way until someone changes it. Here so
+    /// that every Cortex error answers the question.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+
     /// The error for `key` set to `value`, rejected for `reason`.
     pub fn new(key: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {

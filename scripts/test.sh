@@ -27,14 +27,17 @@ cargo test --workspace --all-targets --all-features 2>&1 | tee -a "$log"
 cargo test --workspace --doc --all-features 2>&1 | tee -a "$log"
 # Every crate as it would be published, each built alone from its package with its
 # default features (in a target dir of its own, so the builds above stay warm).
-# Cargo unpacks the packages it verifies once per version into a registry source
-# directory of its own and reuses that copy on the next run: drop it, so every run
-# builds the code as it is now.
+# Cargo treats the packages it verifies as registry crates, which never change for a
+# version: it reuses their unpacked sources and their builds from the last run. Drop
+# both, so every run builds the code as it is now.
+pkg_target="${CARGO_TARGET_DIR:-target}/pkg"
 for dir in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
   case "$(basename "$dir")" in index.crates.io-*) continue ;; esac
   rm -rf "$dir"cortex-*
 done
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/pkg" cargo package --workspace --allow-dirty --quiet
+rm -rf "$pkg_target"/debug/.fingerprint/cortex-* "$pkg_target"/debug/deps/*cortex_* \
+  "$pkg_target"/debug/build/cortex-*
+CARGO_TARGET_DIR="$pkg_target" cargo package --workspace --allow-dirty --quiet
 { set +x; } 2>/dev/null
 
 # One closing line for the whole run (cargo prints one per test binary).

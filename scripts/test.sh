@@ -20,7 +20,7 @@ cargo build --workspace --examples --all-features
 # The README's first command and the small default build of the facade, which
 # --all-features hides.
 cargo check --example service --features full
-cargo check -p cortex-core --example quickstart
+cargo check -p cortex-core
 # --all-targets runs unit and integration tests, examples' tests and each criterion bench once.
 cargo test --workspace --all-targets --all-features 2>&1 | tee -a "$log"
 # --all-targets skips doctests; the crate READMEs are doctested here.

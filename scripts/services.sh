@@ -313,6 +313,10 @@ stop_all() {
 }
 
 # --- The opt-in TLS instances -----------------------------------------------------------
+# A port given in the environment is used as given. Otherwise the TLS servers take the
+# ports this checkout used last, else the first free ports from 5433 and 6380, so the TLS
+# servers of another checkout (made with another CA) never stand in this one's way.
+TLS_PORTS_GIVEN="${TLS_PG_PORT:+pg}${TLS_REDIS_PORT:+redis}"
 TLS_PG_PORT="${TLS_PG_PORT:-5433}"
 TLS_REDIS_PORT="${TLS_REDIS_PORT:-6380}"
 tls_dir() { printf '%s' "$state/tls"; }
@@ -436,6 +440,31 @@ stop_tls() {
   fi
 }
 
+# Sets TLS_PG_PORT and TLS_REDIS_PORT (see above) and remembers them in $state/tls.ports.
+tls_pick_ports() {
+  local last_pg='' last_redis='' i
+  if [ -f "$state/tls.ports" ]; then
+    read -r last_pg last_redis <"$state/tls.ports" || true
+  fi
+  case "$TLS_PORTS_GIVEN" in *pg*) ;; *)
+    valid_port "$last_pg" && TLS_PG_PORT=$last_pg
+    for ((i = 0; i < 100; i++)); do
+      port_open 127.0.0.1 "$TLS_PG_PORT" || break
+      tls_pg_answers && break
+      TLS_PG_PORT=$((TLS_PG_PORT + 1))
+    done ;;
+  esac
+  case "$TLS_PORTS_GIVEN" in *redis*) ;; *)
+    valid_port "$last_redis" && TLS_REDIS_PORT=$last_redis
+    for ((i = 0; i < 100; i++)); do
+      port_open 127.0.0.1 "$TLS_REDIS_PORT" || break
+      tls_redis_answers && break
+      TLS_REDIS_PORT=$((TLS_REDIS_PORT + 1))
+    done ;;
+  esac
+  printf '%s %s\n' "$TLS_PG_PORT" "$TLS_REDIS_PORT" >"$state/tls.ports"
+}
+
 start_tls() {
   local need=() d
   mkdir -p "$state"
@@ -456,6 +485,7 @@ start_tls() {
     stop_tls
     tls_certs
   fi
+  tls_pick_ports
   if tls_pg_answers; then log "the TLS PostgreSQL already answers at $(tls_database_url)"; else start_tls_postgres; fi
   if tls_redis_answers; then log "the TLS Redis already answers at $(tls_redis_url)"; else start_tls_redis; fi
   printf 'export TLS_CA_FILE=%q\nexport TLS_OTHER_CA_FILE=%q\nexport TLS_DATABASE_URL=%q\nexport TLS_REDIS_URL=%q\n' \

@@ -236,3 +236,48 @@ fn the_tls_mode_reuses_running_servers() {
     );
     assert!(!log.contains("starting"), "{log}");
 }
+
+/// The TLS servers of another checkout (another state folder, so another CA) hold the
+/// default ports: `services.sh tls` here starts its own on the next free ports instead
+/// of failing, and its exports name them.
+#[test]
+fn the_tls_servers_of_another_checkout_do_not_block_this_one() {
+    let tls = |state: Option<&Path>, mode: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(services_sh())
+            .arg(mode)
+            .env("CORTEX_SERVICES_WAIT", "20")
+            .env_remove("TLS_PG_PORT")
+            .env_remove("TLS_REDIS_PORT");
+        if let Some(state) = state {
+            cmd.env("CORTEX_SERVICES_DIR", state);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "services.sh {mode} failed: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let url = |exports: &str, var: &str| {
+        exports
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("export {var}=")))
+            .unwrap_or_else(|| panic!("{var} missing from {exports}"))
+            .to_owned()
+    };
+    // This checkout's servers, on the default ports unless something else held them.
+    let ours = tls(None, "tls");
+    let other_state = Scratch::new("services-other-checkout", 0o755);
+    let theirs = tls(Some(&other_state.0), "tls");
+    for var in ["TLS_DATABASE_URL", "TLS_REDIS_URL"] {
+        assert_ne!(
+            url(&ours, var),
+            url(&theirs, var),
+            "{var}: one port for two CAs"
+        );
+    }
+    assert_ne!(url(&ours, "TLS_CA_FILE"), url(&theirs, "TLS_CA_FILE"));
+    tls(Some(&other_state.0), "tls-stop");
+}

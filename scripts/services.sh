@@ -17,7 +17,8 @@
 # made by `mktemp -d` under /tmp (its path is kept in target/services/pg.path). The MCP
 # server is installed with npm under target/services/mcp-everything (node and npm come
 # from Debian packages when missing) and is started by the tests themselves;
-# MCP_EVERYTHING_JS names its entry point. Progress goes to stderr; stdout carries only
+# MCP_EVERYTHING_JS names its entry point. promtool (Debian's prometheus package, whose
+# server is not started) checks metrics exposition; PROMTOOL names it. Progress goes to stderr; stdout carries only
 # the export lines, so `eval "$(scripts/services.sh)"` works.
 #
 # The `tls` mode is opt-in and leaves the servers above alone: it makes a throwaway CA
@@ -502,6 +503,9 @@ case "${1:-start}" in
     { command -v node >/dev/null && command -v npm >/dev/null; } || need+=(nodejs npm)
     # cortex-mcp's TLS test makes its certificates with the openssl command.
     command -v openssl >/dev/null || need+=(openssl)
+    # cortex-metrics checks its exposition with promtool (Debian's prometheus package;
+    # its own service is kept from starting like the others').
+    command -v promtool >/dev/null || need+=(prometheus)
     if [ ${#need[@]} -gt 0 ]; then install_packages "${need[@]}"; fi
     if pg_answers; then
       log "PostgreSQL already answers at $(redact "$DATABASE_URL")"
@@ -513,8 +517,8 @@ case "${1:-start}" in
     fi
     if redis_answers; then log "Redis already answers at $(redact "$REDIS_URL")"; else start_redis; fi
     install_mcp_everything
-    printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\nexport MCP_EVERYTHING_JS=%q\n' \
-      "$DATABASE_URL" "$REDIS_URL" "$(mcp_everything_js)"
+    printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\nexport MCP_EVERYTHING_JS=%q\nexport PROMTOOL=%q\n' \
+      "$DATABASE_URL" "$REDIS_URL" "$(mcp_everything_js)" "$(command -v promtool)"
     ;;
   stop) stop_all ;;
   status)

@@ -261,7 +261,7 @@ impl<DB: Database> DbPool<DB> {
     #[track_caller]
     pub fn acquire(&self) -> impl Future<Output = Result<DbConn<DB>>> + Send + '_ {
         let at = std::panic::Location::caller();
-        async move {
+        crate::span::acquire("db", async move {
             let start = Instant::now();
             let waiting = Waiting::enter(&self.shared.waiting);
             let got = self.pool.acquire().await;
@@ -285,7 +285,7 @@ impl<DB: Database> DbPool<DB> {
                 Err(sqlx::Error::PoolClosed) => Err(Error::Closed),
                 Err(e) => Err(Error::Database(e)),
             }
-        }
+        })
     }
 
     /// Run `fut` bounded by the config's `command_timeout`, for work the server cannot

@@ -13,6 +13,7 @@ mod object;
 #[cfg(feature = "redis")]
 mod redis_pool;
 mod slots;
+mod span;
 mod status;
 mod sync_pool;
 

@@ -189,6 +189,10 @@ impl Limiter {
     /// # Errors
     /// [`Error::Saturated`] when no slot freed up in time.
     pub async fn acquire(&self) -> Result<Admission> {
+        crate::span::acquire("limiter", self.admit()).await
+    }
+
+    async fn admit(&self) -> Result<Admission> {
         let inner = &self.inner;
         let start = Instant::now();
         let permit = match inner.semaphore.clone().try_acquire_owned() {

@@ -275,7 +275,7 @@ impl RedisPool {
     #[track_caller]
     pub fn acquire(&self) -> impl Future<Output = Result<RedisConn>> + Send + '_ {
         let at = std::panic::Location::caller();
-        async move {
+        crate::span::acquire("redis", async move {
             let start = Instant::now();
             let waiting = Waiting::enter(&self.shared.waiting);
             let got = self.pool.get_owned().await;
@@ -298,7 +298,7 @@ impl RedisPool {
                 }
                 Err(RunError::User(e)) => Err(Error::Redis(e)),
             }
-        }
+        })
     }
 
     /// `PING` on a pooled connection: `Ok` when Redis answers.

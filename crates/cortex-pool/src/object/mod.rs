@@ -213,7 +213,10 @@ impl<M: Manager> Pool<M> {
     #[track_caller]
     pub fn acquire(&self) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
         let caller = Location::caller();
-        self.acquire_inner(self.shared.config.acquire_timeout, true, caller)
+        crate::span::acquire(
+            "object",
+            self.acquire_inner(self.shared.config.acquire_timeout, true, caller),
+        )
     }
 
     /// [`acquire`](Self::acquire) with its own timeout.
@@ -229,7 +232,7 @@ impl<M: Manager> Pool<M> {
         timeout: Duration,
     ) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
         let caller = Location::caller();
-        self.acquire_inner(timeout, true, caller)
+        crate::span::acquire("object", self.acquire_inner(timeout, true, caller))
     }
 
     /// Take an object without waiting for one to be returned. Recycling or creating
@@ -244,7 +247,10 @@ impl<M: Manager> Pool<M> {
     #[track_caller]
     pub fn try_acquire(&self) -> impl Future<Output = Result<Object<M>>> + Send + '_ {
         let caller = Location::caller();
-        self.acquire_inner(self.shared.config.acquire_timeout, false, caller)
+        crate::span::acquire(
+            "object",
+            self.acquire_inner(self.shared.config.acquire_timeout, false, caller),
+        )
     }
 
     fn usage(&self) -> PoolStatus {

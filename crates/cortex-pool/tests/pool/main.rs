@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
+mod capture;
 mod limiter;
 mod object;
 #[cfg(feature = "postgres")]
@@ -12,6 +13,7 @@ mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 mod services_sh;
+mod spans;
 #[cfg(all(feature = "tls", feature = "postgres", feature = "redis"))]
 mod tls;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::{Cache, Error, Result, TypedCache};
 
@@ -382,7 +383,12 @@ impl<C: Cache> CachedCalls<C> {
                 }
             }
         };
-        let state = match tokio::time::timeout(self.load_timeout, load()).await {
+        // Only the leader's load gets a span: waiters spend their time in its flight.
+        let span = tracing::debug_span!("cache.load", key, outcome = tracing::field::Empty);
+        let state = match tokio::time::timeout(self.load_timeout, load())
+            .instrument(span.clone())
+            .await
+        {
             Err(_elapsed) => State::TimedOut,
             Ok(Err(e)) => State::Failed(Arc::new(e)),
             Ok(Ok(value)) => match encode(&value) {
@@ -390,6 +396,14 @@ impl<C: Cache> CachedCalls<C> {
                 Err(e) => State::Failed(Arc::new(e)),
             },
         };
+        span.record(
+            "outcome",
+            match &state {
+                State::Loaded(_) => "loaded",
+                State::TimedOut => "timed_out",
+                _ => "failed",
+            },
+        );
         // The waiters have their answer now, not after the store's write.
         lead.tx.send_replace(state.clone());
         if let State::Loaded(bytes) = &state

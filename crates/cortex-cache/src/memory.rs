@@ -312,10 +312,16 @@ impl MemoryStore {
 
 impl Cache for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.get_now(key, Instant::now()))
+        // Spans here and in the other stores cost one level check when debug is off.
+        let span = tracing::debug_span!("cache.get", cache = "memory", hit = tracing::field::Empty);
+        let _entered = span.enter();
+        let found = self.get_now(key, Instant::now());
+        span.record("hit", found.is_some());
+        Ok(found)
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let _entered = tracing::debug_span!("cache.set", cache = "memory").entered();
         let now = Instant::now();
         let entry = Entry {
             value: value.to_vec(),
@@ -327,6 +333,7 @@ impl Cache for MemoryStore {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
+        let _entered = tracing::debug_span!("cache.delete", cache = "memory").entered();
         let now = Instant::now();
         let removed = self.lock().pop(key).is_some_and(|e| e.live(now));
         if removed {

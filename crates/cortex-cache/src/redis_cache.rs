@@ -9,6 +9,7 @@ use cortex_metrics::Metrics;
 use cortex_pool::RedisPool;
 use cortex_support::warn::WarnLimiter;
 use redis::FromRedisValue;
+use tracing::Instrument;
 
 use crate::stats::Recorder;
 use crate::{Cache, CacheStats, Error, RedisCacheConfig, Result};
@@ -138,6 +139,29 @@ impl RedisCache {
     /// The pool this cache draws connections from.
     pub fn pool(&self) -> &RedisPool {
         &self.inner.pool
+    }
+
+    /// The debug span `name` (`cache.get`, `cache.set`, `cache.delete`) of one call,
+    /// naming the namespace; `hit` is recorded by `get`. Disabled, it costs a level check.
+    fn span(&self, name: &'static str) -> tracing::Span {
+        match name {
+            "cache.get" => tracing::debug_span!(
+                "cache.get",
+                cache = "redis",
+                namespace = self.inner.config.namespace.as_str(),
+                hit = tracing::field::Empty
+            ),
+            "cache.set" => tracing::debug_span!(
+                "cache.set",
+                cache = "redis",
+                namespace = self.inner.config.namespace.as_str()
+            ),
+            _ => tracing::debug_span!(
+                "cache.delete",
+                cache = "redis",
+                namespace = self.inner.config.namespace.as_str()
+            ),
+        }
     }
 
     /// The Redis key of `key`: the namespace followed by `key`.
@@ -315,11 +339,14 @@ fn is_dropped(e: &redis::RedisError) -> bool {
 
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let span = self.span("cache.get");
         let got = self
             .query(redis::cmd("GET").arg(self.full_key(key)), Retry::Once)
+            .instrument(span.clone())
             .await
             .or_else(|e| self.read_fault("get", e, None))?;
         self.inner.stats.read(got.is_some());
+        span.record("hit", got.is_some());
         Ok(got)
     }
 
@@ -330,7 +357,11 @@ impl Cache for RedisCache {
             .arg("PX")
             .arg(self.ttl_ms(ttl))
             .to_owned();
-        match self.query::<()>(&cmd, Retry::No).await {
+        match self
+            .query::<()>(&cmd, Retry::No)
+            .instrument(self.span("cache.set"))
+            .await
+        {
             Ok(()) => {
                 self.inner.stats.sets(1);
                 Ok(())
@@ -342,6 +373,7 @@ impl Cache for RedisCache {
     async fn delete(&self, key: &str) -> Result<bool> {
         let removed = self
             .query::<u64>(redis::cmd("DEL").arg(self.full_key(key)), Retry::Once)
+            .instrument(self.span("cache.delete"))
             .await
             .map(|n| n > 0)
             .or_else(|e| self.write_fault(e))?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::invalidation::{self, CLEAR_ALL, ListenerStats, Local};
 use crate::redis_config::check_namespace;
 use crate::{Cache, CacheStats, RedisCache, Result};
+use tracing::Instrument;
 
 /// A memory tier in front of Redis, coherent across processes: every write, delete or
 /// clear is published on a Redis channel of the namespace (`<namespace>__invalidate`),
@@ -202,21 +203,18 @@ impl<L: Cache> Drop for TwoTierCache<L> {
     }
 }
 
-impl<L: Cache + 'static> Cache for TwoTierCache<L> {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        if let Some(v) = self.local.cache.get(key).await? {
-            self.local_hits.fetch_add(1, Relaxed);
-            return Ok(Some(v));
+impl<L: Cache + 'static> TwoTierCache<L> {
+    /// The debug span `name` of one write, naming the namespace.
+    fn span(&self, name: &'static str) -> tracing::Span {
+        let namespace = self.remote.config().namespace.as_str();
+        if name == "cache.set" {
+            tracing::debug_span!("cache.set", cache = "two_tier", namespace)
+        } else {
+            tracing::debug_span!("cache.delete", cache = "two_tier", namespace)
         }
-        let before = self.local.versions.of(key);
-        let v = self.remote.get(key).await?;
-        if let Some(v) = &v {
-            self.fill(key, v, self.local_ttl(None), before).await?;
-        }
-        Ok(v)
     }
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+    async fn set_inner(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let before = self.local.versions.of(key);
         if let Err(e) = self.remote.set(key, value, ttl).await {
             return self.failed(key, e).await;
@@ -239,7 +237,7 @@ impl<L: Cache + 'static> Cache for TwoTierCache<L> {
         self.publish_after(key, local).await
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete_inner(&self, key: &str) -> Result<bool> {
         let remote = match self.remote.delete(key).await {
             Ok(r) => r,
             Err(e) => return self.failed(key, e).await,
@@ -248,6 +246,48 @@ impl<L: Cache + 'static> Cache for TwoTierCache<L> {
         let local = self.local.cache.delete(key).await;
         let local = self.publish_after(key, local).await?;
         Ok(remote || local)
+    }
+}
+
+impl<L: Cache + 'static> Cache for TwoTierCache<L> {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let span = tracing::debug_span!(
+            "cache.get",
+            cache = "two_tier",
+            namespace = self.remote.config().namespace.as_str(),
+            hit = tracing::field::Empty,
+            tier = tracing::field::Empty
+        );
+        let got: Result<(Option<Vec<u8>>, &'static str)> = async {
+            if let Some(v) = self.local.cache.get(key).await? {
+                self.local_hits.fetch_add(1, Relaxed);
+                return Ok((Some(v), "memory"));
+            }
+            let before = self.local.versions.of(key);
+            let v = self.remote.get(key).await?;
+            if let Some(v) = &v {
+                self.fill(key, v, self.local_ttl(None), before).await?;
+            }
+            Ok((v, "redis"))
+        }
+        .instrument(span.clone())
+        .await;
+        let (v, tier) = got?;
+        span.record("hit", v.is_some());
+        if v.is_some() {
+            span.record("tier", tier);
+        }
+        Ok(v)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let span = self.span("cache.set");
+        self.set_inner(key, value, ttl).instrument(span).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let span = self.span("cache.delete");
+        self.delete_inner(key).instrument(span).await
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {

@@ -7,11 +7,13 @@
 #[cfg(feature = "redis")]
 mod cached;
 mod cached_calls;
+mod capture;
 mod gated;
 mod memory;
 mod memory_bytes;
 #[cfg(feature = "redis")]
 mod shared_store;
+mod spans;
 #[cfg(feature = "redis")]
 mod two_tier;
 #[cfg(feature = "redis")]

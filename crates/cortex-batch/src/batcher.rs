@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use cortex_metrics::{Counter, Histogram, Metrics};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::{BatchConfig, BatchFn, BatchStats, Error, Loaded, Result};
 
@@ -488,6 +489,14 @@ impl<F: BatchFn> Shared<F> {
             return;
         }
         let rt = Handle::try_current().ok();
+        // The span that made these batches due (the request whose load filled one, or
+        // none for the timer): each batch's `batch.load` follows from it. Read only
+        // when debug spans can be on, so the disabled path costs a level check.
+        let cause = if tracing::level_enabled!(tracing::Level::DEBUG) {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        };
         for batch in plan.batches {
             // The batch holds its loading slot before its task exists, so a task
             // dropped unpolled still gives the slot back. Without a runtime nothing is
@@ -498,7 +507,7 @@ impl<F: BatchFn> Shared<F> {
                 released: false,
             };
             if let Some(rt) = &rt {
-                rt.spawn(run(slot, batch));
+                rt.spawn(run(slot, batch, cause.clone()));
             }
         }
         if let (Some(rt), Some((generation, deadline))) = (rt, plan.timer) {
@@ -535,7 +544,9 @@ impl<F: BatchFn> Shared<F> {
         }
     }
 
-    async fn load_batch(&self, batch: Vec<Request<F::Key, F::Value>>) {
+    /// Load `batch` in a `batch.load` debug span (batcher name, `size` requests,
+    /// `keys` distinct keys) that follows from `cause`, the span that made it due.
+    async fn load_batch(&self, batch: Vec<Request<F::Key, F::Value>>, cause: &tracing::Span) {
         let n = batch.len();
         let dispatched = Instant::now();
         let m = &self.metrics;
@@ -550,7 +561,16 @@ impl<F: BatchFn> Shared<F> {
         if keys.len() < n {
             self.lock().duplicates += (n - keys.len()) as u64;
         }
-        let outcome = CatchUnwind(pin!(async { self.f.load(&keys).await })).await;
+        // A batch serves many callers: it is a root of its own, linked to its cause.
+        let span = tracing::debug_span!(
+            parent: None,
+            "batch.load",
+            batch = self.name.as_str(),
+            size = n,
+            keys = keys.len()
+        );
+        span.follows_from(cause);
+        let outcome = CatchUnwind(pin!(async { self.f.load(&keys).await }.instrument(span))).await;
         let elapsed = dispatched.elapsed();
         self.metrics.load.record_duration(elapsed);
         if elapsed > self.config.slow_batch {
@@ -611,7 +631,11 @@ impl<F: BatchFn> Shared<F> {
 
 /// A batch task: load `batch`, then keep taking whatever queued meanwhile, so a busy
 /// batcher reuses this task instead of spawning one per batch.
-async fn run<F: BatchFn>(mut slot: Slot<F>, mut batch: Vec<Request<F::Key, F::Value>>) {
+async fn run<F: BatchFn>(
+    mut slot: Slot<F>,
+    mut batch: Vec<Request<F::Key, F::Value>>,
+    cause: tracing::Span,
+) {
     slot.started = true;
     let shared = &slot.shared;
     // Callers may have given up while this task waited to be scheduled: check the
@@ -629,7 +653,7 @@ async fn run<F: BatchFn>(mut slot: Slot<F>, mut batch: Vec<Request<F::Key, F::Va
     }
     loop {
         if !batch.is_empty() {
-            shared.load_batch(batch).await;
+            shared.load_batch(batch, &cause).await;
         }
         let plan = {
             let mut st = shared.lock();

@@ -3,3 +3,5 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
 mod batch;
+mod capture;
+mod spans;

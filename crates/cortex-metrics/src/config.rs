@@ -28,8 +28,9 @@ pub struct MetricsConfig {
     pub max_endpoints: usize,
     /// Most distinct operation names, the overflow series included; beyond it, records
     /// of new names go to the operation `(other)`. The same number caps named
-    /// histograms and counters, each on its own; categories, rolled up from
-    /// operations, are never more than operations.
+    /// histograms, counters and gauges, each kind on its own, and the label sets of
+    /// each labeled name; categories, rolled up from operations, are never more than
+    /// operations.
     ///
     /// Default: 10000 (`METRICS_MAX_OPERATIONS`).
     pub max_operations: usize,
@@ -37,7 +38,45 @@ pub struct MetricsConfig {
     ///
     /// Default: `cortex` (`METRICS_NAMESPACE`).
     pub namespace: String,
+    /// Upper bounds (`le`), in seconds, of the classic Prometheus histogram buckets of
+    /// every duration family: operations, HTTP requests and
+    /// [`histogram_seconds`](crate::Metrics::histogram_seconds) series. Ascending,
+    /// finite, at least one; `+Inf` is always added. Counts are derived from the HDR
+    /// buckets when scraped (see [`crate::prometheus`]), so the layout costs nothing
+    /// when recording and can change between deployments.
+    ///
+    /// Default: [`DEFAULT_SECONDS_BUCKETS`] (`METRICS_HISTOGRAM_BUCKETS`, comma-separated).
+    pub histogram_buckets: Vec<f64>,
+    /// Upper bounds of the buckets of value histograms
+    /// ([`Metrics::histogram`](crate::Metrics::histogram)), in the recorded unit.
+    ///
+    /// Default: [`DEFAULT_VALUE_BUCKETS`] (`METRICS_VALUE_BUCKETS`, comma-separated).
+    pub value_buckets: Vec<f64>,
+    /// Also export, beside each histogram, a summary of the current window (quantiles
+    /// p50..p99.9, reset by [`Metrics::reset`](crate::Metrics::reset)), as the family
+    /// `<histogram family>_window` (duration families: `..._window_seconds`).
+    /// Quantiles cannot be aggregated across replicas: prefer the histograms.
+    ///
+    /// Default: `false` (`METRICS_EXPORT_SUMMARIES`).
+    pub export_summaries: bool,
+    /// Export the process gauges `process_resident_memory_bytes` and
+    /// `process_virtual_memory_bytes` (read from `/proc/self/status` when scraped;
+    /// Linux only, absent elsewhere).
+    ///
+    /// Default: `true` (`METRICS_EXPORT_PROCESS`).
+    pub export_process: bool,
 }
+
+/// The default duration bucket layout, in seconds: 0.5 ms to 10 s in 1-2.5-5 steps.
+pub const DEFAULT_SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The default value bucket layout: 1 to 10^9 in 1-2.5-5 steps.
+pub const DEFAULT_VALUE_BUCKETS: &[f64] = &[
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5,
+    2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 5e8, 1e9,
+];
 
 impl Default for MetricsConfig {
     fn default() -> Self {
@@ -46,6 +85,10 @@ impl Default for MetricsConfig {
             max_endpoints: 1000,
             max_operations: 10_000,
             namespace: "cortex".to_owned(),
+            histogram_buckets: DEFAULT_SECONDS_BUCKETS.to_vec(),
+            value_buckets: DEFAULT_VALUE_BUCKETS.to_vec(),
+            export_summaries: false,
+            export_process: true,
         }
     }
 }
@@ -67,12 +110,32 @@ impl FromEnv for MetricsConfig {
         EnvVar {
             name: "METRICS_MAX_OPERATIONS",
             default: "10000",
-            doc: "Most operation names (and, each on its own, named histograms and counters).",
+            doc: "Most operation names (and, each on its own, named histograms, counters, gauges, and label sets per name).",
         },
         EnvVar {
             name: "METRICS_NAMESPACE",
             default: "cortex",
             doc: "Prefix of every Prometheus name, `[a-zA-Z_][a-zA-Z0-9_]*`.",
+        },
+        EnvVar {
+            name: "METRICS_HISTOGRAM_BUCKETS",
+            default: "0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10",
+            doc: "Bucket bounds (`le`, seconds, ascending, comma-separated) of duration histograms.",
+        },
+        EnvVar {
+            name: "METRICS_VALUE_BUCKETS",
+            default: "1,2.5,5,10,...,2.5e8,5e8,1e9",
+            doc: "Bucket bounds of value histograms, in the recorded unit (default: 1 to 1e9 in 1-2.5-5 steps).",
+        },
+        EnvVar {
+            name: "METRICS_EXPORT_SUMMARIES",
+            default: "false",
+            doc: "Also export window quantiles as `<family>_window` summaries.",
+        },
+        EnvVar {
+            name: "METRICS_EXPORT_PROCESS",
+            default: "true",
+            doc: "Export `process_resident_memory_bytes` and `process_virtual_memory_bytes` (Linux).",
         },
     ];
 
@@ -89,6 +152,18 @@ impl FromEnv for MetricsConfig {
         }
         if let Some(v) = env.var("METRICS_NAMESPACE") {
             c.namespace = v;
+        }
+        if let Some(v) = env.var("METRICS_HISTOGRAM_BUCKETS") {
+            c.histogram_buckets = parse_buckets("METRICS_HISTOGRAM_BUCKETS", &v)?;
+        }
+        if let Some(v) = env.var("METRICS_VALUE_BUCKETS") {
+            c.value_buckets = parse_buckets("METRICS_VALUE_BUCKETS", &v)?;
+        }
+        if let Some(v) = env.bool("METRICS_EXPORT_SUMMARIES")? {
+            c.export_summaries = v;
+        }
+        if let Some(v) = env.bool("METRICS_EXPORT_PROCESS")? {
+            c.export_process = v;
         }
         c.validate()?;
         Ok(c)
@@ -129,8 +204,44 @@ impl MetricsConfig {
                 "must match [a-zA-Z_][a-zA-Z0-9_]*",
             ));
         }
+        check_buckets("METRICS_HISTOGRAM_BUCKETS", &self.histogram_buckets)?;
+        check_buckets("METRICS_VALUE_BUCKETS", &self.value_buckets)?;
         Ok(())
     }
+}
+
+/// A comma-separated list of bucket bounds.
+fn parse_buckets(key: &'static str, text: &str) -> Result<Vec<f64>> {
+    text.split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<f64>()
+                .map_err(|_| invalid(key, text, &format!("{:?} is not a number", part.trim())))
+        })
+        .collect()
+}
+
+/// Bounds must be finite, non-negative (values are unsigned) and strictly ascending.
+fn check_buckets(key: &'static str, les: &[f64]) -> Result<()> {
+    let text = || les.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
+    if les.is_empty() {
+        return Err(invalid(key, "", "needs at least one bucket bound"));
+    }
+    if let Some(bad) = les.iter().find(|le| !le.is_finite() || **le < 0.0) {
+        return Err(invalid(
+            key,
+            &text(),
+            &format!("bound {bad} must be finite and not negative (+Inf is always added)"),
+        ));
+    }
+    if let Some(w) = les.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(invalid(
+            key,
+            &text(),
+            &format!("bounds must be strictly ascending: {} then {}", w[0], w[1]),
+        ));
+    }
+    Ok(())
 }
 
 fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
@@ -162,6 +273,25 @@ mod tests {
         let err = MetricsConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap_err();
         assert!(err.to_string().contains("METRICS_NAMESPACE"), "{err}");
         assert!(err.to_string().contains("my-svc"), "{err}");
+
+        let vars = HashMap::from([
+            ("METRICS_HISTOGRAM_BUCKETS", "0.01, 0.1,1"),
+            ("METRICS_EXPORT_SUMMARIES", "yes"),
+            ("METRICS_EXPORT_PROCESS", "off"),
+        ]);
+        let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+        let c = MetricsConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap();
+        assert_eq!(c.histogram_buckets, vec![0.01, 0.1, 1.0]);
+        assert!(c.export_summaries && !c.export_process);
+        for bad in ["0.1,0.01", "0.1,x", "0.1,,1", "0.1,inf", "-1"] {
+            let vars = HashMap::from([("METRICS_HISTOGRAM_BUCKETS", bad)]);
+            let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+            let err = MetricsConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap_err();
+            assert!(
+                err.to_string().contains("METRICS_HISTOGRAM_BUCKETS"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

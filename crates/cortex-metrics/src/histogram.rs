@@ -411,6 +411,49 @@ impl Counts {
         }
     }
 
+    /// Classic cumulative bucket counts for the bounds `les` (ascending, in exported
+    /// units; a recorded value `v` is `v / scale` of them): for each bound, the values
+    /// `<=` it; then the total count and the (midpoint-derived) sum in recorded units.
+    ///
+    /// A bucket is counted under a bound when its midpoint is at most the bound, so the
+    /// values below 2048 (one per bucket) are placed exactly and any other value is
+    /// placed on the wrong side of a bound only when it lies within one bucket width,
+    /// under [`RELATIVE_ERROR`] of the bound, of it.
+    pub(crate) fn cumulative(&self, les: &[f64], scale: f64) -> (Vec<u64>, u64, u128) {
+        // The bounds in recorded units; the tiny nudge keeps `0.0005 * 1e9` from
+        // landing on 499999.99999 and flooring one below the bound.
+        let bounds: Vec<u64> = les
+            .iter()
+            .map(|le| {
+                let b = (le * scale * (1.0 + 1e-12)).floor();
+                if b <= 0.0 {
+                    0
+                } else if b >= u64::MAX as f64 {
+                    u64::MAX
+                } else {
+                    b as u64
+                }
+            })
+            .collect();
+        let mut out = vec![0u64; bounds.len()];
+        let mut count = 0u64;
+        let mut sum = 0u128;
+        let mut next = 0;
+        for (lo, hi, c) in self.buckets() {
+            let mid = lo / 2 + hi / 2 + (lo & hi & 1);
+            while next < bounds.len() && mid > bounds[next] {
+                out[next] = count;
+                next += 1;
+            }
+            count += c;
+            sum += u128::from(mid) * u128::from(c);
+        }
+        for slot in &mut out[next..] {
+            *slot = count;
+        }
+        (out, count, sum)
+    }
+
     /// The value at quantile `q` (0.0..=1.0): the highest value of the bucket holding the
     /// rank `ceil(q * count)`; `None` when empty.
     pub(crate) fn value_at(&self, q: f64) -> Option<u64> {
@@ -527,5 +570,22 @@ mod tests {
         assert_eq!(all.count, 3);
         assert_eq!(all.min, 10);
         assert_eq!(Histogram::new().snapshot(), HistogramSnapshot::default());
+    }
+
+    #[test]
+    fn cumulative_buckets_count_values_at_or_below_each_bound() {
+        let h = Histogram::new();
+        for v in [1u64, 2, 2, 3, 10, 2047, 500_000, 500_001, 10_000_000] {
+            h.record(v);
+        }
+        let (le, count, _) = h.counts().cumulative(&[0.5, 2.0, 2.5, 10.0, 2047.0], 1.0);
+        assert_eq!(le, vec![0, 3, 3, 5, 6]);
+        assert_eq!(count, 9);
+        // Seconds: 0.0005 s is 500 000 ns. 500 000 and 500 001 share an HDR bucket
+        // (499 968..=500 223) that straddles the bound: both land on one side of it,
+        // an error under 0.1% of the bound.
+        let (le, _, _) = h.counts().cumulative(&[0.0005, 0.001, 0.01, 100.0], 1e9);
+        assert!(le[0] == 6 || le[0] == 8, "{le:?}");
+        assert_eq!(&le[1..], &[8, 9, 9]);
     }
 }

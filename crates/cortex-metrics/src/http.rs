@@ -6,9 +6,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use crate::Metrics;
+use crate::prometheus::Format;
 
 /// Routes serving `metrics`:
-/// - `GET /metrics`: Prometheus text exposition;
+/// - `GET /metrics`: the text exposition, Prometheus text format 0.0.4 unless the
+///   `Accept` header asks for `application/openmetrics-text` (then OpenMetrics 1.0,
+///   see [`Format::from_accept`]);
 /// - `GET /metrics/performance`: the [`MetricsSnapshot`](crate::MetricsSnapshot) as JSON;
 /// - `POST /metrics/performance/reset`: start a new window (totals keep counting),
 ///   answers the snapshot of the window that ended.
@@ -22,14 +25,16 @@ pub fn routes(metrics: Metrics) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(move || {
-                let text = prom.prometheus();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, crate::prometheus::CONTENT_TYPE)],
-                        text,
-                    )
-                }
+            get(move |headers: axum::http::HeaderMap| {
+                let format = headers
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .map(Format::from_accept)
+                    .find(|f| *f == Format::OpenMetrics)
+                    .unwrap_or_default();
+                let text = prom.exposition(format);
+                async move { ([(header::CONTENT_TYPE, format.content_type())], text) }
             }),
         )
         .route(

@@ -4,6 +4,7 @@
 mod config;
 mod counter;
 mod error;
+mod gauge;
 mod histogram;
 mod registry;
 mod snapshot;
@@ -16,9 +17,10 @@ pub mod http;
 mod layer;
 pub mod prometheus;
 
-pub use self::config::MetricsConfig;
+pub use self::config::{DEFAULT_SECONDS_BUCKETS, DEFAULT_VALUE_BUCKETS, MetricsConfig};
 pub use self::counter::Counter;
 pub use self::error::{Error, Result};
+pub use self::gauge::Gauge;
 pub use self::histogram::{Histogram, HistogramSnapshot, RELATIVE_ERROR};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
@@ -26,6 +28,7 @@ pub use self::layer::{MetricsFuture, MetricsLayer, MetricsService, UNMATCHED_ROU
 pub use self::registry::{Metrics, OTHER_METHOD, OVERFLOW_SERIES, Operation, global};
 pub use self::snapshot::{
     CallStats, CategorySnapshot, CounterSnapshot, EndpointSnapshot, LastCall, LatencySummary,
-    MetricsSnapshot, NamedHistogram, OperationSnapshot, RequestStats,
+    MetricsSnapshot, NamedHistogram, OperationSnapshot, RequestStats, SeriesHistogram, SeriesKind,
+    SeriesSnapshot,
 };
 pub use self::tracked::{Outcome, Tracked, TrackedExt, track, track_op};

@@ -11,12 +11,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::histogram::{Counts, Period};
-use crate::prometheus::{Claims, Kind, sanitize};
+use crate::prometheus::{
+    Claims, Exposition, Format, Kind, Labels, Type, Value, sanitize, window_family,
+};
 use crate::snapshot::{
     CallStats, CategorySnapshot, CounterSnapshot, EndpointSnapshot, LastCall, LatencySummary,
-    MetricsSnapshot, NamedHistogram, OperationSnapshot, RequestStats,
+    MetricsSnapshot, NamedHistogram, OperationSnapshot, RequestStats, SeriesHistogram, SeriesKind,
+    SeriesSnapshot,
 };
-use crate::{Counter, Histogram, HistogramSnapshot, MetricsConfig, Result};
+use crate::{Counter, Error, Gauge, Histogram, HistogramSnapshot, MetricsConfig, Result};
 
 /// The name under which records beyond a series cap are kept: the operation, histogram
 /// or counter name, and both the method and the route of the endpoint overflow series.
@@ -405,6 +408,141 @@ struct Named<T> {
     family: Box<str>,
 }
 
+/// A gauge read when scraped.
+type GaugeFn = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// The value of one labeled series.
+enum SeriesValue {
+    Counter(Arc<Counter>),
+    /// A gauge, shadowed by the callback while one is set.
+    Gauge(Arc<Gauge>, Mutex<Option<GaugeFn>>),
+    Histogram(Arc<Histogram>),
+}
+
+/// One series of a [`Labeled`] family.
+struct LabeledSeries {
+    labels: Labels,
+    value: SeriesValue,
+}
+
+/// The series of one kind and name, one per label set, and their exposed family name.
+struct Labeled {
+    family: Box<str>,
+    series: Family<LabeledSeries>,
+}
+
+/// A labeled series with its kind, registered name and family name.
+type LabeledEntry = (SeriesKind, Arc<str>, Box<str>, Arc<LabeledSeries>);
+
+/// The kinds of labeled series, in export order.
+const SERIES_KINDS: [SeriesKind; 4] = [
+    SeriesKind::Counter,
+    SeriesKind::Gauge,
+    SeriesKind::Histogram,
+    SeriesKind::HistogramSeconds,
+];
+
+fn kind_index(kind: SeriesKind) -> usize {
+    match kind {
+        SeriesKind::Counter => 0,
+        SeriesKind::Gauge => 1,
+        SeriesKind::Histogram => 2,
+        _ => 3,
+    }
+}
+
+fn claim_kind(kind: SeriesKind) -> Kind {
+    match kind {
+        SeriesKind::Counter => Kind::Counter,
+        SeriesKind::Gauge => Kind::Gauge,
+        SeriesKind::Histogram => Kind::Histogram,
+        _ => Kind::SecondsHistogram,
+    }
+}
+
+/// Check label names (`[a-zA-Z_][a-zA-Z0-9_]*`, not `__`-prefixed, not `le` or
+/// `quantile`, no repeats) and answer the labels sorted by name.
+fn check_labels(labels: &[(&str, &str)]) -> Result<Labels> {
+    let mut out: Labels = Vec::with_capacity(labels.len());
+    for (name, value) in labels {
+        let mut chars = name.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let reason = if !valid {
+            Some("must match [a-zA-Z_][a-zA-Z0-9_]*")
+        } else if name.starts_with("__") {
+            Some("names starting with `__` are reserved for Prometheus")
+        } else if matches!(*name, "le" | "quantile") {
+            Some("`le` and `quantile` are the bucket and quantile labels of the exposition")
+        } else if out.iter().any(|(n, _)| n == name) {
+            Some("given twice")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(Error::InvalidInput {
+                what: "label name",
+                value: (*name).to_owned(),
+                reason: reason.to_owned(),
+            });
+        }
+        out.push(((*name).to_owned(), (*value).to_owned()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A map key for a label set: lengths first, so no two sets share one.
+fn label_key(labels: &Labels) -> String {
+    let mut key = String::new();
+    for (k, v) in labels {
+        use std::fmt::Write as _;
+        let _ = write!(key, "{}:{k}{}:{v};", k.len(), v.len());
+    }
+    key
+}
+
+/// Bytes of `VmRSS` and `VmSize` from `/proc/self/status` (Linux; `None` elsewhere).
+fn process_memory() -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| {
+        status.lines().find_map(|l| {
+            let kib = l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim();
+            kib.parse::<f64>().ok().map(|k| k * 1024.0)
+        })
+    };
+    Some((field("VmRSS:")?, field("VmSize:")?))
+}
+
+/// The classic histogram value of `counts` for the bounds `les`, values scaled down by
+/// `scale` (1e9: nanoseconds to seconds).
+fn histogram_value(counts: &Counts, les: &[f64], scale: f64) -> Value {
+    let (cumulative, count, sum) = counts.cumulative(les, scale);
+    Value::Histogram {
+        buckets: les.iter().copied().zip(cumulative).collect(),
+        sum: if scale == 1e9 {
+            crate::prometheus::ns_to_secs(sum as f64)
+        } else {
+            sum as f64 / scale
+        },
+        count,
+    }
+}
+
+/// The window summary value of `h`, values scaled down by `scale`.
+fn window_value(window: &HistogramSnapshot, total: &HistogramSnapshot, scale: f64) -> Value {
+    Value::Summary {
+        quantiles: window
+            .quantiles()
+            .map(|(q, v)| (q, v as f64 / scale))
+            .to_vec(),
+        sum: total.sum as f64 / scale,
+        count: total.count,
+    }
+}
+
 struct Inner {
     config: MetricsConfig,
     operations: Family<Operation>,
@@ -418,6 +556,8 @@ struct Inner {
     endpoint_log: OverflowLog,
     histograms: Family<Named<Histogram>>,
     counters: Family<Named<Counter>>,
+    /// Gauges, seconds histograms and labeled series, one map per [`SERIES_KINDS`].
+    labeled: [Family<Labeled>; 4],
     /// Prometheus names taken by the registry's families and by named histograms and
     /// counters; locked inside their family's `write` lock, never the other way round.
     claims: Mutex<Claims>,
@@ -508,6 +648,12 @@ impl Metrics {
                 endpoint_log: OverflowLog::new("endpoints"),
                 histograms: Family::new("histograms"),
                 counters: Family::new("counters"),
+                labeled: [
+                    Family::new("labeled counters"),
+                    Family::new("gauges"),
+                    Family::new("labeled histograms"),
+                    Family::new("seconds histograms"),
+                ],
                 claims: Mutex::new(claims),
                 window_started_ms: AtomicU64::new(unix_ms(SystemTime::now())),
             }),
@@ -679,11 +825,19 @@ impl Metrics {
     }
 
     /// The value histogram `name` (batch sizes, payload bytes...), created on first use.
+    /// Exported in the recorded unit, without a unit suffix, with the
+    /// [`value_buckets`](MetricsConfig::value_buckets) layout; for durations use
+    /// [`histogram_seconds`](Self::histogram_seconds).
     ///
     /// Past [`MetricsConfig::max_operations`] histograms, a new name gets the
     /// [`OVERFLOW_SERIES`] histogram.
     pub fn histogram(&self, name: &str) -> Arc<Histogram> {
-        self.named(&self.inner.histograms, Kind::Summary, name, Histogram::new)
+        self.named(
+            &self.inner.histograms,
+            Kind::Histogram,
+            name,
+            Histogram::new,
+        )
     }
 
     /// The counter `name` (cache hits, retries...), created on first use.
@@ -716,6 +870,236 @@ impl Metrics {
             .clone()
     }
 
+    /// The series of `kind`, `name` and `labels`, created by `make` on first use.
+    /// Families of one kind are capped at [`MetricsConfig::max_operations`], and so are
+    /// the label sets of one family: past a cap, the overflow family or series (every
+    /// label value [`OVERFLOW_SERIES`]).
+    fn labeled(
+        &self,
+        kind: SeriesKind,
+        name: &str,
+        labels: Labels,
+        make: impl FnOnce() -> SeriesValue,
+    ) -> Arc<LabeledSeries> {
+        let families = &self.inner.labeled[kind_index(kind)];
+        let cap = self.inner.config.max_operations;
+        let key = label_key(&labels);
+        if let Some(s) = families.with(name, |f| f.series.get(&key)).flatten() {
+            return s;
+        }
+        let family = families.get_or_insert(name, cap, |k, _| Labeled {
+            family: self.claim(claim_kind(kind), k),
+            series: Family::new("label sets"),
+        });
+        family.series.get_or_insert(&key, cap, |_, overflow| {
+            let labels = if overflow {
+                labels
+                    .into_iter()
+                    .map(|(k, _)| (k, OVERFLOW_SERIES.to_owned()))
+                    .collect()
+            } else {
+                labels
+            };
+            LabeledSeries {
+                labels,
+                value: make(),
+            }
+        })
+    }
+
+    /// The counter `name` with `labels`: one series of the family `<ns>_<name>_total`
+    /// (shared with [`counter(name)`](Self::counter), which is the series without
+    /// labels), e.g. `cortex_cache_hits_total{cache="users"}`. Keep the handle on hot
+    /// paths: the lookup builds a key.
+    ///
+    /// Label values are any text (escaped on export). Past
+    /// [`MetricsConfig::max_operations`] label sets of one name, new sets share the
+    /// series whose label values are all [`OVERFLOW_SERIES`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming a label name that does not match
+    /// `[a-zA-Z_][a-zA-Z0-9_]*`, starts with `__`, is `le` or `quantile`, or is given twice.
+    ///
+    /// ```
+    /// let metrics = cortex_metrics::Metrics::new();
+    /// let hits = metrics.counter_with("cache.hits", &[("cache", "users")])?;
+    /// hits.add(2);
+    /// metrics.counter_with("cache.hits", &[("cache", "sessions")])?.increment();
+    /// let text = metrics.prometheus();
+    /// assert!(text.contains("cortex_cache_hits_total{cache=\"users\"} 2\n"));
+    /// assert!(text.contains("cortex_cache_hits_total{cache=\"sessions\"} 1\n"));
+    /// assert!(metrics.counter_with("x", &[("bad-name", "v")]).is_err());
+    /// # Ok::<(), cortex_metrics::Error>(())
+    /// ```
+    pub fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Arc<Counter>> {
+        let labels = check_labels(labels)?;
+        if labels.is_empty() {
+            return Ok(self.counter(name));
+        }
+        let s = self.labeled(SeriesKind::Counter, name, labels, || {
+            SeriesValue::Counter(Arc::new(Counter::new()))
+        });
+        match &s.value {
+            SeriesValue::Counter(c) => Ok(c.clone()),
+            _ => unreachable!("the counter map holds counters only"),
+        }
+    }
+
+    /// The value histogram `name` with `labels`: one series of the family of
+    /// [`histogram(name)`](Self::histogram) (in the recorded unit).
+    ///
+    /// # Errors
+    /// As [`counter_with`](Self::counter_with), for a bad label name.
+    pub fn histogram_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Arc<Histogram>> {
+        let labels = check_labels(labels)?;
+        if labels.is_empty() {
+            return Ok(self.histogram(name));
+        }
+        Ok(self.histogram_series(SeriesKind::Histogram, name, labels))
+    }
+
+    /// The duration histogram `name`: record nanoseconds
+    /// ([`Histogram::record_duration`]); exported in seconds as the histogram family
+    /// `<ns>_<name>_seconds` (a name already ending in `_seconds` gets no second one)
+    /// with the [`histogram_buckets`](MetricsConfig::histogram_buckets) layout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let metrics = cortex_metrics::Metrics::new();
+    /// metrics.histogram_seconds("pool.db.acquire_wait").record_duration(Duration::from_millis(3));
+    /// let text = metrics.prometheus();
+    /// assert!(text.contains("# TYPE cortex_pool_db_acquire_wait_seconds histogram\n"));
+    /// assert!(text.contains("cortex_pool_db_acquire_wait_seconds_bucket{le=\"0.005\"} 1\n"));
+    /// assert!(text.contains("cortex_pool_db_acquire_wait_seconds_count 1\n"));
+    /// ```
+    pub fn histogram_seconds(&self, name: &str) -> Arc<Histogram> {
+        self.histogram_series(SeriesKind::HistogramSeconds, name, Vec::new())
+    }
+
+    /// The duration histogram `name` with `labels`, in the family of
+    /// [`histogram_seconds(name)`](Self::histogram_seconds).
+    ///
+    /// # Errors
+    /// As [`counter_with`](Self::counter_with), for a bad label name.
+    pub fn histogram_seconds_with(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Arc<Histogram>> {
+        let labels = check_labels(labels)?;
+        Ok(self.histogram_series(SeriesKind::HistogramSeconds, name, labels))
+    }
+
+    fn histogram_series(&self, kind: SeriesKind, name: &str, labels: Labels) -> Arc<Histogram> {
+        let s = self.labeled(kind, name, labels, || {
+            SeriesValue::Histogram(Arc::new(Histogram::new()))
+        });
+        match &s.value {
+            SeriesValue::Histogram(h) => h.clone(),
+            _ => unreachable!("the histogram maps hold histograms only"),
+        }
+    }
+
+    /// The gauge `name` (no labels), exported as the gauge family `<ns>_<name>`.
+    ///
+    /// ```
+    /// let metrics = cortex_metrics::Metrics::new();
+    /// metrics.gauge("queue.depth").set(7.0);
+    /// assert!(metrics.prometheus().contains("cortex_queue_depth 7\n"));
+    /// ```
+    pub fn gauge(&self, name: &str) -> Arc<Gauge> {
+        self.gauge_series(name, Vec::new())
+    }
+
+    /// The gauge `name` with `labels`, in the family of [`gauge(name)`](Self::gauge).
+    /// While a [`gauge_fn`](Self::gauge_fn) callback is set for the same series, the
+    /// callback's value is exported instead.
+    ///
+    /// # Errors
+    /// As [`counter_with`](Self::counter_with), for a bad label name.
+    ///
+    /// ```
+    /// let metrics = cortex_metrics::Metrics::new();
+    /// let open = metrics.gauge_with("pool.connections", &[("pool", "db"), ("state", "open")])?;
+    /// open.inc();
+    /// assert!(metrics.prometheus().contains("cortex_pool_connections{pool=\"db\",state=\"open\"} 1\n"));
+    /// # Ok::<(), cortex_metrics::Error>(())
+    /// ```
+    pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Arc<Gauge>> {
+        Ok(self.gauge_series(name, check_labels(labels)?))
+    }
+
+    fn gauge_series(&self, name: &str, labels: Labels) -> Arc<Gauge> {
+        let s = self.labeled(SeriesKind::Gauge, name, labels, || {
+            SeriesValue::Gauge(Arc::new(Gauge::new()), Mutex::new(None))
+        });
+        match &s.value {
+            SeriesValue::Gauge(g, _) => g.clone(),
+            _ => unreachable!("the gauge map holds gauges only"),
+        }
+    }
+
+    /// A gauge read by calling `read` when scraped (and snapshotted): pool sizes,
+    /// queue lengths, anything cheaper to read on demand than to keep current. It is
+    /// the series `name` with `labels` of the gauge family; calling again for the same
+    /// series replaces the callback (a recreated pool takes over its series).
+    ///
+    /// The registry keeps `read` for its own life: capture a
+    /// [`Weak`](std::sync::Weak) to what it reads, not an `Arc`, and answer `f64::NAN`
+    /// once it is gone. `read` runs on the scraping thread, under no lock of the
+    /// registry; keep it quick and non-blocking.
+    ///
+    /// # Errors
+    /// As [`counter_with`](Self::counter_with), for a bad label name.
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    ///
+    /// let metrics = cortex_metrics::Metrics::new();
+    /// let idle = Arc::new(AtomicUsize::new(3));
+    /// let weak = Arc::downgrade(&idle);
+    /// metrics.gauge_fn("pool.idle", &[("pool", "db")], move || {
+    ///     weak.upgrade().map_or(f64::NAN, |n| n.load(Ordering::Relaxed) as f64)
+    /// })?;
+    /// assert!(metrics.prometheus().contains("cortex_pool_idle{pool=\"db\"} 3\n"));
+    /// # Ok::<(), cortex_metrics::Error>(())
+    /// ```
+    pub fn gauge_fn(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        read: impl Fn() -> f64 + Send + Sync + 'static,
+    ) -> Result<()> {
+        let labels = check_labels(labels)?;
+        let s = self.labeled(SeriesKind::Gauge, name, labels, || {
+            SeriesValue::Gauge(Arc::new(Gauge::new()), Mutex::new(None))
+        });
+        if let SeriesValue::Gauge(_, callback) = &s.value {
+            *callback
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(read));
+        }
+        Ok(())
+    }
+
+    /// Every labeled series, by kind, name, then labels.
+    fn labeled_entries(&self) -> Vec<LabeledEntry> {
+        let mut out = Vec::new();
+        for (kind, families) in SERIES_KINDS.iter().zip(&self.inner.labeled) {
+            let mut fams = families.entries();
+            fams.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, fam) in fams {
+                let mut series = fam.series.entries();
+                series.sort_by(|a, b| a.1.labels.cmp(&b.1.labels));
+                for (_, s) in series {
+                    out.push((*kind, name.clone(), fam.family.clone(), s));
+                }
+            }
+        }
+        out
+    }
+
     /// Start a new window for everything. Cumulative totals keep counting, and a record
     /// made while the reset runs lands in exactly one window.
     pub fn reset(&self) {
@@ -736,6 +1120,15 @@ impl Metrics {
         }
         for (_, c) in self.inner.counters.entries() {
             c.series.reset_window();
+        }
+        for (_, _, _, s) in self.labeled_entries() {
+            match &s.value {
+                SeriesValue::Counter(c) => c.reset_window(),
+                SeriesValue::Histogram(h) => {
+                    h.reset_window();
+                }
+                SeriesValue::Gauge(..) => {}
+            }
         }
     }
 
@@ -864,6 +1257,28 @@ impl Metrics {
             .collect();
         counters.sort_by(|a, b| a.name.cmp(&b.name));
 
+        let series = self
+            .labeled_entries()
+            .into_iter()
+            .map(|(kind, name, _, s)| {
+                let (value, histogram) = match &s.value {
+                    SeriesValue::Counter(c) => (c.total() as f64, None),
+                    SeriesValue::Gauge(g, f) => (gauge_value(g, f), None),
+                    SeriesValue::Histogram(h) => {
+                        let (window, total) = h.snapshots();
+                        (0.0, Some(SeriesHistogram { window, total }))
+                    }
+                };
+                SeriesSnapshot {
+                    name: name.to_string(),
+                    kind,
+                    labels: s.labels.clone(),
+                    value,
+                    histogram,
+                }
+            })
+            .collect();
+
         MetricsSnapshot {
             window_started_unix_ms: self.inner.window_started_ms.load(Relaxed),
             taken_unix_ms: unix_ms(SystemTime::now()),
@@ -872,6 +1287,7 @@ impl Metrics {
             endpoints,
             histograms,
             counters,
+            series,
         }
     }
 
@@ -903,17 +1319,194 @@ impl Metrics {
         })
     }
 
-    /// The Prometheus text exposition of everything (see [`crate::prometheus`]), with
-    /// the family names given to histograms and counters when they were registered.
+    /// The Prometheus text exposition (format 0.0.4) of everything: see
+    /// [`crate::prometheus`] for the families. Histogram, counter and gauge families
+    /// carry the names given when their series were registered.
     pub fn prometheus(&self) -> String {
-        fn family<T>(named: &Named<T>) -> String {
-            named.family.to_string()
-        }
-        crate::prometheus::render_with(
-            &self.snapshot(),
-            &self.inner.config.namespace,
-            |name| self.inner.histograms.with(name, family),
-            |name| self.inner.counters.with(name, family),
-        )
+        self.exposition(Format::Prometheus)
     }
+
+    /// The text exposition in `format` (pick it from the scrape's `Accept` header with
+    /// [`Format::from_accept`]).
+    ///
+    /// ```
+    /// use cortex_metrics::{Metrics, prometheus::Format};
+    ///
+    /// let metrics = Metrics::new();
+    /// metrics.counter("jobs.done").increment();
+    /// let text = metrics.exposition(Format::OpenMetrics);
+    /// assert!(text.contains("# TYPE cortex_jobs_done counter\ncortex_jobs_done_total 1\n"));
+    /// assert!(text.ends_with("# EOF\n"));
+    /// ```
+    pub fn exposition(&self, format: Format) -> String {
+        let config = &self.inner.config;
+        let ns = sanitize(&config.namespace);
+        let (seconds, values) = (&config.histogram_buckets, &config.value_buckets);
+        let summaries = config.export_summaries;
+        let snap = self.snapshot();
+        let mut x = Exposition::default();
+        let p = crate::prometheus::Exposition::family;
+
+        let name = format!("{ns}_operation_duration_seconds");
+        let mut ops = self.inner.operations.entries();
+        ops.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, op) in &ops {
+            let mut counts = op.ok.counts();
+            counts.add(&op.err.counts());
+            p(
+                &mut x,
+                &name,
+                Type::Histogram,
+                crate::prometheus::OPERATION_HELP,
+            )
+            .push(
+                crate::prometheus::op_labels(op.name(), op.category()),
+                histogram_value(&counts, seconds, 1e9),
+            );
+        }
+        if summaries {
+            let window = window_family(&name);
+            for op in &snap.operations {
+                p(
+                    &mut x,
+                    &window,
+                    Type::Summary,
+                    crate::prometheus::OPERATION_WINDOW_HELP,
+                )
+                .push(
+                    crate::prometheus::op_labels(&op.name, op.category.as_deref()),
+                    crate::prometheus::latency_summary(
+                        &op.window.latency,
+                        op.total.total_ms,
+                        op.total.count,
+                    ),
+                );
+            }
+        }
+        crate::prometheus::operation_errors(&mut x, &ns, &snap);
+
+        let name = format!("{ns}_http_request_duration_seconds");
+        let mut endpoints: Vec<(Arc<str>, Arc<str>, Arc<Endpoint>)> = Vec::new();
+        for (route, methods) in self.inner.endpoints.entries() {
+            for (method, e) in methods.entries() {
+                endpoints.push((route.clone(), method, e));
+            }
+        }
+        endpoints.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        for (route, method, e) in &endpoints {
+            p(&mut x, &name, Type::Histogram, crate::prometheus::HTTP_HELP).push(
+                crate::prometheus::endpoint_labels(method, route),
+                histogram_value(&e.latency.counts(), seconds, 1e9),
+            );
+        }
+        if summaries {
+            let window = window_family(&name);
+            for e in &snap.endpoints {
+                p(
+                    &mut x,
+                    &window,
+                    Type::Summary,
+                    crate::prometheus::HTTP_WINDOW_HELP,
+                )
+                .push(
+                    crate::prometheus::endpoint_labels(&e.method, &e.route),
+                    crate::prometheus::latency_summary(
+                        &e.window.latency,
+                        e.total.total_ms,
+                        e.total.count,
+                    ),
+                );
+            }
+        }
+        crate::prometheus::http_requests(&mut x, &ns, &snap);
+
+        let mut hists = self.inner.histograms.entries();
+        hists.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, h) in &hists {
+            let help = crate::prometheus::series_help(SeriesKind::Histogram, name);
+            p(&mut x, &h.family, Type::Histogram, &help)
+                .push(Vec::new(), histogram_value(&h.series.counts(), values, 1.0));
+            if summaries {
+                let (window, total) = h.series.snapshots();
+                p(
+                    &mut x,
+                    &window_family(&h.family),
+                    Type::Summary,
+                    &crate::prometheus::window_help(name),
+                )
+                .push(Vec::new(), window_value(&window, &total, 1.0));
+            }
+        }
+        let mut counters = self.inner.counters.entries();
+        counters.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, c) in &counters {
+            p(
+                &mut x,
+                &c.family,
+                Type::Counter,
+                &crate::prometheus::counter_help(name),
+            )
+            .push(Vec::new(), Value::Number(c.series.total() as f64));
+        }
+
+        for (kind, name, family, s) in self.labeled_entries() {
+            let help = crate::prometheus::series_help(kind, &name);
+            let labels = s.labels.clone();
+            match &s.value {
+                SeriesValue::Counter(c) => p(&mut x, &family, Type::Counter, &help)
+                    .push(labels, Value::Number(c.total() as f64)),
+                SeriesValue::Gauge(g, f) => p(&mut x, &family, Type::Gauge, &help)
+                    .push(labels, Value::Number(gauge_value(g, f))),
+                SeriesValue::Histogram(h) => {
+                    let (les, scale) = if kind == SeriesKind::HistogramSeconds {
+                        (seconds, 1e9)
+                    } else {
+                        (values, 1.0)
+                    };
+                    p(&mut x, &family, Type::Histogram, &help)
+                        .push(labels.clone(), histogram_value(&h.counts(), les, scale));
+                    if summaries {
+                        let (window, total) = h.snapshots();
+                        p(
+                            &mut x,
+                            &window_family(&family),
+                            Type::Summary,
+                            &crate::prometheus::window_help(&name),
+                        )
+                        .push(labels, window_value(&window, &total, scale));
+                    }
+                }
+            }
+        }
+
+        if config.export_process
+            && let Some((rss, vsz)) = process_memory()
+        {
+            p(
+                &mut x,
+                crate::prometheus::PROCESS_RESIDENT,
+                Type::Gauge,
+                "Resident memory size in bytes.",
+            )
+            .push(Vec::new(), Value::Number(rss));
+            p(
+                &mut x,
+                crate::prometheus::PROCESS_VIRTUAL,
+                Type::Gauge,
+                "Virtual memory size in bytes.",
+            )
+            .push(Vec::new(), Value::Number(vsz));
+        }
+        x.write(format)
+    }
+}
+
+/// A gauge's exported value: its callback's answer while one is set.
+fn gauge_value(gauge: &Gauge, callback: &Mutex<Option<GaugeFn>>) -> f64 {
+    // Clone the callback out, so it runs under no lock.
+    let f = callback
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    f.map_or_else(|| gauge.get(), |f| f())
 }

@@ -159,4 +159,48 @@ pub struct MetricsSnapshot {
     pub histograms: Vec<NamedHistogram>,
     /// Counters, by name.
     pub counters: Vec<CounterSnapshot>,
+    /// Gauges, seconds histograms and labeled series, by kind, name, then labels.
+    #[serde(default)]
+    pub series: Vec<SeriesSnapshot>,
+}
+
+/// What a [`SeriesSnapshot`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SeriesKind {
+    /// A [`Counter`](crate::Counter): `value` is its total.
+    Counter,
+    /// A [`Gauge`](crate::Gauge) or a callback gauge: `value` is its value.
+    Gauge,
+    /// A value [`Histogram`](crate::Histogram), in the recorded unit.
+    Histogram,
+    /// A duration [`Histogram`](crate::Histogram) recorded in nanoseconds, exported in
+    /// seconds.
+    HistogramSeconds,
+}
+
+/// Window and cumulative summaries of a histogram series.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeriesHistogram {
+    /// Since the last reset.
+    pub window: HistogramSnapshot,
+    /// Since the registry was created.
+    pub total: HistogramSnapshot,
+}
+
+/// One gauge, seconds histogram or labeled series (see
+/// [`Metrics::counter_with`](crate::Metrics::counter_with) and its siblings).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeriesSnapshot {
+    /// The name as registered.
+    pub name: String,
+    /// What it is.
+    pub kind: SeriesKind,
+    /// Label names and values, sorted by name.
+    pub labels: Vec<(String, String)>,
+    /// A counter's total or a gauge's value (0 for histograms).
+    pub value: f64,
+    /// A histogram's summaries (`None` for counters and gauges).
+    pub histogram: Option<SeriesHistogram>,
 }

@@ -41,8 +41,14 @@ fn parse_unique(text: &str) -> HashMap<String, (String, PrometheusType, Vec<Prom
 fn summary_count(values: &[PrometheusValue]) -> Option<u64> {
     match values {
         [PrometheusValue::Summary(s)] => s.count,
+        [PrometheusValue::Histogram(h)] => h.count,
         _ => None,
     }
+}
+
+/// The HELP text of a registry's value histogram `name`.
+fn values_help(name: &str) -> String {
+    format!("Values of {name} since start.")
 }
 
 fn counter_value(values: &[PrometheusValue]) -> Option<f64> {
@@ -66,9 +72,7 @@ fn names_that_sanitize_alike_stay_apart() {
     let families = parse_unique(&text);
     let help = |kind: &str, name: &str| {
         let help = match kind {
-            "summary" => format!(
-                "Values of {name}: quantiles over the current window, sum and count since start."
-            ),
+            "summary" => values_help(name),
             _ => format!("Count of {name} since start."),
         };
         families
@@ -98,7 +102,7 @@ fn names_that_sanitize_alike_stay_apart() {
     let name_of = |fams: &HashMap<String, (String, PrometheusType, Vec<PrometheusValue>)>,
                    n: &str| {
         fams.iter()
-            .find(|(help, _)| help.starts_with(&format!("Values of {n}:")))
+            .find(|(help, _)| **help == values_help(n))
             .map(|(_, f)| f.0.clone())
             .unwrap()
     };
@@ -139,9 +143,7 @@ fn names_that_meet_other_families_or_their_samples_stay_apart() {
         "operation_duration_seconds",
         "http_request_duration_seconds_count",
     ] {
-        let help = format!(
-            "Values of {name}: quantiles over the current window, sum and count since start."
-        );
+        let help = values_help(name);
         let f = families
             .get(&help)
             .unwrap_or_else(|| panic!("no family for {name} in\n{text}"));

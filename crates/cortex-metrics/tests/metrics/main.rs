@@ -15,6 +15,7 @@ static CPU_HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 mod caps;
 mod exposition;
+mod families;
 mod files;
 mod histogram;
 mod registry;

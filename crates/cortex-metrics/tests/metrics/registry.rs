@@ -144,22 +144,25 @@ fn prometheus_output_parses_with_a_real_exposition_parser() {
     };
 
     let ops = family("cortex_operation_duration_seconds");
-    assert_eq!(ops.family_type, PrometheusType::Summary);
+    assert_eq!(ops.family_type, PrometheusType::Histogram);
     assert!(!ops.help.is_empty());
-    // The escaped label value comes back exactly.
+    // The escaped label value comes back exactly; 2 ms is in every bucket from 2.5 ms.
     match sample("cortex_operation_duration_seconds", "operation", weird) {
-        PrometheusValue::Summary(s) => {
-            assert_eq!(s.count, Some(1));
-            let p50 = s
-                .quantiles
-                .iter()
-                .find(|q| q.quantile == 0.5)
-                .unwrap()
-                .value
-                .as_f64();
-            assert!((p50 - 0.002).abs() <= 0.002 * 0.001, "p50 {p50}");
+        PrometheusValue::Histogram(h) => {
+            assert_eq!(h.count, Some(1));
+            let at = |le: f64| {
+                h.buckets
+                    .iter()
+                    .find(|b| b.upper_bound == le)
+                    .unwrap_or_else(|| panic!("no bucket {le} in {h:?}"))
+                    .count
+                    .as_f64()
+            };
+            assert_eq!((at(0.001), at(0.0025), at(f64::INFINITY)), (0.0, 1.0, 1.0));
+            let sum = h.sum.as_ref().unwrap().as_f64();
+            assert!((sum - 0.002).abs() <= 0.002 * 0.001, "sum {sum}");
         }
-        other => panic!("expected a summary, got {other:?}"),
+        other => panic!("expected a histogram, got {other:?}"),
     }
     match sample("cortex_operation_errors_total", "operation", "cache.get") {
         PrometheusValue::Counter(c) => assert_eq!(c.value.as_f64(), 1.0),
@@ -174,8 +177,8 @@ fn prometheus_output_parses_with_a_real_exposition_parser() {
         "route",
         "/users/{id}",
     ) {
-        PrometheusValue::Summary(s) => assert_eq!(s.count, Some(2)),
-        other => panic!("expected a summary, got {other:?}"),
+        PrometheusValue::Histogram(h) => assert_eq!(h.count, Some(2)),
+        other => panic!("expected a histogram, got {other:?}"),
     }
     assert_eq!(
         family("cortex_cache_hits_total").family_type,
@@ -183,6 +186,43 @@ fn prometheus_output_parses_with_a_real_exposition_parser() {
     );
     assert_eq!(
         family("cortex_batch_size").family_type,
+        PrometheusType::Histogram
+    );
+    assert!(
+        !text.contains("_window"),
+        "summaries are off by default:\n{text}"
+    );
+
+    // With summaries on, each histogram also gets its window quantiles.
+    let config = cortex_metrics::MetricsConfig {
+        export_summaries: true,
+        ..Default::default()
+    };
+    let metrics = Metrics::with_config(config).unwrap();
+    metrics
+        .operation_in("db", weird)
+        .record(Duration::from_millis(2), true);
+    metrics.histogram("batch.size").record(50);
+    let text = metrics.prometheus();
+    let exposition = openmetrics_parser::prometheus::parse_prometheus(&text)
+        .unwrap_or_else(|e| panic!("exposition does not parse: {e:?}\n{text}"));
+    let window = &exposition.families["cortex_operation_duration_window_seconds"];
+    match &window.iter_samples().next().unwrap().value {
+        PrometheusValue::Summary(s) => {
+            assert_eq!(s.count, Some(1));
+            let p50 = s
+                .quantiles
+                .iter()
+                .find(|q| q.quantile == 0.5)
+                .unwrap()
+                .value
+                .as_f64();
+            assert!((p50 - 0.002).abs() <= 0.002 * 0.001, "p50 {p50}");
+        }
+        other => panic!("expected a summary, got {other:?}"),
+    }
+    assert_eq!(
+        exposition.families["cortex_batch_size_window"].family_type,
         PrometheusType::Summary
     );
 }

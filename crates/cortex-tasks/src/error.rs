@@ -31,6 +31,11 @@ pub enum Error {
     /// A priority name that is not one of `high`, `normal`, `low`.
     #[error("unknown priority {0:?}; valid priorities are high, normal, low")]
     UnknownPriority(String),
+    /// A `traceparent` that is not `00-<32 hex>-<16 hex>-<2 hex>` with non-zero ids.
+    #[error(
+        "invalid traceparent {0:?}: expected 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>"
+    )]
+    InvalidTraceParent(String),
     /// A task id that is not 1 to 16 hex digits.
     #[error("invalid task id {0:?}: expected 1 to 16 hex digits")]
     InvalidTaskId(String),
@@ -142,6 +147,7 @@ impl Error {
             Error::ShutDown => "shut_down",
             Error::UnknownPriority(_) => "unknown_priority",
             Error::InvalidTaskId(_) => "invalid_task_id",
+            Error::InvalidTraceParent(_) => "invalid_traceparent",
             Error::UnknownTask(_) => "unknown_task",
             Error::AlreadyFinished(_) => "already_finished",
             Error::Failed(_) => "failed",

@@ -12,6 +12,7 @@ mod index;
 mod queue;
 mod room;
 mod task;
+mod trace;
 mod vars;
 
 pub use self::builder::TaskBuilder;
@@ -22,6 +23,7 @@ pub use self::queue::{
     TaskQueue, TaskQueueConfig,
 };
 pub use self::task::{Priority, QueueStats, TaskId, TaskInfo, TaskStatus};
+pub use self::trace::TraceParent;
 
 use std::time::Duration;
 

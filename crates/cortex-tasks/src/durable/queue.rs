@@ -13,7 +13,7 @@ use cortex_support::backoff::random_u64;
 
 use super::redis_util::{Keys, bounded, ms, now_ms};
 use super::scripts::Scripts;
-use crate::{Error, Priority, QueueStats, Result, TaskId, TaskInfo};
+use crate::{Error, Priority, QueueStats, Result, TaskId, TaskInfo, TraceParent};
 
 /// A task that failed its last attempt, as kept in the dead-letter stream.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -257,13 +257,16 @@ impl DurableQueue {
     ) -> Result<Vec<TaskId>> {
         let keys = &self.inner.keys;
         let now = now_ms();
+        // The enqueuing code's trace context goes with the tasks (see `TraceParent`).
+        let traceparent = TraceParent::current();
         for _ in 0..8 {
             let mut inv = self.inner.scripts.enqueue.key(keys.stream(priority));
             inv.key(&keys.stats)
                 .arg(&keys.task_prefix)
                 .arg(handler)
                 .arg(priority.as_str())
-                .arg(now);
+                .arg(now)
+                .arg(traceparent.as_ref().map_or("", TraceParent::as_str));
             for (id, payload) in ids.iter().zip(json) {
                 inv.arg(id.to_string()).arg(payload);
             }

@@ -111,7 +111,8 @@ return out
 /// `KEYS`: the three streams, highest first. `ARGV`: group, consumer, count, task key
 /// prefix, now (ms), max attempts, stats key, result ttl (ms). Each start's token is
 /// `{consumer} {entry id} 0`. Returns per entry `{stream index (0-based), entry id, task
-/// id, handler, payload, code, attempts, error}`.
+/// id, handler, payload, code, attempts, error, traceparent}` (an entry without a
+/// traceparent, such as one enqueued by an earlier release, gives an empty one).
 ///
 /// If it fails after reading (only an error that is no entry's fault can do that), the
 /// entries read stay pending for this consumer; the worker recovers them.
@@ -127,16 +128,17 @@ for s = 1, #KEYS do
   if r then
     for _, e in ipairs(r[1][2]) do
       local f = e[2] or {{}}
-      local id, handler, payload = '', '', ''
+      local id, handler, payload, tp = '', '', '', ''
       for i = 1, #f, 2 do
         if f[i] == 'id' then id = f[i + 1]
         elseif f[i] == 'handler' then handler = f[i + 1]
-        elseif f[i] == 'payload' then payload = f[i + 1] end
+        elseif f[i] == 'payload' then payload = f[i + 1]
+        elseif f[i] == 'traceparent' then tp = f[i + 1] end
       end
       local token = ARGV[2] .. ' ' .. e[1] .. ' 0'
       local st, fatal = try_start(id, token, ARGV[4], ARGV[5], max, ARGV[7], ARGV[8])
       if not st then return redis.error_reply(fatal) end
-      out[#out + 1] = {{s - 1, e[1], id, handler, payload, st[1], st[2], st[3]}}
+      out[#out + 1] = {{s - 1, e[1], id, handler, payload, st[1], st[2], st[3], tp}}
       n = n - 1
     end
   end
@@ -351,12 +353,13 @@ return removed
 /// Enqueues tasks: a record and a stream entry each, and the counter, all or nothing.
 ///
 /// `KEYS`: the stream, the stats hash. `ARGV`: task key prefix, handler, priority, now
-/// (ms), then `id, payload` per task. If a record already exists under one of the ids,
+/// (ms), traceparent (empty: none, and the entry gets no such field, as before there
+/// was one), then `id, payload` per task. If a record already exists under one of the ids,
 /// nothing is written and the 0-based positions of the taken ids are returned (the
 /// caller draws new ones); else returns an empty array.
 pub(crate) const ENQUEUE: &str = r"
 local keys = {}
-for i = 5, #ARGV, 2 do keys[#keys + 1] = ARGV[1] .. ARGV[i] end
+for i = 6, #ARGV, 2 do keys[#keys + 1] = ARGV[1] .. ARGV[i] end
 -- One EXISTS per thousand ids; one per id only when some id is taken.
 for c = 1, #keys, 1000 do
   if redis.call('EXISTS', unpack(keys, c, math.min(c + 999, #keys))) > 0 then
@@ -367,9 +370,14 @@ for c = 1, #keys, 1000 do
     return taken
   end
 end
-for i = 5, #ARGV, 2 do
-  redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'handler', ARGV[2], 'payload', ARGV[i + 1])
-  redis.call('HSET', keys[(i - 3) / 2], 'status', 'queued', 'handler', ARGV[2],
+for i = 6, #ARGV, 2 do
+  if ARGV[5] == '' then
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'handler', ARGV[2], 'payload', ARGV[i + 1])
+  else
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'handler', ARGV[2], 'payload', ARGV[i + 1],
+      'traceparent', ARGV[5])
+  end
+  redis.call('HSET', keys[(i - 4) / 2], 'status', 'queued', 'handler', ARGV[2],
     'priority', ARGV[3], 'queued_at', ARGV[4])
 end
 pcall(redis.call, 'HINCRBY', KEYS[2], 'enqueued', #keys)

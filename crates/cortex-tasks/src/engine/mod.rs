@@ -145,6 +145,13 @@ impl Engine {
     /// Accepts a job once room was secured for it (the permit is already taken).
     fn accept(&self, name: Cow<'static, str>, work: BoxWork, opts: Options) -> Result<Arc<Record>> {
         let queued = Instant::now();
+        // Read before the lock, and only when debug spans can be on: off, it costs
+        // a level check.
+        let cause = if tracing::level_enabled!(tracing::Level::DEBUG) {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        };
         let mut sched = self.lock_sched();
         // Room may have been taken just before a close; checked under the lock the
         // exiting workers look under, so an accepted job always has a worker.
@@ -161,6 +168,7 @@ impl Engine {
             work,
             opts,
             holds_room: true,
+            cause,
         };
         let stats = &self.stats[opts.level];
         sched.queues[opts.level].push_back(job);

@@ -122,6 +122,10 @@ pub(super) struct Job {
     /// Whether it took a unit of its level's bound (a retried job re-enters without
     /// one: it was accepted already).
     pub(super) holds_room: bool,
+    /// The span current where the job was enqueued: the parent of its `task.run`
+    /// spans, so a run is found under the request that queued it. `Span::none()` when
+    /// debug spans were off.
+    pub(super) cause: tracing::Span,
 }
 
 impl Drop for Job {
@@ -192,6 +196,7 @@ mod tests {
                 retry: None,
             },
             holds_room: false,
+            cause: tracing::Span::none(),
         }
     }
 

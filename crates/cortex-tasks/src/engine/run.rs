@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use super::record::{Cancellable, Job, Record};
 use super::work::{AnyBox, Attempt};
@@ -183,12 +184,32 @@ impl Engine {
             .running
             .fetch_add(1, Ordering::Relaxed);
         let retry = job.opts.retry.filter(|_| job.work.retryable());
+        // A child of the span that enqueued the task (a root when there was none),
+        // not of the worker's: the run is found under the request that asked for it.
+        let span = tracing::debug_span!(
+            parent: &job.cause,
+            "task.run",
+            queue = self.config.name.as_str(),
+            task = &*job.record.name,
+            task_id = %job.record.id,
+            attempt = attempts,
+            outcome = tracing::field::Empty
+        );
         let attempt = Attempt {
             work: job.work.as_mut(),
         };
         let ending = self
             .attempt(&job.record, attempt, job.opts.timeout, retry, attempts)
+            .instrument(span.clone())
             .await;
+        span.record(
+            "outcome",
+            match &ending {
+                Ending::Done(Ok(_)) => "ok",
+                Ending::Done(Err(_)) => "failed",
+                Ending::Retry(_) => "retry",
+            },
+        );
         self.stats[level].served[slot]
             .running
             .fetch_sub(1, Ordering::Relaxed);

@@ -21,7 +21,17 @@ pub(super) type Verdict = (i64, u32, String);
 
 /// Reads and starts up to `count` new entries in one round trip.
 pub(super) async fn take(shared: &Shared, count: usize) -> Result<Vec<(Entry, Verdict)>> {
-    type Row = (usize, String, String, String, String, i64, u32, String);
+    type Row = (
+        usize,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        u32,
+        String,
+        String,
+    );
     let cfg = shared.config();
     let keys = shared.queue.keys();
     let mut inv = shared.queue.inner.scripts.take.prepare_invoke();
@@ -43,8 +53,9 @@ pub(super) async fn take(shared: &Shared, count: usize) -> Result<Vec<(Entry, Ve
     Ok(rows
         .into_iter()
         .map(
-            |(s, entry_id, id, handler, payload, code, attempts, error)| {
-                let entry = Entry::new(Priority::ALL[s.min(2)], entry_id, id, handler, payload);
+            |(s, entry_id, id, handler, payload, code, attempts, error, traceparent)| {
+                let entry = Entry::new(Priority::ALL[s.min(2)], entry_id, id, handler, payload)
+                    .with_traceparent(traceparent);
                 (entry, (code, attempts, error))
             },
         )

@@ -9,12 +9,13 @@ use cortex_support::backoff::Backoff;
 use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::reader::{Verdict, start};
 use super::shared::{Done, Entry, Live, Outcome, Shared, lock};
 use crate::durable::redis_util::{bounded, redis_backoff, warn_retrying};
 use crate::durable::registry::{AttemptError, Handler};
-use crate::{Error, TaskId};
+use crate::{Error, TaskId, TraceParent};
 
 /// Acts on the start script's verdict for one entry.
 pub(super) fn dispatch(
@@ -138,6 +139,12 @@ pub(super) async fn run_task(
     let mut permit = Some(permit);
     let mut seq = 0;
     let handler = shared.registry.get(&e.handler).cloned();
+    // Stored at enqueue (empty when none was): each attempt's span records its trace
+    // id, and the handler runs in the scope of a child, so what it enqueues stays in
+    // the trace. A malformed one (written by something else) is ignored.
+    let traceparent = Some(e.traceparent.as_str())
+        .filter(|t| !t.is_empty())
+        .and_then(|t| TraceParent::parse(t).ok());
     let outcome = loop {
         let Some(h) = &handler else {
             break Outcome::Dead {
@@ -145,8 +152,33 @@ pub(super) async fn run_task(
                 attempts,
             };
         };
+        let span = tracing::debug_span!(
+            parent: None,
+            "task.run",
+            queue = cfg.name.as_str(),
+            task = e.handler.as_str(),
+            task_id = %e.id,
+            attempt = attempts,
+            trace_id = tracing::field::Empty,
+            outcome = tracing::field::Empty
+        );
         let t0 = Instant::now();
-        let r = attempt(h, &e.payload, cfg.task_timeout).await;
+        let run = attempt(h, &e.payload, cfg.task_timeout).instrument(span.clone());
+        let r = match &traceparent {
+            Some(tp) => {
+                span.record("trace_id", tp.trace_id());
+                tp.child().scope(run).await
+            }
+            None => run.await,
+        };
+        span.record(
+            "outcome",
+            match &r {
+                Ok(_) => "ok",
+                Err(AttemptError::Permanent(_)) => "failed",
+                Err(AttemptError::Retryable(_)) => "retryable",
+            },
+        );
         shared.metrics.run.record_duration(t0.elapsed());
         let error = match r {
             Ok(json) => break Outcome::Completed(json),

@@ -34,6 +34,8 @@ pub(super) struct Entry {
     pub(super) raw_id: String,
     pub(super) handler: String,
     pub(super) payload: String,
+    /// The `traceparent` stored with the task at enqueue; empty when none was.
+    pub(super) traceparent: String,
 }
 
 impl Entry {
@@ -56,13 +58,21 @@ impl Entry {
             raw_id,
             handler,
             payload,
+            traceparent: String::new(),
         }
+    }
+
+    /// The entry with the `traceparent` it was stored with.
+    pub(super) fn with_traceparent(mut self, traceparent: String) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 
     pub(super) fn parse(prio: Priority, e: StreamId) -> Self {
         let field = |k: &str| e.get::<String>(k).unwrap_or_default();
         let (raw_id, handler, payload) = (field("id"), field("handler"), field("payload"));
-        Self::new(prio, e.id, raw_id, handler, payload)
+        let traceparent = field("traceparent");
+        Self::new(prio, e.id, raw_id, handler, payload).with_traceparent(traceparent)
     }
 
     /// The name of the start request number `seq` of this delivery (see the start

@@ -19,7 +19,8 @@
 //! [`TestServer::calls_of`] counts the calls of each tool, and
 //! [`TestServer::drop_connections`] cuts every connection mid-request.
 //!
-//! Resource: `test://greeting` (text `hello`).
+//! Resources: `test://greeting` (text `hello`) and [`TRACEPARENT`] (the request's
+//! `_meta` traceparent).
 //!
 //! ```
 //! use cortex_mcp::testing::TestServer;
@@ -237,9 +238,17 @@ impl ServerHandler for TestTools {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         self.shared.tally("resources/read");
+        if request.uri == TRACEPARENT {
+            // What the client put in the request's `_meta`, for tests of propagation.
+            // rmcp moves the request's `_meta` into the context.
+            let given = context.meta.get_traceparent().unwrap_or("none").to_owned();
+            return Ok(ReadResourceResponse::Complete(ReadResourceResult::new(
+                vec![ResourceContents::text(given, TRACEPARENT)],
+            )));
+        }
         if request.uri != GREETING {
             return Err(ErrorData::resource_not_found(
                 format!("no resource {}", request.uri),
@@ -253,6 +262,10 @@ impl ServerHandler for TestTools {
 }
 
 const GREETING: &str = "test://greeting";
+
+/// A resource whose text is the `traceparent` of the request's `_meta` (`none`
+/// without one).
+pub const TRACEPARENT: &str = "test://traceparent";
 
 /// An MCP server (streamable HTTP) on a loopback port, serving [`TestTools`].
 pub struct TestServer {

@@ -11,6 +11,7 @@ use rmcp::model::{
     ReadResourceResult, Tool,
 };
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::retry::{self, Step, backoff};
 use super::{CallOptions, Inner};
@@ -140,6 +141,35 @@ impl Inner {
         request: Request,
         opts: &CallOptions,
     ) -> Result<Response> {
+        let span = tracing::debug_span!(
+            "mcp.call",
+            service = &*self.service,
+            method = request.method(),
+            tool = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+            outcome = tracing::field::Empty
+        );
+        if let Request::Tool(params) = &request {
+            span.record("tool", &*params.name);
+        }
+        let made = AtomicUsize::new(0);
+        let outcome = self
+            .attempts(request, opts, &made)
+            .instrument(span.clone())
+            .await;
+        span.record("attempts", made.load(Ordering::Relaxed));
+        span.record("outcome", if outcome.is_ok() { "ok" } else { "error" });
+        outcome
+    }
+
+    /// [`execute`](Self::execute) inside its span; counts the attempts made into
+    /// `made`.
+    async fn attempts(
+        self: &Arc<Self>,
+        request: Request,
+        opts: &CallOptions,
+        made: &AtomicUsize,
+    ) -> Result<Response> {
         self.check_open()?;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _in_flight = InFlight(self);
@@ -167,7 +197,10 @@ impl Inner {
                 (remaining, call_timeout)
             };
             let sent = Sent::default();
-            let attempt = self.send(&request, hedge, &sent);
+            made.fetch_add(1, Ordering::Relaxed);
+            let attempt = self
+                .send(&request, hedge, &sent)
+                .instrument(tracing::debug_span!("mcp.attempt", attempt = retries + 1));
             let outcome = match tokio::time::timeout(budget, attempt).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Error::Timeout {

@@ -399,6 +399,7 @@ impl McpClient {
                 });
             }
         };
+        let traceparent = opts.checked_traceparent()?;
         let inner = &self.inner;
         inner.check_open()?;
         let key = match inner.lookup(&opts, || key::tool_key(name, &args)) {
@@ -411,7 +412,8 @@ impl McpClient {
             inner.spawn_learn_tools();
         }
         let started = Instant::now();
-        let params = CallToolRequestParams::new(name.to_owned()).with_arguments(args);
+        let mut params = CallToolRequestParams::new(name.to_owned()).with_arguments(args);
+        params.meta = trace_meta(traceparent);
         let outcome = inner
             .execute(Request::Tool(params), &opts)
             .await
@@ -444,6 +446,7 @@ impl McpClient {
         uri: &str,
         opts: CallOptions,
     ) -> Result<ReadResourceResult> {
+        let traceparent = opts.checked_traceparent()?;
         let inner = &self.inner;
         inner.check_open()?;
         let key = match inner.lookup(&opts, || key::resource_key(uri)) {
@@ -452,7 +455,9 @@ impl McpClient {
         };
         let started = Instant::now();
         let opts = opts.idempotent();
-        let request = Request::Resource(ReadResourceRequestParams::new(uri));
+        let mut params = ReadResourceRequestParams::new(uri);
+        params.meta = trace_meta(traceparent);
+        let request = Request::Resource(params);
         let outcome = inner.execute(request, &opts).await.and_then(|r| match r {
             Response::Resource(result) => Ok(result),
             _ => Err(inner.unexpected("resources/read")),
@@ -577,4 +582,13 @@ impl McpClient {
             .collect::<Vec<_>>();
         futures_util::future::join_all(sessions.iter().map(|s| s.close(left))).await;
     }
+}
+
+/// A request `_meta` carrying `traceparent`, or none.
+fn trace_meta(traceparent: Option<&str>) -> Option<rmcp::model::RequestMetaObject> {
+    traceparent.map(|tp| {
+        let mut meta = rmcp::model::RequestMetaObject::new();
+        meta.set_traceparent(tp);
+        meta
+    })
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::{Error, Result};
+
 /// How one call is made. The default: not cached, not declared idempotent (so a tool
 /// call is retried and hedged only if the server annotates the tool safe to repeat),
 /// the client's timeouts.
@@ -18,6 +20,62 @@ pub struct CallOptions {
     pub(super) cache: Option<Option<Duration>>,
     pub(super) idempotent: bool,
     pub(super) timeout: Option<Duration>,
+    pub(super) traceparent: Option<TraceHeader>,
+}
+
+/// The length of a version-00 W3C `traceparent`: `00-` 32 hex `-` 16 hex `-` 2 hex.
+const TRACEPARENT_LEN: usize = 55;
+
+/// A `traceparent` as given to [`CallOptions::traceparent`], kept inline (the first
+/// 55 bytes and the full length) so `CallOptions` stays `Copy`; checked when the call
+/// is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TraceHeader {
+    bytes: [u8; TRACEPARENT_LEN],
+    len: usize,
+}
+
+impl TraceHeader {
+    fn new(value: &str) -> Self {
+        // Cut on a character boundary, so what is kept is still text for the error.
+        let mut kept = value.len().min(TRACEPARENT_LEN);
+        while !value.is_char_boundary(kept) {
+            kept -= 1;
+        }
+        let mut bytes = [0; TRACEPARENT_LEN];
+        bytes[..kept].copy_from_slice(&value.as_bytes()[..kept]);
+        Self {
+            bytes,
+            len: value.len(),
+        }
+    }
+
+    /// The value, once checked to be a W3C `traceparent` (version `00`, non-zero ids).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the value (its first 55 bytes) otherwise.
+    pub(super) fn checked(&self) -> Result<&str> {
+        let kept = &self.bytes[..self.len.min(TRACEPARENT_LEN)];
+        // Cut on a boundary by `new`; trailing zero bytes of a short value are not kept.
+        let text = std::str::from_utf8(kept).unwrap_or_default();
+        let hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+        let parts: Vec<&str> = text.split('-').collect();
+        let ok = self.len == TRACEPARENT_LEN
+            && matches!(parts.as_slice(), ["00", trace, parent, flags]
+                if trace.len() == 32 && parent.len() == 16 && flags.len() == 2
+                    && hex(trace) && hex(parent) && hex(flags)
+                    && nonzero(trace) && nonzero(parent));
+        if ok {
+            Ok(text)
+        } else {
+            Err(Error::InvalidConfig {
+                key: "traceparent",
+                value: text.trim_end_matches('\0').to_owned(),
+                reason: "expected a W3C traceparent: 00-<32 lowercase hex trace id>-<16 lowercase hex parent id>-<2 hex flags>, ids not all zero".to_owned(),
+            })
+        }
+    }
 }
 
 impl CallOptions {
@@ -67,6 +125,33 @@ impl CallOptions {
         self
     }
 
+    /// Send `traceparent` (a W3C trace context,
+    /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`) in the request's
+    /// `_meta`, so the service can join the caller's trace. Checked when the call is
+    /// made: a malformed value fails the call with
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming it, before
+    /// anything is sent. It does not take part in the cache key.
+    ///
+    /// ```
+    /// use cortex_mcp::CallOptions;
+    ///
+    /// let opts = CallOptions::new()
+    ///     .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    /// # let _ = opts;
+    /// ```
+    pub fn traceparent(mut self, traceparent: &str) -> Self {
+        self.traceparent = Some(TraceHeader::new(traceparent));
+        self
+    }
+
+    /// The checked `traceparent`, if one was given.
+    pub(super) fn checked_traceparent(&self) -> Result<Option<&str>> {
+        self.traceparent
+            .as_ref()
+            .map(TraceHeader::checked)
+            .transpose()
+    }
+
     /// Whether results are cached.
     pub fn is_cacheable(&self) -> bool {
         self.cache.is_some()
@@ -81,6 +166,34 @@ impl CallOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_traceparent_is_checked_and_a_bad_one_is_named() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let opts = CallOptions::new().traceparent(good);
+        assert_eq!(opts.checked_traceparent().unwrap(), Some(good));
+        assert_eq!(CallOptions::new().checked_traceparent().unwrap(), None);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "\u{fc}0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            let e = CallOptions::new()
+                .traceparent(bad)
+                .checked_traceparent()
+                .unwrap_err();
+            match e {
+                Error::InvalidConfig { key, value, .. } => {
+                    assert_eq!(key, "traceparent");
+                    assert!(bad.starts_with(&value), "{value:?} of {bad:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn caching_implies_idempotence_and_uncached_undoes_it() {

@@ -16,6 +16,8 @@ pub mod http;
 #[cfg(feature = "tower")]
 mod layer;
 pub mod prometheus;
+#[cfg(feature = "recorder")]
+mod recorder;
 
 pub use self::config::{DEFAULT_SECONDS_BUCKETS, DEFAULT_VALUE_BUCKETS, MetricsConfig};
 pub use self::counter::Counter;
@@ -25,6 +27,9 @@ pub use self::histogram::{Histogram, HistogramSnapshot, RELATIVE_ERROR};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use self::layer::{MetricsFuture, MetricsLayer, MetricsService, UNMATCHED_ROUTE};
+#[cfg(feature = "recorder")]
+#[cfg_attr(docsrs, doc(cfg(feature = "recorder")))]
+pub use self::recorder::MetricsRecorder;
 pub use self::registry::{Metrics, OTHER_METHOD, OVERFLOW_SERIES, Operation, global};
 pub use self::snapshot::{
     CallStats, CategorySnapshot, CounterSnapshot, EndpointSnapshot, LastCall, LatencySummary,

@@ -18,5 +18,7 @@ mod exposition;
 mod families;
 mod files;
 mod histogram;
+#[cfg(feature = "recorder")]
+mod recorder;
 mod registry;
 mod series_cost;

@@ -1,0 +1,184 @@
+//! A [`metrics::Recorder`] that records into a [`Metrics`] registry, so code
+//! instrumented with `metrics::counter!`, `gauge!` and `histogram!` lands in the same
+//! exposition as everything else.
+//!
+//! How the `metrics` crate's series map onto the registry:
+//! - `counter!(name, labels)`: [`Metrics::counter_with`]; a trailing `_total` of the
+//!   name is dropped, since the exposition adds it (`requests_total` stays
+//!   `<ns>_requests_total`, not `..._total_total`);
+//! - `gauge!(name, labels)`: [`Metrics::gauge_with`];
+//! - `histogram!(name, labels)`: a name ending in `_seconds` is a duration in seconds,
+//!   recorded in nanoseconds into [`Metrics::histogram_seconds_with`] (exported as
+//!   `<ns>_<name>`, seconds); any other name is a value histogram
+//!   ([`Metrics::histogram_with`]) and its values are rounded to whole units (negative
+//!   values count as 0): name a fractional measure in a finer unit.
+//!
+//! Descriptions and units given with `describe_*!` are not used: HELP lines name the
+//! series as registered. A label name the registry refuses (see
+//! [`Metrics::counter_with`]) gets a handle that records nothing, and a warning, at most
+//! one a minute.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cortex_support::warn::WarnLimiter;
+use metrics::{Key, KeyName, Metadata, SharedString, Unit};
+
+use crate::{Counter, Gauge, Histogram, Metrics};
+
+/// A [`metrics::Recorder`] writing into a [`Metrics`] registry (feature `recorder`).
+///
+/// Install it once with [`metrics::set_global_recorder`], or use it for a scope with
+/// [`metrics::with_local_recorder`]:
+///
+/// ```
+/// use cortex_metrics::{Metrics, MetricsRecorder};
+///
+/// let registry = Metrics::new();
+/// let recorder = MetricsRecorder::new(registry.clone());
+/// metrics::with_local_recorder(&recorder, || {
+///     metrics::counter!("jobs_total", "queue" => "mail").increment(2);
+///     metrics::gauge!("queue_depth", "queue" => "mail").set(5.0);
+///     metrics::histogram!("job_duration_seconds").record(0.003);
+/// });
+/// let text = registry.prometheus();
+/// assert!(text.contains("cortex_jobs_total{queue=\"mail\"} 2\n"));
+/// assert!(text.contains("cortex_queue_depth{queue=\"mail\"} 5\n"));
+/// assert!(text.contains("cortex_job_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+/// ```
+#[derive(Debug)]
+pub struct MetricsRecorder {
+    metrics: Metrics,
+    refused: WarnLimiter,
+}
+
+impl MetricsRecorder {
+    /// A recorder writing into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            metrics,
+            refused: WarnLimiter::new(Duration::from_secs(60)),
+        }
+    }
+
+    /// The registry it writes into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn refused(&self, key: &Key, err: &crate::Error) {
+        self.refused.note(|suppressed| {
+            tracing::warn!(
+                name = key.name(),
+                error = %err,
+                suppressed,
+                "metrics series refused: its handle records nothing (at most one warning a minute)"
+            );
+        });
+    }
+}
+
+fn labels(key: &Key) -> Vec<(&str, &str)> {
+    key.labels().map(|l| (l.key(), l.value())).collect()
+}
+
+/// Serializes [`metrics::CounterFn::absolute`]: a read then an add must not interleave
+/// with another one, or both would add the same difference.
+static ABSOLUTE: Mutex<()> = Mutex::new(());
+
+impl metrics::CounterFn for Counter {
+    fn increment(&self, value: u64) {
+        self.add(value);
+    }
+
+    fn absolute(&self, value: u64) {
+        let _guard = ABSOLUTE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total = self.total();
+        if value > total {
+            self.add(value - total);
+        }
+    }
+}
+
+impl metrics::GaugeFn for Gauge {
+    fn increment(&self, value: f64) {
+        self.add(value);
+    }
+
+    fn decrement(&self, value: f64) {
+        self.sub(value);
+    }
+
+    fn set(&self, value: f64) {
+        Gauge::set(self, value);
+    }
+}
+
+/// A `histogram!` in seconds, recorded as nanoseconds.
+struct Seconds(Arc<Histogram>);
+
+impl metrics::HistogramFn for Seconds {
+    fn record(&self, value: f64) {
+        // `as` saturates (and maps NaN and negatives to 0): a bad value cannot panic.
+        self.0.record((value * 1e9) as u64);
+    }
+}
+
+/// A value `histogram!`, rounded to whole units.
+struct Values(Arc<Histogram>);
+
+impl metrics::HistogramFn for Values {
+    fn record(&self, value: f64) {
+        self.0.record(value.round() as u64);
+    }
+}
+
+impl metrics::Recorder for MetricsRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> metrics::Counter {
+        let name = key.name();
+        let name = name.strip_suffix("_total").unwrap_or(name);
+        match self.metrics.counter_with(name, &labels(key)) {
+            Ok(c) => metrics::Counter::from_arc(c),
+            Err(e) => {
+                self.refused(key, &e);
+                metrics::Counter::noop()
+            }
+        }
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> metrics::Gauge {
+        match self.metrics.gauge_with(key.name(), &labels(key)) {
+            Ok(g) => metrics::Gauge::from_arc(g),
+            Err(e) => {
+                self.refused(key, &e);
+                metrics::Gauge::noop()
+            }
+        }
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
+        let name = key.name();
+        let labels = labels(key);
+        let made = if name.ends_with("_seconds") {
+            self.metrics
+                .histogram_seconds_with(name, &labels)
+                .map(|h| metrics::Histogram::from_arc(Arc::new(Seconds(h))))
+        } else {
+            self.metrics
+                .histogram_with(name, &labels)
+                .map(|h| metrics::Histogram::from_arc(Arc::new(Values(h))))
+        };
+        made.unwrap_or_else(|e| {
+            self.refused(key, &e);
+            metrics::Histogram::noop()
+        })
+    }
+}

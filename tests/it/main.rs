@@ -3,6 +3,7 @@
 
 mod architecture;
 mod keyspace;
+mod prometheus;
 mod service;
 mod service_openapi;
 mod service_pg;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgArguments, PgPool};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Postgres, Row};
+use tracing::Instrument;
 
 use crate::plan::{Finding, Plan, Thresholds, analyze};
 use crate::{Error, Result};
@@ -138,6 +139,27 @@ pub async fn analyze_query(
     opts: &AnalyzeOptions,
 ) -> Result<Analysis> {
     let ms = timeout_ms(opts.statement_timeout)?;
+    // The SQL is not a field: it may hold literals the caller would not log.
+    let span = tracing::debug_span!(
+        "dbtune.analyze",
+        params = params.len(),
+        findings = tracing::field::Empty
+    );
+    let analysis = run_analysis(pool, sql, params, opts, ms)
+        .instrument(span.clone())
+        .await?;
+    span.record("findings", analysis.findings.len());
+    Ok(analysis)
+}
+
+/// [`analyze_query`] inside its span.
+async fn run_analysis(
+    pool: &PgPool,
+    sql: &str,
+    params: &[Param],
+    opts: &AnalyzeOptions,
+    ms: i64,
+) -> Result<Analysis> {
     let mut tx = pool.begin().await?;
     let result = async {
         // set_config(..., is_local => true) is SET LOCAL with a bound value.

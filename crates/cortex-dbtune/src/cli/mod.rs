@@ -32,8 +32,30 @@ fn error_report(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Runs the command line of this process; exit code 0 on success, 1 when `check-system`
 /// found a failing check, 2 on an error (printed to stderr), clap's for bad usage.
+///
+/// Logs of the library (warnings by default, more with `RUST_LOG`, e.g.
+/// `RUST_LOG=cortex_dbtune=debug`) go to stderr, so stdout stays the command's output.
 pub fn main() -> ExitCode {
+    init_logging();
     run(std::env::args_os())
+}
+
+/// A fmt subscriber on stderr honouring `RUST_LOG`, `warn` when it is unset. A
+/// `RUST_LOG` that does not parse is named on stderr and `warn` is used; a subscriber
+/// installed already (by an embedding program) is kept.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) => EnvFilter::try_new(&v).unwrap_or_else(|e| {
+            eprintln!("warning: RUST_LOG={v:?} is not a valid filter ({e}); using warn");
+            EnvFilter::new("warn")
+        }),
+        Err(_) => EnvFilter::new("warn"),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs a command line given as `args` (the first is the program name), as [`main`].

@@ -486,3 +486,34 @@ fn explain_reports_sql_lints() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("select_star"), "{}", stdout(&o));
 }
+
+#[test]
+fn rust_log_shows_the_library_logs_on_stderr_and_the_default_is_warn() {
+    let explain = |rust_log: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cortex-dbtune"));
+        c.args(["explain", "SELECT 1"])
+            .env("DATABASE_URL", db_url());
+        match rust_log {
+            Some(v) => c.env("RUST_LOG", v),
+            None => c.env_remove("RUST_LOG"),
+        };
+        let o = c.output().expect("binary runs");
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let debug = explain(Some("cortex_dbtune=debug"));
+    let err = stderr(&debug);
+    assert!(err.contains("analyzed query plan"), "{err}");
+    assert!(err.contains("dbtune.analyze"), "{err}");
+    // Logs never mix into the command's output.
+    assert!(!stdout(&debug).contains("analyzed query plan"));
+    let quiet = explain(None);
+    assert!(
+        !stderr(&quiet).contains("analyzed query plan"),
+        "{}",
+        stderr(&quiet)
+    );
+    let bad = explain(Some("cortex_dbtune=loud"));
+    let err = stderr(&bad);
+    assert!(err.contains("RUST_LOG=\"cortex_dbtune=loud\""), "{err}");
+}

@@ -3,9 +3,11 @@
 //! `bash scripts/services.sh start` from the workspace root.
 
 mod advisor;
+mod capture;
 // The binary is built only with the `cli` feature.
 #[cfg(feature = "cli")]
 mod cli;
+mod spans;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -28,7 +30,7 @@ use cortex_dbtune::{AnalyzeOptions, Param, analyze_query};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
-async fn pool() -> PgPool {
+pub(crate) async fn pool() -> PgPool {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://cortex@127.0.0.1:5432/cortex".to_string());
     PgPoolOptions::new()

@@ -164,8 +164,27 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// A fmt subscriber on stderr honouring `RUST_LOG`, `warn` when it is unset, so the
+/// libraries' warnings (and, asked for, their debug spans) show beside the report. A
+/// `RUST_LOG` that does not parse is named and `warn` is used.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) => EnvFilter::try_new(&v).unwrap_or_else(|e| {
+            eprintln!("cortex-load: RUST_LOG={v:?} is not a valid filter ({e}); using warn");
+            EnvFilter::new("warn")
+        }),
+        Err(_) => EnvFilter::new("warn"),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    init_logging();
     // The users run on their own threads (--threads); this runtime only waits,
     // writes progress and files.
     let runtime = match tokio::runtime::Builder::new_current_thread()

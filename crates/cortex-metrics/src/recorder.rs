@@ -78,8 +78,20 @@ impl MetricsRecorder {
     }
 }
 
-fn labels(key: &Key) -> Vec<(&str, &str)> {
-    key.labels().map(|l| (l.key(), l.value())).collect()
+/// Run `f` on the labels of `key`, on the stack for up to 8 labels: `histogram!` and
+/// its siblings register on every call, so this path must not allocate.
+fn with_labels<R>(key: &Key, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
+    let mut buf = [("", ""); 8];
+    let mut n = 0;
+    for l in key.labels() {
+        if n == buf.len() {
+            let all: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+            return f(&all);
+        }
+        buf[n] = (l.key(), l.value());
+        n += 1;
+    }
+    f(&buf[..n])
 }
 
 /// Serializes [`metrics::CounterFn::absolute`]: a read then an add must not interleave
@@ -145,7 +157,7 @@ impl metrics::Recorder for MetricsRecorder {
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> metrics::Counter {
         let name = key.name();
         let name = name.strip_suffix("_total").unwrap_or(name);
-        match self.metrics.counter_with(name, &labels(key)) {
+        match with_labels(key, |l| self.metrics.counter_with(name, l)) {
             Ok(c) => metrics::Counter::from_arc(c),
             Err(e) => {
                 self.refused(key, &e);
@@ -155,7 +167,7 @@ impl metrics::Recorder for MetricsRecorder {
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> metrics::Gauge {
-        match self.metrics.gauge_with(key.name(), &labels(key)) {
+        match with_labels(key, |l| self.metrics.gauge_with(key.name(), l)) {
             Ok(g) => metrics::Gauge::from_arc(g),
             Err(e) => {
                 self.refused(key, &e);
@@ -166,16 +178,16 @@ impl metrics::Recorder for MetricsRecorder {
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
         let name = key.name();
-        let labels = labels(key);
-        let made = if name.ends_with("_seconds") {
-            self.metrics
-                .histogram_seconds_with(name, &labels)
-                .map(|h| metrics::Histogram::from_arc(Arc::new(Seconds(h))))
-        } else {
-            self.metrics
-                .histogram_with(name, &labels)
-                .map(|h| metrics::Histogram::from_arc(Arc::new(Values(h))))
-        };
+        let seconds = name.ends_with("_seconds");
+        let made = with_labels(key, |labels| {
+            self.metrics.facade_histogram(seconds, name, labels, |h| {
+                if seconds {
+                    metrics::Histogram::from_arc(Arc::new(Seconds(h)))
+                } else {
+                    metrics::Histogram::from_arc(Arc::new(Values(h)))
+                }
+            })
+        });
         made.unwrap_or_else(|e| {
             self.refused(key, &e);
             metrics::Histogram::noop()

@@ -423,6 +423,10 @@ enum SeriesValue {
 struct LabeledSeries {
     labels: Labels,
     value: SeriesValue,
+    /// The `metrics` facade's handle of a histogram, made once: `histogram!` registers
+    /// on every call, and wrapping the histogram anew each time would allocate.
+    #[cfg(feature = "recorder")]
+    facade: OnceLock<metrics::Histogram>,
 }
 
 /// The series of one kind and name, one per label set, and their exposed family name.
@@ -492,6 +496,32 @@ fn check_labels(labels: &[(&str, &str)]) -> Result<Labels> {
     }
     out.sort();
     Ok(out)
+}
+
+thread_local! {
+    /// The key buffer of [`find_key`]: finding an existing series allocates nothing.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Run `f` on the [`label_key`] of `labels` (any order) built in a reused buffer;
+/// `None` when a label name repeats (such a set is never a key: let the caller refuse it).
+fn find_key<R>(labels: &[(&str, &str)], f: impl FnOnce(&str) -> R) -> Option<R> {
+    KEY.with(|buf| {
+        let mut key = buf.try_borrow_mut().ok()?;
+        key.clear();
+        let mut last: Option<&str> = None;
+        for _ in 0..labels.len() {
+            // Labels are few: pick the next name by a scan rather than sorting a copy.
+            let (k, v) = labels
+                .iter()
+                .filter(|(n, _)| last.is_none_or(|l| *n > l))
+                .min_by_key(|(n, _)| *n)?;
+            use std::fmt::Write as _;
+            let _ = write!(key, "{}:{k}{}:{v};", k.len(), v.len());
+            last = Some(k);
+        }
+        Some(f(&key))
+    })
 }
 
 /// A map key for a label set: lengths first, so no two sets share one.
@@ -878,6 +908,27 @@ impl Metrics {
         &self,
         kind: SeriesKind,
         name: &str,
+        labels: &[(&str, &str)],
+        make: impl FnOnce() -> SeriesValue,
+    ) -> Result<Arc<LabeledSeries>> {
+        let families = &self.inner.labeled[kind_index(kind)];
+        // The hot path: an existing series, found without allocating. Its key exists
+        // only if its label names were checked when it was created.
+        let found = find_key(labels, |key| {
+            families.with(name, |f| f.series.get(key)).flatten()
+        })
+        .flatten();
+        if let Some(s) = found {
+            return Ok(s);
+        }
+        let labels = check_labels(labels)?;
+        Ok(self.create_labeled(kind, name, labels, make))
+    }
+
+    fn create_labeled(
+        &self,
+        kind: SeriesKind,
+        name: &str,
         labels: Labels,
         make: impl FnOnce() -> SeriesValue,
     ) -> Arc<LabeledSeries> {
@@ -903,6 +954,8 @@ impl Metrics {
             LabeledSeries {
                 labels,
                 value: make(),
+                #[cfg(feature = "recorder")]
+                facade: OnceLock::new(),
             }
         })
     }
@@ -932,13 +985,12 @@ impl Metrics {
     /// # Ok::<(), cortex_metrics::Error>(())
     /// ```
     pub fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Arc<Counter>> {
-        let labels = check_labels(labels)?;
         if labels.is_empty() {
             return Ok(self.counter(name));
         }
         let s = self.labeled(SeriesKind::Counter, name, labels, || {
             SeriesValue::Counter(Arc::new(Counter::new()))
-        });
+        })?;
         match &s.value {
             SeriesValue::Counter(c) => Ok(c.clone()),
             _ => unreachable!("the counter map holds counters only"),
@@ -951,11 +1003,10 @@ impl Metrics {
     /// # Errors
     /// As [`counter_with`](Self::counter_with), for a bad label name.
     pub fn histogram_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Arc<Histogram>> {
-        let labels = check_labels(labels)?;
         if labels.is_empty() {
             return Ok(self.histogram(name));
         }
-        Ok(self.histogram_series(SeriesKind::Histogram, name, labels))
+        self.histogram_series(SeriesKind::Histogram, name, labels)
     }
 
     /// The duration histogram `name`: record nanoseconds
@@ -974,7 +1025,13 @@ impl Metrics {
     /// assert!(text.contains("cortex_pool_db_acquire_wait_seconds_count 1\n"));
     /// ```
     pub fn histogram_seconds(&self, name: &str) -> Arc<Histogram> {
-        self.histogram_series(SeriesKind::HistogramSeconds, name, Vec::new())
+        let s = self.create_labeled(SeriesKind::HistogramSeconds, name, Vec::new(), || {
+            SeriesValue::Histogram(Arc::new(Histogram::new()))
+        });
+        match &s.value {
+            SeriesValue::Histogram(h) => h.clone(),
+            _ => unreachable!("the histogram maps hold histograms only"),
+        }
     }
 
     /// The duration histogram `name` with `labels`, in the family of
@@ -987,16 +1044,47 @@ impl Metrics {
         name: &str,
         labels: &[(&str, &str)],
     ) -> Result<Arc<Histogram>> {
-        let labels = check_labels(labels)?;
-        Ok(self.histogram_series(SeriesKind::HistogramSeconds, name, labels))
+        self.histogram_series(SeriesKind::HistogramSeconds, name, labels)
     }
 
-    fn histogram_series(&self, kind: SeriesKind, name: &str, labels: Labels) -> Arc<Histogram> {
+    fn histogram_series(
+        &self,
+        kind: SeriesKind,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Arc<Histogram>> {
         let s = self.labeled(kind, name, labels, || {
             SeriesValue::Histogram(Arc::new(Histogram::new()))
-        });
+        })?;
         match &s.value {
-            SeriesValue::Histogram(h) => h.clone(),
+            SeriesValue::Histogram(h) => Ok(h.clone()),
+            _ => unreachable!("the histogram maps hold histograms only"),
+        }
+    }
+
+    /// The facade handle of the histogram `name` with `labels` (a duration histogram
+    /// when `seconds`), made by `make` once per labeled series.
+    #[cfg(feature = "recorder")]
+    pub(crate) fn facade_histogram(
+        &self,
+        seconds: bool,
+        name: &str,
+        labels: &[(&str, &str)],
+        make: impl FnOnce(Arc<Histogram>) -> metrics::Histogram,
+    ) -> Result<metrics::Histogram> {
+        if labels.is_empty() && !seconds {
+            return Ok(make(self.histogram(name)));
+        }
+        let kind = if seconds {
+            SeriesKind::HistogramSeconds
+        } else {
+            SeriesKind::Histogram
+        };
+        let s = self.labeled(kind, name, labels, || {
+            SeriesValue::Histogram(Arc::new(Histogram::new()))
+        })?;
+        match &s.value {
+            SeriesValue::Histogram(h) => Ok(s.facade.get_or_init(|| make(h.clone())).clone()),
             _ => unreachable!("the histogram maps hold histograms only"),
         }
     }
@@ -1009,7 +1097,13 @@ impl Metrics {
     /// assert!(metrics.prometheus().contains("cortex_queue_depth 7\n"));
     /// ```
     pub fn gauge(&self, name: &str) -> Arc<Gauge> {
-        self.gauge_series(name, Vec::new())
+        let s = self.create_labeled(SeriesKind::Gauge, name, Vec::new(), || {
+            SeriesValue::Gauge(Arc::new(Gauge::new()), Mutex::new(None))
+        });
+        match &s.value {
+            SeriesValue::Gauge(g, _) => g.clone(),
+            _ => unreachable!("the gauge map holds gauges only"),
+        }
     }
 
     /// The gauge `name` with `labels`, in the family of [`gauge(name)`](Self::gauge).
@@ -1027,15 +1121,11 @@ impl Metrics {
     /// # Ok::<(), cortex_metrics::Error>(())
     /// ```
     pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Arc<Gauge>> {
-        Ok(self.gauge_series(name, check_labels(labels)?))
-    }
-
-    fn gauge_series(&self, name: &str, labels: Labels) -> Arc<Gauge> {
         let s = self.labeled(SeriesKind::Gauge, name, labels, || {
             SeriesValue::Gauge(Arc::new(Gauge::new()), Mutex::new(None))
-        });
+        })?;
         match &s.value {
-            SeriesValue::Gauge(g, _) => g.clone(),
+            SeriesValue::Gauge(g, _) => Ok(g.clone()),
             _ => unreachable!("the gauge map holds gauges only"),
         }
     }
@@ -1071,10 +1161,9 @@ impl Metrics {
         labels: &[(&str, &str)],
         read: impl Fn() -> f64 + Send + Sync + 'static,
     ) -> Result<()> {
-        let labels = check_labels(labels)?;
         let s = self.labeled(SeriesKind::Gauge, name, labels, || {
             SeriesValue::Gauge(Arc::new(Gauge::new()), Mutex::new(None))
-        });
+        })?;
         if let SeriesValue::Gauge(_, callback) = &s.value {
             *callback
                 .lock()

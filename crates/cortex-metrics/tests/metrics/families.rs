@@ -196,7 +196,10 @@ fn labeled_series_share_one_family_and_bad_label_names_are_errors() {
         assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
         assert!(!err.is_retryable());
     }
+    // A repeated name is refused, also when a series of the first pair exists.
+    metrics.gauge_with("g", &[("a", "1")]).unwrap().set(1.0);
     assert!(metrics.gauge_with("g", &[("a", "1"), ("a", "2")]).is_err());
+    assert!(metrics.gauge_with("g", &[("a", "1"), ("a", "1")]).is_err());
     assert!(metrics.gauge_fn("g", &[("a-b", "1")], || 1.0).is_err());
 }
 

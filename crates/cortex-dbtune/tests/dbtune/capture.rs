@@ -42,6 +42,15 @@ struct Index(usize);
 impl Capture {
     /// Capture the spans of this thread until the guard drops.
     pub(crate) fn install() -> (Self, DefaultGuard) {
+        // Tests run in parallel threads: a callsite first seen on a thread without a
+        // subscriber, racing with another test installing one, can be cached as never
+        // enabled. A global subscriber that answers "sometimes" to every callsite (and
+        // enables nothing) keeps each span asking the thread's own subscriber.
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(AskEachTime);
+            tracing::callsite::rebuild_interest_cache();
+        });
         let capture = Self::default();
         let subscriber = tracing_subscriber::registry().with(capture.clone());
         (capture, tracing::subscriber::set_default(subscriber))
@@ -63,6 +72,40 @@ impl Capture {
     fn with<R>(&self, f: impl FnOnce(&mut Vec<Captured>) -> R) -> R {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
+}
+
+/// Enables nothing, but never lets a callsite be cached as disabled.
+struct AskEachTime;
+
+impl tracing::Subscriber for AskEachTime {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
 }
 
 struct Fields<'a>(&'a mut Vec<(String, String)>);

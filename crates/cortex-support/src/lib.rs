@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
 pub mod duration;
@@ -7,6 +8,12 @@ pub mod file;
 pub mod json;
 pub mod keyspace;
 pub mod redact;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
+#[cfg(feature = "trace")]
+#[cfg_attr(docsrs, doc(cfg(feature = "trace")))]
+pub mod trace;
 pub mod warn;
 
 pub use self::env::{ConfigError, EnvSource, EnvVar, FromEnv};

@@ -177,6 +177,13 @@ fn redis_retryable(e: &redis::RedisError) -> bool {
         )
 }
 
+/// So `TraceParent::parse(..)?` works in code returning this crate's errors.
+impl From<cortex_support::trace::InvalidTraceParent> for Error {
+    fn from(e: cortex_support::trace::InvalidTraceParent) -> Self {
+        Error::InvalidTraceParent(e.0)
+    }
+}
+
 impl From<cortex_support::ConfigError> for Error {
     fn from(e: cortex_support::ConfigError) -> Self {
         Error::InvalidConfig {
@@ -208,6 +215,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 mod tests {
     use super::*;
     use std::error::Error as _;
+
+    #[test]
+    fn a_bad_traceparent_becomes_this_crates_error_naming_it() {
+        fn parse(v: &str) -> Result<crate::TraceParent> {
+            Ok(crate::TraceParent::parse(v)?)
+        }
+        let e = parse("00-zz").unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidTraceParent(v) if v == "00-zz"),
+            "{e:?}"
+        );
+        assert!(!e.is_retryable());
+    }
 
     #[test]
     fn retryable_only_where_a_later_call_can_succeed() {

@@ -12,7 +12,6 @@ mod index;
 mod queue;
 mod room;
 mod task;
-mod trace;
 mod vars;
 
 pub use self::builder::TaskBuilder;
@@ -23,7 +22,9 @@ pub use self::queue::{
     TaskQueue, TaskQueueConfig,
 };
 pub use self::task::{Priority, QueueStats, TaskId, TaskInfo, TaskStatus};
-pub use self::trace::TraceParent;
+/// The W3C trace context a durable task carries from enqueue to run (one type for the
+/// workspace, from `cortex_support::trace`).
+pub use cortex_support::trace::TraceParent;
 
 use std::time::Duration;
 

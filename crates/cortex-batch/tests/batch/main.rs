@@ -3,5 +3,4 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
 mod batch;
-mod capture;
 mod spans;

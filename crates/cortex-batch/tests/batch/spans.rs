@@ -6,7 +6,7 @@ use std::time::Duration;
 use cortex_batch::{Batcher, batch_fn};
 use tracing::Instrument;
 
-use crate::capture::Capture;
+use cortex_support::test_util::spans::Capture;
 
 #[tokio::test]
 async fn a_full_batch_loads_in_a_span_that_follows_from_the_request() {

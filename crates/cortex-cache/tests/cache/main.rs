@@ -7,7 +7,6 @@
 #[cfg(feature = "redis")]
 mod cached;
 mod cached_calls;
-mod capture;
 mod gated;
 mod memory;
 mod memory_bytes;

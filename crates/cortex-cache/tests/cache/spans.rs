@@ -6,7 +6,7 @@ use std::io;
 use cortex_cache::{Cache, CachedCalls, MemoryConfig, MemoryStore};
 use tracing::Instrument;
 
-use crate::capture::Capture;
+use cortex_support::test_util::spans::Capture;
 
 #[tokio::test]
 async fn a_memory_get_inside_a_request_records_hit_under_its_parent() {

@@ -3,7 +3,6 @@
 //! `bash scripts/services.sh start` from the workspace root.
 
 mod advisor;
-mod capture;
 // The binary is built only with the `cli` feature.
 #[cfg(feature = "cli")]
 mod cli;

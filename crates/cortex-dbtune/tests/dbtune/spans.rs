@@ -3,7 +3,7 @@
 use cortex_dbtune::{AnalyzeOptions, Param, analyze_query};
 use tracing::Instrument;
 
-use crate::capture::Capture;
+use cortex_support::test_util::spans::Capture;
 
 #[tokio::test]
 async fn a_live_analysis_is_a_dbtune_analyze_span_under_the_caller() {

@@ -399,7 +399,7 @@ impl McpClient {
                 });
             }
         };
-        let traceparent = opts.checked_traceparent()?;
+        let traceparent = opts.outgoing_traceparent()?;
         let inner = &self.inner;
         inner.check_open()?;
         let key = match inner.lookup(&opts, || key::tool_key(name, &args)) {
@@ -413,7 +413,7 @@ impl McpClient {
         }
         let started = Instant::now();
         let mut params = CallToolRequestParams::new(name.to_owned()).with_arguments(args);
-        params.meta = trace_meta(traceparent);
+        params.meta = trace_meta(traceparent.as_ref());
         let outcome = inner
             .execute(Request::Tool(params), &opts)
             .await
@@ -446,7 +446,7 @@ impl McpClient {
         uri: &str,
         opts: CallOptions,
     ) -> Result<ReadResourceResult> {
-        let traceparent = opts.checked_traceparent()?;
+        let traceparent = opts.outgoing_traceparent()?;
         let inner = &self.inner;
         inner.check_open()?;
         let key = match inner.lookup(&opts, || key::resource_key(uri)) {
@@ -456,7 +456,7 @@ impl McpClient {
         let started = Instant::now();
         let opts = opts.idempotent();
         let mut params = ReadResourceRequestParams::new(uri);
-        params.meta = trace_meta(traceparent);
+        params.meta = trace_meta(traceparent.as_ref());
         let request = Request::Resource(params);
         let outcome = inner.execute(request, &opts).await.and_then(|r| match r {
             Response::Resource(result) => Ok(result),
@@ -585,10 +585,12 @@ impl McpClient {
 }
 
 /// A request `_meta` carrying `traceparent`, or none.
-fn trace_meta(traceparent: Option<&str>) -> Option<rmcp::model::RequestMetaObject> {
+fn trace_meta(
+    traceparent: Option<&cortex_support::trace::TraceParent>,
+) -> Option<rmcp::model::RequestMetaObject> {
     traceparent.map(|tp| {
         let mut meta = rmcp::model::RequestMetaObject::new();
-        meta.set_traceparent(tp);
+        meta.set_traceparent(tp.as_str());
         meta
     })
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use cortex_support::trace::TraceParent;
+
 use crate::{Error, Result};
 
 /// How one call is made. The default: not cached, not declared idempotent (so a tool
@@ -50,31 +52,24 @@ impl TraceHeader {
         }
     }
 
-    /// The value, once checked to be a W3C `traceparent` (version `00`, non-zero ids).
+    /// The value, once checked to be a W3C `traceparent` (version `00`, non-zero ids)
+    /// by the workspace's one check, [`TraceParent::parse`].
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the value (its first 55 bytes) otherwise.
-    pub(super) fn checked(&self) -> Result<&str> {
+    pub(super) fn checked(&self) -> Result<TraceParent> {
         let kept = &self.bytes[..self.len.min(TRACEPARENT_LEN)];
         // Cut on a boundary by `new`; trailing zero bytes of a short value are not kept.
         let text = std::str::from_utf8(kept).unwrap_or_default();
-        let hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-        let parts: Vec<&str> = text.split('-').collect();
-        let ok = self.len == TRACEPARENT_LEN
-            && matches!(parts.as_slice(), ["00", trace, parent, flags]
-                if trace.len() == 32 && parent.len() == 16 && flags.len() == 2
-                    && hex(trace) && hex(parent) && hex(flags)
-                    && nonzero(trace) && nonzero(parent));
-        if ok {
-            Ok(text)
-        } else {
-            Err(Error::InvalidConfig {
-                key: "traceparent",
-                value: text.trim_end_matches('\0').to_owned(),
-                reason: "expected a W3C traceparent: 00-<32 lowercase hex trace id>-<16 lowercase hex parent id>-<2 hex flags>, ids not all zero".to_owned(),
-            })
-        }
+        // A longer value was cut to fit: it cannot be a valid one.
+        let parsed = (self.len == TRACEPARENT_LEN)
+            .then(|| TraceParent::parse(text).ok())
+            .flatten();
+        parsed.ok_or_else(|| Error::InvalidConfig {
+            key: "traceparent",
+            value: text.trim_end_matches('\0').to_owned(),
+            reason: "expected a W3C traceparent: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, ids not all zero".to_owned(),
+        })
     }
 }
 
@@ -132,6 +127,10 @@ impl CallOptions {
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming it, before
     /// anything is sent. It does not take part in the cache key.
     ///
+    /// Without it, a call made inside [`TraceParent::scope`] sends a child of the
+    /// scope's trace context (same trace id, a new parent id); a call outside any
+    /// scope sends none.
+    ///
     /// ```
     /// use cortex_mcp::CallOptions;
     ///
@@ -145,11 +144,19 @@ impl CallOptions {
     }
 
     /// The checked `traceparent`, if one was given.
-    pub(super) fn checked_traceparent(&self) -> Result<Option<&str>> {
+    pub(super) fn checked_traceparent(&self) -> Result<Option<TraceParent>> {
         self.traceparent
             .as_ref()
             .map(TraceHeader::checked)
             .transpose()
+    }
+
+    /// What the call sends: the given `traceparent`, else a child of the current
+    /// [`TraceParent::scope`], else none.
+    pub(super) fn outgoing_traceparent(&self) -> Result<Option<TraceParent>> {
+        Ok(self
+            .checked_traceparent()?
+            .or_else(|| TraceParent::current().map(|tp| tp.child())))
     }
 
     /// Whether results are cached.
@@ -171,13 +178,17 @@ mod tests {
     fn a_traceparent_is_checked_and_a_bad_one_is_named() {
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let opts = CallOptions::new().traceparent(good);
-        assert_eq!(opts.checked_traceparent().unwrap(), Some(good));
+        assert_eq!(opts.checked_traceparent().unwrap().unwrap().as_str(), good);
+        // Upper-case hex is accepted and sent as the standard writes it.
+        let upper = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01";
+        let opts = CallOptions::new().traceparent(upper);
+        assert_eq!(opts.checked_traceparent().unwrap().unwrap().as_str(), good);
         assert_eq!(CallOptions::new().checked_traceparent().unwrap(), None);
         for bad in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473z-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "\u{fc}0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {

@@ -1,7 +1,6 @@
 //! cortex-mcp integration tests: one binary.
 #![allow(clippy::unwrap_used)]
 
-mod capture;
 mod faults;
 mod interop;
 mod secrets;

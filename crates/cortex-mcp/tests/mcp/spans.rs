@@ -1,13 +1,15 @@
 //! The `mcp.call` debug span (service, method, tool, attempts, outcome) with one
 //! `mcp.attempt` child per attempt, and the `traceparent` a caller gives, carried in
-//! the request's `_meta` to the service.
+//! the request's `_meta` to the service (or, without one, a child of the current
+//! `TraceParent::scope`).
 
 use cortex_mcp::testing::{TRACEPARENT, TestServer};
 use cortex_mcp::{CallOptions, Endpoint, Error, McpClient};
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::capture::Capture;
+use cortex_support::test_util::spans::Capture;
+use cortex_support::trace::TraceParent;
 
 const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -71,4 +73,53 @@ async fn a_given_traceparent_reaches_the_service_in_meta() {
         "{err:?}"
     );
     assert_eq!(server.calls_of("resources/read"), before);
+}
+
+/// The `traceparent` the test server saw in the `_meta` of a resource read.
+async fn sent_traceparent(client: &McpClient, opts: CallOptions) -> String {
+    let r = client
+        .read_resource_with(TRACEPARENT, opts.uncached())
+        .await
+        .expect("read the traceparent echo");
+    match &r.contents[0] {
+        cortex_mcp::rmcp::model::ResourceContents::TextResourceContents { text, .. } => {
+            text.clone()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_call_inside_a_trace_scope_sends_a_child_of_it() {
+    let server = TestServer::start().await.unwrap();
+    let client = client(&server).await;
+    let scope = TraceParent::parse(TP).unwrap();
+    let sent = scope
+        .clone()
+        .scope(sent_traceparent(&client, CallOptions::new()))
+        .await;
+    let sent = TraceParent::parse(&sent).expect("a valid traceparent was sent");
+    assert_eq!(sent.trace_id(), scope.trace_id());
+    assert_ne!(
+        sent.parent_id(),
+        scope.parent_id(),
+        "a child: a new parent id"
+    );
+    // One given in the options wins over the scope.
+    let given = TraceParent::generate();
+    let sent = scope
+        .scope(sent_traceparent(
+            &client,
+            CallOptions::new().traceparent(given.as_str()),
+        ))
+        .await;
+    assert_eq!(sent, given.as_str());
+}
+
+#[tokio::test]
+async fn a_call_outside_any_trace_scope_sends_none() {
+    let server = TestServer::start().await.unwrap();
+    let client = client(&server).await;
+    assert_eq!(TraceParent::current(), None);
+    assert_eq!(sent_traceparent(&client, CallOptions::new()).await, "none");
 }

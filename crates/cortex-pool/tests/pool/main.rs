@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
-mod capture;
 mod limiter;
 mod object;
 #[cfg(feature = "postgres")]

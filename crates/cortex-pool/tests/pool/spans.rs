@@ -6,7 +6,7 @@ use std::time::Duration;
 use cortex_pool::{Limiter, LimiterConfig, Manager, Pool};
 use tracing::Instrument;
 
-use crate::capture::{Capture, Captured};
+use cortex_support::test_util::spans::{Capture, Captured};
 
 struct Numbers;
 

@@ -1,7 +1,6 @@
 //! One test binary for cortex-tasks.
 #![allow(clippy::unwrap_used)]
 
-mod capture;
 #[cfg(feature = "durable")]
 mod durable;
 #[cfg(feature = "durable")]

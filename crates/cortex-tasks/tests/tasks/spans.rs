@@ -7,7 +7,7 @@ use std::time::Duration;
 use cortex_tasks::{TaskQueue, TaskQueueConfig};
 use tracing::Instrument;
 
-use crate::capture::Capture;
+use cortex_support::test_util::spans::Capture;
 
 #[tokio::test]
 async fn an_in_process_run_is_a_child_of_the_span_that_enqueued_it() {

@@ -1,7 +1,35 @@
 //! A capturing `tracing` layer for tests: every span's name, parent, `follows_from`
 //! links and recorded fields, kept in order of creation.
-
-#![allow(dead_code)] // each test uses the accessors it needs
+//!
+//! [`Capture::install`] makes a capturing subscriber the default of the calling thread
+//! until the guard drops, so tests running in parallel threads each see their own
+//! spans:
+//!
+//! ```
+//! use cortex_support::test_util::spans::Capture;
+//!
+//! let (capture, _guard) = Capture::install();
+//! let span = tracing::debug_span!("cache.get", key = "k", hit = tracing::field::Empty);
+//! span.record("hit", true);
+//! let seen = capture.one("cache.get");
+//! assert_eq!(seen.field("key"), Some("k"));
+//! assert_eq!(seen.field("hit"), Some("true"));
+//! assert!(capture.named("pool.acquire").is_empty());
+//! ```
+//!
+//! # Why a global subscriber is installed too
+//!
+//! `tracing` caches, per callsite, whether any subscriber is interested in it. When
+//! the first thread to reach a callsite has no subscriber of its own while another
+//! test thread is installing one, the callsite can be cached as "never enabled", and
+//! a later test that captures on its own thread then sees no span at all (a flaky
+//! test, seen failing 2 runs in 6). So the first `install` also sets a global default
+//! subscriber that enables nothing but answers [`Interest::sometimes`] for every
+//! callsite, and rebuilds the interest cache: no callsite is ever cached as disabled,
+//! and each span asks the subscriber of its own thread. The global default can be set
+//! once per process; if the test binary already set one, that one stays.
+//!
+//! [`Interest::sometimes`]: tracing::subscriber::Interest::sometimes
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,17 +42,22 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
 /// One span as the layer saw it.
+#[non_exhaustive]
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Captured {
-    pub(crate) name: &'static str,
-    pub(crate) parent: Option<&'static str>,
-    pub(crate) follows: Vec<&'static str>,
-    pub(crate) fields: Vec<(String, String)>,
+pub struct Captured {
+    /// The span's name.
+    pub name: &'static str,
+    /// The name of its parent span, if any.
+    pub parent: Option<&'static str>,
+    /// The names of the spans it `follows_from`, in the order they were linked.
+    pub follows: Vec<&'static str>,
+    /// Every field value recorded, at creation and after, as text, in order.
+    pub fields: Vec<(String, String)>,
 }
 
 impl Captured {
     /// The last value recorded for `field`, if any.
-    pub(crate) fn field(&self, field: &str) -> Option<&str> {
+    pub fn field(&self, field: &str) -> Option<&str> {
         self.fields
             .iter()
             .rev()
@@ -34,14 +67,15 @@ impl Captured {
 }
 
 /// The spans seen so far; clones share them.
-#[derive(Clone, Default)]
-pub(crate) struct Capture(Arc<Mutex<Vec<Captured>>>);
+#[derive(Debug, Clone, Default)]
+pub struct Capture(Arc<Mutex<Vec<Captured>>>);
 
 struct Index(usize);
 
 impl Capture {
-    /// Capture the spans of this thread until the guard drops.
-    pub(crate) fn install() -> (Self, DefaultGuard) {
+    /// Capture the spans of this thread until the guard drops (and install the global
+    /// "ask each time" subscriber the first time, see the [module docs](self)).
+    pub fn install() -> (Self, DefaultGuard) {
         // Tests run in parallel threads: a callsite first seen on a thread without a
         // subscriber, racing with another test installing one, can be cached as never
         // enabled. A global subscriber that answers "sometimes" to every callsite (and
@@ -57,13 +91,13 @@ impl Capture {
     }
 
     /// Every captured span named `name`.
-    pub(crate) fn named(&self, name: &str) -> Vec<Captured> {
+    pub fn named(&self, name: &str) -> Vec<Captured> {
         let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         all.iter().filter(|c| c.name == name).cloned().collect()
     }
 
     /// The one span named `name`; fails the test naming what was seen otherwise.
-    pub(crate) fn one(&self, name: &str) -> Captured {
+    pub fn one(&self, name: &str) -> Captured {
         let found = self.named(name);
         assert_eq!(found.len(), 1, "spans named {name}: {found:?}");
         found.into_iter().next().expect("one span")

@@ -1,35 +1,50 @@
-//! W3C trace context (`traceparent`) carried from the code that enqueues a durable
-//! task to the worker that runs it.
+//! W3C trace context (`traceparent`), one type for the whole workspace (feature
+//! `trace`).
 //!
-//! The workspace has no OpenTelemetry, so this is the minimal part of it a task queue
+//! The workspace has no OpenTelemetry, so this is the minimal part of it that Cortex
 //! needs: a validated `traceparent` string
 //! (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), made current for a
-//! future with [`TraceParent::scope`]. A durable enqueue inside such a scope stores it
-//! with the task; the worker's `task.run` span records its `trace_id`, and the handler
-//! runs in the scope of a child (same trace id, a new parent id), so what the handler
-//! enqueues stays in the trace. Outside any scope nothing is stored: the stored format
-//! of a task without one is unchanged.
+//! future with [`TraceParent::scope`] (a tokio task-local, hence the feature). Who
+//! carries it: a durable task enqueued inside a scope stores it with the task, and the
+//! worker runs the handler in the scope of a child; an MCP call made inside a scope
+//! sends a child of it in the request's `_meta`.
 
 use std::fmt;
 use std::future::Future;
-
-use crate::{Error, Result};
 
 tokio::task_local! {
     static CURRENT: TraceParent;
 }
 
+/// A value that is not a W3C `traceparent`; it names the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidTraceParent(pub String);
+
+impl fmt::Display for InvalidTraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid traceparent {:?}: expected 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, ids not all zero",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InvalidTraceParent {}
+
+type Result<T, E = InvalidTraceParent> = std::result::Result<T, E>;
+
 /// A W3C `traceparent` value: version `00`, a trace id, a parent (span) id, flags.
 ///
 /// ```
-/// use cortex_tasks::TraceParent;
+/// use cortex_support::trace::TraceParent;
 ///
 /// let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")?;
 /// assert_eq!(tp.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
 /// let child = tp.child();
 /// assert_eq!(child.trace_id(), tp.trace_id());
 /// assert_ne!(child.parent_id(), tp.parent_id());
-/// # Ok::<(), cortex_tasks::Error>(())
+/// # Ok::<(), cortex_support::trace::InvalidTraceParent>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TraceParent(String);
@@ -38,10 +53,10 @@ impl TraceParent {
     /// Check `value` and keep it (lowercased, as the standard writes it).
     ///
     /// # Errors
-    /// [`Error::InvalidTraceParent`] naming `value` when it is not
+    /// [`InvalidTraceParent`] naming `value` when it is not
     /// `00-<32 hex>-<16 hex>-<2 hex>` with non-zero ids.
     pub fn parse(value: &str) -> Result<Self> {
-        let bad = || Error::InvalidTraceParent(value.to_owned());
+        let bad = || InvalidTraceParent(value.to_owned());
         let parts: Vec<&str> = value.trim().split('-').collect();
         let [version, trace, parent, flags] = parts.as_slice() else {
             return Err(bad());
@@ -62,7 +77,7 @@ impl TraceParent {
 
     /// A new trace: random trace and parent ids, sampled (`01`).
     pub fn generate() -> Self {
-        let (a, b) = (nonzero(), cortex_support::backoff::random_u64());
+        let (a, b) = (nonzero(), crate::backoff::random_u64());
         Self(format!("00-{a:016x}{b:016x}-{:016x}-01", nonzero()))
     }
 
@@ -93,7 +108,18 @@ impl TraceParent {
     }
 
     /// Run `fut` with `self` as the current trace context: durable enqueues inside it
-    /// store it with their tasks.
+    /// store it with their tasks, MCP calls inside it send a child of it.
+    ///
+    /// ```
+    /// use cortex_support::trace::TraceParent;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let tp = TraceParent::generate();
+    /// let seen = tp.clone().scope(async { TraceParent::current() }).await;
+    /// assert_eq!(seen, Some(tp));
+    /// assert_eq!(TraceParent::current(), None);
+    /// # });
+    /// ```
     pub async fn scope<F: Future>(self, fut: F) -> F::Output {
         CURRENT.scope(self, fut).await
     }
@@ -107,7 +133,7 @@ impl TraceParent {
 /// A random id that is not zero (the standard forbids all-zero ids).
 fn nonzero() -> u64 {
     loop {
-        let v = cortex_support::backoff::random_u64();
+        let v = crate::backoff::random_u64();
         if v != 0 {
             return v;
         }
@@ -127,7 +153,7 @@ impl fmt::Debug for TraceParent {
 }
 
 impl std::str::FromStr for TraceParent {
-    type Err = Error;
+    type Err = InvalidTraceParent;
 
     fn from_str(s: &str) -> Result<Self> {
         Self::parse(s)
@@ -154,10 +180,8 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
         ] {
             let e = TraceParent::parse(bad).unwrap_err();
-            assert!(
-                matches!(&e, Error::InvalidTraceParent(v) if v == bad),
-                "{e:?}"
-            );
+            assert_eq!(e, InvalidTraceParent(bad.to_owned()));
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
         }
     }
 
@@ -171,11 +195,15 @@ mod tests {
         assert!(child.as_str().ends_with("-01"));
     }
 
-    #[tokio::test]
-    async fn the_scope_makes_it_current_and_nothing_is_current_outside() {
+    #[test]
+    fn the_scope_makes_it_current_and_nothing_is_current_outside() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         assert_eq!(TraceParent::current(), None);
         let tp = TraceParent::generate();
-        let seen = tp.clone().scope(async { TraceParent::current() }).await;
+        let seen = rt.block_on(tp.clone().scope(async { TraceParent::current() }));
         assert_eq!(seen, Some(tp));
+        assert_eq!(TraceParent::current(), None);
     }
 }

@@ -6,10 +6,24 @@ use cortex_metrics::{Counter, Histogram, Metrics};
 /// Handles into a cortex-metrics registry for one pool, resolved once so recording
 /// never looks a name up.
 ///
-/// Series, with `<name>` the pool's name: `pool.<name>.acquire_wait` and
-/// `pool.<name>.hold` (nanoseconds), `pool.<name>.timeouts`, `pool.<name>.created`,
-/// `pool.<name>.closed`, `pool.<name>.leaks` (guards held past the leak threshold).
-/// Without the `metrics` feature every method is a no-op.
+/// Series, one family each, labeled `pool="<name>"` so pools aggregate and compare:
+/// the histograms `pool.acquire_wait` and `pool.hold` (exported in seconds,
+/// `cortex_pool_acquire_wait_seconds{pool="db"}`), the counters `pool.timeouts`,
+/// `pool.created`, `pool.closed` and `pool.leaks` (guards held past the leak
+/// threshold). Without the `metrics` feature every method is a no-op.
+///
+/// ```
+/// use cortex_metrics::Metrics;
+/// use cortex_pool::PoolMetrics;
+///
+/// let registry = Metrics::new();
+/// let metrics = PoolMetrics::new(&registry, "db");
+/// metrics.timeout();
+/// // Without the `metrics` feature nothing is recorded.
+/// let expected = if cfg!(feature = "metrics") { 1 } else { 0 };
+/// assert_eq!(registry.counter_with("pool.timeouts", &[("pool", "db")])?.total(), expected);
+/// # Ok::<(), cortex_metrics::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct PoolMetrics {
     inner: Option<Arc<Handles>>,
@@ -31,15 +45,27 @@ impl PoolMetrics {
         if !cfg!(feature = "metrics") {
             return Self::disabled();
         }
-        let series = |what: &str| format!("pool.{name}.{what}");
+        let labels = [("pool", name)];
+        // `pool` is a valid label name, so these cannot fail; an unnamed series is the
+        // fallback that keeps recording if a registry ever refused one.
+        let seconds = |what: &str| {
+            registry
+                .histogram_seconds_with(what, &labels)
+                .unwrap_or_else(|_| registry.histogram_seconds(what))
+        };
+        let counter = |what: &str| {
+            registry
+                .counter_with(what, &labels)
+                .unwrap_or_else(|_| registry.counter(what))
+        };
         Self {
             inner: Some(Arc::new(Handles {
-                acquire_wait: registry.histogram(&series("acquire_wait")),
-                hold: registry.histogram(&series("hold")),
-                timeouts: registry.counter(&series("timeouts")),
-                created: registry.counter(&series("created")),
-                closed: registry.counter(&series("closed")),
-                leaks: registry.counter(&series("leaks")),
+                acquire_wait: seconds("pool.acquire_wait"),
+                hold: seconds("pool.hold"),
+                timeouts: counter("pool.timeouts"),
+                created: counter("pool.created"),
+                closed: counter("pool.closed"),
+                leaks: counter("pool.leaks"),
             })),
         }
     }

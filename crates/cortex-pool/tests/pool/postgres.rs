@@ -262,18 +262,47 @@ async fn acquire_wait_hold_and_created_are_recorded() {
         sqlx::query("SELECT 1").execute(&mut **conn).await.unwrap();
     }
     assert_eq!(
-        registry.histogram("pool.pg.acquire_wait").snapshot().count,
+        registry
+            .histogram_seconds_with("pool.acquire_wait", &[("pool", "pg")])
+            .unwrap()
+            .snapshot()
+            .count,
         5
     );
-    assert_eq!(registry.histogram("pool.pg.hold").snapshot().count, 5);
-    assert!(registry.counter("pool.pg.created").total() >= 1);
-    assert_eq!(registry.counter("pool.pg.leaks").total(), 0);
+    assert_eq!(
+        registry
+            .histogram_seconds_with("pool.hold", &[("pool", "pg")])
+            .unwrap()
+            .snapshot()
+            .count,
+        5
+    );
+    assert!(
+        registry
+            .counter_with("pool.created", &[("pool", "pg")])
+            .unwrap()
+            .total()
+            >= 1
+    );
+    assert_eq!(
+        registry
+            .counter_with("pool.leaks", &[("pool", "pg")])
+            .unwrap()
+            .total(),
+        0
+    );
     // A guard held past the leak threshold is reported (a warning naming this line).
     let held = pool.acquire().await.unwrap();
     assert!(format!("{held:?}").contains("postgres.rs"), "{held:?}");
     tokio::time::sleep(Duration::from_millis(80)).await;
     drop(held);
-    assert_eq!(registry.counter("pool.pg.leaks").total(), 1);
+    assert_eq!(
+        registry
+            .counter_with("pool.leaks", &[("pool", "pg")])
+            .unwrap()
+            .total(),
+        1
+    );
     let short = DbPool::postgres_with(
         DbConfig {
             command_timeout: Duration::from_millis(50),

@@ -179,19 +179,11 @@ impl LoadError {
     /// assert!(down.is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
-        let passing = |e: &std::io::Error| {
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::Interrupted
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::WouldBlock
-            )
-        };
         match self {
             Self::Unreachable { .. } | Self::Runtime { .. } => true,
             Self::ScenarioFileIo { source, .. }
             | Self::Output { source, .. }
-            | Self::CaFile { source, .. } => passing(source),
+            | Self::CaFile { source, .. } => cortex_support::io_is_transient(source),
             _ => false,
         }
     }

@@ -59,12 +59,7 @@ impl Error {
     /// (interrupted, timed out, would block).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Io { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::Interrupted
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::WouldBlock
-            ),
+            Error::Io { source, .. } => cortex_support::io_is_transient(source),
             _ => false,
         }
     }

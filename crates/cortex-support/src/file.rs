@@ -62,7 +62,8 @@ fn create_temp(path: &Path) -> io::Result<(File, PathBuf)> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
     let name: String = name.to_string_lossy().chars().take(NAME_CHARS).collect();
     let pid = std::process::id();
-    // A name left by a crashed process whose pid came back is skipped, not reused.
+    // A temporary left by a crashed process whose pid came back already exists: take
+    // the next number instead of writing into it.
     let mut last = None;
     for _ in 0..64 {
         let n = NEXT.fetch_add(1, Relaxed);

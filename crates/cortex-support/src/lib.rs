@@ -22,6 +22,24 @@ pub use self::env::{ConfigError, EnvSource, EnvVar, FromEnv};
 /// the source of a Cortex error. Every crate re-exports this one type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// Whether an I/O error is of a passing kind (interrupted, timed out, would block), so
+/// the same call may succeed when tried again: the one verdict every crate's
+/// `is_retryable` gives for file and socket errors.
+///
+/// ```
+/// use std::io::{Error, ErrorKind};
+/// assert!(cortex_support::io_is_transient(&Error::from(ErrorKind::TimedOut)));
+/// assert!(!cortex_support::io_is_transient(&Error::from(ErrorKind::PermissionDenied)));
+/// ```
+pub fn io_is_transient(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::Interrupted
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::WouldBlock
+    )
+}
+
 /// `error` and every source under it, outermost first.
 ///
 /// Cortex errors keep their cause out of their own `Display` (the cause is reachable

@@ -2,12 +2,14 @@
 //! [`Metrics`] registry ([`MetricsRecorder`]) and into metrics-exporter-prometheus's
 //! recorder, each by a kept handle and by the `histogram!` macro (a registration lookup
 //! per record), beside a bare cortex [`Histogram`] and `hdrhistogram`'s `SyncHistogram`
-//! recorder. One thread.
+//! recorder; one thread, then two threads recording into the same histogram at once
+//! (the time per record per thread: the slower thread's wall time / records).
 //!
 //! Run: `cargo bench -p cortex-metrics --features recorder --bench recorder`.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
 
 use cortex_metrics::{Histogram, Metrics, MetricsRecorder};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -85,5 +87,101 @@ fn record(c: &mut Criterion) {
     sync.refresh_timeout(Duration::from_secs(1));
 }
 
-criterion_group!(benches, record);
+/// Run `record(state, i)` `iters` times on each of two threads started together, each
+/// with its own `state` (a per-thread recorder, or nothing for a shared histogram); the
+/// wall time from the start signal until both are done.
+fn two_threads<S: Send>(
+    iters: u64,
+    states: [S; 2],
+    record: &(dyn Fn(&mut S, usize) + Sync),
+) -> Duration {
+    let barrier = Barrier::new(3);
+    std::thread::scope(|s| {
+        for mut state in states {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..iters as usize {
+                    record(&mut state, i & 1023);
+                }
+            });
+        }
+        barrier.wait();
+        // The scope joins both threads before it returns.
+        Instant::now()
+    })
+    .elapsed()
+}
+
+fn record_two_threads(c: &mut Criterion) {
+    let ns = values();
+    let secs: Vec<f64> = ns.iter().map(|v| *v as f64 / 1e9).collect();
+    let mut g = c.benchmark_group("histogram record via metrics facade, 2 threads");
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+
+    let bare = Histogram::new();
+    g.bench_function("cortex Histogram::record (no facade)", |b| {
+        b.iter_custom(|iters| two_threads(iters, [(), ()], &|_, i| bare.record(black_box(ns[i]))))
+    });
+
+    let ours = MetricsRecorder::new(Metrics::new());
+    let theirs = PrometheusBuilder::new().build_recorder();
+    let upkeep = theirs.handle();
+    for (name, recorder) in [
+        ("cortex MetricsRecorder", &ours as &dyn metrics::Recorder),
+        (
+            "metrics-exporter-prometheus",
+            &theirs as &dyn metrics::Recorder,
+        ),
+    ] {
+        let handle = metrics::with_local_recorder(recorder, || {
+            metrics::histogram!("bench_two_threads_seconds")
+        });
+        g.bench_function(format!("{name}: handle"), |b| {
+            b.iter_custom(|iters| {
+                let took = two_threads(iters, [(), ()], &|_, i| handle.record(black_box(secs[i])));
+                // Its records wait in a shared buffer until upkeep (a scrape) drains
+                // them; drain between samples, outside the timed region, as scrapes would.
+                upkeep.run_upkeep();
+                took
+            })
+        });
+    }
+
+    // The fair concurrent peer: one recorder per thread, merged when the reader
+    // refreshes (outside the timed region).
+    let mut sync: hdrhistogram::sync::SyncHistogram<u64> = hdrhistogram::Histogram::new(3)
+        .expect("3 significant figures are valid")
+        .into_sync();
+    g.bench_function("hdrhistogram SyncHistogram recorder", |b| {
+        b.iter_custom(|iters| {
+            let recorders = [sync.recorder(), sync.recorder()];
+            let took = two_threads(iters, recorders, &|rec, i| {
+                rec.record(black_box(ns[i])).expect("values fit");
+            });
+            sync.refresh_timeout(Duration::from_secs(1));
+            took
+        })
+    });
+
+    let mutex = Mutex::new(
+        hdrhistogram::Histogram::<u64>::new(3).expect("3 significant figures are valid"),
+    );
+    g.bench_function("hdrhistogram behind a Mutex", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, [(), ()], &|_, i| {
+                mutex
+                    .lock()
+                    .expect("not poisoned")
+                    .record(black_box(ns[i]))
+                    .expect("values fit");
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, record, record_two_threads);
 criterion_main!(benches);

@@ -2,7 +2,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -41,7 +41,11 @@ struct State<K, V> {
     saturated: u64,
 }
 
-/// The batcher's series in its registry, looked up once at build.
+/// The label key naming a batcher in every `batch.*` family.
+const LABEL: &str = "batcher";
+
+/// The batcher's series in its registry, looked up once at build: one family per
+/// measure, this batcher's series labeled `batcher="<name>"`.
 struct Instruments {
     size: Arc<Histogram>,
     wait: Arc<Histogram>,
@@ -51,15 +55,40 @@ struct Instruments {
 }
 
 impl Instruments {
-    /// `batch.<name>.size`, `.wait`, `.load`, `.requests`, `.errors` in `metrics`.
-    fn new(metrics: &Metrics, name: &str) -> Self {
-        let series = |s: &str| format!("batch.{name}.{s}");
+    /// `batch.size`, `batch.wait`, `batch.load`, `batch.requests`, `batch.errors` and
+    /// the scrape-time gauge `batch.pending` (read from `pending`, NaN once the batcher
+    /// is gone), each labeled `batcher=name`, in `metrics`.
+    fn new(metrics: &Metrics, name: &str, pending: &Arc<AtomicUsize>) -> Self {
+        let labels = [(LABEL, name)];
+        // `batcher` is a valid label name, so these cannot fail; the unlabeled series
+        // is the fallback that keeps recording if a registry ever refused one.
+        let values = |what: &str| {
+            metrics
+                .histogram_with(what, &labels)
+                .unwrap_or_else(|_| metrics.histogram(what))
+        };
+        let seconds = |what: &str| {
+            metrics
+                .histogram_seconds_with(what, &labels)
+                .unwrap_or_else(|_| metrics.histogram_seconds(what))
+        };
+        let counter = |what: &str| {
+            metrics
+                .counter_with(what, &labels)
+                .unwrap_or_else(|_| metrics.counter(what))
+        };
+        // A `Weak`: the registry outlives the batcher and must not keep it alive.
+        let weak = Arc::downgrade(pending);
+        let read = move || weak.upgrade().map_or(f64::NAN, |n| n.load(Relaxed) as f64);
+        if metrics.gauge_fn("batch.pending", &labels, read).is_err() {
+            tracing::warn!(batcher = name, "batch.pending gauge not registered");
+        }
         Self {
-            size: metrics.histogram(&series("size")),
-            wait: metrics.histogram(&series("wait")),
-            load: metrics.histogram(&series("load")),
-            requests: metrics.counter(&series("requests")),
-            errors: metrics.counter(&series("errors")),
+            size: values("batch.size"),
+            wait: seconds("batch.wait"),
+            load: seconds("batch.load"),
+            requests: counter("batch.requests"),
+            errors: counter("batch.errors"),
         }
     }
 }
@@ -71,7 +100,39 @@ struct Shared<F: BatchFn> {
     state: Mutex<State<F::Key, F::Value>>,
     errors: AtomicU64,
     timeouts: AtomicU64,
+    /// `state.pending.len()`, published by every [`Locked`] guard as it is released,
+    /// so the `batch.pending` gauge reads it at scrape time without the lock.
+    pending_len: Arc<AtomicUsize>,
     metrics: Instruments,
+}
+
+/// The state lock, held: on release it publishes the queue length to `pending_len`,
+/// so every path that changes the queue keeps the gauge current at the cost of one
+/// relaxed store, and none can forget to.
+struct Locked<'a, K, V> {
+    guard: MutexGuard<'a, State<K, V>>,
+    pending_len: &'a AtomicUsize,
+}
+
+impl<K, V> std::ops::Deref for Locked<'_, K, V> {
+    type Target = State<K, V>;
+
+    fn deref(&self) -> &State<K, V> {
+        &self.guard
+    }
+}
+
+impl<K, V> std::ops::DerefMut for Locked<'_, K, V> {
+    fn deref_mut(&mut self) -> &mut State<K, V> {
+        &mut self.guard
+    }
+}
+
+impl<K, V> Drop for Locked<'_, K, V> {
+    fn drop(&mut self) {
+        // Runs before `guard` is dropped: the length stored is the one the lock saw.
+        self.pending_len.store(self.guard.pending.len(), Relaxed);
+    }
 }
 
 /// What to do once the lock is released.
@@ -170,17 +231,48 @@ impl<F: BatchFn> BatcherBuilder<F> {
         self
     }
 
-    /// The batcher's name, in logs, [`BatchStats`] and its metric series
-    /// (`batch.<name>.*`). Default: `batch`; give each batch type its own, or their
-    /// series add up.
+    /// The batcher's name, in logs, [`BatchStats`] and the `batcher` label of its
+    /// metric series (`batch.size{batcher="<name>"}`, ...). Default: `batch`; give
+    /// each batch type its own, or their series add up (and the last one built
+    /// reports `batch.pending`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
-    /// The registry to record into (default: [`cortex_metrics::global()`]):
-    /// histograms `batch.<name>.size`, `.wait`, `.load` (wait and load in ns) and
-    /// counters `batch.<name>.requests`, `.errors`, named by [`name`](Self::name).
+    /// The registry to record into (default: [`cortex_metrics::global()`]). One
+    /// family per measure, this batcher's series labeled `batcher="<name>"` (see
+    /// [`name`](Self::name)):
+    ///
+    /// | registry name | kind | exposed as |
+    /// |---|---|---|
+    /// | `batch.size` | histogram of requests per batch | `cortex_batch_size{batcher}` |
+    /// | `batch.wait` | histogram, submit to dispatch | `cortex_batch_wait_seconds{batcher}` |
+    /// | `batch.load` | histogram, one loader call | `cortex_batch_load_seconds{batcher}` |
+    /// | `batch.requests` | counter of requests dispatched | `cortex_batch_requests_total{batcher}` |
+    /// | `batch.errors` | counter of requests answered with an error by their batch | `cortex_batch_errors_total{batcher}` |
+    /// | `batch.pending` | gauge of requests queued for the next dispatch, read at scrape time (NaN once the batcher is dropped) | `cortex_batch_pending{batcher}` |
+    ///
+    /// ```
+    /// use cortex_batch::{Batcher, batch_fn};
+    /// use cortex_metrics::Metrics;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let registry = Metrics::new();
+    /// let users = Batcher::builder(batch_fn(|ids: Vec<u64>| async move {
+    ///     Ok::<_, std::io::Error>(ids)
+    /// }))
+    /// .name("users")
+    /// .with_metrics(registry.clone())
+    /// .build()
+    /// .unwrap();
+    /// users.load(7).await.unwrap();
+    /// let text = registry.prometheus();
+    /// assert!(text.contains("cortex_batch_requests_total{batcher=\"users\"} 1\n"));
+    /// assert!(text.contains("cortex_batch_load_seconds_count{batcher=\"users\"} 1\n"));
+    /// assert!(text.contains("cortex_batch_pending{batcher=\"users\"} 0\n"));
+    /// # });
+    /// ```
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
@@ -206,11 +298,13 @@ impl<F: BatchFn> BatcherBuilder<F> {
     /// Build with a config already validated.
     #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn build_validated(self) -> Batcher<F> {
+        let pending_len = Arc::new(AtomicUsize::new(0));
         let metrics = Instruments::new(
             self.metrics
                 .as_ref()
                 .unwrap_or_else(|| cortex_metrics::global()),
             &self.name,
+            &pending_len,
         );
         Batcher {
             shared: Arc::new(Shared {
@@ -231,6 +325,7 @@ impl<F: BatchFn> BatcherBuilder<F> {
                 }),
                 errors: AtomicU64::new(0),
                 timeouts: AtomicU64::new(0),
+                pending_len,
                 metrics,
             }),
         }
@@ -384,9 +479,12 @@ impl<F: BatchFn> Batcher<F> {
 }
 
 impl<F: BatchFn> Shared<F> {
-    fn lock(&self) -> MutexGuard<'_, State<F::Key, F::Value>> {
-        // No code that can panic runs under the lock; recover rather than propagate.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> Locked<'_, F::Key, F::Value> {
+        Locked {
+            // No code that can panic runs under the lock; recover rather than propagate.
+            guard: self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            pending_len: &self.pending_len,
+        }
     }
 
     /// The queue holds `max_pending` requests: drop those at its front whose callers

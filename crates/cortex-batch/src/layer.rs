@@ -96,9 +96,12 @@ impl<K> Clone for BatchLayer<K> {
 }
 
 impl<K> BatchLayer<K> {
-    /// A layer building one batcher per wrapped service, named `name` (its metric
-    /// series are `batch.<name>.*`, in the global registry unless
-    /// [`with_metrics`](Self::with_metrics) names another).
+    /// A layer building one batcher per wrapped service, named `name`: its metric
+    /// series are those of [`BatcherBuilder::with_metrics`](crate::BatcherBuilder::with_metrics),
+    /// labeled `batcher="<name>"`, in the global registry unless
+    /// [`with_metrics`](Self::with_metrics) names another. Every service this layer
+    /// wraps records under the same label; give each wrapped endpoint a layer of its
+    /// own name to tell them apart.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when a size or limit is zero.

@@ -568,12 +568,39 @@ async fn stats_and_metrics_are_recorded() {
         let s = b.stats();
         assert_eq!((s.name.as_str(), s.requests, s.batches), ("users", 8, 2));
         assert_eq!((s.avg_batch_size, s.efficiency, s.errors), (4.0, 1.0, 1));
-        assert_eq!(metrics.counter("batch.users.requests").total(), 8);
-        assert_eq!(metrics.counter("batch.users.errors").total(), 1);
-        let size = metrics.histogram("batch.users.size").snapshot();
-        assert_eq!((size.count, size.max), (2, 4));
-        assert_eq!(metrics.histogram("batch.users.wait").snapshot().count, 8);
-        assert_eq!(metrics.histogram("batch.users.load").snapshot().count, 2);
+        // One family per measure, the batcher a label; durations in seconds.
+        let text = metrics.prometheus();
+        for line in [
+            "# TYPE cortex_batch_requests_total counter\n",
+            "cortex_batch_requests_total{batcher=\"users\"} 8\n",
+            "cortex_batch_errors_total{batcher=\"users\"} 1\n",
+            "# TYPE cortex_batch_size histogram\n",
+            "cortex_batch_size_bucket{batcher=\"users\",le=\"2.5\"} 0\n",
+            "cortex_batch_size_bucket{batcher=\"users\",le=\"5\"} 2\n",
+            "cortex_batch_size_sum{batcher=\"users\"} 8\n",
+            "cortex_batch_size_count{batcher=\"users\"} 2\n",
+            "# TYPE cortex_batch_wait_seconds histogram\n",
+            "cortex_batch_wait_seconds_count{batcher=\"users\"} 8\n",
+            "# TYPE cortex_batch_load_seconds histogram\n",
+            "cortex_batch_load_seconds_bucket{batcher=\"users\",le=\"+Inf\"} 2\n",
+            "cortex_batch_load_seconds_count{batcher=\"users\"} 2\n",
+            "# TYPE cortex_batch_pending gauge\n",
+            "cortex_batch_pending{batcher=\"users\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("users_"),
+            "the name is in a family name:\n{text}"
+        );
+        let users = [("batcher", "users")];
+        assert_eq!(
+            metrics
+                .counter_with("batch.requests", &users)
+                .unwrap()
+                .total(),
+            8
+        );
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("\"efficiency\":1.0"), "{json}");
     })
@@ -592,13 +619,143 @@ async fn without_a_registry_the_global_one_records_under_the_name() {
         let out = b.load_many(0..3).await;
         assert!(out.iter().all(Result::is_ok));
         let global = cortex_metrics::global();
+        let labels = [("batcher", "batch_it_global_default")];
         assert_eq!(
             global
-                .counter("batch.batch_it_global_default.requests")
+                .counter_with("batch.requests", &labels)
+                .unwrap()
                 .total(),
             3
         );
+        assert!(
+            global
+                .prometheus()
+                .contains("cortex_batch_requests_total{batcher=\"batch_it_global_default\"} 3\n")
+        );
         assert_eq!(b.stats().name, "batch_it_global_default");
+    })
+    .await;
+}
+
+/// Keys through a batcher named `name` recording into `metrics`, answered in order.
+fn echo_batcher(metrics: &Metrics, name: &str) -> Batcher<impl BatchFn<Key = u64, Value = u64>> {
+    Batcher::builder(batch_fn(|keys: Vec<u64>| async move {
+        Ok::<_, std::io::Error>(keys)
+    }))
+    .name(name)
+    .with_metrics(metrics.clone())
+    .build()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn two_batchers_are_two_series_of_one_family() {
+    bounded(async {
+        let metrics = Metrics::new();
+        let users = echo_batcher(&metrics, "users");
+        let orders = echo_batcher(&metrics, "orders");
+        assert!(users.load_many(0..3).await.iter().all(Result::is_ok));
+        assert!(orders.load_many(0..2).await.iter().all(Result::is_ok));
+        let text = metrics.prometheus();
+        for family in [
+            "# TYPE cortex_batch_requests_total counter\n",
+            "# TYPE cortex_batch_load_seconds histogram\n",
+            "# TYPE cortex_batch_pending gauge\n",
+        ] {
+            assert_eq!(text.matches(family).count(), 1, "{family:?} in\n{text}");
+        }
+        for line in [
+            "cortex_batch_requests_total{batcher=\"orders\"} 2\n",
+            "cortex_batch_requests_total{batcher=\"users\"} 3\n",
+            "cortex_batch_load_seconds_count{batcher=\"orders\"} 1\n",
+            "cortex_batch_load_seconds_count{batcher=\"users\"} 1\n",
+            "cortex_batch_size_sum{batcher=\"orders\"} 2\n",
+            "cortex_batch_size_sum{batcher=\"users\"} 3\n",
+            "cortex_batch_pending{batcher=\"orders\"} 0\n",
+            "cortex_batch_pending{batcher=\"users\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    })
+    .await;
+}
+
+/// Polls `cond` until it holds (within the test's [`bounded`] time).
+async fn until(mut cond: impl FnMut() -> bool) {
+    while !cond() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pending_gauge_counts_queued_requests_and_is_nan_once_dropped() {
+    bounded(async {
+        let metrics = Metrics::new();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let (g, e) = (Arc::clone(&gate), Arc::clone(&entered));
+        let b = Batcher::builder(batch_fn(move |keys: Vec<u64>| {
+            let (gate, entered) = (Arc::clone(&g), Arc::clone(&e));
+            async move {
+                entered.fetch_add(1, SeqCst);
+                // Each load waits for the test to open the gate.
+                gate.acquire().await.unwrap().forget();
+                Ok::<_, std::io::Error>(keys)
+            }
+        }))
+        .name("slow")
+        .with_metrics(metrics.clone())
+        .max_in_flight(1)
+        .build()
+        .unwrap();
+        let pending = |m: &Metrics| {
+            m.prometheus()
+                .lines()
+                .find(|l| l.starts_with("cortex_batch_pending{batcher=\"slow\"}"))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            pending(&metrics).as_deref(),
+            Some("cortex_batch_pending{batcher=\"slow\"} 0")
+        );
+
+        // The first load is dispatched at once (idle) and holds the only slot ...
+        let mut set = JoinSet::new();
+        let first = b.clone();
+        set.spawn(async move { first.load(0).await });
+        until(|| entered.load(SeqCst) == 1).await;
+        // ... so the next three queue for the next dispatch.
+        for k in 1..=3 {
+            let b = b.clone();
+            set.spawn(async move { b.load(k).await });
+        }
+        until(|| b.stats().pending == 3).await;
+        assert_eq!(
+            pending(&metrics).as_deref(),
+            Some("cortex_batch_pending{batcher=\"slow\"} 3")
+        );
+
+        gate.add_permits(2);
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+        assert_eq!(
+            entered.load(SeqCst),
+            2,
+            "the three queued loaded as one batch"
+        );
+        assert_eq!(
+            pending(&metrics).as_deref(),
+            Some("cortex_batch_pending{batcher=\"slow\"} 0")
+        );
+
+        // Gone: the gauge says so instead of a stale level (the batch task may hold
+        // the batcher a moment after the last answer).
+        drop(b);
+        until(|| {
+            pending(&metrics).as_deref() == Some("cortex_batch_pending{batcher=\"slow\"} NaN")
+        })
+        .await;
     })
     .await;
 }
@@ -693,7 +850,10 @@ async fn tower_layer_batches_single_key_requests() {
         let inner = tower::service_fn(|keys: Vec<u64>| async move {
             Ok::<_, std::io::Error>(keys.into_iter().map(|k| k + 1).collect::<Vec<_>>())
         });
-        let layer = cortex_batch::BatchLayer::new(BatchConfig::default(), "inc").unwrap();
+        let metrics = Metrics::new();
+        let layer = cortex_batch::BatchLayer::new(BatchConfig::default(), "inc")
+            .unwrap()
+            .with_metrics(metrics.clone());
         let svc = layer.layer(inner);
         let mut set = JoinSet::new();
         for k in 0..200u64 {
@@ -705,6 +865,15 @@ async fn tower_layer_batches_single_key_requests() {
             assert_eq!(v.unwrap(), k + 1);
         }
         assert!(svc.batcher().stats().batches < 200);
+        let text = metrics.prometheus();
+        assert!(
+            text.contains("cortex_batch_requests_total{batcher=\"inc\"} 200\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cortex_batch_pending{batcher=\"inc\"} 0\n"),
+            "{text}"
+        );
         let mut svc = svc;
         svc.batcher().close();
         assert!(matches!(svc.ready().await, Err(Error::Closed)));

@@ -27,6 +27,10 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// [`MetricsRecorder::install`](crate::MetricsRecorder::install) found another
+    /// recorder of the `metrics` crate already installed (there is one per process).
+    #[error("a metrics recorder is already installed in this process")]
+    RecorderInstalled,
     /// A file could not be read or written.
     #[error("i/o error on {}", path.display())]
     Io {

@@ -61,6 +61,28 @@ impl MetricsRecorder {
         }
     }
 
+    /// Install it as the process's recorder, so `metrics::counter!` and the rest from
+    /// any crate (user code, libraries instrumented with `metrics`) land in the registry.
+    ///
+    /// # Errors
+    /// [`Error::RecorderInstalled`](crate::Error::RecorderInstalled) when a recorder is
+    /// already installed (the `metrics` crate takes one per process, for its life).
+    ///
+    /// ```
+    /// use cortex_metrics::{Error, Metrics, MetricsRecorder};
+    ///
+    /// let registry = Metrics::new();
+    /// MetricsRecorder::new(registry.clone()).install()?;
+    /// metrics::counter!("installs_total", "by" => "doc").increment(1);
+    /// assert!(registry.prometheus().contains("cortex_installs_total{by=\"doc\"} 1\n"));
+    /// let again = MetricsRecorder::new(Metrics::new()).install();
+    /// assert!(matches!(again, Err(Error::RecorderInstalled)));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn install(self) -> crate::Result<()> {
+        metrics::set_global_recorder(self).map_err(|_| crate::Error::RecorderInstalled)
+    }
+
     /// The registry it writes into.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

@@ -97,6 +97,11 @@ pub(crate) const DURABLE: &[EnvVar] = &[
         default: "100000",
         doc: "Most dead letters kept (older ones are deleted with a warning); `0` keeps all.",
     },
+    EnvVar {
+        name: "TASKS_STATS_INTERVAL",
+        default: "5s",
+        doc: "How often a durable worker reads the queue's pending and dead-letter counts for its gauges; 10ms to 365 days.",
+    },
 ];
 
 /// Renames the setting an [`Error::InvalidConfig`] names to the variable its value came

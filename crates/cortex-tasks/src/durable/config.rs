@@ -107,9 +107,16 @@ pub struct DurableConfig {
     pub task_timeout: Option<Duration>,
     /// Most dead letters kept in the `dead` stream. Adding one beyond the cap deletes
     /// the oldest (exactly, oldest first); each time this happens a warning is logged
-    /// (at most one every minute) and the `tasks.durable.<name>.dead_trimmed` counter counts
-    /// the deleted ones. `0` keeps every dead letter. Default 100 000.
+    /// (at most one every minute) and the `durable.dead_trimmed` counter (labeled
+    /// `queue="<name>"`) counts the deleted ones. `0` keeps every dead letter. Default
+    /// 100 000.
     pub dead_letter_cap: u64,
+    /// How often each worker reads the queue's pending and dead-letter counts from
+    /// Redis for its `durable.pending` and `durable.dead_letters` gauges (each read
+    /// bounded by `op_timeout`; a failed one keeps the last values). 10 ms to 365 days.
+    /// Default 5 s.
+    #[serde(with = "cortex_support::duration::secs")]
+    pub stats_interval: Duration,
 }
 
 impl Default for DurableConfig {
@@ -127,6 +134,7 @@ impl Default for DurableConfig {
             op_timeout: Duration::from_secs(5),
             task_timeout: None,
             dead_letter_cap: 100_000,
+            stats_interval: Duration::from_secs(5),
         }
     }
 }
@@ -153,6 +161,9 @@ impl FromEnv for DurableConfig {
         if let Some(n) = env.parse::<u64>("TASKS_DEAD_LETTER_CAP")? {
             c.dead_letter_cap = n;
         }
+        if let Some(d) = env.duration("TASKS_STATS_INTERVAL")? {
+            c.stats_interval = d;
+        }
         c.validate()
             .map_err(|e| crate::vars::name_variable(e, env, &ENV_VARS))?;
         Ok(c)
@@ -162,7 +173,8 @@ impl FromEnv for DurableConfig {
 impl DurableConfig {
     /// The defaults overridden by the environment: `TASKS_QUEUE_NAME`,
     /// `TASKS_CONCURRENCY`, `TASKS_VISIBILITY_TIMEOUT` (`30`, `500ms`, `2m`),
-    /// `TASKS_MAX_ATTEMPTS` and `TASKS_DEAD_LETTER_CAP` ([`FromEnv::VARS`]).
+    /// `TASKS_MAX_ATTEMPTS`, `TASKS_DEAD_LETTER_CAP` and `TASKS_STATS_INTERVAL`
+    /// ([`FromEnv::VARS`]).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable when one does not parse or the result
@@ -205,6 +217,11 @@ impl DurableConfig {
             ("retry_backoff", self.retry_backoff, Duration::ZERO),
             ("result_ttl", self.result_ttl, Duration::ZERO),
             (
+                "stats_interval",
+                self.stats_interval,
+                Duration::from_millis(10),
+            ),
+            (
                 "task_timeout",
                 self.task_timeout.unwrap_or_default(),
                 Duration::ZERO,
@@ -227,12 +244,13 @@ impl DurableConfig {
 }
 
 /// Settings that environment variables set, so an error names the variable.
-const ENV_VARS: [(&str, &str); 5] = [
+const ENV_VARS: [(&str, &str); 6] = [
     ("name", "TASKS_QUEUE_NAME"),
     ("concurrency", "TASKS_CONCURRENCY"),
     ("visibility_timeout", "TASKS_VISIBILITY_TIMEOUT"),
     ("max_attempts", "TASKS_MAX_ATTEMPTS"),
     ("dead_letter_cap", "TASKS_DEAD_LETTER_CAP"),
+    ("stats_interval", "TASKS_STATS_INTERVAL"),
 ];
 
 fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
@@ -290,10 +308,23 @@ mod tests {
                 other => panic!("{var}={value}: {other:?}"),
             }
         }
-        let vars = HashMap::from([("TASKS_DEAD_LETTER_CAP", "7")]);
+        let vars = HashMap::from([
+            ("TASKS_DEAD_LETTER_CAP", "7"),
+            ("TASKS_STATS_INTERVAL", "250ms"),
+        ]);
         let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
         let c = DurableConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap();
         assert_eq!(c.dead_letter_cap, 7);
+        assert_eq!(c.stats_interval, Duration::from_millis(250));
+        // A sampling interval that would hammer Redis is refused, naming the variable.
+        for value in ["0", "1ms"] {
+            let vars = HashMap::from([("TASKS_STATS_INTERVAL", value)]);
+            let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+            match DurableConfig::from_env_source(&EnvSource::from_fn(&lookup)) {
+                Err(Error::InvalidConfig { key, .. }) => assert_eq!(key, "TASKS_STATS_INTERVAL"),
+                other => panic!("{value}: {other:?}"),
+            }
+        }
 
         let max = DurableConfig {
             concurrency: MAX_CONCURRENCY,
@@ -303,6 +334,7 @@ mod tests {
             op_timeout: MAX_DURATION,
             result_ttl: MAX_DURATION,
             task_timeout: Some(MAX_DURATION),
+            stats_interval: MAX_DURATION,
             ..DurableConfig::default()
         };
         max.validate().unwrap();

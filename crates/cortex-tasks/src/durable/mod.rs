@@ -68,7 +68,7 @@
 //!   on an id says so once Redis answers. Enqueueing them again may run them twice.
 //! * **Bounded growth.** Dead letters are capped at `dead_letter_cap` (default 100 000,
 //!   `TASKS_DEAD_LETTER_CAP`; 0 keeps all): beyond it the oldest are deleted, with a
-//!   warning at most once a minute and the `tasks.durable.<queue>.dead_trimmed` counter. Task
+//!   warning at most once a minute and the `durable.dead_trimmed{queue}` counter. Task
 //!   records expire `result_ttl` after they finish, and acknowledged entries are
 //!   deleted. Consumers with no pending entry idle for twice the visibility timeout are
 //!   removed from the group, and heartbeats that old from the `workers` set.

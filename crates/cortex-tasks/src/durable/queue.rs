@@ -366,12 +366,7 @@ impl DurableQueue {
     pub async fn stats(&self) -> Result<QueueStats> {
         let mut conn = self.conn();
         let keys = &self.inner.keys;
-        let mut inv = self.inner.scripts.counts.prepare_invoke();
-        for s in &keys.streams {
-            inv.key(s);
-        }
-        inv.arg(&self.inner.config.group);
-        let (len, pending): (u64, u64) = self.bounded("stats", inv.invoke_async(&mut conn)).await?;
+        let (len, pending) = self.counts().await?;
         let alive_since =
             now_ms().saturating_sub(ms(self.inner.config.visibility_timeout).saturating_mul(2));
         let (counters, workers): (HashMap<String, u64>, u64) = self
@@ -398,6 +393,36 @@ impl DurableQueue {
             cancelled: c("cancelled"),
             retried: c("retried"),
         })
+    }
+
+    /// Stream entries not yet acknowledged (every priority), and of them those
+    /// delivered and pending: the counts script of [`stats`](Self::stats), bounded by
+    /// `op_timeout`.
+    async fn counts(&self) -> Result<(u64, u64)> {
+        let mut conn = self.conn();
+        let mut inv = self.inner.scripts.counts.prepare_invoke();
+        for s in &self.inner.keys.streams {
+            inv.key(s);
+        }
+        inv.arg(&self.inner.config.group);
+        self.bounded("stats", inv.invoke_async(&mut conn)).await
+    }
+
+    /// What a worker's gauges show: tasks accepted and not yet finished (the `queued`
+    /// of [`stats`](Self::stats)) and dead letters kept now. Two calls, each bounded by
+    /// `op_timeout`, reading only this queue's keys.
+    pub(crate) async fn sample(&self) -> Result<(u64, u64)> {
+        let (len, _) = self.counts().await?;
+        let mut conn = self.conn();
+        let dead: u64 = self
+            .bounded(
+                "XLEN",
+                redis::cmd("XLEN")
+                    .arg(&self.inner.keys.dead)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok((len, dead))
     }
 
     /// The oldest `count` dead letters.

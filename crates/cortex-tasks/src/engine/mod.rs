@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 
 use self::record::{Clock, Job, Record};
 use self::sched::{Picker, Sched};
-use self::stats::{DEPTH_SAMPLE, LevelStats, Recorders};
+use self::stats::{LevelStats, Recorders};
 use self::work::BoxWork;
 use crate::index::Index;
 use crate::room::Room;
@@ -127,6 +127,9 @@ impl Engine {
             },
             config,
         });
+        if let Some(m) = &engine.config.metrics {
+            engine.register_gauges(m);
+        }
         for slot in 0..engine.config.workers {
             handle.spawn(Arc::clone(&engine).worker(slot));
         }
@@ -170,16 +173,13 @@ impl Engine {
             holds_room: true,
             cause,
         };
-        let stats = &self.stats[opts.level];
         sched.queues[opts.level].push_back(job);
-        let n = stats.accepted.enqueued.fetch_add(1, Ordering::SeqCst) + 1;
+        self.stats[opts.level]
+            .accepted
+            .enqueued
+            .fetch_add(1, Ordering::SeqCst);
         drop(sched);
         self.wake_one();
-        if n.is_multiple_of(DEPTH_SAMPLE)
-            && let Some(r) = &self.recorders
-        {
-            r.depth.record(stats.queued());
-        }
         Ok(record)
     }
 

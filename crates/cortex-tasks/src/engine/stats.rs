@@ -62,37 +62,78 @@ impl LevelStats {
     }
 }
 
-/// Queue depth is sampled at one enqueue in this many: reading it means reading the
-/// workers' counters, a cache miss the producer need not pay every time.
-pub(super) const DEPTH_SAMPLE: u64 = 16;
-
 /// Metric handles, looked up once.
+///
+/// One family per measure, the queue's name a label (`queue="<name>"`), so queues
+/// aggregate and compare: `tasks.wait` and `tasks.run` (exported in seconds),
+/// `tasks.completed`, `tasks.failed`, `tasks.cancelled`, `tasks.retried` counters; the
+/// `tasks.depth` and `tasks.running` gauges are read at scrape time
+/// ([`Engine::register_gauges`]).
 pub(super) struct Recorders {
     pub(super) wait: Arc<cortex_metrics::Histogram>,
     pub(super) run: Arc<cortex_metrics::Histogram>,
-    pub(super) depth: Arc<cortex_metrics::Histogram>,
     pub(super) completed: Arc<cortex_metrics::Counter>,
     pub(super) failed: Arc<cortex_metrics::Counter>,
     pub(super) cancelled: Arc<cortex_metrics::Counter>,
     pub(super) retried: Arc<cortex_metrics::Counter>,
 }
 
+/// Reads one count of a queue's stats.
+type Field = fn(&QueueStats) -> u64;
+
+/// The label key of every in-process queue series.
+const QUEUE_LABEL: &str = "queue";
+
 impl Recorders {
-    /// The series of the queue `name` in `m`: `tasks.<name>.*`.
+    /// The series of the queue `name` in `m`, labeled `queue="<name>"`.
     pub(super) fn new(m: &cortex_metrics::Metrics, name: &str) -> Self {
+        let labels = [(QUEUE_LABEL, name)];
+        // `queue` is a valid label name, so these cannot fail; the unlabeled series is
+        // the fallback that keeps recording if a registry ever refused one.
+        let seconds = |what: &str| {
+            m.histogram_seconds_with(what, &labels)
+                .unwrap_or_else(|_| m.histogram_seconds(what))
+        };
+        let counter = |what: &str| {
+            m.counter_with(what, &labels)
+                .unwrap_or_else(|_| m.counter(what))
+        };
         Self {
-            wait: m.histogram(&format!("tasks.{name}.wait")),
-            run: m.histogram(&format!("tasks.{name}.run")),
-            depth: m.histogram(&format!("tasks.{name}.depth")),
-            completed: m.counter(&format!("tasks.{name}.completed")),
-            failed: m.counter(&format!("tasks.{name}.failed")),
-            cancelled: m.counter(&format!("tasks.{name}.cancelled")),
-            retried: m.counter(&format!("tasks.{name}.retried")),
+            wait: seconds("tasks.wait"),
+            run: seconds("tasks.run"),
+            completed: counter("tasks.completed"),
+            failed: counter("tasks.failed"),
+            cancelled: counter("tasks.cancelled"),
+            retried: counter("tasks.retried"),
         }
     }
 }
 
 impl Engine {
+    /// Registers the `tasks.depth` (queued, not yet running) and `tasks.running` gauges
+    /// of this queue in `m`, read when scraped. They hold a `Weak` so the registry never
+    /// keeps a closed queue alive, and read `NaN` once it is gone; reading is a sum of
+    /// atomics, never a lock.
+    pub(super) fn register_gauges(self: &Arc<Self>, m: &cortex_metrics::Metrics) {
+        let labels = [(QUEUE_LABEL, self.config.name.as_str())];
+        let gauges: [(&str, Field); 2] = [
+            ("tasks.depth", |s| s.queued),
+            ("tasks.running", |s| s.running),
+        ];
+        for (name, field) in gauges {
+            let weak = Arc::downgrade(self);
+            let read = move || {
+                weak.upgrade()
+                    .map_or(f64::NAN, |e| field(&e.stats(None)) as f64)
+            };
+            // Cannot fail for the valid label name `queue`; a refused gauge only goes
+            // unexported, it never stops the queue.
+            if let Err(e) = m.gauge_fn(name, &labels, read) {
+                tracing::warn!(error = %e, gauge = name, "task queue gauge not registered");
+            }
+        }
+    }
+
     pub(crate) fn stats(&self, level: Option<usize>) -> QueueStats {
         let levels: &[LevelStats] = match level {
             Some(l) => std::slice::from_ref(&self.stats[l]),

@@ -19,7 +19,7 @@ use crate::{BoxError, QueueStats, Result, TaskId, TaskInfo};
 #[serde(default)]
 #[non_exhaustive]
 pub struct BackgroundConfig {
-    /// Names the manager in metrics. Default `background`.
+    /// Names the manager: the `queue` label of its metrics. Default `background`.
     pub name: String,
     /// Tasks running at once, 1 to [`MAX_CONCURRENCY`](crate::MAX_CONCURRENCY); the rest wait. Default 50.
     pub max_concurrent: usize,
@@ -76,7 +76,7 @@ impl BackgroundTasks {
         Self::start_in(config, None)
     }
 
-    /// As [`start`](Self::start), recording `tasks.<name>.*` into `metrics` instead of
+    /// As [`start`](Self::start), recording its `tasks.*` series (labeled `queue="<name>"`) into `metrics` instead of
     /// [`cortex_metrics::global()`].
     ///
     /// # Errors

@@ -56,8 +56,9 @@ pub struct Limits {
     /// At most this many finished records are kept (oldest go first), so memory stays
     /// bounded under any load. Default 10 000.
     pub max_records: usize,
-    /// Record wait time, run time, queue depth and outcomes as `tasks.<name>.*`, into
-    /// [`cortex_metrics::global()`] or the registry given to the queue's
+    /// Record wait and run times, outcomes, queue depth and running tasks as the
+    /// `tasks.*` families labeled `queue="<name>"` (see the crate's "Metrics" section),
+    /// into [`cortex_metrics::global()`] or the registry given to the queue's
     /// `with_metrics`. Default on.
     pub metrics: bool,
 }

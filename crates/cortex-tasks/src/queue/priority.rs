@@ -19,7 +19,7 @@ use crate::{BoxError, Error, Priority, QueueStats, Result, TaskId, TaskInfo};
 #[serde(default)]
 #[non_exhaustive]
 pub struct PriorityQueueConfig {
-    /// Names the queue in metrics. Default `priority`.
+    /// Names the queue: the `queue` label of its metrics. Default `priority`.
     pub name: String,
     /// Workers shared by all levels, 1 to [`MAX_CONCURRENCY`](crate::MAX_CONCURRENCY). Default 10 (5 + 3 + 2).
     pub workers: usize,
@@ -156,7 +156,7 @@ impl PriorityQueue {
         Self::start_in(config, None)
     }
 
-    /// As [`start`](Self::start), recording `tasks.<name>.*` into `metrics` instead of
+    /// As [`start`](Self::start), recording its `tasks.*` series (labeled `queue="<name>"`) into `metrics` instead of
     /// [`cortex_metrics::global()`].
     ///
     /// # Errors

@@ -19,7 +19,7 @@ use crate::{BoxError, Error, QueueStats, Result, TaskId, TaskInfo};
 #[serde(default)]
 #[non_exhaustive]
 pub struct TaskQueueConfig {
-    /// Names the queue in metrics (`tasks.<name>.*`). Default `tasks`.
+    /// Names the queue: the `queue` label of its metrics (`queue="<name>"`). Default `tasks`.
     pub name: String,
     /// Tasks run at once, 1 to [`MAX_CONCURRENCY`](crate::MAX_CONCURRENCY). Default 10.
     pub max_workers: usize,
@@ -121,7 +121,7 @@ impl TaskQueue {
         Self::start_in(config, None)
     }
 
-    /// As [`start`](Self::start), recording `tasks.<name>.*` into `metrics` instead of
+    /// As [`start`](Self::start), recording its `tasks.*` series (labeled `queue="<name>"`) into `metrics` instead of
     /// [`cortex_metrics::global()`].
     ///
     /// # Errors

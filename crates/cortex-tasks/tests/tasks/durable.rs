@@ -208,9 +208,14 @@ async fn a_queue_connects_through_a_redis_pool() {
         (q.config().name.as_str(), 0, 0, 0),
         "{stats:?}"
     );
-    let series = format!("tasks.durable.{}.completed", q.config().name);
-    assert_eq!(metrics.counter(&series).total(), 1);
-    assert_eq!(cortex_metrics::global().counter(&series).total(), 0);
+    let labels = [("queue", q.config().name.as_str())];
+    let completed = |m: &cortex_metrics::Metrics| {
+        m.counter_with("durable.completed", &labels)
+            .unwrap()
+            .total()
+    };
+    assert_eq!(completed(&metrics), 1);
+    assert_eq!(completed(cortex_metrics::global()), 0);
     assert!(
         worker
             .shutdown(Duration::from_secs(5))
@@ -750,4 +755,167 @@ async fn higher_priorities_start_first() {
         ["high", "high", "normal", "normal", "low", "low"]
     );
     q.purge().await.expect("purge");
+}
+
+/// The exposed line of `family` for the queue `queue`, e.g.
+/// `cortex_durable_dead_letters{queue="q"} 1`.
+fn line(family: &str, queue: &str, value: &str) -> String {
+    format!("{family}{{queue=\"{queue}\"}} {value}\n")
+}
+
+/// Waits (bounded) until the registry's exposition holds every line of `want`.
+async fn exposes(metrics: &cortex_metrics::Metrics, want: &[String]) {
+    let ok = eventually(Duration::from_secs(10), || async {
+        let text = metrics.prometheus();
+        want.iter().all(|l| text.contains(l.as_str()))
+    })
+    .await;
+    let text = metrics.prometheus();
+    let missing: Vec<&String> = want.iter().filter(|l| !text.contains(l.as_str())).collect();
+    assert!(ok, "missing {missing:?} in\n{text}");
+}
+
+/// Workers export one family per measure labeled `queue`: running and pending gauges
+/// while a task blocks, a retry waiting in `scheduled`, the dead-letter count after a
+/// permanent failure, outcome counters, and durations in seconds; two queues are two
+/// series of each family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_export_labeled_families_and_gauges() {
+    let metrics = cortex_metrics::Metrics::new();
+    let t0 = std::time::Instant::now();
+    let mut ca = config("metrics-a");
+    ca.concurrency = 1;
+    ca.stats_interval = Duration::from_millis(50);
+    let mut cb = config("metrics-b");
+    cb.stats_interval = Duration::from_millis(50);
+    cb.max_attempts = 2;
+    // The retry waits (at least half an hour) for as long as the test looks at it.
+    cb.retry_backoff = Duration::from_secs(3600);
+    let (qa, qb) = (connect(ca).await, connect(cb).await);
+    let (a, b) = (qa.config().name.clone(), qb.config().name.clone());
+
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut reg = Registry::new();
+    let g = gate.clone();
+    reg.register("block", move |_: u64| {
+        let g = g.clone();
+        async move {
+            g.acquire().await.map(|p| p.forget())?;
+            Ok::<_, BoxError>(0u64)
+        }
+    })
+    .register("inc", |n: u64| async move { Ok::<_, BoxError>(n + 1) })
+    .register("flaky", |_: u64| async move {
+        Err::<u64, BoxError>("down".into())
+    });
+    let wa = Worker::new(qa.clone(), reg.clone())
+        .metrics(&metrics)
+        .spawn();
+    let wb = Worker::new(qb.clone(), reg).metrics(&metrics).spawn();
+
+    // One task blocks the single slot of `a`, another waits behind it.
+    let blocked = [
+        qa.enqueue("block", &1u64).await.unwrap(),
+        qa.enqueue("block", &2u64).await.unwrap(),
+    ];
+    qb.enqueue("inc", &1u64).await.unwrap();
+    let permanent = qb.enqueue("inc", &"not a number").await.unwrap();
+    qb.enqueue("flaky", &1u64).await.unwrap();
+    assert_eq!(
+        qb.wait(permanent, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .status,
+        TaskStatus::Failed
+    );
+    exposes(
+        &metrics,
+        &[
+            line("cortex_durable_running", &a, "1"),
+            line("cortex_durable_pending", &a, "2"),
+            line("cortex_durable_dead_letters", &a, "0"),
+            line("cortex_durable_scheduled", &a, "0"),
+            line("cortex_durable_dead_letters", &b, "1"),
+            line("cortex_durable_scheduled", &b, "1"),
+            // The retrying task is accepted and not finished.
+            line("cortex_durable_pending", &b, "1"),
+            line("cortex_durable_running", &b, "0"),
+            line("cortex_durable_completed_total", &b, "1"),
+            line("cortex_durable_failed_total", &b, "1"),
+            line("cortex_durable_dead_total", &b, "1"),
+            line("cortex_durable_retried_total", &b, "1"),
+        ],
+    )
+    .await;
+
+    gate.add_permits(2);
+    for id in blocked {
+        let info = qa.wait(id, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(info.status, TaskStatus::Completed);
+    }
+    exposes(
+        &metrics,
+        &[
+            line("cortex_durable_running", &a, "0"),
+            line("cortex_durable_pending", &a, "0"),
+            line("cortex_durable_completed_total", &a, "2"),
+            line("cortex_durable_wait_seconds_count", &a, "2"),
+            line("cortex_durable_run_seconds_count", &a, "2"),
+            line("cortex_durable_dead_total", &a, "0"),
+        ],
+    )
+    .await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let text = metrics.prometheus();
+    for family in [
+        "# TYPE cortex_durable_wait_seconds histogram\n",
+        "# TYPE cortex_durable_run_seconds histogram\n",
+        "# TYPE cortex_durable_completed_total counter\n",
+        "# TYPE cortex_durable_failed_total counter\n",
+        "# TYPE cortex_durable_retried_total counter\n",
+        "# TYPE cortex_durable_dead_total counter\n",
+        "# TYPE cortex_durable_dead_trimmed_total counter\n",
+        "# TYPE cortex_durable_pending gauge\n",
+        "# TYPE cortex_durable_scheduled gauge\n",
+        "# TYPE cortex_durable_dead_letters gauge\n",
+        "# TYPE cortex_durable_running gauge\n",
+    ] {
+        assert_eq!(text.matches(family).count(), 1, "{family}{text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "cortex_durable_run_seconds_bucket{{queue=\"{a}\",le=\"+Inf\"}} 2\n"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("tasks_durable"), "{text}");
+    // Seconds, not nanoseconds or milliseconds: the two runs of `a`, one after the
+    // other, took no longer than the whole test.
+    let sum: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cortex_durable_run_seconds_sum{{queue=\"{a}\"}} ")))
+        .expect("run sum of a")
+        .parse()
+        .unwrap();
+    assert!(
+        sum > 0.0 && sum <= elapsed,
+        "{sum} s of runs in {elapsed} s"
+    );
+
+    // The retry waiting in its backoff is aborted by the shutdown and handed back: it
+    // leaves `scheduled`.
+    let report = wb.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(report.aborted.len(), 1, "{report:?}");
+    assert!(wa.shutdown(Duration::from_secs(5)).await.aborted.is_empty());
+    let text = metrics.prometheus();
+    assert!(
+        text.contains(&line("cortex_durable_scheduled", &b, "0")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&line("cortex_durable_running", &a, "0")),
+        "{text}"
+    );
+    qa.purge().await.unwrap();
+    qb.purge().await.unwrap();
 }

@@ -538,8 +538,8 @@ async fn finished_records_expire_by_count_and_age() {
     assert_eq!(queue.stats().completed, 50);
 }
 
-/// Series are named by the queue and go to the registry the queue was given, not the
-/// global one.
+/// Series are labeled with the queue's name and go to the registry the queue was given,
+/// not the global one.
 #[tokio::test]
 async fn a_queue_records_into_the_registry_it_was_given() {
     let metrics = cortex_metrics::Metrics::new();
@@ -550,14 +550,166 @@ async fn a_queue_records_into_the_registry_it_was_given() {
         .unwrap();
     handle.await.unwrap();
     assert!(queue.wait_idle(Duration::from_secs(5)).await);
-    assert_eq!(metrics.counter("tasks.given_registry.completed").total(), 1);
-    assert_eq!(
-        cortex_metrics::global()
-            .counter("tasks.given_registry.completed")
-            .total(),
-        0
-    );
+    let labels = [("queue", "given_registry")];
+    let completed =
+        |m: &cortex_metrics::Metrics| m.counter_with("tasks.completed", &labels).unwrap().total();
+    assert_eq!(completed(&metrics), 1);
+    assert_eq!(completed(cortex_metrics::global()), 0);
     assert_eq!(queue.stats().completed, 1);
+}
+
+/// The exposed line of `family` for the queue `queue`, e.g. `cortex_tasks_depth{queue="q"} 2`.
+fn line(family: &str, queue: &str, value: &str) -> String {
+    format!("{family}{{queue=\"{queue}\"}} {value}\n")
+}
+
+/// A unique queue name, so tests in one registry (or the global one) never share series.
+fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "q-{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One family per measure, the queue a label: depth and running gauges read live while
+/// a task blocks, outcomes as `_total` counters, durations in seconds, and two queues
+/// are two series of one family, never two families.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_export_labeled_families_gauges_and_seconds() {
+    let metrics = cortex_metrics::Metrics::new();
+    let (a, b) = (unique("a"), unique("b"));
+    let t0 = std::time::Instant::now();
+    let qa = TaskQueue::with_metrics(config(&a, 1, 10), &metrics).unwrap();
+    let qb = TaskQueue::with_metrics(config(&b, 1, 10), &metrics).unwrap();
+
+    // One task blocks the only worker of `a`; two more wait behind it.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let gate = gate.clone();
+        let h = qa
+            .enqueue("blocked", async move {
+                let _ = gate.acquire().await.map(|p| p.forget());
+                Res::Ok(())
+            })
+            .await
+            .unwrap();
+        handles.push(h);
+    }
+    assert!(
+        settles(|| qa.stats().running == 1).await,
+        "{:?}",
+        qa.stats()
+    );
+    let text = metrics.prometheus();
+    assert!(
+        text.contains(&line("cortex_tasks_depth", &a, "2")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&line("cortex_tasks_running", &a, "1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&line("cortex_tasks_depth", &b, "0")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&line("cortex_tasks_running", &b, "0")),
+        "{text}"
+    );
+
+    gate.add_permits(3);
+    for h in handles {
+        h.await.unwrap();
+    }
+    qb.enqueue("fails", async { Err::<(), _>(std::io::Error::other("no")) })
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    let retried = qb
+        .task("retried")
+        .retry(Retry::exponential(2, Duration::from_millis(1)))
+        .enqueue_with(|| async { Err::<(), _>("again") })
+        .await
+        .unwrap();
+    retried.await.unwrap_err();
+    let parked = qb
+        .enqueue("cancelled", std::future::pending::<Res<()>>())
+        .await
+        .unwrap();
+    qb.cancel(parked.id()).unwrap();
+    parked.await.unwrap_err();
+    assert!(qa.wait_idle(Duration::from_secs(5)).await);
+    assert!(qb.wait_idle(Duration::from_secs(5)).await);
+    let elapsed = t0.elapsed().as_secs_f64();
+
+    let text = metrics.prometheus();
+    for (family, queue, value) in [
+        ("cortex_tasks_depth", &a, "0"),
+        ("cortex_tasks_running", &a, "0"),
+        ("cortex_tasks_completed_total", &a, "3"),
+        ("cortex_tasks_failed_total", &a, "0"),
+        ("cortex_tasks_wait_seconds_count", &a, "3"),
+        ("cortex_tasks_run_seconds_count", &a, "3"),
+        ("cortex_tasks_completed_total", &b, "0"),
+        ("cortex_tasks_failed_total", &b, "2"),
+        ("cortex_tasks_cancelled_total", &b, "1"),
+        ("cortex_tasks_retried_total", &b, "1"),
+        // Two attempts of the retried task, one of the failed one; the cancelled task
+        // never started.
+        ("cortex_tasks_run_seconds_count", &b, "3"),
+    ] {
+        assert!(
+            text.contains(&line(family, queue, value)),
+            "{family} {queue} {value}\n{text}"
+        );
+    }
+    for family in [
+        "# TYPE cortex_tasks_depth gauge\n",
+        "# TYPE cortex_tasks_running gauge\n",
+        "# TYPE cortex_tasks_completed_total counter\n",
+        "# TYPE cortex_tasks_wait_seconds histogram\n",
+        "# TYPE cortex_tasks_run_seconds histogram\n",
+    ] {
+        assert_eq!(text.matches(family).count(), 1, "{family}{text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "cortex_tasks_run_seconds_bucket{{queue=\"{a}\",le=\"+Inf\"}} 3\n"
+        )),
+        "{text}"
+    );
+    // No family carries a queue's name.
+    assert!(
+        !text.contains(&format!("cortex_tasks_{}", a.replace('-', "_"))),
+        "{text}"
+    );
+    // Seconds, not nanoseconds: the three runs of `a` took no longer in total than the
+    // whole test (one worker runs them one after the other).
+    let sum: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cortex_tasks_run_seconds_sum{{queue=\"{a}\"}} ")))
+        .expect("run sum of a")
+        .parse()
+        .unwrap();
+    assert!(
+        sum > 0.0 && sum <= elapsed,
+        "{sum} s of runs in {elapsed} s"
+    );
+
+    // A queue that is gone reads NaN, not its last value.
+    qa.shutdown(Duration::from_secs(5)).await;
+    drop(qa);
+    let gone = line("cortex_tasks_depth", &a, "NaN");
+    assert!(
+        settles(|| metrics.prometheus().contains(&gone)).await,
+        "{}",
+        metrics.prometheus()
+    );
 }
 
 #[test]

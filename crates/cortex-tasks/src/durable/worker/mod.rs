@@ -4,6 +4,7 @@
 //! the public face: [`Worker`], [`WorkerHandle`] and shutdown.
 
 mod finisher;
+mod gauges;
 mod maintenance;
 mod reader;
 mod runner;
@@ -24,6 +25,7 @@ use cortex_support::backoff::random_u64;
 use cortex_support::warn::WarnLimiter;
 
 use self::finisher::finisher;
+use self::gauges::sample_gauges;
 use self::maintenance::maintenance;
 use self::reader::{helper, reader};
 use self::shared::{FINISH_BATCH, FinMsg, Metrics, Shared, Slot, lock};
@@ -34,9 +36,13 @@ use crate::{Result, TaskId};
 /// A worker: reads tasks of one queue and runs them with the handlers of a [`Registry`].
 ///
 /// It records into [`cortex_metrics::global()`] (or the registry given to
-/// [`metrics`](Self::metrics)) as `tasks.durable.<queue name>.*`: `wait` and `run`
-/// histograms (ms), and `completed`, `failed`, `retried`, `dead`, `dead_trimmed`
-/// counters, so two queues in one process keep their series apart.
+/// [`metrics`](Self::metrics)) one family per measure, labeled `queue="<queue name>"`:
+/// the `durable.wait` and `durable.run` histograms (exported in seconds), the
+/// `durable.completed`, `durable.failed`, `durable.retried`, `durable.dead` and
+/// `durable.dead_trimmed` counters, and the gauges `durable.running` (attempts running
+/// on this process's workers), `durable.scheduled` (tasks waiting for a retry on them),
+/// `durable.pending` and `durable.dead_letters` (queue-wide, read from Redis every
+/// [`stats_interval`](super::DurableConfig::stats_interval)).
 pub struct Worker {
     queue: DurableQueue,
     registry: Registry,
@@ -129,12 +135,14 @@ impl Worker {
             tokio::spawn(helper(shared.clone(), stop_reading_rx.clone())),
         ];
         let finisher = tokio::spawn(finisher(shared.clone(), fin_rx));
+        let gauges = tokio::spawn(sample_gauges(shared.clone(), stop_all_rx.clone()));
         let maintenance = tokio::spawn(maintenance(shared.clone(), stop_reading_rx, stop_all_rx));
         WorkerHandle {
             shared,
             readers,
             finisher,
             maintenance,
+            gauges,
             stop_reading,
             stop_all,
         }
@@ -180,6 +188,7 @@ pub struct WorkerHandle {
     readers: Vec<JoinHandle<()>>,
     finisher: JoinHandle<()>,
     maintenance: JoinHandle<()>,
+    gauges: JoinHandle<()>,
     stop_reading: watch::Sender<bool>,
     stop_all: watch::Sender<bool>,
 }
@@ -277,6 +286,8 @@ impl WorkerHandle {
             tracing::warn!(error = %cortex_support::error_chain(&e), "durable tasks: could not release tasks at shutdown; they are reclaimed after the visibility timeout");
         }
         let _ = self.stop_all.send(true);
+        // The sampler's reads touch nothing a later worker needs: no reason to wait.
+        self.gauges.abort();
         let mut maintenance = self.maintenance;
         if tokio::time::timeout(shared.config().op_timeout, &mut maintenance)
             .await

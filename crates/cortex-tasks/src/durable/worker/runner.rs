@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::reader::{Verdict, start};
-use super::shared::{Done, Entry, Live, Outcome, Shared, lock};
+use super::shared::{Done, Entry, Level, Live, Outcome, Shared, lock};
 use crate::durable::redis_util::{bounded, redis_backoff, warn_retrying};
 use crate::durable::registry::{AttemptError, Handler};
 use crate::{Error, TaskId, TraceParent};
@@ -163,6 +163,7 @@ pub(super) async fn run_task(
             outcome = tracing::field::Empty
         );
         let t0 = Instant::now();
+        let running = Level::up(&shared.metrics.running);
         let run = attempt(h, &e.payload, cfg.task_timeout).instrument(span.clone());
         let r = match &traceparent {
             Some(tp) => {
@@ -171,6 +172,7 @@ pub(super) async fn run_task(
             }
             None => run.await,
         };
+        drop(running);
         span.record(
             "outcome",
             match &r {
@@ -189,6 +191,8 @@ pub(super) async fn run_task(
             Err(AttemptError::Retryable(error)) => error,
         };
         shared.metrics.retried.increment();
+        // Counted from the failed attempt until the next one starts (or the task ends).
+        let scheduled = Level::up(&shared.metrics.scheduled);
         mark_retrying(&shared, e.id, &error).await;
         // The entry stays pending (and refreshed) through the backoff, so a crash here
         // loses nothing; the slot is free meanwhile.
@@ -211,6 +215,7 @@ pub(super) async fn run_task(
                 }
             }
         };
+        drop(scheduled);
         match retry_started(verdict, error) {
             Ok(a) => attempts = a,
             Err(outcome) => break outcome,

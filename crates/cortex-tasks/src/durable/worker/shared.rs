@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cortex_metrics::{Counter, Histogram};
+use cortex_metrics::{Counter, Gauge, Histogram};
 use redis::streams::StreamId;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -142,6 +142,8 @@ pub(super) struct Live {
     pub(super) abort: AbortHandle,
 }
 
+/// A worker's series, looked up once: one family per measure, labeled
+/// `queue="<name>"` so queues aggregate and compare (see the crate's "Metrics" section).
 pub(super) struct Metrics {
     pub(super) wait: Arc<Histogram>,
     pub(super) run: Arc<Histogram>,
@@ -150,21 +152,66 @@ pub(super) struct Metrics {
     pub(super) retried: Arc<Counter>,
     pub(super) dead: Arc<Counter>,
     pub(super) dead_trimmed: Arc<Counter>,
+    /// Accepted and not yet finished, queue-wide (sampled from Redis).
+    pub(super) pending: Arc<Gauge>,
+    /// Waiting for a retry's backoff on this process's workers.
+    pub(super) scheduled: Arc<Gauge>,
+    /// Dead letters kept now, queue-wide (sampled from Redis).
+    pub(super) dead_letters: Arc<Gauge>,
+    /// Attempts running now on this process's workers.
+    pub(super) running: Arc<Gauge>,
 }
 
 impl Metrics {
-    /// The series of the queue `queue` in `m`: `tasks.durable.<queue>.*`.
+    /// The series of the queue `queue` in `m`, labeled `queue="<queue>"`. Workers of one
+    /// queue in one process share them: the `running` and `scheduled` gauges add up
+    /// their counts.
     pub(super) fn new(m: &cortex_metrics::Metrics, queue: &str) -> Self {
-        let name = |what: &str| format!("tasks.durable.{queue}.{what}");
+        let labels = [("queue", queue)];
+        // `queue` is a valid label name, so these cannot fail; the unlabeled series is
+        // the fallback that keeps recording if a registry ever refused one.
+        let seconds = |what: &str| {
+            m.histogram_seconds_with(what, &labels)
+                .unwrap_or_else(|_| m.histogram_seconds(what))
+        };
+        let counter = |what: &str| {
+            m.counter_with(what, &labels)
+                .unwrap_or_else(|_| m.counter(what))
+        };
+        let gauge = |what: &str| {
+            m.gauge_with(what, &labels)
+                .unwrap_or_else(|_| m.gauge(what))
+        };
         Self {
-            wait: m.histogram(&name("wait")),
-            run: m.histogram(&name("run")),
-            completed: m.counter(&name("completed")),
-            failed: m.counter(&name("failed")),
-            retried: m.counter(&name("retried")),
-            dead: m.counter(&name("dead")),
-            dead_trimmed: m.counter(&name("dead_trimmed")),
+            wait: seconds("durable.wait"),
+            run: seconds("durable.run"),
+            completed: counter("durable.completed"),
+            failed: counter("durable.failed"),
+            retried: counter("durable.retried"),
+            dead: counter("durable.dead"),
+            dead_trimmed: counter("durable.dead_trimmed"),
+            pending: gauge("durable.pending"),
+            scheduled: gauge("durable.scheduled"),
+            dead_letters: gauge("durable.dead_letters"),
+            running: gauge("durable.running"),
         }
+    }
+}
+
+/// One more on a gauge for as long as it lives: dropped however its scope ends (an
+/// aborted task included), so the gauge never keeps a count that is gone.
+pub(super) struct Level(Arc<Gauge>);
+
+impl Level {
+    pub(super) fn up(gauge: &Arc<Gauge>) -> Self {
+        gauge.inc();
+        Self(Arc::clone(gauge))
+    }
+}
+
+impl Drop for Level {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use cortex_core::Cortex;
 use cortex_core::batch::{BatchFn, Batcher, Loaded};
 use cortex_core::metrics::MetricsLayer;
+use cortex_core::tasks::TraceParent;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -54,7 +55,8 @@ pub struct AppState {
 
 pub type Shared = Arc<AppState>;
 
-/// The whole service. Layers, outermost first: panics become 500, then tracing,
+/// The whole service. Layers, outermost first: panics become 500, then tracing (a
+/// `http.request` span and the W3C trace context, see [`trace_context`]),
 /// metrics per route template, admission (503 + `Retry-After`), the request timeout
 /// (504), and the body limit (413).
 pub fn router(state: Shared) -> Router {
@@ -101,7 +103,21 @@ pub fn router(state: Shared) -> Router {
                 response
             },
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(trace_context))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // The route template, not the path, so spans group like the metrics do.
+            let route = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or("-", |p| p.as_str())
+                .to_owned();
+            tracing::debug_span!(
+                "http.request",
+                method = %req.method(),
+                route,
+                trace_id = tracing::field::Empty
+            )
+        }))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +126,25 @@ pub fn router(state: Shared) -> Router {
             )
             .into_response()
         }))
+}
+
+/// The request's W3C trace context: a child of the caller's `traceparent` header, or a
+/// new trace. The request span records its trace id, the handler runs in its scope (so
+/// a durable task enqueued there, or an MCP call made there, stays in the trace), and
+/// the response's `traceparent` header names it so a caller can find the logs.
+async fn trace_context(req: Request, next: Next) -> Response {
+    let tp = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| TraceParent::parse(v).ok())
+        .map_or_else(TraceParent::generate, |parent| parent.child());
+    tracing::Span::current().record("trace_id", tp.trace_id());
+    let mut response = tp.clone().scope(next.run(req)).await;
+    if let Ok(value) = HeaderValue::from_str(tp.as_str()) {
+        response.headers_mut().insert("traceparent", value);
+    }
+    response
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -188,10 +188,13 @@ pub async fn summarize(
             .iter()
             .filter_map(|c| c.as_text().map(|t| t.text.clone()))
             .collect();
+        metrics::counter!("summaries_total", "source" => "cognition").increment(1);
         return Ok(
             json!({ "conversation_id": conversation, "source": "cognition", "summary": text.join("\n") }),
         );
     }
+    // Through the `metrics` facade, as any crate of the service would record.
+    metrics::counter!("summaries_total", "source" => "local").increment(1);
     Ok(local_summary(conversation, &texts))
 }
 

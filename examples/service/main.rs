@@ -30,6 +30,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use cortex_core::batch::Batcher;
+use cortex_core::metrics::MetricsRecorder;
 use cortex_core::{Cortex, CortexConfig, Database};
 use tracing_subscriber::EnvFilter;
 
@@ -51,10 +52,19 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if settings.log_json {
+        // Span closes carry each span's fields, its busy/idle time and (span list) the
+        // spans around it: a log pipeline can rebuild a request's tree from them.
+        logs.json()
+            .with_span_list(true)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .init();
+    } else {
+        logs.init();
+    }
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = settings.worker_threads {
@@ -103,6 +113,11 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
         builder = builder.durable_worker(jobs::registry(deps.clone()));
     }
     let cortex = builder.build().await?;
+    // What the rest of the process records with `metrics::counter!` and the like (this
+    // service's own counters, any library instrumented with `metrics`) joins /metrics.
+    if let Err(e) = MetricsRecorder::new(cortex.metrics().clone()).install() {
+        tracing::warn!(error = %e, "metrics recorded through the `metrics` crate will not be exported");
+    }
     let repo: Arc<dyn Repo> = match cortex.database() {
         Database::Sqlite(pool) => Arc::new(SqliteRepo::new(pool).await?),
         Database::Postgres(pool) => {

@@ -17,6 +17,7 @@
 //! | `COGNITION_SUMMARY_TOOL` | `summarize` | the cognition service's tool that summarizes |
 //! | `MEMORY_SERVICE_URL` | - | MCP endpoint of the memory service (connected at start, shown in `/ready`) |
 //! | `LOG_LEVEL` | `info` | log filter when `RUST_LOG` is unset |
+//! | `LOG_FORMAT` | `text` | `json`: one JSON object per line, span closes included (with their timings and the spans around them), for a log pipeline |
 //! | `WORKER_THREADS` | cores | runtime worker threads |
 //! | `WEB_CONCURRENCY` | - | read as `WORKER_THREADS` when that is unset (one process serves all) |
 //! | `HTTP_KEEP_ALIVE` | 5 | `0` closes every connection after its response; any other value keeps connections open |
@@ -38,6 +39,8 @@ pub struct Settings {
     pub warm_users: i64,
     pub worker: bool,
     pub log_level: String,
+    /// `LOG_FORMAT=json`: JSON lines with span closes; else human-readable text.
+    pub log_json: bool,
     pub worker_threads: Option<usize>,
     pub keep_alive: bool,
 }
@@ -117,6 +120,7 @@ impl Settings {
             "warm_users": self.warm_users,
             "worker": self.worker,
             "log_level": self.log_level,
+            "log_format": if self.log_json { "json" } else { "text" },
             "worker_threads": self.worker_threads,
             "keep_alive": self.keep_alive,
         })
@@ -136,6 +140,20 @@ impl Settings {
                 expected: "at least 1",
             });
         }
+        let log_json = match var("LOG_FORMAT")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(BadSetting {
+                    var: "LOG_FORMAT",
+                    value: other.to_owned(),
+                    expected: "text or json",
+                });
+            }
+        };
         let body_limit: usize = parse("CORTEX_BODY_LIMIT", "bytes")?.unwrap_or(64 * 1024);
         Ok(Self {
             addr: parse("CORTEX_ADDR", "host:port, e.g. 127.0.0.1:8000")?
@@ -151,6 +169,7 @@ impl Settings {
             warm_users: parse("CORTEX_WARM_USERS", "a count")?.unwrap_or(100),
             worker,
             log_level: var("LOG_LEVEL").unwrap_or_else(|| "info".into()),
+            log_json,
             worker_threads,
             keep_alive: secs("HTTP_KEEP_ALIVE", 5.0)? > Duration::ZERO,
         })

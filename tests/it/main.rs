@@ -10,3 +10,4 @@ mod service_pg;
 mod service_tour;
 mod service_wiring;
 mod services;
+mod trace;

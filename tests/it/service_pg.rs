@@ -88,7 +88,7 @@ impl Drop for PgDb {
 
 /// The environment of one instance of a shared deployment: one database, one Redis
 /// cache namespace, one durable queue.
-struct Stack {
+pub(crate) struct Stack {
     db: PgDb,
     redis: String,
     namespace: String,
@@ -96,7 +96,7 @@ struct Stack {
 }
 
 impl Stack {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let tag = unique("svc");
         Self {
             db: PgDb::create().await,
@@ -106,7 +106,13 @@ impl Stack {
         }
     }
 
-    async fn start(&self, extra: &[(&str, &str)]) -> Service {
+    pub(crate) async fn start(&self, extra: &[(&str, &str)]) -> Service {
+        let (cmd, data) = self.command(extra);
+        Service::spawn(cmd, data).await
+    }
+
+    /// The command that starts an instance, and its data directory.
+    pub(crate) fn command(&self, extra: &[(&str, &str)]) -> (Command, tempfile::TempDir) {
         let data = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(service_bin());
         cmd.env_remove("COGNITION_SERVICE_URL")
@@ -126,7 +132,7 @@ impl Stack {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);
-        Service::spawn(cmd, data).await
+        (cmd, data)
     }
 }
 

@@ -38,12 +38,13 @@ const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 /// # }
 /// ```
 pub struct DbPool<DB: Database> {
-    pool: sqlx::Pool<DB>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<DB>>,
 }
 
-#[derive(Debug)]
-struct Shared {
+/// What clones of the pool and its connections share; the level gauges hold a `Weak`
+/// of it, so they read `NaN` once the last clone and connection are gone.
+struct Shared<DB: Database> {
+    pool: sqlx::Pool<DB>,
     config: DbConfig,
     metrics: PoolMetrics,
     waiting: AtomicUsize,
@@ -52,7 +53,6 @@ struct Shared {
 impl<DB: Database> Clone for DbPool<DB> {
     fn clone(&self) -> Self {
         Self {
-            pool: self.pool.clone(),
             shared: self.shared.clone(),
         }
     }
@@ -230,20 +230,22 @@ impl<DB: Database> DbPool<DB> {
         Ok(Self::wrap(pool, config, metrics))
     }
 
+    /// The pool around a connected sqlx pool, its level gauges registered (only now,
+    /// so a pool that failed to connect never takes over a live pool's series).
     fn wrap(pool: sqlx::Pool<DB>, config: DbConfig, metrics: PoolMetrics) -> Self {
-        Self {
+        let shared = Arc::new(Shared {
             pool,
-            shared: Arc::new(Shared {
-                config,
-                metrics,
-                waiting: AtomicUsize::new(0),
-            }),
-        }
+            config,
+            metrics,
+            waiting: AtomicUsize::new(0),
+        });
+        shared.metrics.register_levels(&shared, Shared::status);
+        Self { shared }
     }
 
     /// The sqlx pool, to run queries on directly (`query.fetch_one(pool.inner())`).
     pub fn inner(&self) -> &sqlx::Pool<DB> {
-        &self.pool
+        &self.shared.pool
     }
 
     /// The config in force.
@@ -264,7 +266,7 @@ impl<DB: Database> DbPool<DB> {
         crate::span::acquire("db", async move {
             let start = Instant::now();
             let waiting = Waiting::enter(&self.shared.waiting);
-            let got = self.pool.acquire().await;
+            let got = self.shared.pool.acquire().await;
             drop(waiting);
             let waited = start.elapsed();
             self.shared.metrics.acquire_wait(waited);
@@ -311,20 +313,28 @@ impl<DB: Database> DbPool<DB> {
     /// What the pool is doing now (a plain serde struct). `waiting` counts callers
     /// inside [`acquire`](Self::acquire).
     pub fn stats(&self) -> PoolStatus {
+        self.shared.status()
+    }
+
+    /// Close every connection; waiters and later acquires get [`Error::Closed`].
+    pub async fn close(&self) {
+        self.shared.pool.close().await;
+    }
+}
+
+impl<DB: Database> Shared<DB> {
+    /// The pool's levels: atomic reads in sqlx, cheap enough for every scrape.
+    fn status(&self) -> PoolStatus {
         let size = self.pool.size() as usize;
+        // Read apart from `size`, so clamped: in use never goes negative.
         let idle = self.pool.num_idle().min(size);
         PoolStatus {
             size,
             idle,
             in_use: size - idle,
-            max: self.shared.config.max_connections() as usize,
-            waiting: self.shared.waiting.load(Relaxed),
+            max: self.config.max_connections() as usize,
+            waiting: self.waiting.load(Relaxed),
         }
-    }
-
-    /// Close every connection; waiters and later acquires get [`Error::Closed`].
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 }
 
@@ -334,7 +344,7 @@ pub struct DbConn<DB: Database> {
     conn: PoolConnection<DB>,
     acquired: Instant,
     at: &'static std::panic::Location<'static>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<DB>>,
 }
 
 impl<DB: Database> std::fmt::Debug for DbConn<DB> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::status::Waiting;
-use crate::{Error, PoolMetrics, Result};
+use crate::{Error, PoolMetrics, PoolStatus, Result};
 
 /// Settings of an admission [`Limiter`].
 ///
@@ -171,17 +171,17 @@ impl Limiter {
     /// As [`new`](Self::new).
     pub fn with_metrics(config: LimiterConfig, metrics: PoolMetrics) -> Result<Self> {
         config.validate()?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                semaphore: Arc::new(Semaphore::new(config.limit)),
-                config,
-                metrics,
-                waiting: AtomicUsize::new(0),
-                peak: AtomicUsize::new(0),
-                admitted: AtomicU64::new(0),
-                rejected: AtomicU64::new(0),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            semaphore: Arc::new(Semaphore::new(config.limit)),
+            config,
+            metrics,
+            waiting: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            admitted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        });
+        inner.metrics.register_levels(&inner, Inner::status);
+        Ok(Self { inner })
     }
 
     /// A slot, waiting at most `max_wait`; released when the [`Admission`] drops.
@@ -237,7 +237,7 @@ impl Limiter {
 
     /// Slots held now.
     pub fn active(&self) -> usize {
-        self.inner.config.limit - self.inner.semaphore.available_permits()
+        self.inner.active()
     }
 
     /// What to tell a rejected client to wait.
@@ -253,6 +253,27 @@ impl Limiter {
             peak_active: self.inner.peak.load(Relaxed),
             admitted: self.inner.admitted.load(Relaxed),
             rejected: self.inner.rejected.load(Relaxed),
+        }
+    }
+}
+
+impl Inner {
+    fn active(&self) -> usize {
+        self.config
+            .limit
+            .saturating_sub(self.semaphore.available_permits())
+    }
+
+    /// The levels the gauges export. A limiter lends slots, not objects: nothing is
+    /// idle, so `size` and `in_use` are both the slots held, and `max` is the limit.
+    fn status(&self) -> PoolStatus {
+        let active = self.active();
+        PoolStatus {
+            size: active,
+            idle: 0,
+            in_use: active,
+            max: self.config.limit,
+            waiting: self.waiting.load(Relaxed),
         }
     }
 }

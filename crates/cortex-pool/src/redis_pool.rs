@@ -32,12 +32,13 @@ use cortex_support::redact::redact_url;
 /// ```
 #[derive(Clone)]
 pub struct RedisPool {
-    pool: bb8::Pool<Manager>,
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+/// What clones of the pool and its connections share; the level gauges hold a `Weak`
+/// of it, so they read `NaN` once the last clone and connection are gone.
 struct Shared {
+    pool: bb8::Pool<Manager>,
     config: RedisConfig,
     client: redis::Client,
     metrics: PoolMetrics,
@@ -224,8 +225,8 @@ impl RedisPool {
                 metrics: metrics.clone(),
             });
         let this = Self {
-            pool,
             shared: Arc::new(Shared {
+                pool,
                 config,
                 client,
                 metrics,
@@ -239,13 +240,13 @@ impl RedisPool {
         let start = Instant::now();
         let first = tokio::time::timeout(
             this.shared.config.pool_timeout,
-            this.pool.dedicated_connection(),
+            this.shared.pool.dedicated_connection(),
         )
         .await;
         match first {
             Ok(Ok(conn)) => {
                 // Refused only when the pool is full, which a new pool is not.
-                let _ = this.pool.add(conn);
+                let _ = this.shared.pool.add(conn);
             }
             Ok(Err(e)) => return Err(Error::Redis(e)),
             Err(_) => {
@@ -255,6 +256,11 @@ impl RedisPool {
                 });
             }
         }
+        // Registered only now, so a pool that failed to connect never takes over a
+        // live pool's series.
+        this.shared
+            .metrics
+            .register_levels(&this.shared, Shared::status);
         Ok(this)
     }
 
@@ -278,7 +284,7 @@ impl RedisPool {
         crate::span::acquire("redis", async move {
             let start = Instant::now();
             let waiting = Waiting::enter(&self.shared.waiting);
-            let got = self.pool.get_owned().await;
+            let got = self.shared.pool.get_owned().await;
             drop(waiting);
             let waited = start.elapsed();
             self.shared.metrics.acquire_wait(waited);
@@ -319,21 +325,12 @@ impl RedisPool {
 
     /// What the pool is doing now (a plain serde struct).
     pub fn stats(&self) -> PoolStatus {
-        let state = self.pool.state();
-        let size = state.connections as usize;
-        let idle = (state.idle_connections as usize).min(size);
-        PoolStatus {
-            size,
-            idle,
-            in_use: size - idle,
-            max: self.shared.config.pool_size as usize,
-            waiting: self.shared.waiting.load(Relaxed),
-        }
+        self.shared.status()
     }
 
     /// Connections closed so far (broken, invalid, too old or idle too long), from bb8.
     pub fn closed_connections(&self) -> u64 {
-        let s = self.pool.state().statistics;
+        let s = self.shared.pool.state().statistics;
         s.connections_closed_broken
             + s.connections_closed_invalid
             + s.connections_closed_max_lifetime
@@ -343,6 +340,23 @@ impl RedisPool {
     /// The config in force.
     pub fn config(&self) -> &RedisConfig {
         &self.shared.config
+    }
+}
+
+impl Shared {
+    /// The pool's levels. bb8 reads them under its internal lock, which it holds only
+    /// for short bookkeeping, so this stays quick enough for every scrape.
+    fn status(&self) -> PoolStatus {
+        let state = self.pool.state();
+        let size = state.connections as usize;
+        let idle = (state.idle_connections as usize).min(size);
+        PoolStatus {
+            size,
+            idle,
+            in_use: size - idle,
+            max: self.config.pool_size as usize,
+            waiting: self.waiting.load(Relaxed),
+        }
     }
 }
 

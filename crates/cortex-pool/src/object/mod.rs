@@ -38,7 +38,7 @@ use self::deadline::{Deadline, bounded};
 use self::shared::{Counters, Outcome, Shared, Slot, WaitList};
 use self::waiter::Waiter;
 use crate::slots::{Slots, Taken};
-use crate::{BoxError, Error, PoolMetrics, PoolStatus, Result};
+use crate::{BoxError, Error, PoolMetrics, Result};
 
 /// A generic async object pool. Cheap to clone: clones share the pool.
 ///
@@ -164,26 +164,28 @@ impl<M: Manager> PoolBuilder<M> {
                 reason: format!("must be between 1 and {MAX_SIZE_LIMIT}"),
             });
         }
-        Ok(Pool {
-            shared: Arc::new(Shared {
-                slots: Slots::new(max),
-                in_use: AtomicUsize::new(0),
-                size: AtomicUsize::new(0),
-                waiting: AtomicUsize::new(0),
-                closed: AtomicBool::new(false),
-                waiters: Mutex::new(WaitList {
-                    queue: VecDeque::new(),
-                    closed: false,
-                    sweeping: false,
-                    sweep_at: None,
-                }),
-                sweeper: tokio::sync::Notify::new(),
-                manager: self.manager,
-                config: self.config,
-                metrics: self.metrics,
-                stats: Counters::default(),
+        let shared = Arc::new(Shared {
+            slots: Slots::new(max),
+            in_use: AtomicUsize::new(0),
+            size: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            waiters: Mutex::new(WaitList {
+                queue: VecDeque::new(),
+                closed: false,
+                sweeping: false,
+                sweep_at: None,
             }),
-        })
+            sweeper: Arc::new(tokio::sync::Notify::new()),
+            manager: self.manager,
+            config: self.config,
+            metrics: self.metrics,
+            stats: Counters::default(),
+        });
+        if let Some(m) = &shared.metrics {
+            m.register_levels(&shared, Shared::status);
+        }
+        Ok(Pool { shared })
     }
 }
 
@@ -253,22 +255,11 @@ impl<M: Manager> Pool<M> {
         )
     }
 
-    fn usage(&self) -> PoolStatus {
-        let s = &*self.shared;
-        PoolStatus {
-            size: s.size.load(Relaxed),
-            idle: s.slots.idle(),
-            in_use: s.in_use.load(Relaxed),
-            max: s.config.max_size,
-            waiting: s.waiting.load(Relaxed),
-        }
-    }
-
     /// Counters since the pool was built, plus current usage.
     pub fn stats(&self) -> ObjectPoolStats {
         let s = &*self.shared;
         let c = &s.stats;
-        let status = self.usage();
+        let status = s.status();
         ObjectPoolStats {
             max_size: status.max,
             size: status.size,

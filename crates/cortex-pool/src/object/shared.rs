@@ -14,7 +14,7 @@ use super::Manager;
 use super::config::ObjectPoolConfig;
 use super::deadline::Deadline;
 use crate::slots::{Slots, Taken};
-use crate::{Error, PoolMetrics};
+use crate::{Error, PoolMetrics, PoolStatus};
 
 /// `repr(C)` keeps the fields every get and return touch together, next to the
 /// `Arc`'s reference count which they touch too.
@@ -28,13 +28,22 @@ pub(super) struct Shared<M: Manager> {
     pub(super) waiting: AtomicUsize,
     pub(super) closed: AtomicBool,
     pub(super) waiters: Mutex<WaitList<M::Object>>,
-    /// Wakes the sweeper when a waiter needs it sooner than planned.
-    pub(super) sweeper: tokio::sync::Notify,
+    /// Wakes the sweeper when a waiter needs it sooner than planned, or the pool is
+    /// dropped. Its own `Arc`, so the sleeping sweeper holds this and a `Weak` of the
+    /// pool, never the pool itself: a dropped pool frees its objects at once.
+    pub(super) sweeper: Arc<tokio::sync::Notify>,
     pub(super) config: ObjectPoolConfig,
     pub(super) metrics: Option<PoolMetrics>,
     pub(super) stats: Counters,
     pub(super) slots: Slots<M::Object>,
     pub(super) manager: M,
+}
+
+impl<M: Manager> Drop for Shared<M> {
+    fn drop(&mut self) {
+        // A sweeper asleep until a far deadline wakes, finds the pool gone and ends.
+        self.sweeper.notify_one();
+    }
 }
 
 #[derive(Default)]
@@ -91,6 +100,17 @@ impl<T> Node<T> {
 }
 
 impl<M: Manager> Shared<M> {
+    /// Current usage, from atomics only: what `stats()` and the level gauges read.
+    pub(super) fn status(&self) -> PoolStatus {
+        PoolStatus {
+            size: self.size.load(Relaxed),
+            idle: self.slots.idle(),
+            in_use: self.in_use.load(Relaxed),
+            max: self.config.max_size,
+            waiting: self.waiting.load(Relaxed),
+        }
+    }
+
     pub(super) fn lock_waiters(&self) -> MutexGuard<'_, WaitList<M::Object>> {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -160,9 +160,11 @@ pub(super) async fn sweep<M: Manager>(pool: std::sync::Weak<Shared<M>>) {
             }
             let Some(next) = next else { return };
             // `notify_one` keeps a permit while the sweeper is not waiting yet, so a
-            // nudge sent before it sleeps is not lost.
-            let shared = Arc::clone(&s);
-            (next, async move { shared.sweeper.notified().await })
+            // nudge sent before it sleeps is not lost. Only the `Notify` is held while
+            // asleep: holding the pool would keep a dropped pool and its objects alive
+            // until the deadline.
+            let sweeper = Arc::clone(&s.sweeper);
+            (next, async move { sweeper.notified().await })
         };
         let _ = tokio::time::timeout_at(next, notified).await;
     }

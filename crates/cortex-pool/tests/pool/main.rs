@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
+#[cfg(feature = "metrics")]
+mod levels;
 mod limiter;
 mod object;
 #[cfg(feature = "postgres")]

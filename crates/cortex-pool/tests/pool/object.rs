@@ -387,3 +387,56 @@ async fn a_shorter_timeout_queued_behind_a_longer_one_still_fires() {
     bounded(long).await.unwrap().unwrap();
     assert_eq!(pool.stats().waiting, 0);
 }
+
+/// Objects that count how many of them are alive.
+struct Live(Arc<AtomicUsize>);
+
+struct Alive(Arc<AtomicUsize>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Manager for Live {
+    type Object = Alive;
+    type Error = std::io::Error;
+
+    async fn create(&self) -> Result<Alive, std::io::Error> {
+        self.0.fetch_add(1, SeqCst);
+        Ok(Alive(self.0.clone()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_dropped_after_a_wait_frees_its_objects_at_once() {
+    bounded(async {
+        let live = Arc::new(AtomicUsize::new(0));
+        let pool = Pool::builder(Live(live.clone()))
+            .max_size(1)
+            .acquire_timeout(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let held = pool.acquire().await.unwrap();
+        // A waiter starts the pool's sweeper, which sleeps until that waiter's (far)
+        // deadline; the waiter is then served, leaving the sweeper asleep.
+        let p = pool.clone();
+        let waiter = tokio::spawn(async move { p.acquire().await.map(drop) });
+        while pool.stats().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        waiter.await.unwrap().unwrap();
+        assert_eq!(live.load(SeqCst), 1, "the object waits idle in the pool");
+        // Dropping the last handle drops the pool and its idle object now, not when
+        // the sleeping sweeper wakes an hour later.
+        drop(pool);
+        assert_eq!(
+            live.load(SeqCst),
+            0,
+            "the dropped pool still holds its object"
+        );
+    })
+    .await;
+}

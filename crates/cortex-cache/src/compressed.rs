@@ -93,23 +93,44 @@ impl<C: Cache> Compressed<C> {
         }
     }
 
-    /// As [`new`](Self::new), also counting into `registry` as `cache.<name>.compressed`,
-    /// `.uncompressed` and `.bytes_saved`.
+    /// As [`new`](Self::new), also counting into `registry` under the label
+    /// `cache="<name>"`: the counters `cache.compressed` (values stored compressed),
+    /// `cache.uncompressed` (stored raw) and `cache.bytes_saved`, exported as
+    /// `cortex_cache_compressed_total{cache="<name>"}` and so on. Hits, misses and the
+    /// level gauges are the wrapped cache's to record: build it `with_metrics` too, under
+    /// the same name if you like, since the families differ.
+    ///
+    /// ```
+    /// use cortex_cache::{Cache, Compressed, CompressionConfig, MemoryConfig, MemoryStore};
+    /// use cortex_metrics::Metrics;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = Metrics::new();
+    /// let store = MemoryStore::with_metrics(MemoryConfig::default(), &registry, "pages")?;
+    /// let pages = Compressed::with_metrics(store, CompressionConfig::default(), &registry, "pages");
+    /// pages.set("home", "<p>hello</p>".repeat(1000).as_bytes(), None).await?;
+    /// let text = registry.prometheus();
+    /// assert!(text.contains("cortex_cache_compressed_total{cache=\"pages\"} 1\n"));
+    /// assert!(text.contains("cortex_cache_sets_total{cache=\"pages\"} 1\n"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_metrics(
         inner: C,
         config: CompressionConfig,
         registry: &Metrics,
         name: &str,
     ) -> Self {
-        let c = |what: &str| registry.counter(&format!("cache.{name}.{what}"));
+        let c = |what: &str| crate::stats::counter(registry, what, name);
         Self {
             inner,
             config,
             stats: Recorder {
                 series: Some(Series {
-                    compressed: c("compressed"),
-                    uncompressed: c("uncompressed"),
-                    bytes_saved: c("bytes_saved"),
+                    compressed: c("cache.compressed"),
+                    uncompressed: c("cache.uncompressed"),
+                    bytes_saved: c("cache.bytes_saved"),
                 }),
                 ..Recorder::default()
             },

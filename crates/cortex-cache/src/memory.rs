@@ -1,5 +1,7 @@
 use std::num::NonZeroUsize;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cortex_metrics::Metrics;
@@ -7,7 +9,7 @@ use cortex_support::{EnvSource, EnvVar, FromEnv};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-use crate::stats::Recorder;
+use crate::stats::{self, Recorder};
 use crate::{Cache, CacheStats, Error, Result};
 
 /// Settings of a [`MemoryStore`].
@@ -154,11 +156,17 @@ impl Entries {
 
     /// Insert or replace `key` (already weighed at `w <= max_bytes`), then evict least
     /// recently used entries until both bounds hold. The new entry is the most recently
-    /// used, so it is never the one evicted.
-    fn put(&mut self, key: String, entry: Entry, w: usize, max_bytes: usize) {
-        // `push` hands back the replaced entry, or the one the count bound evicted.
+    /// used, so it is never the one evicted. Returns how many live entries were evicted
+    /// (expired ones dropped on the way are not evictions).
+    fn put(&mut self, key: String, entry: Entry, w: usize, max_bytes: usize, now: Instant) -> u64 {
+        let mut evicted = 0;
+        // `push` hands back the replaced entry, or the one the count bound evicted: a
+        // key other than the new (most recently used) one.
         if let Some((k, old)) = self.map.push(key, entry) {
             self.bytes -= weight(&k, &old.value);
+            if old.live(now) && self.map.peek_mru().is_some_and(|(new, _)| *new != k) {
+                evicted += 1;
+            }
         }
         self.bytes += w;
         while self.bytes > max_bytes {
@@ -166,13 +174,54 @@ impl Entries {
                 break;
             };
             self.bytes -= weight(&k, &old.value);
+            evicted += u64::from(old.live(now));
         }
+        evicted
     }
 }
 
 impl Entry {
     fn live(&self, now: Instant) -> bool {
         self.expires.is_none_or(|at| now < at)
+    }
+}
+
+/// What the level gauges of a [`MemoryStore`] read: the entry count and weight, stored
+/// whenever the lock is released, so a scrape reads two atomics and never waits for the
+/// store's lock.
+#[derive(Debug, Default)]
+struct Levels {
+    entries: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// The store's lock held; on release, the levels are brought up to date (still under
+/// the lock, so two releases cannot store out of order).
+struct Locked<'a> {
+    guard: MutexGuard<'a, Entries>,
+    levels: Option<&'a Levels>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = Entries;
+
+    fn deref(&self) -> &Entries {
+        &self.guard
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Entries {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(l) = self.levels {
+            l.entries.store(self.guard.map.len(), Relaxed);
+            l.bytes.store(self.guard.bytes, Relaxed);
+        }
     }
 }
 
@@ -200,6 +249,8 @@ pub struct MemoryStore {
     default_ttl: Option<Duration>,
     max_bytes: usize,
     stats: Recorder,
+    /// Kept for the level gauges only when the store was built with a registry.
+    levels: Option<Arc<Levels>>,
 }
 
 impl MemoryStore {
@@ -208,18 +259,54 @@ impl MemoryStore {
     /// # Errors
     /// [`Error::InvalidConfig`] for a bad config.
     pub fn new(config: MemoryConfig) -> Result<Self> {
-        Self::build(config, Recorder::default())
+        Self::build(config, Recorder::default(), None)
     }
 
-    /// As [`new`](Self::new), also counting into `registry` as `cache.<name>.hits` etc.
+    /// As [`new`](Self::new), also recording into `registry` under the label
+    /// `cache="<name>"`: the counters `cache.hits`, `cache.misses`, `cache.sets`,
+    /// `cache.deletes`, `cache.errors` and `cache.evictions`, and the gauges
+    /// `cache.entries` ([`len`](Self::len)) and `cache.size_bytes`
+    /// ([`bytes`](Self::bytes)), read when scraped and `NaN` once the store is dropped.
+    /// They are exported as `cortex_cache_hits_total{cache="<name>"}`,
+    /// `cortex_cache_entries{cache="<name>"}` and so on.
     ///
     /// # Errors
     /// As [`new`](Self::new).
+    ///
+    /// ```
+    /// use cortex_cache::{Cache, MemoryConfig, MemoryStore};
+    /// use cortex_metrics::Metrics;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = Metrics::new();
+    /// let users = MemoryStore::with_metrics(MemoryConfig::default(), &registry, "users")?;
+    /// users.set("ada", b"lovelace", None).await?;
+    /// users.get("ada").await?;
+    /// let text = registry.prometheus();
+    /// assert!(text.contains("cortex_cache_hits_total{cache=\"users\"} 1\n"));
+    /// assert!(text.contains("cortex_cache_entries{cache=\"users\"} 1\n"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_metrics(config: MemoryConfig, registry: &Metrics, name: &str) -> Result<Self> {
-        Self::build(config, Recorder::with_metrics(registry, name))
+        let levels = Arc::new(Levels::default());
+        let store = Self::build(
+            config,
+            Recorder::with_metrics(registry, name, true),
+            Some(levels.clone()),
+        )?;
+        stats::register_levels(
+            registry,
+            name,
+            &levels,
+            |l| l.entries.load(Relaxed) as f64,
+            Some(|l| l.bytes.load(Relaxed) as f64),
+        );
+        Ok(store)
     }
 
-    fn build(config: MemoryConfig, stats: Recorder) -> Result<Self> {
+    fn build(config: MemoryConfig, stats: Recorder, levels: Option<Arc<Levels>>) -> Result<Self> {
         config.validate()?;
         let capacity = NonZeroUsize::new(config.capacity).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
@@ -230,6 +317,7 @@ impl MemoryStore {
             default_ttl: config.default_ttl,
             max_bytes: config.max_bytes,
             stats,
+            levels,
         })
     }
 
@@ -264,10 +352,13 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, Entries> {
+    fn lock(&self) -> Locked<'_> {
         // A panic while holding the lock cannot leave an entry half-written: every
         // critical section is one LruCache call plus integer bookkeeping.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+        Locked {
+            guard: self.entries.lock().unwrap_or_else(PoisonError::into_inner),
+            levels: self.levels.as_deref(),
+        }
     }
 
     /// When an entry written now with `ttl` expires; `None` (never) for no TTL, and for a
@@ -278,7 +369,7 @@ impl MemoryStore {
 
     /// Store `entry` under `key`, or, when it is too heavy for the bound, drop what the
     /// key held.
-    fn put(&self, key: &str, entry: Entry) {
+    fn put(&self, key: &str, entry: Entry, now: Instant) {
         let w = weight(key, &entry.value);
         if w > self.max_bytes {
             self.lock().pop(key);
@@ -291,7 +382,8 @@ impl MemoryStore {
             return;
         }
         let key = key.to_owned();
-        self.lock().put(key, entry, w, self.max_bytes);
+        let evicted = self.lock().put(key, entry, w, self.max_bytes, now);
+        self.stats.evictions(evicted);
     }
 
     fn get_now(&self, key: &str, now: Instant) -> Option<Vec<u8>> {
@@ -327,7 +419,7 @@ impl Cache for MemoryStore {
             value: value.to_vec(),
             expires: self.expiry(ttl, now),
         };
-        self.put(key, entry);
+        self.put(key, entry, now);
         self.stats.sets(1);
         Ok(())
     }
@@ -381,8 +473,17 @@ impl Cache for MemoryStore {
         if w > self.max_bytes {
             // Not cached, as any value too heavy for the bound.
             entries.pop(key);
+            drop(entries);
         } else {
-            entries.put(key.to_owned(), Entry { value, expires }, w, self.max_bytes);
+            let evicted = entries.put(
+                key.to_owned(),
+                Entry { value, expires },
+                w,
+                self.max_bytes,
+                now,
+            );
+            drop(entries);
+            self.stats.evictions(evicted);
         }
         Ok(next)
     }

@@ -101,8 +101,13 @@ impl RedisCache {
         Self::build(pool, config, Recorder::default())
     }
 
-    /// As [`new`](Self::new), also counting into `registry` as `cache.<name>.hits`,
-    /// `.misses`, `.sets`, `.deletes`, `.errors`.
+    /// As [`new`](Self::new), also counting into `registry` under the label
+    /// `cache="<name>"`: the counters `cache.hits`, `cache.misses`, `cache.sets`,
+    /// `cache.deletes` and `cache.errors`, exported as
+    /// `cortex_cache_hits_total{cache="<name>"}` and so on. It registers no
+    /// `cache.entries` or `cache.size_bytes` gauge: the entry count of a namespace is
+    /// known only from a scan of the server, too slow for a scrape, and Redis evicts on
+    /// its own (no `cache.evictions` either).
     ///
     /// # Errors
     /// As [`new`](Self::new).
@@ -112,7 +117,7 @@ impl RedisCache {
         registry: &Metrics,
         name: &str,
     ) -> Result<Self> {
-        Self::build(pool, config, Recorder::with_metrics(registry, name))
+        Self::build(pool, config, Recorder::with_metrics(registry, name, false))
     }
 
     fn build(pool: RedisPool, config: RedisCacheConfig, stats: Recorder) -> Result<Self> {
@@ -525,10 +530,11 @@ impl RedisCacheBuilder {
         self
     }
 
-    /// Also count into `registry` as `cache.<name>.hits`, `.misses`, `.sets`,
-    /// `.deletes`, `.errors`.
+    /// Also count into `registry`, as [`RedisCache::with_metrics`] does: the counters
+    /// `cache.hits`, `cache.misses`, `cache.sets`, `cache.deletes` and `cache.errors`
+    /// labeled `cache="<name>"` (no level gauges).
     pub fn metrics(mut self, registry: &Metrics, name: &str) -> Self {
-        self.stats = Recorder::with_metrics(registry, name);
+        self.stats = Recorder::with_metrics(registry, name, false);
         self
     }
 

@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use cortex_metrics::{Counter, Metrics};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,12 @@ pub struct CacheStats {
     pub deletes: u64,
     /// Backend errors, whether returned or degraded.
     pub errors: u64,
+    /// Live entries dropped to make room under a bound (a [`MemoryStore`]'s entry or
+    /// byte bound); always 0 for a store that does not evict by itself, such as Redis.
+    ///
+    /// [`MemoryStore`]: crate::MemoryStore
+    #[serde(default)]
+    pub evictions: u64,
     /// What compression did, for a [`Compressed`](crate::Compressed) cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<CompressionStats>,
@@ -52,6 +58,49 @@ pub struct CompressionStats {
     pub ratio: f64,
 }
 
+/// The label key of every cache series: `cache="<name>"`.
+pub(crate) const LABEL: &str = "cache";
+
+/// The counter `what` of the cache `name` in `registry`: the series `{cache="<name>"}`
+/// of the family `what`.
+pub(crate) fn counter(registry: &Metrics, what: &str, name: &str) -> Arc<Counter> {
+    // `cache` is a valid label name, so this cannot fail; the unlabeled series of the
+    // same family is the fallback that keeps counting if a registry ever refused it.
+    registry
+        .counter_with(what, &[(LABEL, name)])
+        .unwrap_or_else(|_| registry.counter(what))
+}
+
+/// Register the level gauges `cache.entries` and (when `bytes` reads something)
+/// `cache.size_bytes` of the cache `name`, read from `levels` at scrape time. The
+/// registry keeps only a [`Weak`], so the gauges read `NaN` once the cache (the owner of
+/// `levels`) is dropped; a new cache of the same name takes the series over.
+pub(crate) fn register_levels<T: Send + Sync + 'static>(
+    registry: &Metrics,
+    name: &str,
+    levels: &Arc<T>,
+    entries: fn(&T) -> f64,
+    bytes: Option<fn(&T) -> f64>,
+) {
+    let gauges = [
+        ("cache.entries", Some(entries)),
+        ("cache.size_bytes", bytes),
+    ];
+    for (what, read) in gauges {
+        let Some(read) = read else { continue };
+        let weak: Weak<T> = Arc::downgrade(levels);
+        let gauge = move || weak.upgrade().map_or(f64::NAN, |l| read(&l));
+        // As for the counters: cannot fail for `cache`, the unlabeled series is the
+        // fallback.
+        if registry
+            .gauge_fn(what, &[(LABEL, name)], gauge.clone())
+            .is_err()
+        {
+            let _ = registry.gauge_fn(what, &[], gauge);
+        }
+    }
+}
+
 /// Counters of one cache: per-thread sharded (two cores counting hits do not fight over
 /// a cache line), and the very counters of a cortex-metrics registry when one is given,
 /// so each event is counted once.
@@ -62,6 +111,7 @@ pub(crate) struct Recorder {
     sets: Arc<Counter>,
     deletes: Arc<Counter>,
     errors: Arc<Counter>,
+    evictions: Arc<Counter>,
 }
 
 impl Default for Recorder {
@@ -73,21 +123,29 @@ impl Default for Recorder {
             sets: c(),
             deletes: c(),
             errors: c(),
+            evictions: c(),
         }
     }
 }
 
 impl Recorder {
-    /// Record into `registry` as `cache.<name>.hits`, `.misses`, `.sets`, `.deletes`,
-    /// `.errors`.
-    pub(crate) fn with_metrics(registry: &Metrics, name: &str) -> Self {
-        let c = |what: &str| registry.counter(&format!("cache.{name}.{what}"));
+    /// Record into `registry` as the series `{cache="<name>"}` of the families
+    /// `cache.hits`, `cache.misses`, `cache.sets`, `cache.deletes`, `cache.errors` and,
+    /// when `evicts`, `cache.evictions` (a store that never evicts exports no eviction
+    /// series that would read 0 forever).
+    pub(crate) fn with_metrics(registry: &Metrics, name: &str, evicts: bool) -> Self {
+        let c = |what: &str| counter(registry, what, name);
         Self {
-            hits: c("hits"),
-            misses: c("misses"),
-            sets: c("sets"),
-            deletes: c("deletes"),
-            errors: c("errors"),
+            hits: c("cache.hits"),
+            misses: c("cache.misses"),
+            sets: c("cache.sets"),
+            deletes: c("cache.deletes"),
+            errors: c("cache.errors"),
+            evictions: if evicts {
+                c("cache.evictions")
+            } else {
+                Arc::new(Counter::new())
+            },
         }
     }
 
@@ -112,6 +170,12 @@ impl Recorder {
         self.deletes.add(n);
     }
 
+    pub(crate) fn evictions(&self, n: u64) {
+        if n > 0 {
+            self.evictions.add(n);
+        }
+    }
+
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn error(&self) {
         self.errors.increment();
@@ -124,6 +188,7 @@ impl Recorder {
             sets: self.sets.total(),
             deletes: self.deletes.total(),
             errors: self.errors.total(),
+            evictions: self.evictions.total(),
             compression: None,
         }
     }

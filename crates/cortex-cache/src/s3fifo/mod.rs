@@ -3,6 +3,8 @@
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ mod shard;
 
 pub use self::config::S3FifoConfig;
 use self::shard::{Lookup, Shard};
+use crate::stats;
 use crate::{Error, Result};
 
 /// Smallest shard the automatic shard count allows: below this the small/main split of
@@ -77,10 +80,60 @@ pub struct S3FifoCache<K, V> {
     hits: Counter,
     misses: Counter,
     metrics: Option<MetricsHook>,
+    /// Entries per shard for the level gauges, only when built with a registry.
+    levels: Option<Arc<Levels>>,
+}
+
+/// What the level gauges of an [`S3FifoCache`] read: each shard's entry count, stored
+/// when its write lock is released (only writes change it), so a scrape reads atomics
+/// and never waits for a shard lock. Not generic, so the registry can keep it without
+/// the key and value types being `Send + Sync + 'static`.
+#[derive(Debug)]
+struct Levels {
+    /// One slot per shard, each on its own cache lines as the shards are.
+    entries: Box<[Padded<AtomicUsize>]>,
+    /// [`Shard::ENTRY_BYTES`] of the cache's key and value types.
+    entry_bytes: usize,
+}
+
+impl Levels {
+    fn entries(&self) -> usize {
+        self.entries.iter().map(|e| e.0.load(Relaxed)).sum()
+    }
+}
+
+/// A shard's write lock held; on release, the shard's entry count is stored into the
+/// levels (still under the lock, so two releases cannot store out of order).
+struct ShardWrite<'a, K, V> {
+    guard: RwLockWriteGuard<'a, Shard<K, V>>,
+    level: Option<&'a AtomicUsize>,
+}
+
+impl<K, V> Deref for ShardWrite<'_, K, V> {
+    type Target = Shard<K, V>;
+
+    fn deref(&self) -> &Shard<K, V> {
+        &self.guard
+    }
+}
+
+impl<K, V> DerefMut for ShardWrite<'_, K, V> {
+    fn deref_mut(&mut self) -> &mut Shard<K, V> {
+        &mut self.guard
+    }
+}
+
+impl<K, V> Drop for ShardWrite<'_, K, V> {
+    fn drop(&mut self) {
+        if let Some(level) = self.level {
+            level.store(self.guard.len(), Relaxed);
+        }
+    }
 }
 
 /// Keeps each shard lock on its own cache lines so two threads on two shards do not
 /// contend.
+#[derive(Debug)]
 #[repr(align(128))]
 struct Padded<T>(T);
 
@@ -200,9 +253,31 @@ impl<K: Hash + Eq, V> S3FifoCacheBuilder<K, V> {
         self
     }
 
-    /// Mirror hits, misses and evictions into `metrics` as counters
-    /// `cache.<name>.hits`, `cache.<name>.misses` and `cache.<name>.evictions`.
-    /// Default: not recorded.
+    /// Record into `metrics` under the label `cache="<name>"`: hits, misses and
+    /// evictions as the counters `cache.hits`, `cache.misses` and `cache.evictions`, and
+    /// the gauges `cache.entries` ([`S3FifoCache::len`]) and `cache.size_bytes` (entries
+    /// times the bytes one takes in the cache's own structures: key, value and
+    /// bookkeeping held inline; what keys and values own on the heap, such as a
+    /// `String`'s text or an `Arc`'s target, is not seen). Exported as
+    /// `cortex_cache_hits_total{cache="<name>"}`, `cortex_cache_entries{cache="<name>"}`
+    /// and so on; the gauges are read when scraped and read `NaN` once the cache is
+    /// dropped. Default: not recorded.
+    ///
+    /// ```
+    /// use cortex_cache::S3FifoCache;
+    /// use cortex_metrics::Metrics;
+    ///
+    /// let registry = Metrics::new();
+    /// let users = S3FifoCache::builder().capacity(100).metrics(&registry, "users").build()?;
+    /// users.insert(1u64, 10u64);
+    /// users.get(&1);
+    /// let text = registry.prometheus();
+    /// assert!(text.contains("cortex_cache_hits_total{cache=\"users\"} 1\n"));
+    /// assert!(text.contains("cortex_cache_entries{cache=\"users\"} 1\n"));
+    /// drop(users);
+    /// assert!(registry.prometheus().contains("cortex_cache_entries{cache=\"users\"} NaN\n"));
+    /// # Ok::<(), cortex_cache::Error>(())
+    /// ```
     pub fn metrics(mut self, metrics: &Metrics, name: &str) -> Self {
         self.metrics = Some((metrics.clone(), name.to_owned()));
         self
@@ -245,10 +320,27 @@ impl<K: Hash + Eq, V> S3FifoCacheBuilder<K, V> {
         let shards: Box<[_]> = (0..shards)
             .map(|i| Padded(RwLock::new(Shard::new(base + usize::from(i < extra)))))
             .collect();
-        let metrics = self.metrics.map(|(m, name)| MetricsHook {
-            hits: m.counter(&format!("cache.{name}.hits")),
-            misses: m.counter(&format!("cache.{name}.misses")),
-            evictions: m.counter(&format!("cache.{name}.evictions")),
+        let mut levels = None;
+        let metrics = self.metrics.map(|(m, name)| {
+            let shard_levels = Arc::new(Levels {
+                entries: (0..shards.len())
+                    .map(|_| Padded(AtomicUsize::new(0)))
+                    .collect(),
+                entry_bytes: Shard::<K, V>::ENTRY_BYTES,
+            });
+            stats::register_levels(
+                &m,
+                &name,
+                &shard_levels,
+                |l| l.entries() as f64,
+                Some(|l| (l.entries() * l.entry_bytes) as f64),
+            );
+            levels = Some(shard_levels);
+            MetricsHook {
+                hits: stats::counter(&m, "cache.hits", &name),
+                misses: stats::counter(&m, "cache.misses", &name),
+                evictions: stats::counter(&m, "cache.evictions", &name),
+            }
         });
         tracing::debug!(capacity, shards = shards.len(), "built in-memory cache");
         Ok(S3FifoCache {
@@ -260,6 +352,7 @@ impl<K: Hash + Eq, V> S3FifoCacheBuilder<K, V> {
             hits: Counter::new(),
             misses: Counter::new(),
             metrics,
+            levels,
         })
     }
 }
@@ -294,16 +387,31 @@ impl<K: Hash + Eq, V: Clone> S3FifoCache<K, V> {
         h.finish()
     }
 
-    /// The shard of `hash`, from bits 32.. so that neither the table's bucket bits (low)
-    /// nor its tag bits (top 7) are constant within a shard.
+    /// The shard index of `hash`, from bits 32.. so that neither the table's bucket bits
+    /// (low) nor its tag bits (top 7) are constant within a shard.
     #[inline]
-    fn lock(&self, hash: u64) -> &RwLock<Shard<K, V>> {
-        &self.shards[(hash >> 32) as usize & self.mask].0
+    fn index(&self, hash: u64) -> usize {
+        (hash >> 32) as usize & self.mask
     }
 
     #[inline]
-    fn shard(&self, hash: u64) -> RwLockWriteGuard<'_, Shard<K, V>> {
-        write(self.lock(hash))
+    fn lock(&self, hash: u64) -> &RwLock<Shard<K, V>> {
+        &self.shards[self.index(hash)].0
+    }
+
+    /// The write lock of shard `i`; every change to a shard goes through it, so the
+    /// level gauges follow every change.
+    #[inline]
+    fn write_shard(&self, i: usize) -> ShardWrite<'_, K, V> {
+        ShardWrite {
+            guard: write(&self.shards[i].0),
+            level: self.levels.as_ref().map(|l| &l.entries[i].0),
+        }
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> ShardWrite<'_, K, V> {
+        self.write_shard(self.index(hash))
     }
 
     #[inline]
@@ -332,7 +440,7 @@ impl<K: Hash + Eq, V: Clone> S3FifoCache<K, V> {
             Lookup::Miss => None,
             Lookup::Expired => {
                 drop(shard);
-                write(lock).expire(hash, key);
+                self.shard(hash).expire(hash, key);
                 None
             }
         }
@@ -431,8 +539,8 @@ impl<K: Hash + Eq, V: Clone> S3FifoCache<K, V> {
 
     /// Drop every entry; counters keep counting.
     pub fn clear(&self) {
-        for s in &self.shards {
-            write(&s.0).clear();
+        for i in 0..self.shards.len() {
+            self.write_shard(i).clear();
         }
     }
 

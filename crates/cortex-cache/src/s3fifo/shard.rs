@@ -175,6 +175,19 @@ pub(crate) struct Shard<K, V> {
     pub(crate) counts: Counts,
 }
 
+impl<K, V> Shard<K, V> {
+    /// Bytes one held entry takes in the shard's own structures: its slab slot (key,
+    /// value, hash, links and frequency, inline) and its index-table slot (a `u32` and a
+    /// control byte). What a key or value owns on the heap (a `String`'s text, an
+    /// `Arc`'s target) is not seen.
+    pub(crate) const ENTRY_BYTES: usize = size_of::<Entry<K, V>>() + size_of::<u32>() + 1;
+
+    /// Entries held, expired ones not yet removed included.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
 impl<K: Eq, V> Shard<K, V> {
     /// A shard holding at most `capacity` (>= 1, < `u32::MAX`) entries.
     pub(crate) fn new(capacity: usize) -> Self {
@@ -188,10 +201,6 @@ impl<K: Eq, V> Shard<K, V> {
             small_capacity: (capacity * 3 / 100).max(1),
             counts: Counts::default(),
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
     }
 
     #[cfg(test)]

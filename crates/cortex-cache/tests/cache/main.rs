@@ -10,6 +10,7 @@ mod cached_calls;
 mod gated;
 mod memory;
 mod memory_bytes;
+mod metrics;
 #[cfg(feature = "redis")]
 mod shared_store;
 mod spans;

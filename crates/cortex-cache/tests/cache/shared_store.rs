@@ -200,7 +200,19 @@ async fn compression_stores_smaller_and_reads_back() {
     let c = cache.stats().compression.unwrap();
     assert_eq!((c.items, c.compressed, c.uncompressed), (2, 1, 1));
     assert!(c.bytes_saved > 8_000 && c.ratio < 0.25, "{c:?}");
-    assert_eq!(registry.counter("cache.pages.compressed").total(), 1);
+    for line in [
+        r#"cortex_cache_compressed_total{cache="pages"} 1"#,
+        r#"cortex_cache_uncompressed_total{cache="pages"} 1"#,
+    ] {
+        crate::metrics::assert_line(&registry, line);
+    }
+    let saved = registry
+        .counter_with("cache.bytes_saved", &[("cache", "pages")])
+        .unwrap()
+        .total();
+    assert!(saved > 8_000, "{saved}");
+    // The wrapper has no level gauges: it cannot count what the wrapped cache holds.
+    assert!(!registry.prometheus().contains("cortex_cache_entries"));
     cache.clear().await.unwrap();
 }
 
@@ -289,13 +301,47 @@ async fn stats_reach_the_metrics_registry() {
             ..
         })
     ));
+    let other = RedisCache::with_metrics(
+        pool_at(&redis_url(), Duration::from_secs(5)).await,
+        RedisCacheConfig {
+            namespace: namespace(),
+            ..RedisCacheConfig::default()
+        },
+        &registry,
+        "profiles",
+    )
+    .unwrap();
     cache.set("k", b"v", None).await.unwrap();
     cache.get("k").await.unwrap();
     cache.get("nope").await.unwrap();
-    assert_eq!(registry.counter("cache.sessions.hits").total(), 1);
-    assert_eq!(registry.counter("cache.sessions.misses").total(), 1);
-    assert_eq!(registry.counter("cache.sessions.sets").total(), 1);
+    assert!(cache.delete("k").await.unwrap());
+    other.get("k").await.unwrap();
+    for line in [
+        r#"cortex_cache_hits_total{cache="sessions"} 1"#,
+        r#"cortex_cache_misses_total{cache="sessions"} 1"#,
+        r#"cortex_cache_sets_total{cache="sessions"} 1"#,
+        r#"cortex_cache_deletes_total{cache="sessions"} 1"#,
+        r#"cortex_cache_errors_total{cache="sessions"} 0"#,
+        r#"cortex_cache_misses_total{cache="profiles"} 1"#,
+        r#"cortex_cache_hits_total{cache="profiles"} 0"#,
+    ] {
+        crate::metrics::assert_line(&registry, line);
+    }
+    assert_eq!(
+        crate::metrics::count_lines(&registry, "# TYPE cortex_cache_misses_total counter"),
+        1
+    );
+    // Redis knows its entry count and evictions, the client does not without a scan:
+    // no gauges, no eviction series.
+    let text = registry.prometheus();
+    assert!(
+        !text.contains("cortex_cache_entries")
+            && !text.contains("cortex_cache_size_bytes")
+            && !text.contains("cortex_cache_evictions"),
+        "{text}"
+    );
     cache.clear().await.unwrap();
+    other.clear().await.unwrap();
 }
 
 /// A private `redis-server`, killed when dropped so a failing test never leaks it.

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod keyspace;
+mod operator;
 mod prometheus;
 mod service;
 mod service_openapi;

@@ -12,7 +12,7 @@ use tokio::process::Command;
 use crate::service::Service;
 
 /// A binary of Debian's `prometheus` package, which `scripts/services.sh` installs.
-fn tool(name: &str, env: &str) -> PathBuf {
+pub(crate) fn tool(name: &str, env: &str) -> PathBuf {
     let path = std::env::var_os(env)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin").join(name));

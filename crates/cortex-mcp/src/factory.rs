@@ -85,7 +85,8 @@ impl McpClientFactory {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Record into this registry instead of the global one.
+    /// Record into this registry instead of the global one: every client's series,
+    /// labeled `service="<name>"` (listed at [`McpClientBuilder::metrics`](crate::McpClientBuilder::metrics)).
     pub fn metrics(mut self, metrics: &Metrics) -> Self {
         self.metrics = Some(metrics.clone());
         self

@@ -429,6 +429,7 @@ impl Inner {
     ) {
         let elapsed = started.elapsed();
         op.record(elapsed, outcome.is_ok());
+        self.m.call.record_duration(elapsed);
         if let Err(e) = outcome {
             if e.is_tool_error() {
                 self.m.tool_errors.increment();

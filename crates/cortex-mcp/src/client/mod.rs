@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cortex_cache::S3FifoCache;
-use cortex_metrics::{Counter, Metrics, Operation};
+use cortex_metrics::{Counter, Histogram, Metrics, Operation};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ReadResourceRequestParams, ReadResourceResult, Tool,
 };
@@ -22,7 +22,7 @@ use crate::breaker::Breaker;
 use crate::hints::ToolHints;
 use crate::session::{Connector, Pool, StdioEnv};
 use crate::stats::{Health, McpStats};
-use crate::{Endpoint, Error, McpClientConfig, Result, key};
+use crate::{CircuitState, Endpoint, Error, McpClientConfig, Result, key};
 
 mod cache;
 mod call;
@@ -34,12 +34,19 @@ use self::cache::{Cached, Lookup};
 use self::call::{Request, Response};
 pub use self::options::CallOptions;
 
-/// Handles into cortex-metrics, made once so a call formats no names.
+/// The label key naming the service in every `mcp.*` family.
+const LABEL: &str = "service";
+
+/// Handles into cortex-metrics, made once so a call formats no names. One family per
+/// measure, this client's series labeled `service="<name>"` (see
+/// [`McpClientBuilder::metrics`] for the list).
 #[derive(Debug)]
 struct Instruments {
     call_tool: Arc<Operation>,
     read_resource: Arc<Operation>,
     list_tools: Arc<Operation>,
+    /// Latency of each public call that went to the service, retries included.
+    call: Arc<Histogram>,
     requests: Arc<Counter>,
     errors: Arc<Counter>,
     tool_errors: Arc<Counter>,
@@ -54,22 +61,63 @@ struct Instruments {
 
 impl Instruments {
     fn new(metrics: &Metrics, service: &str) -> Self {
-        let counter = |what: &str| metrics.counter(&format!("mcp.{service}.{what}"));
+        let labels = [(LABEL, service)];
+        // `service` is a valid label name, so these cannot fail; the unlabeled series
+        // is the fallback that keeps recording if a registry ever refused one.
+        let counter = |what: &str| {
+            metrics
+                .counter_with(what, &labels)
+                .unwrap_or_else(|_| metrics.counter(what))
+        };
         Self {
             call_tool: metrics.operation_in("mcp", &format!("{service}.call_tool")),
             read_resource: metrics.operation_in("mcp", &format!("{service}.read_resource")),
             list_tools: metrics.operation_in("mcp", &format!("{service}.list_tools")),
-            requests: counter("requests"),
-            errors: counter("errors"),
-            tool_errors: counter("tool_errors"),
-            timeouts: counter("timeouts"),
-            retries: counter("retries"),
-            hedges: counter("hedges"),
-            reconnects: counter("reconnects"),
-            circuit_opened: counter("circuit_opened"),
-            cache_hits: counter("cache_hits"),
-            cache_misses: counter("cache_misses"),
+            call: metrics
+                .histogram_seconds_with("mcp.call", &labels)
+                .unwrap_or_else(|_| metrics.histogram_seconds("mcp.call")),
+            requests: counter("mcp.requests"),
+            errors: counter("mcp.errors"),
+            tool_errors: counter("mcp.tool_errors"),
+            timeouts: counter("mcp.timeouts"),
+            retries: counter("mcp.retries"),
+            hedges: counter("mcp.hedges"),
+            reconnects: counter("mcp.reconnects"),
+            circuit_opened: counter("mcp.circuit_opened"),
+            cache_hits: counter("mcp.cache_hits"),
+            cache_misses: counter("mcp.cache_misses"),
         }
+    }
+}
+
+/// The value of the `mcp.breaker_state` gauge for `state`: 0 closed, 1 half-open,
+/// 2 open, so "above 0" means "not plainly closed" and the worst state is the highest.
+fn breaker_gauge(state: CircuitState) -> f64 {
+    match state {
+        CircuitState::Closed => 0.0,
+        CircuitState::HalfOpen => 1.0,
+        CircuitState::Open => 2.0,
+    }
+}
+
+/// Register the scrape-time gauges `mcp.breaker_state` and `mcp.up` of `inner`'s
+/// service. They hold a `Weak`, so the registry keeps no client alive, and read NaN
+/// once the client is dropped. Both read a mutex held only for a few instructions (the
+/// breaker's, while it is open) and atomics: quick, and nothing waits on I/O.
+fn register_gauges(metrics: &Metrics, inner: &Arc<Inner>) {
+    let labels = [(LABEL, &*inner.service)];
+    let weak = Arc::downgrade(inner);
+    let state = metrics.gauge_fn("mcp.breaker_state", &labels, move || {
+        weak.upgrade()
+            .map_or(f64::NAN, |i| breaker_gauge(i.breaker.state()))
+    });
+    let weak = Arc::downgrade(inner);
+    let up = metrics.gauge_fn("mcp.up", &labels, move || {
+        weak.upgrade()
+            .map_or(f64::NAN, |i| if i.health().healthy { 1.0 } else { 0.0 })
+    });
+    if let Err(e) = state.and(up) {
+        tracing::warn!(service = %inner.service, error = %e, "MCP gauges not registered");
     }
 }
 
@@ -104,8 +152,9 @@ struct Inner {
 /// in the background with backoff, a killed stdio child is started again, and after
 /// `breaker_failures` consecutive failed attempts the circuit opens and calls fail at
 /// once until a probe succeeds. Cacheable calls are answered from an in-memory
-/// [`S3FifoCache`] of cortex-cache; latency, errors, retries and cache hits are recorded
-/// into cortex-metrics as `mcp.<service>.*`.
+/// [`S3FifoCache`] of cortex-cache; latency, errors, retries, cache hits, the breaker's
+/// state and health are recorded into cortex-metrics as `mcp.*` families labeled
+/// `service="<name>"` (see [`McpClientBuilder::metrics`]).
 ///
 /// Cloning is cheap and shares everything. Dropping the last clone stops the
 /// background tasks and closes the sessions; [`close`](Self::close) does so gracefully.
@@ -187,6 +236,32 @@ impl McpClientBuilder {
     }
 
     /// Record into this registry instead of [`cortex_metrics::global`].
+    ///
+    /// One family per measure; this client's series carry the label
+    /// `service="<name>"`:
+    ///
+    /// | registry name | exposed as | what |
+    /// |---|---|---|
+    /// | `mcp.call` | `cortex_mcp_call_seconds{service}` (histogram) | latency of each call that went to the service, retries and backoff included |
+    /// | `mcp.requests` | `cortex_mcp_requests_total{service}` | calls that went to the service (cache hits excluded) |
+    /// | `mcp.errors` | `cortex_mcp_errors_total{service}` | of those, the failed ones, tool errors included |
+    /// | `mcp.tool_errors` | `cortex_mcp_tool_errors_total{service}` | failed calls whose tool reported the error |
+    /// | `mcp.timeouts` | `cortex_mcp_timeouts_total{service}` | attempts that timed out |
+    /// | `mcp.retries` | `cortex_mcp_retries_total{service}` | retries made |
+    /// | `mcp.hedges` | `cortex_mcp_hedges_total{service}` | hedged second copies sent |
+    /// | `mcp.reconnects` | `cortex_mcp_reconnects_total{service}` | sessions rebuilt after breaking |
+    /// | `mcp.circuit_opened` | `cortex_mcp_circuit_opened_total{service}` | times the circuit opened |
+    /// | `mcp.cache_hits` | `cortex_mcp_cache_hits_total{service}` | cacheable calls answered from the cache |
+    /// | `mcp.cache_misses` | `cortex_mcp_cache_misses_total{service}` | cacheable calls that went to the service |
+    /// | `mcp.breaker_state` | `cortex_mcp_breaker_state{service}` (gauge) | 0 closed, 1 half-open, 2 open |
+    /// | `mcp.up` | `cortex_mcp_up{service}` (gauge) | 1 when [`McpClient::health`] says healthy, else 0 |
+    ///
+    /// The gauges are read at scrape time and read NaN once the client is dropped.
+    /// Clients of one service name in one registry share their series (the gauges
+    /// report the one built last); [`McpClientFactory`](crate::McpClientFactory) makes
+    /// one client per name. Each call is also recorded as the operation
+    /// `<service>.call_tool` (`.read_resource`, `.list_tools`) in category `mcp` of
+    /// the registry's snapshot.
     pub fn metrics(mut self, metrics: &Metrics) -> Self {
         self.metrics = Some(metrics.clone());
         self
@@ -311,6 +386,9 @@ impl McpClientBuilder {
         if let Some(session) = session {
             inner.learn_tools_on(&session).await;
         }
+        // Only a client that exists reports a level: a failed build leaves no gauge
+        // behind (nor replaces the one of a client of this name that does exist).
+        register_gauges(&metrics, &inner);
         Ok(client)
     }
 }
@@ -505,16 +583,7 @@ impl McpClient {
 
     /// Whether calls can go through now: a session is up and the circuit is not open.
     pub fn health(&self) -> Health {
-        let inner = &self.inner;
-        let sessions = inner.pool.connected();
-        let circuit = inner.breaker.state();
-        Health {
-            healthy: !inner.closed.load(Ordering::Acquire)
-                && sessions > 0
-                && circuit != crate::CircuitState::Open,
-            sessions_connected: sessions,
-            circuit,
-        }
+        self.inner.health()
     }
 
     /// Shorthand for `health().healthy`.
@@ -523,8 +592,8 @@ impl McpClient {
     }
 
     /// Counters and state of this client. The counters live in the metrics registry
-    /// under `mcp.<service>.*`, so two clients of one service name in one registry
-    /// share them ([`McpClientFactory`](crate::McpClientFactory) makes one per name).
+    /// as the `mcp.*` series labeled `service="<name>"`, so two clients of one service
+    /// name in one registry share them ([`McpClientFactory`](crate::McpClientFactory) makes one per name).
     pub fn stats(&self) -> McpStats {
         let inner = &self.inner;
         let m = &inner.m;
@@ -584,6 +653,21 @@ impl McpClient {
     }
 }
 
+impl Inner {
+    /// See [`McpClient::health`]; also what the `mcp.up` gauge reports.
+    fn health(&self) -> Health {
+        let sessions = self.pool.connected();
+        let circuit = self.breaker.state();
+        Health {
+            healthy: !self.closed.load(Ordering::Acquire)
+                && sessions > 0
+                && circuit != CircuitState::Open,
+            sessions_connected: sessions,
+            circuit,
+        }
+    }
+}
+
 /// A request `_meta` carrying `traceparent`, or none.
 fn trace_meta(
     traceparent: Option<&cortex_support::trace::TraceParent>,
@@ -593,4 +677,20 @@ fn trace_meta(
         meta.set_traceparent(tp.as_str());
         meta
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_gauge_is_0_closed_1_half_open_2_open() {
+        let encoded = [
+            CircuitState::Closed,
+            CircuitState::HalfOpen,
+            CircuitState::Open,
+        ]
+        .map(breaker_gauge);
+        assert_eq!(encoded, [0.0, 1.0, 2.0]);
+    }
 }

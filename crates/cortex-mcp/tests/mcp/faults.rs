@@ -507,6 +507,17 @@ async fn the_factory_makes_one_client_per_service_from_the_environment() {
         .await
         .unwrap();
     assert_eq!(b.stats().requests_total, 1, "one shared client");
+    assert_eq!(
+        exposed(
+            &metrics,
+            "cortex_mcp_requests_total{service=\"memory-service\"}"
+        ),
+        "1"
+    );
+    assert_eq!(
+        exposed(&metrics, "cortex_mcp_up{service=\"memory-service\"}"),
+        "1"
+    );
     assert_eq!(factory.clients().await.len(), 1);
 
     let both = factory
@@ -592,16 +603,103 @@ async fn calls_are_recorded_into_metrics_and_stats() {
         (200, 1)
     );
     assert_eq!(op("test.list_tools").total.count, 1);
-    let counter = |name: &str| {
-        snapshot
-            .counters
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("counter {name}"))
-            .total
+
+    // One family per measure, the service a label; latency in seconds.
+    let text = metrics.prometheus();
+    for line in [
+        "# TYPE cortex_mcp_requests_total counter\n",
+        "cortex_mcp_requests_total{service=\"test\"} 202\n",
+        "cortex_mcp_errors_total{service=\"test\"} 1\n",
+        "cortex_mcp_tool_errors_total{service=\"test\"} 1\n",
+        "cortex_mcp_cache_hits_total{service=\"test\"} 0\n",
+        "# TYPE cortex_mcp_call_seconds histogram\n",
+        "cortex_mcp_call_seconds_bucket{service=\"test\",le=\"+Inf\"} 202\n",
+        "cortex_mcp_call_seconds_count{service=\"test\"} 202\n",
+        "# TYPE cortex_mcp_breaker_state gauge\n",
+        "cortex_mcp_breaker_state{service=\"test\"} 0\n",
+        "# TYPE cortex_mcp_up gauge\n",
+        "cortex_mcp_up{service=\"test\"} 1\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("cortex_mcp_test_"),
+        "the service is in a family name:\n{text}"
+    );
+    let service = [("service", "test")];
+    assert_eq!(
+        metrics
+            .counter_with("mcp.requests", &service)
+            .unwrap()
+            .total(),
+        202
+    );
+}
+
+/// The value of the exposed series `series` (e.g. `cortex_mcp_up{service="test"}`) in
+/// `metrics`' Prometheus text, as written there.
+pub(crate) fn exposed(metrics: &Metrics, series: &str) -> String {
+    let text = metrics.prometheus();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_gauge_goes_from_closed_to_open_and_up_to_zero() {
+    let server = TestServer::start().await.unwrap();
+    let metrics = Metrics::new();
+    let config = McpClientConfig {
+        breaker_failures: 2,
+        // Long enough that the circuit is still open, not half-open, when scraped.
+        breaker_cooldown: Duration::from_secs(600),
+        ..quick()
     };
-    assert_eq!(counter("mcp.test.requests"), 202);
-    assert_eq!(counter("mcp.test.tool_errors"), 1);
+    let client = client_in(&server, config, &metrics).await;
+    let state = "cortex_mcp_breaker_state{service=\"test\"}";
+    let up = "cortex_mcp_up{service=\"test\"}";
+    client
+        .call_tool("echo", json!({ "message": "x" }))
+        .await
+        .unwrap();
+    assert_eq!(
+        (exposed(&metrics, state), exposed(&metrics, up)),
+        ("0".to_owned(), "1".to_owned())
+    );
+
+    server.kill();
+    // Calls fail on the dead server until the failures open the circuit.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match client.call_tool("echo", json!({ "message": "x" })).await {
+                Err(Error::CircuitOpen { .. }) => break,
+                Err(e) => assert!(e.is_retryable(), "{e}"),
+                Ok(r) => panic!("an answer from a killed server: {r:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the circuit opens");
+    assert_eq!(client.health().circuit, CircuitState::Open);
+    assert_eq!(
+        (exposed(&metrics, state), exposed(&metrics, up)),
+        ("2".to_owned(), "0".to_owned())
+    );
+    assert_eq!(
+        exposed(
+            &metrics,
+            "cortex_mcp_circuit_opened_total{service=\"test\"}"
+        ),
+        "1"
+    );
+
+    // Gone: the gauges say so rather than repeat a stale level (the background tasks
+    // let go of the client as they stop).
+    drop(client);
+    eventually("the gauges read NaN", Duration::from_secs(10), || {
+        exposed(&metrics, state) == "NaN" && exposed(&metrics, up) == "NaN"
+    })
+    .await;
 }
 
 /// Collects what the fmt subscriber writes.

@@ -330,6 +330,68 @@ async fn a_second_read_is_a_cache_hit() {
     client.close(Duration::from_secs(5)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_are_two_series_of_one_family() {
+    let server = HttpServer::start().await;
+    let metrics = cortex_metrics::Metrics::new();
+    let client = |service: &'static str| {
+        McpClient::builder(service, Endpoint::http(&server.url))
+            .config(config())
+            .metrics(&metrics)
+            .build()
+    };
+    let (search, memory) = (
+        client("search").await.unwrap(),
+        client("memory").await.unwrap(),
+    );
+    for i in 0..3 {
+        search
+            .call_tool("echo", json!({ "message": format!("q{i}") }))
+            .await
+            .unwrap();
+    }
+    memory.read_resource(RESOURCE).await.unwrap();
+    memory.read_resource(RESOURCE).await.unwrap(); // from the cache
+
+    let text = metrics.prometheus();
+    for family in [
+        "# TYPE cortex_mcp_requests_total counter\n",
+        "# TYPE cortex_mcp_call_seconds histogram\n",
+        "# TYPE cortex_mcp_cache_hits_total counter\n",
+        "# TYPE cortex_mcp_breaker_state gauge\n",
+        "# TYPE cortex_mcp_up gauge\n",
+    ] {
+        assert_eq!(text.matches(family).count(), 1, "{family:?} in\n{text}");
+    }
+    for line in [
+        "cortex_mcp_requests_total{service=\"memory\"} 1\n",
+        "cortex_mcp_requests_total{service=\"search\"} 3\n",
+        "cortex_mcp_call_seconds_count{service=\"memory\"} 1\n",
+        "cortex_mcp_call_seconds_count{service=\"search\"} 3\n",
+        "cortex_mcp_cache_hits_total{service=\"memory\"} 1\n",
+        "cortex_mcp_cache_hits_total{service=\"search\"} 0\n",
+        "cortex_mcp_breaker_state{service=\"memory\"} 0\n",
+        "cortex_mcp_breaker_state{service=\"search\"} 0\n",
+        "cortex_mcp_up{service=\"memory\"} 1\n",
+        "cortex_mcp_up{service=\"search\"} 1\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+
+    // A closed client takes no calls: down, while the other stays up.
+    memory.close(Duration::from_secs(5)).await;
+    let text = metrics.prometheus();
+    assert!(
+        text.contains("cortex_mcp_up{service=\"memory\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cortex_mcp_up{service=\"search\"} 1\n"),
+        "{text}"
+    );
+    search.close(Duration::from_secs(5)).await;
+}
+
 /// The `mcp-call` example, built by `cargo build --examples` next to this test binary.
 pub(crate) fn mcp_call_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

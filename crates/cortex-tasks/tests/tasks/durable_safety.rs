@@ -794,3 +794,99 @@ async fn huge_settings_are_refused_not_panicked_on() {
         }
     }
 }
+
+/// The queue-wide gauges survive Redis going away: a failed read keeps their last
+/// values (not zero, not a stale reset), the worker goes on running what it holds, and
+/// sampling resumes once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_gauge_sample_keeps_the_last_values_and_the_worker_running() {
+    let (server, dir) = private_redis("gauges-down").await;
+    let port = server.url().rsplit(':').next().unwrap().parse().unwrap();
+    let mut cfg = config("gauges-down");
+    cfg.concurrency = 1;
+    cfg.stats_interval = Duration::from_millis(50);
+    cfg.op_timeout = Duration::from_millis(300);
+    let q = DurableQueue::connect(&server.url(), cfg)
+        .await
+        .expect("connect");
+    let name = q.config().name.clone();
+    let gate = Arc::new(Semaphore::new(0));
+    let mut reg = Registry::new();
+    let g = gate.clone();
+    reg.register("block", move |_: u64| {
+        let g = g.clone();
+        async move {
+            g.acquire().await.map(|p| p.forget())?;
+            Ok::<_, BoxError>(0u64)
+        }
+    });
+    let metrics = cortex_metrics::Metrics::new();
+    let worker = Worker::new(q.clone(), reg).metrics(&metrics).spawn();
+    let ids = [
+        q.enqueue("block", &1u64).await.expect("enqueue"),
+        q.enqueue("block", &2u64).await.expect("enqueue"),
+    ];
+    let gauge = |family: &str, value: &str| format!("{family}{{queue=\"{name}\"}} {value}\n");
+    let shows = |want: Vec<String>| {
+        let metrics = metrics.clone();
+        async move {
+            eventually(Duration::from_secs(20), || async {
+                let text = metrics.prometheus();
+                want.iter().all(|l| text.contains(l.as_str()))
+            })
+            .await
+        }
+    };
+    assert!(
+        shows(vec![
+            gauge("cortex_durable_pending", "2"),
+            gauge("cortex_durable_running", "1"),
+        ])
+        .await,
+        "{}",
+        metrics.prometheus()
+    );
+
+    // Redis goes away: every read of the sampler fails for many intervals.
+    let mut server = server;
+    server.child.kill().await.expect("kill redis-server");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let text = metrics.prometheus();
+    assert!(
+        text.contains(&gauge("cortex_durable_pending", "2")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&gauge("cortex_durable_dead_letters", "0")),
+        "{text}"
+    );
+    // The worker still runs what it holds: the blocked task finishes (its outcome
+    // waits for Redis).
+    gate.add_permits(2);
+    assert!(
+        shows(vec![gauge("cortex_durable_running", "0")]).await,
+        "{}",
+        metrics.prometheus()
+    );
+
+    // Redis is back (its data persisted): the outcomes are recorded, the second task
+    // runs, and the sampler reads the empty queue.
+    let server = super::durable::PrivateRedis::start(port, dir.clone()).await;
+    for id in ids {
+        let info = q.wait(id, Duration::from_secs(30)).await.expect("status");
+        assert_eq!(info.status, TaskStatus::Completed, "{info:?}");
+    }
+    assert!(
+        shows(vec![
+            gauge("cortex_durable_pending", "0"),
+            gauge("cortex_durable_running", "0"),
+        ])
+        .await,
+        "{}",
+        metrics.prometheus()
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+    q.purge().await.expect("purge");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}

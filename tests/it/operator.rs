@@ -9,6 +9,7 @@
 //! fails here instead of leaving an empty panel or an alert that can never fire.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -216,8 +217,9 @@ fn missing(
         .collect()
 }
 
-/// Every family the dashboard and the rules query, with the panels and alerts using it.
-fn families_of_dashboard_and_rules() -> BTreeMap<String, BTreeSet<String>> {
+/// Every query of the dashboard and the rules, with where it is (`panel "..."`,
+/// `variable "..."`, `alert ...`).
+fn queries_of_dashboard_and_rules() -> Vec<(String, String)> {
     let dashboard: Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
     let rules = read(RULES);
     let names = alert_names(&rules);
@@ -229,19 +231,142 @@ fn families_of_dashboard_and_rules() -> BTreeMap<String, BTreeSet<String>> {
     );
     let panel_queries = dashboard_exprs(&dashboard)
         .into_iter()
-        .map(|(panel, expr)| (format!("panel {panel:?}"), expr))
-        .collect::<Vec<_>>();
+        .map(|(panel, expr)| (format!("panel {panel:?}"), expr));
     let rule_queries = names
         .iter()
-        .zip(&exprs)
-        .map(|(name, expr)| (format!("alert {name}"), expr.clone()))
-        .collect::<Vec<_>>();
-    families_used(
-        panel_queries
+        .zip(exprs)
+        .map(|(name, expr)| (format!("alert {name}"), expr));
+    panel_queries.chain(rule_queries).collect()
+}
+
+/// Every family the dashboard and the rules query, with the panels and alerts using it.
+fn families_of_dashboard_and_rules() -> BTreeMap<String, BTreeSet<String>> {
+    let queries = queries_of_dashboard_and_rules();
+    families_used(queries.iter().map(|(p, e)| (p.clone(), e.as_str())))
+}
+
+/// The label names of each family of an exposition (a histogram's under its family
+/// name too).
+fn exposed_labels(exposition: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in exposition.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .unwrap_or(line.len());
+        let name = &line[..name_end];
+        let keys = if line[name_end..].starts_with('{') {
+            matcher_keys(&line[name_end..]).0
+        } else {
+            BTreeSet::new()
+        };
+        for n in [name, family(name)] {
+            labels.entry(n.to_owned()).or_default().extend(keys.clone());
+        }
+    }
+    labels
+}
+
+/// The keys of a `{k="v", k2=~"v2"}` label set or selector at the start of `text`, and
+/// the bytes it takes. Values are skipped with their escapes, so a quoted `}` or `,`
+/// does not end it.
+fn matcher_keys(text: &str) -> (BTreeSet<String>, usize) {
+    let b = text.as_bytes();
+    let mut keys = BTreeSet::new();
+    let mut i = 1; // past '{'
+    let skip_spaces = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_spaces(&mut i);
+        if i >= b.len() || b[i] == b'}' {
+            return (keys, i + 1);
+        }
+        let start = i;
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+            i += 1;
+        }
+        keys.insert(text[start..i].to_owned());
+        while i < b.len() && b[i] != b'"' {
+            i += 1;
+        }
+        i += 1; // past the opening quote
+        while i < b.len() && b[i] != b'"' {
+            i += if b[i] == b'\\' { 2 } else { 1 };
+        }
+        i += 1; // past the closing quote
+        skip_spaces(&mut i);
+        if i < b.len() && b[i] == b',' {
+            i += 1;
+        }
+    }
+}
+
+/// The label names a PromQL text refers to: in `by (...)` and `on (...)` lists and in
+/// selector matchers, outside quoted strings.
+fn labels_referenced(expr: &str) -> BTreeSet<String> {
+    let b = expr.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut labels = BTreeSet::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'{' => {
+                let (keys, len) = matcher_keys(&expr[i..]);
+                labels.extend(keys);
+                i += len;
+            }
+            _ if (i == 0 || !word(b[i - 1]))
+                && (expr[i..].starts_with("by") || expr[i..].starts_with("on"))
+                && expr[i + 2..].trim_start().starts_with('(') =>
+            {
+                let open = i + 2 + expr[i + 2..].find('(').unwrap();
+                let close = open + expr[open..].find(')').unwrap();
+                labels.extend(
+                    expr[open + 1..close]
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned),
+                );
+                i = close + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    labels
+}
+
+/// Labels a query groups, joins or filters on that none of its families carry (the
+/// labels Prometheus adds, `job` and `instance`, and the bucket bound `le` aside): such
+/// a panel shows one unnamed series, such a rule never matches.
+fn unknown_labels(queries: &[(String, String)], exposition: &str) -> Vec<String> {
+    let exposed = exposed_labels(exposition);
+    let mut problems = vec![];
+    for (place, expr) in queries {
+        let carried: BTreeSet<&String> = metric_names(expr)
             .iter()
-            .chain(&rule_queries)
-            .map(|(place, expr)| (place.clone(), expr.as_str())),
-    )
+            .filter_map(|n| exposed.get(n.as_str()).or_else(|| exposed.get(family(n))))
+            .flatten()
+            .collect();
+        for label in labels_referenced(expr) {
+            if !["job", "instance", "le"].contains(&label.as_str()) && !carried.contains(&label) {
+                problems.push(format!("{place}: label {label:?} in {expr}"));
+            }
+        }
+    }
+    problems
 }
 
 #[tokio::test]
@@ -280,6 +405,39 @@ async fn the_alert_rules_pass_their_unit_tests_and_each_has_a_firing_and_a_quiet
         assert!(firing.contains(&name), "no test where {name} fires");
         assert!(quiet.contains(&name), "no test where {name} must not fire");
     }
+}
+
+#[tokio::test]
+async fn promtool_parses_every_query_of_the_dashboard() {
+    // Each panel query as a recording rule, its variables given values, so promtool's
+    // PromQL parser reads every one of them.
+    let dashboard: Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut count = 0;
+    for (panel, expr) in dashboard_exprs(&dashboard) {
+        if expr.starts_with("label_values(") || expr == "prometheus" {
+            continue; // template variable queries: Grafana's, not PromQL
+        }
+        let expr = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$job", ".*")
+            .replace("$instance", ".*");
+        count += 1;
+        let _ = write!(
+            rules,
+            "      - record: dashboard:query_{count}\n        # {panel}\n        expr: {}\n",
+            serde_json::to_string(&expr).unwrap()
+        );
+    }
+    assert!(count >= 40, "{count} panel queries");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-queries.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let said = promtool(&["check", "rules", file.to_str().unwrap()]).await;
+    assert!(
+        said.contains(&format!("SUCCESS: {count} rules found")),
+        "{said}\n{rules}"
+    );
 }
 
 #[test]
@@ -384,6 +542,21 @@ fn the_name_check_finds_a_family_the_exposition_lacks() {
         metric_names("sum by (pool) (cortex_pool_size{job=~\"$job\"})"),
         BTreeSet::from(["cortex_pool_size".to_owned()])
     );
+    // Labels: grouping, joins and matchers, not label values nor functions.
+    assert_eq!(
+        labels_referenced(
+            "sum by (le, pool) (rate(x{job=~\"$job\", status=~\"5.., {on} (by)\"}[1m])) / on (pool) y"
+        ),
+        BTreeSet::from(["job", "le", "pool", "status"].map(str::to_owned))
+    );
+    let wrong = [(
+        "p".to_owned(),
+        "sum by (cache) (cortex_pool_in_use) + sum by (pool) (cortex_pool_in_use)".to_owned(),
+    )];
+    assert_eq!(
+        unknown_labels(&wrong, exposition),
+        [format!("p: label \"cache\" in {}", wrong[0].1)]
+    );
     // The rule extraction reads inline and block exprs.
     let rules = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n        for: 1m\n      - alert: B\n        expr: |\n          sum(\n            cortex_x_total)\n          > 1\n        labels:\n          severity: warning\n";
     assert_eq!(alert_names(rules), ["A", "B"]);
@@ -481,8 +654,17 @@ async fn every_series_of_the_dashboard_and_the_rules_is_exposed_by_the_service()
         report.join("\n  ")
     );
 
-    // The check is not vacuous: a made-up family is reported against this very
-    // exposition.
+    // Every label a query groups, joins or filters on is one its families carry.
+    let queries = queries_of_dashboard_and_rules();
+    let problems = unknown_labels(&queries, &exposition);
+    assert!(
+        problems.is_empty(),
+        "labels the service's series do not carry:\n  {}",
+        problems.join("\n  ")
+    );
+
+    // The checks are not vacuous: a made-up family, and a label no family carries, are
+    // reported against this very exposition.
     let mut with_bad = used.clone();
     with_bad.insert(
         "cortex_nope_total".to_owned(),
@@ -490,5 +672,10 @@ async fn every_series_of_the_dashboard_and_the_rules_is_exposed_by_the_service()
     );
     let bad = missing(&with_bad, &exposition);
     assert_eq!(bad.keys().collect::<Vec<_>>(), ["cortex_nope_total"]);
+    let wrong = [(
+        "a made-up panel".to_owned(),
+        "sum by (name) (rate(cortex_cache_hits_total[1m]))".to_owned(),
+    )];
+    assert_eq!(unknown_labels(&wrong, &exposition).len(), 1);
     s.assert_alive().await;
 }

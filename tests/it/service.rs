@@ -928,12 +928,16 @@ async fn no_environment_makes_a_token_and_prints_it_once() {
     s.assert_alive().await;
 }
 
-fn counter(perf: &Value, name: &str) -> u64 {
-    perf["counters"]
+/// The value of the series `name` labeled `cache=<cache>` in `/metrics/performance`.
+fn cache_counter(perf: &Value, name: &str, cache: &str) -> u64 {
+    perf["series"]
         .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
-        .and_then(|c| c["total"].as_u64())
-        .unwrap_or(0)
+        .and_then(|ss| {
+            ss.iter()
+                .find(|s| s["name"] == name && s["labels"] == json!([["cache", cache]]))
+        })
+        .and_then(|s| s["value"].as_f64())
+        .map_or(0, |v| v as u64)
 }
 
 #[tokio::test]
@@ -956,14 +960,16 @@ async fn a_restart_warms_the_cache_of_active_users() {
 
     // Same data, new process: its first read of the workspace is a cache hit.
     let second = Service::start(&[("CORTEX_DATA_DIR", &dir)]).await;
-    let before = counter(
+    let before = cache_counter(
         &second.get("/metrics/performance").await.body,
-        "cache.local.hits",
+        "cache.hits",
+        "local",
     );
     assert_eq!(second.get(&format!("/workspaces/{wid}")).await.status, 200);
-    let after = counter(
+    let after = cache_counter(
         &second.get("/metrics/performance").await.body,
-        "cache.local.hits",
+        "cache.hits",
+        "local",
     );
     assert_eq!(
         after,

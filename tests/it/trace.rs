@@ -110,6 +110,14 @@ async fn one_trace_runs_from_the_request_through_pool_and_cache_to_a_task_on_ano
         request.is_some_and(|r| r["span"]["route"] == "/conversations/{id}/messages"),
         "A logged no request span for trace {trace_id}"
     );
+    let db = closed(&a_lines, "pool.acquire")
+        .into_iter()
+        .filter(|l| l["span"]["pool"] == "db")
+        .collect::<Vec<_>>();
+    assert!(
+        db.iter().any(|l| under_request(l, trace_id)),
+        "no database pool.acquire span under the request of trace {trace_id}: {db:#?}"
+    );
     for prefix in ["pool.acquire", "cache."] {
         let spans = closed(&a_lines, prefix);
         assert!(

@@ -8,10 +8,24 @@ pub use self::postgres::PostgresRepo;
 pub use self::sqlite::SqliteRepo;
 
 use async_trait::async_trait;
+use cortex_core::pool::{DbConn, DbPool};
 
 use crate::model::*;
 
 pub type DbResult<T> = Result<T, sqlx::Error>;
+
+/// A connection through the pool's own `acquire`, so every query's wait, hold time and
+/// span are recorded (`cortex_pool_acquire_wait_seconds{pool="db"}`), with the pool's
+/// error turned into the sqlx one the repositories answer with.
+pub async fn conn<DB: sqlx::Database>(pool: &DbPool<DB>) -> DbResult<DbConn<DB>> {
+    use cortex_core::pool::Error as E;
+    pool.acquire().await.map_err(|e| match e {
+        E::Database(e) => e,
+        E::Timeout { .. } | E::Saturated { .. } => sqlx::Error::PoolTimedOut,
+        E::Closed => sqlx::Error::PoolClosed,
+        other => sqlx::Error::Io(std::io::Error::other(other)),
+    })
+}
 
 /// A migrator over migrations compiled into the binary (`include_str!`), so the service
 /// migrates its database from wherever it runs, and no database is needed to build it.

@@ -8,7 +8,7 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::{
     ConversationRow, DbResult, MessageRow, PageSpec, Repo, SummaryRow, UserRow, WorkspaceFilter,
-    WorkspaceRow, conversation, embedded_migrator, message, summary, user, workspace,
+    WorkspaceRow, conn, conversation, embedded_migrator, message, summary, user, workspace,
 };
 use crate::model::*;
 
@@ -20,16 +20,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 )];
 
 pub struct PostgresRepo {
-    pool: sqlx::PgPool,
+    pool: DbPool<Postgres>,
 }
 
 impl PostgresRepo {
     /// Run the migrations, then serve from `pool`.
     pub async fn new(pool: &DbPool<Postgres>) -> Result<Self, sqlx::migrate::MigrateError> {
         embedded_migrator(MIGRATIONS).run(pool.inner()).await?;
-        Ok(Self {
-            pool: pool.inner().clone(),
-        })
+        Ok(Self { pool: pool.clone() })
     }
 
     /// Make sure the partitions of this month and the next `ahead` exist; answers how
@@ -37,14 +35,14 @@ impl PostgresRepo {
     pub async fn create_partitions(&self, ahead: i32) -> DbResult<i32> {
         sqlx::query_scalar("SELECT create_message_partitions(current_date, $1)")
             .bind(ahead)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await
     }
 
     /// Refresh the activity view without blocking its readers.
     pub async fn refresh_activity(&self) -> DbResult<()> {
         sqlx::query("REFRESH MATERIALIZED VIEW CONCURRENTLY user_activity")
-            .execute(&self.pool)
+            .execute(&mut **conn(&self.pool).await?)
             .await
             .map(drop)
     }
@@ -105,7 +103,10 @@ impl Repo for PostgresRepo {
     }
 
     async fn ping(&self) -> DbResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
+        sqlx::query("SELECT 1")
+            .execute(&mut **conn(&self.pool).await?)
+            .await
+            .map(drop)
     }
 
     async fn create_user(&self, new: &NewUser, now: i64) -> DbResult<User> {
@@ -119,7 +120,7 @@ impl Repo for PostgresRepo {
             .bind(&new.name)
             .bind(&new.email)
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await?;
         Ok(user(row))
     }
@@ -128,7 +129,7 @@ impl Repo for PostgresRepo {
         let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = ANY($1)");
         let rows: Vec<UserRow> = sqlx::query_as(sql)
             .bind(wanted)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut **conn(&self.pool).await?)
             .await?;
         Ok(rows.into_iter().map(user).collect())
     }
@@ -142,7 +143,7 @@ impl Repo for PostgresRepo {
         let rows: Vec<UserRow> = sqlx::query_as(sql)
             .bind(page.limit)
             .bind(page.offset)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut **conn(&self.pool).await?)
             .await?;
         Ok(rows.into_iter().map(user).collect())
     }
@@ -157,7 +158,7 @@ impl Repo for PostgresRepo {
             .bind(&patch.name)
             .bind(&patch.email)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(user))
     }
@@ -165,7 +166,7 @@ impl Repo for PostgresRepo {
     async fn delete_user(&self, id: i64) -> DbResult<bool> {
         let done = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut **conn(&self.pool).await?)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -173,7 +174,7 @@ impl Repo for PostgresRepo {
     async fn user_exists(&self, id: i64) -> DbResult<bool> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await
     }
 
@@ -183,7 +184,7 @@ impl Repo for PostgresRepo {
              ORDER BY last_message_at DESC, messages DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut **conn(&self.pool).await?)
         .await
     }
 
@@ -203,7 +204,7 @@ impl Repo for PostgresRepo {
             .bind(new.owner_id)
             .bind(new.metadata.to_string())
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await?;
         Ok(workspace(row))
     }
@@ -216,7 +217,7 @@ impl Repo for PostgresRepo {
         );
         let row: Option<WorkspaceRow> = sqlx::query_as(sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(workspace))
     }
@@ -247,7 +248,10 @@ impl Repo for PostgresRepo {
         }
         q.push(" ORDER BY id LIMIT ").push_bind(page.limit);
         q.push(" OFFSET ").push_bind(page.offset);
-        let rows: Vec<(i64, String, i64, i64)> = q.build_query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<(i64, String, i64, i64)> = q
+            .build_query_as()
+            .fetch_all(&mut **conn(&self.pool).await?)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, name, owner_id, updated_at)| WorkspaceItem {
@@ -278,7 +282,7 @@ impl Repo for PostgresRepo {
             .bind(patch.metadata.as_ref().map(ToString::to_string))
             .bind(now)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(workspace))
     }
@@ -286,14 +290,14 @@ impl Repo for PostgresRepo {
     async fn delete_workspace(&self, id: i64) -> DbResult<Option<i64>> {
         sqlx::query_scalar("DELETE FROM workspaces WHERE id = $1 RETURNING owner_id")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await
     }
 
     async fn workspace_owner(&self, id: i64) -> DbResult<Option<i64>> {
         sqlx::query_scalar("SELECT owner_id FROM workspaces WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await
     }
 
@@ -310,7 +314,7 @@ impl Repo for PostgresRepo {
              WHERE w.id = $1 WINDOW ws AS (PARTITION BY w.id) LIMIT 1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut **conn(&self.pool).await?)
         .await?;
         Ok(row.map(summary))
     }
@@ -325,7 +329,7 @@ impl Repo for PostgresRepo {
              WHERE w.owner_id = $1 GROUP BY w.id, w.name ORDER BY w.id"
         ))
         .bind(owner)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut **conn(&self.pool).await?)
         .await?;
         Ok(rows.into_iter().map(summary).collect())
     }
@@ -349,7 +353,7 @@ impl Repo for PostgresRepo {
             .bind(serde_json::to_string(&new.participants).unwrap_or_else(|_| "[]".into()))
             .bind(new.metadata.to_string())
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await?;
         Ok(conversation(row))
     }
@@ -362,7 +366,7 @@ impl Repo for PostgresRepo {
         );
         let row: Option<ConversationRow> = sqlx::query_as(sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(conversation))
     }
@@ -377,7 +381,7 @@ impl Repo for PostgresRepo {
             .bind(ws)
             .bind(page.limit)
             .bind(page.offset)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut **conn(&self.pool).await?)
             .await?;
         Ok(rows.into_iter().map(conversation).collect())
     }
@@ -402,7 +406,7 @@ impl Repo for PostgresRepo {
             .bind(participants)
             .bind(patch.metadata.as_ref().map(ToString::to_string))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(conversation))
     }
@@ -410,7 +414,7 @@ impl Repo for PostgresRepo {
     async fn delete_conversation(&self, id: i64) -> DbResult<Option<i64>> {
         sqlx::query_scalar("DELETE FROM conversations WHERE id = $1 RETURNING workspace_id")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await
     }
 
@@ -420,7 +424,7 @@ impl Repo for PostgresRepo {
              JOIN workspaces w ON w.id = c.workspace_id WHERE c.id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut **conn(&self.pool).await?)
         .await
     }
 
@@ -438,7 +442,7 @@ impl Repo for PostgresRepo {
             .bind(&new.content)
             .bind(new.metadata.to_string())
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await?;
         Ok(message(row))
     }
@@ -451,7 +455,7 @@ impl Repo for PostgresRepo {
         );
         let row: Option<MessageRow> = sqlx::query_as(sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(message))
     }
@@ -472,7 +476,7 @@ impl Repo for PostgresRepo {
                 sqlx::query_as(sql)
                     .bind(conv)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut **conn(&self.pool).await?)
                     .await?
             }
             Some(c) => {
@@ -488,7 +492,7 @@ impl Repo for PostgresRepo {
                     .bind(c.sent_at)
                     .bind(c.id)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut **conn(&self.pool).await?)
                     .await?
             }
         };
@@ -498,7 +502,7 @@ impl Repo for PostgresRepo {
     async fn delete_message(&self, id: i64) -> DbResult<Option<i64>> {
         sqlx::query_scalar("DELETE FROM messages WHERE id = $1 RETURNING conversation_id")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await
     }
 
@@ -508,7 +512,7 @@ impl Repo for PostgresRepo {
         )
         .bind(conv)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut **conn(&self.pool).await?)
         .await
     }
 }

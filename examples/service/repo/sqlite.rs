@@ -7,7 +7,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use super::{
     ConversationRow, DbResult, MessageRow, PageSpec, Repo, SummaryRow, UserRow, WorkspaceFilter,
-    WorkspaceRow, conversation, embedded_migrator, message, summary, user, workspace,
+    WorkspaceRow, conn, conversation, embedded_migrator, message, summary, user, workspace,
 };
 use crate::model::*;
 
@@ -19,16 +19,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 )];
 
 pub struct SqliteRepo {
-    pool: sqlx::SqlitePool,
+    pool: DbPool<Sqlite>,
 }
 
 impl SqliteRepo {
     /// Run the migrations, then serve from `pool`.
     pub async fn new(pool: &DbPool<Sqlite>) -> Result<Self, sqlx::migrate::MigrateError> {
         embedded_migrator(MIGRATIONS).run(pool.inner()).await?;
-        Ok(Self {
-            pool: pool.inner().clone(),
-        })
+        Ok(Self { pool: pool.clone() })
     }
 }
 
@@ -60,7 +58,10 @@ impl Repo for SqliteRepo {
     }
 
     async fn ping(&self) -> DbResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
+        sqlx::query("SELECT 1")
+            .execute(&mut **conn(&self.pool).await?)
+            .await
+            .map(drop)
     }
 
     async fn create_user(&self, new: &NewUser, now: i64) -> DbResult<User> {
@@ -73,7 +74,7 @@ impl Repo for SqliteRepo {
             .bind(&new.name)
             .bind(&new.email)
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await?;
         Ok(user(row))
     }
@@ -86,7 +87,10 @@ impl Repo for SqliteRepo {
             user_columns!(),
             " FROM users WHERE id IN (SELECT value FROM json_each(?))"
         );
-        let rows: Vec<UserRow> = sqlx::query_as(sql).bind(list).fetch_all(&self.pool).await?;
+        let rows: Vec<UserRow> = sqlx::query_as(sql)
+            .bind(list)
+            .fetch_all(&mut **conn(&self.pool).await?)
+            .await?;
         Ok(rows.into_iter().map(user).collect())
     }
 
@@ -99,7 +103,7 @@ impl Repo for SqliteRepo {
         let rows: Vec<UserRow> = sqlx::query_as(sql)
             .bind(page.limit)
             .bind(page.offset)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut **conn(&self.pool).await?)
             .await?;
         Ok(rows.into_iter().map(user).collect())
     }
@@ -115,7 +119,7 @@ impl Repo for SqliteRepo {
             .bind(&patch.name)
             .bind(&patch.email)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(user))
     }
@@ -123,7 +127,7 @@ impl Repo for SqliteRepo {
     async fn delete_user(&self, id: i64) -> DbResult<bool> {
         let done = sqlx::query("DELETE FROM users WHERE id = ?")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut **conn(&self.pool).await?)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -131,7 +135,7 @@ impl Repo for SqliteRepo {
     async fn user_exists(&self, id: i64) -> DbResult<bool> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?)")
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await
     }
 
@@ -140,7 +144,7 @@ impl Repo for SqliteRepo {
             "SELECT owner_id FROM workspaces GROUP BY owner_id ORDER BY max(updated_at) DESC LIMIT ?",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut **conn(&self.pool).await?)
         .await
     }
 
@@ -158,7 +162,7 @@ impl Repo for SqliteRepo {
             .bind(new.metadata.to_string())
             .bind(now)
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await?;
         Ok(workspace(row))
     }
@@ -171,7 +175,7 @@ impl Repo for SqliteRepo {
         );
         let row: Option<WorkspaceRow> = sqlx::query_as(sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(workspace))
     }
@@ -205,7 +209,10 @@ impl Repo for SqliteRepo {
         }
         q.push(" ORDER BY id LIMIT ").push_bind(page.limit);
         q.push(" OFFSET ").push_bind(page.offset);
-        let rows: Vec<(i64, String, i64, i64)> = q.build_query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<(i64, String, i64, i64)> = q
+            .build_query_as()
+            .fetch_all(&mut **conn(&self.pool).await?)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, name, owner_id, updated_at)| WorkspaceItem {
@@ -235,7 +242,7 @@ impl Repo for SqliteRepo {
             .bind(patch.metadata.as_ref().map(ToString::to_string))
             .bind(now)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(workspace))
     }
@@ -243,14 +250,14 @@ impl Repo for SqliteRepo {
     async fn delete_workspace(&self, id: i64) -> DbResult<Option<i64>> {
         sqlx::query_scalar("DELETE FROM workspaces WHERE id = ? RETURNING owner_id")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await
     }
 
     async fn workspace_owner(&self, id: i64) -> DbResult<Option<i64>> {
         sqlx::query_scalar("SELECT owner_id FROM workspaces WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await
     }
 
@@ -268,7 +275,7 @@ impl Repo for SqliteRepo {
              WHERE w.id = ?1 WINDOW ws AS (PARTITION BY w.id) LIMIT 1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut **conn(&self.pool).await?)
         .await?;
         Ok(row.map(summary))
     }
@@ -282,7 +289,7 @@ impl Repo for SqliteRepo {
              WHERE w.owner_id = ? GROUP BY w.id, w.name ORDER BY w.id",
         )
         .bind(owner)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut **conn(&self.pool).await?)
         .await?;
         Ok(rows.into_iter().map(summary).collect())
     }
@@ -305,7 +312,7 @@ impl Repo for SqliteRepo {
             .bind(serde_json::to_string(&new.participants).unwrap_or_else(|_| "[]".into()))
             .bind(new.metadata.to_string())
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await?;
         Ok(conversation(row))
     }
@@ -318,7 +325,7 @@ impl Repo for SqliteRepo {
         );
         let row: Option<ConversationRow> = sqlx::query_as(sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(conversation))
     }
@@ -333,7 +340,7 @@ impl Repo for SqliteRepo {
             .bind(ws)
             .bind(page.limit)
             .bind(page.offset)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut **conn(&self.pool).await?)
             .await?;
         Ok(rows.into_iter().map(conversation).collect())
     }
@@ -359,7 +366,7 @@ impl Repo for SqliteRepo {
             .bind(participants)
             .bind(patch.metadata.as_ref().map(ToString::to_string))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(conversation))
     }
@@ -367,7 +374,7 @@ impl Repo for SqliteRepo {
     async fn delete_conversation(&self, id: i64) -> DbResult<Option<i64>> {
         sqlx::query_scalar("DELETE FROM conversations WHERE id = ? RETURNING workspace_id")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await
     }
 
@@ -377,7 +384,7 @@ impl Repo for SqliteRepo {
              JOIN workspaces w ON w.id = c.workspace_id WHERE c.id = ?",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut **conn(&self.pool).await?)
         .await
     }
 
@@ -394,7 +401,7 @@ impl Repo for SqliteRepo {
             .bind(&new.content)
             .bind(new.metadata.to_string())
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **conn(&self.pool).await?)
             .await?;
         Ok(message(row))
     }
@@ -403,7 +410,7 @@ impl Repo for SqliteRepo {
         let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE id = ?");
         let row: Option<MessageRow> = sqlx::query_as(sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await?;
         Ok(row.map(message))
     }
@@ -429,7 +436,7 @@ impl Repo for SqliteRepo {
             .bind(after.sent_at)
             .bind(after.id)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut **conn(&self.pool).await?)
             .await?;
         Ok(rows.into_iter().map(message).collect())
     }
@@ -437,7 +444,7 @@ impl Repo for SqliteRepo {
     async fn delete_message(&self, id: i64) -> DbResult<Option<i64>> {
         sqlx::query_scalar("DELETE FROM messages WHERE id = ? RETURNING conversation_id")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn(&self.pool).await?)
             .await
     }
 
@@ -447,7 +454,7 @@ impl Repo for SqliteRepo {
         )
         .bind(conv)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut **conn(&self.pool).await?)
         .await
     }
 }

@@ -9,6 +9,10 @@
 #   scripts/services.sh redact URL print URL with its password hidden (for the tests)
 #   scripts/services.sh tls        start (or reuse) a TLS-only PostgreSQL and Redis, print `export` lines
 #   scripts/services.sh tls-stop   stop the TLS instances this script started
+#   scripts/services.sh cluster    start (or reuse) a Redis Cluster and a PostgreSQL replica, print `export` lines
+#   scripts/services.sh cluster-stop        stop them and remove their data (never the servers above)
+#   scripts/services.sh cluster-kill PORT   SIGKILL one Redis Cluster node (a crash, for failover tests)
+#   scripts/services.sh cluster-start PORT  start that node again with its nodes.conf
 #
 # Idempotent: a server that already answers at DATABASE_URL / REDIS_URL is left alone.
 # Otherwise the Debian packages are installed when missing and throwaway instances are
@@ -29,6 +33,21 @@
 # plain port 0). It prints TLS_CA_FILE (the CA), TLS_OTHER_CA_FILE (a CA that signed
 # nothing here, for tests of a wrong CA), TLS_DATABASE_URL and TLS_REDIS_URL. Servers that
 # already answer over TLS with the current CA are reused.
+#
+# The `cluster` mode is opt-in too and leaves the servers above alone, except that it
+# adds a `host replication all 127.0.0.1/32 trust` line to the pg_hba.conf of the default
+# PostgreSQL when this script made that server (once, then reloads it). It starts six
+# `redis-server --cluster-enabled yes` on the first free ports from 7000 (bus port + 10000
+# free too), joins them with `redis-cli --cluster create ... --cluster-replicas 1` into 3
+# masters with one replica each (node timeout CLUSTER_NODE_TIMEOUT_MS, default 3000), and
+# makes a hot-standby replica of the server at DATABASE_URL with `pg_basebackup -R -X
+# stream`, started on the first free port from 5440. Ports are remembered under
+# target/services, so a second call finds the same servers (a node that is down is
+# started again from its nodes.conf). It waits (CORTEX_SERVICES_WAIT seconds) until every
+# node says cluster_state:ok with all slots served and every master has a replica in
+# sync, and until a row written on the primary shows on the replica, then prints
+# REDIS_CLUSTER_URLS (redis://127.0.0.1:P of all six nodes, comma-separated, by port),
+# REDIS_CLUSTER_PORTS (the same ports) and DB_REPLICA_URLS (postgres://USER@127.0.0.1:P/DB).
 #
 # FOR TESTS ONLY. The throwaway servers trust every local user: PostgreSQL accepts any
 # role without a password on 127.0.0.1 and on its socket (trust authentication, and the
@@ -493,6 +512,408 @@ start_tls() {
     "$d/ca.pem" "$d/other-ca.pem" "$(tls_database_url)" "$(tls_redis_url)"
 }
 
+# --- The opt-in cluster: a Redis Cluster and a PostgreSQL streaming replica ---------------
+# Six cluster nodes (3 masters, 3 replicas) on the first free ports from 7000 whose bus
+# port (port + 10000) is free too, and a hot-standby replica of the server at DATABASE_URL
+# on the first free port from 5440. The ports are remembered in the state folder, so a
+# second call finds the same servers. Nodes are told each other dead after
+# CLUSTER_NODE_TIMEOUT_MS (default 3000), so failover tests do not wait long.
+CLUSTER_NODE_TIMEOUT_MS="${CLUSTER_NODE_TIMEOUT_MS:-3000}"
+CLUSTER_PORTS=()
+CLUSTER_WHY=""
+REPLICA_PORT=5440
+
+cluster_dir() {
+  local d=$state/redis-cluster
+  # redis-server changes into --dir, so every path it is given must be absolute.
+  [[ $d == /* ]] || d=$PWD/$d
+  printf '%s' "$d"
+}
+
+# One caller at a time, as for `tls`; servers are started with `9>&-`, so the lock ends
+# with this script.
+cluster_lock() {
+  mkdir -p "$state"
+  if command -v flock >/dev/null; then
+    exec 9>"$state/cluster.lock"
+    flock -w "$((WAIT_SECS * 4))" 9 || die "another 'services.sh cluster...' holds $state/cluster.lock for too long"
+  fi
+}
+
+# Every client call is bounded: a port held by something that never answers must not hang us.
+ccli() { local p=$1; shift; timeout 5 redis-cli -h 127.0.0.1 -p "$p" "$@" 2>/dev/null; }
+cpsql() { PGCONNECT_TIMEOUT=5 timeout 20 psql "$@"; }
+
+cluster_node_pings() { [ "$(ccli "$1" ping)" = PONG ]; }
+# A node is ours when it answers with the id its nodes.conf in our folder gives itself.
+cluster_node_ours() {
+  local have want
+  have=$(ccli "$1" cluster myid) || return 1
+  want=$(awk '/myself/ { print $1; exit }' "$(cluster_dir)/$1/nodes.conf" 2>/dev/null)
+  [ -n "$have" ] && [ "$have" = "$want" ]
+}
+
+# The recorded ports (6, each checked), or nothing.
+cluster_recorded_ports() {
+  local -a ports=()
+  local p
+  [ -f "$(cluster_dir)/ports" ] || return 1
+  read -ra ports <"$(cluster_dir)/ports" || return 1
+  [ ${#ports[@]} = 6 ] || return 1
+  for p in "${ports[@]}"; do valid_port "$p" || return 1; done
+  CLUSTER_PORTS=("${ports[@]}")
+}
+
+cluster_pick_ports() {
+  local p
+  CLUSTER_PORTS=()
+  for ((p = 7000; p < 8000 && ${#CLUSTER_PORTS[@]} < 6; p++)); do
+    port_open 127.0.0.1 "$p" || port_open 127.0.0.1 $((p + 10000)) || CLUSTER_PORTS+=("$p")
+  done
+  [ ${#CLUSTER_PORTS[@]} = 6 ] || die "fewer than 6 free ports (with their bus port + 10000) from 7000 to 7999 for the Redis Cluster"
+}
+
+# A replica's first sync starts at once (the default waits 5 s for more replicas).
+cluster_start_node() {
+  local p=$1 d
+  d="$(cluster_dir)/$p"
+  mkdir -p "$d"
+  redis-server --bind 127.0.0.1 --port "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
+    --cluster-node-timeout "$CLUSTER_NODE_TIMEOUT_MS" --appendonly no --save '' --daemonize yes \
+    --repl-diskless-sync-delay 0 \
+    --dir "$d" --pidfile "$d/redis.pid" --logfile "$d/server.log" >/dev/null 9>&- \
+    || die "the Redis Cluster node on port $p did not start (log: $d/server.log)"
+}
+
+# The pid of our node on port $1 when it runs (redis-server names its port in its title).
+cluster_node_pid() {
+  local pid
+  pid=$(cat "$(cluster_dir)/$1/redis.pid" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "redis-server .*:$1\b" || return 1
+  printf '%s' "$pid"
+}
+
+# Healthy: every node says cluster_state:ok with all 16384 slots assigned and served and
+# all 6 nodes known; no node is marked failing; 3 masters serve slots, and each has a
+# replica whose sync is done (state=online). Otherwise CLUSTER_WHY says what is missing.
+cluster_healthy() {
+  local p info nodes line id addr flags mport masters=0 repl
+  for p in "${CLUSTER_PORTS[@]}"; do
+    info=$(ccli "$p" cluster info) || { CLUSTER_WHY="node $p does not answer"; return 1; }
+    info=${info//$'\r'/}
+    for line in cluster_state:ok cluster_slots_assigned:16384 cluster_slots_ok:16384 cluster_known_nodes:6; do
+      grep -qx "$line" <<<"$info" || { CLUSTER_WHY="node $p: no $line in CLUSTER INFO"; return 1; }
+    done
+  done
+  nodes=$(ccli "${CLUSTER_PORTS[0]}" cluster nodes) || { CLUSTER_WHY="node ${CLUSTER_PORTS[0]} does not answer CLUSTER NODES"; return 1; }
+  while read -r id addr flags _ _ _ _ _ line; do
+    [ -n "$id" ] || continue
+    [[ $flags == *fail* ]] && { CLUSTER_WHY="node $addr is marked $flags"; return 1; }
+    [[ $flags == *master* && -n $line ]] || continue
+    masters=$((masters + 1))
+    mport=${addr#*:}; mport=${mport%%@*}
+    repl=$(ccli "$mport" info replication) || { CLUSTER_WHY="master $mport does not answer"; return 1; }
+    grep -q '^slave[0-9]*:.*state=online' <<<"${repl//$'\r'/}" || { CLUSTER_WHY="master $mport has no replica in sync"; return 1; }
+  done <<<"${nodes//$'\r'/}"
+  [ "$masters" = 3 ] || { CLUSTER_WHY="$masters masters serve slots, not 3"; return 1; }
+  CLUSTER_WHY=""
+}
+
+# Like wait_for, without its log line.
+wait_until() {
+  local deadline=$((SECONDS + WAIT_SECS))
+  until "$@"; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+cluster_wait_healthy() {
+  wait_until cluster_healthy || return 1
+  log "the Redis Cluster on 127.0.0.1 ports ${CLUSTER_PORTS[*]} is healthy (3 masters, each with a replica in sync)"
+}
+
+cluster_stop_redis() {
+  local dir d p pid deadline
+  dir=$(cluster_dir)
+  [ -d "$dir" ] || return 0
+  for d in "$dir"/*/; do
+    p=$(basename "$d")
+    valid_port "$p" || continue
+    pid=$(cluster_node_pid "$p") || continue
+    log "stopping the Redis Cluster node on port $p (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + WAIT_SECS))
+    while kill -0 "$pid" 2>/dev/null; do
+      [ $SECONDS -lt $deadline ] || { kill -9 "$pid" 2>/dev/null || true; break; }
+      sleep 0.1
+    done
+  done
+  rm -rf -- "$dir"
+}
+
+cluster_create() {
+  local dir p addrs=()
+  dir=$(cluster_dir)
+  rm -rf -- "$dir"
+  mkdir -p "$dir"
+  cluster_pick_ports
+  printf '%s\n' "${CLUSTER_PORTS[*]}" >"$dir/ports"
+  for p in "${CLUSTER_PORTS[@]}"; do
+    log "starting a Redis Cluster node on 127.0.0.1:$p"
+    cluster_start_node "$p"
+    addrs+=("127.0.0.1:$p")
+  done
+  for p in "${CLUSTER_PORTS[@]}"; do
+    wait_for "the Redis Cluster node 127.0.0.1:$p" cluster_node_pings "$p" \
+      || die "the Redis Cluster node on port $p does not answer (log: $dir/$p/server.log)"
+  done
+  log "joining ${addrs[*]} into a cluster (3 masters, 1 replica each)"
+  timeout "$((WAIT_SECS * 2))" redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+    >"$dir/create.log" 2>&1 || { tail -n 20 "$dir/create.log" >&2; die "redis-cli --cluster create failed (log: $dir/create.log)"; }
+  cluster_wait_healthy || die "the Redis Cluster did not become healthy within ${WAIT_SECS}s: $CLUSTER_WHY (logs: $dir/*/server.log)"
+}
+
+# Reuse our running cluster (restarting any of its nodes that is down, from its config);
+# otherwise make a new one.
+start_cluster_redis() {
+  local dir p held=""
+  local -a down=()
+  dir=$(cluster_dir)
+  if cluster_recorded_ports; then
+    for p in "${CLUSTER_PORTS[@]}"; do
+      if [ ! -s "$dir/$p/nodes.conf" ]; then held="port $p has no nodes.conf"; break; fi
+      cluster_node_ours "$p" && continue
+      if port_open 127.0.0.1 "$p" || port_open 127.0.0.1 $((p + 10000)); then
+        held="port $p is held by $(holder "$p") (not our node)"; break
+      fi
+      down+=("$p")
+    done
+    if [ -z "$held" ]; then
+      for p in "${down[@]}"; do
+        log "restarting the Redis Cluster node on 127.0.0.1:$p from its config"
+        cluster_start_node "$p"
+      done
+      for p in "${down[@]}"; do
+        wait_for "the Redis Cluster node 127.0.0.1:$p" cluster_node_pings "$p" || { held="node $p does not come back"; break; }
+      done
+      if [ -z "$held" ]; then
+        cluster_wait_healthy && return 0
+        held="not healthy within ${WAIT_SECS}s: $CLUSTER_WHY"
+      fi
+    fi
+    log "the recorded Redis Cluster cannot be reused ($held): making a new one"
+    cluster_stop_redis
+  fi
+  cluster_create
+}
+
+# --- The PostgreSQL replica ---
+# Sets the primary's parts from DATABASE_URL (checked as in start_postgres).
+PRIMARY_HOST="" PRIMARY_PORT="" PRIMARY_USER="" PRIMARY_DB=""
+replica_primary() {
+  PRIMARY_HOST=$(url_host "$DATABASE_URL"); PRIMARY_PORT=$(url_port "$DATABASE_URL" 5432)
+  valid_port "$PRIMARY_PORT" || die "the port in DATABASE_URL $(redact "$DATABASE_URL") is not a number from 1 to 65535"
+  PRIMARY_PORT=$((10#$PRIMARY_PORT))
+  PRIMARY_USER=$(url_user "$DATABASE_URL"); PRIMARY_USER=${PRIMARY_USER:-postgres}
+  PRIMARY_DB=$(url_db "$DATABASE_URL"); PRIMARY_DB=${PRIMARY_DB:-$PRIMARY_USER}
+  [[ $PRIMARY_USER =~ ^[a-z_][a-z0-9_]*$ ]] || die "database user '$PRIMARY_USER' in DATABASE_URL is not a plain identifier"
+  [[ $PRIMARY_DB =~ ^[a-z_][a-z0-9_]*$ ]] || die "database name '$PRIMARY_DB' in DATABASE_URL is not a plain identifier"
+  [[ $PRIMARY_HOST =~ ^[A-Za-z0-9.:_-]+$ ]] || die "the host in DATABASE_URL $(redact "$DATABASE_URL") is not a plain host name"
+}
+replica_url() { printf 'postgres://%s@127.0.0.1:%s/%s' "$PRIMARY_USER" "$REPLICA_PORT" "${1:-$PRIMARY_DB}"; }
+primary_url_db() { printf 'postgres://%s@%s:%s/%s' "$PRIMARY_USER" "$PRIMARY_HOST" "$PRIMARY_PORT" "$1"; }
+primary_repl_conn() { printf 'host=%s port=%s user=%s replication=true' "$PRIMARY_HOST" "$PRIMARY_PORT" "$PRIMARY_USER"; }
+# The primary's system identifier over a replication connection (so this also proves
+# that pg_hba lets replication in).
+primary_system_id() { cpsql "$(primary_repl_conn)" -Atqc 'IDENTIFY_SYSTEM' 2>/dev/null | cut -d'|' -f1; }
+primary_allows_replication() { [ -n "$(primary_system_id)" ]; }
+
+# The default server made by this script is ours to configure: add a replication line to
+# its pg_hba.conf once, and reload. A server we did not make is left alone.
+primary_allow_replication() {
+  local pgdir dd hba
+  primary_allows_replication && return 0
+  pgdir=$(cat "$state/pg.path" 2>/dev/null || printf '%s' "$state/pg")
+  dd=$(cpsql "$DATABASE_URL" -Atqc 'show data_directory' 2>/dev/null) || dd=""
+  hba=$pgdir/data/pg_hba.conf
+  if [ "$dd" = "$pgdir/data" ] && [ -f "$hba" ] && ! grep -qE '^host[[:space:]]+replication[[:space:]]' "$hba"; then
+    log "allowing replication connections from 127.0.0.1 in $hba"
+    printf 'host replication all 127.0.0.1/32 trust\n' >>"$hba"
+    cpsql "$DATABASE_URL" -Atqc 'select pg_reload_conf()' >/dev/null || die "could not reload the PostgreSQL configuration"
+  fi
+  wait_for "replication at $(redact "$DATABASE_URL")" primary_allows_replication \
+    || die "PostgreSQL at $(redact "$DATABASE_URL") refuses replication connections for '$PRIMARY_USER': it needs a 'host replication' line in pg_hba.conf, the REPLICATION attribute and max_wal_senders > 0"
+}
+
+replica_in_recovery() { [ "$(cpsql "$(replica_url)" -Atqc 'select pg_is_in_recovery()' 2>/dev/null)" = t ]; }
+replica_ours() { [ "$(cpsql "$(replica_url postgres)" -Atqc 'show data_directory' 2>/dev/null)" = "$1/data" ]; }
+
+replica_pick_port() { # replica folder
+  local last='' i
+  REPLICA_PORT=5440
+  if [ -f "$state/pg-replica.port" ] && read -r last <"$state/pg-replica.port" && valid_port "$last"; then
+    REPLICA_PORT=$((10#$last))
+  fi
+  for ((i = 0; i < 100; i++)); do
+    port_open 127.0.0.1 "$REPLICA_PORT" || break
+    replica_ours "$1" && break
+    REPLICA_PORT=$((REPLICA_PORT + 1))
+  done
+  printf '%s\n' "$REPLICA_PORT" >"$state/pg-replica.port"
+}
+
+replica_stop_server() { # replica folder
+  local bin
+  bin=$(pg_bin) || true
+  if [ -n "$bin" ] && [ -f "$1/data/postmaster.pid" ]; then
+    log "stopping the PostgreSQL replica (pid $(head -n 1 "$1/data/postmaster.pid"))"
+    as_pg "'$bin/pg_ctl' -D '$1/data' -m fast -w -t '$WAIT_SECS' stop" >/dev/null 2>&1 || log "pg_ctl stop failed"
+  fi
+}
+
+# A row written on the primary (in its `postgres` database, away from the tests' tables)
+# must show on the replica.
+replica_probe_seen() { [ "$(cpsql "$(replica_url postgres)" -Atqc 'select token from cortex_replica_probe where id = 1' 2>/dev/null)" = "$1" ]; }
+
+start_replica() {
+  local bin dir sysid have setting value opts="" token
+  replica_primary
+  pg_answers || die "PostgreSQL does not answer at $(redact "$DATABASE_URL"): run 'eval \"\$(scripts/services.sh)\"' first"
+  bin=$(pg_bin) || true
+  [ -n "$bin" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+  primary_allow_replication
+  sysid=$(primary_system_id)
+  dir=$(pg_dir pg-replica)
+  replica_pick_port "$dir"
+  # A replica of an older primary (made again since) cannot follow this one: start over.
+  if [ -s "$dir/data/PG_VERSION" ]; then
+    have=$("$bin/pg_controldata" -D "$dir/data" 2>/dev/null | sed -n 's/^Database system identifier: *//p')
+    if [ "$have" != "$sysid" ]; then
+      log "the replica in $dir/data belongs to another primary: making it again"
+      replica_stop_server "$dir"
+      rm -rf -- "$dir/data"
+    fi
+  fi
+  if replica_ours "$dir"; then
+    log "the PostgreSQL replica already answers at $(replica_url)"
+  else
+    if [ ! -f "$dir/data/standby.signal" ]; then
+      rm -rf -- "$dir/data"
+      log "copying the primary at $(redact "$DATABASE_URL") into $dir/data (pg_basebackup)"
+      as_pg "timeout $((WAIT_SECS * 10)) '$bin/pg_basebackup' -h '$PRIMARY_HOST' -p $PRIMARY_PORT -U '$PRIMARY_USER' \
+        -D '$dir/data' -R -X stream -c fast -N" >"$dir/basebackup.log" 2>&1 \
+        || { tail -n 20 "$dir/basebackup.log" >&2; die "pg_basebackup failed or took over $((WAIT_SECS * 10))s (log: $dir/basebackup.log)"; }
+    fi
+    # A hot standby refuses to start with less of these than its primary has.
+    for setting in max_connections max_worker_processes max_wal_senders max_prepared_transactions max_locks_per_transaction; do
+      value=$(cpsql "$DATABASE_URL" -Atqc "show $setting") || die "could not read $setting from the primary"
+      [[ $value =~ ^[0-9]+$ ]] || die "the primary's $setting '$value' is not a number"
+      opts+=" -c $setting=$value"
+    done
+    value=$(cpsql "$DATABASE_URL" -Atqc 'show shared_preload_libraries') || value=""
+    [[ $value =~ ^[a-z0-9_,\ ]*$ ]] || die "the primary's shared_preload_libraries '$value' is not a plain list"
+    value=${value// /}
+    [ -z "$value" ] || opts+=" -c shared_preload_libraries=$value"
+    if port_open 127.0.0.1 "$REPLICA_PORT"; then
+      die "port $REPLICA_PORT on 127.0.0.1 is held by something that is not our replica: $(holder "$REPLICA_PORT")"
+    fi
+    log "starting the PostgreSQL replica on 127.0.0.1:$REPLICA_PORT"
+    as_pg "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t '$WAIT_SECS' \
+      -o \"-c listen_addresses=127.0.0.1 -p $REPLICA_PORT -c unix_socket_directories='$dir' -c hot_standby=on \
+          -c fsync=off -c synchronous_commit=off -c full_page_writes=off$opts\" start" \
+      >/dev/null 9>&- || { tail -n 20 "$dir/server.log" >&2; die "the PostgreSQL replica did not start (log: $dir/server.log)"; }
+    touch "$dir/started-by-us"
+  fi
+  wait_for "the PostgreSQL replica at $(replica_url) (in recovery)" replica_in_recovery \
+    || die "the PostgreSQL replica at $(replica_url) is not in recovery within ${WAIT_SECS}s (log: $dir/server.log)"
+  token="$(date +%s%N)-$$"
+  cpsql "$(primary_url_db postgres)" -Atq -v ON_ERROR_STOP=1 -c 'set client_min_messages = warning' \
+    -c 'create table if not exists cortex_replica_probe (id int primary key, token text not null)' \
+    -c "insert into cortex_replica_probe values (1, '$token') on conflict (id) do update set token = excluded.token" \
+    >/dev/null || die "could not write the probe row on the primary"
+  wait_until replica_probe_seen "$token" \
+    || die "a row written on the primary did not reach the replica at $(replica_url) within ${WAIT_SECS}s; 'scripts/services.sh cluster-stop' then 'cluster' makes it again (log: $dir/server.log)"
+  log "the PostgreSQL replica at $(replica_url) streams from the primary (a row written there shows)"
+}
+
+stop_replica() {
+  local dir
+  dir=$(cat "$state/pg-replica.path" 2>/dev/null || printf '%s' "$state/pg-replica")
+  if [ -d "$dir" ]; then
+    replica_stop_server "$dir"
+    # Only a folder this script made: ours under the state folder or from mktemp.
+    if [[ $dir == "$state/pg-replica" || $dir == /tmp/cortex-services.* ]] && pg_dir_ours "$dir"; then
+      rm -rf -- "$dir"
+    else
+      log "not removing $dir: not a replica folder made here"
+    fi
+  fi
+  rm -f "$state/pg-replica.path" "$state/pg-replica.port"
+}
+
+start_cluster() {
+  local need=() p urls=() ports
+  cluster_lock
+  { [ -n "$(pg_bin)" ] && command -v psql >/dev/null; } || need+=(postgresql)
+  { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || need+=(redis-server)
+  if [ ${#need[@]} -gt 0 ]; then install_packages "${need[@]}"; fi
+  start_cluster_redis
+  start_replica
+  for p in "${CLUSTER_PORTS[@]}"; do urls+=("redis://127.0.0.1:$p"); done
+  ports="${CLUSTER_PORTS[*]}"
+  # Plain quotes: every part is checked (ports are numbers, user and database plain
+  # identifiers), and %q would write each comma as '\,'.
+  printf "export REDIS_CLUSTER_URLS='%s'\nexport REDIS_CLUSTER_PORTS='%s'\nexport DB_REPLICA_URLS='%s'\n" \
+    "$(IFS=,; printf '%s' "${urls[*]}")" "${ports// /,}" "$(replica_url)"
+}
+
+stop_cluster() {
+  cluster_lock
+  cluster_stop_redis
+  stop_replica
+}
+
+# The port $1, checked to be one of our cluster's nodes.
+cluster_our_port() {
+  valid_port "${1-}" || die "'${1-}' is not a port number (usage: services.sh cluster-kill|cluster-start PORT)"
+  cluster_recorded_ports || die "no Redis Cluster recorded in $(cluster_dir): run 'scripts/services.sh cluster' first"
+  local p
+  for p in "${CLUSTER_PORTS[@]}"; do [ "$p" = "$((10#$1))" ] && return 0; done
+  die "port $1 is not a node of our Redis Cluster (its ports: ${CLUSTER_PORTS[*]})"
+}
+
+# SIGKILL one node: no shutdown, no goodbye to the other nodes, as in a crash.
+cluster_kill() {
+  local p pid deadline
+  cluster_lock
+  cluster_our_port "${1-}"; p=$((10#$1))
+  if ! pid=$(cluster_node_pid "$p"); then log "the Redis Cluster node on port $p is not running"; return 0; fi
+  log "killing the Redis Cluster node on port $p (pid $pid, SIGKILL)"
+  kill -9 "$pid"
+  deadline=$((SECONDS + WAIT_SECS))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || die "pid $pid is still there ${WAIT_SECS}s after SIGKILL"
+    sleep 0.1
+  done
+}
+
+# Start one node again with its nodes.conf (it rejoins; a master that was failed over
+# comes back as a replica). Waits until it answers, not until the cluster is healthy.
+cluster_start() {
+  local p
+  cluster_lock
+  cluster_our_port "${1-}"; p=$((10#$1))
+  [ -s "$(cluster_dir)/$p/nodes.conf" ] || die "no nodes.conf for port $p in $(cluster_dir)/$p"
+  if cluster_node_ours "$p"; then log "the Redis Cluster node on port $p already runs"; return 0; fi
+  port_open 127.0.0.1 "$p" && die "port $p on 127.0.0.1 is held by something else: $(holder "$p")"
+  log "starting the Redis Cluster node on 127.0.0.1:$p from its config"
+  cluster_start_node "$p"
+  wait_for "the Redis Cluster node 127.0.0.1:$p" cluster_node_ours "$p" \
+    || die "the Redis Cluster node on port $p does not answer (log: $(cluster_dir)/$p/server.log)"
+}
+
 case "${1:-start}" in
   start)
     mkdir -p "$state"
@@ -529,5 +950,9 @@ case "${1:-start}" in
   redact) redact "${2-}" ;;
   tls) start_tls ;;
   tls-stop) stop_tls ;;
-  *) die "unknown command '$1' (use start, stop, status, tls or tls-stop)" ;;
+  cluster) start_cluster ;;
+  cluster-stop) stop_cluster ;;
+  cluster-kill) cluster_kill "${2-}" ;;
+  cluster-start) cluster_start "${2-}" ;;
+  *) die "unknown command '$1' (use start, stop, status, tls, tls-stop, cluster, cluster-stop, cluster-kill PORT or cluster-start PORT)" ;;
 esac

@@ -28,6 +28,10 @@ use crate::{Error, Result};
 /// | `timezone` | `DB_TIMEZONE` | `UTC` |
 /// | `statement_cache_size` | `DB_STATEMENT_CACHE_SIZE` | 100 |
 /// | `leak_threshold` | `DB_LEAK_THRESHOLD`, s (0 = off) | 60 |
+/// | `replica_urls` | `DB_REPLICA_URLS`, comma-separated | none |
+/// | `replica_pool_size` | `DB_REPLICA_POOL_SIZE` | as `pool_size` |
+/// | `replica_max_lag` | `DB_REPLICA_MAX_LAG`, s | 5 |
+/// | `replica_check_interval` | `DB_REPLICA_CHECK_INTERVAL`, s | 2 |
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DbConfig {
@@ -82,6 +86,30 @@ pub struct DbConfig {
     /// (and counts in `pool.<name>.leaks`); zero turns it off. Default: 60 s.
     #[serde(with = "cortex_support::duration::secs")]
     pub leak_threshold: Duration,
+    /// PostgreSQL hot-standby replicas that [`DbPool::acquire_read`](crate::DbPool::acquire_read)
+    /// spreads reads over (same user and database as `url`). Serialized with passwords
+    /// redacted. Not allowed with SQLite. Default: none (every read goes to `url`).
+    #[serde(serialize_with = "serialize_replica_urls")]
+    pub replica_urls: Vec<String>,
+    /// Connections kept warm per replica; `None` sizes each replica like the primary
+    /// (`pool_size`, with the same `max_overflow`). Default: `None`.
+    pub replica_pool_size: Option<u32>,
+    /// A replica whose replay lags the primary by more than this takes no reads until
+    /// it catches up. Default: 5 s.
+    #[serde(with = "cortex_support::duration::secs")]
+    pub replica_max_lag: Duration,
+    /// How often each replica's health and lag are checked; each check is bounded by
+    /// the larger of this and 1 s. Default: 2 s.
+    #[serde(with = "cortex_support::duration::secs")]
+    pub replica_check_interval: Duration,
+}
+
+/// Serialize URLs through [`redact_url`], so a config dump never leaks a password.
+fn serialize_replica_urls<S: serde::Serializer>(
+    urls: &[String],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| redact_url(u)))
 }
 
 impl Default for DbConfig {
@@ -104,6 +132,10 @@ impl Default for DbConfig {
             timezone: "UTC".to_owned(),
             statement_cache_size: 100,
             leak_threshold: Duration::from_secs(60),
+            replica_urls: Vec::new(),
+            replica_pool_size: None,
+            replica_max_lag: Duration::from_secs(5),
+            replica_check_interval: Duration::from_secs(2),
         }
     }
 }
@@ -128,6 +160,10 @@ impl std::fmt::Debug for DbConfig {
             .field("timezone", &self.timezone)
             .field("statement_cache_size", &self.statement_cache_size)
             .field("leak_threshold", &self.leak_threshold)
+            .field("replica_urls", &self.replica_urls_redacted())
+            .field("replica_pool_size", &self.replica_pool_size)
+            .field("replica_max_lag", &self.replica_max_lag)
+            .field("replica_check_interval", &self.replica_check_interval)
             .finish()
     }
 }
@@ -232,6 +268,26 @@ impl FromEnv for DbConfig {
             default: "60s",
             doc: "Warn when a connection is held longer (0 = off).",
         },
+        EnvVar {
+            name: "DB_REPLICA_URLS",
+            default: "unset",
+            doc: "Comma-separated `postgres://` URLs of hot-standby read replicas for `acquire_read` (PostgreSQL only).",
+        },
+        EnvVar {
+            name: "DB_REPLICA_POOL_SIZE",
+            default: "unset",
+            doc: "Connections kept warm per replica (unset: as `DB_POOL_SIZE`).",
+        },
+        EnvVar {
+            name: "DB_REPLICA_MAX_LAG",
+            default: "5s",
+            doc: "A replica whose replay lags more than this takes no reads until it catches up.",
+        },
+        EnvVar {
+            name: "DB_REPLICA_CHECK_INTERVAL",
+            default: "2s",
+            doc: "How often each replica's health and lag are checked.",
+        },
     ];
 
     fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
@@ -287,6 +343,23 @@ impl FromEnv for DbConfig {
         if let Some(v) = env.duration("DB_LEAK_THRESHOLD")? {
             c.leak_threshold = v;
         }
+        if let Some(v) = env.var("DB_REPLICA_URLS") {
+            c.replica_urls = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = env.parse("DB_REPLICA_POOL_SIZE")? {
+            c.replica_pool_size = Some(v);
+        }
+        if let Some(v) = env.duration("DB_REPLICA_MAX_LAG")? {
+            c.replica_max_lag = v;
+        }
+        if let Some(v) = env.duration("DB_REPLICA_CHECK_INTERVAL")? {
+            c.replica_check_interval = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -338,7 +411,67 @@ impl DbConfig {
                 &format!("sslmode={mode} needs TLS: enable the `tls` feature of cortex-pool"),
             ));
         }
+        self.validate_replicas()
+    }
+
+    /// The replica settings: PostgreSQL URLs only, and only beside a PostgreSQL primary.
+    fn validate_replicas(&self) -> Result<()> {
+        if self.replica_urls.is_empty() {
+            return Ok(());
+        }
+        if !self.is_postgres() {
+            return Err(invalid(
+                "DB_REPLICA_URLS",
+                &self.replica_urls_redacted(),
+                "read replicas need a PostgreSQL DATABASE_URL (SQLite has no replicas)",
+            ));
+        }
+        for url in &self.replica_urls {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "DB_REPLICA_URLS",
+                    &redact_url(url),
+                    "expected postgres:// or postgresql://",
+                ));
+            }
+            if !cfg!(feature = "tls")
+                && let Some(mode) = url_param(url, &["sslmode", "ssl-mode"])
+                && requires_tls(&mode)
+            {
+                return Err(invalid(
+                    "DB_REPLICA_URLS",
+                    &redact_url(url),
+                    &format!("sslmode={mode} needs TLS: enable the `tls` feature of cortex-pool"),
+                ));
+            }
+        }
+        if self.replica_pool_size == Some(0) && self.max_overflow == 0 {
+            return Err(invalid(
+                "DB_REPLICA_POOL_SIZE",
+                "0",
+                "replica pool size + DB_MAX_OVERFLOW must be at least 1",
+            ));
+        }
+        if self.replica_max_lag.is_zero() {
+            return Err(invalid("DB_REPLICA_MAX_LAG", "0", "must be more than zero"));
+        }
+        if self.replica_check_interval.is_zero() {
+            return Err(invalid(
+                "DB_REPLICA_CHECK_INTERVAL",
+                "0",
+                "must be more than zero",
+            ));
+        }
         Ok(())
+    }
+
+    /// The replica URLs, passwords redacted, comma-separated (for errors and `Debug`).
+    fn replica_urls_redacted(&self) -> String {
+        self.replica_urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// `pool_size + max_overflow`: the most connections the pool opens.

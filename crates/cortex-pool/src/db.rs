@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{ConnectOptions, Database};
 
+use crate::replica::ReplicaSet;
 use crate::status::Waiting;
-use crate::{DbConfig, Error, PoolMetrics, PoolStatus, Result};
+use crate::{DbConfig, Error, PoolMetrics, PoolStatus, ReplicaStatus, Result};
 use cortex_support::redact::redact_url;
 
 /// The connect options of a database.
-type ConnectOpts<DB> = <<DB as Database>::Connection as sqlx::Connection>::Options;
+pub(crate) type ConnectOpts<DB> = <<DB as Database>::Connection as sqlx::Connection>::Options;
 
 /// Slow statements are logged at WARN even when `echo` is off.
 const SLOW_STATEMENT: Duration = Duration::from_secs(1);
@@ -22,7 +23,10 @@ const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 /// created, in cortex-metrics.
 ///
 /// Run queries on [`inner()`](Self::inner) (any sqlx executor) or on a connection from
-/// [`acquire()`](Self::acquire), which is timed.
+/// [`acquire()`](Self::acquire), which is timed. With PostgreSQL read replicas
+/// (`DB_REPLICA_URLS`), [`acquire_read()`](Self::acquire_read) lends a connection to a
+/// healthy replica, falling back to the primary; see the crate's "Read replicas"
+/// section.
 ///
 /// ```
 /// use cortex_pool::{DbConfig, DbPool};
@@ -43,11 +47,15 @@ pub struct DbPool<DB: Database> {
 
 /// What clones of the pool and its connections share; the level gauges hold a `Weak`
 /// of it, so they read `NaN` once the last clone and connection are gone.
-struct Shared<DB: Database> {
+pub(crate) struct Shared<DB: Database> {
     pool: sqlx::Pool<DB>,
     config: DbConfig,
     metrics: PoolMetrics,
     waiting: AtomicUsize,
+    /// The read replicas of a primary (PostgreSQL with `DB_REPLICA_URLS` only).
+    replicas: Option<Arc<ReplicaSet<DB>>>,
+    /// The name of this pool when it is itself one of those replicas (`db-replica-0`).
+    replica_name: Option<String>,
 }
 
 impl<DB: Database> Clone for DbPool<DB> {
@@ -68,7 +76,10 @@ impl<DB: Database> std::fmt::Debug for DbPool<DB> {
 }
 
 /// sqlx pool options from a config: each pool knob mapped to what sqlx really does.
-fn pool_options<DB: Database>(config: &DbConfig, metrics: &PoolMetrics) -> PoolOptions<DB> {
+pub(crate) fn pool_options<DB: Database>(
+    config: &DbConfig,
+    metrics: &PoolMetrics,
+) -> PoolOptions<DB> {
     let created = metrics.clone();
     let recycle = config.pool_recycle;
     PoolOptions::<DB>::new()
@@ -93,7 +104,7 @@ fn pool_options<DB: Database>(config: &DbConfig, metrics: &PoolMetrics) -> PoolO
         })
 }
 
-fn logging<O: ConnectOptions>(options: O, config: &DbConfig) -> O {
+pub(crate) fn logging<O: ConnectOptions>(options: O, config: &DbConfig) -> O {
     let level = if config.echo {
         log::LevelFilter::Info
     } else {
@@ -114,6 +125,13 @@ impl DbPool<sqlx::Postgres> {
     /// `application_name`) as connection parameters: validated, and never formatted
     /// into SQL.
     ///
+    /// With `replica_urls` it also opens one pool per read replica (lazily: a replica
+    /// that is down does not fail this call, it starts out of rotation) and a
+    /// background check of each replica's health and lag, see
+    /// [`acquire_read`](Self::acquire_read). The first check of every replica is
+    /// awaited here (bounded by the larger of `replica_check_interval` and 1 s), so
+    /// reads use healthy replicas from the start.
+    ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a bad config; [`Error::Database`] when the server
     /// cannot be reached or refuses a setting.
@@ -124,9 +142,42 @@ impl DbPool<sqlx::Postgres> {
 
     /// As [`postgres`](Self::postgres), recording into `metrics`.
     ///
+    /// With `replica_urls`, the replicas record as `db-replica-0`, `db-replica-1`, ...
+    /// into the global registry when `metrics` is enabled (nothing when it is
+    /// [`disabled`](PoolMetrics::disabled)); [`postgres_in`](Self::postgres_in) picks
+    /// the registry and the name.
+    ///
     /// # Errors
     /// As [`postgres`](Self::postgres).
     pub async fn postgres_with(config: DbConfig, metrics: PoolMetrics) -> Result<Self> {
+        let replica_registry = metrics
+            .is_enabled()
+            .then(|| (cortex_metrics::global(), "db"));
+        Self::postgres_replicated(config, metrics, replica_registry).await
+    }
+
+    /// As [`postgres`](Self::postgres), recording the primary as pool `name` into
+    /// `registry`, and each read replica as `<name>-replica-<i>` (with its
+    /// `pool.replica_lag_seconds` and `pool.replica_up` gauges) into the same registry.
+    ///
+    /// # Errors
+    /// As [`postgres`](Self::postgres).
+    pub async fn postgres_in(
+        config: DbConfig,
+        registry: &cortex_metrics::Metrics,
+        name: &str,
+    ) -> Result<Self> {
+        let metrics = PoolMetrics::new(registry, name);
+        Self::postgres_replicated(config, metrics, Some((registry, name))).await
+    }
+
+    /// Connect the primary, then the replicas (lazily: a replica that is down never
+    /// fails the pool) and their health checker.
+    async fn postgres_replicated(
+        config: DbConfig,
+        metrics: PoolMetrics,
+        replica_registry: Option<(&cortex_metrics::Metrics, &str)>,
+    ) -> Result<Self> {
         if !config.is_postgres() {
             return Err(Error::InvalidConfig {
                 key: "DATABASE_URL",
@@ -134,41 +185,53 @@ impl DbPool<sqlx::Postgres> {
                 reason: "not a postgres:// URL".into(),
             });
         }
-        Self::connect(config, metrics, |options, config| {
-            // The URL was checked by `validate`; sqlx also takes the mode from
-            // PGSSLMODE, so the parsed mode is checked too.
-            if !cfg!(feature = "tls") {
-                use sqlx::postgres::PgSslMode;
-                let mode = options.get_ssl_mode();
-                if matches!(
-                    mode,
-                    PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
-                ) {
-                    return Err(Error::InvalidConfig {
-                        key: "PGSSLMODE",
-                        value: format!("{mode:?}"),
-                        reason: "this sslmode needs TLS: enable the `tls` feature of cortex-pool"
-                            .into(),
-                    });
-                }
-            }
-            let statement_timeout_ms = config.statement_timeout.as_millis().to_string();
-            let mut settings: Vec<(&str, &str)> = vec![
-                ("TimeZone", &config.timezone),
-                ("statement_timeout", &statement_timeout_ms),
-                ("work_mem", &config.work_mem),
-                ("maintenance_work_mem", &config.maintenance_work_mem),
-            ];
-            if config.async_commit {
-                settings.push(("synchronous_commit", "off"));
-            }
-            Ok(options
-                .application_name(&config.application_name)
-                .statement_cache_capacity(config.statement_cache_size)
-                .options(settings))
-        })
-        .await
+        let pool = Self::open(&config, "DATABASE_URL", &metrics, pg_configure).await?;
+        let replicas = if config.replica_urls.is_empty() {
+            None
+        } else {
+            Some(crate::replica::start(&config, replica_registry).await?)
+        };
+        Ok(Self::wrap(pool, config, metrics, replicas, None))
     }
+}
+
+/// The PostgreSQL connect options of `config`: the session settings as connection
+/// parameters (validated by [`DbConfig::validate`], never formatted into SQL).
+#[cfg(feature = "postgres")]
+pub(crate) fn pg_configure(
+    options: sqlx::postgres::PgConnectOptions,
+    config: &DbConfig,
+) -> Result<sqlx::postgres::PgConnectOptions> {
+    // The URL was checked by `validate`; sqlx also takes the mode from
+    // PGSSLMODE, so the parsed mode is checked too.
+    if !cfg!(feature = "tls") {
+        use sqlx::postgres::PgSslMode;
+        let mode = options.get_ssl_mode();
+        if matches!(
+            mode,
+            PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+        ) {
+            return Err(Error::InvalidConfig {
+                key: "PGSSLMODE",
+                value: format!("{mode:?}"),
+                reason: "this sslmode needs TLS: enable the `tls` feature of cortex-pool".into(),
+            });
+        }
+    }
+    let statement_timeout_ms = config.statement_timeout.as_millis().to_string();
+    let mut settings: Vec<(&str, &str)> = vec![
+        ("TimeZone", &config.timezone),
+        ("statement_timeout", &statement_timeout_ms),
+        ("work_mem", &config.work_mem),
+        ("maintenance_work_mem", &config.maintenance_work_mem),
+    ];
+    if config.async_commit {
+        settings.push(("synchronous_commit", "off"));
+    }
+    Ok(options
+        .application_name(&config.application_name)
+        .statement_cache_capacity(config.statement_cache_size)
+        .options(settings))
 }
 
 #[cfg(feature = "sqlite")]
@@ -194,7 +257,7 @@ impl DbPool<sqlx::Sqlite> {
     pub async fn sqlite_with(config: DbConfig, metrics: PoolMetrics) -> Result<Self> {
         use sqlx::sqlite::SqliteJournalMode;
 
-        Self::connect(config, metrics, |options, config| {
+        let pool = Self::open(&config, "DATABASE_URL", &metrics, |options, config| {
             Ok(options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -202,42 +265,40 @@ impl DbPool<sqlx::Sqlite> {
                 .busy_timeout(config.statement_timeout)
                 .statement_cache_capacity(config.statement_cache_size))
         })
-        .await
+        .await?;
+        Ok(Self::wrap(pool, config, metrics, None, None))
     }
 }
 
 impl<DB: Database> DbPool<DB> {
     /// Validate, parse the URL, let the backend add its options, connect.
-    async fn connect(
-        config: DbConfig,
-        metrics: PoolMetrics,
+    async fn open(
+        config: &DbConfig,
+        key: &'static str,
+        metrics: &PoolMetrics,
         configure: impl FnOnce(ConnectOpts<DB>, &DbConfig) -> Result<ConnectOpts<DB>>,
-    ) -> Result<Self> {
+    ) -> Result<sqlx::Pool<DB>> {
         config.validate()?;
-        let options: ConnectOpts<DB> =
-            config
-                .url
-                .parse()
-                .map_err(|e: sqlx::Error| Error::InvalidConfig {
-                    key: "DATABASE_URL",
-                    value: redact_url(&config.url),
-                    reason: e.to_string(),
-                })?;
-        let options = logging(configure(options, &config)?, &config);
-        let pool = pool_options(&config, &metrics)
-            .connect_with(options)
-            .await?;
-        Ok(Self::wrap(pool, config, metrics))
+        let options = connect_options::<DB>(config, key, configure)?;
+        Ok(pool_options(config, metrics).connect_with(options).await?)
     }
 
-    /// The pool around a connected sqlx pool, its level gauges registered (only now,
-    /// so a pool that failed to connect never takes over a live pool's series).
-    fn wrap(pool: sqlx::Pool<DB>, config: DbConfig, metrics: PoolMetrics) -> Self {
+    /// The pool around a sqlx pool, its level gauges registered (only now, so a pool
+    /// that failed to connect never takes over a live pool's series).
+    pub(crate) fn wrap(
+        pool: sqlx::Pool<DB>,
+        config: DbConfig,
+        metrics: PoolMetrics,
+        replicas: Option<Arc<ReplicaSet<DB>>>,
+        replica_name: Option<String>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             pool,
             config,
             metrics,
             waiting: AtomicUsize::new(0),
+            replicas,
+            replica_name,
         });
         shared.metrics.register_levels(&shared, Shared::status);
         Self { shared }
@@ -263,31 +324,99 @@ impl<DB: Database> DbPool<DB> {
     #[track_caller]
     pub fn acquire(&self) -> impl Future<Output = Result<DbConn<DB>>> + Send + '_ {
         let at = std::panic::Location::caller();
-        crate::span::acquire("db", async move {
-            let start = Instant::now();
-            let waiting = Waiting::enter(&self.shared.waiting);
-            let got = self.shared.pool.acquire().await;
-            drop(waiting);
-            let waited = start.elapsed();
-            self.shared.metrics.acquire_wait(waited);
-            match got {
-                Ok(conn) => Ok(DbConn {
-                    conn,
-                    acquired: Instant::now(),
-                    at,
-                    shared: self.shared.clone(),
-                }),
-                Err(sqlx::Error::PoolTimedOut) => {
-                    self.shared.metrics.timeout();
-                    Err(Error::Timeout {
-                        waited,
-                        max: self.shared.config.max_connections() as usize,
-                    })
+        crate::span::acquire("db", self.acquire_at(at))
+    }
+
+    /// A connection for reads: from a healthy read replica when the pool has any
+    /// (`DB_REPLICA_URLS`, PostgreSQL only), taken in turn (round robin), otherwise from
+    /// the primary. A replica is healthy when its last check answered and its replay
+    /// lag was within `DB_REPLICA_MAX_LAG`; one whose connection fails here is skipped
+    /// (and taken out until its next good check), so replicas being down is never an
+    /// error by itself: the primary serves the read. Use it only for reads that may be
+    /// slightly stale; writes and transactions go through [`acquire`](Self::acquire),
+    /// and a caller that must see its own writes uses a
+    /// [`Session`](crate::Session). Recorded in a `pool.acquire` span with
+    /// `pool = "db-read"`; each replica's waits and holds record under its own pool
+    /// name. [`DbConn::replica`] tells which server answered.
+    ///
+    /// ```
+    /// use cortex_pool::{DbConfig, DbPool};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Without replicas (and always with SQLite) reads go to the primary.
+    /// let pool = DbPool::sqlite(DbConfig::default()).await?;
+    /// let mut conn = pool.acquire_read().await?;
+    /// assert_eq!(conn.replica(), None);
+    /// let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut **conn).await?;
+    /// assert_eq!(one, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// Only the primary's, as for [`acquire`](Self::acquire).
+    #[track_caller]
+    pub fn acquire_read(&self) -> impl Future<Output = Result<DbConn<DB>>> + Send + '_ {
+        let at = std::panic::Location::caller();
+        crate::span::acquire("db-read", async move {
+            if let Some(set) = &self.shared.replicas {
+                for i in set.order() {
+                    if let Ok(conn) = set.try_acquire(i, at).await {
+                        return Ok(conn);
+                    }
                 }
-                Err(sqlx::Error::PoolClosed) => Err(Error::Closed),
-                Err(e) => Err(Error::Database(e)),
             }
+            self.acquire_at(at).await
         })
+    }
+
+    /// The health, lag and pool levels of each read replica, in `DB_REPLICA_URLS`
+    /// order (empty without replicas).
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        self.shared
+            .replicas
+            .as_ref()
+            .map_or_else(Vec::new, |set| set.status())
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn replica_set(&self) -> Option<&Arc<ReplicaSet<DB>>> {
+        self.shared.replicas.as_ref()
+    }
+
+    /// [`acquire`](Self::acquire) without the span, recording `at` as the caller.
+    pub(crate) async fn acquire_at(
+        &self,
+        at: &'static std::panic::Location<'static>,
+    ) -> Result<DbConn<DB>> {
+        {
+            {
+                let start = Instant::now();
+                let waiting = Waiting::enter(&self.shared.waiting);
+                let got = self.shared.pool.acquire().await;
+                drop(waiting);
+                let waited = start.elapsed();
+                self.shared.metrics.acquire_wait(waited);
+                match got {
+                    Ok(conn) => Ok(DbConn {
+                        conn,
+                        acquired: Instant::now(),
+                        at,
+                        shared: self.shared.clone(),
+                    }),
+                    Err(sqlx::Error::PoolTimedOut) => {
+                        self.shared.metrics.timeout();
+                        Err(Error::Timeout {
+                            waited,
+                            max: self.shared.config.max_connections() as usize,
+                        })
+                    }
+                    Err(sqlx::Error::PoolClosed) => Err(Error::Closed),
+                    Err(e) => Err(Error::Database(e)),
+                }
+            }
+        }
     }
 
     /// Run `fut` bounded by the config's `command_timeout`, for work the server cannot
@@ -316,10 +445,33 @@ impl<DB: Database> DbPool<DB> {
         self.shared.status()
     }
 
-    /// Close every connection; waiters and later acquires get [`Error::Closed`].
+    /// Close every connection (the replicas' too, and stop their checks); waiters and
+    /// later acquires get [`Error::Closed`].
     pub async fn close(&self) {
+        if let Some(set) = &self.shared.replicas {
+            set.close().await;
+        }
         self.shared.pool.close().await;
     }
+}
+
+/// Parse `config.url` (the variable `key` names it in errors), let the backend add its
+/// options, and the logging.
+pub(crate) fn connect_options<DB: Database>(
+    config: &DbConfig,
+    key: &'static str,
+    configure: impl FnOnce(ConnectOpts<DB>, &DbConfig) -> Result<ConnectOpts<DB>>,
+) -> Result<ConnectOpts<DB>> {
+    let options: ConnectOpts<DB> =
+        config
+            .url
+            .parse()
+            .map_err(|e: sqlx::Error| Error::InvalidConfig {
+                key,
+                value: redact_url(&config.url),
+                reason: e.to_string(),
+            })?;
+    Ok(logging(configure(options, config)?, config))
 }
 
 impl<DB: Database> Shared<DB> {
@@ -347,9 +499,18 @@ pub struct DbConn<DB: Database> {
     shared: Arc<Shared<DB>>,
 }
 
+impl<DB: Database> DbConn<DB> {
+    /// The name of the read replica this connection goes to (`db-replica-0`), or
+    /// `None` for the primary.
+    pub fn replica(&self) -> Option<&str> {
+        self.shared.replica_name.as_deref()
+    }
+}
+
 impl<DB: Database> std::fmt::Debug for DbConn<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbConn")
+            .field("replica", &self.replica())
             .field("held", &self.acquired.elapsed())
             .field("acquired_at", &self.at)
             .finish_non_exhaustive()

@@ -12,6 +12,8 @@ mod metrics;
 mod object;
 #[cfg(feature = "redis")]
 mod redis_pool;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod replica;
 mod slots;
 mod span;
 mod status;
@@ -29,6 +31,10 @@ pub use self::metrics::PoolMetrics;
 pub use self::object::{Manager, Object, ObjectPoolConfig, ObjectPoolStats, Pool, PoolBuilder};
 #[cfg(feature = "redis")]
 pub use self::redis_pool::{RedisConn, RedisPool};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use self::replica::ReplicaStatus;
+#[cfg(feature = "postgres")]
+pub use self::replica::Session;
 pub use self::status::PoolStatus;
 pub use self::sync_pool::{SyncObject, SyncPool, SyncPoolStats};
 

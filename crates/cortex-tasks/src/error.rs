@@ -90,6 +90,32 @@ pub enum Error {
         #[source]
         source: redis::RedisError,
     },
+    /// The durable queue refused to start: tasks accepted by a release before one-slot
+    /// queues, or its dead letters, are still stored under the old key prefix
+    /// `cortex:tasks:<name>:` (no hash tag), where this release would never read them.
+    /// Drain them with the previous release's workers, keep or drop its dead letters,
+    /// then delete the old streams (the crate README, "Upgrading", says how).
+    ///
+    /// Not [retryable](Error::is_retryable): it stays so until someone drains the old keys.
+    #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+    #[error(
+        "durable queue {queue:?}: {tasks} unfinished task(s) and {dead_letters} dead letter(s) \
+         are stored under the previous key layout {old_prefix:?}; drain them with the previous \
+         release's workers, read or drop its dead letters, then UNLINK {old_prefix}stream:high, \
+         {old_prefix}stream:normal, {old_prefix}stream:low and {old_prefix}dead (see the \
+         cortex-tasks README, Upgrading)"
+    )]
+    LegacyKeys {
+        /// The queue name.
+        queue: String,
+        /// The old prefix the keys are under, `cortex:tasks:<name>:`.
+        old_prefix: String,
+        /// Stream entries (unfinished tasks) under the old prefix.
+        tasks: u64,
+        /// Dead letters under the old prefix.
+        dead_letters: u64,
+    },
     /// cortex-pool could not set up the Redis connection (durable backend). A bad URL
     /// is reported as [`Error::InvalidConfig`] instead.
     #[cfg(feature = "durable")]
@@ -160,6 +186,8 @@ impl Error {
             Error::Redis(_) | Error::Pool(_) => "unavailable",
             #[cfg(feature = "durable")]
             Error::EnqueueUnconfirmed { .. } => "enqueue_unconfirmed",
+            #[cfg(feature = "durable")]
+            Error::LegacyKeys { .. } => "legacy_keys",
             Error::InvalidConfig { .. } => "invalid_config",
         }
     }

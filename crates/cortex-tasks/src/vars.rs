@@ -75,7 +75,7 @@ pub(crate) const DURABLE: &[EnvVar] = &[
     EnvVar {
         name: "TASKS_QUEUE_NAME",
         default: "default",
-        doc: "Durable queue name: 1 to 64 of `A-Z a-z 0-9 _ . -`; its keys live under `cortex:tasks:<name>:`.",
+        doc: "Durable queue name: 1 to 64 of `A-Z a-z 0-9 _ . -`; its keys live under `cortex:tasks:{<name>}:` (braces included: one hash slot).",
     },
     EnvVar {
         name: "TASKS_CONCURRENCY",

@@ -11,23 +11,28 @@ pub use crate::{MAX_CONCURRENCY, MAX_DURATION};
 /// The most entries one read takes (`batch`).
 pub const MAX_BATCH: usize = 10_000;
 
-/// The key prefix of the durable queue named `queue_name`: `cortex:tasks:{queue_name}:`.
+/// The key prefix of the durable queue named `queue_name`: `cortex:tasks:{queue_name}:`,
+/// braces included.
 ///
 /// Every key the queue writes starts with it (streams, task records, dead letters,
 /// counters, the worker list), and [`DurableQueue::purge`](super::DurableQueue::purge)
-/// deletes exactly the keys that match `{prefix}*`. The name is checked first, so no
-/// queue's keys can fall under another queue's prefix or be matched by a glob: one to
-/// 64 characters out of `A-Z a-z 0-9 _ . -` (no `:`, whitespace, control characters or
-/// the glob characters `* ? [ ] \`). The prefix lies under
-/// [`Component::Tasks`]'s reserved prefix and passes
+/// deletes exactly the keys that match `{prefix}*`. The braces are a Redis Cluster hash
+/// tag: Redis hashes only the text inside the first `{…}` of a key, so every key of one
+/// queue lands in one hash slot, as its scripts and multi-key commands need on a
+/// cluster (keys of different queues are spread over the slots). The name is checked
+/// first, so no queue's keys can fall under another queue's prefix, be matched by a
+/// glob or move to another slot: one to 64 characters out of `A-Z a-z 0-9 _ . -` (no
+/// `:`, braces, whitespace, control characters or the glob characters `* ? [ ] \`).
+/// The prefix lies under [`Component::Tasks`]'s reserved prefix and passes
 /// [`check_prefix`](cortex_support::keyspace::check_prefix).
 ///
 /// ```
 /// use cortex_tasks::durable::key_prefix;
 ///
-/// assert_eq!(key_prefix("emails")?, "cortex:tasks:emails:");
+/// assert_eq!(key_prefix("emails")?, "cortex:tasks:{emails}:");
 /// assert!(key_prefix("a:b").is_err());
 /// assert!(key_prefix("jobs*").is_err());
+/// assert!(key_prefix("{x}").is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
@@ -35,10 +40,22 @@ pub const MAX_BATCH: usize = 10_000;
 /// [`Error::InvalidConfig`] (key `name`) naming the refused value.
 pub fn key_prefix(queue_name: &str) -> Result<String> {
     check_queue_name(queue_name)?;
-    let prefix = format!("{}{queue_name}:", Component::Tasks.reserved_prefix());
+    let prefix = format!("{}{{{queue_name}}}:", Component::Tasks.reserved_prefix());
     check_prefix(Component::Tasks, &prefix)
         .map_err(|e| invalid("name", queue_name, &e.to_string()))?;
     Ok(prefix)
+}
+
+/// The prefix releases before one-slot queues used, `cortex:tasks:<name>:` (no hash
+/// tag): only read, to refuse starting over tasks left there (see
+/// [`Error::LegacyKeys`]). It never nests with a [`key_prefix`]: after `cortex:tasks:`
+/// one starts with `{`, which no queue name holds.
+pub(crate) fn legacy_key_prefix(queue_name: &str) -> Result<String> {
+    check_queue_name(queue_name)?;
+    Ok(format!(
+        "{}{queue_name}:",
+        Component::Tasks.reserved_prefix()
+    ))
 }
 
 fn check_queue_name(name: &str) -> Result<()> {
@@ -73,7 +90,8 @@ fn check_queue_name(name: &str) -> Result<()> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DurableConfig {
-    /// Queue name; keys live under `cortex:tasks:{name}:` ([`key_prefix`]). One to 64
+    /// Queue name; keys live under `cortex:tasks:{name}:`, braces included (one hash slot
+    /// per queue, see [`key_prefix`]). One to 64
     /// characters out of `A-Z a-z 0-9 _ . -`. Default `"default"`.
     pub name: String,
     /// Consumer group every worker of this queue joins. Default `"workers"`.
@@ -362,12 +380,27 @@ mod tests {
         }
     }
 
+    /// What Redis Cluster hashes of a key: the text inside the first `{…}` when it is
+    /// not empty, else the whole key.
+    fn hash_tag(key: &str) -> &str {
+        if let Some(open) = key.find('{')
+            && let Some(len) = key[open + 1..].find('}')
+            && len > 0
+        {
+            return &key[open + 1..open + 1 + len];
+        }
+        key
+    }
+
     #[test]
     fn key_prefixes_are_reserved_for_tasks_and_never_nest() {
         let good = ["default", "emails", "a", "A-b_c.9", &"x".repeat(64)];
         for name in good {
             let p = key_prefix(name).unwrap();
-            assert_eq!(p, format!("cortex:tasks:{name}:"));
+            assert_eq!(p, format!("cortex:tasks:{{{name}}}:"));
+            // The hash tag is the whole name: Redis hashes the text inside the first
+            // `{…}`, so every key of the queue shares the name's slot.
+            assert_eq!(hash_tag(&p), name);
             check_prefix(Component::Tasks, &p).unwrap();
             assert!(!p.starts_with(Component::Cache.reserved_prefix()));
             for other in good {
@@ -395,6 +428,9 @@ mod tests {
             "back\\slash",
             "é",
             "{tag}",
+            "a{b",
+            "a}b",
+            "{}",
             &"x".repeat(65),
         ];
         for name in bad {

@@ -75,21 +75,29 @@
 //!
 //! # Keys
 //!
-//! Every key of a queue named `q` starts with [`key_prefix`]`("q")`, `cortex:tasks:q:`
-//! (under [`Component::Tasks`](cortex_support::keyspace::Component::Tasks)'s reserved
-//! prefix; a queue name cannot hold `:` or glob characters, so no queue's keys fall
-//! under another's prefix):
+//! Every key of a queue named `q` starts with [`key_prefix`]`("q")`, `cortex:tasks:{q}:`,
+//! braces included (under [`Component::Tasks`](cortex_support::keyspace::Component::Tasks)'s
+//! reserved prefix; a queue name cannot hold `:`, braces or glob characters, so no
+//! queue's keys fall under another's prefix). `{q}` is a Redis Cluster hash tag: every
+//! key of the queue hashes to the slot of `q`, so on a cluster each script and
+//! multi-key command of the queue finds all its keys on one master. Each script gets
+//! its keys in `KEYS`, except the task records `take` starts, whose ids it reads from
+//! the streams (it checks their prefix carries the streams' tag). Keys of the layout
+//! without the tag (`cortex:tasks:q:…`, earlier releases) are never read: a queue whose
+//! old streams still hold entries refuses to start with
+//! [`Error::LegacyKeys`](crate::Error::LegacyKeys) (the crate README, "Upgrading", says
+//! how to drain them). In the table below a key is named after the prefix:
 //!
 //! | key | type | content | written by | trimmed / deleted by |
 //! |-----|------|---------|------------|----------------------|
-//! | `stream:{high,normal,low}` | stream + group | `id`, `handler`, `payload` (JSON) | `enqueue` (`XADD`), workers (`XREADGROUP`, `XCLAIM`, `XAUTOCLAIM`, `XGROUP CREATE`) | `XACK` + `XDEL` when finished; `XGROUP DELCONSUMER` of idle consumers |
-//! | `task:{id}` | hash | `status`, `handler`, `priority`, `queued_at`, `started_at`, `finished_at` (unix ms), `attempts`, `start` (the start request that began the attempt), `error`, `result` (JSON), `cancel` | `enqueue`, start, finish, retry, cancel, shutdown release (`HSET`, `HDEL`) | expires `result_ttl` after a final status (`PEXPIRE`) |
+//! | `stream:high`, `stream:normal`, `stream:low` | stream + group | `id`, `handler`, `payload` (JSON) | `enqueue` (`XADD`), workers (`XREADGROUP`, `XCLAIM`, `XAUTOCLAIM`, `XGROUP CREATE`) | `XACK` + `XDEL` when finished; `XGROUP DELCONSUMER` of idle consumers |
+//! | `task:<id>` (16 hex digits) | hash | `status`, `handler`, `priority`, `queued_at`, `started_at`, `finished_at` (unix ms), `attempts`, `start` (the start request that began the attempt), `error`, `result` (JSON), `cancel` | `enqueue`, start, finish, retry, cancel, shutdown release (`HSET`, `HDEL`) | expires `result_ttl` after a final status (`PEXPIRE`) |
 //! | `dead` | stream | dead letters: `id`, `handler`, `payload`, `error`, `attempts` | finish (`XADD`) | `XTRIM MAXLEN dead_letter_cap` after each batch that adds some |
 //! | `stats` | hash | counters `enqueued`, `completed`, `failed`, `cancelled`, `retried` | `HINCRBY` | never |
 //! | `workers` | sorted set | consumer name scored by its last heartbeat (unix ms) | heartbeat (`ZADD`) | `ZREM` at shutdown, `ZREMRANGEBYSCORE` of heartbeats older than twice the visibility timeout |
 //!
-//! [`DurableQueue::purge`] deletes every key matching `cortex:tasks:q:*` (`SCAN` +
-//! `UNLINK`), nothing else.
+//! [`DurableQueue::purge`] deletes every key matching `cortex:tasks:{q}:*` (`SCAN` +
+//! `UNLINK`; braces are not glob characters), nothing else.
 
 mod config;
 mod connect;

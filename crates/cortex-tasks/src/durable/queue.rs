@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 
-use super::config::{DurableConfig, key_prefix};
+use super::config::{DurableConfig, key_prefix, legacy_key_prefix};
 use super::connect::RedisTarget;
 use super::status::parse_info;
 use cortex_support::backoff::random_u64;
@@ -118,8 +118,50 @@ impl DurableQueue {
                 scripts: Scripts::new(),
             }),
         };
+        queue.refuse_legacy_keys().await?;
         queue.ensure_groups().await?;
         Ok(queue)
+    }
+
+    /// Refuses to start over tasks of the previous key layout (`cortex:tasks:<name>:…`,
+    /// no hash tag): this release never reads them, so starting would leave them
+    /// behind unseen. Counts the entries of the old streams and dead-letter stream in
+    /// one pipelined round trip, bounded by `op_timeout`; anything else there (counters,
+    /// heartbeats, records of finished tasks) is history and does not hold a start up.
+    async fn refuse_legacy_keys(&self) -> Result<()> {
+        let old = legacy_key_prefix(&self.inner.config.name)?;
+        let mut pipe = redis::pipe();
+        for p in Priority::ALL {
+            pipe.cmd("XLEN").arg(format!("{old}stream:{}", p.as_str()));
+        }
+        pipe.cmd("XLEN").arg(format!("{old}dead"));
+        pipe.ignore_errors();
+        let mut conn = self.conn();
+        let replies: Vec<redis::RedisResult<u64>> =
+            self.bounded("XLEN", pipe.query_async(&mut conn)).await?;
+        let mut counts = [0u64; 4];
+        for (count, reply) in counts.iter_mut().zip(replies) {
+            match reply {
+                Ok(n) => *count = n,
+                // Not a stream: someone else's key, no task of ours. MOVED/ASK: a
+                // cluster node that does not serve the old key's slot; the old layout
+                // could not run on a cluster (its keys spanned slots), so no task
+                // was ever stored there that way.
+                Err(e) if matches!(e.code(), Some("WRONGTYPE" | "MOVED" | "ASK")) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let tasks = counts[..3].iter().sum::<u64>();
+        let dead_letters = counts[3];
+        if tasks + dead_letters == 0 {
+            return Ok(());
+        }
+        Err(Error::LegacyKeys {
+            queue: self.inner.config.name.clone(),
+            old_prefix: old,
+            tasks,
+            dead_letters,
+        })
     }
 
     /// A connection of its own for blocking reads (`XREADGROUP BLOCK`): on the shared
@@ -262,13 +304,12 @@ impl DurableQueue {
         for _ in 0..8 {
             let mut inv = self.inner.scripts.enqueue.key(keys.stream(priority));
             inv.key(&keys.stats)
-                .arg(&keys.task_prefix)
                 .arg(handler)
                 .arg(priority.as_str())
                 .arg(now)
                 .arg(traceparent.as_ref().map_or("", TraceParent::as_str));
             for (id, payload) in ids.iter().zip(json) {
-                inv.arg(id.to_string()).arg(payload);
+                inv.key(keys.task(*id)).arg(id.to_string()).arg(payload);
             }
             let mut conn = self.conn();
             let taken: Vec<usize> = self

@@ -38,6 +38,13 @@ impl Keys {
         format!("{}{id}", self.task_prefix)
     }
 
+    /// The record key of a stream entry's `id` field as read, well-formed or not: a
+    /// malformed one still names a key under the prefix, in the queue's slot (Redis
+    /// hashes the first `{…}`, the queue's tag, whatever follows).
+    pub(crate) fn task_raw(&self, raw_id: &str) -> String {
+        format!("{}{raw_id}", self.task_prefix)
+    }
+
     pub(crate) fn stream(&self, p: Priority) -> &str {
         &self.streams[p.index()]
     }
@@ -135,13 +142,15 @@ mod tests {
 
     #[test]
     fn keys_live_under_the_prefix() {
-        let k = Keys::new("cortex:tasks:q:".to_owned());
+        let k = Keys::new(super::super::key_prefix("q").unwrap());
         assert_eq!(
             k.task(TaskId::from_u64(255)),
-            "cortex:tasks:q:task:00000000000000ff"
+            "cortex:tasks:{q}:task:00000000000000ff"
         );
-        assert_eq!(k.stream(Priority::High), "cortex:tasks:q:stream:high");
-        assert_eq!(k.dead, "cortex:tasks:q:dead");
+        assert_eq!(k.stream(Priority::High), "cortex:tasks:{q}:stream:high");
+        assert_eq!(k.dead, "cortex:tasks:{q}:dead");
+        assert_eq!(k.stats, "cortex:tasks:{q}:stats");
+        assert_eq!(k.workers, "cortex:tasks:{q}:workers");
         assert_eq!(ms(Duration::MAX), u64::MAX);
     }
 }

@@ -1,6 +1,14 @@
 //! Lua scripts: each runs atomically, so a task's status, its stream entry and the
 //! counters never disagree in a way that could lose a task or run an acknowledged one.
 //!
+//! Every key a script touches belongs to one queue, so all of them share the queue's
+//! hash tag (`cortex:tasks:{name}:…`) and hash slot, as Redis Cluster requires. Each
+//! script is handed its keys in `KEYS`, with one exception that cannot know them in
+//! advance: `take` learns its task ids from the entries it reads, and builds their
+//! record keys from the queue's task key prefix; it checks first that the prefix
+//! carries the same hash tag as its streams, so those keys are in their slot too (a
+//! cluster node lets a script touch undeclared keys of the slot it was sent for).
+//!
 //! Every script that writes follows two rules:
 //!
 //! * Its reads come first, and its first write is one that Redis refuses when it cannot
@@ -35,7 +43,8 @@ end
 
 /// Starts one attempt.
 ///
-/// `try_start(id, token, prefix, now, max, stats, ttl)` returns `{code, attempts, error}`
+/// `try_start(id, key, token, now, max, stats, ttl)` (`key` is the task record's key)
+/// returns `{code, attempts, error}`
 /// or `nil, message` for an error that must fail the script. Codes: 1 run it (attempts
 /// counts this one), 0 no record, 2 cancelled (a cancel was requested while a dead
 /// worker ran it), 3 already final, 4 attempts exhausted (a worker died during the last
@@ -70,16 +79,16 @@ local function start_one(key, token, now, max, stats, ttl)
   return {1, attempts, ''}
 end
 
-local function try_start(id, token, prefix, now, max, stats, ttl)
+local function try_start(id, key, token, now, max, stats, ttl)
   if not valid_id(id) then
     return {5, 0, 'malformed stream entry: its id field ' .. string.format('%q', tostring(id))
       .. ' is not a task id'}
   end
-  local ok, r = pcall(start_one, prefix .. id, token, now, max, stats, ttl)
+  local ok, r = pcall(start_one, key, token, now, max, stats, ttl)
   if ok then return r end
   local msg = errtext(r)
   if entry_error(msg) then
-    return {5, 0, 'task record ' .. prefix .. id .. ' is unusable: ' .. msg}
+    return {5, 0, 'task record ' .. key .. ' is unusable: ' .. msg}
   end
   return nil, msg
 end
@@ -87,15 +96,17 @@ end
 
 /// Starts a batch of attempts of entries already delivered.
 ///
-/// `ARGV`: task key prefix, now (ms), max attempts, stats key, result ttl (ms), then
-/// `id, token` per entry. Returns `{code, attempts, error}` per entry, as `try_start`.
+/// `KEYS`: the stats hash, then the task record of each entry. `ARGV`: now (ms), max
+/// attempts, result ttl (ms), then `id, token` per entry, in the order of the records.
+/// Returns `{code, attempts, error}` per entry, as `try_start`.
 pub(crate) fn start_script() -> String {
     format!(
         "{PRELUDE}{START_ONE}
 local out = {{}}
-local max = tonumber(ARGV[3])
-for i = 6, #ARGV, 2 do
-  local r, fatal = try_start(ARGV[i], ARGV[i + 1], ARGV[1], ARGV[2], max, ARGV[4], ARGV[5])
+local max = tonumber(ARGV[2])
+for i = 4, #ARGV, 2 do
+  local key = KEYS[(i - 4) / 2 + 2]
+  local r, fatal = try_start(ARGV[i], key, ARGV[i + 1], ARGV[1], max, KEYS[1], ARGV[3])
   if not r then return redis.error_reply(fatal) end
   out[#out + 1] = r
 end
@@ -108,8 +119,10 @@ return out
 /// round trip. Unlike one `XREADGROUP` over three streams (whose `COUNT` is per stream),
 /// this never takes more entries than there are free slots.
 ///
-/// `KEYS`: the three streams, highest first. `ARGV`: group, consumer, count, task key
-/// prefix, now (ms), max attempts, stats key, result ttl (ms). Each start's token is
+/// `KEYS`: the three streams, highest first, the stats hash. `ARGV`: group, consumer,
+/// count, task key prefix (a record's key is the prefix and the entry's id field; the
+/// prefix must carry the streams' hash tag), now (ms), max attempts, result ttl (ms).
+/// Each start's token is
 /// `{consumer} {entry id} 0`. Returns per entry `{stream index (0-based), entry id, task
 /// id, handler, payload, code, attempts, error, traceparent}` (an entry without a
 /// traceparent, such as one enqueued by an earlier release, gives an empty one).
@@ -121,8 +134,15 @@ pub(crate) fn take_script() -> String {
         "{PRELUDE}{START_ONE}
 local n = tonumber(ARGV[3])
 local max = tonumber(ARGV[6])
+local prefix = ARGV[4]
+-- The records are not in KEYS (their ids come from the entries read): they must share
+-- the streams' hash tag, hence their slot, or a cluster node would refuse them.
+local tag = string.match(KEYS[1], '^[^{{]*{{[^}}]+}}')
+if not tag or string.sub(prefix, 1, #tag) ~= tag then
+  return redis.error_reply('ERR task key prefix ' .. prefix .. ' is not in the hash slot of ' .. KEYS[1])
+end
 local out = {{}}
-for s = 1, #KEYS do
+for s = 1, 3 do
   if n <= 0 then break end
   local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n, 'STREAMS', KEYS[s], '>')
   if r then
@@ -136,7 +156,7 @@ for s = 1, #KEYS do
         elseif f[i] == 'traceparent' then tp = f[i + 1] end
       end
       local token = ARGV[2] .. ' ' .. e[1] .. ' 0'
-      local st, fatal = try_start(id, token, ARGV[4], ARGV[5], max, ARGV[7], ARGV[8])
+      local st, fatal = try_start(id, prefix .. id, token, ARGV[5], max, KEYS[4], ARGV[7])
       if not st then return redis.error_reply(fatal) end
       out[#out + 1] = {{s - 1, e[1], id, handler, payload, st[1], st[2], st[3], tp}}
       n = n - 1
@@ -153,9 +173,9 @@ pub(crate) const FINISH_FIELDS: usize = 8;
 
 /// Records the outcomes of a batch and acknowledges their entries, all or nothing.
 ///
-/// `KEYS`: the three streams, the dead-letter stream, the stats hash. `ARGV`: group,
-/// task key prefix, now (ms), result ttl (ms), dead-letter cap (0: none), then
-/// per entry [`FINISH_FIELDS`] fields: stream index, entry id, task id, kind (`c`
+/// `KEYS`: the three streams, the dead-letter stream, the stats hash, then the task
+/// record of each entry (in the order of the entries). `ARGV`: group, now (ms), result
+/// ttl (ms), dead-letter cap (0: none), then per entry [`FINISH_FIELDS`] fields: stream index, entry id, task id, kind (`c`
 /// completed, `d` dead, `p` parked: dead letter only, the record is unusable or there is
 /// none, `x` cancelled, `s` acknowledge only), text (result JSON or error), attempts,
 /// handler, payload (the last two for dead letters only).
@@ -169,9 +189,9 @@ pub(crate) const FINISH_FIELDS: usize = 8;
 pub(crate) fn finish_script() -> String {
     format!(
         "{PRELUDE}
-local group, prefix, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local cap = tonumber(ARGV[5])
-local W, FIRST = {FINISH_FIELDS}, 6
+local group, now, ttl = ARGV[1], ARGV[2], ARGV[3]
+local cap = tonumber(ARGV[4])
+local W, FIRST = {FINISH_FIELDS}, 5
 local n = (#ARGV - FIRST + 1) / W
 -- Checked before anything is written: a dead-letter key of another type (someone else's
 -- data) fails the batch as a whole.
@@ -213,7 +233,7 @@ for s = 1, 3 do
     for j = 1, n do
       local i = FIRST + (j - 1) * W
       if tonumber(ARGV[i]) + 1 == s and ARGV[i + 3] ~= 'p' and ARGV[i + 3] ~= 's' then
-        local ok, st = pcall(redis.call, 'HGET', prefix .. ARGV[i + 2], 'status')
+        local ok, st = pcall(redis.call, 'HGET', KEYS[5 + j], 'status')
         if ok and (not st or st == 'completed' or st == 'failed' or st == 'cancelled') then
           out[j] = 0
         end
@@ -229,7 +249,7 @@ local completed, failed, cancelled, dead = 0, 0, 0, 0
 for j = 1, n do
   local i = FIRST + (j - 1) * W
   if out[j] == 1 and ARGV[i + 3] ~= 's' then
-    local key = prefix .. ARGV[i + 2]
+    local key = KEYS[5 + j]
     local kind, text = ARGV[i + 3], ARGV[i + 4]
     local ok, e = true, nil
     if kind == 'c' then
@@ -352,14 +372,14 @@ return removed
 
 /// Enqueues tasks: a record and a stream entry each, and the counter, all or nothing.
 ///
-/// `KEYS`: the stream, the stats hash. `ARGV`: task key prefix, handler, priority, now
-/// (ms), traceparent (empty: none, and the entry gets no such field, as before there
-/// was one), then `id, payload` per task. If a record already exists under one of the ids,
+/// `KEYS`: the stream, the stats hash, then the record of each task. `ARGV`: handler,
+/// priority, now (ms), traceparent (empty: none, and the entry gets no such field, as
+/// before there was one), then `id, payload` per task, in the order of the records. If a record already exists under one of the ids,
 /// nothing is written and the 0-based positions of the taken ids are returned (the
 /// caller draws new ones); else returns an empty array.
 pub(crate) const ENQUEUE: &str = r"
 local keys = {}
-for i = 6, #ARGV, 2 do keys[#keys + 1] = ARGV[1] .. ARGV[i] end
+for k = 3, #KEYS do keys[#keys + 1] = KEYS[k] end
 -- One EXISTS per thousand ids; one per id only when some id is taken.
 for c = 1, #keys, 1000 do
   if redis.call('EXISTS', unpack(keys, c, math.min(c + 999, #keys))) > 0 then
@@ -370,15 +390,15 @@ for c = 1, #keys, 1000 do
     return taken
   end
 end
-for i = 6, #ARGV, 2 do
-  if ARGV[5] == '' then
-    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'handler', ARGV[2], 'payload', ARGV[i + 1])
+for i = 5, #ARGV, 2 do
+  if ARGV[4] == '' then
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'handler', ARGV[1], 'payload', ARGV[i + 1])
   else
-    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'handler', ARGV[2], 'payload', ARGV[i + 1],
-      'traceparent', ARGV[5])
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'handler', ARGV[1], 'payload', ARGV[i + 1],
+      'traceparent', ARGV[4])
   end
-  redis.call('HSET', keys[(i - 4) / 2], 'status', 'queued', 'handler', ARGV[2],
-    'priority', ARGV[3], 'queued_at', ARGV[4])
+  redis.call('HSET', keys[(i - 3) / 2], 'status', 'queued', 'handler', ARGV[1],
+    'priority', ARGV[2], 'queued_at', ARGV[3])
 end
 pcall(redis.call, 'HINCRBY', KEYS[2], 'enqueued', #keys)
 return {}
@@ -412,10 +432,10 @@ return {len, pending}
 ";
 
 /// Hands back tasks a shutting-down worker aborted: an attempt cut short by shutdown is
-/// not the task's fault, so it does not count. `ARGV`: task key prefix, then ids.
+/// not the task's fault, so it does not count. `KEYS`: the tasks' records.
 pub(crate) const RELEASE: &str = r"
-for i = 2, #ARGV do
-  local key = ARGV[1] .. ARGV[i]
+for i = 1, #KEYS do
+  local key = KEYS[i]
   if redis.call('HGET', key, 'status') == 'running' then
     redis.call('HSET', key, 'status', 'queued')
     redis.call('HDEL', key, 'start')

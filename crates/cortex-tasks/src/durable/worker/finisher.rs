@@ -131,14 +131,14 @@ pub(super) async fn flush(shared: &Shared, batch: &[Done]) -> Result<Vec<i64>> {
     inv.key(&keys.dead)
         .key(&keys.stats)
         .arg(&cfg.group)
-        .arg(&keys.task_prefix)
         .arg(now_ms())
         .arg(ms(cfg.result_ttl))
         .arg(cfg.dead_letter_cap);
     for d in batch {
         let (kind, text, attempts) = d.outcome.kind();
         let dead = matches!(kind, "d" | "p");
-        inv.arg(d.entry.prio.index())
+        inv.key(keys.task_raw(&d.entry.raw_id))
+            .arg(d.entry.prio.index())
             .arg(&d.entry.entry_id)
             .arg(&d.entry.raw_id)
             .arg(kind)

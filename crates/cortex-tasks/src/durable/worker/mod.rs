@@ -330,9 +330,9 @@ async fn release(shared: &Shared, aborted: &[(Slot, TaskId)]) -> Result<()> {
     let keys = shared.queue.keys();
     let mut conn = shared.queue.conn();
     if !aborted.is_empty() {
-        let mut inv = shared.queue.inner.scripts.release.arg(&keys.task_prefix);
+        let mut inv = shared.queue.inner.scripts.release.prepare_invoke();
         for (_, id) in aborted {
-            inv.arg(id.to_string());
+            inv.key(keys.task(*id));
         }
         bounded(cfg.op_timeout, "release", inv.invoke_async::<()>(&mut conn)).await?;
     }

@@ -38,13 +38,13 @@ pub(super) async fn take(shared: &Shared, count: usize) -> Result<Vec<(Entry, Ve
     for s in &keys.streams {
         inv.key(s);
     }
-    inv.arg(&cfg.group)
+    inv.key(&keys.stats)
+        .arg(&cfg.group)
         .arg(&shared.consumer)
         .arg(count)
         .arg(&keys.task_prefix)
         .arg(now_ms())
         .arg(cfg.max_attempts)
-        .arg(&keys.stats)
         .arg(ms(cfg.result_ttl));
     let mut conn = shared.queue.conn();
     let rows: Vec<Row> = bounded(cfg.op_timeout, "take", inv.invoke_async(&mut conn))
@@ -125,13 +125,16 @@ pub(super) async fn free_slots(
 pub(super) async fn start(shared: &Shared, batch: &[Entry], seq: u32) -> Result<Vec<Verdict>> {
     let cfg = shared.config();
     let keys = shared.queue.keys();
-    let mut inv = shared.queue.inner.scripts.start.arg(&keys.task_prefix);
+    // Every key in KEYS (the stats hash, then each entry's record), so a cluster
+    // routes the script to their one slot.
+    let mut inv = shared.queue.inner.scripts.start.key(&keys.stats);
     inv.arg(now_ms())
         .arg(cfg.max_attempts)
-        .arg(&keys.stats)
         .arg(ms(cfg.result_ttl));
     for e in batch {
-        inv.arg(&e.raw_id).arg(e.token(&shared.consumer, seq));
+        inv.key(keys.task_raw(&e.raw_id))
+            .arg(&e.raw_id)
+            .arg(e.token(&shared.consumer, seq));
     }
     let mut conn = shared.queue.conn();
     let codes: Vec<Verdict> = bounded(cfg.op_timeout, "start", inv.invoke_async(&mut conn)).await?;

@@ -13,6 +13,8 @@ mod postgres;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "postgres")]
+mod replicas;
 mod services_sh;
 mod spans;
 #[cfg(all(feature = "tls", feature = "postgres", feature = "redis"))]

@@ -18,7 +18,9 @@
 //! [`Metrics::counter_with`]) gets a handle that records nothing, and a warning, at most
 //! one a minute.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use cortex_support::warn::WarnLimiter;
@@ -50,6 +52,52 @@ use crate::{Counter, Gauge, Histogram, Metrics};
 pub struct MetricsRecorder {
     metrics: Metrics,
     refused: WarnLimiter,
+    // `counter!` and its siblings register on every call; a handle made once per key is
+    // found again by the key's precomputed hash, without parsing labels or allocating.
+    counters: Handles<metrics::Counter>,
+    gauges: Handles<metrics::Gauge>,
+    histograms: Handles<metrics::Histogram>,
+}
+
+/// Handles already made, by key.
+type Handles<T> = RwLock<HashMap<Key, T, BuildHasherDefault<KeyHash>>>;
+
+/// A [`Key`] hashes itself by writing the hash it computed when it was made; this hasher
+/// keeps that value instead of hashing it again. Other input (never written by `Key`) is
+/// folded in with FNV-1a, so it stays a correct hasher.
+#[derive(Default)]
+struct KeyHash(u64);
+
+impl Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+/// The handle for `key` in `map`, made by `make` the first time; a refused key
+/// (`make` answers `None`) is not kept, so each later use warns (rate-limited) again.
+fn cached<T: Clone>(map: &Handles<T>, key: &Key, make: impl FnOnce() -> Option<T>) -> Option<T> {
+    if let Some(h) = map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+        return Some(h.clone());
+    }
+    let made = make()?;
+    Some(
+        map.write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_insert(made)
+            .clone(),
+    )
 }
 
 impl MetricsRecorder {
@@ -58,6 +106,9 @@ impl MetricsRecorder {
         Self {
             metrics,
             refused: WarnLimiter::new(Duration::from_secs(60)),
+            counters: Handles::default(),
+            gauges: Handles::default(),
+            histograms: Handles::default(),
         }
     }
 
@@ -177,42 +228,48 @@ impl metrics::Recorder for MetricsRecorder {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> metrics::Counter {
-        let name = key.name();
-        let name = name.strip_suffix("_total").unwrap_or(name);
-        match with_labels(key, |l| self.metrics.counter_with(name, l)) {
-            Ok(c) => metrics::Counter::from_arc(c),
-            Err(e) => {
-                self.refused(key, &e);
-                metrics::Counter::noop()
+        cached(&self.counters, key, || {
+            let name = key.name();
+            let name = name.strip_suffix("_total").unwrap_or(name);
+            match with_labels(key, |l| self.metrics.counter_with(name, l)) {
+                Ok(c) => Some(metrics::Counter::from_arc(c)),
+                Err(e) => {
+                    self.refused(key, &e);
+                    None
+                }
             }
-        }
+        })
+        .unwrap_or_else(metrics::Counter::noop)
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> metrics::Gauge {
-        match with_labels(key, |l| self.metrics.gauge_with(key.name(), l)) {
-            Ok(g) => metrics::Gauge::from_arc(g),
-            Err(e) => {
-                self.refused(key, &e);
-                metrics::Gauge::noop()
+        cached(&self.gauges, key, || {
+            match with_labels(key, |l| self.metrics.gauge_with(key.name(), l)) {
+                Ok(g) => Some(metrics::Gauge::from_arc(g)),
+                Err(e) => {
+                    self.refused(key, &e);
+                    None
+                }
             }
-        }
+        })
+        .unwrap_or_else(metrics::Gauge::noop)
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
-        let name = key.name();
-        let seconds = name.ends_with("_seconds");
-        let made = with_labels(key, |labels| {
-            self.metrics.facade_histogram(seconds, name, labels, |h| {
-                if seconds {
-                    metrics::Histogram::from_arc(Arc::new(Seconds(h)))
-                } else {
-                    metrics::Histogram::from_arc(Arc::new(Values(h)))
-                }
-            })
-        });
-        made.unwrap_or_else(|e| {
-            self.refused(key, &e);
-            metrics::Histogram::noop()
+        cached(&self.histograms, key, || {
+            let name = key.name();
+            let seconds = name.ends_with("_seconds");
+            let made = with_labels(key, |labels| {
+                self.metrics.facade_histogram(seconds, name, labels, |h| {
+                    if seconds {
+                        metrics::Histogram::from_arc(Arc::new(Seconds(h)))
+                    } else {
+                        metrics::Histogram::from_arc(Arc::new(Values(h)))
+                    }
+                })
+            });
+            made.map_err(|e| self.refused(key, &e)).ok()
         })
+        .unwrap_or_else(metrics::Histogram::noop)
     }
 }

@@ -12,6 +12,12 @@ fn facade_macros_land_in_the_registry() {
         // `absolute` never lowers a counter.
         metrics::counter!("requests_total", "route" => "/a").absolute(4);
         metrics::counter!("plain").increment(1);
+        // Handles are kept per key: another label value is another series, and the
+        // same key found again records into the same one.
+        metrics::counter!("requests_total", "route" => "/b").increment(1);
+        for _ in 0..2 {
+            metrics::histogram!("hits_seconds", "route" => "/b").record(0.5);
+        }
         let depth = metrics::gauge!("queue_depth", "queue" => "q");
         depth.set(5.0);
         depth.increment(2.0);
@@ -26,6 +32,8 @@ fn facade_macros_land_in_the_registry() {
     for line in [
         "cortex_requests_total{route=\"/a\"} 10\n",
         "cortex_plain_total 1\n",
+        "cortex_requests_total{route=\"/b\"} 1\n",
+        "cortex_hits_seconds_count{route=\"/b\"} 2\n",
         "cortex_queue_depth{queue=\"q\"} 6.5\n",
         "cortex_wait_seconds_bucket{pool=\"db\",le=\"0.001\"} 0\n",
         "cortex_wait_seconds_bucket{pool=\"db\",le=\"0.0025\"} 1\n",

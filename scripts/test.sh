@@ -5,6 +5,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Real PostgreSQL and Redis on loopback (installed and started when missing).
 eval "$(scripts/services.sh)"
+# The scale-out tests: a Redis Cluster (3 masters, 3 replicas) and a PostgreSQL
+# streaming replica, also on loopback (REDIS_CLUSTER_URLS, DB_REPLICA_URLS).
+eval "$(scripts/services.sh cluster)"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

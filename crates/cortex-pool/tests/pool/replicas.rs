@@ -652,3 +652,29 @@ async fn a_replica_lagging_past_the_bound_is_taken_out_until_it_catches_up() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn reads_and_writes_each_open_a_pool_acquire_span_under_the_caller() {
+    use cortex_support::test_util::spans::Capture;
+    use tracing::Instrument;
+
+    let app = unique_name("replica-spans");
+    let pool = pool(config(&app, replica_urls())).await;
+    wait_replica(&pool, 0, Duration::from_secs(30), "up", |r| r.up).await;
+    let (spans, _guard) = Capture::install();
+    async {
+        let read = pool.acquire_read().await.unwrap();
+        assert_eq!(read.replica(), Some("db-replica-0"));
+        drop(read);
+        drop(pool.acquire().await.unwrap());
+    }
+    .instrument(tracing::info_span!("request"))
+    .await;
+    let acquires = spans.named("pool.acquire");
+    let pools: Vec<_> = acquires.iter().map(|s| s.field("pool")).collect();
+    assert_eq!(pools, [Some("db-read"), Some("db")], "{acquires:?}");
+    for span in &acquires {
+        assert_eq!(span.parent, Some("request"), "{span:?}");
+        assert_eq!(span.field("outcome"), Some("ok"), "{span:?}");
+    }
+}

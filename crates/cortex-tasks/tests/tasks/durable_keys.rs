@@ -1,5 +1,7 @@
 //! The durable queue's key layout against a real Redis (`REDIS_URL`): every key of one
 //! queue in one Redis Cluster hash slot, and no start over tasks of the previous layout.
+//! One test runs the queue on the local Redis Cluster (`REDIS_CLUSTER_URLS`, from
+//! `eval "$(scripts/services.sh cluster)"`) and fails, saying so, when it is not set.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -304,4 +306,155 @@ async fn tasks_left_in_the_old_layout_refuse_a_start_until_drained() {
         .query_async(&mut conn)
         .await
         .expect("UNLINK old keys");
+}
+
+/// The seeds of the local Redis Cluster (`eval "$(scripts/services.sh cluster)"`).
+fn cluster_seeds() -> Vec<String> {
+    let urls = std::env::var("REDIS_CLUSTER_URLS").unwrap_or_else(|_| {
+        panic!(
+            "REDIS_CLUSTER_URLS is not set: start the local Redis Cluster with \
+             `eval \"$(scripts/services.sh)\"; eval \"$(scripts/services.sh cluster)\"`"
+        )
+    });
+    urls.split(',').map(str::to_owned).collect()
+}
+
+/// `redis://host:port` of the master serving `slot`, as `CLUSTER SLOTS` on a seed says.
+async fn master_of(conn: &mut MultiplexedConnection, slot: u16) -> String {
+    use redis::Value;
+    let ranges: Vec<Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(conn)
+        .await
+        .expect("CLUSTER SLOTS");
+    let int = |v: &Value| match v {
+        Value::Int(n) => *n,
+        other => panic!("CLUSTER SLOTS: expected an integer, got {other:?}"),
+    };
+    for range in &ranges {
+        let Value::Array(r) = range else {
+            panic!("CLUSTER SLOTS: {range:?}")
+        };
+        if (int(&r[0])..=int(&r[1])).contains(&i64::from(slot)) {
+            let Value::Array(master) = &r[2] else {
+                panic!("CLUSTER SLOTS: {range:?}")
+            };
+            let host = match &master[0] {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                Value::SimpleString(s) => s.clone(),
+                other => panic!("CLUSTER SLOTS host: {other:?}"),
+            };
+            return format!("redis://{host}:{}", int(&master[1]));
+        }
+    }
+    panic!("no master serves slot {slot}: {ranges:?}")
+}
+
+/// On the real Redis Cluster, a queue works end to end through a plain connection to
+/// the master of its slot: enqueue, reading and starting, finish with a dead letter,
+/// cancel, the heartbeat (refresh), stats, release at shutdown and purge.
+/// A cluster node refuses a script or multi-key command whose keys span slots
+/// (`CROSSSLOT`) and any key of a slot it does not serve (`MOVED`, or "non local key"
+/// inside a script), so this passes only when every key of the queue, declared or
+/// built inside a script, is in the one slot. `CLUSTER KEYSLOT` of every key the
+/// queue left confirms it, and the test's own slot function agrees with the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_runs_on_the_cluster_master_of_its_slot() {
+    let seeds = cluster_seeds();
+    let mut seed = redis::Client::open(seeds[0].as_str())
+        .expect("seed url")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the Redis Cluster at {} is not reachable ({e}): run \
+                 `eval \"$(scripts/services.sh cluster)\"`",
+                seeds[0]
+            )
+        });
+    let cfg = cortex_tasks::durable::DurableConfig {
+        max_attempts: 1,
+        visibility_timeout: Duration::from_millis(300),
+        ..config("cluster")
+    };
+    let name = cfg.name.clone();
+    let prefix = key_prefix(&name).expect("valid name");
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(format!("{prefix}stream:high"))
+        .query_async(&mut seed)
+        .await
+        .expect("CLUSTER KEYSLOT");
+    assert_eq!(slot, key_slot(&name));
+    let master = master_of(&mut seed, slot).await;
+    let q = DurableQueue::connect(&master, cfg)
+        .await
+        .unwrap_or_else(|e| panic!("queue {name:?} on {master} (slot {slot}): {e:?}"));
+
+    let mut registry = Registry::new();
+    registry.register("ok", |n: u64| async move { Ok::<_, BoxError>(n) });
+    registry.register("fail", |_: u64| async {
+        Err::<u64, _>(BoxError::from("no"))
+    });
+    registry.register("slow", |n: u64| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok::<_, BoxError>(n)
+    });
+    let mut ids = Vec::new();
+    for p in Priority::ALL {
+        ids.extend(q.enqueue_many("ok", &[1u64, 2], p).await.expect("enqueue"));
+    }
+    let dead = q.enqueue("fail", &0u64).await.expect("enqueue");
+    let cancelled = q.enqueue("ok", &9u64).await.expect("enqueue");
+    q.cancel(cancelled).await.expect("cancel");
+    let worker = Worker::new(q.clone(), registry).spawn();
+    for id in ids.iter().chain([&dead]) {
+        let info = q.wait(*id, Duration::from_secs(20)).await.expect("wait");
+        assert!(info.status.is_finished(), "{id}: {info:?}");
+    }
+    assert_eq!(
+        q.status(dead).await.expect("status").status,
+        TaskStatus::Failed
+    );
+    assert_eq!(q.dead_letters(10).await.expect("dead letters").len(), 1);
+    let slow = q.enqueue("slow", &5u64).await.expect("enqueue");
+    assert!(
+        crate::durable::eventually(Duration::from_secs(10), || async {
+            q.status(slow).await.expect("status").status == TaskStatus::Running
+        })
+        .await,
+        "the slow task never started"
+    );
+    let s = q.stats().await.expect("stats");
+    assert_eq!((s.completed, s.failed, s.cancelled), (6, 1, 1), "{s:?}");
+    assert!(s.workers >= 1, "{s:?}");
+    // Shutdown aborts the slow task and hands it back (the release script).
+    let report = worker.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(report.aborted, vec![slow]);
+    let back = q.status(slow).await.expect("status");
+    assert_eq!(
+        (back.status, back.attempts),
+        (TaskStatus::Queued, 0),
+        "{back:?}"
+    );
+
+    let mut node = redis::Client::open(master.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("master");
+    let keys = keys_naming(&mut node, &name).await;
+    assert!(keys.len() > 10, "{keys:?}");
+    for k in &keys {
+        let s: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(k)
+            .query_async(&mut seed)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        assert_eq!((k.as_str(), s), (k.as_str(), slot));
+    }
+    q.purge().await.expect("purge");
+    let left = keys_naming(&mut node, &name).await;
+    assert!(left.is_empty(), "purge left {left:?}");
 }

@@ -498,6 +498,7 @@ impl DbConfig {
 /// | `client_name` | `REDIS_CLIENT_NAME` | `cortex-core` |
 /// | `leak_threshold` | `REDIS_LEAK_THRESHOLD`, s (0 = off) | 60 |
 /// | `tls_ca_file` | `REDIS_TLS_CA_FILE` | none (system roots) |
+/// | `cluster_urls` | `REDIS_CLUSTER_URLS` (comma-separated seeds) | none (single node at `url`) |
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RedisConfig {
@@ -529,6 +530,20 @@ pub struct RedisConfig {
     /// server with a private CA; it replaces the system's roots. Only with a
     /// `rediss://` URL (and the `tls` feature). Default: none (the system's roots).
     pub tls_ca_file: Option<PathBuf>,
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://`, any of its nodes; the
+    /// client learns the rest from `CLUSTER SLOTS`). When not empty the pool runs in
+    /// cluster mode and `url` is not used. Serialized with passwords redacted.
+    /// Default: empty (a single server at `url`).
+    #[serde(serialize_with = "serialize_redacted_seeds")]
+    pub cluster_urls: Vec<String>,
+}
+
+/// Redis Cluster seeds, each with its password redacted.
+fn serialize_redacted_seeds<S: serde::Serializer>(
+    urls: &[String],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| redact_url(u)))
 }
 
 impl Default for RedisConfig {
@@ -543,6 +558,7 @@ impl Default for RedisConfig {
             client_name: "cortex-core".to_owned(),
             leak_threshold: Duration::from_secs(60),
             tls_ca_file: None,
+            cluster_urls: Vec::new(),
         }
     }
 }
@@ -559,6 +575,14 @@ impl std::fmt::Debug for RedisConfig {
             .field("client_name", &self.client_name)
             .field("leak_threshold", &self.leak_threshold)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field(
+                "cluster_urls",
+                &self
+                    .cluster_urls
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -622,6 +646,11 @@ impl FromEnv for RedisConfig {
             default: "unset",
             doc: "PEM file of the CA that signs a `rediss://` server's certificate (unset: the system's roots).",
         },
+        EnvVar {
+            name: "REDIS_CLUSTER_URLS",
+            default: "unset",
+            doc: "Comma-separated seed nodes of a Redis Cluster (`redis://` or `rediss://`); set, the pool runs in cluster mode and `REDIS_URL` is not used.",
+        },
     ];
 
     fn from_env_source(env: &EnvSource<'_>) -> Result<Self> {
@@ -653,6 +682,14 @@ impl FromEnv for RedisConfig {
         if let Some(v) = env.var("REDIS_TLS_CA_FILE").filter(|v| !v.is_empty()) {
             c.tls_ca_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = env.var("REDIS_CLUSTER_URLS") {
+            c.cluster_urls = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         c.validate()?;
         Ok(c)
     }
@@ -680,10 +717,46 @@ impl RedisConfig {
                 "expected redis://, rediss:// or redis+unix://",
             ));
         }
-        if self.is_tls() && !cfg!(feature = "tls") {
+        if !self.is_cluster() && self.is_tls() && !cfg!(feature = "tls") {
             return Err(invalid(
                 "REDIS_URL",
                 &redact_url(&self.url),
+                "rediss:// needs TLS: enable the `tls` feature of cortex-pool",
+            ));
+        }
+        for url in &self.cluster_urls {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid(
+                    "REDIS_CLUSTER_URLS",
+                    &redact_url(url),
+                    "expected redis:// or rediss:// (a cluster node is reached over TCP)",
+                ));
+            }
+        }
+        if self.is_cluster()
+            && self
+                .cluster_urls
+                .iter()
+                .any(|u| u.starts_with("rediss://") != self.is_tls())
+        {
+            return Err(invalid(
+                "REDIS_CLUSTER_URLS",
+                &self
+                    .cluster_urls
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                "mixes redis:// and rediss:// seeds: a cluster is all TLS or all plain",
+            ));
+        }
+        if let Some(seed) = self.cluster_urls.first()
+            && self.is_tls()
+            && !cfg!(feature = "tls")
+        {
+            return Err(invalid(
+                "REDIS_CLUSTER_URLS",
+                &redact_url(seed),
                 "rediss:// needs TLS: enable the `tls` feature of cortex-pool",
             ));
         }
@@ -704,9 +777,19 @@ impl RedisConfig {
 }
 
 impl RedisConfig {
-    /// `true` when `url` asks for TLS (`rediss://`).
+    /// `true` when the pool connects over TLS: `url`, or in cluster mode the cluster
+    /// seeds, are `rediss://`.
     pub fn is_tls(&self) -> bool {
-        self.url.starts_with("rediss://")
+        match self.cluster_urls.first() {
+            Some(seed) => seed.starts_with("rediss://"),
+            None => self.url.starts_with("rediss://"),
+        }
+    }
+
+    /// `true` when [`cluster_urls`](Self::cluster_urls) names a Redis Cluster: the
+    /// pool then routes every command by hash slot.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_urls.is_empty()
     }
 }
 

@@ -11,6 +11,8 @@ mod limiter;
 mod metrics;
 mod object;
 #[cfg(feature = "redis")]
+mod redis_cluster;
+#[cfg(feature = "redis")]
 mod redis_pool;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod replica;
@@ -30,7 +32,9 @@ pub use self::limiter::{Admission, Limiter, LimiterConfig, LimiterStats};
 pub use self::metrics::PoolMetrics;
 pub use self::object::{Manager, Object, ObjectPoolConfig, ObjectPoolStats, Pool, PoolBuilder};
 #[cfg(feature = "redis")]
-pub use self::redis_pool::{RedisConn, RedisPool};
+pub use self::redis_cluster::{NodeRole, RedisConnection, RedisNode};
+#[cfg(feature = "redis")]
+pub use self::redis_pool::{NODE_SAMPLE_INTERVAL, RedisConn, RedisPool};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use self::replica::ReplicaStatus;
 #[cfg(feature = "postgres")]

@@ -13,6 +13,8 @@ mod postgres;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_cluster;
 #[cfg(feature = "postgres")]
 mod replicas;
 mod services_sh;

@@ -362,7 +362,7 @@ impl<DB: Database> DbPool<DB> {
         crate::span::acquire("db-read", async move {
             if let Some(set) = &self.shared.replicas {
                 for i in set.order() {
-                    if let Ok(conn) = set.try_acquire(i, at).await {
+                    if let Some(conn) = set.try_acquire(i, at).await {
                         return Ok(conn);
                     }
                 }

@@ -47,6 +47,9 @@ pub(crate) struct Replica<DB: Database> {
     replay_lsn: AtomicU64,
     times_down: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Wakes the reads waiting for this replica's connection when it is taken out,
+    /// so they move on at once instead of waiting out their bound.
+    taken_out: tokio::sync::Notify,
 }
 
 impl<DB: Database> Replica<DB> {
@@ -63,6 +66,7 @@ impl<DB: Database> Replica<DB> {
     fn mark_down(&self, why: String) {
         if self.up.swap(false, Relaxed) {
             self.times_down.fetch_add(1, Relaxed);
+            self.taken_out.notify_waiters();
             tracing::warn!(replica = %self.name, url = %self.url, reason = %why, "read replica out of rotation");
         }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
@@ -99,16 +103,35 @@ impl<DB: Database> ReplicaSet<DB> {
             .filter(|&i| self.replicas[i].up.load(Relaxed))
     }
 
-    /// A connection to replica `i`. A failure takes it out of rotation until its next
-    /// good check, unless the pool was merely full (busy, not broken).
+    /// A connection to replica `i`, or `None` to read elsewhere. A failure takes the
+    /// replica out of rotation until its next good check, unless the pool was merely
+    /// full (busy, not broken); a replica taken out (by the checker or another read)
+    /// while this waits for its connection gives up at once.
     pub(crate) async fn try_acquire(
         &self,
         i: usize,
         at: &'static std::panic::Location<'static>,
-    ) -> crate::Result<DbConn<DB>> {
+    ) -> Option<DbConn<DB>> {
+        use std::task::Poll;
         let r = &self.replicas[i];
-        match r.pool.acquire_at(at).await {
-            Ok(conn) => Ok(conn),
+        // Registered before the check of `up`, so a take-out in between still wakes it.
+        let mut taken_out = std::pin::pin!(r.taken_out.notified());
+        if !r.up.load(Relaxed) {
+            return None;
+        }
+        let mut acquire = std::pin::pin!(r.pool.acquire_at(at));
+        let got = std::future::poll_fn(|cx| {
+            if let Poll::Ready(got) = acquire.as_mut().poll(cx) {
+                return Poll::Ready(Some(got));
+            }
+            if taken_out.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        match got? {
+            Ok(conn) => Some(conn),
             Err(e) => {
                 let stats = r.pool.stats();
                 let busy = matches!(e, Error::Timeout { .. }) && stats.size >= stats.max;
@@ -117,7 +140,7 @@ impl<DB: Database> ReplicaSet<DB> {
                 } else {
                     r.mark_down(describe(&e));
                 }
-                Err(e)
+                None
             }
         }
     }
@@ -240,6 +263,7 @@ mod pg {
                 replay_lsn: 0.into(),
                 times_down: 0.into(),
                 last_error: Mutex::new(Some("not checked yet".into())),
+                taken_out: tokio::sync::Notify::new(),
             });
             options.push(opts);
         }
@@ -500,7 +524,7 @@ mod pg {
                     for i in set.order() {
                         let r = &set.replicas[i];
                         let known = r.replay_lsn.load(Relaxed);
-                        let Ok(mut conn) = set.try_acquire(i, at).await else {
+                        let Some(mut conn) = set.try_acquire(i, at).await else {
                             continue;
                         };
                         if known >= written {
@@ -530,7 +554,7 @@ mod pg {
         ) -> Result<DbConn<Postgres>> {
             if let Some(set) = self.pool.replica_set() {
                 for i in set.order() {
-                    if let Ok(conn) = set.try_acquire(i, at).await {
+                    if let Some(conn) = set.try_acquire(i, at).await {
                         return Ok(conn);
                     }
                 }

@@ -637,12 +637,31 @@ async fn queues_export_labeled_families_gauges_and_seconds() {
         .await
         .unwrap();
     retried.await.unwrap_err();
+    // The only worker of `b` is held, so the task to cancel is still queued when the
+    // cancel lands: it never starts.
+    let hold = Arc::new(tokio::sync::Semaphore::new(0));
+    let holder = {
+        let hold = hold.clone();
+        qb.enqueue("holder", async move {
+            let _ = hold.acquire().await.map(|p| p.forget());
+            Res::Ok(())
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        settles(|| qb.stats().running == 1).await,
+        "{:?}",
+        qb.stats()
+    );
     let parked = qb
         .enqueue("cancelled", std::future::pending::<Res<()>>())
         .await
         .unwrap();
     qb.cancel(parked.id()).unwrap();
     parked.await.unwrap_err();
+    hold.add_permits(1);
+    holder.await.unwrap();
     assert!(qa.wait_idle(Duration::from_secs(5)).await);
     assert!(qb.wait_idle(Duration::from_secs(5)).await);
     let elapsed = t0.elapsed().as_secs_f64();
@@ -655,13 +674,13 @@ async fn queues_export_labeled_families_gauges_and_seconds() {
         ("cortex_tasks_failed_total", &a, "0"),
         ("cortex_tasks_wait_seconds_count", &a, "3"),
         ("cortex_tasks_run_seconds_count", &a, "3"),
-        ("cortex_tasks_completed_total", &b, "0"),
+        ("cortex_tasks_completed_total", &b, "1"),
         ("cortex_tasks_failed_total", &b, "2"),
         ("cortex_tasks_cancelled_total", &b, "1"),
         ("cortex_tasks_retried_total", &b, "1"),
-        // Two attempts of the retried task, one of the failed one; the cancelled task
-        // never started.
-        ("cortex_tasks_run_seconds_count", &b, "3"),
+        // Two attempts of the retried task, one of the failed one, the holder; the
+        // cancelled task never started.
+        ("cortex_tasks_run_seconds_count", &b, "4"),
     ] {
         assert!(
             text.contains(&line(family, queue, value)),

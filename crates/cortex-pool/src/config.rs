@@ -86,7 +86,7 @@ pub struct DbConfig {
     /// (and counts in `pool.<name>.leaks`); zero turns it off. Default: 60 s.
     #[serde(with = "cortex_support::duration::secs")]
     pub leak_threshold: Duration,
-    /// PostgreSQL hot-standby replicas that [`DbPool::acquire_read`](crate::DbPool::acquire_read)
+    /// PostgreSQL hot-standby replicas that `DbPool::acquire_read` (feature `postgres`)
     /// spreads reads over (same user and database as `url`). Serialized with passwords
     /// redacted. Not allowed with SQLite. Default: none (every read goes to `url`).
     #[serde(serialize_with = "serialize_replica_urls")]

@@ -678,3 +678,25 @@ async fn reads_and_writes_each_open_a_pool_acquire_span_under_the_caller() {
         assert_eq!(span.field("outcome"), Some("ok"), "{span:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_not_a_standby_never_takes_reads() {
+    // A misconfigured list naming the primary itself (or a promoted replica).
+    let app = unique_name("replica-not-standby");
+    let pool = pool(config(&app, vec![database_url()])).await;
+    let took = wait_replica(&pool, 0, Duration::from_secs(30), "checked", |r| {
+        r.last_error.as_deref() != Some("not checked yet")
+    })
+    .await;
+    let status_now = pool.replicas()[0].clone();
+    assert!(!status_now.up, "{status_now:?} (checked after {took:?})");
+    assert!(
+        status_now
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not a standby")),
+        "{status_now:?}"
+    );
+    let conn = pool.acquire_read().await.unwrap();
+    assert_eq!(conn.replica(), None);
+}

@@ -390,6 +390,57 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
         assert_eq!(split_address("nope"), None);
     }
 
+    fn from_env(vars: &[(&str, &str)]) -> Result<RedisConfig> {
+        use cortex_support::env::{EnvSource, FromEnv};
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let lookup = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        RedisConfig::from_env_source(&EnvSource::from_fn(&lookup))
+    }
+
+    #[test]
+    fn cluster_urls_come_from_the_environment_and_are_checked() {
+        let c = from_env(&[(
+            "REDIS_CLUSTER_URLS",
+            " redis://127.0.0.1:7000, redis://127.0.0.1:7001 ,",
+        )])
+        .unwrap();
+        assert!(c.is_cluster() && !c.is_tls());
+        assert_eq!(
+            c.cluster_urls,
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        assert!(!from_env(&[]).unwrap().is_cluster());
+        let mixed = from_env(&[(
+            "REDIS_CLUSTER_URLS",
+            "redis://:hunter2@a:7000,rediss://:hunter2@b:7000",
+        )])
+        .unwrap_err();
+        assert!(
+            matches!(
+                &mixed,
+                Error::InvalidConfig {
+                    key: "REDIS_CLUSTER_URLS",
+                    ..
+                }
+            ),
+            "{mixed}"
+        );
+        assert!(!mixed.to_string().contains("hunter2"), "{mixed}");
+        let unix = from_env(&[("REDIS_CLUSTER_URLS", "redis+unix:///tmp/r.sock")]).unwrap_err();
+        assert!(unix.to_string().contains("REDIS_CLUSTER_URLS"), "{unix}");
+        // TLS is decided by the seeds in cluster mode.
+        let tls = from_env(&[("REDIS_CLUSTER_URLS", "rediss://a:7000")]);
+        if cfg!(feature = "tls") {
+            assert!(tls.unwrap().is_tls());
+        } else {
+            let err = tls.unwrap_err();
+            assert!(err.to_string().contains("`tls` feature"), "{err}");
+        }
+    }
+
     #[test]
     fn node_urls_keep_credentials_and_scheme() {
         assert_eq!(

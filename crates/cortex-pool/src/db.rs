@@ -142,17 +142,15 @@ impl DbPool<sqlx::Postgres> {
 
     /// As [`postgres`](Self::postgres), recording into `metrics`.
     ///
-    /// With `replica_urls`, the replicas record as `db-replica-0`, `db-replica-1`, ...
-    /// into the global registry when `metrics` is enabled (nothing when it is
-    /// [`disabled`](PoolMetrics::disabled)); [`postgres_in`](Self::postgres_in) picks
-    /// the registry and the name.
+    /// With `replica_urls`, the replicas record into the same registry as
+    /// `<name>-replica-0`, `<name>-replica-1`, ... (nothing when `metrics` is
+    /// [`disabled`](PoolMetrics::disabled)).
     ///
     /// # Errors
     /// As [`postgres`](Self::postgres).
     pub async fn postgres_with(config: DbConfig, metrics: PoolMetrics) -> Result<Self> {
-        let replica_registry = metrics
-            .is_enabled()
-            .then(|| (cortex_metrics::global(), "db"));
+        let scope = metrics.scope().map(|(r, n)| (r.clone(), n.to_owned()));
+        let replica_registry = scope.as_ref().map(|(r, n)| (r, n.as_str()));
         Self::postgres_replicated(config, metrics, replica_registry).await
     }
 

@@ -146,6 +146,13 @@ impl PoolMetrics {
         }
     }
 
+    /// The registry and the pool name it records under; `None` when
+    /// [`disabled`](Self::disabled). Parts built alongside the pool (a database pool's
+    /// read replicas) record into the same registry under names derived from it.
+    pub fn scope(&self) -> Option<(&Metrics, &str)> {
+        self.inner.as_deref().map(|h| (&h.registry, &*h.name))
+    }
+
     /// Record nothing.
     pub fn disabled() -> Self {
         Self { inner: None }

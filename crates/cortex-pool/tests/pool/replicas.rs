@@ -219,9 +219,14 @@ async fn reads_go_to_the_replica_and_writes_to_the_primary() {
 async fn a_replica_down_from_the_start_is_out_and_reads_go_to_the_primary() {
     let registry = Metrics::new();
     let app = unique_name("replica-down");
-    let pool = DbPool::postgres_in(config(&app, vec![closed_port_url()]), &registry, "dn")
-        .await
-        .unwrap();
+    // Through `postgres_with`, as the facade builds it: the replicas record into the
+    // registry of the `PoolMetrics` handed in, under its name.
+    let pool = DbPool::postgres_with(
+        config(&app, vec![closed_port_url()]),
+        PoolMetrics::new(&registry, "dn"),
+    )
+    .await
+    .unwrap();
     let status = &pool.replicas()[0];
     assert!(!status.up, "{status:?}");
     assert!(status.last_error.is_some(), "{status:?}");

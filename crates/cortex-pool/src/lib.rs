@@ -32,7 +32,7 @@ pub use self::limiter::{Admission, Limiter, LimiterConfig, LimiterStats};
 pub use self::metrics::PoolMetrics;
 pub use self::object::{Manager, Object, ObjectPoolConfig, ObjectPoolStats, Pool, PoolBuilder};
 #[cfg(feature = "redis")]
-pub use self::redis_cluster::{NodeRole, RedisConnection, RedisNode};
+pub use self::redis_cluster::{NodeRole, RedisConnection, RedisManagedConnection, RedisNode};
 #[cfg(feature = "redis")]
 pub use self::redis_pool::{NODE_SAMPLE_INTERVAL, RedisConn, RedisPool};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]

@@ -3,7 +3,7 @@
 
 use std::ops::{Deref, DerefMut};
 
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
@@ -152,6 +152,94 @@ impl ConnectionLike for RedisConnection {
         match &self.kind {
             Kind::Single(conn) => conn.get_db(),
             Kind::Cluster { cluster, .. } => cluster.get_db(),
+        }
+    }
+}
+
+/// A connection of its own that reconnects by itself, in either mode: redis-rs's
+/// `ConnectionManager` for a single server, a `ClusterConnection` (which reconnects and
+/// follows the topology) for a cluster. What
+/// [`RedisPool::dedicated_connection`](crate::RedisPool::dedicated_connection) returns,
+/// for a component that keeps one connection for its whole life (a queue's producer
+/// side) or runs blocking commands (`XREADGROUP BLOCK`, `BLPOP`) that would hold up
+/// every other caller of a shared multiplexed connection. Cheap to clone (clones share
+/// it); [`ConnectionLike`] like [`RedisConnection`], with the same routing rules.
+#[derive(Clone)]
+pub struct RedisManagedConnection {
+    kind: Managed,
+}
+
+#[derive(Clone)]
+enum Managed {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for RedisManagedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = if self.is_cluster() {
+            "cluster"
+        } else {
+            "single"
+        };
+        f.debug_struct("RedisManagedConnection")
+            .field("mode", &mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisManagedConnection {
+    pub(crate) fn single(conn: ConnectionManager) -> Self {
+        Self {
+            kind: Managed::Single(conn),
+        }
+    }
+
+    pub(crate) fn cluster(conn: ClusterConnection) -> Self {
+        Self {
+            kind: Managed::Cluster(conn),
+        }
+    }
+
+    /// `true` when this routes over a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.kind, Managed::Cluster(_))
+    }
+}
+
+impl ConnectionLike for RedisManagedConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.kind {
+            Managed::Single(conn) => conn.req_packed_command(cmd),
+            Managed::Cluster(cluster) => cluster.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.kind {
+            Managed::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            Managed::Cluster(cluster) => Box::pin(async move {
+                match cluster.req_packed_commands(cmd, offset, count).await {
+                    // As for `RedisConnection`: a plain pipeline over several slots
+                    // is sent command by command.
+                    Err(e) if !cmd.is_transaction() && is_client_cross_slot(&e) => {
+                        spread(cluster, cmd).await
+                    }
+                    r => r,
+                }
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.kind {
+            Managed::Single(conn) => conn.get_db(),
+            Managed::Cluster(cluster) => cluster.get_db(),
         }
     }
 }

@@ -9,7 +9,9 @@ use redis::RedisError;
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 
-use crate::redis_cluster::{RedisConnection, RedisNode, parse_cluster_nodes, split_address};
+use crate::redis_cluster::{
+    RedisConnection, RedisManagedConnection, RedisNode, parse_cluster_nodes, split_address,
+};
 use crate::status::Waiting;
 use crate::{Error, NodeRole, PoolMetrics, PoolStatus, RedisConfig, Result};
 use cortex_support::redact::redact_url;
@@ -395,20 +397,36 @@ impl RedisPool {
         self.shared.cluster.is_some()
     }
 
-    /// A new connection of this pool's mode that the pool does not lend or count: for
-    /// a component that keeps one for its lifetime, or for blocking commands
-    /// (`BLPOP`, `XREADGROUP BLOCK`) that would hold up every other caller of a shared
-    /// multiplexed connection. A cluster connection reconnects and follows the
-    /// topology by itself; a single-server one does not (reconnect by calling this
-    /// again). Waits at most `pool_timeout`.
+    /// A new connection of this pool's mode that the pool does not lend or count and
+    /// that reconnects by itself (see [`RedisManagedConnection`]): for a component that
+    /// keeps one for its lifetime, or for blocking commands (`BLPOP`,
+    /// `XREADGROUP BLOCK`) that would hold up every other caller of a shared
+    /// multiplexed connection. `pool_timeout` bounds the connect (waited for here) and
+    /// every response.
     ///
     /// # Errors
     /// [`Error::Timeout`] when it could not connect in time; [`Error::Redis`] when the
     /// server refuses.
-    pub async fn dedicated_connection(&self) -> Result<RedisConnection> {
+    pub async fn dedicated_connection(&self) -> Result<RedisManagedConnection> {
         let timeout = self.shared.config.pool_timeout;
-        match tokio::time::timeout(timeout, self.shared.pool.dedicated_connection()).await {
-            Ok(Ok(conn)) => Ok(conn.conn),
+        let connect = async {
+            match &self.shared.cluster {
+                Some(cluster) => cluster
+                    .get_async_connection()
+                    .await
+                    .map(RedisManagedConnection::cluster),
+                None => {
+                    let cfg = redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(timeout));
+                    redis::aio::ConnectionManager::new_with_config(self.shared.client.clone(), cfg)
+                        .await
+                        .map(RedisManagedConnection::single)
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(Error::Redis(e)),
             Err(_) => Err(Error::Timeout {
                 waited: timeout,

@@ -427,6 +427,9 @@ async fn writes_to_a_killed_masters_slots_recover_after_failover() {
             ranges.iter().any(|&(a, b)| (a..=b).contains(&s))
         })
         .unwrap();
+    // A dedicated connection made before the kill must find the new master by itself.
+    let mut dedicated = pool.dedicated_connection().await.unwrap();
+    assert!(dedicated.is_cluster());
     let mut conn = pool.acquire().await.unwrap();
     let _: () = redis::cmd("SET")
         .arg(&key)
@@ -497,6 +500,23 @@ async fn writes_to_a_killed_masters_slots_recover_after_failover() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(pool.masters().await.unwrap().len(), 3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<String>>(&mut dedicated)
+            .await;
+        match got {
+            Ok(v) => {
+                assert!(v.is_some_and(|v| v.starts_with("after-")));
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "dedicated after failover: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 
     services(&["cluster-start", &port.to_string()]);
     let started = Instant::now();
@@ -521,4 +541,55 @@ async fn writes_to_a_killed_masters_slots_recover_after_failover() {
         started.elapsed()
     );
     assert_eq!(delete_all(&pool, &prefix).await, 1);
+}
+
+/// A single-server pool's dedicated connection reconnects by itself after the server
+/// dropped it, as the durable queue's connections must.
+#[tokio::test]
+async fn a_dedicated_single_server_connection_reconnects_after_a_kill() {
+    let url = crate::redis_url();
+    let pool = RedisPool::with_metrics(
+        RedisConfig {
+            url: url.clone(),
+            pool_size: 1,
+            pool_timeout: Duration::from_secs(5),
+            ..RedisConfig::default()
+        },
+        PoolMetrics::disabled(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("Redis at {url} is not reachable ({e}): run scripts/services.sh"));
+    let mut dedicated = pool.dedicated_connection().await.unwrap();
+    assert!(!dedicated.is_cluster());
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut dedicated)
+        .await
+        .unwrap();
+    let mut admin = pool.acquire().await.unwrap();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(&mut *admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    drop(admin);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new_id = loop {
+        match redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async::<i64>(&mut dedicated)
+            .await
+        {
+            Ok(new_id) => break new_id,
+            Err(e) => {
+                assert!(e.is_connection_dropped() || e.is_io_error(), "{e}");
+                assert!(Instant::now() < deadline, "no reconnect within 20 s: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_ne!(new_id, id);
 }

@@ -239,37 +239,15 @@ impl RedisPool {
     /// [`Error::InvalidConfig`] for a bad config or URL; [`Error::Redis`] when the server
     /// cannot be reached.
     pub async fn new(config: RedisConfig) -> Result<Self> {
-        Self::with_registry(config, cortex_metrics::global(), "redis").await
+        let metrics = PoolMetrics::new(cortex_metrics::global(), "redis");
+        Self::with_metrics(config, metrics).await
     }
 
-    /// As [`new`](Self::new), recording into `registry` under the pool name `name`. In
-    /// cluster mode this also keeps the gauge `pool.redis_node_up{pool,node}` (1 up,
-    /// 0 down, exported as `cortex_pool_redis_node_up`) per node, sampled with
+    /// As [`new`](Self::new), recording into `metrics`. In cluster mode this also
+    /// keeps the gauge `pool.redis_node_up{pool,node}` (1 up, 0 down, exported as
+    /// `cortex_pool_redis_node_up`) per node in the registry of `metrics`, sampled with
     /// `CLUSTER NODES` in the background every [`NODE_SAMPLE_INTERVAL`] (so a scrape
     /// never waits on Redis); it reads `NaN` once the pool is dropped.
-    ///
-    /// # Errors
-    /// As [`new`](Self::new).
-    pub async fn with_registry(
-        config: RedisConfig,
-        registry: &cortex_metrics::Metrics,
-        name: &str,
-    ) -> Result<Self> {
-        let metrics = PoolMetrics::new(registry, name);
-        let enabled = metrics.is_enabled();
-        let this = Self::with_metrics(config, metrics).await?;
-        if enabled && this.is_cluster() {
-            spawn_node_sampler(
-                Arc::downgrade(&this.shared),
-                registry.clone(),
-                name.to_owned(),
-            );
-        }
-        Ok(this)
-    }
-
-    /// As [`new`](Self::new), recording into `metrics` (without the per-node gauges of
-    /// [`with_registry`](Self::with_registry), which need the registry itself).
     ///
     /// # Errors
     /// As [`new`](Self::new).
@@ -371,6 +349,15 @@ impl RedisPool {
         this.shared
             .metrics
             .register_levels(&this.shared, Shared::status);
+        if this.is_cluster()
+            && let Some((registry, name)) = this.shared.metrics.scope()
+        {
+            spawn_node_sampler(
+                Arc::downgrade(&this.shared),
+                registry.clone(),
+                name.to_owned(),
+            );
+        }
         Ok(this)
     }
 
@@ -532,9 +519,9 @@ impl RedisPool {
         Ok(parse_cluster_nodes(&text))
     }
 
-    /// The nodes as the background sampler last saw them (cluster mode, pools made
-    /// with [`new`](Self::new) or [`with_registry`](Self::with_registry) and the
-    /// `metrics` feature); empty otherwise. Never waits on Redis.
+    /// The nodes as the background sampler last saw them (cluster mode, with metrics
+    /// recorded: the `metrics` feature and a pool not made with
+    /// [`PoolMetrics::disabled`]); empty otherwise. Never waits on Redis.
     pub fn last_nodes(&self) -> Vec<RedisNode> {
         self.shared
             .last_nodes

@@ -307,7 +307,7 @@ async fn the_node_gauges_read_one_per_node_without_waiting_on_redis() {
     let _one = CLUSTER.lock().await;
     let registry = cortex_metrics::Metrics::new();
     let name = unique_name("gauges");
-    let pool = RedisPool::with_registry(config(), &registry, &name)
+    let pool = RedisPool::with_metrics(config(), PoolMetrics::new(&registry, &name))
         .await
         .unwrap();
     // The sampler's first round runs at once; wait for it (bounded).

@@ -2,6 +2,7 @@
 //! cluster client made from the config, and the per-node view read from `CLUSTER NODES`.
 
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster::ClusterClient;
@@ -331,6 +332,12 @@ impl RedisConfig {
     /// [`Error::InvalidConfig`] naming `REDIS_CLUSTER_URLS` (redacted) when there are no
     /// seeds or a seed is not one Redis accepts.
     pub fn cluster_client(&self) -> Result<ClusterClient> {
+        self.cluster_client_with(self.pool_timeout)
+    }
+
+    /// As [`cluster_client`](Self::cluster_client), waiting at most `response_timeout`
+    /// for each answer (longer than `pool_timeout` for blocking commands).
+    pub(crate) fn cluster_client_with(&self, response_timeout: Duration) -> Result<ClusterClient> {
         self.validate()?;
         let seeds = self.redacted_seeds();
         let bad = |reason: String| Error::InvalidConfig {
@@ -343,7 +350,7 @@ impl RedisConfig {
         }
         let builder = ClusterClient::builder(self.cluster_urls.iter().map(String::as_str))
             .connection_timeout(self.pool_timeout)
-            .response_timeout(self.pool_timeout);
+            .response_timeout(response_timeout);
         #[cfg(feature = "tls")]
         let builder = match &self.tls_ca_file {
             Some(path) => builder.certs(redis::TlsCertificates {

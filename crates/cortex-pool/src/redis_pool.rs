@@ -386,18 +386,38 @@ impl RedisPool {
 
     /// A new connection of this pool's mode that the pool does not lend or count and
     /// that reconnects by itself (see [`RedisManagedConnection`]): for a component that
-    /// keeps one for its lifetime, or for blocking commands (`BLPOP`,
-    /// `XREADGROUP BLOCK`) that would hold up every other caller of a shared
-    /// multiplexed connection. `pool_timeout` bounds the connect (waited for here) and
-    /// every response.
+    /// keeps one for its lifetime. `pool_timeout` bounds the connect (waited for here)
+    /// and every response; for blocking commands take
+    /// [`dedicated_connection_with`](Self::dedicated_connection_with).
     ///
     /// # Errors
     /// [`Error::Timeout`] when it could not connect in time; [`Error::Redis`] when the
     /// server refuses.
     pub async fn dedicated_connection(&self) -> Result<RedisManagedConnection> {
+        self.dedicated_connection_with(self.shared.config.pool_timeout)
+            .await
+    }
+
+    /// As [`dedicated_connection`](Self::dedicated_connection), waiting at most
+    /// `response_timeout` for each answer: for blocking commands (`BLPOP`,
+    /// `XREADGROUP BLOCK`), which would hold up every other caller of a shared
+    /// multiplexed connection and need longer than `pool_timeout` (give their block
+    /// time plus a margin). Connecting is still bounded by `pool_timeout`.
+    ///
+    /// # Errors
+    /// As [`dedicated_connection`](Self::dedicated_connection); [`Error::InvalidConfig`]
+    /// for a cluster client that cannot be made.
+    pub async fn dedicated_connection_with(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<RedisManagedConnection> {
         let timeout = self.shared.config.pool_timeout;
+        let cluster = match &self.shared.cluster {
+            Some(_) => Some(self.shared.config.cluster_client_with(response_timeout)?),
+            None => None,
+        };
         let connect = async {
-            match &self.shared.cluster {
+            match cluster {
                 Some(cluster) => cluster
                     .get_async_connection()
                     .await
@@ -405,7 +425,7 @@ impl RedisPool {
                 None => {
                     let cfg = redis::aio::ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(timeout))
-                        .set_response_timeout(Some(timeout));
+                        .set_response_timeout(Some(response_timeout));
                     redis::aio::ConnectionManager::new_with_config(self.shared.client.clone(), cfg)
                         .await
                         .map(RedisManagedConnection::single)

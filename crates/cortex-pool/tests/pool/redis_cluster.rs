@@ -593,3 +593,50 @@ async fn a_dedicated_single_server_connection_reconnects_after_a_kill() {
     };
     assert_ne!(new_id, id);
 }
+
+/// A blocking command runs on a dedicated connection given a response timeout longer
+/// than its block time, in both modes; with the pool's own (shorter) timeout it fails
+/// as a retryable timeout instead of waiting unbounded.
+#[tokio::test]
+async fn a_blocking_command_runs_on_a_dedicated_connection_with_a_longer_timeout() {
+    let _one = CLUSTER.lock().await;
+    let single = RedisConfig {
+        url: crate::redis_url(),
+        ..RedisConfig::default()
+    };
+    for base in [config(), single] {
+        let shown = format!("{base:?}");
+        let pool = RedisPool::with_metrics(
+            RedisConfig {
+                pool_timeout: Duration::from_secs(1),
+                ..base
+            },
+            PoolMetrics::disabled(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{shown} is not reachable ({e}): run scripts/services.sh"));
+        let key = unique_name("blpop");
+        let mut long = pool
+            .dedicated_connection_with(Duration::from_secs(5))
+            .await
+            .unwrap();
+        let got: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(&key)
+            .arg(2)
+            .query_async(&mut long)
+            .await
+            .unwrap();
+        assert_eq!(got, None);
+        let mut short = pool.dedicated_connection().await.unwrap();
+        let err = redis::cmd("BLPOP")
+            .arg(&key)
+            .arg(3)
+            .query_async::<Option<(String, String)>>(&mut short)
+            .await
+            .unwrap_err();
+        assert!(
+            cortex_pool::Error::from(err).is_retryable(),
+            "{shown}: the pool-timeout connection gave up on BLPOP 3 with a non-retryable error"
+        );
+    }
+}

@@ -3,12 +3,19 @@
 //! ```text
 //! durable_worker --url redis://127.0.0.1:6379 --queue NAME [--concurrency N]
 //!                [--visibility-timeout SECS] [--max-attempts N] [--backoff-ms MS]
+//!                [--cluster redis://127.0.0.1:7000,redis://127.0.0.1:7001]
 //! ```
+//!
+//! With `--cluster SEEDS` the worker talks to that Redis Cluster (as with
+//! `REDIS_CLUSTER_URLS`) and `--url` is not used.
 //!
 //! Handlers: `echo` returns its payload; `sleep` `{"ms": n}` sleeps then returns it;
 //! `fail` always errors; `record` pushes `{"pid": .., "payload": ..}` onto the list
 //! `cortex:tasks:{queue}:test:ran` (so tests can count executions and tell processes
-//! apart), sleeps `payload.ms` if given, and returns the payload.
+//! apart), sleeps `payload.ms` if given, and returns the payload; `count` `{"n": n}`
+//! sleeps `payload.ms` if given, then adds one to field `n` of the hash
+//! `cortex:tasks:{queue}:test:runs` (the queue's slot, so on a cluster it fails over
+//! with the queue) and returns the payload: the effect log of the failover tests.
 //!
 //! Prints `ready {consumer}` once it reads tasks, and `stopped ..` on exit. Runs until
 //! SIGTERM or until stdin closes, then shuts down gracefully.
@@ -56,15 +63,21 @@ async fn main() -> Result<(), BoxError> {
         config.retry_backoff = Duration::from_millis(ms);
     }
     let ran_key = format!("{}test:ran", key_prefix(&config.name)?);
+    let runs_key = format!("{}test:runs", key_prefix(&config.name)?);
+    let cluster_urls = arg_value(&args, "--cluster")
+        .map(|seeds| seeds.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let redis_config = cortex_pool::RedisConfig {
         url: url.clone(),
+        cluster_urls,
         ..cortex_pool::RedisConfig::default()
     };
-    let queue = DurableQueue::connect(&redis_config, config).await?;
-    let redis = redis_config
-        .client()?
-        .get_multiplexed_async_connection()
-        .await?;
+    let pool = cortex_pool::RedisPool::new(redis_config).await?;
+    let queue = DurableQueue::connect(&pool, config).await?;
+    // The handlers' own connection, in the pool's mode: on a cluster it follows the
+    // queue's slot to a new master after a failover.
+    let redis = pool.dedicated_connection().await?;
+    let count_redis = redis.clone();
 
     let mut registry = Registry::new();
     registry
@@ -93,6 +106,27 @@ async fn main() -> Result<(), BoxError> {
                 Ok::<_, BoxError>(v)
             }
         });
+
+    registry.register("count", move |v: Value| {
+        let mut redis = count_redis.clone();
+        let key = runs_key.clone();
+        async move {
+            if let Some(ms) = v.get("ms").and_then(Value::as_u64) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let n = v
+                .get("n")
+                .and_then(Value::as_u64)
+                .ok_or("payload has no n")?;
+            redis::cmd("HINCRBY")
+                .arg(&key)
+                .arg(n)
+                .arg(1)
+                .query_async::<()>(&mut redis)
+                .await?;
+            Ok::<_, BoxError>(v)
+        }
+    });
 
     let worker = Worker::new(queue, registry);
     println!("ready {}", worker.consumer());

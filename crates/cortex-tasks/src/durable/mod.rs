@@ -96,8 +96,21 @@
 //! | `stats` | hash | counters `enqueued`, `completed`, `failed`, `cancelled`, `retried` | `HINCRBY` | never |
 //! | `workers` | sorted set | consumer name scored by its last heartbeat (unix ms) | heartbeat (`ZADD`) | `ZREM` at shutdown, `ZREMRANGEBYSCORE` of heartbeats older than twice the visibility timeout |
 //!
-//! [`DurableQueue::purge`] deletes every key matching `cortex:tasks:{q}:*` (`SCAN` +
-//! `UNLINK`; braces are not glob characters), nothing else.
+//! [`DurableQueue::purge`] deletes every key matching `cortex:tasks:{q}:*` (`SCAN` of
+//! every master + `UNLINK`; braces are not glob characters), nothing else.
+//!
+//! # On a Redis Cluster
+//!
+//! The Redis config decides the mode: `REDIS_URL` for one server, `REDIS_CLUSTER_URLS`
+//! for a cluster (see cortex-pool's `RedisConfig`). Behaviour is the same in both. On a
+//! cluster, a queue lives on the master serving its slot (one queue is never spread
+//! over masters; spread the load with several queues, whose names hash to different
+//! slots). Every connection of the queue and its workers routes by slot and follows it
+//! to the replica promoted by a failover; calls meanwhile fail with retryable errors
+//! and the worker retries them with backoff. Redis replicates asynchronously, so a
+//! master that crashes may take its last writes with it: a finished task whose outcome
+//! was lost runs again (at least once, as above), and an enqueue confirmed in the
+//! moment before the crash can be lost with it.
 
 mod config;
 mod connect;

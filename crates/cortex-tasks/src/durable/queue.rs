@@ -3,7 +3,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use cortex_pool::{RedisManagedConnection, RedisPool};
 use serde::Serialize;
 
 use super::config::{DurableConfig, key_prefix, legacy_key_prefix};
@@ -40,8 +40,8 @@ pub struct DurableQueue {
 }
 
 pub(crate) struct Inner {
-    pub(crate) client: redis::Client,
-    pub(crate) conn: ConnectionManager,
+    pub(crate) pool: RedisPool,
+    pub(crate) conn: RedisManagedConnection,
     pub(crate) config: DurableConfig,
     pub(crate) keys: Keys,
     pub(crate) scripts: Scripts,
@@ -61,16 +61,21 @@ impl DurableQueue {
     /// not exist yet.
     ///
     /// `redis` is where the connections come from: a [`RedisConfig`](cortex_pool::RedisConfig)
-    /// or a [`RedisPool`](cortex_pool::RedisPool), whose
-    /// [`client`](cortex_pool::RedisPool::client) is the one place a URL becomes a
-    /// Redis client (with its TLS settings), so the queue connects exactly as the
-    /// rest of the application. A URL (`&str`, `&String`) is accepted as well and goes
-    /// through the same place, as a `RedisConfig` with that URL and default settings.
+    /// or a [`RedisPool`](cortex_pool::RedisPool), the one place a URL becomes a
+    /// connection (with its TLS settings), so the queue connects exactly as the rest of
+    /// the application. A URL (`&str`, `&String`) is accepted as well and goes through
+    /// the same place, as a `RedisConfig` with that URL and default settings.
     ///
-    /// The queue keeps one multiplexed connection, shared by its clones and its
-    /// workers; each worker adds one of its own for blocking reads. Connections
-    /// reconnect by themselves after Redis comes back; every call is bounded by
-    /// `op_timeout`.
+    /// The mode follows the config: one server at `REDIS_URL`, or a Redis Cluster when
+    /// `REDIS_CLUSTER_URLS` is set. Every key of a queue hashes to one slot, so on a
+    /// cluster a queue lives on the master serving that slot, and its connections
+    /// follow the slot to the new master after a failover.
+    ///
+    /// The queue keeps one multiplexed connection
+    /// ([`RedisPool::dedicated_connection_with`](cortex_pool::RedisPool::dedicated_connection_with)),
+    /// shared by its clones and its workers; each worker adds one of its own for
+    /// blocking reads. Connections reconnect by themselves after Redis comes back;
+    /// every call is bounded by `op_timeout`.
     ///
     /// ```no_run
     /// use cortex_pool::{RedisConfig, RedisPool};
@@ -87,31 +92,23 @@ impl DurableQueue {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a rejected setting or URL (the URL redacted);
-    /// [`Error::Redis`] when Redis cannot be reached within `op_timeout`.
+    /// [`Error::Pool`] when Redis cannot be reached within the Redis config's
+    /// `pool_timeout`; [`Error::Redis`] when it refuses a command.
     pub async fn connect<R>(redis: &R, config: DurableConfig) -> Result<Self>
     where
         R: RedisTarget + ?Sized,
     {
         config.validate()?;
-        let client = redis.redis_client()?;
-        Self::with_client(client, config).await
+        let pool = redis.redis_pool().await?;
+        Self::with_pool(pool, config).await
     }
 
-    async fn with_client(client: redis::Client, config: DurableConfig) -> Result<Self> {
+    async fn with_pool(pool: RedisPool, config: DurableConfig) -> Result<Self> {
         let keys = Keys::new(key_prefix(&config.name)?);
-        let cfg = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.op_timeout))
-            .set_connection_timeout(Some(config.op_timeout))
-            .set_number_of_retries(2);
-        let conn = bounded(
-            config.op_timeout,
-            "connect",
-            ConnectionManager::new_with_config(client.clone(), cfg),
-        )
-        .await?;
+        let conn = pool.dedicated_connection_with(config.op_timeout).await?;
         let queue = Self {
             inner: Arc::new(Inner {
-                client,
+                pool,
                 conn,
                 keys,
                 config,
@@ -137,16 +134,30 @@ impl DurableQueue {
         pipe.cmd("XLEN").arg(format!("{old}dead"));
         pipe.ignore_errors();
         let mut conn = self.conn();
-        let replies: Vec<redis::RedisResult<u64>> =
-            self.bounded("XLEN", pipe.query_async(&mut conn)).await?;
+        let replies: Vec<redis::RedisResult<u64>> = if conn.is_cluster() {
+            // The old keys hash to different slots (no tag), so on a cluster each goes
+            // on its own to its slot's master; a failed one fails the start, as in the
+            // pipeline (not swallowed by the cross-slot split).
+            let mut replies = Vec::with_capacity(4);
+            for cmd in pipe.cmd_iter() {
+                let reply = bounded(self.inner.config.op_timeout, "XLEN", async {
+                    Ok(cmd.query_async::<u64>(&mut conn).await)
+                })
+                .await?;
+                replies.push(reply);
+            }
+            replies
+        } else {
+            self.bounded("XLEN", pipe.query_async(&mut conn)).await?
+        };
         let mut counts = [0u64; 4];
         for (count, reply) in counts.iter_mut().zip(replies) {
             match reply {
                 Ok(n) => *count = n,
                 // Not a stream: someone else's key, no task of ours. MOVED/ASK: a
-                // cluster node that does not serve the old key's slot; the old layout
-                // could not run on a cluster (its keys spanned slots), so no task
-                // was ever stored there that way.
+                // plain connection to one cluster node that does not serve the old
+                // key's slot; the old layout could not run on a cluster (its keys
+                // spanned slots), so no task was ever stored there that way.
                 Err(e) if matches!(e.code(), Some("WRONGTYPE" | "MOVED" | "ASK")) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -165,18 +176,16 @@ impl DurableQueue {
     }
 
     /// A connection of its own for blocking reads (`XREADGROUP BLOCK`): on the shared
-    /// multiplexed one a blocking read would hold up every other command. Made from
-    /// the same client as the shared one, connected on first use.
-    pub(crate) fn blocking_connection(&self) -> Result<ConnectionManager> {
+    /// multiplexed one a blocking read would hold up every other command. Made by the
+    /// same pool as the shared one, in the same mode, waiting up to the block time
+    /// plus `op_timeout` for an answer.
+    pub(crate) async fn blocking_connection(&self) -> Result<RedisManagedConnection> {
         let cfg = &self.inner.config;
-        let conn_cfg = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(cfg.block.saturating_add(cfg.op_timeout)))
-            .set_connection_timeout(Some(cfg.op_timeout))
-            .set_number_of_retries(2);
-        Ok(ConnectionManager::new_lazy_with_config(
-            self.inner.client.clone(),
-            conn_cfg,
-        )?)
+        Ok(self
+            .inner
+            .pool
+            .dedicated_connection_with(cfg.block.saturating_add(cfg.op_timeout))
+            .await?)
     }
 
     /// The settings this queue was opened with.
@@ -184,7 +193,7 @@ impl DurableQueue {
         &self.inner.config
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> RedisManagedConnection {
         self.inner.conn.clone()
     }
 
@@ -509,11 +518,26 @@ impl DurableQueue {
     /// Deletes every key of this queue (`SCAN` + `UNLINK`, never `KEYS`): tasks, streams,
     /// group, counters and dead letters. Running workers recreate the group.
     ///
+    /// On a cluster every master is scanned (`SCAN` sees one node's keys); the keys
+    /// found all share the queue's slot, so one `UNLINK` per batch is one slot.
+    ///
     /// # Errors
-    /// [`Error::Redis`].
+    /// [`Error::Redis`]; [`Error::Pool`] when a master cannot be reached or a failover
+    /// is under way (a master of some slots is down): try again.
     pub async fn purge(&self) -> Result<()> {
-        let mut conn = self.conn();
         let pattern = format!("{}*", self.inner.keys.prefix);
+        for mut conn in self.inner.pool.masters().await? {
+            self.purge_node(&mut conn, &pattern).await?;
+        }
+        Ok(())
+    }
+
+    /// `SCAN` + `UNLINK` of the keys matching `pattern` on one node.
+    async fn purge_node(
+        &self,
+        conn: &mut cortex_pool::RedisConnection,
+        pattern: &str,
+    ) -> Result<()> {
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = self
@@ -522,16 +546,16 @@ impl DurableQueue {
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
-                        .arg(&pattern)
+                        .arg(pattern)
                         .arg("COUNT")
                         .arg(1000)
-                        .query_async(&mut conn),
+                        .query_async(conn),
                 )
                 .await?;
             if !keys.is_empty() {
                 self.bounded(
                     "UNLINK",
-                    redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn),
+                    redis::cmd("UNLINK").arg(&keys).query_async::<()>(conn),
                 )
                 .await?;
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use cortex_pool::RedisManagedConnection;
 use redis::streams::StreamReadReply;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
@@ -152,13 +152,9 @@ pub(super) async fn reader(
     mut reclaimed: mpsc::UnboundedReceiver<Vec<Entry>>,
 ) {
     let cfg = shared.config().clone();
-    let mut conn = match shared.queue.blocking_connection() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %cortex_support::error_chain(&e), "durable tasks: cannot create the read connection; worker stops reading");
-            return;
-        }
-    };
+    // Connected on first need, and again after a failed attempt: Redis may be down
+    // when the worker starts (or failing over), and the worker must keep trying.
+    let mut blocking: Option<RedisManagedConnection> = None;
     let mut backlog: [VecDeque<Entry>; 3] = Default::default();
     let mut failures = 0u32;
     loop {
@@ -191,7 +187,18 @@ pub(super) async fn reader(
                     continue;
                 }
             }
-            match read(&shared, &mut conn, permits.len()).await {
+            let read_result = match blocking.as_mut() {
+                Some(conn) => read(&shared, conn, permits.len()).await,
+                None => match shared.queue.blocking_connection().await {
+                    Ok(mut conn) => {
+                        let r = read(&shared, &mut conn, permits.len()).await;
+                        blocking = Some(conn);
+                        r
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match read_result {
                 Ok(entries) => {
                     failures = 0;
                     if !entries.is_empty() {
@@ -340,7 +347,7 @@ pub(super) async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) {
 
 pub(super) async fn read(
     shared: &Shared,
-    conn: &mut ConnectionManager,
+    conn: &mut RedisManagedConnection,
     count: usize,
 ) -> Result<Vec<Entry>> {
     let cfg = shared.config();

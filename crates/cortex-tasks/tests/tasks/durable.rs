@@ -75,7 +75,7 @@ async fn completed_count(q: &DurableQueue) -> u64 {
     q.stats().await.expect("stats").completed
 }
 
-fn worker_bin() -> PathBuf {
+pub(crate) fn worker_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe
         .parent()
@@ -91,9 +91,9 @@ fn worker_bin() -> PathBuf {
     bin
 }
 
-struct Proc {
-    child: Child,
-    pid: u32,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) pid: u32,
 }
 
 async fn spawn_proc(queue: &str, extra: &[&str]) -> Proc {
@@ -122,7 +122,7 @@ async fn spawn_proc(queue: &str, extra: &[&str]) -> Proc {
 }
 
 /// Closes stdin: the worker shuts down gracefully.
-async fn stop_proc(mut p: Proc) {
+pub(crate) async fn stop_proc(mut p: Proc) {
     drop(p.child.stdin.take());
     let status = tokio::time::timeout(Duration::from_secs(30), p.child.wait())
         .await

@@ -32,7 +32,7 @@ fn crc16(bytes: &[u8]) -> u16 {
 
 /// The hash slot Redis Cluster puts `key` in: the CRC16 of the text inside the first
 /// `{…}` when that text is not empty, else of the whole key, modulo 16384.
-fn key_slot(key: &str) -> u16 {
+pub(crate) fn key_slot(key: &str) -> u16 {
     let mut hashed = key.as_bytes();
     if let Some(open) = key.find('{')
         && let Some(len) = key[open + 1..].find('}')
@@ -72,7 +72,10 @@ async fn plain_conn() -> MultiplexedConnection {
 
 /// Every key whose name holds `needle` (a test's unique queue name), whatever layout
 /// it is in: `SCAN` to the end, never `KEYS`.
-async fn keys_naming(conn: &mut MultiplexedConnection, needle: &str) -> BTreeSet<String> {
+pub(crate) async fn keys_naming(
+    conn: &mut MultiplexedConnection,
+    needle: &str,
+) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let mut cursor: u64 = 0;
     loop {
@@ -309,7 +312,7 @@ async fn tasks_left_in_the_old_layout_refuse_a_start_until_drained() {
 }
 
 /// The seeds of the local Redis Cluster (`eval "$(scripts/services.sh cluster)"`).
-fn cluster_seeds() -> Vec<String> {
+pub(crate) fn cluster_seeds() -> Vec<String> {
     let urls = std::env::var("REDIS_CLUSTER_URLS").unwrap_or_else(|_| {
         panic!(
             "REDIS_CLUSTER_URLS is not set: start the local Redis Cluster with \
@@ -320,7 +323,7 @@ fn cluster_seeds() -> Vec<String> {
 }
 
 /// `redis://host:port` of the master serving `slot`, as `CLUSTER SLOTS` on a seed says.
-async fn master_of(conn: &mut MultiplexedConnection, slot: u16) -> String {
+pub(crate) async fn master_of(conn: &mut MultiplexedConnection, slot: u16) -> String {
     use redis::Value;
     let ranges: Vec<Value> = redis::cmd("CLUSTER")
         .arg("SLOTS")

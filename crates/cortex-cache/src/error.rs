@@ -52,6 +52,17 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     #[error("no pooled redis connection")]
     Pool(#[from] cortex_pool::Error),
+    /// A Redis Cluster cannot serve its whole keyspace now: a master that serves slots
+    /// is down, so a namespace-wide `clear` cannot reach every key. Retryable: once its
+    /// replica has taken over (seconds), the call succeeds.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[error("a Redis Cluster master is down (failover under way)")]
+    Cluster {
+        /// What the pool reported.
+        #[source]
+        source: cortex_pool::Error,
+    },
     /// A value did not serialize to, or deserialize from, JSON.
     #[error("JSON (de)serialization failed for key {key:?}")]
     Serde {
@@ -92,12 +103,14 @@ impl Error {
         match self {
             Error::LoadTimeout { .. } | Error::Unavailable { .. } | Error::Timeout { .. } => true,
             #[cfg(feature = "redis")]
-            Error::Redis(e) => crate::redis_cache::is_connection_fault(e),
+            Error::Redis(e) => crate::redis_cache::is_transient(e),
             #[cfg(feature = "redis")]
             Error::Pool(e) => {
                 e.is_retryable()
-                    || matches!(e, cortex_pool::Error::Redis(r) if crate::redis_cache::is_connection_fault(r))
+                    || matches!(e, cortex_pool::Error::Redis(r) if crate::redis_cache::is_transient(r))
             }
+            #[cfg(feature = "redis")]
+            Error::Cluster { .. } => true,
             _ => false,
         }
     }
@@ -108,7 +121,7 @@ impl Error {
         match self {
             Error::Unavailable { .. } | Error::Timeout { .. } => true,
             #[cfg(feature = "redis")]
-            Error::Redis(_) | Error::Pool(_) => true,
+            Error::Redis(_) | Error::Pool(_) | Error::Cluster { .. } => true,
             _ => false,
         }
     }

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqC
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use cortex_pool::{NodeRole, RedisConfig, RedisNode, RedisPool};
 use cortex_support::backoff::Backoff;
 use futures_util::StreamExt;
+use redis::ConnectionAddr;
 use redis::aio::{PubSubSink, PubSubStream};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -114,6 +116,8 @@ pub(crate) struct Status {
     subscriptions: AtomicU64,
     invalidations: AtomicU64,
     failures: AtomicU64,
+    /// `host:port` of the cluster node subscribed on now (cluster mode only).
+    node: std::sync::Mutex<Option<String>>,
     /// `live`, for those who wait on it.
     changed: watch::Sender<bool>,
 }
@@ -125,6 +129,7 @@ impl Status {
             subscriptions: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            node: std::sync::Mutex::new(None),
             changed: watch::Sender::new(false),
         }
     }
@@ -141,7 +146,19 @@ impl Status {
         self.changed.send_replace(true);
     }
 
+    fn set_node(&self, node: Option<String>) {
+        if let Ok(mut n) = self.node.lock() {
+            *n = node;
+        }
+    }
+
+    /// The cluster node subscribed on now, `host:port`.
+    pub(crate) fn node(&self) -> Option<String> {
+        self.node.lock().ok().and_then(|n| n.clone())
+    }
+
     fn down(&self) {
+        self.set_node(None);
         self.failures.fetch_add(1, Relaxed);
         self.live.store(false, SeqCst);
         self.changed.send_replace(false);
@@ -188,51 +205,201 @@ pub struct ListenerStats {
     pub failures: u64,
 }
 
+/// Where the listener subscribes.
+pub(crate) enum Source {
+    /// One server, through this client (the pool's own).
+    Single(redis::Client),
+    /// A Redis Cluster: any node that is up will do, since the cluster relays every
+    /// classic `PUBLISH` to every node over its bus. The pool tells which nodes are up.
+    Cluster(RedisPool),
+}
+
+/// A live subscription: its two halves, and the cluster node it is on.
+type Subscription = (PubSubSink, PubSubStream, Option<String>);
+
 /// Subscribe to `channel` and evict what other processes changed, for as long as the
 /// memory tier lives. Every wait is bounded; a connection that closes or stops
 /// answering the keepalive is replaced, with backoff, and every (re)subscription clears
-/// the memory tier first.
+/// the memory tier first. On a cluster a lost node is replaced by another node that is
+/// up (the lost one is tried last).
 pub(crate) async fn listen<L: Cache>(
-    client: redis::Client,
+    source: Source,
     channel: String,
     origin: String,
     local: Weak<Local<L>>,
 ) {
     let mut attempt = 0;
+    // Spreads the listeners of many processes over the masters of a cluster.
+    let spread = foldhash::fast::FixedState::default().hash_one(&origin);
+    let mut lost: Option<String> = None;
     loop {
-        let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
-            let (mut sink, stream) = client.get_async_pubsub().await?.split();
-            sink.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>((sink, stream))
-        })
-        .await;
+        let subscribed = match &source {
+            Source::Single(client) => subscribe(client, &channel)
+                .await
+                .map(|(sink, stream)| (sink, stream, None)),
+            Source::Cluster(pool) => {
+                subscribe_cluster(pool, &channel, spread, lost.as_deref()).await
+            }
+        };
         let Some(tier) = local.upgrade() else { return };
         match subscribed {
-            Ok(Ok((sink, stream))) => {
+            Ok((sink, stream, node)) => {
                 attempt = 0;
                 // Invalidations sent while we were not subscribed are lost: start clean
                 // (before going live, so no copy made meanwhile survives).
                 if let Err(e) = tier.evict_all().await {
                     tracing::warn!(%channel, error = %cortex_support::error_chain(&e), "memory tier not cleared on subscribe");
                 }
+                tier.status.set_node(node.clone());
                 tier.status.up();
                 drop(tier);
                 let why = pump(sink, stream, &local, &origin).await;
                 let Some(tier) = local.upgrade() else { return };
                 tier.status.down();
-                tracing::warn!(%channel, reason = %why, "invalidation subscription lost; resubscribing");
+                tracing::warn!(%channel, node = node.as_deref().unwrap_or(""), reason = %why, "invalidation subscription lost; resubscribing");
+                lost = node;
             }
-            Ok(Err(e)) => {
+            Err(why) => {
                 tier.status.failures.fetch_add(1, Relaxed);
-                tracing::debug!(%channel, error = %cortex_support::error_chain(&e), "invalidation subscribe failed; retrying");
-            }
-            Err(_) => {
-                tier.status.failures.fetch_add(1, Relaxed);
-                tracing::debug!(%channel, "invalidation subscribe timed out; retrying");
+                tracing::debug!(%channel, reason = %why, "invalidation subscribe failed; retrying");
             }
         }
         tokio::time::sleep(BACKOFF.delay(attempt)).await;
         attempt = attempt.saturating_add(1);
+    }
+}
+
+/// `SUBSCRIBE channel` on a new connection of `client`, within [`SUBSCRIBE_TIMEOUT`].
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> std::result::Result<(PubSubSink, PubSubStream), String> {
+    let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
+        let (mut sink, stream) = client.get_async_pubsub().await?.split();
+        sink.subscribe(channel).await?;
+        Ok::<_, redis::RedisError>((sink, stream))
+    })
+    .await;
+    match subscribed {
+        Ok(Ok(halves)) => Ok(halves),
+        Ok(Err(e)) => Err(cortex_support::error_chain(&e)),
+        Err(_) => Err(format!("no subscription within {SUBSCRIBE_TIMEOUT:?}")),
+    }
+}
+
+/// Subscribe on the first node of the cluster that takes it: the nodes up as the pool
+/// sees them now, masters first (starting at the `spread`-th), then replicas, the node
+/// just `lost` last; the pool's seeds when the cluster cannot be asked.
+async fn subscribe_cluster(
+    pool: &RedisPool,
+    channel: &str,
+    spread: u64,
+    lost: Option<&str>,
+) -> std::result::Result<Subscription, String> {
+    let config = pool.config();
+    let Some(seed) = config.cluster_urls.first() else {
+        return Err("no cluster seed configured".to_owned());
+    };
+    // A client of the first seed carries the credentials and TLS settings every node
+    // is reached with; only its address changes.
+    let base = RedisConfig {
+        url: seed.clone(),
+        cluster_urls: Vec::new(),
+        ..config.clone()
+    }
+    .client()
+    .map_err(|e| cortex_support::error_chain(&e))?;
+    let base = base.get_connection_info().clone();
+    let mut targets: Vec<(String, redis::ConnectionInfo)> = Vec::new();
+    match tokio::time::timeout(SUBSCRIBE_TIMEOUT, pool.nodes()).await {
+        Ok(Ok(nodes)) => {
+            for role in [NodeRole::Master, NodeRole::Replica] {
+                let mut group: Vec<&RedisNode> =
+                    nodes.iter().filter(|n| n.up && n.role == role).collect();
+                group.sort_by(|a, b| a.address.cmp(&b.address));
+                if !group.is_empty() {
+                    let start = usize::try_from(spread % group.len() as u64).unwrap_or(0);
+                    group.rotate_left(start);
+                }
+                for node in group {
+                    if let Some(info) = at_address(&base, &node.address) {
+                        targets.push((node.address.clone(), info));
+                    }
+                }
+            }
+        }
+        // The cluster could not be asked: the seeds, as configured.
+        Ok(Err(_)) | Err(_) => {
+            for url in &config.cluster_urls {
+                let client = RedisConfig {
+                    url: url.clone(),
+                    cluster_urls: Vec::new(),
+                    ..config.clone()
+                }
+                .client();
+                if let Ok(client) = client {
+                    let info = client.get_connection_info().clone();
+                    targets.push((address_of(&info), info));
+                }
+            }
+        }
+    }
+    if let Some(lost) = lost
+        && let Some(i) = targets.iter().position(|(a, _)| a == lost)
+    {
+        let t = targets.remove(i);
+        targets.push(t);
+    }
+    let mut why = "no node of the cluster is up".to_owned();
+    for (address, info) in targets {
+        let client = match redis::Client::open(info) {
+            Ok(c) => c,
+            Err(e) => {
+                why = format!("{address}: {}", cortex_support::error_chain(&e));
+                continue;
+            }
+        };
+        match subscribe(&client, channel).await {
+            Ok((sink, stream)) => return Ok((sink, stream, Some(address))),
+            Err(e) => why = format!("{address}: {e}"),
+        }
+    }
+    Err(why)
+}
+
+/// `info` pointed at `address` (`host:port`), everything else kept; `None` for an
+/// address that is not `host:port` or a connection that is not TCP.
+fn at_address(info: &redis::ConnectionInfo, address: &str) -> Option<redis::ConnectionInfo> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port: u16 = port.parse().ok()?;
+    let addr = match info.addr() {
+        ConnectionAddr::Tcp(..) => ConnectionAddr::Tcp(host, port),
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => return None,
+    };
+    Some(info.clone().set_addr(addr))
+}
+
+/// `host:port` of a TCP connection, for logs and [`Status::node`].
+fn address_of(info: &redis::ConnectionInfo) -> String {
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
+        other => format!("{other:?}"),
     }
 }
 
@@ -308,12 +475,12 @@ pub(crate) fn origin_id() -> String {
 
 /// Keeps `local` alive for the caller (an `Arc`), the listener holding a `Weak`.
 pub(crate) fn spawn<L: Cache + 'static>(
-    client: redis::Client,
+    source: Source,
     channel: String,
     origin: String,
     local: &Arc<Local<L>>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(listen(client, channel, origin, Arc::downgrade(local)))
+    tokio::spawn(listen(source, channel, origin, Arc::downgrade(local)))
 }
 
 #[cfg(test)]

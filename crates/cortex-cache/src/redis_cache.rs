@@ -1,14 +1,14 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cortex_metrics::Metrics;
-use cortex_pool::RedisPool;
+use cortex_pool::{RedisConnection, RedisPool};
 use cortex_support::warn::WarnLimiter;
 use redis::FromRedisValue;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tracing::Instrument;
 
 use crate::stats::Recorder;
@@ -16,6 +16,10 @@ use crate::{Cache, CacheStats, Error, RedisCacheConfig, Result};
 
 /// Keys `clear` asks `SCAN` for per round trip.
 const SCAN_COUNT: u32 = 500;
+/// Nodes an invalidation `PUBLISH` is tried on, on a cluster.
+const PUBLISH_TRIES: usize = 3;
+/// Bound on each of those tries (or the pool's timeout, when shorter).
+const PUBLISH_TRY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A [`Cache`] on Redis, over a [`RedisPool`]: every key is prefixed with the
 /// namespace, a `set` without TTL gets the default TTL, and `clear` removes the
@@ -76,9 +80,9 @@ struct Inner {
     stats: Recorder,
     warnings: WarnLimiter,
     breaker: Breaker,
-    /// The multiplexed connection every command shares (none until first use, or after
-    /// a connection-level fault).
-    shared: ArcSwapOption<MultiplexedConnection>,
+    /// The connection every command shares, single-server or cluster (none until first
+    /// use, or after a connection-level fault).
+    shared: ArcSwapOption<RedisConnection>,
 }
 
 impl RedisCache {
@@ -191,7 +195,7 @@ impl RedisCache {
         self.inner.breaker.check()?;
         if let Some(c) = self.inner.shared.load_full() {
             return Ok(Conn {
-                conn: MultiplexedConnection::clone(&c),
+                conn: RedisConnection::clone(&c),
                 shared: c,
             });
         }
@@ -204,7 +208,9 @@ impl RedisCache {
             self.inner.breaker.trip();
             Error::Pool(e)
         })?;
-        let conn = MultiplexedConnection::clone(&pooled);
+        // The `RedisConnection` itself, never what it dereferences to: on a cluster that
+        // would be one seed node's plain connection.
+        let conn = RedisConnection::clone(&pooled);
         let shared = Arc::new(conn.clone());
         self.inner.shared.store(Some(Arc::clone(&shared)));
         Ok(Conn { conn, shared })
@@ -217,6 +223,10 @@ impl RedisCache {
         r.map_err(|e| {
             if is_connection_fault(&e) {
                 self.forget(conn);
+                self.inner.breaker.trip();
+            } else if is_transient(&e) {
+                // A cluster answering "not now" for a slot (failover under way): the
+                // connection is fine, the store is not.
                 self.inner.breaker.trip();
             }
             Error::Redis(e)
@@ -281,31 +291,93 @@ impl RedisCache {
 
     /// `PUBLISH message` on `channel`, on the shared connection; the number of
     /// subscribers that received it.
+    ///
+    /// On a cluster it goes to a node picked at random, tried on up to
+    /// [`PUBLISH_TRIES`] nodes: a cluster relays a `PUBLISH` over its bus to every
+    /// node, so any node will do, while redis-rs would send it to the master of the
+    /// channel's hash slot, which answers nothing while it fails over.
     pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<u64> {
         let cmd = redis::cmd("PUBLISH").arg(channel).arg(message).to_owned();
-        self.query::<u64>(&cmd, Retry::No).await
+        if !self.inner.pool.is_cluster() {
+            return self.query::<u64>(&cmd, Retry::No).await;
+        }
+        let mut conn = self.conn().await?;
+        let per_try = self
+            .inner
+            .pool
+            .config()
+            .pool_timeout
+            .min(PUBLISH_TRY_TIMEOUT);
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let mut last = None;
+        for _ in 0..PUBLISH_TRIES {
+            let Some(cluster) = conn.conn.as_cluster_mut() else {
+                // The pool lends cluster connections only in cluster mode.
+                return self.query::<u64>(&cmd, Retry::No).await;
+            };
+            let sent =
+                tokio::time::timeout(per_try, cluster.route_command(cmd.clone(), route.clone()));
+            match sent.await {
+                Ok(Ok(v)) => {
+                    let receivers =
+                        redis::from_redis_value::<u64>(v).map_err(redis::RedisError::from);
+                    return self.observe(&conn, receivers);
+                }
+                Ok(Err(e)) if is_transient(&e) => last = Some(e),
+                Ok(Err(e)) => return self.observe(&conn, Err(e)),
+                Err(_) => {
+                    last = Some(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "PUBLISH got no answer in time",
+                    )));
+                }
+            }
+        }
+        match last {
+            Some(e) => self.observe(&conn, Err(e)),
+            None => Ok(0),
+        }
     }
 
+    /// `SCAN` + `UNLINK` of the namespace on every master (the one server, or each
+    /// master of a cluster that serves slots: `SCAN` sees one node's keys only). The
+    /// scanned keys span slots, so each goes in an `UNLINK` of its own, pipelined (a
+    /// multi-key `UNLINK` over several slots is refused by a cluster node).
     async fn scan_unlink(&self) -> Result<u64> {
-        let mut conn = self.conn().await?;
+        self.inner.breaker.check()?;
+        let masters = self.inner.pool.masters().await.map_err(|e| match e {
+            // What `masters` says while a master that serves slots is down: the clear
+            // cannot reach every key now, and can once the failover is over.
+            e @ cortex_pool::Error::Backend { .. } => Error::Cluster { source: e },
+            e => Error::Pool(e),
+        })?;
+        let mut removed = 0u64;
+        for mut master in masters {
+            removed += self.scan_unlink_on(&mut master).await?;
+        }
+        Ok(removed)
+    }
+
+    /// `SCAN` + `UNLINK` of the namespace on one node.
+    async fn scan_unlink_on(&self, conn: &mut RedisConnection) -> Result<u64> {
         let mut cursor = 0u64;
         let mut removed = 0u64;
         loop {
-            let scanned = redis::cmd("SCAN")
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&self.inner.pattern)
                 .arg("COUNT")
                 .arg(SCAN_COUNT)
-                .query_async(&mut conn.conn)
-                .await;
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.observe(&conn, scanned)?;
+                .query_async(conn)
+                .await?;
             if !keys.is_empty() {
-                let unlinked = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<u64>(&mut conn.conn)
-                    .await;
-                removed += self.observe(&conn, unlinked)?;
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("UNLINK").arg(key);
+                }
+                let unlinked: Vec<u64> = pipe.query_async(conn).await?;
+                removed += unlinked.iter().sum::<u64>();
             }
             if next == 0 {
                 return Ok(removed);
@@ -317,8 +389,8 @@ impl RedisCache {
 
 /// A connection to run commands on, and the shared one it was cloned from.
 struct Conn {
-    conn: MultiplexedConnection,
-    shared: Arc<MultiplexedConnection>,
+    conn: RedisConnection,
+    shared: Arc<RedisConnection>,
 }
 
 /// Whether a command may be sent again after its connection dropped.
@@ -334,6 +406,20 @@ enum Retry {
 /// error (wrong type, script error), which says nothing about the connection.
 pub(crate) fn is_connection_fault(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+/// A fault that time can clear: a connection fault, no connection to the node of a slot
+/// (a cluster node that died), or an answer saying "not now" (`CLUSTERDOWN`, `TRYAGAIN`,
+/// `MASTERDOWN`, `LOADING`: what a cluster says during a failover).
+pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, RetryMethod};
+    is_connection_fault(e)
+        || e.kind() == ErrorKind::ClusterConnectionNotFound
+        || (matches!(e.kind(), ErrorKind::Server(_))
+            && matches!(
+                e.retry_method(),
+                RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
+            ))
 }
 
 /// The connection was closed under the command (not a timeout: a timed-out command may

@@ -19,7 +19,9 @@ pub struct RedisCacheConfig {
     /// into keys of another Cortex component: anything under `cortex:` other than
     /// `cortex:cache:…` is refused (see [`cortex_support::keyspace`]), so `clear` can never
     /// delete a durable queue's `cortex:tasks:…` keys, and `app:` never clears `app2:…`.
-    /// Default: `cortex:cache:`.
+    /// On a Redis Cluster the keys spread over every master by their whole name; a
+    /// namespace holding a whole hash tag (`app:{users}:`) keeps them all in one slot
+    /// instead, and one with a `{` it does not close is refused. Default: `cortex:cache:`.
     pub namespace: String,
     /// Expiry of a `set` given no TTL, and of a counter `increment` creates.
     /// Default: 300 s.
@@ -109,12 +111,27 @@ impl RedisCacheConfig {
 
 /// Refuses a namespace that could reach keys this cache does not own (see
 /// [`cortex_support::keyspace::check_prefix`]).
+///
+/// Also refuses a `{` without a `}` after it: on a Redis Cluster only the part of a key
+/// inside its first `{...}` is hashed, so such a namespace would make the hash tag of
+/// every key run into the caller's key. A namespace with a whole tag (`app:{users}:`)
+/// is accepted: it puts the whole namespace in one hash slot, on one master.
 pub(crate) fn check_namespace(namespace: &str) -> Result<()> {
-    check_prefix(Component::Cache, namespace).map_err(|e| Error::InvalidConfig {
+    let bad = |reason: String| Error::InvalidConfig {
         key: "CACHE_NAMESPACE",
         value: namespace.to_owned(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    check_prefix(Component::Cache, namespace).map_err(|e| bad(e.to_string()))?;
+    if let Some(open) = namespace.find('{')
+        && !namespace[open..].contains('}')
+    {
+        return Err(bad(
+            "opens a hash tag `{` it does not close; close it (`app:{users}:`) or leave braces to the keys"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -145,6 +162,8 @@ mod tests {
             ("CACHE_NAMESPACE", "cortex:tasks:q:"),
             // Would also clear `app2:…`.
             ("CACHE_NAMESPACE", "app"),
+            // A hash tag the keys would have to close.
+            ("CACHE_NAMESPACE", "app:{users:"),
             ("CACHE_DEFAULT_TTL", "soon"),
             ("CACHE_DEFAULT_TTL", "0"),
             ("CACHE_DEGRADE_ON_ERROR", "maybe"),
@@ -163,7 +182,7 @@ mod tests {
         let c = RedisCacheConfig::default();
         assert_eq!(c.namespace, "cortex:cache:");
         c.validate().unwrap();
-        for ns in ["cortex:cache:users:", "sessions:", "app2:"] {
+        for ns in ["cortex:cache:users:", "sessions:", "app2:", "app:{users}:"] {
             check_namespace(ns).unwrap();
         }
         let empty = RedisCacheConfig {

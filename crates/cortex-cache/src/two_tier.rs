@@ -99,11 +99,16 @@ impl<L: Cache + 'static> TwoTierCache<L> {
         let namespace = &remote.config().namespace;
         check_namespace(namespace)?;
         let channel = format!("{namespace}__invalidate");
-        // The pool's own client: one path from the configured URL to Redis.
-        let client = remote.pool().client().clone();
+        // The pool's own client, or the pool itself on a cluster (to find nodes that
+        // are up): one path from the configured URLs to Redis.
+        let source = if remote.pool().is_cluster() {
+            invalidation::Source::Cluster(remote.pool().clone())
+        } else {
+            invalidation::Source::Single(remote.pool().client().clone())
+        };
         let origin = invalidation::origin_id();
         let local = Arc::new(Local::new(local));
-        let listener = invalidation::spawn(client, channel.clone(), origin.clone(), &local);
+        let listener = invalidation::spawn(source, channel.clone(), origin.clone(), &local);
         Ok(Self {
             local,
             remote,
@@ -141,6 +146,12 @@ impl<L: Cache> TwoTierCache<L> {
     /// What the invalidation listener has done so far, and whether it is subscribed.
     pub fn listener_stats(&self) -> ListenerStats {
         self.local.status.stats()
+    }
+
+    /// On a Redis Cluster, the node (`host:port`) the invalidation listener is
+    /// subscribed on now; `None` on a single server, or while not subscribed.
+    pub fn listener_node(&self) -> Option<String> {
+        self.local.status.node()
     }
 
     fn local_ttl(&self, ttl: Option<Duration>) -> Option<Duration> {

@@ -283,12 +283,19 @@ fn services_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh")
 }
 
-fn services(args: &[&str]) {
-    let out = std::process::Command::new("bash")
-        .arg(services_script())
-        .args(args)
-        .output()
-        .expect("run scripts/services.sh");
+/// Runs `scripts/services.sh args` without holding up the runtime (the sampler keeps
+/// running), bounded by two minutes (the script waits for the cluster's lock).
+async fn services(args: &[&str]) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new("bash")
+            .arg(services_script())
+            .args(args)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("services.sh {args:?} took over 2 minutes"))
+    .expect("run scripts/services.sh");
     assert!(
         out.status.success(),
         "services.sh {args:?}: {}",
@@ -351,28 +358,45 @@ async fn wait_cluster_healthy(limit: Duration) {
     );
 }
 
-/// The replica (`redis://host:port`) of the master at `master`, one that is not failing.
-async fn replica_of(master: &str) -> String {
+/// The master serving `slot` now and a replica of it that is not failing, both as
+/// `redis://host:port`. Asked again (for up to 30 s) while the answer does not hold
+/// together: other tests on the shared cluster may be moving masters meanwhile.
+async fn master_and_replica(slot: u16) -> (String, String) {
+    let mut last = String::new();
+    for _ in 0..60 {
+        let master = master_of(&mut seed_conn().await, slot).await;
+        match replica_of(&master).await {
+            Ok(replica) => return (master, replica),
+            Err(e) => last = format!("{master}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("no healthy replica of the master of slot {slot} within 30 s: {last}")
+}
+
+async fn replica_of(master: &str) -> redis::RedisResult<String> {
     let mut m = plain(master).await;
     let id: String = redis::cmd("CLUSTER")
         .arg("MYID")
         .query_async(&mut m)
-        .await
-        .expect("CLUSTER MYID");
+        .await?;
     let lines: Vec<String> = redis::cmd("CLUSTER")
         .arg("REPLICAS")
         .arg(&id)
         .query_async(&mut m)
-        .await
-        .expect("CLUSTER REPLICAS");
+        .await?;
     for line in &lines {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() > 2 && !f[2].contains("fail") {
-            let addr = f[1].split(['@', ',']).next().expect("address");
-            return format!("redis://{addr}");
+            let addr = f[1].split(['@', ',']).next().unwrap_or_default();
+            return Ok(format!("redis://{addr}"));
         }
     }
-    panic!("{master} has no healthy replica: {lines:?}")
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "no healthy replica",
+        format!("{lines:?}"),
+    )))
 }
 
 /// A `durable_worker` process on the cluster.
@@ -410,8 +434,9 @@ fn env_u64(key: &str, default: u64) -> u64 {
     }
 }
 
-/// `(when, completed)` samples of the queue's counters, taken every 50 ms by a
-/// background task; failed reads (during an outage) leave no sample.
+/// `(when, finished)` samples of the queue's counters (completed + failed), taken every
+/// 50 ms by a background task; `when` is when the read was sent, so a sample dated
+/// after an event was read after it. Failed reads (during an outage) leave no sample.
 #[derive(Clone, Default)]
 struct Samples(Arc<Mutex<Vec<(Instant, u64)>>>);
 
@@ -495,6 +520,8 @@ async fn durable_jobs_survive_a_graceful_failover_and_a_master_kill() {
     let slot = key_slot(&name);
     let prefix = key_prefix(&name).expect("valid name");
     let runs_key = format!("{prefix}test:runs");
+    // Another test may have just failed a node over: start from a healthy cluster.
+    wait_cluster_healthy(Duration::from_secs(90)).await;
     let q = cluster_queue(cfg).await;
 
     // Enqueue everything, then make sure the master's replica has it.
@@ -553,12 +580,13 @@ async fn durable_jobs_survive_a_graceful_failover_and_a_master_kill() {
         let (q, samples, sampling) = (q.clone(), samples.clone(), sampling.clone());
         tokio::spawn(async move {
             while sampling.load(Ordering::SeqCst) {
+                let sent = Instant::now();
                 if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), q.stats()).await {
                     samples
                         .0
                         .lock()
                         .unwrap()
-                        .push((Instant::now(), s.completed + s.failed));
+                        .push((sent, s.completed + s.failed));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -571,7 +599,7 @@ async fn durable_jobs_survive_a_graceful_failover_and_a_master_kill() {
         wait_completed(&samples, jobs / 5, limit).await,
         "a fifth of the jobs did not finish within {limit:?}"
     );
-    let replica = replica_of(&master).await;
+    let (_, replica) = master_and_replica(slot).await;
     let (_, before_fo) = samples.last().expect("a sample");
     let fo_at = Instant::now();
     let _: String = redis::cmd("CLUSTER")
@@ -603,15 +631,27 @@ async fn durable_jobs_survive_a_graceful_failover_and_a_master_kill() {
         wait_completed(&samples, jobs / 2, limit).await,
         "half of the jobs did not finish within {limit:?}"
     );
-    let (_, before_kill) = samples.last().expect("a sample");
     let rate_between = samples.rate(fo_back_at, Instant::now());
-    let killed_port = port_of(&replica);
+    // The master of the slot now: the promoted replica, unless another test on the
+    // shared cluster moved it since.
+    let killed_port = port_of(&master_of(&mut seed_conn().await, slot).await);
     let mut revive = Revive {
         port: killed_port,
         armed: true,
     };
+    services(&["cluster-kill", &killed_port.to_string()]).await;
+    // Dated once the script has sent SIGKILL (it may first wait for the cluster's
+    // lock): the last count read before then is the count at the kill.
     let kill_at = Instant::now();
-    services(&["cluster-kill", &killed_port.to_string()]);
+    let before_kill = samples
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(t, _)| *t < kill_at)
+        .map(|(_, c)| *c)
+        .expect("a sample before the kill");
     let remaining_at_kill = jobs - before_kill.min(jobs);
     assert!(
         eventually(limit, || async {
@@ -640,7 +680,7 @@ async fn durable_jobs_survive_a_graceful_failover_and_a_master_kill() {
     }
 
     // Restart the killed node (it rejoins as a replica) and wait for a healthy cluster.
-    services(&["cluster-start", &killed_port.to_string()]);
+    services(&["cluster-start", &killed_port.to_string()]).await;
     revive.armed = false;
     wait_cluster_healthy(Duration::from_secs(90)).await;
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use cortex_cache::{Cache, CacheStats, CachedCalls, MemoryStore, RedisCache, TwoTierCache};
 use cortex_mcp::{McpClient, McpClientFactory};
 use cortex_metrics::Metrics;
-use cortex_pool::{DbPool, Limiter, PoolMetrics, PoolStatus, RedisPool};
+use cortex_pool::{DbPool, Limiter, PoolMetrics, PoolStatus, RedisPool, ReplicaStatus};
 use cortex_profile::MemoryProfiler;
 use cortex_tasks::PriorityQueue;
 use cortex_tasks::durable::{DurableQueue, Registry, Worker, WorkerHandle};
@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 
 use crate::{CortexConfig, Result};
 
-/// The database pool: SQLite (embedded) or PostgreSQL, chosen by the URL.
+/// The database pool: SQLite (embedded) or PostgreSQL, chosen by the URL. A PostgreSQL
+/// pool has read replicas when `DB_REPLICA_URLS` is set: `acquire()` is always the
+/// primary, `acquire_read()` a healthy replica (else the primary).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Database {
@@ -31,6 +33,15 @@ impl Database {
         match self {
             Self::Sqlite(p) => p.stats(),
             Self::Postgres(p) => p.stats(),
+        }
+    }
+
+    /// Each read replica's health, lag and pool levels, in `DB_REPLICA_URLS` order
+    /// (empty without replicas, and always for SQLite).
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        match self {
+            Self::Sqlite(p) => p.replicas(),
+            Self::Postgres(p) => p.replicas(),
         }
     }
 
@@ -154,6 +165,14 @@ impl CortexBuilder {
     /// admission limiter, the in-process queue, the durable queue and worker (with
     /// Redis), and the MCP clients.
     ///
+    /// Scale-out comes from the config alone: with `redis.cluster_urls`
+    /// (`REDIS_CLUSTER_URLS`) the Redis pool runs in cluster mode, and the cache's
+    /// second tier and the durable queue run on it; with `db.replica_urls`
+    /// (`DB_REPLICA_URLS`) the PostgreSQL pool opens one pool per read replica and
+    /// checks each one in the background. A replica that is down at start does not fail
+    /// the build (it starts out of rotation); a Redis Cluster that cannot be reached
+    /// does, as a single Redis server does.
+    ///
     /// # Errors
     /// The first part that fails to start, with its own error.
     pub async fn build(self) -> Result<Cortex> {
@@ -176,6 +195,7 @@ impl CortexBuilder {
             background.push(snapshots);
         }
 
+        // The replicas (if any) record into the same registry, as `db-replica-<i>`.
         let database = if config.db.is_postgres() {
             Database::Postgres(
                 DbPool::postgres_with(config.db.clone(), PoolMetrics::new(&metrics, "db")).await?,
@@ -293,11 +313,14 @@ pub struct Cortex {
     inner: Arc<Inner>,
 }
 
+/// Every URL is shown with its password redacted: the config redacts its own, and the
+/// pools show only redacted URLs.
 impl std::fmt::Debug for Cortex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cortex")
             .field("config", &self.inner.config)
             .field("database", &self.inner.database)
+            .field("redis", &self.inner.redis)
             .finish_non_exhaustive()
     }
 }
@@ -333,7 +356,8 @@ impl Cortex {
         &self.inner.database
     }
 
-    /// The Redis pool, when Redis is configured.
+    /// The Redis pool, when Redis is configured: a Redis Cluster when the config has
+    /// cluster URLs ([`RedisPool::nodes`] lists its nodes), else a single server.
     pub fn redis(&self) -> Option<&RedisPool> {
         self.inner.redis.as_ref()
     }

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use cortex_core::Cortex;
 use cortex_core::batch::{BatchFn, Batcher, Loaded};
 use cortex_core::metrics::MetricsLayer;
 use cortex_core::tasks::TraceParent;
+use cortex_core::{Cortex, Database};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -58,7 +58,8 @@ pub type Shared = Arc<AppState>;
 /// The whole service. Layers, outermost first: panics become 500, then tracing (a
 /// `http.request` span and the W3C trace context, see [`trace_context`]),
 /// metrics per route template, admission (503 + `Retry-After`), the request timeout
-/// (504), and the body limit (413).
+/// (504), read-your-writes across requests ([`read_your_writes`]), and the body limit
+/// (413).
 pub fn router(state: Shared) -> Router {
     let (public, admin_ops) = (
         handlers::operations()
@@ -89,6 +90,10 @@ pub fn router(state: Shared) -> Router {
         .with_state(state.clone());
     let keep_alive = state.settings.keep_alive;
     api.layer(DefaultBodyLimit::max(state.settings.body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            read_your_writes,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn_with_state(state.clone(), admit))
         .layer(MetricsLayer::new(state.cortex.metrics().clone()))
@@ -143,6 +148,70 @@ async fn trace_context(req: Request, next: Next) -> Response {
     let mut response = tp.clone().scope(next.run(req)).await;
     if let Ok(value) = HeaderValue::from_str(tp.as_str()) {
         response.headers_mut().insert("traceparent", value);
+    }
+    response
+}
+
+/// The header that carries the primary's WAL position after a client's writes.
+pub const WRITTEN_LSN_HEADER: &str = "x-cortex-written-lsn";
+
+/// Read-your-writes across requests, on PostgreSQL with read replicas
+/// (`DB_REPLICA_URLS`): a request's `x-cortex-written-lsn` (a decimal WAL position, as
+/// an earlier response gave it) is handed to the handler's replica reads
+/// ([`crate::repo::read_conn`]), which then use only a replica that has replayed past
+/// it, else the primary. Every successful request that is not a `GET`/`HEAD` answers
+/// the header, the primary's WAL position after it (never lower than the one it was
+/// given), so a client that keeps sending back the last one it got reads its own
+/// writes. A value that is not a number is a 400 naming it; without replicas (or on
+/// SQLite) nothing is added and the header is only checked.
+async fn read_your_writes(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let given = match req.headers().get(WRITTEN_LSN_HEADER) {
+        None => None,
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(lsn) => Some(lsn),
+            None => {
+                return ApiError::bad_request(
+                    "bad_written_lsn",
+                    format!(
+                        "{WRITTEN_LSN_HEADER} {value:?} is not a WAL position (the decimal number a response gave)"
+                    ),
+                )
+                .into_response();
+            }
+        },
+    };
+    let pool = match state.cortex.database() {
+        Database::Postgres(pool) if !pool.config().replica_urls.is_empty() => pool.clone(),
+        _ => return next.run(req).await,
+    };
+    let writes = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let mut response = match given {
+        Some(lsn) => crate::repo::WRITTEN_LSN.scope(lsn, next.run(req)).await,
+        None => next.run(req).await,
+    };
+    if writes && response.status().is_success() {
+        // After the handler: its writes have committed, so the position read now is at
+        // or past every one of them.
+        let mut session = pool.session().with_written_lsn(given);
+        match session.mark_written_now().await {
+            Ok(()) => {
+                if let Some(value) = session
+                    .written_lsn()
+                    .and_then(|lsn| HeaderValue::from_str(&lsn.to_string()).ok())
+                {
+                    response.headers_mut().insert(WRITTEN_LSN_HEADER, value);
+                }
+            }
+            // The write is done; only the client's read-your-writes is lost, and its
+            // lists may lag by at most `DB_REPLICA_MAX_LAG`.
+            Err(e) => {
+                tracing::warn!(error = %e, "the WAL position after a write could not be read")
+            }
+        }
     }
     response
 }

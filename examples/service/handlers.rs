@@ -42,7 +42,7 @@ pub fn operations() -> Vec<(Op, MethodRouter<Shared>)> {
             op(
                 "get",
                 "/ready",
-                "Readiness: database, Redis, MCP services",
+                "Readiness: database, Redis (and its nodes), MCP services; read replicas shown",
                 200,
                 &[],
             ),
@@ -273,36 +273,82 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when the database, Redis (if used) and every MCP client answer; 503 naming the
-/// parts that do not.
+/// 200 when the database (the primary), Redis (if used) and every MCP client answer;
+/// 503 naming the parts that do not. On a Redis Cluster, Redis is ready while every
+/// master that serves slots is up (a replica node down does not fail it).
+///
+/// Beside the parts: `redis_nodes`, each Redis node with its role, slots and whether it
+/// is up (one entry for a single server), and `db_replicas`, each read replica
+/// (`DB_REPLICA_URLS`) with whether it takes reads and its replay lag. A replica that is
+/// down or lagging never fails readiness: reads then go to the primary.
 async fn ready(State(state): State<Shared>) -> impl IntoResponse {
     let mut parts = serde_json::Map::new();
     let bound = Duration::from_secs(2);
-    let db = matches!(
-        tokio::time::timeout(bound, state.repo.ping()).await,
-        Ok(Ok(()))
-    );
+    let db = async {
+        matches!(
+            tokio::time::timeout(bound, state.repo.ping()).await,
+            Ok(Ok(()))
+        )
+    };
+    let redis = async {
+        let redis = state.cortex.redis()?;
+        let (health, nodes) = tokio::join!(
+            tokio::time::timeout(bound, redis.health()),
+            tokio::time::timeout(bound, redis.nodes()),
+        );
+        let nodes: Vec<Value> = match nodes {
+            Ok(Ok(nodes)) => nodes
+                .iter()
+                .map(|n| {
+                    json!({
+                        "address": n.address,
+                        "role": n.role,
+                        "up": n.up,
+                        "slots": n.slots,
+                    })
+                })
+                .collect(),
+            _ => vec![],
+        };
+        Some((matches!(health, Ok(Ok(()))), nodes))
+    };
+    let (db, redis) = tokio::join!(db, redis);
     parts.insert("database".into(), json!(db));
     let mut ok = db;
-    if let Some(redis) = state.cortex.redis() {
-        let up = matches!(
-            tokio::time::timeout(bound, redis.health()).await,
-            Ok(Ok(()))
-        );
+    let mut redis_nodes = vec![];
+    if let Some((up, nodes)) = redis {
         parts.insert("redis".into(), json!(up));
         ok &= up;
+        redis_nodes = nodes;
     }
     for client in state.cortex.mcp_clients() {
         let up = client.is_healthy();
         parts.insert(format!("mcp:{}", client.service()), json!(up));
         ok &= up;
     }
+    // From the pool's background checks: never waits on a replica. The URL stays out
+    // (this route needs no token); the admin config shows it, redacted.
+    let replicas: Vec<Value> = state
+        .cortex
+        .database()
+        .replicas()
+        .iter()
+        .map(|r| json!({ "name": r.name, "up": r.up, "lag_seconds": r.lag_seconds }))
+        .collect();
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": ok, "parts": parts })))
+    (
+        status,
+        Json(json!({
+            "ready": ok,
+            "parts": parts,
+            "redis_nodes": redis_nodes,
+            "db_replicas": replicas,
+        })),
+    )
 }
 
 // ---- paging ----

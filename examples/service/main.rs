@@ -6,6 +6,25 @@
 //! DATABASE_URL=postgres://... REDIS_URL=redis://... cargo run --example service --features full
 //! ```
 //!
+//! Scaled out (several instances behind a load balancer): `REDIS_CLUSTER_URLS` puts the
+//! cache's second tier, its invalidation and the durable queue on a Redis Cluster, and
+//! `DB_REPLICA_URLS` adds PostgreSQL read replicas:
+//!
+//! ```text
+//! DATABASE_URL=postgres://app@primary/app DB_REPLICA_URLS=postgres://app@replica/app \
+//! REDIS_CLUSTER_URLS=redis://10.0.0.1:7000,redis://10.0.0.2:7000 \
+//!     cargo run --example service --features full
+//! ```
+//!
+//! Replica reads follow one rule (details in `repo/mod.rs`): the list endpoints and the
+//! uncached single reads may come from a replica, lagging by at most
+//! `DB_REPLICA_MAX_LAG`; every write, every read in a request that writes, and every
+//! read that fills a cache go to the primary, because a stale replica row written into
+//! the cache would be served for the entry's whole TTL. To read its own writes on
+//! later requests, a client sends back the `x-cortex-written-lsn` header its last write
+//! answered. `/ready` lists the Redis nodes and the replicas; a replica that is down
+//! does not make the service unready (its reads go to the primary).
+//!
 //! Files: `settings.rs` (the service's own variables), `app.rs` (state, router,
 //! layers), `handlers.rs` (domain routes), `admin.rs` (admin and metrics routes),
 //! `jobs.rs` (background tasks, cache warming), `repo/` (SQL, one file per dialect),

@@ -6,6 +6,7 @@ mod keyspace;
 mod operator;
 mod prometheus;
 mod service;
+mod service_cluster;
 mod service_openapi;
 mod service_pg;
 mod service_tour;

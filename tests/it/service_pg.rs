@@ -117,6 +117,8 @@ impl Stack {
         let mut cmd = Command::new(service_bin());
         cmd.env_remove("COGNITION_SERVICE_URL")
             .env_remove("MEMORY_SERVICE_URL")
+            .env_remove("REDIS_CLUSTER_URLS")
+            .env_remove("DB_REPLICA_URLS") // set by the cluster tests
             .env("DATABASE_URL", &self.db.url)
             .env("REDIS_URL", &self.redis)
             .env("CACHE_NAMESPACE", &self.namespace)
@@ -214,68 +216,9 @@ async fn postgres_filters_by_containment_and_runs_durable_tasks() {
 async fn two_instances_share_invalidation_and_the_task_stream() {
     let stack = Stack::new().await;
     // A takes requests and enqueues but runs no durable task.
-    let mut a = stack.start(&[("CORTEX_WORKER", "off")]).await;
+    let a = stack.start(&[("CORTEX_WORKER", "off")]).await;
     let mut b = stack.start(&[]).await;
-    let (uid, wid, cid) = seed(&a).await;
-
-    // B caches the workspace; A updates it; B reads the update back.
-    assert_eq!(
-        b.get(&format!("/workspaces/{wid}")).await.body["name"],
-        "Core"
-    );
-    assert_eq!(
-        b.get(&format!("/workspaces/{wid}")).await.body["name"],
-        "Core"
-    );
-    let up = a
-        .patch(&format!("/workspaces/{wid}"), json!({"name": "Core 2"}))
-        .await;
-    assert_eq!(up.status, 200, "{}", up.body);
-    // The invalidation travels over Redis pub/sub: bounded wait for it.
-    let mut seen = String::new();
-    for _ in 0..500 {
-        seen = b.get(&format!("/workspaces/{wid}")).await.body["name"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        if seen == "Core 2" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(seen, "Core 2", "B kept serving its cached copy");
-
-    // A task enqueued on A runs on B after A is killed outright.
-    let posted = a
-        .post(
-            &format!("/conversations/{cid}/messages"),
-            json!({"sender_id": uid, "content": "left behind"}),
-        )
-        .await;
-    assert_eq!(posted.status, 201, "{}", posted.body);
-    let task = posted.body["task_id"].as_str().unwrap().to_owned();
-    let pid = a.child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(10), a.child.wait()).await;
-    let mut info = json!(null);
-    for _ in 0..600 {
-        info = b
-            .admin(reqwest::Method::GET, &format!("/admin/tasks/{task}"))
-            .await
-            .body;
-        if info["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(info["status"], "completed", "{info}");
-    b.assert_alive().await;
+    crate::service_cluster::share_invalidation_and_the_task_stream(a, &mut b).await;
 }
 
 /// A private `redis-server` on a free loopback port, killed when dropped.

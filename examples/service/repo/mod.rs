@@ -1,5 +1,39 @@
 //! Storage behind one trait, one implementation per SQL dialect: the SQL of each
 //! backend lives in its own file, every value bound, never formatted in.
+//!
+//! # Which server answers (PostgreSQL with `DB_REPLICA_URLS`)
+//!
+//! Every query goes through [`conn`] (the primary) except the few reads that
+//! [`read_conn`] sends to a read replica. The rule:
+//!
+//! - **Replica** ([`read_conn`]): reads that answer a request directly and fill no cache:
+//!   the list endpoints (`GET /users` by page, `GET /workspaces`,
+//!   `GET /workspaces/{id}/conversations`, `GET /conversations/{id}/messages`) and the
+//!   single reads that are not cached (`GET /workspaces/{id}/summary`,
+//!   `GET /conversations/{id}`, `GET /messages/{id}`). They may lag the primary by at
+//!   most `DB_REPLICA_MAX_LAG` (a replica further behind takes no reads), unless the
+//!   request carries `x-cortex-written-lsn` (see below). A replica takes them only
+//!   once it has replayed this process's migrations.
+//! - **Primary** ([`conn`]), everything else:
+//!   - every write, and every read in the same request as a write (the checks before
+//!     it: `user_exists`, `workspace_owner`, `conversation_owner`, the workspaces of a
+//!     user being deleted), so a request never acts on a stale view of the data;
+//!   - every read that fills a cache (`workspace`, `user_workspaces`, the warming
+//!     `active_users`): a stale replica row written into the cache would outlive the
+//!     invalidation that already went by, and be served for the entry's whole TTL;
+//!   - the batched user lookups (`users_by_ids`): one query serves many requests, so it
+//!     cannot honor one request's `x-cortex-written-lsn`;
+//!   - the summary task's `recent_contents`: it runs right after the message it
+//!     summarizes was written, in another request's stead.
+//!
+//! Read-your-writes across requests: with replicas, every successful request that is
+//! not a `GET` answers the header `x-cortex-written-lsn` (the primary's WAL position
+//! after it, a decimal number). A client that sends it back on later requests gets
+//! replica reads that include its writes: a replica is used only once it has replayed
+//! past that position, otherwise the primary answers (`cortex_pool::Session`). Without
+//! the header, a list may miss a row written less than `DB_REPLICA_MAX_LAG` ago.
+//!
+//! SQLite has no replicas: its repository reads through [`conn`] alone.
 
 mod postgres;
 mod sqlite;
@@ -14,17 +48,59 @@ use crate::model::*;
 
 pub type DbResult<T> = Result<T, sqlx::Error>;
 
-/// A connection through the pool's own `acquire`, so every query's wait, hold time and
-/// span are recorded (`cortex_pool_acquire_wait_seconds{pool="db"}`), with the pool's
-/// error turned into the sqlx one the repositories answer with.
+/// A connection to the primary through the pool's own `acquire`, so every query's
+/// wait, hold time and span are recorded (`cortex_pool_acquire_wait_seconds{pool="db"}`),
+/// with the pool's error turned into the sqlx one the repositories answer with.
 pub async fn conn<DB: sqlx::Database>(pool: &DbPool<DB>) -> DbResult<DbConn<DB>> {
+    pool.acquire().await.map_err(pool_error)
+}
+
+/// A connection for a read that may come from a replica: only for the reads the module
+/// docs list (never one that fills a cache, never one in a request that writes). A
+/// healthy replica (lag within `DB_REPLICA_MAX_LAG`) that has replayed past `schema`
+/// answers, else the primary: replicas being down is never an error here. `schema` is
+/// the primary's WAL position after this process ran its migrations, so a replica a few
+/// milliseconds behind a fresh migration never answers "relation does not exist". When
+/// the request carries `x-cortex-written-lsn` ([`WRITTEN_LSN`]), the replica must have
+/// replayed past that too. Waits and holds are recorded under the replica's own pool
+/// name (`pool="db-replica-0"`); errors map as for [`conn`].
+pub async fn read_conn(
+    pool: &DbPool<sqlx::Postgres>,
+    schema: Option<u64>,
+) -> DbResult<DbConn<sqlx::Postgres>> {
+    let floor = written_lsn().max(schema);
+    let got = match floor {
+        Some(lsn) => {
+            // One comparison with the replica's last checked position; one extra round
+            // trip only while that check is older than `lsn`.
+            let session = pool.session().with_written_lsn(Some(lsn));
+            session.acquire_read().await
+        }
+        None => pool.acquire_read().await,
+    };
+    got.map_err(pool_error)
+}
+
+tokio::task_local! {
+    /// The primary's WAL position this request's client has written up to (its
+    /// `x-cortex-written-lsn` header), set by the router around the handler.
+    pub static WRITTEN_LSN: u64;
+}
+
+/// The position of [`WRITTEN_LSN`] when the request gave one.
+fn written_lsn() -> Option<u64> {
+    WRITTEN_LSN.try_with(|lsn| *lsn).ok()
+}
+
+/// The pool's error as the sqlx one the repositories answer with.
+pub fn pool_error(e: cortex_core::pool::Error) -> sqlx::Error {
     use cortex_core::pool::Error as E;
-    pool.acquire().await.map_err(|e| match e {
+    match e {
         E::Database(e) => e,
         E::Timeout { .. } | E::Saturated { .. } => sqlx::Error::PoolTimedOut,
         E::Closed => sqlx::Error::PoolClosed,
         other => sqlx::Error::Io(std::io::Error::other(other)),
-    })
+    }
 }
 
 /// A migrator over migrations compiled into the binary (`include_str!`), so the service

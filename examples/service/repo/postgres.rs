@@ -1,6 +1,10 @@
 //! The PostgreSQL dialect: jsonb with a GIN index for containment, times as
 //! `timestamptz` (answered as Unix milliseconds), messages partitioned by month, and a
 //! materialized view of user activity.
+//!
+//! Writes, cache fills and the checks inside a writing request go to the primary
+//! ([`conn`]); the uncached list and single reads go through [`read_conn`], to a read
+//! replica when there is one: the rule and why are in the [`super`] module docs.
 
 use async_trait::async_trait;
 use cortex_core::pool::DbPool;
@@ -8,7 +12,8 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::{
     ConversationRow, DbResult, MessageRow, PageSpec, Repo, SummaryRow, UserRow, WorkspaceFilter,
-    WorkspaceRow, conn, conversation, embedded_migrator, message, summary, user, workspace,
+    WorkspaceRow, conn, conversation, embedded_migrator, message, pool_error, read_conn, summary,
+    user, workspace,
 };
 use crate::model::*;
 
@@ -21,13 +26,29 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 
 pub struct PostgresRepo {
     pool: DbPool<Postgres>,
+    /// The primary's WAL position after the migrations (with read replicas): replica
+    /// reads wait for a replica that has the schema (see [`read_conn`]).
+    schema_lsn: Option<u64>,
 }
 
 impl PostgresRepo {
     /// Run the migrations, then serve from `pool`.
     pub async fn new(pool: &DbPool<Postgres>) -> Result<Self, sqlx::migrate::MigrateError> {
         embedded_migrator(MIGRATIONS).run(pool.inner()).await?;
-        Ok(Self { pool: pool.clone() })
+        let schema_lsn = if pool.replicas().is_empty() {
+            None
+        } else {
+            let mut session = pool.session();
+            session
+                .mark_written_now()
+                .await
+                .map_err(|e| sqlx::migrate::MigrateError::Execute(pool_error(e)))?;
+            session.written_lsn()
+        };
+        Ok(Self {
+            pool: pool.clone(),
+            schema_lsn,
+        })
     }
 
     /// Make sure the partitions of this month and the next `ahead` exist; answers how
@@ -143,7 +164,7 @@ impl Repo for PostgresRepo {
         let rows: Vec<UserRow> = sqlx::query_as(sql)
             .bind(page.limit)
             .bind(page.offset)
-            .fetch_all(&mut **conn(&self.pool).await?)
+            .fetch_all(&mut **read_conn(&self.pool, self.schema_lsn).await?)
             .await?;
         Ok(rows.into_iter().map(user).collect())
     }
@@ -250,7 +271,7 @@ impl Repo for PostgresRepo {
         q.push(" OFFSET ").push_bind(page.offset);
         let rows: Vec<(i64, String, i64, i64)> = q
             .build_query_as()
-            .fetch_all(&mut **conn(&self.pool).await?)
+            .fetch_all(&mut **read_conn(&self.pool, self.schema_lsn).await?)
             .await?;
         Ok(rows
             .into_iter()
@@ -314,7 +335,7 @@ impl Repo for PostgresRepo {
              WHERE w.id = $1 WINDOW ws AS (PARTITION BY w.id) LIMIT 1"
         ))
         .bind(id)
-        .fetch_optional(&mut **conn(&self.pool).await?)
+        .fetch_optional(&mut **read_conn(&self.pool, self.schema_lsn).await?)
         .await?;
         Ok(row.map(summary))
     }
@@ -366,7 +387,7 @@ impl Repo for PostgresRepo {
         );
         let row: Option<ConversationRow> = sqlx::query_as(sql)
             .bind(id)
-            .fetch_optional(&mut **conn(&self.pool).await?)
+            .fetch_optional(&mut **read_conn(&self.pool, self.schema_lsn).await?)
             .await?;
         Ok(row.map(conversation))
     }
@@ -381,7 +402,7 @@ impl Repo for PostgresRepo {
             .bind(ws)
             .bind(page.limit)
             .bind(page.offset)
-            .fetch_all(&mut **conn(&self.pool).await?)
+            .fetch_all(&mut **read_conn(&self.pool, self.schema_lsn).await?)
             .await?;
         Ok(rows.into_iter().map(conversation).collect())
     }
@@ -455,7 +476,7 @@ impl Repo for PostgresRepo {
         );
         let row: Option<MessageRow> = sqlx::query_as(sql)
             .bind(id)
-            .fetch_optional(&mut **conn(&self.pool).await?)
+            .fetch_optional(&mut **read_conn(&self.pool, self.schema_lsn).await?)
             .await?;
         Ok(row.map(message))
     }
@@ -476,7 +497,7 @@ impl Repo for PostgresRepo {
                 sqlx::query_as(sql)
                     .bind(conv)
                     .bind(limit)
-                    .fetch_all(&mut **conn(&self.pool).await?)
+                    .fetch_all(&mut **read_conn(&self.pool, self.schema_lsn).await?)
                     .await?
             }
             Some(c) => {
@@ -492,7 +513,7 @@ impl Repo for PostgresRepo {
                     .bind(c.sent_at)
                     .bind(c.id)
                     .bind(limit)
-                    .fetch_all(&mut **conn(&self.pool).await?)
+                    .fetch_all(&mut **read_conn(&self.pool, self.schema_lsn).await?)
                     .await?
             }
         };

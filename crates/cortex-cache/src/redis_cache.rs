@@ -127,6 +127,7 @@ impl RedisCache {
     fn build(pool: RedisPool, config: RedisCacheConfig, stats: Recorder) -> Result<Self> {
         config.validate()?;
         let pattern = format!("{}*", escape_glob(&config.namespace));
+        let cluster = pool.is_cluster();
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -134,7 +135,7 @@ impl RedisCache {
                 pattern,
                 stats,
                 warnings: WarnLimiter::default(),
-                breaker: Breaker::default(),
+                breaker: Breaker::new(cluster),
                 shared: ArcSwapOption::empty(),
             }),
         })
@@ -219,15 +220,18 @@ impl RedisCache {
     /// Note the outcome of a command on `conn`. A connection-level failure (an answered
     /// error is not one) drops the shared connection, unless another caller already
     /// replaced it, and leaves the store alone for a moment.
-    fn observe<T>(&self, conn: &Conn, r: redis::RedisResult<T>) -> Result<T> {
+    ///
+    /// `keys` are the Redis keys of the command: on a cluster only their breakers open
+    /// (see [`Breaker`]); none stands for the whole store.
+    fn observe<T>(&self, conn: &Conn, keys: &[&str], r: redis::RedisResult<T>) -> Result<T> {
         r.map_err(|e| {
             if is_connection_fault(&e) {
                 self.forget(conn);
-                self.inner.breaker.trip();
+                self.inner.breaker.trip_keys(keys);
             } else if is_transient(&e) {
                 // A cluster answering "not now" for a slot (failover under way): the
-                // connection is fine, the store is not.
-                self.inner.breaker.trip();
+                // connection is fine, the keys' master is not.
+                self.inner.breaker.trip_keys(keys);
             }
             Error::Redis(e)
         })
@@ -242,24 +246,67 @@ impl RedisCache {
     /// one died while idle, as after a Redis restart) is sent once more on a fresh
     /// connection before the fault counts: only for commands that are harmless to repeat
     /// late (reads, deletes).
-    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd, retry: Retry) -> Result<T> {
+    /// `keys` are the Redis keys `cmd` touches (see [`observe`](Self::observe)).
+    async fn query<T: FromRedisValue>(
+        &self,
+        keys: &[&str],
+        cmd: &redis::Cmd,
+        retry: Retry,
+    ) -> Result<T> {
+        self.inner.breaker.check_keys(keys)?;
         let mut conn = self.conn().await?;
-        let first = cmd.query_async(&mut conn.conn).await;
+        let first = self.bounded(cmd.query_async(&mut conn.conn)).await;
         match first {
             Err(e) if retry == Retry::Once && is_dropped(&e) => {
                 self.forget(&conn);
                 let mut conn = self.fresh_conn().await?;
-                let second = cmd.query_async(&mut conn.conn).await;
-                self.observe(&conn, second)
+                let second = self.bounded(cmd.query_async(&mut conn.conn)).await;
+                self.observe(&conn, keys, second)
             }
-            r => self.observe(&conn, r),
+            r => self.observe(&conn, keys, r),
         }
     }
 
-    async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+    /// `call`, given at most the pool's timeout. redis-rs bounds each answer by it, but
+    /// a cluster connection retries a command whose slot has no master for longer (the
+    /// whole failover, seconds): the caller's wait stays bounded, and a read degrades to
+    /// a miss in time.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        self.bounded_n(1, call).await
+    }
+
+    /// As [`bounded`](Self::bounded), for `n` commands (a pipeline): one more pool
+    /// timeout per 100 of them, as a long pipeline takes its time even on a healthy
+    /// server.
+    async fn bounded_n<T>(
+        &self,
+        n: usize,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        let per = self.inner.pool.config().pool_timeout;
+        let limit = per.saturating_mul(u32::try_from(1 + n / 100).unwrap_or(u32::MAX));
+        match tokio::time::timeout(limit, call).await {
+            Ok(r) => r,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {limit:?}"),
+            ))),
+        }
+    }
+
+    async fn query_pipe<T: FromRedisValue>(
+        &self,
+        keys: &[&str],
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
+        self.inner.breaker.check_keys(keys)?;
         let mut conn = self.conn().await?;
-        let r = pipe.query_async(&mut conn.conn).await;
-        self.observe(&conn, r)
+        let n = pipe.cmd_iter().count();
+        let r = self.bounded_n(n, pipe.query_async(&mut conn.conn)).await;
+        self.observe(&conn, keys, r)
     }
 
     /// A read met `error`: count it, then either return it or, when degrading, log it
@@ -292,14 +339,20 @@ impl RedisCache {
     /// `PUBLISH message` on `channel`, on the shared connection; the number of
     /// subscribers that received it.
     ///
-    /// On a cluster it goes to a node picked at random, tried on up to
-    /// [`PUBLISH_TRIES`] nodes: a cluster relays a `PUBLISH` over its bus to every
-    /// node, so any node will do, while redis-rs would send it to the master of the
-    /// channel's hash slot, which answers nothing while it fails over.
-    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<u64> {
+    /// On a cluster it goes to any node: a cluster relays a `PUBLISH` over its bus to
+    /// every node, while redis-rs would send it to the master of the channel's hash
+    /// slot, which answers nothing while it fails over. First to `prefer` (`host:port`,
+    /// the node this process's listener is subscribed on, so known to be up), then to
+    /// nodes picked at random, [`PUBLISH_TRIES`] tries in all, each bounded.
+    pub(crate) async fn publish(
+        &self,
+        channel: &str,
+        message: &str,
+        prefer: Option<&str>,
+    ) -> Result<u64> {
         let cmd = redis::cmd("PUBLISH").arg(channel).arg(message).to_owned();
         if !self.inner.pool.is_cluster() {
-            return self.query::<u64>(&cmd, Retry::No).await;
+            return self.query::<u64>(&[], &cmd, Retry::No).await;
         }
         let mut conn = self.conn().await?;
         let per_try = self
@@ -308,23 +361,37 @@ impl RedisCache {
             .config()
             .pool_timeout
             .min(PUBLISH_TRY_TIMEOUT);
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let preferred = prefer
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(host, port)| {
+                Some(SingleNodeRoutingInfo::ByAddress {
+                    host: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                    port: port.parse().ok()?,
+                })
+            });
+        let routes = preferred
+            .into_iter()
+            .chain(std::iter::repeat(SingleNodeRoutingInfo::Random))
+            .take(PUBLISH_TRIES);
         let mut last = None;
-        for _ in 0..PUBLISH_TRIES {
+        for route in routes {
             let Some(cluster) = conn.conn.as_cluster_mut() else {
                 // The pool lends cluster connections only in cluster mode.
-                return self.query::<u64>(&cmd, Retry::No).await;
+                return self.query::<u64>(&[], &cmd, Retry::No).await;
             };
-            let sent =
-                tokio::time::timeout(per_try, cluster.route_command(cmd.clone(), route.clone()));
+            let route = RoutingInfo::SingleNode(route);
+            let sent = tokio::time::timeout(per_try, cluster.route_command(cmd.clone(), route));
             match sent.await {
                 Ok(Ok(v)) => {
                     let receivers =
                         redis::from_redis_value::<u64>(v).map_err(redis::RedisError::from);
-                    return self.observe(&conn, receivers);
+                    return self.observe(&conn, &[], receivers);
                 }
                 Ok(Err(e)) if is_transient(&e) => last = Some(e),
-                Ok(Err(e)) => return self.observe(&conn, Err(e)),
+                Ok(Err(e)) => return self.observe(&conn, &[], Err(e)),
                 Err(_) => {
                     last = Some(redis::RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -334,7 +401,7 @@ impl RedisCache {
             }
         }
         match last {
-            Some(e) => self.observe(&conn, Err(e)),
+            Some(e) => self.observe(&conn, &[], Err(e)),
             None => Ok(0),
         }
     }
@@ -431,8 +498,9 @@ fn is_dropped(e: &redis::RedisError) -> bool {
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let span = self.span("cache.get");
+        let full = self.full_key(key);
         let got = self
-            .query(redis::cmd("GET").arg(self.full_key(key)), Retry::Once)
+            .query(&[&full], redis::cmd("GET").arg(&full), Retry::Once)
             .instrument(span.clone())
             .await
             .or_else(|e| self.read_fault("get", e, None))?;
@@ -442,14 +510,15 @@ impl Cache for RedisCache {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let full = self.full_key(key);
         let cmd = redis::cmd("SET")
-            .arg(self.full_key(key))
+            .arg(&full)
             .arg(value)
             .arg("PX")
             .arg(self.ttl_ms(ttl))
             .to_owned();
         match self
-            .query::<()>(&cmd, Retry::No)
+            .query::<()>(&[&full], &cmd, Retry::No)
             .instrument(self.span("cache.set"))
             .await
         {
@@ -462,8 +531,9 @@ impl Cache for RedisCache {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
+        let full = self.full_key(key);
         let removed = self
-            .query::<u64>(redis::cmd("DEL").arg(self.full_key(key)), Retry::Once)
+            .query::<u64>(&[&full], redis::cmd("DEL").arg(&full), Retry::Once)
             .instrument(self.span("cache.delete"))
             .await
             .map(|n| n > 0)
@@ -475,7 +545,8 @@ impl Cache for RedisCache {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        self.query::<u64>(redis::cmd("EXISTS").arg(self.full_key(key)), Retry::Once)
+        let full = self.full_key(key);
+        self.query::<u64>(&[&full], redis::cmd("EXISTS").arg(&full), Retry::Once)
             .await
             .map(|n| n > 0)
             .or_else(|e| self.read_fault("exists", e, false))
@@ -508,7 +579,7 @@ impl Cache for RedisCache {
             .arg("NX")
             .ignore()
             .to_owned();
-        match self.query_pipe::<(i64,)>(&pipe).await {
+        match self.query_pipe::<(i64,)>(&[&full], &pipe).await {
             Ok((n,)) => Ok(n),
             Err(Error::Redis(e)) if e.to_string().contains("not an integer") => {
                 Err(Error::NotAnInteger {
@@ -527,8 +598,9 @@ impl Cache for RedisCache {
             return Ok(Vec::new());
         }
         let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         let values: Vec<Option<Vec<u8>>> = self
-            .query(redis::cmd("MGET").arg(&full), Retry::Once)
+            .query(&refs, redis::cmd("MGET").arg(&full), Retry::Once)
             .await
             .or_else(|e| self.read_fault("get_many", e, vec![None; keys.len()]))?;
         let hits = values.iter().filter(|v| v.is_some()).count() as u64;
@@ -542,16 +614,18 @@ impl Cache for RedisCache {
             return Ok(());
         }
         let ms = self.ttl_ms(ttl);
+        let full: Vec<String> = items.iter().map(|(k, _)| self.full_key(k)).collect();
         let mut pipe = redis::pipe();
-        for (key, value) in items {
+        for (key, (_, value)) in full.iter().zip(items) {
             pipe.cmd("SET")
-                .arg(self.full_key(key))
+                .arg(key)
                 .arg(*value)
                 .arg("PX")
                 .arg(ms)
                 .ignore();
         }
-        match self.query_pipe::<()>(&pipe).await {
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        match self.query_pipe::<()>(&refs, &pipe).await {
             Ok(()) => {
                 self.inner.stats.sets(items.len() as u64);
                 Ok(())
@@ -650,33 +724,46 @@ pub(crate) fn escape_glob(namespace: &str) -> String {
 /// After a connection-level fault the store is left alone for a moment, then tried
 /// again by the next caller (a minimal circuit breaker): during an outage callers get
 /// an immediate miss instead of waiting out the pool's timeout on every request.
+///
+/// On a Redis Cluster one master can fail while the others serve: a fault of a command
+/// on keys then opens the breaker of those keys' hash-slot ranges only ([`RANGES`] of
+/// 128 slots each, about the granularity at which masters split the slots), so the
+/// keys of the masters that are up keep being served. A fault that is not about keys
+/// (no pooled connection, a failed `PUBLISH`) opens the whole store's breaker.
 #[derive(Debug)]
 struct Breaker {
     base: Instant,
     /// Milliseconds after `base` until which the store is left alone; 0 = closed.
-    /// An atomic, not a lock: every call checks it.
+    /// Atomics, not a lock: every call checks them.
     open_until_ms: AtomicU64,
+    /// Per slot range, on a cluster (empty for a single server).
+    ranges: Box<[AtomicU64]>,
 }
 
-impl Default for Breaker {
-    fn default() -> Self {
-        Self {
-            base: Instant::now(),
-            open_until_ms: AtomicU64::new(0),
-        }
-    }
-}
+/// Slot ranges with a breaker of their own, on a cluster.
+const RANGES: usize = 128;
+/// Hash slots of a Redis Cluster.
+const SLOTS: u16 = 16384;
 
 impl Breaker {
     const COOL_DOWN: Duration = Duration::from_millis(500);
+
+    fn new(cluster: bool) -> Self {
+        let ranges = if cluster { RANGES } else { 0 };
+        Self {
+            base: Instant::now(),
+            open_until_ms: AtomicU64::new(0),
+            ranges: (0..ranges).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     #[inline]
-    fn check(&self) -> Result<()> {
-        let until = self.open_until_ms.load(Relaxed);
+    fn check_one(&self, until: &AtomicU64) -> Result<()> {
+        let until = until.load(Relaxed);
         if until == 0 {
             return Ok(());
         }
@@ -690,10 +777,74 @@ impl Breaker {
         }
     }
 
-    fn trip(&self) {
-        let until = self.now_ms() + Self::COOL_DOWN.as_millis() as u64;
-        self.open_until_ms.store(until.max(1), Relaxed);
+    /// The whole store's breaker.
+    #[inline]
+    fn check(&self) -> Result<()> {
+        self.check_one(&self.open_until_ms)
     }
+
+    /// The breakers of `keys` (Redis keys): open when any of them is.
+    #[inline]
+    fn check_keys(&self, keys: &[&str]) -> Result<()> {
+        if self.ranges.is_empty() {
+            return Ok(());
+        }
+        keys.iter()
+            .try_for_each(|k| self.check_one(&self.ranges[range_of(k)]))
+    }
+
+    fn open(&self, until: &AtomicU64) {
+        let at = self.now_ms() + Self::COOL_DOWN.as_millis() as u64;
+        until.store(at.max(1), Relaxed);
+    }
+
+    /// Open the whole store's breaker.
+    fn trip(&self) {
+        self.open(&self.open_until_ms);
+    }
+
+    /// Open the breakers of `keys` (the whole store's, on a single server or for no
+    /// keys).
+    fn trip_keys(&self, keys: &[&str]) {
+        if self.ranges.is_empty() || keys.is_empty() {
+            return self.trip();
+        }
+        for k in keys {
+            self.open(&self.ranges[range_of(k)]);
+        }
+    }
+}
+
+/// The breaker range of the Redis key `key`.
+#[inline]
+fn range_of(key: &str) -> usize {
+    usize::from(hash_slot(key.as_bytes())) * RANGES / usize::from(SLOTS)
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag
+/// (the part inside the first `{...}`, when not empty), modulo 16384.
+pub(crate) fn hash_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &b in hashed {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % SLOTS
 }
 
 #[cfg(test)]
@@ -704,5 +855,35 @@ mod tests {
     fn glob_characters_are_escaped() {
         assert_eq!(escape_glob("cortex:"), "cortex:");
         assert_eq!(escape_glob(r"a*b?[c]\d:"), r"a\*b\?\[c\]\\d:");
+    }
+
+    #[test]
+    fn hash_slots_match_the_servers() {
+        // Values of `CLUSTER KEYSLOT` (the cluster tests check more against a server).
+        assert_eq!(hash_slot(b"foo"), 12182);
+        assert_eq!(hash_slot(b"bar"), 5061);
+        assert_eq!(hash_slot(b"123456789"), 0x31C3);
+        assert_eq!(hash_slot(b"{user:7}:profile"), hash_slot(b"user:7"));
+        // An empty tag is no tag: the whole key is hashed.
+        assert_eq!(hash_slot(b"a{}b"), hash_slot(b"a{}b"));
+        assert_ne!(hash_slot(b"{}x"), hash_slot(b""));
+    }
+
+    #[test]
+    fn a_cluster_breaker_opens_per_slot_range() {
+        let b = Breaker::new(true);
+        b.trip_keys(&["foo"]);
+        assert!(matches!(
+            b.check_keys(&["foo"]),
+            Err(Error::Unavailable { .. })
+        ));
+        assert!(b.check_keys(&["bar"]).is_ok());
+        assert!(b.check().is_ok());
+        b.trip_keys(&[]);
+        assert!(b.check().is_err());
+        let single = Breaker::new(false);
+        single.trip_keys(&["foo"]);
+        assert!(single.check().is_err());
+        assert!(single.check_keys(&["bar"]).is_ok());
     }
 }

@@ -160,8 +160,13 @@ impl<L: Cache> TwoTierCache<L> {
 
     /// Tell the other processes to drop `key` (or everything, for [`CLEAR_ALL`]).
     async fn publish(&self, key: &str) -> Result<()> {
+        let node = self.local.status.node();
         self.remote
-            .publish(&self.channel, &invalidation::message(&self.origin, key))
+            .publish(
+                &self.channel,
+                &invalidation::message(&self.origin, key),
+                node.as_deref(),
+            )
             .await
             .map(|_| ())
     }

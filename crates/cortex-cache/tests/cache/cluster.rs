@@ -314,26 +314,45 @@ impl Drop for Killed {
     }
 }
 
-/// Wait (at most 90 s) until every node is up and says `cluster_state:ok`.
+/// Wait (at most 90 s) until every node is up, says `cluster_state:ok` and names the
+/// same three masters (a node just started again claims its old role for a moment).
 async fn wait_healthy(pool: &RedisPool) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let mut why = String::new();
         match tokio::time::timeout(Duration::from_secs(5), pool.nodes()).await {
             Ok(Ok(nodes)) if nodes.iter().all(|n| n.up) && nodes.len() == 6 => {
+                let mut views = BTreeSet::new();
                 for n in &nodes {
                     let info = async {
                         let client = redis::Client::open(format!("redis://{}", n.address))?;
                         let mut conn = client.get_multiplexed_async_connection().await?;
-                        redis::cmd("CLUSTER")
+                        let info: String = redis::cmd("CLUSTER")
                             .arg("INFO")
-                            .query_async::<String>(&mut conn)
-                            .await
+                            .query_async(&mut conn)
+                            .await?;
+                        let nodes: String = redis::cmd("CLUSTER")
+                            .arg("NODES")
+                            .query_async(&mut conn)
+                            .await?;
+                        Ok::<_, redis::RedisError>((info, nodes))
                     };
                     match tokio::time::timeout(Duration::from_secs(2), info).await {
-                        Ok(Ok(text)) if text.contains("cluster_state:ok") => {}
+                        Ok(Ok((info, nodes))) if info.contains("cluster_state:ok") => {
+                            let masters: BTreeSet<String> = nodes
+                                .lines()
+                                .filter(|l| l.contains("master") && !l.contains("fail"))
+                                .filter(|l| l.split_whitespace().count() > 8)
+                                .filter_map(|l| l.split_whitespace().nth(1))
+                                .map(|a| a.split('@').next().unwrap_or(a).to_owned())
+                                .collect();
+                            views.insert(masters);
+                        }
                         other => why = format!("{}: {other:?}", n.address),
                     }
+                }
+                if why.is_empty() && (views.len() != 1 || views.iter().any(|v| v.len() != 3)) {
+                    why = format!("the nodes disagree on the masters: {views:?}");
                 }
                 if why.is_empty() {
                     return;
@@ -376,14 +395,25 @@ async fn ranges_of(pool: &RedisPool, address: &str) -> Vec<(u16, u16)> {
 }
 
 /// The first `prefix{n}` whose full key in `c` does (`on == true`) or does not hash into
-/// `ranges`.
+/// `ranges`. One that does not is also 128 slots away from them: the cache's breaker
+/// opens per range of 128 slots.
 async fn key_where(c: &RedisCache, prefix: &str, ranges: &[(u16, u16)], on: bool) -> String {
-    let keys: Vec<String> = (0..64).map(|i| format!("{prefix}{i}")).collect();
+    let keys: Vec<String> = (0..256).map(|i| format!("{prefix}{i}")).collect();
     let full: Vec<String> = keys.iter().map(|k| c.full_key(k)).collect();
     let s = slots(c.pool(), &full).await;
+    let near = |slot: u16| {
+        let (lo, hi) = (slot / 128 * 128, slot / 128 * 128 + 127);
+        ranges.iter().any(|&(a, b)| a <= hi && lo <= b)
+    };
     keys.into_iter()
         .zip(s)
-        .find(|(_, s)| ranges.iter().any(|&(a, b)| (a..=b).contains(s)) == on)
+        .find(|&(_, s)| {
+            if on {
+                ranges.iter().any(|&(a, b)| (a..=b).contains(&s))
+            } else {
+                !near(s)
+            }
+        })
         .unwrap()
         .0
 }
@@ -421,6 +451,9 @@ async fn invalidation_survives_killing_the_subscribers_master() {
     let ranges = ranges_of(&admin, &victim).await;
     let dead_key = key_where(a.remote(), "dead", &ranges, true).await;
     let live_key = key_where(a.remote(), "live", &ranges, false).await;
+    // A key of a live master that `a` itself (also writing the dead master's slots)
+    // keeps writing during the failover.
+    let a_live_key = key_where(a.remote(), "alive", &ranges, false).await;
     for k in [&dead_key, &live_key] {
         a.set(k, b"v0", None).await.unwrap();
     }
@@ -433,22 +466,83 @@ async fn invalidation_survives_killing_the_subscribers_master() {
         assert!(a.local().get(k).await.unwrap().is_some());
     }
     let heard_before = b.listener_stats().invalidations;
+    let other = cache(&namespace()).await;
+    other.set("x", b"1", None).await.unwrap();
     let subscriptions_before = b.listener_stats().subscriptions;
 
+    // How long b's listener is away: from the loss of its subscription to the next one,
+    // watched every millisecond.
+    let b = std::sync::Arc::new(b);
+    let watch = {
+        let b = std::sync::Arc::clone(&b);
+        let before = b.listener_stats();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            let mut lost = None;
+            while Instant::now() < deadline {
+                let now = b.listener_stats();
+                if lost.is_none() && now.failures > before.failures {
+                    lost = Some(Instant::now());
+                }
+                if now.subscriptions > before.subscriptions && now.live {
+                    return lost.map(|at| at.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            None
+        })
+    };
     let port = victim.rsplit_once(':').unwrap().1.to_owned();
     // A third process that writes only keys of live masters, so its writes (and their
     // invalidations) are not held up by faults on the dead master's slots.
     let w = two_tier(&ns).await;
-    let t0 = Instant::now();
     let mut killed = Killed::kill(&port);
+    // From the script's return: the kill itself is at most ~0.1 s earlier (the script
+    // waits for the process to be gone), while the script's start can wait on its lock.
+    let t0 = Instant::now();
+    // `w` writes on its own, every 20 ms, until `b` (moved off the dead node) hears one.
+    let mut writer = {
+        let (b, live_key, victim) = (std::sync::Arc::clone(&b), live_key.clone(), victim.clone());
+        tokio::spawn(async move {
+            let mut errors = Vec::new();
+            for n in 0u32.. {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(90),
+                    "b heard nothing: {errors:?}"
+                );
+                let v = format!("live{n}");
+                match w.set(&live_key, v.as_bytes(), None).await {
+                    Ok(()) => {
+                        // Heard, from a node other than the dead one.
+                        let deadline = Instant::now() + Duration::from_millis(500);
+                        while Instant::now() < deadline {
+                            if b.listener_stats().invalidations > heard_before
+                                && b.listener_node().as_deref() != Some(victim.as_str())
+                            {
+                                return (t0.elapsed(), v, errors);
+                            }
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    Err(e) => {
+                        assert!(e.is_retryable(), "{}", cortex_support::error_chain(&e));
+                        errors.push(short(&e));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            unreachable!()
+        })
+    };
     let mut resubscribed = None;
     let mut heard = None;
     let mut write_back = None;
     let mut served_from_memory = 0u32;
     let mut errors: BTreeMap<String, u32> = BTreeMap::new();
     let mut clear_during: Option<String> = None;
+    let (mut a_live_ok, mut a_live_failed) = (0u32, Vec::<String>::new());
     let mut n = 0u32;
-    let (mut live_value, mut dead_value) = (String::from("v0"), String::from("v0"));
+    let (mut live_value, mut dead_value) = (String::new(), String::from("v0"));
     while resubscribed.is_none() || heard.is_none() || write_back.is_none() {
         assert!(
             t0.elapsed() < Duration::from_secs(90),
@@ -468,31 +562,27 @@ async fn invalidation_survives_killing_the_subscribers_master() {
             served_from_memory += 1;
         }
         b.get(&dead_key).await.unwrap();
+        match a.set(&a_live_key, b"x", None).await {
+            Ok(()) => a_live_ok += 1,
+            Err(e) => {
+                assert!(e.is_retryable(), "{}", cortex_support::error_chain(&e));
+                a_live_failed.push(short(&e));
+            }
+        }
         if clear_during.is_none() {
-            clear_during = Some(match a.remote().clear().await {
+            // A clear (of a namespace of its own) while a master is down.
+            clear_during = Some(match other.clear().await {
                 Ok(n) => format!("Ok({n})"),
                 Err(e) => {
                     assert!(e.is_retryable(), "{}", cortex_support::error_chain(&e));
                     cortex_support::error_chain(&e)
                 }
             });
-            // The clear may have removed the keys: write them again.
-            a.set(&live_key, live_value.as_bytes(), None).await.ok();
         }
-        if heard.is_none() {
-            let v = format!("live{n}");
-            match w.set(&live_key, v.as_bytes(), None).await {
-                Ok(()) => live_value = v,
-                Err(e) => {
-                    assert!(e.is_retryable(), "{}", cortex_support::error_chain(&e));
-                    *errors.entry(short(&e)).or_default() += 1;
-                }
-            }
-            if b.listener_stats().invalidations > heard_before
-                && b.listener_node().as_deref() != Some(victim.as_str())
-            {
-                heard = Some(t0.elapsed());
-            }
+        if heard.is_none() && writer.is_finished() {
+            let (at, value) = writer_result(&mut writer).await;
+            heard = Some(at);
+            live_value = value;
         }
         if write_back.is_none() {
             let v = format!("dead{n}");
@@ -510,15 +600,23 @@ async fn invalidation_survives_killing_the_subscribers_master() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (resub_at, new_node) = resubscribed.unwrap();
+    let away = watch.await.unwrap();
     println!(
-        "cluster failover of {victim}: b resubscribed on {new_node:?} after {resub_at:?}; \
+        "cluster failover of {victim}: b resubscribed on {new_node:?} (seen {resub_at:?} \
+         after the kill), away {away:?} from the loss of its subscription; \
          first invalidation heard after {:?}; writes to the dead master's slots back after \
          {:?}; a served the dead slot's key from memory {served_from_memory} times; clear \
-         during failover: {clear_during:?}; errors seen (all retryable): {errors:?}",
+         during failover: {clear_during:?}; errors seen (all retryable): {errors:?}; \
+         a's writes to a live master meanwhile: {a_live_ok} ok, failed: {a_live_failed:?}",
         heard.unwrap(),
         write_back.unwrap()
     );
     assert_ne!(new_node.as_deref(), Some(victim.as_str()));
+    // The dead master's faults held up none of `a`'s writes to the other masters.
+    assert!(
+        a_live_ok > 0 && a_live_failed.is_empty(),
+        "{a_live_failed:?}"
+    );
     // b sees the latest values once the invalidations are in.
     eventually_async("b reads a's last writes", async || {
         b.get(&live_key).await.unwrap().as_deref() == Some(live_value.as_bytes())
@@ -541,10 +639,18 @@ async fn invalidation_survives_killing_the_subscribers_master() {
     })
     .await;
     eventually_async(
-        "the namespace clears once the cluster is whole",
-        async || a.clear().await.is_ok(),
+        "the namespaces clear once the cluster is whole",
+        async || a.clear().await.is_ok() && other.clear().await.is_ok(),
     )
     .await;
+}
+
+async fn writer_result(
+    writer: &mut tokio::task::JoinHandle<(Duration, String, Vec<String>)>,
+) -> (Duration, String) {
+    let (at, value, errors) = writer.await.unwrap();
+    println!("cluster failover: w's write errors before b heard one: {errors:?}");
+    (at, value)
 }
 
 /// An error's kind in a few words, to count kinds rather than list every message.

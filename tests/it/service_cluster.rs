@@ -361,6 +361,21 @@ async fn a_client_that_sends_back_its_written_lsn_reads_its_writes_at_once() {
     assert_eq!(summary.status, 200, "{}", summary.body);
     assert_eq!(summary.body["name"], "Ops", "{}", summary.body);
 
+    // Reads that fill a cache (and the batched user lookup) never go to the replica,
+    // however far it has replayed: a stale row cached would outlive its invalidation.
+    let on_replica = acquires(&b, "db-replica-0").await;
+    let on_primary = acquires(&b, "db").await;
+    for path in [
+        format!("/workspaces/{wid}"),
+        format!("/users/{id}/workspaces"),
+        format!("/users/{id}"),
+    ] {
+        let reply = b.get(&path).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+    }
+    assert_eq!(acquires(&b, "db-replica-0").await, on_replica);
+    assert!(acquires(&b, "db").await > on_primary);
+
     // A position that is not a number is refused, naming it.
     let req = b
         .http

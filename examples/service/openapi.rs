@@ -5,7 +5,7 @@
 use axum::routing::MethodRouter;
 use serde_json::{Map, Value, json};
 
-use crate::app::Shared;
+use crate::app::{Shared, WRITTEN_LSN_HEADER};
 
 /// One documented operation.
 pub struct Op {
@@ -13,7 +13,8 @@ pub struct Op {
     pub path: &'static str,
     pub summary: &'static str,
     pub ok: u16,
-    /// Statuses besides the ones every route can answer (500, 503, 504).
+    /// Statuses besides the ones every route can answer (400 for a malformed
+    /// `x-cortex-written-lsn`, 500, 503, 504).
     pub errors: &'static [u16],
     pub query: &'static [(&'static str, &'static str)],
     pub body: Option<Value>,
@@ -88,7 +89,9 @@ fn describe(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No content",
-        400 => "Bad request: malformed query, path, cursor, filter or priority",
+        400 => {
+            "Bad request: malformed query, path, cursor, filter, priority or x-cortex-written-lsn"
+        }
         401 => "No admin token",
         403 => "Wrong admin token",
         404 => "Unknown id",
@@ -108,11 +111,17 @@ pub fn document(ops: &[&Op]) -> Value {
     let mut paths = Map::new();
     for op in ops {
         let mut responses = Map::new();
-        let ok = if op.ok == 204 {
+        let mut ok = if op.ok == 204 {
             json!({ "description": describe(op.ok) })
         } else {
             json!({ "description": describe(op.ok), "content": { "application/json": { "schema": { "type": "object" } } } })
         };
+        if op.method != "get" {
+            ok["headers"] = json!({ WRITTEN_LSN_HEADER: {
+                "description": "With read replicas: the primary's WAL position after this request; send it back to read your writes",
+                "schema": { "type": "string", "pattern": "^[0-9]+$" }
+            } });
+        }
         responses.insert(op.ok.to_string(), ok);
         let mut errors: Vec<u16> = op.errors.to_vec();
         if op.body.is_some() {
@@ -121,7 +130,8 @@ pub fn document(ops: &[&Op]) -> Value {
         if op.admin {
             errors.extend([401, 403]);
         }
-        errors.extend([500, 503, 504]);
+        // 400 everywhere: a malformed x-cortex-written-lsn header.
+        errors.extend([400, 500, 503, 504]);
         errors.sort_unstable();
         errors.dedup();
         for status in errors {
@@ -148,6 +158,13 @@ pub fn document(ops: &[&Op]) -> Value {
             .collect();
         parameters.extend(op.query.iter().map(|(name, description)| {
             json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } })
+        }));
+        parameters.push(json!({
+            "name": WRITTEN_LSN_HEADER,
+            "in": "header",
+            "required": false,
+            "description": "With read replicas: the position a write answered; replica reads then include that write",
+            "schema": { "type": "string", "pattern": "^[0-9]+$" }
         }));
         let mut operation = json!({
             "summary": op.summary,

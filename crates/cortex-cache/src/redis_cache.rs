@@ -43,8 +43,9 @@ const PUBLISH_TRY_TIMEOUT: Duration = Duration::from_secs(1);
 ///   as if it did: after a database write, a `delete` that silently failed would leave
 ///   Redis serving the old value for its whole TTL. Retry it, or fail the request.
 ///
-/// After a connection-level fault the store is left alone for 500 ms (a minimal circuit
-/// breaker): reads answer an immediate miss, writes an immediate
+/// Every command waits at most the pool's `pool_timeout` (one more per 100 commands of
+/// a pipeline). After a connection-level fault the store is left alone for 500 ms (a
+/// minimal circuit breaker): reads answer an immediate miss, writes an immediate
 /// [`Error::Unavailable`], instead of each waiting out a connect timeout. Reads and
 /// deletes that meet a connection dropped while idle (a Redis restart) are sent once
 /// more on a fresh connection, since repeating them is harmless; a `set` is not (a late
@@ -52,6 +53,23 @@ const PUBLISH_TRY_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// Broken connections are replaced on check-out by the pool's `pre_ping` (on by
 /// default); keep it on, or a restarted Redis leaves dead connections in the pool.
+///
+/// # On a Redis Cluster
+///
+/// Over a pool in cluster mode (`REDIS_CLUSTER_URLS`) every call works as on one
+/// server: a key goes to the master of its hash slot, `get_many` (`MGET`) and
+/// `set_many` (a pipeline) are split per slot by the client (each part atomic, not the
+/// whole), and `clear` runs `SCAN` + `UNLINK` on every master that serves slots, one
+/// key per `UNLINK` (pipelined). Keys spread over the masters by their whole name; a
+/// caller who needs keys in one slot gives them one hash tag (`{user:7}:profile` and
+/// `{user:7}:posts`: only the part inside the first `{...}` is hashed), and a namespace
+/// holding a whole tag (`app:{users}:`) keeps all its keys in one slot.
+///
+/// While one master fails over (its replica takes over after the cluster's node
+/// timeout), calls on its slots fail as above (reads miss, writes return a retryable
+/// error) and calls on the other masters' slots go on: the breaker opens per range of
+/// 128 hash slots, not for the whole store. A `clear` meanwhile fails with the
+/// retryable [`Error::Cluster`] (a master's keys cannot be reached).
 ///
 /// ```no_run
 /// use cortex_cache::{Cache, RedisCache, RedisCacheConfig};

@@ -26,6 +26,22 @@ use tracing::Instrument;
 ///   [`ready`](Self::ready) waits for the subscription; [`listener_stats`](Self::listener_stats)
 ///   tells what the listener did.
 ///
+/// # On a Redis Cluster
+///
+/// Invalidations use classic pub/sub (`PUBLISH`/`SUBSCRIBE`), which a cluster relays
+/// over its bus to every node: a listener subscribed on any one node hears every
+/// process. It subscribes on a master that is up (spread over the masters by a
+/// per-process id), and when that node dies or stops answering its keepalive it
+/// subscribes again at once on another node that is up (the lost one last; the pool's
+/// seeds when the cluster cannot be asked), clearing the memory tier as on every
+/// resubscription, without waiting for the failover. `PUBLISH` goes first to the
+/// listener's own node (known to be up), then to nodes at random, three tries in all,
+/// each bounded. [`listener_node`](Self::listener_node) tells the node in use.
+/// (Sharded pub/sub, `SSUBSCRIBE`, would tie the channel to the master of its slot: a
+/// failover of that master would stop every invalidation of the namespace until its
+/// replica took over, and redis-rs resubscribes it silently, so missed messages could
+/// not be detected.)
+///
 /// # In a Redis outage
 ///
 /// Reads keep being served from memory where it holds the key, and otherwise degrade to

@@ -181,5 +181,18 @@ mod tests {
         // The source is kept and its text stays out of Display.
         assert_eq!(lost.to_string(), "redis call failed");
         assert!(std::error::Error::source(&lost).is_some());
+        // What a cluster says during a failover: worth retrying.
+        let down = Error::Redis(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
+            "TRYAGAIN",
+        )));
+        assert!(down.is_retryable());
+        let cluster = Error::Cluster {
+            source: cortex_pool::Error::Backend {
+                source: "master 127.0.0.1:7000 is down".into(),
+            },
+        };
+        assert!(cluster.is_retryable() && cluster.is_backend());
+        assert!(!cluster.to_string().contains("7000"));
     }
 }

@@ -881,10 +881,12 @@ mod tests {
         assert_eq!(hash_slot(b"foo"), 12182);
         assert_eq!(hash_slot(b"bar"), 5061);
         assert_eq!(hash_slot(b"123456789"), 0x31C3);
+        assert_eq!(hash_slot(b"{user:7}:profile"), 2780);
         assert_eq!(hash_slot(b"{user:7}:profile"), hash_slot(b"user:7"));
-        // An empty tag is no tag: the whole key is hashed.
-        assert_eq!(hash_slot(b"a{}b"), hash_slot(b"a{}b"));
-        assert_ne!(hash_slot(b"{}x"), hash_slot(b""));
+        // Only the first tag counts; an empty or unclosed one is no tag.
+        assert_eq!(hash_slot(b"foo{bar}{zap}"), 5061);
+        assert_eq!(hash_slot(b"{}x"), 10595);
+        assert_eq!(hash_slot(b"a{b"), 13340);
     }
 
     #[test]

@@ -291,8 +291,11 @@ async fn two_instances_on_the_cluster_and_the_replica_share_invalidation_and_the
         .await;
     assert_eq!(made.status, 201, "{}", made.body);
     let id = made.body["id"].as_i64().unwrap();
+    let written = std::time::Instant::now();
     let mut listed = vec![];
+    let mut reads = 0;
     for _ in 0..100 {
+        reads += 1;
         listed = listed_users(&b, None).await;
         if listed.contains(&id) {
             break;
@@ -300,6 +303,10 @@ async fn two_instances_on_the_cluster_and_the_replica_share_invalidation_and_the
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(listed.contains(&id), "user {id} never listed: {listed:?}");
+    eprintln!(
+        "the replica listed the new user {:?} after the write, on read {reads}",
+        written.elapsed()
+    );
     let after = acquires(&b, "db-replica-0").await;
     assert!(
         after > before,

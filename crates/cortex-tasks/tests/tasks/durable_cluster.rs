@@ -653,13 +653,29 @@ async fn durable_jobs_survive_a_graceful_failover_and_a_master_kill() {
         .map(|(_, c)| *c)
         .expect("a sample before the kill");
     let remaining_at_kill = jobs - before_kill.min(jobs);
-    assert!(
-        eventually(limit, || async {
-            samples.first_above(kill_at, before_kill).is_some()
+    let recovery_limit = Duration::from_secs(90);
+    if !eventually(recovery_limit, || async {
+        samples.first_above(kill_at, before_kill).is_some()
+    })
+    .await
+    {
+        // Say which side is stuck: the test's queue connection, or the workers.
+        let fresh = cluster_queue(DurableConfig {
+            name: name.clone(),
+            ..DurableConfig::default()
         })
-        .await,
-        "no job completed within {limit:?} of the kill"
-    );
+        .await
+        .stats()
+        .await;
+        panic!(
+            "no job completed within {recovery_limit:?} of killing port {killed_port}: \
+             {before_kill} finished before; last sample {:?} s after the kill; a fresh \
+             connection reads {fresh:?}",
+            samples
+                .last()
+                .map(|(t, c)| (t.saturating_duration_since(kill_at).as_secs_f64(), c))
+        );
+    }
     let (back_at, _) = samples.first_above(kill_at, before_kill).expect("sample");
     let kill_recovery = back_at - kill_at;
     let first_answer = samples

@@ -66,6 +66,9 @@
 //!   [`Error::EnqueueUnconfirmed`](crate::Error::EnqueueUnconfirmed) carries the ids:
 //!   the tasks may have been enqueued (all of them) or may still be; [`DurableQueue::status`]
 //!   on an id says so once Redis answers. Enqueueing them again may run them twice.
+//!   The same request sent again by the client after a broken connection (a cluster
+//!   connection resends such a command, and the first may have run) finds its own
+//!   records and enqueues nothing more.
 //! * **Bounded growth.** Dead letters are capped at `dead_letter_cap` (default 100 000,
 //!   `TASKS_DEAD_LETTER_CAP`; 0 keeps all): beyond it the oldest are deleted, with a
 //!   warning at most once a minute and the `durable.dead_trimmed{queue}` counter. Task
@@ -91,7 +94,7 @@
 //! | key | type | content | written by | trimmed / deleted by |
 //! |-----|------|---------|------------|----------------------|
 //! | `stream:high`, `stream:normal`, `stream:low` | stream + group | `id`, `handler`, `payload` (JSON) | `enqueue` (`XADD`), workers (`XREADGROUP`, `XCLAIM`, `XAUTOCLAIM`, `XGROUP CREATE`) | `XACK` + `XDEL` when finished; `XGROUP DELCONSUMER` of idle consumers |
-//! | `task:<id>` (16 hex digits) | hash | `status`, `handler`, `priority`, `queued_at`, `started_at`, `finished_at` (unix ms), `attempts`, `start` (the start request that began the attempt), `error`, `result` (JSON), `cancel` | `enqueue`, start, finish, retry, cancel, shutdown release (`HSET`, `HDEL`) | expires `result_ttl` after a final status (`PEXPIRE`) |
+//! | `task:<id>` (16 hex digits) | hash | `status`, `handler`, `priority`, `queued_at`, `started_at`, `finished_at` (unix ms), `attempts`, `start` (the start request that began the attempt), `enq` (the enqueue request that wrote it), `error`, `result` (JSON), `cancel` | `enqueue`, start, finish, retry, cancel, shutdown release (`HSET`, `HDEL`) | expires `result_ttl` after a final status (`PEXPIRE`) |
 //! | `dead` | stream | dead letters: `id`, `handler`, `payload`, `error`, `attempts` | finish (`XADD`) | `XTRIM MAXLEN dead_letter_cap` after each batch that adds some |
 //! | `stats` | hash | counters `enqueued`, `completed`, `failed`, `cancelled`, `retried` | `HINCRBY` | never |
 //! | `workers` | sorted set | consumer name scored by its last heartbeat (unix ms) | heartbeat (`ZADD`) | `ZREM` at shutdown, `ZREMRANGEBYSCORE` of heartbeats older than twice the visibility timeout |

@@ -306,25 +306,13 @@ impl DurableQueue {
         priority: Priority,
         mut ids: Vec<TaskId>,
     ) -> Result<Vec<TaskId>> {
-        let keys = &self.inner.keys;
-        let now = now_ms();
-        // The enqueuing code's trace context goes with the tasks (see `TraceParent`).
-        let traceparent = TraceParent::current();
+        // Names this request in its records, so that the same request sent again
+        // after a lost reply enqueues nothing more (see the enqueue script).
+        let token = format!("{:016x}", random_u64());
         for _ in 0..8 {
-            let mut inv = self.inner.scripts.enqueue.key(keys.stream(priority));
-            inv.key(&keys.stats)
-                .arg(handler)
-                .arg(priority.as_str())
-                .arg(now)
-                .arg(traceparent.as_ref().map_or("", TraceParent::as_str));
-            for (id, payload) in ids.iter().zip(json) {
-                inv.key(keys.task(*id)).arg(id.to_string()).arg(payload);
-            }
-            let mut conn = self.conn();
-            let taken: Vec<usize> = self
-                .bounded("enqueue", inv.invoke_async(&mut conn))
-                .await
-                .map_err(|e| unconfirmed(e, &ids))?;
+            let taken = self
+                .enqueue_round(handler, json, priority, &ids, &token)
+                .await?;
             if taken.is_empty() {
                 return Ok(ids);
             }
@@ -343,6 +331,35 @@ impl DurableQueue {
         Err(Error::Failed(
             "enqueue: could not draw unused task ids in 8 rounds".to_owned(),
         ))
+    }
+
+    /// One run of the enqueue script for `ids` under the request `token`: the
+    /// positions of ids a record of another request uses (nothing written then).
+    pub(crate) async fn enqueue_round(
+        &self,
+        handler: &str,
+        json: &[String],
+        priority: Priority,
+        ids: &[TaskId],
+        token: &str,
+    ) -> Result<Vec<usize>> {
+        let keys = &self.inner.keys;
+        // The enqueuing code's trace context goes with the tasks (see `TraceParent`).
+        let traceparent = TraceParent::current();
+        let mut inv = self.inner.scripts.enqueue.key(keys.stream(priority));
+        inv.key(&keys.stats)
+            .arg(handler)
+            .arg(priority.as_str())
+            .arg(now_ms())
+            .arg(traceparent.as_ref().map_or("", TraceParent::as_str))
+            .arg(token);
+        for (id, payload) in ids.iter().zip(json) {
+            inv.key(keys.task(*id)).arg(id.to_string()).arg(payload);
+        }
+        let mut conn = self.conn();
+        self.bounded("enqueue", inv.invoke_async(&mut conn))
+            .await
+            .map_err(|e| unconfirmed(e, ids))
     }
 
     /// The current state of a task.
@@ -652,6 +669,48 @@ mod tests {
                 TaskStatus::Queued
             );
         }
+        let s = q.stats().await.expect("stats");
+        assert_eq!((s.enqueued, s.queued), (2, 2), "{s:?}");
+        q.purge().await.expect("purge");
+    }
+
+    /// The same enqueue request arriving twice (a cluster client resends a command
+    /// whose connection broke after it ran) enqueues its tasks once: the second run
+    /// finds the records of its own request and writes nothing, rather than reporting
+    /// the ids taken (which would enqueue the tasks again under new ids).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_enqueue_request_sent_twice_enqueues_once() {
+        let url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let config = DurableConfig {
+            name: format!(
+                "unit-resend-{}-{}",
+                std::process::id(),
+                now_ms() % 1_000_000
+            ),
+            ..DurableConfig::default()
+        };
+        let q = DurableQueue::connect(url.as_str(), config)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach Redis at {url} ({e}); set REDIS_URL"));
+        let json = ["1".to_owned(), "2".to_owned()];
+        let ids = [
+            TaskId::from_u64(random_u64()),
+            TaskId::from_u64(random_u64()),
+        ];
+        for round in 0..2 {
+            let taken = q
+                .enqueue_round("h", &json, Priority::Normal, &ids, "req-1")
+                .await
+                .expect("enqueue");
+            assert!(taken.is_empty(), "round {round}: taken {taken:?}");
+        }
+        // Another request with the same ids is told they are taken.
+        let taken = q
+            .enqueue_round("h", &json, Priority::Normal, &ids, "req-2")
+            .await
+            .expect("enqueue");
+        assert_eq!(taken, vec![0, 1]);
         let s = q.stats().await.expect("stats");
         assert_eq!((s.enqueued, s.queued), (2, 2), "{s:?}");
         q.purge().await.expect("purge");

@@ -374,15 +374,28 @@ return removed
 ///
 /// `KEYS`: the stream, the stats hash, then the record of each task. `ARGV`: handler,
 /// priority, now (ms), traceparent (empty: none, and the entry gets no such field, as
-/// before there was one), then `id, payload` per task, in the order of the records. If a record already exists under one of the ids,
-/// nothing is written and the 0-based positions of the taken ids are returned (the
-/// caller draws new ones); else returns an empty array.
+/// before there was one), the request token, then `id, payload` per task, in the order
+/// of the records. If a record already exists under one of the ids, nothing is written
+/// and the 0-based positions of the taken ids are returned (the caller draws new ones);
+/// else returns an empty array.
+///
+/// The token names the request (random per `enqueue_many` call) and is kept in each
+/// record (`enq`). The same request sent again after its reply was lost (a cluster
+/// client resends a command whose connection broke, and the first may have run) finds
+/// its first record under its own token: the tasks are already enqueued, so it writes
+/// nothing and returns an empty array, instead of reporting the ids taken and having
+/// them enqueued a second time under new ids.
 pub(crate) const ENQUEUE: &str = r"
 local keys = {}
 for k = 3, #KEYS do keys[#keys + 1] = KEYS[k] end
 -- One EXISTS per thousand ids; one per id only when some id is taken.
 for c = 1, #keys, 1000 do
   if redis.call('EXISTS', unpack(keys, c, math.min(c + 999, #keys))) > 0 then
+    -- All or nothing: a record of this very request means all of it was written.
+    if redis.call('TYPE', keys[1]).ok == 'hash'
+      and redis.call('HGET', keys[1], 'enq') == ARGV[5] then
+      return {}
+    end
     local taken = {}
     for k = 1, #keys do
       if redis.call('EXISTS', keys[k]) == 1 then taken[#taken + 1] = k - 1 end
@@ -390,15 +403,15 @@ for c = 1, #keys, 1000 do
     return taken
   end
 end
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   if ARGV[4] == '' then
     redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'handler', ARGV[1], 'payload', ARGV[i + 1])
   else
     redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'handler', ARGV[1], 'payload', ARGV[i + 1],
       'traceparent', ARGV[4])
   end
-  redis.call('HSET', keys[(i - 3) / 2], 'status', 'queued', 'handler', ARGV[1],
-    'priority', ARGV[2], 'queued_at', ARGV[3])
+  redis.call('HSET', keys[(i - 4) / 2], 'status', 'queued', 'handler', ARGV[1],
+    'priority', ARGV[2], 'queued_at', ARGV[3], 'enq', ARGV[5])
 end
 pcall(redis.call, 'HINCRBY', KEYS[2], 'enqueued', #keys)
 return {}

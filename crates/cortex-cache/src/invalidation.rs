@@ -208,7 +208,7 @@ pub struct ListenerStats {
 /// Where the listener subscribes.
 pub(crate) enum Source {
     /// One server, through this client (the pool's own).
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     /// A Redis Cluster: any node that is up will do, since the cluster relays every
     /// classic `PUBLISH` to every node over its bus. The pool tells which nodes are up.
     Cluster(RedisPool),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use cortex_metrics::Metrics;
 use cortex_pool::{RedisConnection, RedisPool};
+use cortex_support::keyspace::{SLOTS, hash_slot};
 use cortex_support::warn::WarnLimiter;
 use redis::FromRedisValue;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -760,8 +761,6 @@ struct Breaker {
 
 /// Slot ranges with a breaker of their own, on a cluster.
 const RANGES: usize = 128;
-/// Hash slots of a Redis Cluster.
-const SLOTS: u16 = 16384;
 
 impl Breaker {
     const COOL_DOWN: Duration = Duration::from_millis(500);
@@ -839,32 +838,6 @@ fn range_of(key: &str) -> usize {
     usize::from(hash_slot(key.as_bytes())) * RANGES / usize::from(SLOTS)
 }
 
-/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag
-/// (the part inside the first `{...}`, when not empty), modulo 16384.
-pub(crate) fn hash_slot(key: &[u8]) -> u16 {
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            (close > 0).then(|| &rest[..close])
-        })
-        .unwrap_or(key);
-    let mut crc: u16 = 0;
-    for &b in hashed {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % SLOTS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -873,20 +846,6 @@ mod tests {
     fn glob_characters_are_escaped() {
         assert_eq!(escape_glob("cortex:"), "cortex:");
         assert_eq!(escape_glob(r"a*b?[c]\d:"), r"a\*b\?\[c\]\\d:");
-    }
-
-    #[test]
-    fn hash_slots_match_the_servers() {
-        // Values of `CLUSTER KEYSLOT` (the cluster tests check more against a server).
-        assert_eq!(hash_slot(b"foo"), 12182);
-        assert_eq!(hash_slot(b"bar"), 5061);
-        assert_eq!(hash_slot(b"123456789"), 0x31C3);
-        assert_eq!(hash_slot(b"{user:7}:profile"), 2780);
-        assert_eq!(hash_slot(b"{user:7}:profile"), hash_slot(b"user:7"));
-        // Only the first tag counts; an empty or unclosed one is no tag.
-        assert_eq!(hash_slot(b"foo{bar}{zap}"), 5061);
-        assert_eq!(hash_slot(b"{}x"), 10595);
-        assert_eq!(hash_slot(b"a{b"), 13340);
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl<L: Cache + 'static> TwoTierCache<L> {
         let source = if remote.pool().is_cluster() {
             invalidation::Source::Cluster(remote.pool().clone())
         } else {
-            invalidation::Source::Single(remote.pool().client().clone())
+            invalidation::Source::Single(Box::new(remote.pool().client().clone()))
         };
         let origin = invalidation::origin_id();
         let local = Arc::new(Local::new(local));

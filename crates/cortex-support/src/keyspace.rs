@@ -179,6 +179,45 @@ pub fn overlaps(a: &str, b: &str) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
+/// The number of hash slots of a Redis Cluster.
+pub const SLOTS: u16 = 16384;
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag
+/// (the part inside the first `{...}`, when that is not empty), modulo [`SLOTS`]. Keys
+/// of one multi-key command or script must share a slot on a cluster, which a common
+/// hash tag guarantees.
+///
+/// ```
+/// use cortex_support::keyspace::hash_slot;
+///
+/// // Values `CLUSTER KEYSLOT` answers.
+/// assert_eq!(hash_slot(b"foo"), 12182);
+/// assert_eq!(hash_slot(b"{user:7}:profile"), hash_slot(b"user:7"));
+/// ```
+pub fn hash_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &b in hashed {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % SLOTS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +268,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn hash_slots_match_the_servers() {
+        // Values of `CLUSTER KEYSLOT`.
+        assert_eq!(hash_slot(b"foo"), 12182);
+        assert_eq!(hash_slot(b"bar"), 5061);
+        assert_eq!(hash_slot(b"123456789"), 0x31C3);
+        assert_eq!(hash_slot(b"somekey"), 11058);
+        assert_eq!(hash_slot(b"foo{hash_tag}"), 2515);
+        assert_eq!(hash_slot(b"{user:7}:profile"), 2780);
+        // Only the first tag counts; an empty or unclosed one is no tag.
+        assert_eq!(hash_slot(b"foo{bar}{zap}"), 5061);
+        assert_eq!(hash_slot(b"{}x"), 10595);
+        assert_eq!(hash_slot(b"a{b"), 13340);
     }
 }

@@ -15,7 +15,7 @@ use crate::unique_name;
 /// One cluster test at a time (see the module docs).
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const SLOTS: u16 = 16384;
+use cortex_support::keyspace::SLOTS;
 
 fn seeds() -> Vec<String> {
     let urls = std::env::var("REDIS_CLUSTER_URLS").unwrap_or_else(|_| {
@@ -50,25 +50,9 @@ async fn pool() -> RedisPool {
         })
 }
 
-/// CRC16/XMODEM, the hash Redis Cluster takes modulo 16384 for a key's slot.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-/// The slot of `key` (hash tags are not used by the keys of these tests).
+/// The slot of `key`.
 fn slot(key: &str) -> u16 {
-    crc16(key.as_bytes()) % SLOTS
+    cortex_support::keyspace::hash_slot(key.as_bytes())
 }
 
 /// One key `prefix:n` for each of the 16384 slots.

@@ -25,6 +25,36 @@ use tokio::process::Command;
 use crate::durable::{Proc, config, eventually, stop_proc, unique_name, worker_bin};
 use crate::durable_keys::{cluster_seeds, key_slot, keys_naming, master_of};
 
+/// A lock shared by this crate's tests on the cluster, across test processes (nextest
+/// runs each test in a process of its own): the failover test holds it exclusively,
+/// the others shared, so no test of this crate sees a master of its own failed over
+/// under it. Taken within ten minutes (a 20 000-job failover run takes about 40 s),
+/// held until the returned file is dropped.
+pub(crate) async fn cluster_lock(exclusive: bool) -> std::fs::File {
+    let path = std::env::temp_dir().join("cortex-tasks-cluster-tests.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let until = Instant::now() + Duration::from_secs(600);
+    loop {
+        let got = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match got {
+            Ok(()) => return file,
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("lock {}: {e}", path.display()),
+        }
+    }
+}
+
 /// The Redis config of the local cluster, as `REDIS_CLUSTER_URLS` gives it.
 fn cluster_config() -> RedisConfig {
     RedisConfig {
@@ -104,6 +134,7 @@ fn port_of(url: &str) -> u16 {
 /// nothing on the master of the queue's slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_queue_runs_the_whole_lifecycle() {
+    let _lock = cluster_lock(false).await;
     let cfg = DurableConfig {
         max_attempts: 2,
         retry_backoff: Duration::from_millis(50),
@@ -211,6 +242,7 @@ async fn a_cluster_queue_runs_the_whole_lifecycle() {
 /// master of its slot only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_cluster_queues_on_different_masters_run_side_by_side() {
+    let _lock = cluster_lock(false).await;
     let mut seed = seed_conn().await;
     let first = config("cl-two-a");
     let first_master = master_of(&mut seed, key_slot(&first.name)).await;
@@ -520,6 +552,7 @@ async fn durable_jobs_survive_a_graceful_failover_and_a_master_kill() {
     let slot = key_slot(&name);
     let prefix = key_prefix(&name).expect("valid name");
     let runs_key = format!("{prefix}test:runs");
+    let _lock = cluster_lock(true).await;
     // Another test may have just failed a node over: start from a healthy cluster.
     wait_cluster_healthy(Duration::from_secs(90)).await;
     let q = cluster_queue(cfg).await;

@@ -15,6 +15,16 @@ use tokio::process::{Child, Command};
 
 pub(crate) const TOKEN: &str = "test-admin-token";
 
+/// The variables that point the service at servers, all exported by the test script
+/// (the scale-out ones too): an instance meant to run on SQLite and in-process parts
+/// starts without them.
+const SERVER_VARS: [&str; 4] = [
+    "DATABASE_URL",
+    "DB_REPLICA_URLS",
+    "REDIS_URL",
+    "REDIS_CLUSTER_URLS",
+];
+
 pub(crate) fn service_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe
@@ -52,13 +62,11 @@ impl Service {
     pub(crate) async fn start(env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(service_bin());
-        // A clean environment: no DATABASE_URL or REDIS_URL from the test's shell.
-        for var in [
-            "DATABASE_URL",
-            "REDIS_URL",
-            "COGNITION_SERVICE_URL",
-            "MEMORY_SERVICE_URL",
-        ] {
+        // A clean environment: no server URL from the test's shell.
+        for var in SERVER_VARS
+            .iter()
+            .chain(&["COGNITION_SERVICE_URL", "MEMORY_SERVICE_URL"])
+        {
             cmd.env_remove(var);
         }
         cmd.env("CORTEX_ADDR", "127.0.0.1:0")
@@ -902,7 +910,7 @@ async fn sigterm_finishes_requests_and_exits_zero() {
 async fn no_environment_makes_a_token_and_prints_it_once() {
     let data = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(service_bin());
-    for var in ["DATABASE_URL", "REDIS_URL", "CORTEX_ADMIN_TOKEN"] {
+    for var in SERVER_VARS.iter().chain(&["CORTEX_ADMIN_TOKEN"]) {
         cmd.env_remove(var);
     }
     cmd.env("CORTEX_ADDR", "127.0.0.1:0")

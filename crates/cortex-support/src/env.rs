@@ -284,7 +284,66 @@ pub fn check_readme(readme: &str, vars: &[EnvVar]) -> std::result::Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::collections::HashMap;
+
+    /// Bounded CI time and no regression files written into the source tree.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// A rejected value names the key and carries the value exactly as given.
+    fn names_key_and_value<T: fmt::Debug>(
+        r: Result<Option<T>>,
+        key: &str,
+        value: &str,
+    ) -> std::result::Result<(), TestCaseError> {
+        if value.trim().is_empty() {
+            prop_assert!(matches!(r, Ok(None)), "blank {value:?} gave {r:?}");
+        } else if let Err(e) = r {
+            prop_assert_eq!(e.key, key);
+            prop_assert_eq!(&e.value, value);
+            prop_assert!(!e.reason.is_empty());
+            let text = e.to_string();
+            prop_assert!(
+                text.contains(key) && text.contains(&format!("{value:?}")),
+                "{text}"
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_value_is_read_or_named_in_the_error(
+            value in prop_oneof![any::<String>(), "[ +-]?[0-9a-zA-Z.]{0,24}[ ]?"],
+        ) {
+            let lookup = |_: &str| Some(value.clone());
+            let env = EnvSource::from_fn(&lookup);
+            names_key_and_value(env.parse::<u32>("SOME_COUNT"), "SOME_COUNT", &value)?;
+            names_key_and_value(env.parse::<i64>("SOME_OFFSET"), "SOME_OFFSET", &value)?;
+            names_key_and_value(env.parse::<f64>("SOME_RATIO"), "SOME_RATIO", &value)?;
+            names_key_and_value(env.parse::<String>("SOME_NAME"), "SOME_NAME", &value)?;
+            names_key_and_value(env.bool("SOME_FLAG"), "SOME_FLAG", &value)?;
+            names_key_and_value(env.duration("SOME_WAIT"), "SOME_WAIT", &value)?;
+        }
+
+        #[test]
+        fn integers_and_booleans_read_back(n in any::<i64>(), pad in "[ \t]{0,2}", flag in any::<bool>()) {
+            let text = format!("{pad}{n}{pad}");
+            let yes = if flag { "On" } else { "no" };
+            let lookup = |k: &str| Some(if k == "F" { yes.to_owned() } else { text.clone() });
+            let env = EnvSource::from_fn(&lookup);
+            prop_assert_eq!(env.parse::<i64>("N"), Ok(Some(n)));
+            prop_assert_eq!(env.bool("F"), Ok(Some(flag)));
+        }
+    }
 
     #[test]
     fn values_parse_and_bad_values_name_the_variable() {

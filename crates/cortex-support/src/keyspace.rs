@@ -221,6 +221,66 @@ pub fn hash_slot(key: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Bounded CI time and no regression files written into the source tree.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Prefixes near the reserved ones, where the interesting cases are, and any text.
+    fn prefix() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "(cortex|cortex:|cortex:cache|cortex:cache:|cortex:tasks|cortex:tasks:|c|app)[a-z: \t]{0,8}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn an_accepted_prefix_never_nests_with_another_component(p in prefix()) {
+            for owner in Component::ALL {
+                match check_prefix(owner, &p) {
+                    Ok(()) => {
+                        prop_assert!(p.ends_with(SEPARATOR));
+                        prop_assert!(!p.chars().any(|c| c.is_whitespace() || c.is_control()));
+                        for other in Component::ALL {
+                            if other != owner {
+                                prop_assert!(
+                                    !overlaps(&p, other.reserved_prefix()),
+                                    "{owner} accepted {p:?}, which nests with {other}'s keys"
+                                );
+                            }
+                        }
+                        if overlaps(&p, ROOT) {
+                            prop_assert!(p.starts_with(owner.reserved_prefix()), "{p:?}");
+                        }
+                    }
+                    Err(e) => {
+                        prop_assert!(e.to_string().contains(&format!("{p:?}")), "{e}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn any_key_has_a_slot_and_a_tag_decides_it(
+            key in proptest::collection::vec(any::<u8>(), 0..64),
+            tag in "[^{}]{1,16}",
+            before in "[^{]{0,8}",
+            after in ".{0,16}",
+        ) {
+            prop_assert!(hash_slot(&key) < SLOTS);
+            let tagged = format!("{before}{{{tag}}}{after}");
+            prop_assert_eq!(hash_slot(tagged.as_bytes()), hash_slot(tag.as_bytes()));
+        }
+    }
 
     #[test]
     fn defaults_are_accepted_and_apart() {

@@ -106,3 +106,105 @@ pub fn serialize_redacted<S: serde::Serializer>(
 ) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&redact_url(url))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bounded CI time and no regression files written into the source tree.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Percent-encode everything outside RFC 3986's unreserved set, as a user building
+    /// a URL by hand (or a URL library) writes a password.
+    fn percent_encode(s: &str) -> String {
+        let mut out = String::new();
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
+    /// The URL pieces around the password; the query key ends in `x`, so it is never a
+    /// secret parameter itself.
+    fn url_parts() -> impl Strategy<Value = (String, String, String, u16, String, String, String)> {
+        (
+            "[a-z][a-z0-9+.-]{0,8}",
+            "[a-zA-Z0-9_.-]{0,8}",
+            "[a-z0-9][a-z0-9.-]{0,12}",
+            any::<u16>(),
+            "[a-zA-Z0-9_]{0,8}",
+            "[a-z]{0,6}x",
+            "[a-zA-Z0-9]{0,8}",
+        )
+    }
+
+    /// The output starts with `scheme://user:***` and what follows is a tail of the
+    /// part after the password: nothing of the password is left.
+    fn assert_hidden(out: &str, head: &str, tail: &str) {
+        let rest = out
+            .strip_prefix(head)
+            .and_then(|r| r.strip_prefix("***"))
+            .unwrap_or_else(|| panic!("{out:?} does not start with {head:?}***"));
+        assert!(
+            tail.ends_with(rest),
+            "{out:?}: {rest:?} is not a tail of {tail:?}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_text_comes_back_unchanged_or_redacted(text in any::<String>()) {
+            let out = redact_url(&text);
+            prop_assert!(out == text || out.contains("***"), "{text:?} -> {out:?}");
+        }
+
+        #[test]
+        fn an_encoded_password_never_shows(
+            (scheme, user, host, port, db, k, v) in url_parts(),
+            secret in "[a-zA-Z0-9@:/%?#&= ]{1,24}",
+        ) {
+            let head = format!("{scheme}://{user}:");
+            let tail = format!("@{host}:{port}/{db}?{k}={v}");
+            let url = format!("{head}{}{tail}", percent_encode(&secret));
+            assert_hidden(&redact_url(&url), &head, &tail);
+        }
+
+        #[test]
+        fn a_raw_password_never_shows(
+            (scheme, user, host, port, db, k, v) in url_parts(),
+            secret in any::<String>().prop_filter("non-empty", |s| !s.is_empty()),
+        ) {
+            // Unescaped `@ : / ? #` make the authority ambiguous; the password must
+            // still be hidden (more may be hidden with it).
+            let head = format!("{scheme}://{user}:");
+            let tail = format!("@{host}:{port}/{db}?{k}={v}");
+            let url = format!("{head}{secret}{tail}");
+            assert_hidden(&redact_url(&url), &head, &tail);
+        }
+
+        #[test]
+        fn a_password_parameter_never_shows(
+            key in "(ssl)?(password|passwd|pass|pwd|token|secret|PASSWORD|Token)",
+            secret in "[^&]{1,24}",
+            host in "[a-z]{1,8}",
+        ) {
+            let url = format!("host={host} {key}={secret}");
+            prop_assert_eq!(redact_url(&url), format!("host={host} {key}=***"));
+            let url = format!("redis://{host}/0?{key}={secret}&db=1");
+            prop_assert_eq!(redact_url(&url), format!("redis://{host}/0?{key}=***&db=1"));
+        }
+    }
+}

@@ -434,7 +434,9 @@ impl RedisCache {
         let masters = self.inner.pool.masters().await.map_err(|e| match e {
             // What `masters` says while a master that serves slots is down: the clear
             // cannot reach every key now, and can once the failover is over.
-            e @ cortex_pool::Error::Backend { .. } => Error::Cluster { source: e },
+            e @ (cortex_pool::Error::Backend { .. } | cortex_pool::Error::MasterDown { .. }) => {
+                Error::Cluster { source: e }
+            }
             e => Error::Pool(e),
         })?;
         let mut removed = 0u64;

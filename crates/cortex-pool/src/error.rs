@@ -43,6 +43,15 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// A master of the Redis Cluster that serves slots is down: a failover is under
+    /// way, and the call can succeed once a replica has taken over.
+    #[error("Redis Cluster master {address} ({slots} slots) is down: a failover is under way")]
+    MasterDown {
+        /// The master's `host:port`.
+        address: String,
+        /// How many hash slots it served.
+        slots: u32,
+    },
     /// Creating, checking or recycling an object failed in its backend.
     #[error("backend error")]
     Backend {
@@ -78,7 +87,10 @@ impl Error {
     /// not trust, and errors the pool cannot judge (a `Manager`'s own error).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Timeout { .. } | Error::Saturated { .. } | Error::CommandTimeout { .. } => true,
+            Error::Timeout { .. }
+            | Error::Saturated { .. }
+            | Error::CommandTimeout { .. }
+            | Error::MasterDown { .. } => true,
             Error::Closed | Error::InvalidConfig { .. } | Error::Backend { .. } => false,
             #[cfg(any(feature = "postgres", feature = "sqlite"))]
             Error::Database(e) => sqlx_retryable(e),
@@ -153,6 +165,12 @@ mod tests {
     fn verdicts() {
         let t = Duration::from_secs(1);
         assert!(Error::Timeout { waited: t, max: 1 }.is_retryable());
+        let down = Error::MasterDown {
+            address: "127.0.0.1:7000".into(),
+            slots: 5461,
+        };
+        assert!(down.is_retryable());
+        assert!(down.to_string().contains("127.0.0.1:7000"), "{down}");
         assert!(
             Error::Saturated {
                 limit: 1,

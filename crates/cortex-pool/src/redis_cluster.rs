@@ -1,7 +1,6 @@
 //! Redis Cluster support of the Redis pool: the connection type both modes share, the
 //! cluster client made from the config, and the per-node view read from `CLUSTER NODES`.
 
-use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
@@ -27,12 +26,6 @@ use cortex_support::redact::redact_url;
 /// `{user:42}:posts` (only the part inside the first `{...}` is hashed). A pipeline
 /// may mix slots: each command goes to its own node.
 ///
-/// Compatibility: it dereferences to a [`MultiplexedConnection`], so code written for a
-/// single server (`MultiplexedConnection::clone(&conn)`) keeps compiling. On a single
-/// server that is the connection itself. On a cluster it is a plain connection to the
-/// one seed node the pool reached first, which answers `MOVED` for keys of other nodes
-/// and is not re-established after that node fails: cluster-aware code uses the
-/// `RedisConnection` itself (it is `ConnectionLike`), never the dereferenced one.
 #[derive(Clone)]
 pub struct RedisConnection {
     kind: Kind,
@@ -41,11 +34,7 @@ pub struct RedisConnection {
 #[derive(Clone)]
 enum Kind {
     Single(MultiplexedConnection),
-    Cluster {
-        cluster: ClusterConnection,
-        /// What `Deref` reaches in cluster mode (see the type's docs).
-        seed: MultiplexedConnection,
-    },
+    Cluster { cluster: ClusterConnection },
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -69,10 +58,10 @@ impl RedisConnection {
         }
     }
 
-    /// A cluster connection; `seed` is what [`Deref`] reaches (see the type's docs).
-    pub fn cluster(cluster: ClusterConnection, seed: MultiplexedConnection) -> Self {
+    /// A cluster connection.
+    pub fn cluster(cluster: ClusterConnection) -> Self {
         Self {
-            kind: Kind::Cluster { cluster, seed },
+            kind: Kind::Cluster { cluster },
         }
     }
 
@@ -95,25 +84,6 @@ impl RedisConnection {
         match &mut self.kind {
             Kind::Single(conn) => Some(conn),
             Kind::Cluster { .. } => None,
-        }
-    }
-}
-
-impl Deref for RedisConnection {
-    type Target = MultiplexedConnection;
-    fn deref(&self) -> &MultiplexedConnection {
-        match &self.kind {
-            Kind::Single(conn) => conn,
-            Kind::Cluster { seed, .. } => seed,
-        }
-    }
-}
-
-impl DerefMut for RedisConnection {
-    fn deref_mut(&mut self) -> &mut MultiplexedConnection {
-        match &mut self.kind {
-            Kind::Single(conn) => conn,
-            Kind::Cluster { seed, .. } => seed,
         }
     }
 }

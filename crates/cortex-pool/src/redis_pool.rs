@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use bb8::{PooledConnection, RunError};
 use bb8_redis::RedisConnectionManager;
 use redis::RedisError;
-use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 
 use crate::redis_cluster::{
@@ -80,12 +79,10 @@ struct Manager {
 }
 
 enum ManagerKind {
-    Single(RedisConnectionManager),
+    Single(Box<RedisConnectionManager>),
     Cluster {
         /// Boxed: it is much larger than the single-server manager.
         client: Box<ClusterClient>,
-        /// The plain connection to one seed that `RedisConnection`'s `Deref` reaches.
-        seed: MultiplexedConnection,
     },
 }
 
@@ -122,8 +119,8 @@ impl bb8::ManageConnection for Manager {
             }
             // No CLIENT SETNAME: the cluster client opens node connections on its own
             // as the topology changes, and a name sent now would miss those.
-            ManagerKind::Cluster { client, seed } => {
-                RedisConnection::cluster(client.get_async_connection().await?, seed.clone())
+            ManagerKind::Cluster { client } => {
+                RedisConnection::cluster(client.get_async_connection().await?)
             }
         };
         self.metrics.created();
@@ -261,7 +258,8 @@ impl RedisPool {
         };
         let (kind, client, cluster) = if config.is_cluster() {
             let cluster = config.cluster_client()?;
-            // The seed `Deref` reaches: the first that answers, within pool_timeout.
+            // The first seed that answers, within pool_timeout: `client()` and the
+            // cache's invalidation listener start from it.
             let mut last = None;
             let mut found = None;
             for url in &config.cluster_urls {
@@ -273,8 +271,8 @@ impl RedisPool {
                 let client = single.client()?;
                 let left = config.pool_timeout.saturating_sub(start.elapsed());
                 match tokio::time::timeout(left, client.get_multiplexed_async_connection()).await {
-                    Ok(Ok(seed)) => {
-                        found = Some((client, seed));
+                    Ok(Ok(_)) => {
+                        found = Some(client);
                         break;
                     }
                     Ok(Err(e)) => last = Some(Error::Redis(e)),
@@ -284,12 +282,11 @@ impl RedisPool {
                     }
                 }
             }
-            let Some((client, seed)) = found else {
+            let Some(client) = found else {
                 return Err(last.unwrap_or_else(timeout));
             };
             let kind = ManagerKind::Cluster {
                 client: Box::new(cluster.clone()),
-                seed,
             };
             (kind, client, Some(cluster))
         } else {
@@ -300,7 +297,7 @@ impl RedisPool {
                     value: redact_url(&config.url),
                     reason: e.to_string(),
                 })?;
-            (ManagerKind::Single(manager), client, None)
+            (ManagerKind::Single(Box::new(manager)), client, None)
         };
         let pool = bb8::Pool::builder()
             .max_size(config.pool_size)
@@ -465,8 +462,8 @@ impl RedisPool {
     /// ```
     ///
     /// # Errors
-    /// As [`acquire`](Self::acquire); [`Error::Backend`] when the cluster reports a slot
-    /// range served by no master that is up (a failover under way: try again).
+    /// As [`acquire`](Self::acquire); [`Error::MasterDown`] (retryable) when the cluster
+    /// reports a slot range served by no master that is up (a failover under way).
     pub async fn masters(&self) -> Result<Vec<RedisConnection>> {
         if !self.is_cluster() {
             let conn = self.acquire().await?;
@@ -478,12 +475,9 @@ impl RedisPool {
             .filter(|n| n.role == NodeRole::Master && n.slots > 0)
             .collect();
         if let Some(down) = masters.iter().find(|n| !n.up) {
-            return Err(Error::Backend {
-                source: format!(
-                    "master {} ({} slots) is down: a failover is under way",
-                    down.address, down.slots
-                )
-                .into(),
+            return Err(Error::MasterDown {
+                address: down.address.clone(),
+                slots: down.slots,
             });
         }
         let mut conns = Vec::with_capacity(masters.len());

@@ -126,8 +126,12 @@ pub struct Buffers {
 
 impl Buffers {
     /// Blocks read from outside shared buffers: shared, local and temp reads.
+    /// Saturates at `u64::MAX`: the counters come from input text, and a nonsense
+    /// value must not overflow.
     pub fn blocks_read(&self) -> u64 {
-        self.shared_read + self.local_read + self.temp_read
+        self.shared_read
+            .saturating_add(self.local_read)
+            .saturating_add(self.temp_read)
     }
 }
 
@@ -712,5 +716,7 @@ fn cte_adjust(nodes: &mut [NodeInfo<'_>]) {
     }
 }
 
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests;

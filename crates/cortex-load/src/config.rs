@@ -150,6 +150,12 @@ impl Default for LoadConfig {
     }
 }
 
+/// The longest duration, ramp-up, think time or timeout accepted, and the longest gap
+/// between two sends of an open loop (so the lowest rate is one request per this
+/// period): 366 days. The run adds these to the clock, and far longer values (the
+/// parsers accept up to `u64::MAX` seconds) would overflow it; no load test needs more.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
 /// The think time used when [`LoadConfig::think_time`] is `None` in a closed loop
 /// with a request count: 0.1 s, a user who reads the answer before the next click.
 pub const DEFAULT_THINK_TIME: Duration = Duration::from_millis(100);
@@ -168,6 +174,22 @@ impl LoadConfig {
     pub(crate) fn plan(&self) -> Result<Plan> {
         if self.users == 0 {
             return Err(LoadError::ZeroUsers(self.users));
+        }
+        for (name, d) in [
+            ("duration", self.duration),
+            ("ramp_up", Some(self.ramp_up)),
+            ("think_time", self.think_time),
+            ("timeout", Some(self.timeout)),
+        ] {
+            if let Some(d) = d
+                && d > MAX_DURATION
+            {
+                return Err(LoadError::BadSetting {
+                    name,
+                    value: format!("{d:?}"),
+                    reason: "longer than MAX_DURATION (366 days)",
+                });
+            }
         }
         match self.duration {
             Some(d) if d.is_zero() => {
@@ -190,6 +212,17 @@ impl LoadConfig {
                 name: "rate",
                 value: rate.to_string(),
                 reason: "need a finite number of requests per second > 0",
+            });
+        }
+        // A lower rate leaves more than MAX_DURATION between two sends: a run with a
+        // request count would wait for ever.
+        if let Some(rate) = self.rate
+            && rate < 1.0 / MAX_DURATION.as_secs_f64()
+        {
+            return Err(LoadError::BadSetting {
+                name: "rate",
+                value: rate.to_string(),
+                reason: "below one request per MAX_DURATION (366 days)",
             });
         }
         if self.timeout.is_zero() {
@@ -228,6 +261,15 @@ impl LoadConfig {
                 });
             }
             total_weight += s.weight;
+            // Finite weights can still add up to infinity; the pick would then always
+            // land on the last scenario.
+            if !total_weight.is_finite() {
+                return Err(LoadError::BadSetting {
+                    name: "weight",
+                    value: format!("{} (scenario {:?})", s.weight, s.name),
+                    reason: "the weights add up past the largest f64",
+                });
+            }
             cumulative.push(total_weight);
             scenarios.push(Prepared::new(s, &target, auth.as_ref())?);
         }

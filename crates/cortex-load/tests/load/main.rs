@@ -535,3 +535,54 @@ async fn reconnects_when_the_server_closes() {
     assert_eq!((s.total, s.successes), (30, 30), "{:?}", s.errors);
     assert_eq!(state.hits.load(SeqCst), 30);
 }
+
+/// A duration, think time or timeout too long to add to the clock (u64::MAX seconds,
+/// accepted by the JSON and CLI duration parsers) must be refused by name before the
+/// run: it used to pass validation and panic inside the run ("overflow when adding
+/// duration to instant").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_past_the_clock_are_refused_not_a_panic() {
+    let (url, _) = server().await;
+    let huge = Duration::from_secs(u64::MAX);
+    let base = config(&url, vec![Scenario::get("/ok")], 1, 2);
+    for (name, c) in [
+        (
+            "duration",
+            LoadConfig {
+                duration: Some(huge),
+                ..base.clone()
+            },
+        ),
+        (
+            "think_time",
+            LoadConfig {
+                think_time: Some(huge),
+                ..base.clone()
+            },
+        ),
+        (
+            "timeout",
+            LoadConfig {
+                timeout: huge,
+                ..base.clone()
+            },
+        ),
+        (
+            "ramp_up",
+            LoadConfig {
+                ramp_up: huge,
+                users: 2,
+                ..base.clone()
+            },
+        ),
+    ] {
+        // Run it if it is accepted: that is where the overflow was.
+        let result = match LoadTest::new(c) {
+            Ok(test) => test.run().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let err = result.expect_err(name).to_string();
+        assert!(err.contains(name), "{name}: {err}");
+        assert!(err.contains(&format!("{}", u64::MAX)), "{name}: {err}");
+    }
+}

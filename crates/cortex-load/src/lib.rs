@@ -99,3 +99,6 @@ pub use self::run::{LoadTest, StopHandle};
 pub use self::summary::{
     EndpointStats, ErrorGroup, ErrorKind, Latency, Mode, PercentilePoint, Summary,
 };
+
+#[cfg(test)]
+mod prop_tests;

@@ -14,6 +14,7 @@ static GLOBAL: CountingAllocator = CountingAllocator::system();
 static CPU_HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 mod caps;
+mod escaping;
 mod exposition;
 mod families;
 mod files;

@@ -156,6 +156,12 @@ impl Default for LoadConfig {
 /// parsers accept up to `u64::MAX` seconds) would overflow it; no load test needs more.
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
+/// The most simulated users accepted: 1,000,000. The run allocates per-user state
+/// before the first connection, so a nonsense count (up to `u32::MAX`) would exhaust
+/// memory instead of being refused; one client address cannot hold more connections
+/// to one target than this anyway.
+pub const MAX_USERS: u32 = 1_000_000;
+
 /// The think time used when [`LoadConfig::think_time`] is `None` in a closed loop
 /// with a request count: 0.1 s, a user who reads the answer before the next click.
 pub const DEFAULT_THINK_TIME: Duration = Duration::from_millis(100);
@@ -174,6 +180,13 @@ impl LoadConfig {
     pub(crate) fn plan(&self) -> Result<Plan> {
         if self.users == 0 {
             return Err(LoadError::ZeroUsers(self.users));
+        }
+        if self.users > MAX_USERS {
+            return Err(LoadError::BadSetting {
+                name: "users",
+                value: self.users.to_string(),
+                reason: "more than MAX_USERS (1000000)",
+            });
         }
         for (name, d) in [
             ("duration", self.duration),

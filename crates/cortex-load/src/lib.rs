@@ -92,7 +92,7 @@ mod summary;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use self::config::{DEFAULT_THINK_TIME, LoadConfig, MAX_DURATION, Scenario};
+pub use self::config::{DEFAULT_THINK_TIME, LoadConfig, MAX_DURATION, MAX_USERS, Scenario};
 pub use self::error::{LoadError, Result};
 pub use self::output::summary_path;
 pub use self::run::{LoadTest, StopHandle};

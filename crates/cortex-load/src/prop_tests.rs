@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::{LoadConfig, LoadError, MAX_DURATION, Scenario};
+use crate::{LoadConfig, LoadError, MAX_DURATION, MAX_USERS, Scenario};
 
 const VALID_FILE: &str = r#"[
   {"name": "list", "endpoint": "/users?page=1", "weight": 3},
@@ -246,9 +246,21 @@ fn values_the_run_cannot_carry_out_are_refused() {
     };
     let err = c.plan().unwrap_err();
     assert!(err.to_string().contains("weight"), "{err}");
-    // The limit itself is accepted.
+    // u32::MAX users: the run allocates per-user state for each before connecting.
+    let c = LoadConfig {
+        users: u32::MAX,
+        ..base.clone()
+    };
+    match c.plan() {
+        Err(e @ LoadError::BadSetting { name: "users", .. }) => {
+            assert!(e.to_string().contains(&u32::MAX.to_string()), "{e}");
+        }
+        other => panic!("users: expected BadSetting, got {other:?}"),
+    }
+    // The limits themselves are accepted.
     let c = LoadConfig {
         duration: Some(MAX_DURATION),
+        users: MAX_USERS,
         ..base
     };
     c.plan().unwrap();

@@ -144,12 +144,8 @@ impl FromEnv for MetricsConfig {
         if let Some(v) = env.duration("METRICS_RESET_INTERVAL")? {
             c.reset_interval = v;
         }
-        if let Some(v) = env.parse("METRICS_MAX_ENDPOINTS")? {
-            c.max_endpoints = v;
-        }
-        if let Some(v) = env.parse("METRICS_MAX_OPERATIONS")? {
-            c.max_operations = v;
-        }
+        c.max_endpoints = at_least_one(env, "METRICS_MAX_ENDPOINTS")?.unwrap_or(c.max_endpoints);
+        c.max_operations = at_least_one(env, "METRICS_MAX_OPERATIONS")?.unwrap_or(c.max_operations);
         if let Some(v) = env.var("METRICS_NAMESPACE") {
             c.namespace = v;
         }
@@ -210,20 +206,30 @@ impl MetricsConfig {
     }
 }
 
-/// A comma-separated list of bucket bounds.
+/// A comma-separated list of bucket bounds, checked here so that an error shows the
+/// list as given (`"inf, 0"`), not as re-rendered from the parsed numbers (`"inf,0"`).
 fn parse_buckets(key: &'static str, text: &str) -> Result<Vec<f64>> {
-    text.split(',')
+    let les = text
+        .split(',')
         .map(|part| {
             part.trim()
                 .parse::<f64>()
                 .map_err(|_| invalid(key, text, &format!("{:?} is not a number", part.trim())))
         })
-        .collect()
+        .collect::<Result<Vec<f64>>>()?;
+    check_buckets_shown(key, &les, || text.to_owned())?;
+    Ok(les)
 }
 
 /// Bounds must be finite, non-negative (values are unsigned) and strictly ascending.
 fn check_buckets(key: &'static str, les: &[f64]) -> Result<()> {
-    let text = || les.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
+    check_buckets_shown(key, les, || {
+        les.iter().map(f64::to_string).collect::<Vec<_>>().join(",")
+    })
+}
+
+/// [`check_buckets`], showing `text()` as the value in an error.
+fn check_buckets_shown(key: &'static str, les: &[f64], text: impl Fn() -> String) -> Result<()> {
     if les.is_empty() {
         return Err(invalid(key, "", "needs at least one bucket bound"));
     }
@@ -244,6 +250,19 @@ fn check_buckets(key: &'static str, les: &[f64]) -> Result<()> {
     Ok(())
 }
 
+/// A count of at least 1 from `key`; a zero is refused here, where the value as given
+/// (`"00"`, `" 0"`) is at hand for the error.
+fn at_least_one(env: &EnvSource<'_>, key: &'static str) -> Result<Option<usize>> {
+    match env.parse::<usize>(key)? {
+        Some(0) => Err(invalid(
+            key,
+            &env.var(key).unwrap_or_default(),
+            "must be at least 1",
+        )),
+        n => Ok(n),
+    }
+}
+
 fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
     Error::InvalidConfig {
         key,
@@ -255,7 +274,57 @@ fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::collections::HashMap;
+
+    /// Bounded CI time and no regression files written into the source tree.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Values near the valid ones (numbers, lists, flags, durations) and any text.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[ ]?[-+]?[0-9]{0,3}(\\.[0-9]{0,2})?(e[0-9]{1,3})?(ms|s|m)?[ ]?",
+            "[ ]?(0|00|1|-1|true|off|yes|inf|NaN|1e400|x|)(,[ ]?(0|1|0.5|2|inf|1e400|-1|x|)){0,4}",
+            "[a-zA-Z_ -]{0,8}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_values_give_a_config_or_an_error_naming_one_of_them(
+            values in proptest::collection::vec(proptest::option::weighted(0.15, value()), MetricsConfig::VARS.len()),
+        ) {
+            let vars: HashMap<&str, String> = MetricsConfig::VARS
+                .iter()
+                .zip(values)
+                .filter_map(|(v, value)| value.map(|value| (v.name, value)))
+                .collect();
+            let lookup = |k: &str| vars.get(k).cloned();
+            match MetricsConfig::from_env_source(&EnvSource::from_fn(&lookup)) {
+                Ok(c) => prop_assert!(c.validate().is_ok()),
+                Err(Error::InvalidConfig { key, value, reason }) => {
+                    prop_assert!(!reason.is_empty());
+                    prop_assert_eq!(
+                        vars.get(key).map(String::as_str),
+                        Some(value.as_str()),
+                        "{} is named with a value other than the one given ({})",
+                        key,
+                        reason
+                    );
+                }
+                Err(e) => prop_assert!(false, "not InvalidConfig: {e}"),
+            }
+        }
+    }
 
     #[test]
     fn env_overrides_and_errors_name_the_variable() {
@@ -290,6 +359,25 @@ mod tests {
             assert!(
                 err.to_string().contains("METRICS_HISTOGRAM_BUCKETS"),
                 "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_show_the_value_as_given() {
+        // Seen failing before: the error showed "inf,0" and "0" instead of the values
+        // as given.
+        for (key, given) in [
+            ("METRICS_VALUE_BUCKETS", "inf, 0"),
+            ("METRICS_HISTOGRAM_BUCKETS", " 0.1 , 0.01"),
+            ("METRICS_MAX_OPERATIONS", "00"),
+            ("METRICS_MAX_ENDPOINTS", " 0"),
+        ] {
+            let lookup = |k: &str| (k == key).then(|| given.to_owned());
+            let err = MetricsConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidConfig { key: k, value, .. } if *k == key && value == given),
+                "{key}={given:?}: {err}"
             );
         }
     }

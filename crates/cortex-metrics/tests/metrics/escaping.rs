@@ -216,6 +216,7 @@ fn reg() -> impl Strategy<Value = Reg> {
 /// Register `regs` into `metrics`; answer the label values that must be exposed.
 fn register(metrics: &Metrics, regs: &[Reg]) -> Result<Vec<String>, TestCaseError> {
     let mut exposed = Vec::new();
+    let mut ops = HashSet::new();
     fn labeled(
         exposed: &mut Vec<String>,
         labels: &[(String, String)],
@@ -272,7 +273,10 @@ fn register(metrics: &Metrics, regs: &[Reg]) -> Result<Vec<String>, TestCaseErro
                 };
                 op.record(Duration::from_millis(3), false);
                 exposed.push(n.clone());
-                exposed.extend(c.clone());
+                // The category is fixed when the operation is first registered.
+                if ops.insert(n.clone()) {
+                    exposed.extend(c.clone());
+                }
             }
             Reg::Endpoint(m, route, s) => {
                 metrics.record_endpoint(m, route, *s, Duration::from_millis(2));

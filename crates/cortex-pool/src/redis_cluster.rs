@@ -104,18 +104,7 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.kind {
             Kind::Single(conn) => conn.req_packed_commands(cmd, offset, count),
-            Kind::Cluster { cluster, .. } => Box::pin(async move {
-                match cluster.req_packed_commands(cmd, offset, count).await {
-                    // redis-rs sends a pipeline to one node and refuses, before sending
-                    // anything, one whose keys span slots. A plain (non-transaction)
-                    // pipeline is a batch of independent commands, so it is sent as
-                    // such: every command to its own node, all at once.
-                    Err(e) if !cmd.is_transaction() && is_client_cross_slot(&e) => {
-                        spread(cluster, cmd).await
-                    }
-                    r => r,
-                }
-            }),
+            Kind::Cluster { cluster, .. } => cluster_pipeline(cluster, cmd, offset, count),
         }
     }
 
@@ -194,16 +183,7 @@ impl ConnectionLike for RedisManagedConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.kind {
             Managed::Single(conn) => conn.req_packed_commands(cmd, offset, count),
-            Managed::Cluster(cluster) => Box::pin(async move {
-                match cluster.req_packed_commands(cmd, offset, count).await {
-                    // As for `RedisConnection`: a plain pipeline over several slots
-                    // is sent command by command.
-                    Err(e) if !cmd.is_transaction() && is_client_cross_slot(&e) => {
-                        spread(cluster, cmd).await
-                    }
-                    r => r,
-                }
-            }),
+            Managed::Cluster(cluster) => cluster_pipeline(cluster, cmd, offset, count),
         }
     }
 
@@ -213,6 +193,26 @@ impl ConnectionLike for RedisManagedConnection {
             Managed::Cluster(cluster) => cluster.get_db(),
         }
     }
+}
+
+/// `cmd` over `cluster`. redis-rs sends a pipeline to one node and refuses, before
+/// sending anything, one whose keys span slots. A plain (non-transaction) pipeline is a
+/// batch of independent commands, so it is then sent as such: every command to its own
+/// node, all at once. A transaction is never split.
+fn cluster_pipeline<'a>(
+    cluster: &'a mut ClusterConnection,
+    cmd: &'a Pipeline,
+    offset: usize,
+    count: usize,
+) -> RedisFuture<'a, Vec<Value>> {
+    Box::pin(async move {
+        match cluster.req_packed_commands(cmd, offset, count).await {
+            Err(e) if !cmd.is_transaction() && is_client_cross_slot(&e) => {
+                spread(cluster, cmd).await
+            }
+            r => r,
+        }
+    })
 }
 
 /// The error redis-rs's cluster connection returns, before sending anything, for a

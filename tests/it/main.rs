@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap should fail right there
 
 mod architecture;
+mod bad_input;
 mod keyspace;
 mod operator;
 mod prometheus;

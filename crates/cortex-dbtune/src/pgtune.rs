@@ -42,6 +42,10 @@ pub const MAX_MEMORY_BYTES: u64 = 999_999 * 1024 * 1024 * 1024;
 pub const MIN_PG_VERSION: u32 = 10;
 /// The highest PostgreSQL major version pgtune (2025) offers.
 pub const MAX_PG_VERSION: u32 = 18;
+/// The most connections or CPUs an input may give: PostgreSQL's limit on
+/// `max_connections` and `max_worker_processes` (`MAX_BACKENDS`, 2^18 - 1). A larger
+/// value would be written out as a setting the server refuses at start.
+pub const MAX_BACKENDS: u32 = 262_143;
 
 /// What the database mainly serves; picks pgtune's ratios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -226,6 +230,14 @@ fn validate(input: &PgtuneInput) -> Result<u64> {
     if input.connections == Some(0) {
         return Err(Error::InvalidConnections { connections: 0 });
     }
+    for (name, n) in [("cpus", input.cpus), ("connections", input.connections)] {
+        if let Some(n) = n.filter(|n| *n > MAX_BACKENDS) {
+            return Err(Error::InvalidOption {
+                name,
+                reason: format!("{n} is above PostgreSQL's limit of {MAX_BACKENDS}"),
+            });
+        }
+    }
     if !(MIN_PG_VERSION..=MAX_PG_VERSION).contains(&input.pg_version) {
         return Err(Error::UnsupportedVersion {
             version: input.pg_version,
@@ -247,7 +259,8 @@ fn setting(name: &'static str, value: impl Into<String>, reason: impl Into<Strin
 /// Computes pgtune's settings for `input`, in pgtune's output order.
 ///
 /// Errors (each naming the value): memory under 1 MB or not a whole number of kB, zero
-/// CPUs, zero connections, a PostgreSQL version outside 10..=18.
+/// CPUs, zero connections, CPUs or connections above [`MAX_BACKENDS`], a PostgreSQL
+/// version outside 10..=18.
 pub fn pgtune(input: &PgtuneInput) -> Result<Vec<Setting>> {
     use DbType::*;
     let ram_kb = validate(input)?;
@@ -861,7 +874,23 @@ mod tests {
         i.cpus = None;
         i.connections = Some(0);
         assert!(matches!(pgtune(&i), Err(Error::InvalidConnections { .. })));
+        // Above PostgreSQL's own limit: a setting the server would refuse at start.
+        i.connections = Some(MAX_BACKENDS);
+        assert!(pgtune(&i).is_ok());
+        i.connections = Some(MAX_BACKENDS + 1);
+        let e = pgtune(&i).unwrap_err();
+        assert!(
+            e.to_string().contains("connections") && e.to_string().contains("262144"),
+            "{e}"
+        );
         i.connections = None;
+        i.cpus = Some(u32::MAX);
+        let e = pgtune(&i).unwrap_err();
+        assert!(
+            e.to_string().contains("cpus") && e.to_string().contains("4294967295"),
+            "{e}"
+        );
+        i.cpus = None;
         i.pg_version = 9;
         let e = pgtune(&i).unwrap_err();
         assert!(e.to_string().contains('9'), "{e}");

@@ -3,6 +3,7 @@
 //! `bash scripts/services.sh start` from the workspace root.
 
 mod advisor;
+mod bad_input;
 // The binary is built only with the `cli` feature.
 #[cfg(feature = "cli")]
 mod cli;

@@ -105,6 +105,7 @@ fn config(url: &str, scenarios: Vec<Scenario>, users: u32, per_user: u64) -> Loa
     }
 }
 
+mod bad_input;
 #[cfg(feature = "tls")]
 mod tls;
 

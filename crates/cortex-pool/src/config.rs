@@ -344,12 +344,7 @@ impl FromEnv for DbConfig {
             c.leak_threshold = v;
         }
         if let Some(v) = env.var("DB_REPLICA_URLS") {
-            c.replica_urls = v
-                .split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned)
-                .collect();
+            c.replica_urls = url_list("DB_REPLICA_URLS", &v)?;
         }
         if let Some(v) = env.parse("DB_REPLICA_POOL_SIZE")? {
             c.replica_pool_size = Some(v);
@@ -683,12 +678,7 @@ impl FromEnv for RedisConfig {
             c.tls_ca_file = Some(PathBuf::from(v));
         }
         if let Some(v) = env.var("REDIS_CLUSTER_URLS") {
-            c.cluster_urls = v
-                .split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned)
-                .collect();
+            c.cluster_urls = url_list("REDIS_CLUSTER_URLS", &v)?;
         }
         c.validate()?;
         Ok(c)
@@ -808,6 +798,21 @@ fn requires_tls(mode: &str) -> bool {
     ["require", "verify-ca", "verify-full"].contains(&mode.to_ascii_lowercase().as_str())
 }
 
+/// A comma-separated list of URLs. Set but naming none (`","`) is an error: read as
+/// "no replicas" or "no cluster", it silently dropped the scale-out the variable asked for.
+fn url_list(key: &'static str, value: &str) -> Result<Vec<String>> {
+    let urls: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err(invalid(key, value, "lists no URL (unset it for none)"));
+    }
+    Ok(urls)
+}
+
 fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
     Error::InvalidConfig {
         key,
@@ -912,6 +917,21 @@ mod tests {
             .collect();
         let lookup = move |k: &str| map.get(k).cloned();
         RedisConfig::from_env_source(&EnvSource::from_fn(&lookup))
+    }
+
+    /// A URL list that is set but names no URL is refused by name: read as empty, it
+    /// meant no replicas, or (for the cluster) the single server at the default URL.
+    #[test]
+    fn a_url_list_naming_no_url_is_an_error() {
+        let pg = ("DATABASE_URL", "postgres://app@127.0.0.1/app");
+        for v in [",", ",,", " , "] {
+            let err = from(&[pg, ("DB_REPLICA_URLS", v)]).unwrap_err();
+            assert!(err.to_string().contains("DB_REPLICA_URLS"), "{err}");
+            let err = redis(&[("REDIS_CLUSTER_URLS", v)]).unwrap_err();
+            assert!(err.to_string().contains("REDIS_CLUSTER_URLS"), "{err}");
+        }
+        let c = redis(&[("REDIS_CLUSTER_URLS", "redis://127.0.0.1:7000,")]).unwrap();
+        assert_eq!(c.cluster_urls, ["redis://127.0.0.1:7000"]);
     }
 
     /// Without the `tls` feature a URL that asks for TLS is refused up front, naming

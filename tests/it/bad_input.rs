@@ -603,6 +603,9 @@ const BAD_QUERY: &[&str] = &[
     "NaN",
 ];
 
+/// Values of `x-cortex-written-lsn` that are not a decimal WAL position.
+const BAD_LSNS: &[&str] = &["zz", "-1", "0/16B3748", "18446744073709551616", "1.5", ""];
+
 const BAD_PRIORITIES: &[&str] = &[
     "urgent",
     "HIGHEST",
@@ -814,6 +817,31 @@ async fn http_routes_answer_bad_input_with_4xx_json_and_stay_up() {
                             "{method} {p} [oversized, chunked: {chunked}]: {status} {body}"
                         ));
                     }
+                }
+            }
+        }
+    }
+
+    // The read-your-writes header every operation documents: a decimal WAL position.
+    // Sent last, so an operation that wrongly ignored it (a DELETE) cannot spoil the
+    // cases above.
+    for (path, item) in &paths {
+        for method in item.as_object().unwrap().keys() {
+            let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+            for lsn in BAD_LSNS {
+                let p = good_id(path);
+                let req = s
+                    .http
+                    .request(method.clone(), format!("{}{p}", s.url))
+                    .bearer_auth(TOKEN)
+                    .header("x-cortex-written-lsn", *lsn);
+                let r = s.send(req).await;
+                tried += 1;
+                if r.status != 400 || r.body["error"]["code"] != "bad_written_lsn" {
+                    failures.push(format!(
+                        "{method} {p} x-cortex-written-lsn: {lsn:?}: {} {}",
+                        r.status, r.body
+                    ));
                 }
             }
         }

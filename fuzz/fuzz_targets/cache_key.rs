@@ -9,7 +9,12 @@
 //!   there into (prefix', rest) where rest is itself a canonical JSON key body (or the
 //!   `sha256:` form) must give back the input's prefix and JSON. A second reading would
 //!   mean another (prefix, arguments) pair builds the same key: a collision;
-//! - two different argument values under one prefix give different keys.
+//! - two different argument values under one prefix give different keys;
+//! - two `f64` arguments give one key only when equal (`0.0` and `-0.0` give two). One
+//!   known exception, found while writing this target and reported (the cache's
+//!   behaviour is not changed from here): serde_json turns every non-finite float into
+//!   `null`, so `NaN`, `inf`, `-inf` and `None` all give `prefix:null`. By default the
+//!   target allows exactly that exception; `CORTEX_FUZZ_STRICT=1` asserts without it.
 #![no_main]
 
 use cortex_cache::{MAX_KEY_LEN, key_for};
@@ -50,11 +55,25 @@ fn value(u: &mut Unstructured<'_>, depth: u32) -> arbitrary::Result<Value> {
     })
 }
 
+/// A float, the special values (non-finite, signed zeros) often.
+fn float(u: &mut Unstructured<'_>) -> arbitrary::Result<f64> {
+    Ok(match u.int_in_range(0..=7)? {
+        0 => f64::NAN,
+        1 => f64::INFINITY,
+        2 => f64::NEG_INFINITY,
+        3 => 0.0,
+        4 => -0.0,
+        _ => u.arbitrary()?,
+    })
+}
+
 #[derive(Debug)]
 struct Input {
     prefix: String,
     a: Value,
     b: Value,
+    x: f64,
+    y: f64,
 }
 
 impl<'a> Arbitrary<'a> for Input {
@@ -63,6 +82,8 @@ impl<'a> Arbitrary<'a> for Input {
             prefix: u.arbitrary()?,
             a: value(u, 3)?,
             b: value(u, 3)?,
+            x: float(u)?,
+            y: float(u)?,
         })
     }
 }
@@ -126,7 +147,26 @@ fn check(prefix: &str, args: &Value) -> String {
     key
 }
 
+fn strict() -> bool {
+    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var_os("CORTEX_FUZZ_STRICT").is_some_and(|v| v == "1"))
+}
+
+/// Keys of two floats, as a cached `fn(f64)` would build them.
+fn check_floats(prefix: &str, x: f64, y: f64) {
+    let kx = key_for(prefix, &x).expect("an f64 serializes");
+    let ky = key_for(prefix, &y).expect("an f64 serializes");
+    let same = x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
+    let known = !strict() && !x.is_finite() && !y.is_finite();
+    if kx == ky {
+        assert!(same || known, "{x:?} and {y:?} share the key {kx:?}");
+    } else {
+        assert!(!same, "{x:?} gave {kx:?} and {ky:?}");
+    }
+}
+
 fuzz_target!(|input: Input| {
+    check_floats(&input.prefix, input.x, input.y);
     let ka = check(&input.prefix, &input.a);
     let kb = check(&input.prefix, &input.b);
     let same_json =

@@ -137,8 +137,18 @@ fn data_dir(name: &'static str) -> Result<PathBuf, BadSetting> {
 }
 
 /// A log filter as `tracing_subscriber::EnvFilter` reads it; a value it cannot parse
-/// would otherwise be dropped for `info` without a word.
+/// would otherwise be dropped for `info` without a word. `RUST_LOG`, which wins over
+/// `LOG_LEVEL` when set, is checked the same way (it fell back to `LOG_LEVEL` silently).
 fn log_level(name: &'static str) -> Result<String, BadSetting> {
+    if let Some(filter) = var("RUST_LOG")
+        && tracing_subscriber::EnvFilter::try_new(&filter).is_err()
+    {
+        return Err(BadSetting {
+            var: "RUST_LOG",
+            value: filter,
+            expected: "a log filter, e.g. info or warn,service=debug",
+        });
+    }
     let level = var(name).unwrap_or_else(|| "info".into());
     match tracing_subscriber::EnvFilter::try_new(&level) {
         Ok(_) => Ok(level),

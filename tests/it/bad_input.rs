@@ -379,6 +379,29 @@ fn every_documented_variable_refuses_bad_values_by_name() {
             }
         }
     }
+    // `<PREFIX>_BATCH_*`: one prefix per batch type (docs/MIGRATING.md names
+    // `USER_LOOKUP_BATCH_SIZE`); the error names the prefixed variable.
+    for var in batch::BatchConfig::VARS {
+        let name = format!("USER_LOOKUP_{}", var.name);
+        for value in bad_values(var.name).unwrap_or_default() {
+            pairs += 1;
+            let lookup = |k: &str| (k == name).then(|| (*value).to_owned());
+            let env = EnvSource::from_fn(&lookup);
+            let read = || {
+                batch::BatchConfig::from_env_source_prefixed("USER_LOOKUP", &env)
+                    .map(drop)
+                    .map_err(|e| error_chain(&e))
+            };
+            match no_panic(read) {
+                Err(panic) => failures.push(format!("{name}={value:?}: {panic}")),
+                Ok(Ok(())) => failures.push(format!("{name}={value:?}: accepted")),
+                Ok(Err(text)) if !text.contains(&name) => failures.push(format!(
+                    "{name}={value:?}: the error does not name it: {text}"
+                )),
+                Ok(Err(_)) => {}
+            }
+        }
+    }
     eprintln!(
         "env sweep, in process: {pairs} (variable, value) pairs over {} configs; any string: {any_string:?}",
         configs.len()
@@ -424,7 +447,7 @@ fn service_bad_values(name: &str) -> Option<&'static [&'static str]> {
         | "CORTEX_ACTIVITY_REFRESH" => &["-5", "abc", "1e999", "NaN", "10 parsecs"],
         "CORTEX_WARM_USERS" => &["-1", "abc", "99999999999999999999"],
         "COGNITION_SERVICE_URL" | "MEMORY_SERVICE_URL" => &["not a url", "redis://", "ftp://x"],
-        "LOG_LEVEL" => &["[[[=xx", "x=loud", "info,=,"],
+        "LOG_LEVEL" | "RUST_LOG" => &["[[[=xx", "x=loud", "info,=,"],
         "LOG_FORMAT" => &["xml", "JSONL"],
         "WORKER_THREADS" | "WEB_CONCURRENCY" => &["0", "-1", "abc", "99999999999", "100000"],
         _ => return None,
@@ -488,7 +511,11 @@ async fn the_service_refuses_bad_settings_by_name_and_exits() {
     let mut cases: Vec<(String, &'static str)> = Vec::new();
     let mut failures = Vec::new();
     let mut any_string = Vec::new();
-    let vars = service_vars();
+    // `RUST_LOG` is named in the table (it wins over `LOG_LEVEL`) but has no row.
+    let vars: Vec<String> = service_vars()
+        .into_iter()
+        .chain(["RUST_LOG".to_owned()])
+        .collect();
     assert!(
         vars.len() >= 15,
         "the settings table has {} rows",

@@ -19,7 +19,8 @@ use crate::{Cache, CacheStats, Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MemoryConfig {
-    /// Most entries; the least recently used one is evicted past it. Default: 10 000.
+    /// Most entries; the least recently used one is evicted past it. 1 to 2^24
+    /// (16 777 216): the table is allocated for it when the store is built. Default: 10 000.
     pub capacity: usize,
     /// Expiry of a `set` given no TTL; `None` keeps such entries until evicted.
     /// Default: none.
@@ -37,6 +38,12 @@ const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
 /// Least [`MemoryConfig::max_bytes`]: room for a few small entries.
 const MIN_MAX_BYTES: usize = 1024;
+
+/// Most [`MemoryConfig::capacity`]: 2^24 entries. The store's table is allocated for
+/// the whole capacity when it is built (about 36 bytes an entry), so a larger count
+/// asked for gigabytes up front: `1000000000` aborted the process out of memory and
+/// `18446744073709551615` panicked ("capacity overflow").
+const MAX_CAPACITY: usize = 1 << 24;
 
 impl Default for MemoryConfig {
     fn default() -> Self {
@@ -104,6 +111,15 @@ impl MemoryConfig {
                 key: "CACHE_MEMORY_CAPACITY",
                 value: "0".to_owned(),
                 reason: "must be at least 1".to_owned(),
+            });
+        }
+        if self.capacity > MAX_CAPACITY {
+            return Err(Error::InvalidConfig {
+                key: "CACHE_MEMORY_CAPACITY",
+                value: self.capacity.to_string(),
+                reason: format!(
+                    "must be at most {MAX_CAPACITY} (the table is allocated for it up front)"
+                ),
             });
         }
         if self.default_ttl.is_some_and(|d| d.is_zero()) {
@@ -576,5 +592,28 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("CACHE_MEMORY_CAPACITY"), "{err}");
+    }
+
+    /// A capacity the table cannot be allocated for is refused by name, before any
+    /// allocation (it aborted or panicked in the build).
+    #[test]
+    fn a_capacity_too_large_to_allocate_names_the_variable() {
+        for capacity in [MAX_CAPACITY + 1, 1_000_000_000, usize::MAX] {
+            let err = MemoryStore::new(MemoryConfig {
+                capacity,
+                ..MemoryConfig::default()
+            })
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("CACHE_MEMORY_CAPACITY"), "{text}");
+            assert!(text.contains(&capacity.to_string()), "{text}");
+        }
+        assert!(
+            MemoryStore::new(MemoryConfig {
+                capacity: 1 << 16,
+                ..MemoryConfig::default()
+            })
+            .is_ok()
+        );
     }
 }

@@ -78,8 +78,18 @@ fn bad_values(name: &str) -> Option<&'static [&'static str]> {
         | "DB_CONNECTION_LIMIT"
         | "MCP_CACHE_CAPACITY"
         | "BATCH_MAX_PENDING" => COUNT,
+        // Its table is allocated for the whole capacity when the store is built.
+        "CACHE_MEMORY_CAPACITY" => &[
+            "-1",
+            "abc",
+            "1e999",
+            "  x",
+            "99999999999999999999",
+            "0",
+            "18446744073709551615",
+            "1000000000",
+        ],
         "REDIS_POOL_SIZE"
-        | "CACHE_MEMORY_CAPACITY"
         | "CACHE_S3FIFO_CAPACITY"
         | "TASKS_MAX_WORKERS"
         | "TASKS_CONCURRENCY"
@@ -539,6 +549,9 @@ async fn the_service_refuses_bad_settings_by_name_and_exits() {
             }
         }
     }
+    // Values that parse but must not reach the build (an allocation abort, a panic).
+    cases.push(("CACHE_MEMORY_CAPACITY".to_owned(), "18446744073709551615"));
+    cases.push(("CACHE_MEMORY_CAPACITY".to_owned(), "1000000000"));
     for (var, values) in CHECKED_AT_BUILD {
         cases.extend(values.iter().map(|v| ((*var).to_owned(), *v)));
     }

@@ -367,12 +367,25 @@ impl DbConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable of the first bad value.
     pub fn validate(&self) -> Result<()> {
-        if self.pool_size + self.max_overflow == 0 {
-            return Err(invalid(
-                "DB_POOL_SIZE",
-                "0",
-                "pool_size + max_overflow must be at least 1",
-            ));
+        // Checked: the sum is the pool's ceiling, and `u32::MAX` in either overflowed it
+        // (a panic in debug builds, a wrapped ceiling in release).
+        match self.pool_size.checked_add(self.max_overflow) {
+            Some(0) => {
+                return Err(invalid(
+                    "DB_POOL_SIZE",
+                    "0",
+                    "pool_size + max_overflow must be at least 1",
+                ));
+            }
+            None => {
+                return Err(invalid(
+                    "DB_POOL_SIZE",
+                    &format!("{} + {}", self.pool_size, self.max_overflow),
+                    "DB_POOL_SIZE + DB_MAX_OVERFLOW (or DATABASE_POOL_SIZE + \
+                     DATABASE_MAX_OVERFLOW) must be at most 4294967295",
+                ));
+            }
+            Some(_) => {}
         }
         if self.pool_timeout.is_zero() {
             return Err(invalid("DB_POOL_TIMEOUT", "0", "must be more than zero"));
@@ -921,6 +934,22 @@ mod tests {
 
     /// A URL list that is set but names no URL is refused by name: read as empty, it
     /// meant no replicas, or (for the cluster) the single server at the default URL.
+    /// Either count at `u32::MAX` overflowed their sum in `validate` (a panic).
+    #[test]
+    fn a_pool_ceiling_past_u32_is_an_error_not_an_overflow() {
+        for (k, v) in [
+            ("DB_POOL_SIZE", "4294967295"),
+            ("DB_MAX_OVERFLOW", "4294967295"),
+            ("DATABASE_POOL_SIZE", "4294967295"),
+            ("DATABASE_MAX_OVERFLOW", "4294967295"),
+        ] {
+            let err = from(&[(k, v)]).unwrap_err().to_string();
+            assert!(err.contains(k) && err.contains("4294967295"), "{err}");
+        }
+        let c = from(&[("DB_POOL_SIZE", "4294967275")]).unwrap();
+        assert_eq!(c.max_connections(), u32::MAX);
+    }
+
     #[test]
     fn a_url_list_naming_no_url_is_an_error() {
         let pg = ("DATABASE_URL", "postgres://app@127.0.0.1/app");

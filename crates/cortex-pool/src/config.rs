@@ -368,7 +368,9 @@ impl DbConfig {
     /// [`Error::InvalidConfig`] naming the variable of the first bad value.
     pub fn validate(&self) -> Result<()> {
         // Checked: the sum is the pool's ceiling, and `u32::MAX` in either overflowed it
-        // (a panic in debug builds, a wrapped ceiling in release).
+        // (a panic in debug builds, a wrapped ceiling in release). The driver allocates
+        // room for the whole ceiling up front, so a few billion aborted the process out
+        // of memory; no server takes more than PostgreSQL's 262143 connections anyway.
         match self.pool_size.checked_add(self.max_overflow) {
             Some(0) => {
                 return Err(invalid(
@@ -377,15 +379,15 @@ impl DbConfig {
                     "pool_size + max_overflow must be at least 1",
                 ));
             }
-            None => {
+            Some(n) if n <= MAX_CONNECTIONS => {}
+            _ => {
                 return Err(invalid(
                     "DB_POOL_SIZE",
                     &format!("{} + {}", self.pool_size, self.max_overflow),
                     "DB_POOL_SIZE + DB_MAX_OVERFLOW (or DATABASE_POOL_SIZE + \
-                     DATABASE_MAX_OVERFLOW) must be at most 4294967295",
+                     DATABASE_MAX_OVERFLOW) must be at most 262143, PostgreSQL's most connections",
                 ));
             }
-            Some(_) => {}
         }
         if self.pool_timeout.is_zero() {
             return Err(invalid("DB_POOL_TIMEOUT", "0", "must be more than zero"));
@@ -826,6 +828,10 @@ fn url_list(key: &'static str, value: &str) -> Result<Vec<String>> {
     Ok(urls)
 }
 
+/// The most connections a database pool may open: PostgreSQL's limit on
+/// `max_connections` (2^18 - 1).
+const MAX_CONNECTIONS: u32 = 262_143;
+
 fn invalid(key: &'static str, value: &str, reason: &str) -> Error {
     Error::InvalidConfig {
         key,
@@ -934,9 +940,10 @@ mod tests {
 
     /// A URL list that is set but names no URL is refused by name: read as empty, it
     /// meant no replicas, or (for the cluster) the single server at the default URL.
-    /// Either count at `u32::MAX` overflowed their sum in `validate` (a panic).
+    /// Either count at `u32::MAX` overflowed their sum in `validate` (a panic); a
+    /// ceiling of billions aborted the process when the pool was built.
     #[test]
-    fn a_pool_ceiling_past_u32_is_an_error_not_an_overflow() {
+    fn a_pool_ceiling_past_the_limit_is_an_error_not_an_overflow() {
         for (k, v) in [
             ("DB_POOL_SIZE", "4294967295"),
             ("DB_MAX_OVERFLOW", "4294967295"),
@@ -946,8 +953,13 @@ mod tests {
             let err = from(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k) && err.contains("4294967295"), "{err}");
         }
-        let c = from(&[("DB_POOL_SIZE", "4294967275")]).unwrap();
-        assert_eq!(c.max_connections(), u32::MAX);
+        let c = from(&[("DB_POOL_SIZE", "262123")]).unwrap();
+        assert_eq!(c.max_connections(), MAX_CONNECTIONS);
+        let err = from(&[("DB_POOL_SIZE", "262124")]).unwrap_err().to_string();
+        assert!(
+            err.contains("262124 + 20") && err.contains("262143"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -58,9 +58,7 @@ const MEMORY: &[&str] = &["abc", "-1MB", "8XB", "8MB'; DROP TABLE x; --", "8 MB 
 fn bad_values(name: &str) -> Option<&'static [&'static str]> {
     Some(match name {
         // Counts where zero means something (none, off, unlimited).
-        "DB_MAX_OVERFLOW"
-        | "DATABASE_MAX_OVERFLOW"
-        | "DB_STATEMENT_CACHE_SIZE"
+        "DB_STATEMENT_CACHE_SIZE"
         | "DB_REPLICA_POOL_SIZE"
         | "CACHE_MEMORY_MAX_BYTES"
         | "CACHE_S3FIFO_SHARDS"
@@ -73,11 +71,19 @@ fn bad_values(name: &str) -> Option<&'static [&'static str]> {
         | "TASKS_DEAD_LETTER_CAP"
         | "TASKS_MAX_QUEUE_SIZE"
         | "MEMORY_SNAPSHOT_COUNT"
-        | "DB_POOL_SIZE"
-        | "DATABASE_POOL_SIZE"
         | "DB_CONNECTION_LIMIT"
         | "MCP_CACHE_CAPACITY"
         | "BATCH_MAX_PENDING" => COUNT,
+        // Their sum is the pool's ceiling: u32::MAX plus the other's default overflows.
+        "DB_POOL_SIZE" | "DATABASE_POOL_SIZE" | "DB_MAX_OVERFLOW" | "DATABASE_MAX_OVERFLOW" => &[
+            "-1",
+            "abc",
+            "1e999",
+            "  x",
+            "99999999999999999999",
+            "1.5",
+            "4294967295",
+        ],
         // Its table is allocated for the whole capacity when the store is built.
         "CACHE_MEMORY_CAPACITY" => &[
             "-1",
@@ -570,6 +576,109 @@ async fn the_service_refuses_bad_settings_by_name_and_exits() {
     eprintln!(
         "env sweep, service binary: {tried} (variable, value) runs; any string: {any_string:?}"
     );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// One run of the service binary with a count at the top of its type: it must either
+/// start serving (the value is taken) or exit non-zero naming `var`; never a panic,
+/// an abort or a hang.
+async fn starts_or_refuses(var: &str, value: &str) -> Result<&'static str, String> {
+    use tokio::io::AsyncBufReadExt;
+    let data = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(service_bin());
+    for v in [
+        "DATABASE_URL",
+        "DB_REPLICA_URLS",
+        "REDIS_URL",
+        "REDIS_CLUSTER_URLS",
+        "COGNITION_SERVICE_URL",
+        "MEMORY_SERVICE_URL",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("CORTEX_ADDR", "127.0.0.1:0")
+        .env("CORTEX_DATA_DIR", data.path())
+        .env("CORTEX_ADMIN_TOKEN", TOKEN)
+        .env("LOG_LEVEL", "warn");
+    for (k, v) in context(var) {
+        cmd.env(k, v);
+    }
+    cmd.env(var, value)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let first = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::io::BufReader::new(stdout).lines().next_line().await
+    })
+    .await
+    .map_err(|_| "neither served nor exited within 60 s".to_owned())?
+    .map_err(|e| e.to_string())?;
+    if first.as_deref().is_some_and(|l| l.contains("listening on")) {
+        let _ = child.kill().await;
+        return Ok("served");
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .map_err(|_| "printed but neither served nor exited within 60 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: String = stderr.chars().take(600).collect();
+    match out.status.code() {
+        None => Err(format!("killed by a signal ({}): {tail}", out.status)),
+        Some(0) => Err(format!("exited 0 without serving: {tail}")),
+        Some(101) => Err(format!("exit 101 (a panic): {tail}")),
+        Some(_) if stderr.contains("panicked") => Err(format!("panicked: {tail}")),
+        Some(_) if !stderr.contains(var) => Err(format!("stderr does not name it: {tail}")),
+        Some(_) => Ok("refused"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_at_the_top_of_their_type_start_or_are_refused_never_crash() {
+    let mut cases = Vec::new();
+    for c in env_configs().iter().filter(|c| c.in_cortex) {
+        for var in c.vars {
+            if matches!(bad_values(var.name), Some(v) if v == COUNT || v == COUNT_MIN1)
+                || var.name.ends_with("POOL_SIZE")
+                || var.name.ends_with("MAX_OVERFLOW")
+                || var.name == "CACHE_MEMORY_CAPACITY"
+            {
+                for value in ["4294967295", "18446744073709551615"] {
+                    cases.push((var.name, value));
+                }
+            }
+        }
+    }
+    // The ceiling just under u32::MAX: it passed the sum check and aborted in the build.
+    cases.push(("DB_POOL_SIZE", "4294967275"));
+    let (mut served, mut refused) = (0, 0);
+    let mut failures = Vec::new();
+    for chunk in cases.chunks(4) {
+        let runs = chunk
+            .iter()
+            .map(|(var, value)| async move { (var, value, starts_or_refuses(var, value).await) });
+        for (var, value, result) in futures_util::future::join_all(runs).await {
+            match result {
+                Ok("served") => served += 1,
+                Ok(_) => refused += 1,
+                Err(why) => failures.push(format!("{var}={value:?}: {why}")),
+            }
+        }
+    }
+    eprintln!(
+        "env sweep, huge counts through the service binary: {} runs, {served} served, {refused} refused",
+        cases.len()
+    );
+    assert!(cases.len() >= 40, "only {} cases", cases.len());
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",

@@ -130,6 +130,7 @@ fn bad_values(name: &str) -> Option<&'static [&'static str]> {
         | "TASKS_RETENTION"
         | "TASKS_VISIBILITY_TIMEOUT"
         | "TASKS_STATS_INTERVAL"
+        | "TASKS_OP_TIMEOUT"
         | "BATCH_WAIT"
         | "BATCH_TIMEOUT"
         | "BATCH_SLOW"

@@ -98,6 +98,11 @@ pub(crate) const DURABLE: &[EnvVar] = &[
         doc: "Most dead letters kept (older ones are deleted with a warning); `0` keeps all.",
     },
     EnvVar {
+        name: "TASKS_OP_TIMEOUT",
+        default: "5s",
+        doc: "Bound on every Redis call of a durable queue (an enqueue included): keep it below the caller's own deadline so an outage answers an error, not a timeout; 1ms to 365 days.",
+    },
+    EnvVar {
         name: "TASKS_STATS_INTERVAL",
         default: "5s",
         doc: "How often a durable worker reads the queue's pending and dead-letter counts for its gauges; 10ms to 365 days.",

@@ -117,7 +117,9 @@ pub struct DurableConfig {
     pub block: Duration,
     /// Most tasks taken per read (`XREADGROUP COUNT`), 1 to [`MAX_BATCH`]. Default 64.
     pub batch: usize,
-    /// Bound on every Redis call. Default 5 s.
+    /// Bound on every Redis call (`TASKS_OP_TIMEOUT`). Keep it below the deadline of
+    /// whoever enqueues (a request timeout), so an outage reaches them as an error
+    /// rather than as their own timeout. Default 5 s.
     #[serde(with = "cortex_support::duration::secs")]
     pub op_timeout: Duration,
     /// Bound on one attempt of a task; `None` (the default) for no bound.
@@ -179,6 +181,9 @@ impl FromEnv for DurableConfig {
         if let Some(n) = env.parse::<u64>("TASKS_DEAD_LETTER_CAP")? {
             c.dead_letter_cap = n;
         }
+        if let Some(d) = env.duration("TASKS_OP_TIMEOUT")? {
+            c.op_timeout = d;
+        }
         if let Some(d) = env.duration("TASKS_STATS_INTERVAL")? {
             c.stats_interval = d;
         }
@@ -191,8 +196,8 @@ impl FromEnv for DurableConfig {
 impl DurableConfig {
     /// The defaults overridden by the environment: `TASKS_QUEUE_NAME`,
     /// `TASKS_CONCURRENCY`, `TASKS_VISIBILITY_TIMEOUT` (`30`, `500ms`, `2m`),
-    /// `TASKS_MAX_ATTEMPTS`, `TASKS_DEAD_LETTER_CAP` and `TASKS_STATS_INTERVAL`
-    /// ([`FromEnv::VARS`]).
+    /// `TASKS_MAX_ATTEMPTS`, `TASKS_DEAD_LETTER_CAP`, `TASKS_OP_TIMEOUT` and
+    /// `TASKS_STATS_INTERVAL` ([`FromEnv::VARS`]).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the variable when one does not parse or the result
@@ -262,12 +267,13 @@ impl DurableConfig {
 }
 
 /// Settings that environment variables set, so an error names the variable.
-const ENV_VARS: [(&str, &str); 6] = [
+const ENV_VARS: [(&str, &str); 7] = [
     ("name", "TASKS_QUEUE_NAME"),
     ("concurrency", "TASKS_CONCURRENCY"),
     ("visibility_timeout", "TASKS_VISIBILITY_TIMEOUT"),
     ("max_attempts", "TASKS_MAX_ATTEMPTS"),
     ("dead_letter_cap", "TASKS_DEAD_LETTER_CAP"),
+    ("op_timeout", "TASKS_OP_TIMEOUT"),
     ("stats_interval", "TASKS_STATS_INTERVAL"),
 ];
 
@@ -329,9 +335,11 @@ mod tests {
         let vars = HashMap::from([
             ("TASKS_DEAD_LETTER_CAP", "7"),
             ("TASKS_STATS_INTERVAL", "250ms"),
+            ("TASKS_OP_TIMEOUT", "1.5"),
         ]);
         let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
         let c = DurableConfig::from_env_source(&EnvSource::from_fn(&lookup)).unwrap();
+        assert_eq!(c.op_timeout, Duration::from_millis(1500));
         assert_eq!(c.dead_letter_cap, 7);
         assert_eq!(c.stats_interval, Duration::from_millis(250));
         // A sampling interval that would hammer Redis is refused, naming the variable.
@@ -340,6 +348,15 @@ mod tests {
             let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
             match DurableConfig::from_env_source(&EnvSource::from_fn(&lookup)) {
                 Err(Error::InvalidConfig { key, .. }) => assert_eq!(key, "TASKS_STATS_INTERVAL"),
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        // No bound at all would let an outage hang every call.
+        for value in ["0", "-1", "soon"] {
+            let vars = HashMap::from([("TASKS_OP_TIMEOUT", value)]);
+            let lookup = |k: &str| vars.get(k).map(|v| v.to_string());
+            match DurableConfig::from_env_source(&EnvSource::from_fn(&lookup)) {
+                Err(Error::InvalidConfig { key, .. }) => assert_eq!(key, "TASKS_OP_TIMEOUT"),
                 other => panic!("{value}: {other:?}"),
             }
         }

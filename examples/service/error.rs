@@ -118,9 +118,33 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut => {
                 Self::unavailable("database_busy", "no database connection free; try again", 1)
             }
+            // The database went away under the query (restart, failover, a cut
+            // connection) or refuses new sessions: the dependency is down, not our code
+            // broken, so a 503 the caller may retry, like every other outage.
+            sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+                Self::unavailable(
+                    "database_unavailable",
+                    "the database is unavailable; try again",
+                    1,
+                )
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| unavailable_state(&c)) => {
+                Self::unavailable(
+                    "database_unavailable",
+                    "the database is unavailable; try again",
+                    1,
+                )
+            }
             _ => Self::internal("database query", &e),
         }
     }
+}
+
+/// SQLSTATEs of a database that is going away or not taking sessions: class 08
+/// (connection exception), 57P01-57P03 (shut down by an administrator, crash shutdown,
+/// cannot connect now) and 53300 (too many connections).
+fn unavailable_state(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 impl From<cortex_core::pool::Error> for ApiError {
@@ -142,6 +166,17 @@ impl From<cortex_core::tasks::Error> for ApiError {
                 Self::unavailable("queue_full", e.to_string(), 1)
             }
             E::Redis(_) | E::Pool(_) => Self::unavailable("queue_unavailable", e.to_string(), 1),
+            // Redis took the enqueue but no reply came: the task may be queued. Still a
+            // dependency failing, not a bug of ours, so a 503 like the others, naming
+            // the id the task has if it was queued (the admin task route tells).
+            E::EnqueueUnconfirmed { ref ids, .. } => Self::unavailable(
+                "queue_unconfirmed",
+                format!(
+                    "{e}: look up task {} once the queue answers",
+                    ids.first().map(ToString::to_string).unwrap_or_default()
+                ),
+                1,
+            ),
             _ => Self::internal("task queue", &e),
         }
     }

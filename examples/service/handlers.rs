@@ -825,7 +825,10 @@ async fn create_message(
     }
     let message = state.repo.create_message(id, &new, now_ms()).await?;
     invalidate(&state, &[user_list_key(owner)]).await;
-    let task = state.jobs.summarize(&state, id, priority).await?;
+    let task = state
+        .jobs
+        .summarize(&state, id, message.id, priority)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "message": message, "task_id": task })),

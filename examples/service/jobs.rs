@@ -63,6 +63,11 @@ pub const SUMMARIZE: &str = "summarize_conversation";
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SummaryJob {
     pub conversation_id: i64,
+    /// The posted message the summary follows; its row in `message_summaries` is the
+    /// task's effect. Absent in tasks queued before the field existed: those store
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<i64>,
 }
 
 /// What a durable handler needs; set once the service is built (the worker starts
@@ -77,7 +82,7 @@ pub fn registry(deps: HandlerDeps) -> Registry {
         let deps = deps.clone();
         async move {
             let (repo, cognition) = deps.get().cloned().ok_or("the service is still starting")?;
-            summarize(repo, cognition, job.conversation_id).await
+            summarize(repo, cognition, job.conversation_id, job.message_id).await
         }
     });
     registry
@@ -90,11 +95,13 @@ pub fn check_priority(name: &str) -> ApiResult<Priority> {
 }
 
 impl Jobs {
-    /// Enqueue the summary of `conversation` at `priority`; answers the task id.
+    /// Enqueue the summary of `conversation` after `message` at `priority`; answers the
+    /// task id.
     pub async fn summarize(
         &self,
         state: &Shared,
         conversation: i64,
+        message: i64,
         priority: &str,
     ) -> ApiResult<String> {
         let priority = check_priority(priority)?;
@@ -105,13 +112,14 @@ impl Jobs {
                 let handle = queue
                     .task(priority, SUMMARIZE)
                     .timeout(Duration::from_secs(60))
-                    .enqueue_recorded(summarize(repo, cognition, conversation))
+                    .enqueue_recorded(summarize(repo, cognition, conversation, Some(message)))
                     .await?;
                 Ok(sealer.seal(handle.detach()))
             }
             Self::Durable(queue) => {
                 let job = SummaryJob {
                     conversation_id: conversation,
+                    message_id: Some(message),
                 };
                 let id = queue.enqueue_with(SUMMARIZE, &job, priority).await?;
                 Ok(id.to_string())
@@ -163,9 +171,28 @@ impl Jobs {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The summary of a conversation's latest messages.
+/// The summary of a conversation's latest messages, stored for `message` (the one whose
+/// posting asked for it) and answered.
+///
+/// The row is written before the task's outcome is recorded, so a worker that dies
+/// between the two leaves a task that runs again and rewrites the same row: the effect
+/// is idempotent, and `runs` shows the repeat.
 pub async fn summarize(
     repo: Arc<dyn Repo>,
+    cognition: Option<McpClient>,
+    conversation: i64,
+    message: Option<i64>,
+) -> Result<Value, BoxError> {
+    let summary = make_summary(&*repo, cognition, conversation).await?;
+    if let Some(message) = message {
+        repo.record_summary(message, conversation, &summary, crate::model::now_ms())
+            .await?;
+    }
+    Ok(summary)
+}
+
+async fn make_summary(
+    repo: &dyn Repo,
     cognition: Option<McpClient>,
     conversation: i64,
 ) -> Result<Value, BoxError> {

@@ -217,6 +217,16 @@ pub trait Repo: Send + Sync + 'static {
     async fn delete_message(&self, id: i64) -> DbResult<Option<i64>>;
     /// The newest `limit` message texts of a conversation, newest first.
     async fn recent_contents(&self, conversation: i64, limit: i64) -> DbResult<Vec<String>>;
+    /// Store the summary made after `message`: an upsert, so a summary task that runs
+    /// again (durable tasks run at least once) leaves one row, its `runs` counting the
+    /// runs.
+    async fn record_summary(
+        &self,
+        message: i64,
+        conversation: i64,
+        summary: &serde_json::Value,
+        now: i64,
+    ) -> DbResult<()>;
 }
 
 /// Parse a JSON column; a stored value is valid JSON (the schema checks it).

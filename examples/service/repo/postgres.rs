@@ -18,11 +18,18 @@ use super::{
 use crate::model::*;
 
 /// The schema, one entry per file of `examples/service/migrations/postgres/`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "domain",
-    include_str!("../migrations/postgres/0001_domain.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "domain",
+        include_str!("../migrations/postgres/0001_domain.sql"),
+    ),
+    (
+        2,
+        "summaries",
+        include_str!("../migrations/postgres/0002_summaries.sql"),
+    ),
+];
 
 pub struct PostgresRepo {
     pool: DbPool<Postgres>,
@@ -535,5 +542,27 @@ impl Repo for PostgresRepo {
         .bind(limit)
         .fetch_all(&mut **conn(&self.pool).await?)
         .await
+    }
+
+    async fn record_summary(
+        &self,
+        message: i64,
+        conv: i64,
+        summary: &serde_json::Value,
+        now: i64,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO message_summaries (message_id, conversation_id, summary, updated_at) \
+             VALUES ($1, $2, $3::jsonb, $4) \
+             ON CONFLICT (message_id) DO UPDATE SET summary = excluded.summary, \
+             runs = message_summaries.runs + 1, updated_at = excluded.updated_at",
+        )
+        .bind(message)
+        .bind(conv)
+        .bind(summary.to_string())
+        .bind(now)
+        .execute(&mut **conn(&self.pool).await?)
+        .await?;
+        Ok(())
     }
 }

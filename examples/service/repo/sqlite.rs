@@ -12,11 +12,18 @@ use super::{
 use crate::model::*;
 
 /// The schema, one entry per file of `examples/service/migrations/sqlite/`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "domain",
-    include_str!("../migrations/sqlite/0001_domain.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "domain",
+        include_str!("../migrations/sqlite/0001_domain.sql"),
+    ),
+    (
+        2,
+        "summaries",
+        include_str!("../migrations/sqlite/0002_summaries.sql"),
+    ),
+];
 
 pub struct SqliteRepo {
     pool: DbPool<Sqlite>,
@@ -456,5 +463,27 @@ impl Repo for SqliteRepo {
         .bind(limit)
         .fetch_all(&mut **conn(&self.pool).await?)
         .await
+    }
+
+    async fn record_summary(
+        &self,
+        message: i64,
+        conv: i64,
+        summary: &serde_json::Value,
+        now: i64,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO message_summaries (message_id, conversation_id, summary, updated_at) \
+             VALUES (?, ?, ?, ?) \
+             ON CONFLICT (message_id) DO UPDATE SET summary = excluded.summary, \
+             runs = message_summaries.runs + 1, updated_at = excluded.updated_at",
+        )
+        .bind(message)
+        .bind(conv)
+        .bind(summary.to_string())
+        .bind(now)
+        .execute(&mut **conn(&self.pool).await?)
+        .await?;
+        Ok(())
     }
 }

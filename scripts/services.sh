@@ -796,6 +796,14 @@ start_replica() {
       rm -rf -- "$dir/data"
     fi
   fi
+  # A replica that was down while the primary recycled its WAL can never catch up
+  # (it asks for a segment that is gone, every 5 s): start over.
+  if [ -f "$dir/server.log" ] && tail -n 3 "$dir/server.log" | grep -q 'requested WAL segment .* has already been removed'; then
+    log "the replica in $dir/data fell behind the primary's WAL: making it again"
+    replica_stop_server "$dir"
+    rm -rf -- "$dir/data"
+    : >"$dir/server.log"
+  fi
   if replica_ours "$dir"; then
     log "the PostgreSQL replica already answers at $(replica_url)"
   else

@@ -76,8 +76,11 @@ fn check_help(text: &str, om: bool) -> bool {
     true
 }
 
-/// Parse one sample line: name, labels (unescaped), value.
-fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, String), String> {
+/// A parsed sample line: name, labels (values unescaped), value.
+type Sample = (String, Vec<(String, String)>, String);
+
+/// Parse one sample line.
+fn parse_sample(line: &str) -> Result<Sample, String> {
     let name_end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..name_end];
     if !is_metric_name(name) {
@@ -247,7 +250,7 @@ fuzz_target!(|input: Input| {
     metrics.gauge(&input.plain).set(input.gauge_value);
     metrics
         .operation_in(&input.category, &input.operation)
-        .record(Duration::from_millis(3), input.status % 2 == 0);
+        .record(Duration::from_millis(3), input.status.is_multiple_of(2));
     metrics.record_endpoint(
         &input.method,
         &input.route,

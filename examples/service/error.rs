@@ -106,7 +106,15 @@ impl From<PathRejection> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
+        Self::from_sqlx(&e)
+    }
+}
+
+impl ApiError {
+    /// The answer for a database error, wherever it surfaced (directly, or as the
+    /// failed load of a cached read).
+    pub fn from_sqlx(e: &sqlx::Error) -> Self {
+        match e {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::new(
                 StatusCode::CONFLICT,
                 "conflict",
@@ -135,7 +143,7 @@ impl From<sqlx::Error> for ApiError {
                     1,
                 )
             }
-            _ => Self::internal("database query", &e),
+            _ => Self::internal("database query", e),
         }
     }
 }

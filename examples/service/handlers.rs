@@ -398,7 +398,19 @@ fn user_list_key(owner: i64) -> String {
 
 impl From<cortex_core::cache::Error> for ApiError {
     fn from(e: cortex_core::cache::Error) -> Self {
-        ApiError::internal("cached read", &e)
+        use cortex_core::cache::Error as E;
+        match &e {
+            // The load of a cached read is a database query: answer as the query would
+            // have (a database going away is a 503, not a bug of ours).
+            E::Loader(source) => match source.downcast_ref::<sqlx::Error>() {
+                Some(db) => ApiError::from_sqlx(db),
+                None => ApiError::internal("cached read", &e),
+            },
+            E::LoadTimeout { .. } => {
+                ApiError::unavailable("database_busy", "the read took too long; try again", 1)
+            }
+            _ => ApiError::internal("cached read", &e),
+        }
     }
 }
 

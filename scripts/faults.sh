@@ -30,8 +30,8 @@ done
 # (MCP_EVERYTHING_JS); the servers it starts are not the ones the suite breaks.
 eval "$(scripts/services.sh)"
 
-cargo build "${build[@]}" --quiet --features full --example service --example faults
-cargo build "${build[@]}" --quiet -p cortex-load --bin cortex-load
+# The features scripts/test.sh builds with, so a run after it builds nothing again.
+cargo build "${build[@]}" --quiet --workspace --all-features --examples --bins
 bin="$CARGO_TARGET_DIR/$profile"
 exec "$bin/examples/faults" --service "$bin/examples/service" --load "$bin/cortex-load" \
   --out "${OUT:-target/faults}" "$@"

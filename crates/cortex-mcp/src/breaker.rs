@@ -140,6 +140,11 @@ impl Breaker {
 }
 
 impl Permit<'_> {
+    /// Whether this is the half-open circuit's one probe.
+    pub(crate) fn is_probe(&self) -> bool {
+        self.probe
+    }
+
     /// The service answered (a tool error counts: the service is up).
     pub(crate) fn success(mut self) {
         self.done = true;
@@ -198,9 +203,26 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         drop(b.admit().unwrap());
         let probe = b.admit().expect("an abandoned probe frees the slot");
+        assert!(probe.is_probe());
         probe.success();
         assert_eq!(b.state(), CircuitState::Closed);
-        assert!(b.admit().is_ok());
+        assert!(!b.admit().unwrap().is_probe(), "closed: no probes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_decided_nothing_keeps_the_cooldown_and_lets_the_next_call_probe() {
+        let b = Breaker::new(1, Duration::from_secs(10));
+        assert!(b.admit().unwrap().failure());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let probe = b.admit().unwrap();
+        assert!(probe.is_probe());
+        // E.g. no session was up to send it on: it is given back, not failed.
+        drop(probe);
+        assert_eq!(b.state(), CircuitState::HalfOpen, "no new cooldown");
+        assert!(
+            b.admit().unwrap().is_probe(),
+            "the next call probes at once"
+        );
     }
 
     #[test]

@@ -275,6 +275,8 @@ pub(crate) struct Slot<S = Session> {
     pub(crate) session: ArcSwapOption<S>,
     /// Set while a reconnect task owns this slot, so there is at most one.
     pub(crate) reconnecting: AtomicBool,
+    /// Set while a liveness check of this slot's session runs, so there is at most one.
+    checking: AtomicBool,
     /// Requests on this slot's session now.
     in_flight: AtomicUsize,
 }
@@ -284,8 +286,26 @@ impl<S> Default for Slot<S> {
         Self {
             session: ArcSwapOption::empty(),
             reconnecting: AtomicBool::new(false),
+            checking: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         }
+    }
+}
+
+impl<S> Slot<S> {
+    /// The session to check, if the slot holds one and no check of it runs: the
+    /// caller then owns the check until [`end_check`](Self::end_check).
+    pub(crate) fn start_check(&self) -> Option<Arc<S>> {
+        let session = self.session.load_full()?;
+        if self.checking.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(session)
+    }
+
+    /// The check begun by [`start_check`](Self::start_check) is over.
+    pub(crate) fn end_check(&self) {
+        self.checking.store(false, Ordering::Release);
     }
 }
 
@@ -490,5 +510,24 @@ mod tests {
         assert!(!p.evict(1, &session), "only the first eviction counts");
         assert_eq!(p.connected(), 1);
         assert_eq!(p.lease(None).unwrap().slot, 2);
+    }
+
+    #[test]
+    fn one_check_per_slot_at_a_time_and_none_of_an_empty_slot() {
+        let p = pool(&[true, false], 8);
+        let first = p.slots[0].start_check().expect("a session to check");
+        assert_eq!(*first, 0);
+        assert!(p.slots[0].start_check().is_none(), "one check at a time");
+        p.slots[0].end_check();
+        assert!(
+            p.slots[0].start_check().is_some(),
+            "free again once it ended"
+        );
+        assert!(p.slots[1].start_check().is_none(), "nothing to check");
+        p.slots[1].session.store(Some(Arc::new(1)));
+        assert!(
+            p.slots[1].start_check().is_some(),
+            "an empty slot claimed nothing"
+        );
     }
 }

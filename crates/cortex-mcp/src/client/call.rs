@@ -218,21 +218,35 @@ impl Inner {
                     permit.success();
                     return Err(e);
                 }
-                Err(e) => e,
+                Err(e @ Error::NoSession { .. }) if permit.is_probe() => {
+                    // No session was up to probe the service with (they are being
+                    // rebuilt): the probe learned nothing, so it is given back rather
+                    // than failed, which would start another whole cooldown; the next
+                    // attempt probes as soon as a session is back.
+                    drop(permit);
+                    e
+                }
+                Err(e) => {
+                    if matches!(e, Error::Timeout { .. }) {
+                        self.m.timeouts.increment();
+                        // A session that never answers (its server died and came back
+                        // without it) fails every call by timing out, which breaks no
+                        // session: find it out.
+                        self.check_sessions(None);
+                    }
+                    if permit.failure() {
+                        self.m.circuit_opened.increment();
+                        tracing::warn!(
+                            service = %self.service,
+                            failures = self.config.breaker_failures,
+                            cooldown = ?self.config.breaker_cooldown,
+                            error = %e,
+                            "MCP circuit opened"
+                        );
+                    }
+                    e
+                }
             };
-            if matches!(error, Error::Timeout { .. }) {
-                self.m.timeouts.increment();
-            }
-            if permit.failure() {
-                self.m.circuit_opened.increment();
-                tracing::warn!(
-                    service = %self.service,
-                    failures = self.config.breaker_failures,
-                    cooldown = ?self.config.breaker_cooldown,
-                    error = %error,
-                    "MCP circuit opened"
-                );
-            }
             // Asked again (hints may have been learned since the call began).
             let unrepeatable = self.unrepeatable_tool(&request, opts);
             let step = retry::next_step(retry::Attempted {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use cortex_support::backoff::Backoff;
 use rmcp::ServiceError;
+use rmcp::model::{ClientRequest, PingRequest, ServerResult};
+use tokio::time::error::Elapsed;
 
 use super::Inner;
 use crate::Error;
@@ -85,7 +87,8 @@ impl Inner {
         }
     }
 
-    /// Empty the slot and rebuild it in the background.
+    /// Empty the slot and rebuild it in the background, and check the other sessions:
+    /// what broke this one (the server died) may have broken them too.
     pub(super) fn break_session(self: &Arc<Self>, slot: usize, session: &Arc<Session>) {
         if self.pool.evict(slot, session) {
             tracing::warn!(service = %self.service, slot, "MCP session broken; reconnecting");
@@ -93,6 +96,45 @@ impl Inner {
             // Closing waits on rmcp's tasks; the caller should not.
             tokio::spawn(async move { session.close(Duration::from_secs(1)).await });
             self.spawn_reconnect(slot);
+            self.check_sessions(Some(slot));
+        }
+    }
+
+    /// Ping the session of every slot but `except` in the background (at most one
+    /// check per slot at a time) and break those that do not answer within
+    /// `connect_timeout`.
+    ///
+    /// A session whose server died while it was idle is not found out by any call:
+    /// rmcp keeps it open, and a server started again on the same address answers its
+    /// unknown session id with an error that names no request (HTTP 400 from the
+    /// reference server), which rmcp drops, so every call on that session waits for
+    /// its whole timeout, is retried, and never breaks it. Checked, it is rebuilt.
+    pub(super) fn check_sessions(self: &Arc<Self>, except: Option<usize>) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        for slot in (0..self.pool.slots.len()).filter(|i| Some(*i) != except) {
+            let Some(session) = self.pool.slots[slot].start_check() else {
+                continue;
+            };
+            let inner = self.clone();
+            tokio::spawn(async move {
+                let ping = ClientRequest::PingRequest(PingRequest::default());
+                let answer = tokio::select! {
+                    () = inner.shutdown.cancelled() => None,
+                    answer = tokio::time::timeout(
+                        inner.config.connect_timeout,
+                        session.peer.send_request(ping),
+                    ) => Some(answer),
+                };
+                inner.pool.slots[slot].end_check();
+                if let Some(answer) = answer
+                    && !answered(&answer)
+                {
+                    tracing::debug!(service = %inner.service, slot, "MCP session did not answer a ping");
+                    inner.break_session(slot, &session);
+                }
+            });
         }
     }
 
@@ -155,5 +197,38 @@ impl Inner {
                 }
             }
         });
+    }
+}
+
+/// Whether a ping's outcome shows the session alive: any answer, an error answer
+/// included (the server knows the session and replied to it). A transport failure or
+/// no answer in time shows it dead.
+fn answered(outcome: &Result<Result<ServerResult, ServiceError>, Elapsed>) -> bool {
+    matches!(outcome, Ok(Ok(_) | Err(ServiceError::McpError(_))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::{EmptyResult, ErrorCode, ErrorData};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_is_alive_when_its_server_answers_the_ping_even_with_an_error() {
+        let ok: Result<Result<ServerResult, ServiceError>, Elapsed> =
+            Ok(Ok(ServerResult::EmptyResult(EmptyResult {})));
+        assert!(answered(&ok));
+        let refused = Ok(Err(ServiceError::McpError(ErrorData::new(
+            ErrorCode::METHOD_NOT_FOUND,
+            "no ping here",
+            None,
+        ))));
+        assert!(answered(&refused));
+        assert!(!answered(&Ok(Err(ServiceError::TransportClosed))));
+        let silent = tokio::time::timeout(
+            Duration::from_millis(10),
+            std::future::pending::<Result<ServerResult, ServiceError>>(),
+        )
+        .await;
+        assert!(!answered(&silent), "no answer in time");
     }
 }

@@ -68,11 +68,11 @@ async fn connect(endpoint: Endpoint) -> McpClient {
 struct HttpServer {
     child: Child,
     url: String,
+    port: u16,
 }
 
 impl HttpServer {
     async fn start() -> Self {
-        let js = everything_js();
         // Another process may take the port between our probe and node's bind: try again.
         let mut failures = Vec::new();
         for _ in 0..3 {
@@ -80,46 +80,64 @@ impl HttpServer {
                 let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
                 probe.local_addr().expect("probe address").port()
             };
-            let mut child = Command::new("node")
-                .arg(&js)
-                .arg("streamableHttp")
-                .env("PORT", port.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("spawn node (scripts/services.sh installs it)");
-            let stderr = drain(child.stderr.take().expect("stderr piped"));
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let deadline = Instant::now() + START_WAIT;
-            loop {
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    return Self {
-                        child,
-                        url: format!("http://{addr}/mcp"),
-                    };
-                }
-                if let Some(status) = child.try_wait().expect("poll node") {
-                    // Let the drain task take the last of stderr.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    failures.push(format!(
-                        "port {port}: node exited with {status}: {}",
-                        stderr.lock().unwrap()
-                    ));
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.start_kill();
-                    panic!(
-                        "the reference server did not accept on {addr} within {START_WAIT:?}; stderr: {}",
-                        stderr.lock().unwrap()
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            match Self::start_on(port).await {
+                Ok(server) => return server,
+                Err(failure) => failures.push(failure),
             }
         }
         panic!("the reference server did not start: {failures:#?}");
+    }
+
+    /// The server on `port`; the error says why node exited before accepting.
+    async fn start_on(port: u16) -> Result<Self, String> {
+        let js = everything_js();
+        let mut child = Command::new("node")
+            .arg(&js)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn node (scripts/services.sh installs it)");
+        let stderr = drain(child.stderr.take().expect("stderr piped"));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(Self {
+                    child,
+                    url: format!("http://{addr}/mcp"),
+                    port,
+                });
+            }
+            if let Some(status) = child.try_wait().expect("poll node") {
+                // Let the drain task take the last of stderr.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Err(format!(
+                    "port {port}: node exited with {status}: {}",
+                    stderr.lock().unwrap()
+                ));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.start_kill();
+                panic!(
+                    "the reference server did not accept on {addr} within {START_WAIT:?}; stderr: {}",
+                    stderr.lock().unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, and wait (bounded) until the process is gone.
+    async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        tokio::time::timeout(START_WAIT, self.child.wait())
+            .await
+            .expect("node exits within the bound after SIGKILL")
+            .expect("wait for node");
     }
 }
 
@@ -586,4 +604,164 @@ async fn a_tool_annotated_idempotent_by_the_reference_server_is_retried_on_a_new
     assert!(stats.retries >= 1, "{stats:#?}");
     client.close(Duration::from_secs(2)).await;
     let _ = std::fs::remove_file(&pids);
+}
+
+/// What the callers of the restart test saw.
+#[derive(Debug, Default)]
+struct Outcomes {
+    /// Calls that succeeded in a row, counting only calls begun after `since`.
+    streak: u32,
+    since: Option<Instant>,
+    ok: u64,
+    failed: u64,
+    last_error: Option<String>,
+}
+
+/// The reference server SIGKILLed under load, left down 10 s and started again on the
+/// same port: a client with the default pool (5 sessions, most of them idle) and
+/// breaker answers again on its own, whichever slot its sessions were in. Seen failing
+/// before the fix: the probes went to the idle session whose server had died, which
+/// failed without being rebuilt, so the circuit never closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_recovers_after_the_http_server_is_killed_and_started_again_on_its_port() {
+    /// Bound on the calls succeeding again after the restart: a cooldown (30 s) and a
+    /// reconnect, with room to spare.
+    const RECOVERY_WAIT: Duration = Duration::from_secs(60);
+    /// Successful calls in a row (begun after the restart) that count as recovered.
+    const STREAK: u32 = 20;
+    const CALLERS: usize = 8;
+
+    let server = HttpServer::start().await;
+    let port = server.port;
+    // The default settings, but a session takes 2 calls before they spill to the next,
+    // so the callers keep slots 0-3 busy and slot 4 idle, as the service's load did.
+    let config = McpClientConfig {
+        max_concurrent_per_session: 2,
+        ..McpClientConfig::default()
+    };
+    let client = McpClient::builder("everything", Endpoint::http(&server.url))
+        .config(config.clone())
+        .metrics(&cortex_metrics::Metrics::new())
+        .build()
+        .await
+        .expect("connect to the reference server");
+    assert_eq!(client.health().sessions_connected, config.pool_size);
+
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for caller in 0..CALLERS {
+        let (client, outcomes, stop) = (client.clone(), outcomes.clone(), stop.clone());
+        callers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let began = Instant::now();
+                let outcome = client
+                    .call_tool_with(
+                        "echo",
+                        json!({ "message": format!("{caller}-{n}") }),
+                        CallOptions::new().idempotent(),
+                    )
+                    .await;
+                let pause = {
+                    let mut o = outcomes.lock().unwrap();
+                    let counts = o.since.is_some_and(|since| began >= since);
+                    match outcome {
+                        Ok(_) => {
+                            o.ok += 1;
+                            if counts {
+                                o.streak += 1;
+                            }
+                            // Keep calls in flight, so the kill catches several.
+                            Duration::from_millis(2)
+                        }
+                        Err(e) => {
+                            o.failed += 1;
+                            o.streak = 0;
+                            o.last_error = Some(cortex_support::error_chain(&e));
+                            Duration::from_millis(50)
+                        }
+                    }
+                };
+                tokio::time::sleep(pause).await;
+            }
+        }));
+    }
+
+    // Load on the live server, then the kill.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        outcomes.lock().unwrap().ok > 0,
+        "no call succeeded before the kill: {:?}",
+        outcomes.lock().unwrap()
+    );
+    server.kill().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let failed_while_down = outcomes.lock().unwrap().failed;
+    assert!(
+        failed_while_down > 0,
+        "calls failed while the server was down"
+    );
+
+    let restarted = HttpServer::start_on(port)
+        .await
+        .unwrap_or_else(|e| panic!("start the reference server again on port {port}: {e}"));
+    let restarted_at = Instant::now();
+    outcomes.lock().unwrap().since = Some(restarted_at);
+    let deadline = restarted_at + RECOVERY_WAIT;
+    loop {
+        if outcomes.lock().unwrap().streak >= STREAK {
+            break;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "calls did not succeed again within {RECOVERY_WAIT:?} of the server's restart \
+                 ({STREAK} in a row wanted): {:?}; client: {:?}",
+                outcomes.lock().unwrap(),
+                client.stats()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "recovered {:?} after the restart: {:?}",
+        restarted_at.elapsed(),
+        client.stats()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for caller in callers {
+        tokio::time::timeout(Duration::from_secs(70), caller)
+            .await
+            .expect("callers stop within a call's deadline")
+            .expect("caller");
+    }
+    assert_eq!(client.health().circuit, CircuitState::Closed);
+
+    // Every session serves again, the idle one included: a burst that fills them all,
+    // each call bounded below the attempt timeout, so a call on a session whose server
+    // died (which the new server never answers) fails rather than retrying elsewhere.
+    let burst = config.pool_size * config.max_concurrent_per_session;
+    let calls = (0..burst).map(|i| {
+        client.call_tool_with(
+            "echo",
+            json!({ "message": format!("burst-{i}") }),
+            CallOptions::new()
+                .idempotent()
+                .timeout(Duration::from_secs(15)),
+        )
+    });
+    let failed: Vec<String> = futures_util::future::join_all(calls)
+        .await
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| cortex_support::error_chain(e)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {burst} calls spread over every session failed after the recovery: {failed:?}; client: {:?}",
+        failed.len(),
+        client.stats()
+    );
+    client.close(Duration::from_secs(5)).await;
+    drop(restarted);
 }

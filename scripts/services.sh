@@ -80,15 +80,18 @@ url_port() {
 valid_port() { [[ $1 =~ ^[0-9]{1,5}$ ]] && (( 10#$1 >= 1 && 10#$1 <= 65535 )); }
 url_user() { local u=${1#*://}; if [[ $u == *@* ]]; then u=${u%%@*}; printf '%s' "${u%%:*}"; fi; }
 url_db() { local d=${1#*://}; d=${d#*/}; [[ $1 == */*/* ]] || d=""; printf '%s' "${d%%\?*}"; }
-# The URL with every password hidden; the same rule as cortex_pool::redact_url (the pool
+# The URL with every password hidden; the same rule as cortex_support::redact::redact_url (the pool
 # tests check that both agree). Everything from the first ':' after 'scheme://' to the
 # LAST '@' is hidden, so a password holding '@', '/', '?', '#' or ':' never shows
 # (redis://:pw@host too), and so is the value of a key=value pair that starts the text or
 # follows '?', '&' or white space and whose key ends in password, passwd, pass, pwd, token
-# or secret (any case), up to the next '&'. Byte-wise (LC_ALL=C), as the Rust one.
+# or secret (any case), up to the next '&'; when the userinfo's ':' lies in such a value,
+# the value runs on to the first '&' after the userinfo's '@' (or the end), so that a
+# second pass changes nothing. Byte-wise (LC_ALL=C), as the Rust one.
 redact() {
   local LC_ALL=C
-  local url=$1 begin=0 rest head user key val c i=0 start=1 m j ts te s e out="" pos=0 ms=-1 me=-1
+  local url=$1 begin=0 rest head user key val vs ve c i=0 start=1 m j ts te s e out="" pos=0 ms=-1 me=-1
+  local ucolon=-1 uat=-1
   local re_scheme='^[A-Za-z][A-Za-z0-9+.-]*://' re_key='^([A-Za-z0-9_.-]*)=' re_secret='(password|passwd|pass|pwd|token|secret)$'
   local -a starts=() ends=()
   if [[ $url =~ $re_scheme ]]; then begin=${#BASH_REMATCH[0]}; fi
@@ -97,16 +100,21 @@ redact() {
     head=${rest%@*}
     if [[ $head == *:* ]]; then
       user=${head%%:*}
-      starts+=($((begin + ${#user} + 1))); ends+=($((begin + ${#head})))
+      ucolon=$((begin + ${#user})); uat=$((begin + ${#head}))
+      starts+=($((ucolon + 1))); ends+=($uat)
     fi
   fi
   while (( i < ${#url} )); do
     if (( start )) && [[ ${url:i} =~ $re_key ]]; then
       key=${BASH_REMATCH[1]}
       if [[ ${key,,} =~ $re_secret ]]; then
-        val=${url:i+${#key}+1}; val=${val%%&*}
-        starts+=($((i + ${#key} + 1))); ends+=($((i + ${#key} + 1 + ${#val})))
-        i=$((i + ${#key} + 1 + ${#val})); start=0
+        vs=$((i + ${#key} + 1))
+        val=${url:vs}; val=${val%%&*}; ve=$((vs + ${#val}))
+        if (( ucolon >= vs && ucolon < ve )); then
+          val=${url:uat}; val=${val%%&*}; ve=$((uat + ${#val}))
+        fi
+        starts+=($vs); ends+=($ve)
+        i=$ve; start=0
         continue
       fi
     fi

@@ -23,7 +23,18 @@
 /// - **Secret parameters**: the value of a `key=value` pair that starts the text or
 ///   follows `?`, `&` or white space, whose key ends in `password`, `passwd`, `pass`,
 ///   `pwd`, `token` or `secret` (any case: `password=`, `sslpassword=`, `access_token=`),
-///   up to the next `&`.
+///   up to the next `&`. When the userinfo starts inside such a value (the value holds
+///   its `:`), the value runs on to the first `&` after the userinfo's `@` (or to the
+///   end): the two spans touch, and ending at the `&` within the userinfo would leave
+///   that `@` shown after the merged `***`, where a second pass, finding no `:` before
+///   it, would hide it and what follows as part of the value.
+///
+/// A redacted text is a fixed point: `redact_url(&redact_url(x)) == redact_url(x)` for
+/// every `x`, so redacting a message twice (a URL logged inside an error that is logged
+/// again) changes nothing. The `***` of a span never takes part in a new span in a
+/// second pass: a span starts after a `:` or `=` and ends before an `@`, an `&` or the
+/// end, and the rule above makes every hidden span that starts with a value end at an
+/// `&` or the end.
 ///
 /// Any input is accepted (it never panics); `scripts/services.sh redact URL` applies the
 /// same rule, and the pool tests check the two agree.
@@ -34,11 +45,15 @@ pub fn redact_url(url: &str) -> String {
         _ => 0,
     };
     let rest = &url[begin..];
-    if let (Some(colon), Some(at)) = (rest.find(':'), rest.rfind('@'))
-        && colon < at
-    {
-        hide.push((begin + colon + 1, begin + at));
+    // The userinfo's `:` and last `@`, when it has both in that order.
+    let userinfo = match (rest.find(':'), rest.rfind('@')) {
+        (Some(colon), Some(at)) if colon < at => Some((begin + colon, begin + at)),
+        _ => None,
+    };
+    if let Some((colon, at)) = userinfo {
+        hide.push((colon + 1, at));
     }
+    let next_amp = |from: usize| url[from..].find('&').map_or(url.len(), |e| from + e);
     let mut i = 0;
     let mut param_start = true;
     while let Some(c) = url[i..].chars().next() {
@@ -50,7 +65,14 @@ pub fn redact_url(url: &str) -> String {
             if url.as_bytes().get(i + key_len) == Some(&b'=') && is_secret_key(&url[i..i + key_len])
             {
                 let value = i + key_len + 1;
-                let end = url[value..].find('&').map_or(url.len(), |e| value + e);
+                let mut end = next_amp(value);
+                // The userinfo starts inside this value: hide on to the `&` after its
+                // `@`, so one pass already gives what a second would (see above).
+                if let Some((colon, at)) = userinfo
+                    && (value..end).contains(&colon)
+                {
+                    end = next_amp(at);
+                }
                 hide.push((value, end));
                 i = end;
                 param_start = false;
@@ -162,8 +184,60 @@ mod tests {
         );
     }
 
+    /// A secret value holding the `:` where the userinfo starts, and a later `@`: the
+    /// two hidden spans touch, and one pass must already give what a second gives.
+    #[test]
+    fn a_value_holding_the_userinfo_colon_is_redacted_to_the_fixed_point_at_once() {
+        for (input, expected) in [
+            ("password=:&x@", "password=***"),
+            ("?token=a:&b@h", "?token=***"),
+            ("?token=a:&b@h&db=1", "?token=***&db=1"),
+            ("x://h/?pwd=a:b&c@d?e=f&g", "x://h/?pwd=***&g"),
+        ] {
+            let once = redact_url(input);
+            assert_eq!(once, expected, "redact_url({input:?})");
+            assert_eq!(redact_url(&once), once, "redact_url({once:?})");
+        }
+    }
+
+    /// Text made of the pieces the two rules look at (`:`, `@`, `&`, `?`, space,
+    /// `://`, secret and other keys), so the rules meet far more often than in
+    /// arbitrary text.
+    fn url_like() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            6 => prop::sample::select(vec![
+                ":", "@", "&", "?", " ", "://", "=", "password=", "?token=", "&PASS=", " pwd=",
+                "x=", "***",
+            ])
+            .prop_map(str::to_owned),
+            1 => "[a-z]{1,2}",
+            1 => "[a-zA-Z0-9@:/?#&= *%é]",
+        ];
+        let start = prop::sample::select(vec!["", "x://", "x://u", "?", "h/?", "1x://"]);
+        // A parameter followed by text rich in `:`, `&` and `@`: the shape in which a
+        // secret value and the userinfo meet.
+        let parameter = (
+            prop::sample::select(vec!["", "x://h/?", "x://u:p@h?", "h ", "?a=b&"]),
+            prop::sample::select(vec!["password", "token", "PASS", "x"]),
+            "[a:@&]{0,7}[?= ]?",
+        )
+            .prop_map(|(head, key, rest)| format!("{head}{key}={rest}"));
+        prop_oneof![
+            4 => parameter,
+            2 => (start, proptest::collection::vec(piece, 0..10))
+                .prop_map(|(s, p)| format!("{s}{}", p.concat())),
+            1 => any::<String>(),
+        ]
+    }
+
     proptest! {
         #![proptest_config(config())]
+
+        #[test]
+        fn redacting_again_changes_nothing(text in url_like()) {
+            let once = redact_url(&text);
+            prop_assert_eq!(redact_url(&once), once.clone(), "{:?} -> {:?}", text, once);
+        }
 
         #[test]
         fn any_text_comes_back_unchanged_or_redacted(text in any::<String>()) {

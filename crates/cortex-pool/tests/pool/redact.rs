@@ -88,6 +88,12 @@ const CASES: &[(&str, &str)] = &[
         "postgres://u@h:***",
     ),
     ("postgres://u:a?token=b@h/db", "postgres://u:***"),
+    // The userinfo's `:` inside a secret value: the value runs on past the `@` to the
+    // next `&`, so a second pass changes nothing (no `***@` left behind).
+    ("password=:&x@", "password=***"),
+    ("?token=a:&b@h", "?token=***"),
+    ("?token=a:&b@h&db=1", "?token=***&db=1"),
+    ("x://h/?pwd=a:b&c@d?e=f&g", "x://h/?pwd=***&g"),
     // Nothing to hide.
     ("postgres://u@h/db", "postgres://u@h/db"),
     ("postgres://h:5432/db", "postgres://h:5432/db"),
@@ -125,6 +131,18 @@ fn shell_redact_agrees_on_fixed_cases() {
             &shell_redact(input),
             expected,
             "services.sh redact {input:?}"
+        );
+    }
+}
+
+#[test]
+fn redacting_twice_changes_nothing_in_both() {
+    for (_, expected) in CASES {
+        assert_eq!(&redact_url(expected), expected, "redact_url({expected:?})");
+        assert_eq!(
+            &shell_redact(expected),
+            expected,
+            "services.sh redact {expected:?}"
         );
     }
 }

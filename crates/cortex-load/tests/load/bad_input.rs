@@ -81,7 +81,11 @@ fn out_of_range_flags_are_refused_by_name() {
             USAGE,
             "1.5",
         ),
-        (base(&["--requests-per-user", "1"]), USAGE, "--users"),
+        (
+            base(&["-c", "many", "--requests-per-user", "1"]),
+            USAGE,
+            "many",
+        ),
         // Requests per user.
         (
             base(&["--users", "1", "--requests-per-user", "0"]),

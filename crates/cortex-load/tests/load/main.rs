@@ -106,6 +106,7 @@ fn config(url: &str, scenarios: Vec<Scenario>, users: u32, per_user: u64) -> Loa
 }
 
 mod bad_input;
+mod cli;
 #[cfg(feature = "tls")]
 mod tls;
 

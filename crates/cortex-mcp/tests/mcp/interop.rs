@@ -606,7 +606,7 @@ async fn a_tool_annotated_idempotent_by_the_reference_server_is_retried_on_a_new
     let _ = std::fs::remove_file(&pids);
 }
 
-/// What the callers of the restart test saw.
+/// What the callers of the restart tests saw.
 #[derive(Debug, Default)]
 struct Outcomes {
     /// Calls that succeeded in a row, counting only calls begun after `since`.
@@ -617,130 +617,102 @@ struct Outcomes {
     last_error: Option<String>,
 }
 
-/// The reference server SIGKILLed under load, left down 10 s and started again on the
-/// same port: a client with the default pool (5 sessions, most of them idle) and
-/// breaker answers again on its own, whichever slot its sessions were in. Seen failing
-/// before the fix: the probes went to the idle session whose server had died, which
-/// failed without being rebuilt, so the circuit never closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_client_recovers_after_the_http_server_is_killed_and_started_again_on_its_port() {
-    /// Bound on the calls succeeding again after the restart: a cooldown (30 s) and a
-    /// reconnect, with room to spare.
-    const RECOVERY_WAIT: Duration = Duration::from_secs(60);
-    /// Successful calls in a row (begun after the restart) that count as recovered.
-    const STREAK: u32 = 20;
-    const CALLERS: usize = 8;
+/// Tasks calling `echo` (marked idempotent, as the service's summaries do) in a loop.
+struct Callers {
+    outcomes: Arc<Mutex<Outcomes>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
 
-    let server = HttpServer::start().await;
-    let port = server.port;
-    // The default settings, but a session takes 2 calls before they spill to the next,
-    // so the callers keep slots 0-3 busy and slot 4 idle, as the service's load did.
-    let config = McpClientConfig {
-        max_concurrent_per_session: 2,
-        ..McpClientConfig::default()
-    };
-    let client = McpClient::builder("everything", Endpoint::http(&server.url))
-        .config(config.clone())
-        .metrics(&cortex_metrics::Metrics::new())
-        .build()
-        .await
-        .expect("connect to the reference server");
-    assert_eq!(client.health().sessions_connected, config.pool_size);
-
-    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut callers = Vec::new();
-    for caller in 0..CALLERS {
-        let (client, outcomes, stop) = (client.clone(), outcomes.clone(), stop.clone());
-        callers.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let began = Instant::now();
-                let outcome = client
-                    .call_tool_with(
-                        "echo",
-                        json!({ "message": format!("{caller}-{n}") }),
-                        CallOptions::new().idempotent(),
-                    )
-                    .await;
-                let pause = {
-                    let mut o = outcomes.lock().unwrap();
-                    let counts = o.since.is_some_and(|since| began >= since);
-                    match outcome {
-                        Ok(_) => {
-                            o.ok += 1;
-                            if counts {
-                                o.streak += 1;
+impl Callers {
+    fn start(client: &McpClient, n: usize) -> Self {
+        let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..n)
+            .map(|caller| {
+                let (client, outcomes, stop) = (client.clone(), outcomes.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        let began = Instant::now();
+                        let outcome = client
+                            .call_tool_with(
+                                "echo",
+                                json!({ "message": format!("{caller}-{n}") }),
+                                CallOptions::new().idempotent(),
+                            )
+                            .await;
+                        let pause = {
+                            let mut o = outcomes.lock().unwrap();
+                            let counts = o.since.is_some_and(|since| began >= since);
+                            match outcome {
+                                Ok(_) => {
+                                    o.ok += 1;
+                                    if counts {
+                                        o.streak += 1;
+                                    }
+                                    // Keep calls in flight, so a kill catches several.
+                                    Duration::from_millis(2)
+                                }
+                                Err(e) => {
+                                    o.failed += 1;
+                                    o.streak = 0;
+                                    o.last_error = Some(cortex_support::error_chain(&e));
+                                    Duration::from_millis(50)
+                                }
                             }
-                            // Keep calls in flight, so the kill catches several.
-                            Duration::from_millis(2)
-                        }
-                        Err(e) => {
-                            o.failed += 1;
-                            o.streak = 0;
-                            o.last_error = Some(cortex_support::error_chain(&e));
-                            Duration::from_millis(50)
-                        }
+                        };
+                        tokio::time::sleep(pause).await;
                     }
-                };
-                tokio::time::sleep(pause).await;
+                })
+            })
+            .collect();
+        Self {
+            outcomes,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Wait until `streak` calls begun from now on succeeded in a row; fail the test
+    /// after `within`. Returns how long it took.
+    async fn recovered(&self, client: &McpClient, streak: u32, within: Duration) -> Duration {
+        let since = Instant::now();
+        self.outcomes.lock().unwrap().since = Some(since);
+        loop {
+            if self.outcomes.lock().unwrap().streak >= streak {
+                return since.elapsed();
             }
-        }));
-    }
-
-    // Load on the live server, then the kill.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        outcomes.lock().unwrap().ok > 0,
-        "no call succeeded before the kill: {:?}",
-        outcomes.lock().unwrap()
-    );
-    server.kill().await;
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let failed_while_down = outcomes.lock().unwrap().failed;
-    assert!(
-        failed_while_down > 0,
-        "calls failed while the server was down"
-    );
-
-    let restarted = HttpServer::start_on(port)
-        .await
-        .unwrap_or_else(|e| panic!("start the reference server again on port {port}: {e}"));
-    let restarted_at = Instant::now();
-    outcomes.lock().unwrap().since = Some(restarted_at);
-    let deadline = restarted_at + RECOVERY_WAIT;
-    loop {
-        if outcomes.lock().unwrap().streak >= STREAK {
-            break;
+            if since.elapsed() >= within {
+                // Taken out of the lock first, so the callers do not find it poisoned.
+                let seen = format!("{:?}", self.outcomes.lock().unwrap());
+                panic!(
+                    "calls did not succeed again within {within:?} of the server's restart \
+                     ({streak} in a row wanted): {seen}; client: {:?}",
+                    client.stats()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if Instant::now() >= deadline {
-            panic!(
-                "calls did not succeed again within {RECOVERY_WAIT:?} of the server's restart \
-                 ({STREAK} in a row wanted): {:?}; client: {:?}",
-                outcomes.lock().unwrap(),
-                client.stats()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!(
-        "recovered {:?} after the restart: {:?}",
-        restarted_at.elapsed(),
-        client.stats()
-    );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for caller in callers {
-        tokio::time::timeout(Duration::from_secs(70), caller)
-            .await
-            .expect("callers stop within a call's deadline")
-            .expect("caller");
-    }
-    assert_eq!(client.health().circuit, CircuitState::Closed);
 
-    // Every session serves again, the idle one included: a burst that fills them all,
-    // each call bounded below the attempt timeout, so a call on a session whose server
-    // died (which the new server never answers) fails rather than retrying elsewhere.
+    /// Stop, letting the calls in flight end (each within its call timeout).
+    async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(70), task)
+                .await
+                .expect("callers stop within a call's deadline")
+                .expect("caller");
+        }
+    }
+}
+
+/// Calls that fill every session (`max_concurrent_per_session` each), each bounded by
+/// half the attempt timeout, so a call on a session its server no longer knows (which
+/// the server never answers) fails rather than being retried elsewhere.
+async fn every_session_serves(client: &McpClient, config: &McpClientConfig) {
     let burst = config.pool_size * config.max_concurrent_per_session;
     let calls = (0..burst).map(|i| {
         client.call_tool_with(
@@ -748,7 +720,7 @@ async fn the_client_recovers_after_the_http_server_is_killed_and_started_again_o
             json!({ "message": format!("burst-{i}") }),
             CallOptions::new()
                 .idempotent()
-                .timeout(Duration::from_secs(15)),
+                .timeout(config.request_timeout / 2),
         )
     });
     let failed: Vec<String> = futures_util::future::join_all(calls)
@@ -762,6 +734,102 @@ async fn the_client_recovers_after_the_http_server_is_killed_and_started_again_o
         failed.len(),
         client.stats()
     );
+}
+
+/// The default settings, but a session takes 2 calls before they spill to the next,
+/// so a few callers keep several sessions busy and leave the last one idle, as the
+/// service's load did in the fault suite.
+fn restart_config() -> McpClientConfig {
+    McpClientConfig {
+        max_concurrent_per_session: 2,
+        ..McpClientConfig::default()
+    }
+}
+
+/// Bound on calls succeeding again after the restart: a cooldown (30 s) and a
+/// reconnect, with room to spare.
+const RECOVERY_WAIT: Duration = Duration::from_secs(60);
+/// Successful calls in a row (begun after the restart) that count as recovered.
+const STREAK: u32 = 20;
+
+/// The reference server SIGKILLed under load, left down 10 s and started again on the
+/// same port: a client with the default pool (5 sessions) and breaker answers again on
+/// its own, on every session, the one that was idle at the kill included. Seen failing
+/// before the fix: that idle session was never rebuilt, and the restarted server never
+/// answered it, so every call it took timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_recovers_after_the_http_server_is_killed_and_started_again_on_its_port() {
+    let server = HttpServer::start().await;
+    let port = server.port;
+    let config = restart_config();
+    let client = McpClient::builder("everything", Endpoint::http(&server.url))
+        .config(config.clone())
+        .metrics(&cortex_metrics::Metrics::new())
+        .build()
+        .await
+        .expect("connect to the reference server");
+    assert_eq!(client.health().sessions_connected, config.pool_size);
+
+    let callers = Callers::start(&client, 8);
+    // Load on the live server, then the kill.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ok_before = callers.outcomes.lock().unwrap().ok;
+    assert!(ok_before > 0, "no call succeeded before the kill");
+    server.kill().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let failed_while_down = callers.outcomes.lock().unwrap().failed;
+    assert!(
+        failed_while_down > 0,
+        "calls failed while the server was down"
+    );
+
+    let restarted = HttpServer::start_on(port)
+        .await
+        .unwrap_or_else(|e| panic!("start the reference server again on port {port}: {e}"));
+    let took = callers.recovered(&client, STREAK, RECOVERY_WAIT).await;
+    eprintln!("recovered {took:?} after the restart: {:?}", client.stats());
+    callers.stop().await;
+    assert_eq!(client.health().circuit, CircuitState::Closed);
+    every_session_serves(&client, &config).await;
+    client.close(Duration::from_secs(5)).await;
+    drop(restarted);
+}
+
+/// The reference server SIGKILLed while the client is idle and started again on the
+/// same port 10 s later: no call saw it die, so no session was broken, and the new
+/// server never answers the old sessions. The first call to time out has them checked
+/// (a ping each) and rebuilt, and calls succeed again, on every session. Shorter
+/// timeouts than the defaults (5 s an attempt, 2 s a ping, 5 s of cooldown) keep the
+/// test short; the path is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_recovers_when_the_http_server_is_restarted_while_it_is_idle() {
+    let server = HttpServer::start().await;
+    let port = server.port;
+    let config = McpClientConfig {
+        request_timeout: Duration::from_secs(5),
+        call_timeout: Duration::from_secs(12),
+        connect_timeout: Duration::from_secs(2),
+        breaker_cooldown: Duration::from_secs(5),
+        ..restart_config()
+    };
+    let client = McpClient::builder("everything", Endpoint::http(&server.url))
+        .config(config.clone())
+        .metrics(&cortex_metrics::Metrics::new())
+        .build()
+        .await
+        .expect("connect to the reference server");
+    assert_eq!(client.health().sessions_connected, config.pool_size);
+    server.kill().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let restarted = HttpServer::start_on(port)
+        .await
+        .unwrap_or_else(|e| panic!("start the reference server again on port {port}: {e}"));
+
+    let callers = Callers::start(&client, 4);
+    let took = callers.recovered(&client, STREAK, RECOVERY_WAIT).await;
+    eprintln!("recovered {took:?} after the restart: {:?}", client.stats());
+    callers.stop().await;
+    every_session_serves(&client, &config).await;
     client.close(Duration::from_secs(5)).await;
     drop(restarted);
 }

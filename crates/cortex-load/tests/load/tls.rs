@@ -310,6 +310,25 @@ async fn cli_takes_cacert_and_insecure() {
     let (code, stdout, stderr) = run(vec!["--insecure".into()]).await.unwrap();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("6 total, 6 succeeded"), "{stdout}");
+    // The positional URL and short flags over HTTPS.
+    let (url, ca) = (format!("{}/ok", server.url), server.ca.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cortex-load"))
+            .args([&url, "-c", "2", "-n", "4", "--quiet", "--cacert"])
+            .arg(&ca)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("4 total, 4 succeeded"), "{stdout}");
     // Not trusted: every handshake fails. The report says why, and since no request
     // succeeded the exit status is 4.
     let (code, stdout, stderr) = run(vec![]).await.unwrap();

@@ -10,11 +10,8 @@
 //!   `sha256:` form) must give back the input's prefix and JSON. A second reading would
 //!   mean another (prefix, arguments) pair builds the same key: a collision;
 //! - two different argument values under one prefix give different keys;
-//! - two `f64` arguments give one key only when equal (`0.0` and `-0.0` give two). One
-//!   known exception, found while writing this target and reported (the cache's
-//!   behaviour is not changed from here): serde_json turns every non-finite float into
-//!   `null`, so `NaN`, `inf`, `-inf` and `None` all give `prefix:null`. By default the
-//!   target allows exactly that exception; `CORTEX_FUZZ_STRICT=1` asserts without it.
+//! - two `f64` arguments give one key only when their bits are equal (`0.0` and `-0.0`
+//!   give two); a non-finite one (`NaN`, `inf`, `-inf`) is refused with an error.
 #![no_main]
 
 use cortex_cache::{MAX_KEY_LEN, key_for};
@@ -147,19 +144,20 @@ fn check(prefix: &str, args: &Value) -> String {
     key
 }
 
-fn strict() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("CORTEX_FUZZ_STRICT").is_some_and(|v| v == "1"))
-}
-
 /// Keys of two floats, as a cached `fn(f64)` would build them.
 fn check_floats(prefix: &str, x: f64, y: f64) {
-    let kx = key_for(prefix, &x).expect("an f64 serializes");
-    let ky = key_for(prefix, &y).expect("an f64 serializes");
-    let same = x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
-    let known = !strict() && !x.is_finite() && !y.is_finite();
+    // A non-finite float has no key of its own (JSON writes it as null): refused.
+    let (kx, ky) = match (key_for(prefix, &x), key_for(prefix, &y)) {
+        (Ok(kx), Ok(ky)) => (kx, ky),
+        (rx, ry) => {
+            assert_eq!(rx.is_err(), !x.is_finite(), "{x:?}: {rx:?}");
+            assert_eq!(ry.is_err(), !y.is_finite(), "{y:?}: {ry:?}");
+            return;
+        }
+    };
+    let same = x.to_bits() == y.to_bits();
     if kx == ky {
-        assert!(same || known, "{x:?} and {y:?} share the key {kx:?}");
+        assert!(same, "{x:?} and {y:?} share the key {kx:?}");
     } else {
         assert!(!same, "{x:?} gave {kx:?} and {ky:?}");
     }

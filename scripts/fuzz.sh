@@ -10,9 +10,7 @@
 # cortex-load. Crash inputs land in fuzz/artifacts/<target>/. Prints per target the
 # executions and whether a crash was found, writes the table to
 # fuzz/artifacts/summary.tsv, and exits non-zero if any target crashed.
-# FUZZ_TARGET_DIR sets the build directory (default fuzz/target). CORTEX_FUZZ_STRICT=1
-# makes the targets assert without the known, reported exceptions (docs/fuzzing.md):
-# cache_key then fails on NaN/inf keys, redact_url on the non-idempotent merge.
+# FUZZ_TARGET_DIR sets the build directory (default fuzz/target).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD

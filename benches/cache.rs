@@ -4,7 +4,15 @@
 //!   at `REDIS_URL` (`eval "$(scripts/services.sh)"` starts one). `redis-benchmark -c 50`
 //!   is printed beside when it is installed.
 //!
-//! Run: `cargo bench --bench cache`.
+//! - `redis_concurrency`: single-key GET and SET throughput at 1 and 50 concurrent tasks,
+//!   our `RedisCache` vs raw redis-rs on one shared `MultiplexedConnection` (the fastest
+//!   plain alternative: it already pipelines the tasks' commands). GETs read existing
+//!   keys. What each SET sends: ours `SET k v PX ttl` (it always sends an expiry); the
+//!   peer `raw set px` sends the same `SET k v PX 300000` (the like-for-like peer), and
+//!   `raw set` a bare `SET k v`, shown for reference only.
+//!
+//! Run: `cargo bench --bench cache --features cache,redis` (one group:
+//! `-- redis_concurrency`).
 
 #![allow(clippy::unwrap_used)] // a bench has no caller to hand an error to
 
@@ -26,9 +34,18 @@ where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let per = iters.div_ceil(TASKS);
+    spread_over(TASKS, iters, op).await
+}
+
+/// Split `iters` operations over `tasks` tasks; `op(i)` is one operation.
+async fn spread_over<F, Fut>(tasks: u64, iters: u64, op: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let per = iters.div_ceil(tasks);
     let start = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
+    let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let op = op.clone();
             tokio::spawn(async move {
@@ -38,8 +55,8 @@ where
             })
         })
         .collect();
-    for t in tasks {
-        t.await.unwrap();
+    for h in handles {
+        h.await.unwrap();
     }
     start.elapsed()
 }
@@ -178,5 +195,136 @@ fn redis_get_set(c: &mut Criterion) {
     rt.block_on(async { ours.clear().await.unwrap() });
 }
 
-criterion_group!(benches, redis_get_set);
+/// GET and SET throughput at 1 and 50 tasks, ours and the peer in one group.
+fn redis_concurrency(c: &mut Criterion) {
+    use criterion::BenchmarkId;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = redis_url();
+    let raw_prefix = format!("cortex-bench-raw:{}:", std::process::id());
+    let (ours, raw) = rt.block_on(async {
+        let pool = RedisPool::new(RedisConfig {
+            url: url.clone(),
+            ..RedisConfig::default()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis at {url} is not reachable ({e}): run scripts/services.sh")
+        });
+        let ours = RedisCache::new(
+            pool,
+            RedisCacheConfig {
+                namespace: format!("cortex-bench:{}:conc:", std::process::id()),
+                ..RedisCacheConfig::default()
+            },
+        )
+        .unwrap();
+        let mut raw = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        // The keys the GETs read: 1000 of them, on both sides.
+        for i in 0..1000 {
+            ours.set(&format!("k{i}"), b"value-16-bytes!!", None)
+                .await
+                .unwrap();
+            redis::cmd("SET")
+                .arg(format!("{raw_prefix}k{i}"))
+                .arg(b"value-16-bytes!!")
+                .arg("PX")
+                .arg(300_000)
+                .query_async::<()>(&mut raw)
+                .await
+                .unwrap();
+        }
+        (ours, raw)
+    });
+
+    let mut group = c.benchmark_group("redis_concurrency");
+    group
+        .throughput(Throughput::Elements(1))
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    for tasks in [1u64, 50] {
+        group.bench_function(BenchmarkId::new("cortex get", tasks), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let ours = ours.clone();
+                spread_over(tasks, iters, move |i| {
+                    let ours = ours.clone();
+                    async move {
+                        std::hint::black_box(ours.get(&format!("k{}", i % 1000)).await.unwrap());
+                    }
+                })
+            });
+        });
+        group.bench_function(BenchmarkId::new("raw get", tasks), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let raw = raw.clone();
+                let prefix = raw_prefix.clone();
+                spread_over(tasks, iters, move |i| {
+                    let mut raw = raw.clone();
+                    let key = format!("{prefix}k{}", i % 1000);
+                    async move {
+                        let v: Option<Vec<u8>> = redis::cmd("GET")
+                            .arg(key)
+                            .query_async(&mut raw)
+                            .await
+                            .unwrap();
+                        std::hint::black_box(v);
+                    }
+                })
+            });
+        });
+        group.bench_function(BenchmarkId::new("cortex set", tasks), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let ours = ours.clone();
+                spread_over(tasks, iters, move |i| {
+                    let ours = ours.clone();
+                    async move {
+                        ours.set(&format!("k{}", i % 1000), b"value-16-bytes!!", None)
+                            .await
+                            .unwrap()
+                    }
+                })
+            });
+        });
+        for (name, px) in [("raw set px", true), ("raw set", false)] {
+            group.bench_function(BenchmarkId::new(name, tasks), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let raw = raw.clone();
+                    let prefix = raw_prefix.clone();
+                    spread_over(tasks, iters, move |i| {
+                        let mut raw = raw.clone();
+                        let mut cmd = redis::cmd("SET");
+                        cmd.arg(format!("{prefix}k{}", i % 1000))
+                            .arg(b"value-16-bytes!!");
+                        if px {
+                            cmd.arg("PX").arg(300_000);
+                        }
+                        async move { cmd.query_async::<()>(&mut raw).await.unwrap() }
+                    })
+                });
+            });
+        }
+    }
+    group.finish();
+    rt.block_on(async {
+        ours.clear().await.unwrap();
+        // The bare `SET`s left keys without expiry: remove the peer's keys.
+        let mut raw = raw.clone();
+        let mut del = redis::cmd("DEL");
+        for i in 0..1000 {
+            del.arg(format!("{raw_prefix}k{i}"));
+        }
+        del.query_async::<u64>(&mut raw).await.unwrap();
+    });
+}
+
+criterion_group!(benches, redis_get_set, redis_concurrency);
 criterion_main!(benches);

@@ -12,8 +12,12 @@ use redis::FromRedisValue;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tracing::Instrument;
 
+use self::coalesce::Coalescer;
 use crate::stats::Recorder;
 use crate::{Cache, CacheStats, Error, RedisCacheConfig, Result};
+
+#[path = "coalesce.rs"]
+mod coalesce;
 
 /// Keys `clear` asks `SCAN` for per round trip.
 const SCAN_COUNT: u32 = 500;
@@ -102,6 +106,8 @@ struct Inner {
     /// The connection every command shares, single-server or cluster (none until first
     /// use, or after a connection-level fault).
     shared: ArcSwapOption<RedisConnection>,
+    /// Concurrent `get`s made one `MGET` (single server only; see `coalesce`).
+    coalescer: Option<Coalescer>,
 }
 
 impl RedisCache {
@@ -156,6 +162,7 @@ impl RedisCache {
                 warnings: WarnLimiter::default(),
                 breaker: Breaker::new(cluster),
                 shared: ArcSwapOption::empty(),
+                coalescer: (!cluster).then(Coalescer::default),
             }),
         })
     }
@@ -475,6 +482,41 @@ impl RedisCache {
     }
 }
 
+impl RedisCache {
+    /// The value of the Redis key `full`. A read that finds another under way queues
+    /// for the coalescer's next `MGET` (single server); one alone is sent at once.
+    /// Either way the caller waits at most the pool's timeout.
+    async fn get_one(&self, full: String) -> Result<Option<Vec<u8>>> {
+        let Some(coalescer) = &self.inner.coalescer else {
+            return self
+                .query(&[&full], redis::cmd("GET").arg(&full), Retry::Once)
+                .await;
+        };
+        let (busy, _counted) = coalescer.enter();
+        if busy {
+            self.inner.breaker.check()?;
+            // A copy for the flusher: the key is needed here again if it cannot answer.
+            if let Ok(answer) = coalescer.submit(self, full.clone()) {
+                let limit = self.inner.pool.config().pool_timeout;
+                match tokio::time::timeout(limit, answer).await {
+                    Ok(Ok(Some(r))) => return r.map_err(Error::Redis),
+                    Err(_) => {
+                        return Err(Error::Redis(redis::RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer within {limit:?}"),
+                        ))));
+                    }
+                    // The flusher could not send (the reason shows up again below, as
+                    // a typed error) or ended with its runtime: send the read alone.
+                    Ok(Ok(None) | Err(_)) => {}
+                }
+            }
+        }
+        self.query(&[&full], redis::cmd("GET").arg(&full), Retry::Once)
+            .await
+    }
+}
+
 /// A connection to run commands on, and the shared one it was cloned from.
 struct Conn {
     conn: RedisConnection,
@@ -519,9 +561,8 @@ fn is_dropped(e: &redis::RedisError) -> bool {
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let span = self.span("cache.get");
-        let full = self.full_key(key);
         let got = self
-            .query(&[&full], redis::cmd("GET").arg(&full), Retry::Once)
+            .get_one(self.full_key(key))
             .instrument(span.clone())
             .await
             .or_else(|e| self.read_fault("get", e, None))?;

@@ -11,6 +11,8 @@ mod cached;
 mod cached_calls;
 #[cfg(feature = "redis")]
 mod cluster;
+#[cfg(feature = "redis")]
+mod coalesce;
 mod gated;
 mod memory;
 mod memory_bytes;

@@ -12,7 +12,7 @@ use redis::FromRedisValue;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tracing::Instrument;
 
-use self::coalesce::Coalescer;
+use self::coalesce::{Answer, Coalescer, GetReq, SetReq};
 use crate::stats::Recorder;
 use crate::{Cache, CacheStats, Error, RedisCacheConfig, Result};
 
@@ -106,7 +106,8 @@ struct Inner {
     /// The connection every command shares, single-server or cluster (none until first
     /// use, or after a connection-level fault).
     shared: ArcSwapOption<RedisConnection>,
-    /// Concurrent `get`s made one `MGET` (single server only; see `coalesce`).
+    /// Concurrent `get`s made one `MGET`, concurrent `set`s one pipeline (single server
+    /// only; see `coalesce`).
     coalescer: Option<Coalescer>,
 }
 
@@ -492,29 +493,98 @@ impl RedisCache {
                 .query(&[&full], redis::cmd("GET").arg(&full), Retry::Once)
                 .await;
         };
-        let (busy, _counted) = coalescer.enter();
+        let (busy, _counted) = coalescer.gets.enter();
         if busy {
             self.inner.breaker.check()?;
+            let (reply, answer) = tokio::sync::oneshot::channel();
             // A copy for the flusher: the key is needed here again if it cannot answer.
-            if let Ok(answer) = coalescer.submit(self, full.clone()) {
-                let limit = self.inner.pool.config().pool_timeout;
-                match tokio::time::timeout(limit, answer).await {
-                    Ok(Ok(Some(r))) => return r.map_err(Error::Redis),
-                    Err(_) => {
-                        return Err(Error::Redis(redis::RedisError::from(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("no answer within {limit:?}"),
-                        ))));
-                    }
+            let req = GetReq {
+                key: full.clone(),
+                reply,
+            };
+            if coalescer.gets.submit(self, req) {
+                match self.wait(answer).await {
+                    Waited::Answer(r) => return r,
                     // The flusher could not send (the reason shows up again below, as
                     // a typed error) or ended with its runtime: send the read alone.
-                    Ok(Ok(None) | Err(_)) => {}
+                    Waited::NotSent | Waited::FlusherGone => {}
                 }
             }
         }
         self.query(&[&full], redis::cmd("GET").arg(&full), Retry::Once)
             .await
     }
+
+    /// `SET full value PX ttl_ms`: queued for the coalescer's next pipeline when another
+    /// write is under way (single server), sent at once when alone. The caller waits at
+    /// most the pool's timeout.
+    async fn set_one(&self, full: String, value: &[u8], ttl_ms: u64) -> Result<()> {
+        let direct = |full: &str| {
+            redis::cmd("SET")
+                .arg(full)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .to_owned()
+        };
+        let Some(coalescer) = &self.inner.coalescer else {
+            return self.query::<()>(&[&full], &direct(&full), Retry::No).await;
+        };
+        let (busy, _counted) = coalescer.sets.enter();
+        if busy {
+            self.inner.breaker.check()?;
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let req = SetReq {
+                key: full.clone(),
+                value: value.to_vec(),
+                ttl_ms,
+                reply,
+            };
+            if coalescer.sets.submit(self, req) {
+                match self.wait(answer).await {
+                    Waited::Answer(r) => return r,
+                    // Not sent (the reason shows up again below, as a typed error).
+                    Waited::NotSent => {}
+                    // It may have been sent: sending it again could land a late
+                    // duplicate over a newer write.
+                    Waited::FlusherGone => {
+                        return Err(Error::Redis(redis::RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the write's batch was abandoned (its runtime shut down)",
+                        ))));
+                    }
+                }
+            }
+        }
+        self.query::<()>(&[&full], &direct(&full), Retry::No).await
+    }
+
+    /// The answer of a queued call, waited for at most the pool's timeout (even if its
+    /// batch takes longer).
+    async fn wait<T>(&self, answer: tokio::sync::oneshot::Receiver<Answer<T>>) -> Waited<T> {
+        let limit = self.inner.pool.config().pool_timeout;
+        match tokio::time::timeout(limit, answer).await {
+            Ok(Ok(Some(r))) => Waited::Answer(r.map_err(Error::Redis)),
+            Ok(Ok(None)) => Waited::NotSent,
+            Ok(Err(_)) => Waited::FlusherGone,
+            Err(_) => Waited::Answer(Err(Error::Redis(redis::RedisError::from(
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {limit:?}"),
+                ),
+            )))),
+        }
+    }
+}
+
+/// How the wait for a queued call ended.
+enum Waited<T> {
+    /// Its outcome (or its timeout).
+    Answer(Result<T>),
+    /// The flusher had no connection to send its batch on.
+    NotSent,
+    /// The flusher ended (its runtime shut down) before answering.
+    FlusherGone,
 }
 
 /// A connection to run commands on, and the shared one it was cloned from.
@@ -572,15 +642,8 @@ impl Cache for RedisCache {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let full = self.full_key(key);
-        let cmd = redis::cmd("SET")
-            .arg(&full)
-            .arg(value)
-            .arg("PX")
-            .arg(self.ttl_ms(ttl))
-            .to_owned();
         match self
-            .query::<()>(&[&full], &cmd, Retry::No)
+            .set_one(self.full_key(key), value, self.ttl_ms(ttl))
             .instrument(self.span("cache.set"))
             .await
         {

@@ -75,7 +75,7 @@ async fn concurrent_gets_each_get_their_own_value_and_exact_counts() {
             tokio::spawn(async move {
                 for r in 0..READS {
                     let i = index(t, r);
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         let got = cache.get(&format!("k{}", i / 2)).await.unwrap();
                         assert_eq!(got, Some(value_of(i / 2)), "key k{}", i / 2);
                     } else {
@@ -101,6 +101,58 @@ async fn concurrent_gets_each_get_their_own_value_and_exact_counts() {
         calls_of(&mut admin, "mget").await > mgets_before,
         "concurrent gets were sent one by one, never as an MGET"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sets_each_land_with_their_own_value_and_ttl() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let _server = Server::start(port);
+    let cache = Arc::new(cache_on(pool_at(&url, Duration::from_secs(5)).await, true));
+    const TASKS: usize = 64;
+    const WRITES: usize = 20;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                for w in 0..WRITES {
+                    let i = t * WRITES + w;
+                    // Two TTLs in the same batches: each write keeps its own.
+                    let ttl = Duration::from_secs(if i.is_multiple_of(2) { 100 } else { 1000 });
+                    cache
+                        .set(&format!("k{i}"), &value_of(i), Some(ttl))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(cache.stats().sets, (TASKS * WRITES) as u64);
+    let mut admin = admin(&url).await;
+    for i in 0..TASKS * WRITES {
+        let key = cache.full_key(&format!("k{i}"));
+        let (value, pttl): (Vec<u8>, i64) = redis::pipe()
+            .cmd("GET")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(value, value_of(i), "{key}");
+        let ttl_ms = if i.is_multiple_of(2) {
+            100_000
+        } else {
+            1_000_000
+        };
+        assert!(
+            pttl > ttl_ms - 60_000 && pttl <= ttl_ms,
+            "{key}: PTTL {pttl}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,13 +206,29 @@ async fn a_failed_batch_errors_every_caller_and_the_cache_recovers() {
     for r in &degraded_results {
         assert_eq!(r.as_ref().unwrap(), &None, "degraded to a miss");
     }
+    // Writes return the error to every caller, degrading or not.
+    let writes: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let c = Arc::clone(&degrading);
+            tokio::spawn(async move { c.set(&format!("w{i}"), b"v", None).await })
+        })
+        .collect();
+    for w in writes {
+        let e = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("writes must not hang while Redis is down")
+            .unwrap()
+            .expect_err("a write to a dead server");
+        assert!(e.is_retryable(), "{e}");
+    }
     let s = strict.stats();
     assert_eq!(
         s.errors, CALLERS as u64,
         "one error per failed caller: {s:?}"
     );
     let d = degrading.stats();
-    assert_eq!(d.errors, CALLERS as u64, "{d:?}");
+    assert_eq!(d.errors, 2 * CALLERS as u64, "{d:?}");
+    assert_eq!(d.sets, 1, "{d:?}");
     assert_eq!(d.misses, CALLERS as u64, "{d:?}");
     assert_eq!(d.hits, 1, "{d:?}");
 
@@ -221,7 +289,13 @@ async fn each_callers_wait_stays_bounded_while_redis_is_paused() {
         let calls: Vec<_> = (0..CALLERS)
             .map(|i| {
                 let c = Arc::clone(&cache);
-                tokio::spawn(async move { c.get(&format!("k{}", i % 3)).await })
+                tokio::spawn(async move {
+                    if i.is_multiple_of(2) {
+                        c.get(&format!("k{}", i % 3)).await.map(drop)
+                    } else {
+                        c.set(&format!("k{}", i % 3), b"w", None).await
+                    }
+                })
             })
             .collect();
         let mut out = Vec::new();

@@ -96,7 +96,7 @@ pub(crate) struct Proc {
     pub(crate) pid: u32,
 }
 
-async fn spawn_proc(queue: &str, extra: &[&str]) -> Proc {
+pub(crate) async fn spawn_proc(queue: &str, extra: &[&str]) -> Proc {
     let mut child = Command::new(worker_bin())
         .args(["--url", &redis_url(), "--queue", queue])
         .args(extra)

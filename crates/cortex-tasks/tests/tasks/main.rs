@@ -4,6 +4,8 @@
 #[cfg(feature = "durable")]
 mod durable;
 #[cfg(feature = "durable")]
+mod durable_backoff;
+#[cfg(feature = "durable")]
 mod durable_cluster;
 #[cfg(feature = "durable")]
 mod durable_keys;

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::streams::{StreamAutoClaimReply, StreamPendingCountReply, StreamRangeReply};
@@ -141,8 +142,11 @@ pub(super) async fn reclaim_idle(shared: &Shared, cursors: &mut Cursors) -> Resu
     let keys = shared.queue.keys();
     let mut conn = shared.queue.conn();
     // Claim no more than this worker can start now: an entry claimed by a worker
-    // without a free slot would wait here while others could run it.
-    let mut room = cfg.batch.min(shared.sem.available_permits());
+    // without a free slot would wait here while others could run it. The slots the
+    // main reader holds while it blocks for new entries are free too: it starts what
+    // is claimed here when its read returns (within `block`).
+    let free = shared.sem.available_permits() + shared.reading.load(Ordering::Relaxed);
+    let mut room = cfg.batch.min(free);
     for p in Priority::ALL {
         for _ in 0..RECLAIM_CALLS {
             if room == 0 {

@@ -114,6 +114,7 @@ impl Worker {
             registry: self.registry,
             consumer: self.consumer,
             sem: Arc::new(Semaphore::new(concurrency)),
+            reading: AtomicUsize::new(0),
             held: Mutex::new(HashMap::new()),
             lost: Mutex::new(HashSet::new()),
             live: Mutex::new(HashMap::new()),

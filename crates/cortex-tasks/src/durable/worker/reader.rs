@@ -187,6 +187,10 @@ pub(super) async fn reader(
                     continue;
                 }
             }
+            // While it blocks, the reader holds every free slot (they cap what it
+            // reads): the reclaim counts them as free, or an idle worker would never
+            // reclaim a dead worker's entries.
+            shared.reading.store(permits.len(), Ordering::Relaxed);
             let read_result = match blocking.as_mut() {
                 Some(conn) => read(&shared, conn, permits.len()).await,
                 None => match shared.queue.blocking_connection().await {
@@ -198,6 +202,7 @@ pub(super) async fn reader(
                     Err(e) => Err(e),
                 },
             };
+            shared.reading.store(0, Ordering::Relaxed);
             match read_result {
                 Ok(entries) => {
                     failures = 0;

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::reader::{Verdict, start};
+use super::refresh;
 use super::shared::{Done, Entry, Level, Live, Outcome, Shared, lock};
 use crate::durable::redis_util::{bounded, redis_backoff, warn_retrying};
 use crate::durable::registry::{AttemptError, Handler};
@@ -202,6 +203,17 @@ pub(super) async fn run_task(
             Ok(p) => permit = Some(p),
             Err(_) => return,
         }
+        // If this worker's refresh came too late during the backoff, another worker
+        // reclaimed the entry and runs it: starting it here too would run the task
+        // twice at once. Refreshing the entry asks Redis whose it is and, if it is
+        // still this worker's, keeps it so through the start below.
+        if !still_mine(&shared, &e).await {
+            tracing::debug!(task = %e.id, "durable tasks: another worker reclaimed a task during its retry's backoff; it runs the retry");
+            drop(scheduled);
+            drop(permit);
+            shared.forget_live(&e);
+            return;
+        }
         // Each retry is a new start request; the same one is sent again after an error.
         seq += 1;
         let mut failures = 0;
@@ -223,6 +235,29 @@ pub(super) async fn run_task(
     };
     drop(permit);
     shared.finish_live(e, outcome);
+}
+
+/// Whether `e` is still pending for this worker, refreshing it if so (an entry that
+/// came back to this worker, e.g. by its own reclaim, is refreshed again from now on).
+/// Redis errors are retried: the entry stays pending meanwhile, so nothing is lost.
+async fn still_mine(shared: &Shared, e: &Entry) -> bool {
+    let slot = e.slot();
+    let mut failures = 0;
+    let lost = loop {
+        match refresh(shared, std::slice::from_ref(&slot), 0, None).await {
+            Ok(lost) => break lost,
+            Err(err) => {
+                failures += 1;
+                warn_retrying(&shared.log, "checking a retry's entry", &err);
+                tokio::time::sleep(redis_backoff(failures)).await;
+            }
+        }
+    };
+    if lost.contains(&slot) {
+        return false;
+    }
+    lock(&shared.lost).remove(&slot);
+    true
 }
 
 pub(super) async fn mark_retrying(shared: &Shared, id: TaskId, error: &str) {

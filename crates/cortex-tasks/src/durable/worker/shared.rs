@@ -220,6 +220,9 @@ pub(super) struct Shared {
     pub(super) registry: Registry,
     pub(super) consumer: String,
     pub(super) sem: Arc<Semaphore>,
+    /// Slots the main reader holds while it blocks on Redis for new entries: free for
+    /// entries the worker reclaims, since the reader starts those as soon as it wakes.
+    pub(super) reading: AtomicUsize,
     /// Every entry delivered to this worker and not yet acknowledged: its idle time is
     /// refreshed so that no other worker reclaims it.
     pub(super) held: Mutex<HashMap<Slot, TaskId>>,
@@ -273,6 +276,20 @@ impl Shared {
             .into_iter()
             .filter(|e| held.insert(e.slot(), e.id).is_none())
             .collect()
+    }
+
+    /// Drops a live task whose entry another worker took (reclaimed, or finished): it
+    /// is that worker's to run and record, so nothing is sent to the finisher (an
+    /// acknowledgement here would end the other worker's run).
+    pub(super) fn forget_live(&self, entry: &Entry) {
+        let slot = entry.slot();
+        if lock(&self.live).remove(&slot).is_some() {
+            self.live_changed.notify_waiters();
+        }
+        // Lock order everywhere: `held`, then `lost`.
+        let mut held = lock(&self.held);
+        lock(&self.lost).remove(&slot);
+        held.remove(&slot);
     }
 
     /// Ends a live task with `outcome`, unless a cancel or a shutdown already took it.

@@ -6,7 +6,8 @@
 //!
 //! - `redis_concurrency`: single-key GET and SET throughput at 1 and 50 concurrent tasks,
 //!   our `RedisCache` vs raw redis-rs on one shared `MultiplexedConnection` (the fastest
-//!   plain alternative: it already pipelines the tasks' commands). GETs read existing
+//!   plain alternative: it already pipelines the tasks' commands), and our cache built
+//!   with `coalesce(true)` (`cortex coalesced ...`). GETs read existing
 //!   keys. What each SET sends: ours `SET k v PX ttl` (it always sends an expiry); the
 //!   peer `raw set px` sends the same `SET k v PX 300000` (the like-for-like peer), and
 //!   `raw set` a bare `SET k v`, shown for reference only.
@@ -206,7 +207,7 @@ fn redis_concurrency(c: &mut Criterion) {
         .unwrap();
     let url = redis_url();
     let raw_prefix = format!("cortex-bench-raw:{}:", std::process::id());
-    let (ours, raw) = rt.block_on(async {
+    let (ours, coalesced, raw) = rt.block_on(async {
         let pool = RedisPool::new(RedisConfig {
             url: url.clone(),
             ..RedisConfig::default()
@@ -216,13 +217,18 @@ fn redis_concurrency(c: &mut Criterion) {
             panic!("Redis at {url} is not reachable ({e}): run scripts/services.sh")
         });
         let ours = RedisCache::new(
-            pool,
+            pool.clone(),
             RedisCacheConfig {
                 namespace: format!("cortex-bench:{}:conc:", std::process::id()),
                 ..RedisCacheConfig::default()
             },
         )
         .unwrap();
+        let coalesced = RedisCache::builder(pool)
+            .namespace(format!("cortex-bench:{}:coal:", std::process::id()))
+            .coalesce(true)
+            .build()
+            .unwrap();
         let mut raw = redis::Client::open(url.as_str())
             .unwrap()
             .get_multiplexed_async_connection()
@@ -230,9 +236,12 @@ fn redis_concurrency(c: &mut Criterion) {
             .unwrap();
         // The keys the GETs read: 1000 of them, on both sides.
         for i in 0..1000 {
-            ours.set(&format!("k{i}"), b"value-16-bytes!!", None)
-                .await
-                .unwrap();
+            for cache in [&ours, &coalesced] {
+                cache
+                    .set(&format!("k{i}"), b"value-16-bytes!!", None)
+                    .await
+                    .unwrap();
+            }
             redis::cmd("SET")
                 .arg(format!("{raw_prefix}k{i}"))
                 .arg(b"value-16-bytes!!")
@@ -242,7 +251,7 @@ fn redis_concurrency(c: &mut Criterion) {
                 .await
                 .unwrap();
         }
-        (ours, raw)
+        (ours, coalesced, raw)
     });
 
     let mut group = c.benchmark_group("redis_concurrency");
@@ -252,17 +261,21 @@ fn redis_concurrency(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
     for tasks in [1u64, 50] {
-        group.bench_function(BenchmarkId::new("cortex get", tasks), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let ours = ours.clone();
-                spread_over(tasks, iters, move |i| {
-                    let ours = ours.clone();
-                    async move {
-                        std::hint::black_box(ours.get(&format!("k{}", i % 1000)).await.unwrap());
-                    }
-                })
+        for (name, cache) in [("cortex get", &ours), ("cortex coalesced get", &coalesced)] {
+            group.bench_function(BenchmarkId::new(name, tasks), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let ours = cache.clone();
+                    spread_over(tasks, iters, move |i| {
+                        let ours = ours.clone();
+                        async move {
+                            std::hint::black_box(
+                                ours.get(&format!("k{}", i % 1000)).await.unwrap(),
+                            );
+                        }
+                    })
+                });
             });
-        });
+        }
         group.bench_function(BenchmarkId::new("raw get", tasks), |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let raw = raw.clone();
@@ -281,19 +294,21 @@ fn redis_concurrency(c: &mut Criterion) {
                 })
             });
         });
-        group.bench_function(BenchmarkId::new("cortex set", tasks), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let ours = ours.clone();
-                spread_over(tasks, iters, move |i| {
-                    let ours = ours.clone();
-                    async move {
-                        ours.set(&format!("k{}", i % 1000), b"value-16-bytes!!", None)
-                            .await
-                            .unwrap()
-                    }
-                })
+        for (name, cache) in [("cortex set", &ours), ("cortex coalesced set", &coalesced)] {
+            group.bench_function(BenchmarkId::new(name, tasks), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let ours = cache.clone();
+                    spread_over(tasks, iters, move |i| {
+                        let ours = ours.clone();
+                        async move {
+                            ours.set(&format!("k{}", i % 1000), b"value-16-bytes!!", None)
+                                .await
+                                .unwrap()
+                        }
+                    })
+                });
             });
-        });
+        }
         for (name, px) in [("raw set px", true), ("raw set", false)] {
             group.bench_function(BenchmarkId::new(name, tasks), |b| {
                 b.to_async(&rt).iter_custom(|iters| {
@@ -316,6 +331,7 @@ fn redis_concurrency(c: &mut Criterion) {
     group.finish();
     rt.block_on(async {
         ours.clear().await.unwrap();
+        coalesced.clear().await.unwrap();
         // The bare `SET`s left keys without expiry: remove the peer's keys.
         let mut raw = raw.clone();
         let mut del = redis::cmd("DEL");

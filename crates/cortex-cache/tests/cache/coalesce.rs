@@ -1,4 +1,5 @@
-//! Concurrent `get`s on one server are coalesced into `MGET`s: each caller still gets
+//! With `coalesce(true)`, concurrent `get`s on one server are coalesced into `MGET`s
+//! (and `set`s into pipelines): each caller still gets
 //! its own value, miss or error, within its own timeout, and the counters stay exact.
 //! These run on a private `redis-server` (started and killed by each test), so that the
 //! server's command counts and a `CLIENT PAUSE` concern no one else.
@@ -11,15 +12,15 @@ use cortex_cache::{Cache, Error, RedisCache, RedisCacheConfig};
 use crate::shared_store::{Server, free_port, namespace, pool_at};
 
 fn cache_on(pool: cortex_pool::RedisPool, degrade_on_error: bool) -> RedisCache {
-    RedisCache::new(
-        pool,
-        RedisCacheConfig {
+    RedisCache::builder(pool)
+        .config(RedisCacheConfig {
             namespace: namespace(),
             degrade_on_error,
             ..RedisCacheConfig::default()
-        },
-    )
-    .unwrap()
+        })
+        .coalesce(true)
+        .build()
+        .unwrap()
 }
 
 /// `n` bytes, different per key, so a value handed to the wrong caller shows.

@@ -113,7 +113,8 @@ async fn a_task_reclaimed_during_its_backoff_is_run_by_its_new_owner_only() {
     // 300 ms, so it takes the first worker's entry between two of its refreshes.
     let slow_cfg = DurableConfig {
         visibility_timeout: Duration::from_secs(3),
-        retry_backoff: Duration::from_secs(2),
+        // Its backoff (3 to 6 s) leaves the second worker ample time to reclaim.
+        retry_backoff: Duration::from_secs(6),
         max_attempts: 5,
         ..config("backoff-reclaim")
     };
@@ -127,8 +128,8 @@ async fn a_task_reclaimed_during_its_backoff_is_run_by_its_new_owner_only() {
     let mut reg = Registry::new();
     {
         let (calls, runs) = (calls.clone(), runs.clone());
-        // Fails its first call; later calls succeed after three seconds, long enough
-        // for a second run to overlap the first.
+        // Fails its first call; later calls succeed after eight seconds, longer than
+        // the first worker's backoff, so a second run would overlap the first.
         reg.register("flaky", move |v: Value| {
             let (calls, runs) = (calls.clone(), runs.clone());
             async move {
@@ -136,7 +137,7 @@ async fn a_task_reclaimed_during_its_backoff_is_run_by_its_new_owner_only() {
                     return Err::<Value, BoxError>("down for now".into());
                 }
                 runs.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                tokio::time::sleep(Duration::from_secs(8)).await;
                 Ok(v)
             }
         });
@@ -153,8 +154,8 @@ async fn a_task_reclaimed_during_its_backoff_is_run_by_its_new_owner_only() {
     let second = Worker::new(connect(fast_cfg).await, reg).spawn();
     let info = q.wait(id, Duration::from_secs(20)).await.expect("status");
     assert_eq!(info.status, TaskStatus::Completed, "{info:?}");
-    // Let the first worker's backoff end and anything it does be flushed.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The first worker's backoff ended during the run; let anything it did be flushed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         runs.load(Ordering::SeqCst),
         1,

@@ -28,6 +28,10 @@ cargo check -p cortex-core
 cargo test --workspace --all-targets --all-features 2>&1 | tee -a "$log"
 # --all-targets skips doctests; the crate READMEs are doctested here.
 cargo test --workspace --doc --all-features 2>&1 | tee -a "$log"
+# The fault suite, short form: two service instances under load on a private
+# PostgreSQL, Redis and MCP server while each of them fails (a few minutes; the
+# binaries are the ones built above).
+scripts/faults.sh
 # Every crate as it would be published, each built alone from its package with its
 # default features (in a target dir of its own, so the builds above stay warm).
 # Cargo treats the packages it verifies as registry crates, which never change for a

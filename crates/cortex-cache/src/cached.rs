@@ -1,6 +1,8 @@
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -147,6 +149,9 @@ fn lock(flights: &Flights) -> MutexGuard<'_, HashMap<String, Arc<Flight>>> {
 pub struct CachedCalls<C> {
     cache: TypedCache<C>,
     in_flight: Flights,
+    /// Flights that ended with their value stored. A caller whose read missed before
+    /// one of them stored looks again before it loads (see `load_encoded`).
+    stored: AtomicU64,
     skip_empty: bool,
     jitter: f64,
     load_timeout: Duration,
@@ -158,6 +163,7 @@ impl<C: Cache> CachedCalls<C> {
         Self {
             cache: TypedCache::new(cache),
             in_flight: Mutex::new(HashMap::new()),
+            stored: AtomicU64::new(0),
             skip_empty: false,
             jitter: 0.0,
             load_timeout: DEFAULT_LOAD_TIMEOUT,
@@ -250,10 +256,11 @@ impl<C: Cache> CachedCalls<C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
+        let seen = self.stored.load(Acquire);
         if let Some(v) = self.cache.get(key).await? {
             return Ok(v);
         }
-        self.load_shared(key, ttl, load).await
+        self.load_shared(key, ttl, load, Some(seen)).await
     }
 
     /// Run `load` and store its value even if one is cached (a per-call bypass that
@@ -273,7 +280,7 @@ impl<C: Cache> CachedCalls<C> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
-        self.load_shared(key, ttl, load).await
+        self.load_shared(key, ttl, load, None).await
     }
 
     /// Forget the cached value of `key` (after the data behind it changed). A load of
@@ -299,6 +306,7 @@ impl<C: Cache> CachedCalls<C> {
         key: &str,
         ttl: Option<Duration>,
         load: F,
+        seen: Option<u64>,
     ) -> Result<T>
     where
         T: Serialize + DeserializeOwned,
@@ -307,7 +315,7 @@ impl<C: Cache> CachedCalls<C> {
         Fut: Future<Output = std::result::Result<T, E>>,
     {
         let bytes = self
-            .load_encoded(key, key, ttl, load, |v: &T| serde_json::to_vec(v))
+            .load_encoded(key, key, ttl, load, |v: &T| serde_json::to_vec(v), seen)
             .await?;
         decode(key, &bytes)
     }
@@ -359,6 +367,11 @@ impl<C: Cache> CachedCalls<C> {
 
     /// The single-flight core: one load per `flight` key at a time; its value is stored
     /// under `key` as `encode` makes it, and those bytes are what every waiter gets.
+    ///
+    /// `seen` is the count of stored flights read before the caller's miss: a caller
+    /// can miss, then be delayed until the flight that was loading the key has stored
+    /// and ended, and would lead a second load of a value now stored. When a flight has
+    /// stored since, the leader reads the store once more before it loads.
     async fn load_encoded<T, E, F, Fut>(
         &self,
         flight: &str,
@@ -366,6 +379,7 @@ impl<C: Cache> CachedCalls<C> {
         ttl: Option<Duration>,
         load: F,
         encode: impl FnOnce(&T) -> serde_json::Result<Vec<u8>>,
+        seen: Option<u64>,
     ) -> Result<Arc<Vec<u8>>>
     where
         E: std::error::Error + Send + Sync + 'static,
@@ -383,6 +397,15 @@ impl<C: Cache> CachedCalls<C> {
                 }
             }
         };
+        if let Some(seen) = seen
+            && self.stored.load(Acquire) != seen
+            && let Some(bytes) = self.cache.inner().get(key).await?
+        {
+            let state = State::Loaded(Arc::new(bytes));
+            lead.tx.send_replace(state.clone());
+            drop(lead);
+            return self.outcome(key, state);
+        }
         // Only the leader's load gets a span: waiters spend their time in its flight.
         let span = tracing::debug_span!("cache.load", key, outcome = tracing::field::Empty);
         let state = match tokio::time::timeout(self.load_timeout, load())
@@ -415,7 +438,11 @@ impl<C: Cache> CachedCalls<C> {
             match tokio::time::timeout(self.load_timeout, store.set(key, bytes, self.jittered(ttl)))
                 .await
             {
-                Ok(Ok(())) => {}
+                // Counted before the flight ends, so a caller that joins after it ended
+                // sees the count moved and reads the store again.
+                Ok(Ok(())) => {
+                    self.stored.fetch_add(1, Release);
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(key, error = %cortex_support::error_chain(&e), "could not store a loaded value")
                 }
@@ -480,6 +507,7 @@ impl<C: Cache + 'static> CachedCalls<C> {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
     {
         let flight = swr_flight(key);
+        let seen = self.stored.load(Acquire);
         if let Some(bytes) = self.cache.inner().get(key).await? {
             let envelope: Envelope<T> = decode(key, &bytes)?;
             if now_ms() >= envelope.fresh_until_ms {
@@ -492,6 +520,7 @@ impl<C: Cache + 'static> CachedCalls<C> {
                             Some(fresh_for.saturating_add(stale_for)),
                             load,
                             |v: &T| encode_envelope(v, fresh_for),
+                            None,
                         )
                         .await;
                     if let Err(e) = reloaded {
@@ -508,6 +537,7 @@ impl<C: Cache + 'static> CachedCalls<C> {
                 Some(fresh_for.saturating_add(stale_for)),
                 load,
                 |v: &T| encode_envelope(v, fresh_for),
+                Some(seen),
             )
             .await?;
         Ok(decode::<Envelope<T>>(key, &bytes)?.value)

@@ -174,3 +174,90 @@ async fn stale_values_are_served_while_one_reload_runs() {
         "one reload for all the stale readers"
     );
 }
+
+/// The Redis cache, whose next `get` (when armed) waits at the gate after its answer:
+/// a caller delayed between its miss and joining the load.
+struct Gated {
+    inner: cortex_cache::RedisCache,
+    armed: std::sync::atomic::AtomicBool,
+    reached: tokio::sync::Notify,
+    gate: tokio::sync::Notify,
+}
+
+impl Cache for Gated {
+    async fn get(&self, key: &str) -> cortex_cache::Result<Option<Vec<u8>>> {
+        let answer = self.inner.get(key).await;
+        if self.armed.swap(false, SeqCst) {
+            self.reached.notify_one();
+            self.gate.notified().await;
+        }
+        answer
+    }
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> cortex_cache::Result<()> {
+        self.inner.set(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> cortex_cache::Result<bool> {
+        self.inner.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> cortex_cache::Result<bool> {
+        self.inner.exists(key).await
+    }
+    async fn clear(&self) -> cortex_cache::Result<u64> {
+        self.inner.clear().await
+    }
+    async fn increment(&self, key: &str, by: i64) -> cortex_cache::Result<i64> {
+        self.inner.increment(key, by).await
+    }
+    fn stats(&self) -> cortex_cache::CacheStats {
+        self.inner.stats()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_missed_just_before_another_load_stored_does_not_load_again() {
+    let calls = Arc::new(CachedCalls::new(Gated {
+        inner: cache_in(&namespace()).await,
+        armed: std::sync::atomic::AtomicBool::new(true),
+        reached: tokio::sync::Notify::new(),
+        gate: tokio::sync::Notify::new(),
+    }));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let load = |loads: Arc<AtomicUsize>| {
+        move || async move {
+            loads.fetch_add(1, SeqCst);
+            Ok::<_, std::io::Error>(7u32)
+        }
+    };
+    // The late caller misses, then is held until the other caller's load has stored
+    // its value and ended.
+    let late = tokio::spawn({
+        let (calls, loads) = (calls.clone(), loads.clone());
+        async move { calls.get_or_load("k", None, load(loads)).await }
+    });
+    tokio::time::timeout(BOUND, calls.cache().inner().reached.notified())
+        .await
+        .expect("the late caller reads");
+    let first = calls
+        .get_or_load("k", None, load(loads.clone()))
+        .await
+        .unwrap();
+    assert_eq!(first, 7);
+    assert_eq!(calls.in_flight(), 0, "the first load has ended");
+    calls.cache().inner().gate.notify_one();
+    let second = tokio::time::timeout(BOUND, late)
+        .await
+        .expect("no caller hangs")
+        .unwrap()
+        .unwrap();
+    assert_eq!(second, 7);
+    assert_eq!(
+        loads.load(SeqCst),
+        1,
+        "the late caller loaded a value that was stored already"
+    );
+}

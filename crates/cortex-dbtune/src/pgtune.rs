@@ -112,6 +112,10 @@ pub enum Storage {
     Hdd,
     /// A storage area network.
     San,
+    /// NVMe solid-state drives. Not in the spec (its storage kinds are ssd, hdd, san):
+    /// `random_page_cost` 1.1 as SSD and `effective_io_concurrency` 1000, PostgreSQL's
+    /// maximum, for drives with deep command queues (an approximation, see the README).
+    Nvme,
 }
 
 impl Storage {
@@ -121,6 +125,7 @@ impl Storage {
             Storage::Ssd => "ssd",
             Storage::Hdd => "hdd",
             Storage::San => "san",
+            Storage::Nvme => "nvme",
         }
     }
 }
@@ -138,10 +143,11 @@ impl FromStr for Storage {
             "ssd" => Ok(Storage::Ssd),
             "hdd" => Ok(Storage::Hdd),
             "san" => Ok(Storage::San),
+            "nvme" => Ok(Storage::Nvme),
             _ => Err(Error::InvalidChoice {
                 what: "storage",
                 value: s.to_string(),
-                expected: "ssd, hdd, san",
+                expected: "ssd, hdd, san, nvme",
             }),
         }
     }
@@ -162,6 +168,104 @@ pub struct PgtuneInput {
     pub storage: Storage,
     /// PostgreSQL major version ([`MIN_PG_VERSION`]..=[`MAX_PG_VERSION`]).
     pub pg_version: u32,
+}
+
+/// The operating system PostgreSQL runs on (pgtune's "OS Type").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Os {
+    /// Linux: every setting applies.
+    #[default]
+    Linux,
+    /// Windows: no `effective_io_concurrency` (no `posix_fadvise`), and
+    /// `maintenance_work_mem` capped 1 MB under 2 GB (2 GB is refused there).
+    Windows,
+    /// macOS: no `effective_io_concurrency` (no `posix_fadvise`).
+    Mac,
+}
+
+impl Os {
+    /// The lowercase name, as pgtune and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Os::Linux => "linux",
+            Os::Windows => "windows",
+            Os::Mac => "mac",
+        }
+    }
+}
+
+impl fmt::Display for Os {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Os {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "linux" => Ok(Os::Linux),
+            "windows" => Ok(Os::Windows),
+            "mac" => Ok(Os::Mac),
+            _ => Err(Error::InvalidChoice {
+                what: "OS",
+                value: s.to_string(),
+                expected: "linux, windows, mac",
+            }),
+        }
+    }
+}
+
+/// Which generation of pgtune's rules to apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// pgtune's 2025 release exactly as `pgtune-spec.md` writes it down (the default;
+    /// its output never changes).
+    #[default]
+    Classic,
+    /// The newer upstream rules as the issue lists them: `work_mem` at least 4 MB,
+    /// `maintenance_work_mem` capped at 8 GB, and `jit`, `wal_compression`, autovacuum
+    /// and (PostgreSQL 18) `io_method` settings. The spec does not give their values:
+    /// they are approximations, listed in the README.
+    Modern,
+}
+
+impl Algorithm {
+    /// The lowercase name, as the CLI spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Classic => "classic",
+            Algorithm::Modern => "modern",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The inputs beside [`PgtuneInput`]: the OS and the algorithm. The default (Linux,
+/// [`Algorithm::Classic`]) gives exactly [`pgtune`]'s output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PgtuneOptions {
+    /// The operating system.
+    pub os: Os,
+    /// The rules' generation.
+    pub algorithm: Algorithm,
+}
+
+impl PgtuneOptions {
+    /// Options for `os` and `algorithm`.
+    pub fn new(os: Os, algorithm: Algorithm) -> Self {
+        PgtuneOptions { os, algorithm }
+    }
 }
 
 /// One recommended setting.
@@ -256,14 +360,40 @@ fn setting(name: &'static str, value: impl Into<String>, reason: impl Into<Strin
     }
 }
 
-/// Computes pgtune's settings for `input`, in pgtune's output order.
+/// Computes pgtune's settings for `input` on Linux with [`Algorithm::Classic`], in
+/// pgtune's output order.
 ///
 /// Errors (each naming the value): memory under 1 MB or not a whole number of kB, zero
 /// CPUs, zero connections, CPUs or connections above [`MAX_BACKENDS`], a PostgreSQL
 /// version outside 10..=18.
 pub fn pgtune(input: &PgtuneInput) -> Result<Vec<Setting>> {
+    pgtune_with(input, &PgtuneOptions::default())
+}
+
+/// Computes the settings for `input` on `opts.os` with `opts.algorithm`; the errors
+/// are [`pgtune`]'s.
+///
+/// ```
+/// use cortex_dbtune::pgtune::{pgtune_with, Algorithm, DbType, Os, PgtuneInput, PgtuneOptions, Storage};
+///
+/// let input = PgtuneInput {
+///     db_type: DbType::Web,
+///     total_memory_bytes: 1 << 30,
+///     cpus: None,
+///     connections: None,
+///     storage: Storage::Nvme,
+///     pg_version: 18,
+/// };
+/// let s = pgtune_with(&input, &PgtuneOptions::new(Os::Linux, Algorithm::Modern))?;
+/// let get = |n: &str| s.iter().find(|s| s.name == n).map(|s| s.value.as_str());
+/// assert_eq!(get("work_mem"), Some("4MB")); // the 4 MB floor
+/// assert_eq!(get("io_method"), Some("worker"));
+/// # Ok::<(), cortex_dbtune::Error>(())
+/// ```
+pub fn pgtune_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<Vec<Setting>> {
     use DbType::*;
     let ram_kb = validate(input)?;
+    let modern = opts.algorithm == Algorithm::Modern;
     let t = input.db_type;
     let mut out = Vec::with_capacity(20);
 
@@ -315,14 +445,25 @@ pub fn pgtune(input: &PgtuneInput) -> Result<Vec<Setting>> {
         },
     ));
 
-    let mwm_cap = 2 * GB_KB;
-    let mwm = if t == Dw { ram_kb / 8 } else { ram_kb / 16 }.min(mwm_cap);
+    let mwm_cap = if modern { 8 * GB_KB } else { 2 * GB_KB };
+    let mut mwm = if t == Dw { ram_kb / 8 } else { ram_kb / 16 }.min(mwm_cap);
+    // Windows refuses a maintenance_work_mem of 2GB or more.
+    if opts.os == Os::Windows && mwm >= 2 * GB_KB {
+        mwm = 2 * GB_KB - MB_KB;
+    }
     out.push(setting(
         "maintenance_work_mem",
         format_kb(mwm),
         format!(
-            "RAM/{} capped at 2GB: faster VACUUM and CREATE INDEX",
-            if t == Dw { 8 } else { 16 }
+            "RAM/{} capped at {}: faster VACUUM and CREATE INDEX",
+            if t == Dw { 8 } else { 16 },
+            if opts.os == Os::Windows {
+                "2GB - 1MB (Windows refuses 2GB)"
+            } else if modern {
+                "8GB"
+            } else {
+                "2GB"
+            }
         ),
     ));
 
@@ -369,18 +510,22 @@ pub fn pgtune(input: &PgtuneInput) -> Result<Vec<Setting>> {
         },
     ));
 
-    out.push(setting(
-        "effective_io_concurrency",
-        match input.storage {
-            Storage::Hdd => "2",
-            Storage::Ssd => "200",
-            Storage::San => "300",
-        },
-        format!(
-            "concurrent I/O requests {} storage handles well",
-            input.storage
-        ),
-    ));
+    // Only where posix_fadvise exists: pgtune writes it for Linux alone.
+    if opts.os == Os::Linux {
+        out.push(setting(
+            "effective_io_concurrency",
+            match input.storage {
+                Storage::Hdd => "2",
+                Storage::Ssd => "200",
+                Storage::San => "300",
+                Storage::Nvme => "1000",
+            },
+            format!(
+                "concurrent I/O requests {} storage handles well",
+                input.storage
+            ),
+        ));
+    }
 
     let cpus = input.cpus.filter(|&c| c >= 4);
     let workers = cpus.unwrap_or(8);
@@ -393,17 +538,19 @@ pub fn pgtune(input: &PgtuneInput) -> Result<Vec<Setting>> {
         Dw | Mixed => (2, (w / 2.0).floor()),
         Desktop => (6, (w / 6.0).floor()),
     };
-    let work_mem = (work_mem as u64).max(64);
+    let floor = if modern { 4 * MB_KB } else { 64 };
+    let work_mem = (work_mem as u64).max(floor);
     out.push(setting(
         "work_mem",
         format_kb(work_mem),
         format!(
-            "(RAM - shared_buffers) / ((max_connections + {workers} workers) x 3){}, at least 64kB",
+            "(RAM - shared_buffers) / ((max_connections + {workers} workers) x 3){}, at least {}",
             if divisor > 1 {
                 format!(" / {divisor}")
             } else {
                 String::new()
-            }
+            },
+            format_kb(floor)
         ),
     ));
 
@@ -479,7 +626,73 @@ pub fn pgtune(input: &PgtuneInput) -> Result<Vec<Setting>> {
             "must be 0 when wal_level = minimal",
         ));
     }
+    if modern {
+        modern_settings(input, &mut out);
+    }
     Ok(out)
+}
+
+/// The settings [`Algorithm::Modern`] adds after the classic ones. The spec gives no
+/// values for them; each reason says what the value rests on.
+fn modern_settings(input: &PgtuneInput, out: &mut Vec<Setting>) {
+    use DbType::*;
+    let t = input.db_type;
+    // JIT compilation pays off for long analytical queries and costs short ones more
+    // than it saves.
+    let jit = matches!(t, Dw | Mixed);
+    out.push(setting(
+        "jit",
+        if jit { "on" } else { "off" },
+        if jit {
+            "long analytical queries gain from JIT compilation"
+        } else {
+            "short queries pay JIT compilation time without gaining from it"
+        },
+    ));
+    out.push(setting(
+        "wal_compression",
+        "on",
+        "compressed full-page images: less WAL for a little CPU (pglz, built into every server)",
+    ));
+    let workers = input.cpus.map_or(3, |c| (c / 4).clamp(3, 8));
+    out.push(setting(
+        "autovacuum_max_workers",
+        workers.to_string(),
+        "a quarter of the CPUs, between 3 (PostgreSQL's default) and 8",
+    ));
+    let (vacuum, analyze) = if t == Dw {
+        ("0.1", "0.05")
+    } else {
+        ("0.05", "0.02")
+    };
+    out.push(setting(
+        "autovacuum_vacuum_scale_factor",
+        vacuum,
+        "vacuum once this share of a table is dead, before bloat builds up",
+    ));
+    out.push(setting(
+        "autovacuum_analyze_scale_factor",
+        analyze,
+        "analyze once this share of a table changed, so plans follow the data",
+    ));
+    out.push(setting(
+        "autovacuum_vacuum_cost_limit",
+        if input.storage == Storage::Hdd {
+            "400"
+        } else {
+            "2000"
+        },
+        "autovacuum I/O budget: higher where the storage takes random I/O well",
+    ));
+    if input.pg_version >= 18 {
+        // `io_uring` needs a server built with liburing and Linux; `worker` runs on
+        // every build, so a server never refuses to start over it.
+        out.push(setting(
+            "io_method",
+            "worker",
+            "asynchronous I/O through I/O workers (PostgreSQL 18), available on every build",
+        ));
+    }
 }
 
 /// pgtune's warnings for `input`: RAM under 256 MB or over 100 GB.
@@ -500,6 +713,104 @@ pub fn to_conf(settings: &[Setting]) -> String {
         .iter()
         .map(|s| format!("{} = {}\n", s.name, s.value))
         .collect()
+}
+
+/// Every setting name [`pgtune_with`] can write: [`to_alter_system`] writes no other.
+pub const SETTING_NAMES: &[&str] = &[
+    "max_connections",
+    "shared_buffers",
+    "effective_cache_size",
+    "maintenance_work_mem",
+    "checkpoint_completion_target",
+    "wal_buffers",
+    "default_statistics_target",
+    "random_page_cost",
+    "effective_io_concurrency",
+    "work_mem",
+    "huge_pages",
+    "min_wal_size",
+    "max_wal_size",
+    "max_worker_processes",
+    "max_parallel_workers_per_gather",
+    "max_parallel_workers",
+    "max_parallel_maintenance_workers",
+    "wal_level",
+    "max_wal_senders",
+    "jit",
+    "wal_compression",
+    "autovacuum_max_workers",
+    "autovacuum_vacuum_scale_factor",
+    "autovacuum_analyze_scale_factor",
+    "autovacuum_vacuum_cost_limit",
+    "io_method",
+];
+
+/// The input lines pgtune prints above its settings, without the comment marker:
+/// `DB Version: 15`, `OS Type: linux`, `DB Type: web`, `Total Memory (RAM): 16 GB`,
+/// `CPUs num: 8` and `Connections num: 200` (each only when given), `Data Storage: ssd`.
+pub fn header_lines(input: &PgtuneInput, opts: &PgtuneOptions) -> Vec<String> {
+    let b = input.total_memory_bytes;
+    let ram = if b.is_multiple_of(KB * KB * KB) {
+        format!("{} GB", b / (KB * KB * KB))
+    } else if b.is_multiple_of(KB * KB) {
+        format!("{} MB", b / (KB * KB))
+    } else {
+        format!("{} kB", b / KB)
+    };
+    let mut out = vec![
+        format!("DB Version: {}", input.pg_version),
+        format!("OS Type: {}", opts.os),
+        format!("DB Type: {}", input.db_type),
+        format!("Total Memory (RAM): {ram}"),
+    ];
+    if let Some(c) = input.cpus {
+        out.push(format!("CPUs num: {c}"));
+    }
+    if let Some(c) = input.connections {
+        out.push(format!("Connections num: {c}"));
+    }
+    out.push(format!("Data Storage: {}", input.storage));
+    out
+}
+
+/// `ALTER SYSTEM SET name = 'value';` lines, one per setting, in order.
+///
+/// The statement is built from checked parts only: the name must be one of
+/// [`SETTING_NAMES`] (so a plain lowercase identifier), and the value is written as a
+/// string literal with `'` doubled; a value holding a control character is refused.
+///
+/// ```
+/// use cortex_dbtune::pgtune::{to_alter_system, Setting};
+///
+/// let s = [Setting { name: "work_mem", value: "4MB".into(), reason: String::new() }];
+/// assert_eq!(to_alter_system(&s)?, "ALTER SYSTEM SET work_mem = '4MB';\n");
+/// # Ok::<(), cortex_dbtune::Error>(())
+/// ```
+pub fn to_alter_system(settings: &[Setting]) -> Result<String> {
+    let mut out = String::new();
+    for s in settings {
+        if !SETTING_NAMES.contains(&s.name) {
+            return Err(Error::InvalidOption {
+                name: "setting",
+                reason: format!("{:?} is not a setting pgtune writes", s.name),
+            });
+        }
+        if s.value.chars().any(char::is_control) {
+            return Err(Error::InvalidOption {
+                name: "setting",
+                reason: format!(
+                    "the value of {} ({:?}) holds a control character",
+                    s.name, s.value
+                ),
+            });
+        }
+        out.push_str(&format!(
+            "ALTER SYSTEM SET {} = '{}';\n",
+            s.name,
+            s.value.replace('\'', "''")
+        ));
+    }
+    Ok(out)
 }
 
 /// The settings as a JSON object of name to value string, for programmatic use
@@ -957,7 +1268,7 @@ mod tests {
             DbType::Desktop,
             DbType::Mixed,
         ] {
-            for st in [Storage::Ssd, Storage::Hdd, Storage::San] {
+            for st in [Storage::Ssd, Storage::Hdd, Storage::San, Storage::Nvme] {
                 for v in MIN_PG_VERSION..=MAX_PG_VERSION {
                     let s = pgtune(&input(t, "2GB", Some(8), None, st, v)).unwrap();
                     assert!(
@@ -969,5 +1280,91 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn get(s: &[Setting], name: &str) -> Option<String> {
+        s.iter().find(|s| s.name == name).map(|s| s.value.clone())
+    }
+
+    #[test]
+    fn os_changes_io_concurrency_and_the_windows_cap() {
+        let i = input(DbType::Dw, "64GB", None, None, Storage::San, 16);
+        let on = |os| pgtune_with(&i, &PgtuneOptions::new(os, Algorithm::Classic)).unwrap();
+        assert_eq!(on(Os::Linux), pgtune(&i).unwrap());
+        assert_eq!(get(&on(Os::Linux), "maintenance_work_mem").unwrap(), "2GB");
+        assert_eq!(
+            get(&on(Os::Windows), "maintenance_work_mem").unwrap(),
+            "2047MB"
+        );
+        assert_eq!(get(&on(Os::Mac), "maintenance_work_mem").unwrap(), "2GB");
+        assert_eq!(
+            get(&on(Os::Linux), "effective_io_concurrency").unwrap(),
+            "300"
+        );
+        assert_eq!(get(&on(Os::Windows), "effective_io_concurrency"), None);
+        assert_eq!(get(&on(Os::Mac), "effective_io_concurrency"), None);
+        // Under the cap Windows changes nothing there.
+        let small = input(DbType::Web, "4GB", None, None, Storage::Ssd, 16);
+        let w = pgtune_with(&small, &PgtuneOptions::new(Os::Windows, Algorithm::Classic));
+        assert_eq!(get(&w.unwrap(), "maintenance_work_mem").unwrap(), "256MB");
+        for os in [Os::Linux, Os::Windows, Os::Mac] {
+            assert_eq!(os.as_str().parse::<Os>().unwrap(), os);
+        }
+        let e = "beos".parse::<Os>().unwrap_err().to_string();
+        assert!(e.contains("beos"), "{e}");
+    }
+
+    #[test]
+    fn modern_floor_cap_and_extra_settings() {
+        let m = PgtuneOptions::new(Os::Linux, Algorithm::Modern);
+        // 256GB dw: RAM/8 = 32GB, capped at 8GB (classic: 2GB).
+        let big = input(DbType::Dw, "256GB", Some(32), None, Storage::Hdd, 18);
+        let s = pgtune_with(&big, &m).unwrap();
+        assert_eq!(get(&s, "maintenance_work_mem").unwrap(), "8GB");
+        assert_eq!(
+            get(&pgtune(&big).unwrap(), "maintenance_work_mem").unwrap(),
+            "2GB"
+        );
+        assert_eq!(get(&s, "jit").unwrap(), "on");
+        assert_eq!(get(&s, "autovacuum_max_workers").unwrap(), "8");
+        assert_eq!(get(&s, "autovacuum_vacuum_cost_limit").unwrap(), "400");
+        assert_eq!(get(&s, "io_method").unwrap(), "worker");
+        // 1GB, 1000 connections: W = 786432 / 3024 = 260kB, raised to 4MB.
+        let tiny = input(DbType::Web, "1GB", None, Some(1000), Storage::Ssd, 17);
+        let s = pgtune_with(&tiny, &m).unwrap();
+        assert_eq!(get(&s, "work_mem").unwrap(), "4MB");
+        assert_eq!(get(&pgtune(&tiny).unwrap(), "work_mem").unwrap(), "260kB");
+        assert_eq!(get(&s, "io_method"), None);
+        assert_eq!(get(&s, "wal_compression").unwrap(), "on");
+        // Every name written is one SETTING_NAMES lists, so ALTER SYSTEM takes it.
+        assert!(s.iter().all(|x| SETTING_NAMES.contains(&x.name)));
+        assert_eq!(Algorithm::default(), Algorithm::Classic);
+    }
+
+    #[test]
+    fn header_and_alter_system() {
+        let i = input(DbType::Oltp, "1536MB", Some(4), Some(30), Storage::Nvme, 17);
+        assert_eq!(
+            header_lines(&i, &PgtuneOptions::new(Os::Mac, Algorithm::Classic)),
+            [
+                "DB Version: 17",
+                "OS Type: mac",
+                "DB Type: oltp",
+                "Total Memory (RAM): 1536 MB",
+                "CPUs num: 4",
+                "Connections num: 30",
+                "Data Storage: nvme",
+            ]
+        );
+        let quoted = [setting("wal_level", "a'b", "r")];
+        assert_eq!(
+            to_alter_system(&quoted).unwrap(),
+            "ALTER SYSTEM SET wal_level = 'a''b';\n"
+        );
+        // A name outside the known list, or a control character, is refused.
+        let e = to_alter_system(&[setting("x; DROP TABLE t", "1", "r")]).unwrap_err();
+        assert!(e.to_string().contains("DROP TABLE"), "{e}");
+        let e = to_alter_system(&[setting("work_mem", "1\n2", "r")]).unwrap_err();
+        assert!(e.to_string().contains("work_mem"), "{e}");
     }
 }

@@ -151,8 +151,91 @@ pub fn compare_defaults(cpus: usize, opts: &CheckOptions) -> Vec<DefaultComparis
     ]
 }
 
-/// Reads the host's facts from `/proc` and the standard library.
+/// The standard place of this process's cgroup files inside a container (cgroup
+/// namespace): `memory.max` and `cpu.max` (v2) or `memory/` and `cpu/` (v1) below it.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Memory and CPU limits set on a cgroup; `None` where there is no limit (or no file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CgroupLimits {
+    /// The memory limit, bytes.
+    pub memory_bytes: Option<u64>,
+    /// The CPU quota as whole CPUs, rounded up (a quota of 1.5 CPUs gives 2), at least 1.
+    pub cpus: Option<u32>,
+}
+
+/// Reads the limits under `root` (usually [`CGROUP_ROOT`]): cgroup v2 `memory.max` and
+/// `cpu.max` (`"max"` = none), else v1 `memory/memory.limit_in_bytes` (a value of
+/// 2^62 or more is the kernel's "no limit") and `cpu/cpu.cfs_quota_us` over
+/// `cpu/cpu.cfs_period_us` (`-1` = none). Unreadable or malformed files count as no
+/// limit: the host's own figures are used then.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("cgroup-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// std::fs::write(dir.join("memory.max"), "2147483648\n")?;
+/// std::fs::write(dir.join("cpu.max"), "150000 100000\n")?;
+/// let l = cortex_dbtune::system::cgroup_limits(&dir);
+/// assert_eq!((l.memory_bytes, l.cpus), (Some(2 << 30), Some(2)));
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn cgroup_limits(root: &std::path::Path) -> CgroupLimits {
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).ok();
+    let memory_bytes = match read("memory.max") {
+        Some(v2) => v2.trim().parse::<u64>().ok(),
+        None => read("memory/memory.limit_in_bytes")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&b| b < 1 << 62),
+    };
+    let quota = |q: i64, period: i64| {
+        (q > 0 && period > 0).then(|| {
+            let c = (q as u64).div_ceil(period as u64).max(1);
+            u32::try_from(c).unwrap_or(u32::MAX)
+        })
+    };
+    let cpus = match read("cpu.max") {
+        Some(v2) => {
+            let mut it = v2.split_whitespace();
+            match (it.next(), it.next().map(str::parse::<i64>)) {
+                (Some(q), Some(Ok(period))) => q.parse::<i64>().ok().and_then(|q| quota(q, period)),
+                _ => None,
+            }
+        }
+        None => {
+            let num = |p: &str| read(p).and_then(|v| v.trim().parse::<i64>().ok());
+            match (num("cpu/cpu.cfs_quota_us"), num("cpu/cpu.cfs_period_us")) {
+                (Some(q), Some(p)) => quota(q, p),
+                _ => None,
+            }
+        }
+    };
+    CgroupLimits { memory_bytes, cpus }
+}
+
+/// `facts` with memory and CPUs lowered to `limits` where a limit is smaller: inside a
+/// container the host's `MemTotal` and CPU count are not what PostgreSQL may use.
+pub fn apply_cgroup_limits(mut facts: SystemFacts, limits: &CgroupLimits) -> SystemFacts {
+    if let Some(limit) = limits.memory_bytes {
+        facts.memory_total_bytes = Some(facts.memory_total_bytes.map_or(limit, |t| t.min(limit)));
+        facts.memory_available_bytes = facts.memory_available_bytes.map(|a| a.min(limit));
+    }
+    if let Some(c) = limits.cpus {
+        facts.cpus = facts.cpus.min(c as usize).max(1);
+    }
+    facts
+}
+
+/// Reads the host's facts from `/proc` and the standard library, lowered to the
+/// cgroup limits under [`CGROUP_ROOT`] when this process runs inside a container.
 pub fn gather() -> SystemFacts {
+    apply_cgroup_limits(
+        gather_host(),
+        &cgroup_limits(std::path::Path::new(CGROUP_ROOT)),
+    )
+}
+
+fn gather_host() -> SystemFacts {
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let (total, available) = read("/proc/meminfo")
         .map(|t| parse_meminfo(&t))
@@ -458,6 +541,107 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    /// A fresh directory for one test's cgroup files.
+    fn cgroup_dir(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("dbtune-cgroup-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, text) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn cgroup_v2_and_v1_limits() {
+        let v2 = cgroup_dir(
+            "v2",
+            &[
+                ("memory.max", "1073741824\n"),
+                ("cpu.max", "250000 100000\n"),
+            ],
+        );
+        assert_eq!(
+            cgroup_limits(&v2),
+            CgroupLimits {
+                memory_bytes: Some(GB),
+                cpus: Some(3)
+            }
+        );
+        let unlimited = cgroup_dir(
+            "v2max",
+            &[("memory.max", "max\n"), ("cpu.max", "max 100000\n")],
+        );
+        assert_eq!(cgroup_limits(&unlimited), CgroupLimits::default());
+        let v1 = cgroup_dir(
+            "v1",
+            &[
+                ("memory/memory.limit_in_bytes", "536870912\n"),
+                ("cpu/cpu.cfs_quota_us", "50000\n"),
+                ("cpu/cpu.cfs_period_us", "100000\n"),
+            ],
+        );
+        assert_eq!(
+            cgroup_limits(&v1),
+            CgroupLimits {
+                memory_bytes: Some(GB / 2),
+                cpus: Some(1)
+            }
+        );
+        let v1_none = cgroup_dir(
+            "v1none",
+            &[
+                ("memory/memory.limit_in_bytes", "9223372036854771712\n"),
+                ("cpu/cpu.cfs_quota_us", "-1\n"),
+                ("cpu/cpu.cfs_period_us", "100000\n"),
+            ],
+        );
+        assert_eq!(cgroup_limits(&v1_none), CgroupLimits::default());
+        let garbage = cgroup_dir("bad", &[("memory.max", "lots\n"), ("cpu.max", "x y\n")]);
+        assert_eq!(cgroup_limits(&garbage), CgroupLimits::default());
+        let empty = cgroup_dir("empty", &[]);
+        assert_eq!(cgroup_limits(&empty), CgroupLimits::default());
+        for d in [v2, unlimited, v1, v1_none, garbage, empty] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_smaller_of_host_and_limit_wins() {
+        let host = SystemFacts {
+            cpus: 8,
+            memory_total_bytes: Some(32 * GB),
+            memory_available_bytes: Some(20 * GB),
+            ..facts()
+        };
+        let f = apply_cgroup_limits(
+            host.clone(),
+            &CgroupLimits {
+                memory_bytes: Some(4 * GB),
+                cpus: Some(2),
+            },
+        );
+        assert_eq!(
+            (f.cpus, f.memory_total_bytes, f.memory_available_bytes),
+            (2, Some(4 * GB), Some(4 * GB))
+        );
+        // A limit above the host changes nothing.
+        let f = apply_cgroup_limits(
+            host.clone(),
+            &CgroupLimits {
+                memory_bytes: Some(64 * GB),
+                cpus: Some(16),
+            },
+        );
+        assert_eq!(f, host);
+        assert_eq!(
+            apply_cgroup_limits(host.clone(), &CgroupLimits::default()),
+            host
+        );
     }
 
     #[test]

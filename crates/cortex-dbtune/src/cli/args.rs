@@ -5,11 +5,18 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::Param;
-use crate::pgtune::{self, DbType, Storage};
+use crate::pgtune::{self, Algorithm, DbType, Os, Storage};
 
 /// PostgreSQL advice: pgtune's settings and EXPLAIN plan analysis.
 #[derive(Debug, Parser)]
-#[command(name = "cortex-dbtune", version, about)]
+#[command(
+    name = "cortex-dbtune",
+    version,
+    about,
+    after_help = "Exit status: 0 done; 1 runtime error (cannot connect, the server refused, \
+                  ...); 2 usage error (a bad flag or value, a missing setting); 3 findings at \
+                  or above --fail-on (explain, check-system)."
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -23,7 +30,8 @@ pub(crate) enum Command {
     /// The statement runs in a transaction that is rolled back.
     Explain(ExplainArgs),
     /// Check this host: OS, CPUs, memory, open-file limit, required environment
-    /// variables (secrets masked), pool size against CPUs. Exits 1 when a check fails.
+    /// variables (secrets masked), pool size against CPUs. Exits 3 when a check fails
+    /// (or, with --fail-on warning, warns).
     CheckSystem(CheckSystemArgs),
     /// Suggest indexes for the given queries and pg_stat_statements' top queries,
     /// verified with HypoPG when it is installed (cost before and after). Only the
@@ -127,10 +135,11 @@ pub(crate) enum SettingsFormat {
 pub(crate) struct SettingsArgs {
     #[command(flatten)]
     pub(crate) conn: ConnArgs,
-    /// Total RAM, e.g. 16GB; default this host's.
+    /// Total RAM, e.g. 16GB; default this host's, or the container's cgroup memory
+    /// limit when smaller.
     #[arg(long, value_parser = parse_ram)]
     pub(crate) ram: Option<u64>,
-    /// CPU count; default this host's.
+    /// CPU count; default this host's, or the container's cgroup CPU quota when smaller.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) cpus: Option<u32>,
     /// max_connections; default pgtune's for the workload.
@@ -174,6 +183,10 @@ pub(crate) struct CheckSystemArgs {
     /// The async runtime's worker threads, shown beside the recommended count.
     #[arg(long)]
     pub(crate) worker_threads: Option<u32>,
+    /// Exit 3 when a check is at or above this level: warning (a warning or a failing
+    /// check) or critical (a failing check, the default).
+    #[arg(long, value_enum, default_value = "critical")]
+    pub(crate) fail_on: FailOn,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: ReportFormat,
@@ -202,6 +215,10 @@ pub(crate) struct ExplainArgs {
     /// scripts keep working.
     #[arg(long, hide = true, conflicts_with = "timeout", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) timeout_ms: Option<u64>,
+    /// Exit 3 when a finding is at or above this level (warning or critical); without
+    /// it findings do not change the exit status.
+    #[arg(long, value_enum)]
+    pub(crate) fail_on: Option<FailOn>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: ReportFormat,
@@ -233,6 +250,53 @@ pub(crate) enum StorageArg {
     Ssd,
     Hdd,
     San,
+    Nvme,
+}
+
+/// The operating system (pgtune's OS type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OsArg {
+    Linux,
+    Windows,
+    Mac,
+}
+
+impl From<OsArg> for Os {
+    fn from(v: OsArg) -> Self {
+        match v {
+            OsArg::Linux => Os::Linux,
+            OsArg::Windows => Os::Windows,
+            OsArg::Mac => Os::Mac,
+        }
+    }
+}
+
+/// The rules' generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AlgorithmArg {
+    /// pgtune's 2025 release as the spec writes it down (the default).
+    Classic,
+    /// Newer rules: 4MB work_mem floor, 8GB maintenance_work_mem cap, jit,
+    /// wal_compression, autovacuum and (PostgreSQL 18) io_method.
+    Modern,
+}
+
+impl From<AlgorithmArg> for Algorithm {
+    fn from(v: AlgorithmArg) -> Self {
+        match v {
+            AlgorithmArg::Classic => Algorithm::Classic,
+            AlgorithmArg::Modern => Algorithm::Modern,
+        }
+    }
+}
+
+/// The lowest finding level that makes the command exit 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum FailOn {
+    /// A warning or anything worse.
+    Warning,
+    /// Only a critical finding (a failing check for check-system).
+    Critical,
 }
 
 impl From<StorageArg> for Storage {
@@ -241,13 +305,18 @@ impl From<StorageArg> for Storage {
             StorageArg::Ssd => Storage::Ssd,
             StorageArg::Hdd => Storage::Hdd,
             StorageArg::San => Storage::San,
+            StorageArg::Nvme => Storage::Nvme,
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ConfFormat {
+    /// postgresql.conf lines under pgtune's input comments.
     Conf,
+    /// `ALTER SYSTEM SET name = 'value';` lines under the same comments as SQL comments.
+    Alter,
+    /// A JSON object of name to value.
     Json,
 }
 
@@ -271,6 +340,14 @@ pub(crate) struct PgtuneArgs {
     /// PostgreSQL major version (10..=18).
     #[arg(long)]
     pub(crate) pg_version: u32,
+    /// The operating system: windows and mac have no effective_io_concurrency, windows
+    /// caps maintenance_work_mem at 2GB - 1MB.
+    #[arg(long, value_enum, default_value = "linux")]
+    pub(crate) os: OsArg,
+    /// The rules: classic = pgtune's 2025 release (unchanged output), modern = newer
+    /// rules (see the README for what each matches and what is approximated).
+    #[arg(long, value_enum, default_value = "classic")]
+    pub(crate) algorithm: AlgorithmArg,
     /// Output format.
     #[arg(long, value_enum, default_value = "conf")]
     pub(crate) format: ConfFormat,

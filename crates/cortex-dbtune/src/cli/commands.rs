@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use super::args::{
-    AdviseArgs, CheckSystemArgs, ConfFormat, ExplainArgs, MaintenanceArgs, PgtuneArgs,
+    AdviseArgs, CheckSystemArgs, ConfFormat, ExplainArgs, FailOn, MaintenanceArgs, PgtuneArgs,
     ReportFormat, SettingsArgs, SettingsFormat,
 };
 use super::output::{self, emit, to_json};
-use crate::pgtune::{self, DbType, PgtuneInput, Storage};
+use crate::pgtune::{self, DbType, PgtuneInput, PgtuneOptions, Storage};
 use crate::{AnalyzeOptions, Error};
 
 /// The process environment, as the commands read it.
@@ -153,7 +153,7 @@ pub(crate) fn maintenance(a: MaintenanceArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs the checks; `Ok(true)` when none failed.
+/// Runs the checks; `Ok(true)` when none is at or above `--fail-on`.
 pub(crate) fn check_system(a: CheckSystemArgs) -> Result<bool, Error> {
     use crate::system::{self, CheckOptions, CheckStatus};
     let facts = system::gather();
@@ -175,10 +175,19 @@ pub(crate) fn check_system(a: CheckSystemArgs) -> Result<bool, Error> {
         ReportFormat::Table => output::checks_table(&checks, &defaults),
     };
     emit(&out);
-    Ok(checks.iter().all(|c| c.status != CheckStatus::Fail))
+    let level = |s: CheckStatus| match s {
+        CheckStatus::Fail => Some(FailOn::Critical),
+        CheckStatus::Warning => Some(FailOn::Warning),
+        _ => None,
+    };
+    Ok(!checks
+        .iter()
+        .any(|c| level(c.status).is_some_and(|l| l >= a.fail_on)))
 }
 
-pub(crate) fn explain(a: ExplainArgs) -> Result<(), Error> {
+/// Runs EXPLAIN and prints the findings; `Ok(true)` when none is at or above
+/// `--fail-on` (always without it).
+pub(crate) fn explain(a: ExplainArgs) -> Result<bool, Error> {
     let url = a.conn.url(&process_env)?;
     if a.timeout_ms.is_some() {
         eprintln!("warning: --timeout-ms is deprecated; use --timeout (e.g. 500ms, 30s)");
@@ -198,7 +207,18 @@ pub(crate) fn explain(a: ExplainArgs) -> Result<(), Error> {
         ReportFormat::Table => output::analysis_table(&analysis),
     };
     emit(&out);
-    Ok(())
+    let Some(fail_on) = a.fail_on else {
+        return Ok(true);
+    };
+    let level = |s: crate::plan::Severity| match s {
+        crate::plan::Severity::Critical => Some(FailOn::Critical),
+        crate::plan::Severity::Warning => Some(FailOn::Warning),
+        _ => None,
+    };
+    Ok(!analysis
+        .findings
+        .iter()
+        .any(|f| level(f.severity).is_some_and(|l| l >= fail_on)))
 }
 
 pub(crate) fn pgtune(a: PgtuneArgs) -> Result<(), Error> {
@@ -210,12 +230,27 @@ pub(crate) fn pgtune(a: PgtuneArgs) -> Result<(), Error> {
         storage: a.storage.into(),
         pg_version: a.pg_version,
     };
-    let settings = pgtune::pgtune(&input)?;
+    let opts = PgtuneOptions::new(a.os.into(), a.algorithm.into());
+    let settings = pgtune::pgtune_with(&input, &opts)?;
     for w in pgtune::pgtune_warnings(&input) {
         eprintln!("warning: {w}");
     }
+    // pgtune's input comments, then a blank line, then the settings.
+    let header = |marker: &str| -> String {
+        let mut h: String = pgtune::header_lines(&input, &opts)
+            .iter()
+            .map(|l| format!("{marker} {l}\n"))
+            .collect();
+        h.push('\n');
+        h
+    };
     match a.format {
-        ConfFormat::Conf => emit(&pgtune::to_conf(&settings)),
+        ConfFormat::Conf => emit(&format!("{}{}", header("#"), pgtune::to_conf(&settings))),
+        ConfFormat::Alter => emit(&format!(
+            "{}{}",
+            header("--"),
+            pgtune::to_alter_system(&settings)?
+        )),
         ConfFormat::Json => emit(&format!("{}\n", pgtune::to_json(&settings))),
     }
     Ok(())

@@ -20,6 +20,34 @@ use clap::Parser;
 
 use args::{Cli, Command};
 
+/// Exit code: done.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a runtime error (cannot connect, the server refused, I/O).
+pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code: a usage error (a bad flag or value, a required setting missing).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: a finding at or above `--fail-on`.
+pub const EXIT_FINDINGS: u8 = 3;
+
+/// The exit code of an error: usage for what the caller can fix in the command line or
+/// the environment, runtime for the rest.
+fn exit_code(e: &crate::Error) -> u8 {
+    use crate::Error::*;
+    match e {
+        InvalidMemory { .. }
+        | MemoryTooSmall { .. }
+        | MemoryNotWholeKb { .. }
+        | InvalidCpus { .. }
+        | InvalidConnections { .. }
+        | UnsupportedVersion { .. }
+        | InvalidChoice { .. }
+        | InvalidOption { .. }
+        | PlanRoleRequired { .. }
+        | InvalidConfig { .. } => EXIT_USAGE,
+        _ => EXIT_RUNTIME,
+    }
+}
+
 /// The error and each of its sources, one a line: a message never repeats its
 /// source's text, so the whole chain is printed.
 fn error_report(e: &(dyn std::error::Error + 'static)) -> String {
@@ -30,8 +58,11 @@ fn error_report(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Runs the command line of this process; exit code 0 on success, 1 when `check-system`
-/// found a failing check, 2 on an error (printed to stderr), clap's for bad usage.
+/// Runs the command line of this process. Exit codes: [`EXIT_OK`] on success,
+/// [`EXIT_RUNTIME`] on a runtime error (cannot connect, the server refused a
+/// statement), [`EXIT_USAGE`] on a usage error (clap's, or a value the command refuses),
+/// [`EXIT_FINDINGS`] when `--fail-on` (explain, check-system) met a finding at or above
+/// its level. Errors are printed to stderr.
 ///
 /// Logs of the library (warnings by default, more with `RUST_LOG`, e.g.
 /// `RUST_LOG=cortex_dbtune=debug`) go to stderr, so stdout stays the command's output.
@@ -64,21 +95,28 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = Cli::parse_from(args);
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; the rest is usage.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
     let result = match cli.command {
         Command::Pgtune(a) => commands::pgtune(a).map(|()| true),
-        Command::Explain(a) => commands::explain(a).map(|()| true),
+        Command::Explain(a) => commands::explain(a),
         Command::CheckSystem(a) => commands::check_system(a),
         Command::AdviseIndexes(a) => commands::advise(a).map(|()| true),
         Command::Settings(a) => commands::settings(a).map(|()| true),
         Command::Maintenance(a) => commands::maintenance(a).map(|()| true),
     };
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(true) => ExitCode::from(EXIT_OK),
+        Ok(false) => ExitCode::from(EXIT_FINDINGS),
         Err(e) => {
             eprintln!("{}", error_report(&e));
-            ExitCode::from(2)
+            ExitCode::from(exit_code(&e))
         }
     }
 }

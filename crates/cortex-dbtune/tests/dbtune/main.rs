@@ -7,6 +7,8 @@ mod bad_input;
 // The binary is built only with the `cli` feature.
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod cli_habits;
 mod spans;
 
 use std::sync::atomic::{AtomicU32, Ordering};

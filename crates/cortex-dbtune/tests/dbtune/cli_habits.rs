@@ -1,0 +1,305 @@
+//! The binary as pgtune, pghero and dexter users expect it: pgtune's header and
+//! ALTER SYSTEM output, --os and nvme, the modern algorithm, exit codes that tell usage
+//! errors, runtime errors and findings apart, DATABASE_URL by default.
+
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cortex-dbtune"))
+}
+
+fn db_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://cortex@127.0.0.1:5432/cortex".to_string())
+}
+
+fn run(args: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .env("DATABASE_URL", db_url())
+        .output()
+        .expect("binary runs")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `pgtune` for 16GB web on `storage`, with `extra` flags.
+fn pgtune(ram: &str, storage: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "pgtune",
+        "--db-type",
+        "web",
+        "--ram",
+        ram,
+        "--storage",
+        storage,
+        "--pg-version",
+        "18",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// The `name = value` lines of conf output as pairs.
+fn conf(o: &Output) -> Vec<(String, String)> {
+    assert_eq!(o.status.code(), Some(0), "{}", err(o));
+    out(o)
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once(" = ").unwrap_or_else(|| panic!("{l:?}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn value(pairs: &[(String, String)], name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+#[test]
+fn header_names_every_input_given() {
+    let o = pgtune("1536MB", "hdd", &["--connections", "50", "--os", "windows"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = out(&o);
+    assert!(
+        text.starts_with(
+            "# DB Version: 18\n# OS Type: windows\n# DB Type: web\n\
+             # Total Memory (RAM): 1536 MB\n# Connections num: 50\n\
+             # Data Storage: hdd\n\nmax_connections = 50\n"
+        ),
+        "{text}"
+    );
+    // No CPUs given: no CPUs line.
+    assert!(!text.contains("CPUs num"), "{text}");
+}
+
+#[test]
+fn alter_format_is_one_checked_statement_per_setting() {
+    let o = pgtune("16GB", "ssd", &["--cpus", "8", "--format", "alter"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = out(&o);
+    let mut statements = 0;
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with("-- ") {
+            continue;
+        }
+        // ^ALTER SYSTEM SET [a-z_]+ = '...';$ without a regex crate.
+        let rest = line
+            .strip_prefix("ALTER SYSTEM SET ")
+            .unwrap_or_else(|| panic!("{line:?}"));
+        let (name, value) = rest.split_once(" = ").unwrap_or_else(|| panic!("{line:?}"));
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "{line:?}"
+        );
+        let inner = value
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix("';"))
+            .unwrap_or_else(|| panic!("{line:?}"));
+        assert!(!inner.contains('\''), "{line:?}");
+        statements += 1;
+    }
+    assert_eq!(statements, 17, "{text}");
+    assert!(text.starts_with("-- DB Version: 18\n"), "{text}");
+    assert!(
+        text.contains("ALTER SYSTEM SET shared_buffers = '4GB';\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn os_and_nvme_change_the_documented_values() {
+    // 64GB: maintenance_work_mem reaches the 2GB cap.
+    let linux = conf(&pgtune("64GB", "ssd", &[]));
+    assert_eq!(
+        value(&linux, "maintenance_work_mem").as_deref(),
+        Some("2GB")
+    );
+    assert_eq!(
+        value(&linux, "effective_io_concurrency").as_deref(),
+        Some("200")
+    );
+    let windows = conf(&pgtune("64GB", "ssd", &["--os", "windows"]));
+    assert_eq!(
+        value(&windows, "maintenance_work_mem").as_deref(),
+        Some("2047MB")
+    );
+    assert_eq!(value(&windows, "effective_io_concurrency"), None);
+    let mac = conf(&pgtune("64GB", "ssd", &["--os", "mac"]));
+    assert_eq!(value(&mac, "maintenance_work_mem").as_deref(), Some("2GB"));
+    assert_eq!(value(&mac, "effective_io_concurrency"), None);
+    let nvme = conf(&pgtune("64GB", "nvme", &[]));
+    assert_eq!(
+        value(&nvme, "effective_io_concurrency").as_deref(),
+        Some("1000")
+    );
+    assert_eq!(value(&nvme, "random_page_cost").as_deref(), Some("1.1"));
+}
+
+#[test]
+fn modern_algorithm_adds_settings_and_moves_floor_and_cap() {
+    let classic = conf(&pgtune("256GB", "ssd", &["--connections", "5000"]));
+    let modern = conf(&pgtune(
+        "256GB",
+        "ssd",
+        &["--connections", "5000", "--algorithm", "modern"],
+    ));
+    // The default is the classic algorithm.
+    let named = conf(&pgtune(
+        "256GB",
+        "ssd",
+        &["--connections", "5000", "--algorithm", "classic"],
+    ));
+    assert_eq!(classic, named);
+    assert_eq!(
+        value(&classic, "maintenance_work_mem").as_deref(),
+        Some("2GB")
+    );
+    assert_eq!(
+        value(&modern, "maintenance_work_mem").as_deref(),
+        Some("8GB")
+    );
+    for name in [
+        "jit",
+        "wal_compression",
+        "autovacuum_max_workers",
+        "autovacuum_vacuum_scale_factor",
+        "autovacuum_analyze_scale_factor",
+        "autovacuum_vacuum_cost_limit",
+        "io_method",
+    ] {
+        assert!(value(&classic, name).is_none(), "{name} in classic");
+        assert!(value(&modern, name).is_some(), "{name} missing in modern");
+    }
+    assert_eq!(value(&modern, "jit").as_deref(), Some("off"));
+    // The work_mem floor: 1GB with 5000 connections computes ~50kB.
+    let classic = conf(&pgtune("1GB", "ssd", &["--connections", "5000"]));
+    let modern = conf(&pgtune(
+        "1GB",
+        "ssd",
+        &["--connections", "5000", "--algorithm", "modern"],
+    ));
+    assert_eq!(value(&classic, "work_mem").as_deref(), Some("64kB"));
+    assert_eq!(value(&modern, "work_mem").as_deref(), Some("4MB"));
+    // io_method exists from PostgreSQL 18 only.
+    let o = run(&[
+        "pgtune",
+        "--db-type",
+        "dw",
+        "--ram",
+        "8GB",
+        "--storage",
+        "ssd",
+        "--pg-version",
+        "17",
+        "--algorithm",
+        "modern",
+    ]);
+    let pg17 = conf(&o);
+    assert!(value(&pg17, "io_method").is_none());
+    assert_eq!(value(&pg17, "jit").as_deref(), Some("on"));
+}
+
+#[test]
+fn usage_errors_exit_2_naming_the_flag() {
+    for (args, needle) in [
+        (&["pgtune", "--os", "beos"][..], "--os"),
+        (&["pgtune", "--algorithm", "newest"][..], "--algorithm"),
+        (
+            &["explain", "--fail-on", "info", "SELECT 1"][..],
+            "--fail-on",
+        ),
+        (&["check-system", "--fail-on", "never"][..], "--fail-on"),
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", err(&o));
+        assert!(err(&o).contains(needle), "{args:?}: {}", err(&o));
+        assert!(err(&o).contains("invalid value"), "{args:?}: {}", err(&o));
+    }
+    // A value the command itself refuses is a usage error too.
+    let o = pgtune("16GB", "ssd", &["--pg-version", "9"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    // --help succeeds on stdout.
+    let o = run(&["pgtune", "--help"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(out(&o).contains("--algorithm"), "{}", out(&o));
+    let o = run(&["--help"]);
+    assert!(out(&o).contains("Exit status"), "{}", out(&o));
+}
+
+#[test]
+fn a_wrong_database_url_is_a_runtime_error_shown_redacted() {
+    // Nothing listens on port 1: connecting fails at once.
+    let o = bin()
+        .args(["maintenance"])
+        .env("DATABASE_URL", "postgres://app:s3cret@127.0.0.1:1/app")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let e = err(&o);
+    assert!(e.contains("postgres://app:***@127.0.0.1:1/app"), "{e}");
+    assert!(!e.contains("s3cret"), "{e}");
+}
+
+#[test]
+fn fail_on_gates_the_exit_status_on_findings() {
+    // check-system: a missing required variable is a failing (critical) check.
+    let check = |fail_on: Option<&str>, require: &str| {
+        let mut c = bin();
+        c.args(["check-system", "--format", "json", "--require", require]);
+        if let Some(f) = fail_on {
+            c.args(["--fail-on", f]);
+        }
+        c.env("DBTUNE_HABITS_SET", "x")
+            .env_remove("DBTUNE_HABITS_UNSET")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(check(None, "DBTUNE_HABITS_UNSET").status.code(), Some(3));
+    assert_eq!(
+        check(Some("critical"), "DBTUNE_HABITS_UNSET").status.code(),
+        Some(3)
+    );
+    let o = check(Some("critical"), "DBTUNE_HABITS_SET");
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+
+    // explain on the real server: a statement with a critical finding.
+    let sql = EXPLAIN_WITH_FINDINGS;
+    let o = run(&["explain", "--format", "json", sql]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let severities: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["severity"].as_str())
+        .collect();
+    assert!(severities.contains(&"critical"), "{severities:?}");
+    for level in ["warning", "critical"] {
+        let o = run(&["explain", "--fail-on", level, sql]);
+        assert_eq!(o.status.code(), Some(3), "{level}: {}", err(&o));
+    }
+    // A statement without findings passes the gate.
+    let o = run(&[
+        "explain",
+        "--format",
+        "json",
+        "--fail-on",
+        "warning",
+        "SELECT 1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+}
+
+/// A sort that spills to disk under a small work_mem.
+const EXPLAIN_WITH_FINDINGS: &str = "SELECT g FROM generate_series(1, 300000) g ORDER BY g DESC";

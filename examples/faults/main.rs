@@ -887,9 +887,11 @@ fn judge(
     }
     let latency_bound = (REQUEST_TIMEOUT + LATENCY_SLACK).as_secs_f64() * 1000.0;
     if row.max_latency_ms > latency_bound {
+        let slowest = window.iter().max_by(|a, b| a.dur_ms.total_cmp(&b.dur_ms));
         row.failures.push(format!(
-            "an answer took {:.0} ms (bound {latency_bound:.0} ms)",
-            row.max_latency_ms
+            "an answer took {:.0} ms (bound {latency_bound:.0} ms): {slowest:?}, {} ms after the fault began",
+            row.max_latency_ms,
+            slowest.map_or(0, |r| r.start_ms.saturating_sub(out.inject_ms) as i64),
         ));
     }
     if out.fault.reads_must_go_on() && row.reads_ok_during == 0 {

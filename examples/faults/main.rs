@@ -980,13 +980,7 @@ async fn soak_run(
             .iter()
             .filter(|r| r.start_ms >= *t && r.start_ms < t + step.as_millis() as u64)
             .collect();
-        let mut lat: Vec<f64> = bin.iter().map(|r| r.dur_ms).collect();
-        lat.sort_by(f64::total_cmp);
-        let p99 = lat
-            .get((lat.len() as f64 * 0.99).ceil() as usize)
-            .or(lat.last())
-            .copied()
-            .unwrap_or(f64::NAN);
+        let p99 = p99_ms(bin.iter().copied());
         let failed = bin.iter().filter(|r| r.failed()).count();
         let error_pct = if bin.is_empty() {
             0.0
@@ -1026,12 +1020,7 @@ async fn soak_run(
     {
         failures.push(format!("soak: instance 0 grew from {a:.1} to {b:.1} MiB"));
     }
-    let mut all: Vec<f64> = recs.iter().map(|r| r.dur_ms).collect();
-    all.sort_by(f64::total_cmp);
-    let p99 = all
-        .get((all.len() as f64 * 0.99) as usize)
-        .copied()
-        .unwrap_or(f64::NAN);
+    let p99 = p99_ms(recs.iter());
     let line = format!(
         "Soak: {} s, {} requests, {failed} failed, p99 {p99:.1} ms, instance 0 memory {:.1} -> {:.1} MiB; plot {}.",
         o.soak.as_secs(),
@@ -1041,4 +1030,12 @@ async fn soak_run(
         svg_path.display()
     );
     Ok((line, failures))
+}
+
+/// The 99th percentile of the records' durations (nearest rank), NaN for none.
+fn p99_ms<'a>(recs: impl Iterator<Item = &'a Rec>) -> f64 {
+    let mut ms: Vec<f64> = recs.map(|r| r.dur_ms).collect();
+    ms.sort_by(f64::total_cmp);
+    let rank = (ms.len() as f64 * 0.99).ceil() as usize;
+    ms.get(rank.saturating_sub(1)).copied().unwrap_or(f64::NAN)
 }

@@ -92,6 +92,41 @@ pub async fn wait_exit(what: &'static str, child: &mut Child) -> Result<(), Fail
     }
 }
 
+/// Start `cmd` with its output appended to `log`, killed when dropped, and wait until
+/// it listens on `port`.
+async fn launch(
+    what: &'static str,
+    cmd: &mut Command,
+    port: u16,
+    log: &Path,
+) -> Result<Child, Fail> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(log_file(log)?)
+        .stderr(log_file(log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(Fail::io(what))?;
+    wait_port(what, port, &mut child, log).await?;
+    Ok(child)
+}
+
+/// Poll `ready` until it says yes (a server listens before it serves), bounded.
+async fn wait_ready<F, Fut>(what: &str, mut ready: F) -> Result<(), Fail>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + START_WAIT;
+    while !ready().await {
+        if Instant::now() > deadline {
+            return Err(Fail(format!("{what} did not answer within {START_WAIT:?}")));
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 fn log_file(path: &Path) -> Result<std::fs::File, Fail> {
     std::fs::OpenOptions::new()
         .create(true)
@@ -127,8 +162,8 @@ impl Redis {
     /// Start (again) on the same port and data.
     pub async fn up(&mut self) -> Result<(), Fail> {
         let log = self.dir.join("redis.log");
-        let mut child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args([
                 "--save",
                 "",
@@ -138,24 +173,10 @@ impl Redis {
                 "always",
             ])
             .args(["--protected-mode", "no", "--dir"])
-            .arg(&self.dir)
-            .stdout(log_file(&log)?)
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(Fail::io("spawn redis-server (Debian package redis-server)"))?;
-        wait_port("redis-server", self.port, &mut child, &log).await?;
+            .arg(&self.dir);
+        let child = launch("redis-server", &mut cmd, self.port, &log).await?;
         // Listening comes before the append-only file is loaded: wait for PONG.
-        let deadline = Instant::now() + START_WAIT;
-        loop {
-            if self.ping().await {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(Fail(format!("redis on {} never answered PING", self.port)));
-            }
-            sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready("redis-server", || self.ping()).await?;
         self.child = Some(child);
         Ok(())
     }
@@ -275,30 +296,15 @@ impl Postgres {
             .arg(self.data.parent().unwrap_or(Path::new("/tmp")))
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", &format!("max_connections={MAX_CONNECTIONS}")])
-            .args(["-c", "fsync=off", "-c", "log_min_messages=warning"])
-            .stdout(Stdio::null())
-            .stderr(log_file(&log)?)
-            .kill_on_drop(true);
+            .args(["-c", "fsync=off", "-c", "log_min_messages=warning"]);
         as_owner(&mut cmd, self.owner);
-        let mut child = cmd.spawn().map_err(Fail::io("spawn postgres"))?;
-        wait_port("postgres", self.port, &mut child, &log).await?;
+        let child = launch("postgres", &mut cmd, self.port, &log).await?;
         // Listening comes before recovery ends: wait until a query answers.
-        let deadline = Instant::now() + START_WAIT;
-        loop {
-            if crate::sql::connect(&self.admin_url("postgres"))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(Fail(format!(
-                    "postgres on {} never took a query",
-                    self.port
-                )));
-            }
-            sleep(Duration::from_millis(100)).await;
-        }
+        let url = self.admin_url("postgres");
+        wait_ready("postgres", || async {
+            crate::sql::connect(&url).await.is_ok()
+        })
+        .await?;
         self.child = Some(child);
         Ok(())
     }
@@ -374,17 +380,11 @@ impl Mcp {
     }
 
     pub async fn up(&mut self) -> Result<(), Fail> {
-        let mut child = Command::new("node")
-            .arg(&self.js)
+        let mut cmd = Command::new("node");
+        cmd.arg(&self.js)
             .arg("streamableHttp")
-            .env("PORT", self.port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file(&self.log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(Fail::io("spawn node"))?;
-        wait_port("the MCP server", self.port, &mut child, &self.log).await?;
+            .env("PORT", self.port.to_string());
+        let child = launch("the MCP server", &mut cmd, self.port, &self.log).await?;
         self.child = Some(child);
         Ok(())
     }
@@ -452,13 +452,8 @@ impl Instance {
             cmd.env_remove(var);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("CORTEX_ADDR", format!("127.0.0.1:{}", self.port))
-            .stdin(Stdio::null())
-            .stdout(log_file(&self.log)?)
-            .stderr(log_file(&self.log)?)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(Fail::io("spawn the service"))?;
-        wait_port(self.name, self.port, &mut child, &self.log).await?;
+            .env("CORTEX_ADDR", format!("127.0.0.1:{}", self.port));
+        let child = launch(self.name, &mut cmd, self.port, &self.log).await?;
         self.child = Some(child);
         Ok(())
     }

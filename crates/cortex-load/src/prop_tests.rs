@@ -56,10 +56,13 @@ fn check_plan(c: &LoadConfig) -> Result<(), LoadError> {
         {
             assert!(now.checked_add(d).is_some(), "accepted {d:?}: {c:?}");
         }
+        // A setting, not a measurement: the gap between sends that an accepted rate
+        // asks for is itself a duration within the limit.
         if let Some(rate) = c.rate {
+            let gap = Duration::try_from_secs_f64(1.0 / rate);
             assert!(
-                1.0 / rate <= MAX_DURATION.as_secs_f64(),
-                "accepted rate {rate}"
+                gap.as_ref().is_ok_and(|gap| *gap <= MAX_DURATION),
+                "accepted rate {rate}: gap {gap:?}"
             );
         }
     }

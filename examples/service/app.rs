@@ -57,8 +57,8 @@ pub type Shared = Arc<AppState>;
 
 /// The whole service. Layers, outermost first: panics become 500, then tracing (a
 /// `http.request` span and the W3C trace context, see [`trace_context`]),
-/// metrics per route template, admission (503 + `Retry-After`), the request timeout
-/// (504), read-your-writes across requests ([`read_your_writes`]), and the body limit
+/// metrics per route template, admission and the request timeout on one budget (503 +
+/// `Retry-After`, 504; see [`admit_within_timeout`]), read-your-writes across requests ([`read_your_writes`]), and the body limit
 /// (413).
 pub fn router(state: Shared) -> Router {
     let (public, admin_ops) = (
@@ -94,8 +94,10 @@ pub fn router(state: Shared) -> Router {
             state.clone(),
             read_your_writes,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), timeout))
-        .layer(middleware::from_fn_with_state(state.clone(), admit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            admit_within_timeout,
+        ))
         .layer(MetricsLayer::new(state.cortex.metrics().clone()))
         .layer(middleware::from_fn(
             move |req: Request, next: Next| async move {
@@ -224,25 +226,22 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-/// The admission limiter: a bounded wait for a slot, else 503 with `Retry-After`.
-async fn admit(State(state): State<Shared>, req: Request, next: Next) -> Response {
+/// Admission and the request timeout, one budget: the wait for a limiter slot is
+/// part of the request's time, so no answer comes later than `CORTEX_REQUEST_TIMEOUT`.
+/// No slot within the limiter's wait (or the request's whole budget, if shorter):
+/// 503 `overloaded` with `Retry-After`. Admitted but not answered in what is left: 504.
+async fn admit_within_timeout(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let limit = state.settings.request_timeout;
+    let started = tokio::time::Instant::now();
     let limiter = state.cortex.limiter();
-    match limiter.acquire().await {
-        Ok(admission) => {
-            let response = next.run(req).await;
-            drop(admission);
-            response
-        }
+    let admission = match limiter.acquire_within(limit).await {
+        Ok(admission) => admission,
         Err(e) => {
             let secs = limiter.retry_after().as_secs().max(1);
-            ApiError::unavailable("overloaded", e.to_string(), secs).into_response()
+            return ApiError::unavailable("overloaded", e.to_string(), secs).into_response();
         }
-    }
-}
-
-async fn timeout(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    let limit = state.settings.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
+    };
+    let response = match tokio::time::timeout_at(started + limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -250,7 +249,9 @@ async fn timeout(State(state): State<Shared>, req: Request, next: Next) -> Respo
             format!("no answer within {:.1} s", limit.as_secs_f64()),
         )
         .into_response(),
-    }
+    };
+    drop(admission);
+    response
 }
 
 /// `Authorization: Bearer <CORTEX_ADMIN_TOKEN>` on every admin route.

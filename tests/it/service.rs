@@ -854,6 +854,42 @@ async fn a_full_limiter_answers_503_with_retry_after() {
     s.assert_alive().await;
 }
 
+/// The wait for an admission slot is part of the request's time: a request queued
+/// behind others that each hold their slot for the whole timeout is still answered
+/// within it. (The limiter's wait used to come on top of the timeout: here eight
+/// stalled requests ahead made the last one wait about eight timeouts.)
+#[tokio::test]
+async fn waiting_for_admission_counts_against_the_request_timeout() {
+    let mut s = Service::start(&[
+        ("DB_CONNECTION_LIMIT", "1"),
+        ("DB_CONNECTION_WAIT", "60"),
+        ("CORTEX_REQUEST_TIMEOUT", "1"),
+    ])
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(hold_a_request(s.addr()).await);
+    }
+    // Let the server read the stalled heads first, so they queue ahead.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let r = s.get("/health").await;
+    let took = started.elapsed();
+    // One timeout plus slack for a busy machine; before, about eight timeouts.
+    assert!(
+        took < Duration::from_secs(4),
+        "answered {} after {took:?}, with a 1 s request timeout",
+        r.status
+    );
+    assert!(
+        matches!(r.status, 200 | 503 | 504),
+        "unexpected status {}",
+        r.status
+    );
+    drop(held);
+    s.assert_alive().await;
+}
+
 #[tokio::test]
 async fn a_slow_request_is_answered_504_with_a_json_error() {
     let mut s = Service::start(&[("CORTEX_REQUEST_TIMEOUT", "0.3")]).await;

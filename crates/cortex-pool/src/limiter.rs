@@ -189,21 +189,44 @@ impl Limiter {
     /// # Errors
     /// [`Error::Saturated`] when no slot freed up in time.
     pub async fn acquire(&self) -> Result<Admission> {
-        crate::span::acquire("limiter", self.admit()).await
+        crate::span::acquire("limiter", self.admit(self.inner.config.max_wait)).await
     }
 
-    async fn admit(&self) -> Result<Admission> {
+    /// A slot, waiting at most the shorter of `max_wait` and `budget`: for a caller
+    /// whose own deadline (a request timeout) is nearer than the limiter's wait, so
+    /// the wait for a slot never spends time the caller no longer has.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cortex_pool::{Error, Limiter, LimiterConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limiter = Limiter::new(LimiterConfig { limit: 1, max_wait: Duration::from_secs(60), ..Default::default() })?;
+    /// let held = limiter.acquire().await?;
+    /// let refused = limiter.acquire_within(Duration::from_millis(10)).await;
+    /// assert!(matches!(refused, Err(Error::Saturated { waited, .. }) if waited < Duration::from_secs(60)));
+    /// # drop(held);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Saturated`] when no slot freed up in time.
+    pub async fn acquire_within(&self, budget: Duration) -> Result<Admission> {
+        let wait = self.inner.config.max_wait.min(budget);
+        crate::span::acquire("limiter", self.admit(wait)).await
+    }
+
+    async fn admit(&self, max_wait: Duration) -> Result<Admission> {
         let inner = &self.inner;
         let start = Instant::now();
         let permit = match inner.semaphore.clone().try_acquire_owned() {
             Ok(p) => Ok(p),
             Err(_) => {
                 let waiting = Waiting::enter(&inner.waiting);
-                let r = tokio::time::timeout(
-                    inner.config.max_wait,
-                    inner.semaphore.clone().acquire_owned(),
-                )
-                .await;
+                let r =
+                    tokio::time::timeout(max_wait, inner.semaphore.clone().acquire_owned()).await;
                 drop(waiting);
                 match r {
                     Ok(Ok(p)) => Ok(p),

@@ -1,10 +1,22 @@
 //! PostgreSQL settings from machine resources, with exactly pgtune's values.
 //!
-//! The rules follow pgtune (the web tool, its 2025 release) as written down in
-//! `pgtune-spec.md`: memory is computed in kB (1 GB = 1,048,576 kB) and rounded down,
+//! Memory is computed in kB (1 GB = 1,048,576 kB) and rounded down as pgtune does,
 //! values are rendered as `NGB`, `NMB` or `NkB`, and the settings come in pgtune's order.
-//! The OS is Linux (the only one the spec covers), so `effective_io_concurrency` is
-//! always written.
+//! Two generations of pgtune's rules are offered ([`Algorithm`]), each pinned to one
+//! commit of pgtune's source (<https://github.com/le0pard/pgtune>, the formulas in
+//! `src/features/configuration/configurationSlice.js`, the order and rendering in
+//! `src/common/components/configurationView/index.jsx`):
+//!
+//! | algorithm | upstream commit | date | formulas |
+//! |---|---|---|---|
+//! | [`Algorithm::Classic`] | `2f5122d714c721b6e2e078714805ff213cfef912` | 2025-09-26 | the 2025 release (PostgreSQL 10 to 18), unchanged since `e2c7f3997cdeedabf141eab3e57c2d37075afbae` (2025-05-05) |
+//! | [`Algorithm::Modern`] | `7caef27c204d304623eda21f23e7d56c1ad78d36` | 2026-07-30 | last changed in `830d3bb36876013e9f56b87faa025b82f4f93e64` (2026-06-09) |
+//!
+//! Each matches its commit for every input that commit accepts, OS included
+//! ([`Os`]); the unit tests hold a table of inputs with the values the commit's formulas
+//! give. Beyond them: classic also takes `nvme` storage (its commit has no NVMe choice;
+//! it gets the modern commit's NVMe values), and both take inputs pgtune's form refuses
+//! but its formulas handle (RAM under 512 MB, fewer than 20 connections).
 //!
 //! ```
 //! use cortex_dbtune::pgtune::{pgtune, DbType, PgtuneInput, Storage, parse_memory};
@@ -36,8 +48,12 @@ const GB_KB: u64 = 1024 * 1024;
 
 /// The smallest amount of memory accepted: pgtune's form takes whole MB or GB, so 1 MB.
 pub const MIN_MEMORY_BYTES: u64 = 1024 * 1024;
-/// The largest amount of memory accepted: pgtune's form caps numbers at 999,999 (GB).
+/// The largest amount of memory [`Algorithm::Classic`] accepts: its pgtune caps numbers
+/// at 999,999 and its largest unit is GB.
 pub const MAX_MEMORY_BYTES: u64 = 999_999 * 1024 * 1024 * 1024;
+/// The largest amount of memory [`Algorithm::Modern`] accepts: its pgtune caps numbers
+/// at 999,999 and has a TB unit.
+pub const MAX_MEMORY_BYTES_MODERN: u64 = 999_999 * 1024 * 1024 * 1024 * 1024;
 /// The lowest PostgreSQL major version pgtune (2025) offers.
 pub const MIN_PG_VERSION: u32 = 10;
 /// The highest PostgreSQL major version pgtune (2025) offers.
@@ -112,9 +128,9 @@ pub enum Storage {
     Hdd,
     /// A storage area network.
     San,
-    /// NVMe solid-state drives. Not in the spec (its storage kinds are ssd, hdd, san):
-    /// `random_page_cost` 1.1 as SSD and `effective_io_concurrency` 1000, PostgreSQL's
-    /// maximum, for drives with deep command queues (an approximation, see the README).
+    /// NVMe solid-state drives: `random_page_cost` as SSD and
+    /// `effective_io_concurrency` 1000, as the modern pgtune commit has them (the
+    /// classic commit has no NVMe choice and borrows these values).
     Nvme,
 }
 
@@ -179,9 +195,10 @@ pub enum Os {
     #[default]
     Linux,
     /// Windows: no `effective_io_concurrency` (no `posix_fadvise`), and
-    /// `maintenance_work_mem` capped 1 MB under 2 GB (2 GB is refused there).
+    /// `maintenance_work_mem` capped 1 MB under 2 GB (2 GB is refused there; modern:
+    /// up to PostgreSQL 17, where also `work_mem` is capped so).
     Windows,
-    /// macOS: no `effective_io_concurrency` (no `posix_fadvise`).
+    /// macOS: no `effective_io_concurrency` (no `posix_fadvise`); modern: no huge pages.
     Mac,
 }
 
@@ -223,14 +240,16 @@ impl FromStr for Os {
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Algorithm {
-    /// pgtune's 2025 release exactly as `pgtune-spec.md` writes it down (the default;
-    /// its output never changes).
+    /// pgtune's 2025 release, commit `2f5122d714c721b6e2e078714805ff213cfef912`
+    /// (2025-09-26), the default; its output never changes.
     #[default]
     Classic,
-    /// The newer upstream rules as the issue lists them: `work_mem` at least 4 MB,
-    /// `maintenance_work_mem` capped at 8 GB, and `jit`, `wal_compression`, autovacuum
-    /// and (PostgreSQL 18) `io_method` settings. The spec does not give their values:
-    /// they are approximations, listed in the README.
+    /// pgtune's newest rules, commit `7caef27c204d304623eda21f23e7d56c1ad78d36`
+    /// (2026-07-30): `work_mem` at least 4 MB and scaled by [`DbSize`],
+    /// `maintenance_work_mem` capped at 8 GB, `huge_pages` from `shared_buffers`, a
+    /// `random_page_cost` of 4 for data warehouses larger than RAM, and `jit`,
+    /// `wal_compression`, `autovacuum_max_workers`, `autovacuum_work_mem`, and
+    /// (PostgreSQL 18) `io_method` and `io_workers`.
     Modern,
 }
 
@@ -250,8 +269,59 @@ impl fmt::Display for Algorithm {
     }
 }
 
-/// The inputs beside [`PgtuneInput`]: the OS and the algorithm. The default (Linux,
-/// [`Algorithm::Classic`]) gives exactly [`pgtune`]'s output.
+/// The database's total size against RAM (modern pgtune's "Total Data Size"); only
+/// [`Algorithm::Modern`] takes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DbSize {
+    /// Smaller than RAM: every read is served from memory, so `random_page_cost` is
+    /// 1.1 whatever the storage, and `work_mem` is raised by 30%.
+    LessRam,
+    /// One to three times RAM (pgtune's default).
+    #[default]
+    MidRam,
+    /// More than three times RAM: `work_mem` is lowered by 10% to leave the page cache
+    /// room.
+    GreaterRam,
+}
+
+impl DbSize {
+    /// The name as pgtune spells it (`less_ram`, `mid_ram`, `greater_ram`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbSize::LessRam => "less_ram",
+            DbSize::MidRam => "mid_ram",
+            DbSize::GreaterRam => "greater_ram",
+        }
+    }
+}
+
+impl fmt::Display for DbSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DbSize {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "less_ram" => Ok(DbSize::LessRam),
+            "mid_ram" => Ok(DbSize::MidRam),
+            "greater_ram" => Ok(DbSize::GreaterRam),
+            _ => Err(Error::InvalidChoice {
+                what: "database size",
+                value: s.to_string(),
+                expected: "less_ram, mid_ram, greater_ram",
+            }),
+        }
+    }
+}
+
+/// The inputs beside [`PgtuneInput`]: the OS, the algorithm and (modern only) the data
+/// size. The default (Linux, [`Algorithm::Classic`], [`DbSize::MidRam`]) gives exactly
+/// [`pgtune`]'s output.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PgtuneOptions {
@@ -259,12 +329,26 @@ pub struct PgtuneOptions {
     pub os: Os,
     /// The rules' generation.
     pub algorithm: Algorithm,
+    /// The database's size against RAM; anything but [`DbSize::MidRam`] needs
+    /// [`Algorithm::Modern`] (the classic commit has no such input).
+    #[serde(default)]
+    pub db_size: DbSize,
 }
 
 impl PgtuneOptions {
-    /// Options for `os` and `algorithm`.
+    /// Options for `os` and `algorithm`, with the default data size.
     pub fn new(os: Os, algorithm: Algorithm) -> Self {
-        PgtuneOptions { os, algorithm }
+        PgtuneOptions {
+            os,
+            algorithm,
+            db_size: DbSize::default(),
+        }
+    }
+
+    /// These options with the data size `db_size`.
+    pub fn with_db_size(mut self, db_size: DbSize) -> Self {
+        self.db_size = db_size;
+        self
     }
 }
 
@@ -311,18 +395,27 @@ pub fn format_kb(kb: u64) -> String {
     }
 }
 
-fn validate(input: &PgtuneInput) -> Result<u64> {
+fn validate(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<u64> {
     let bytes = input.total_memory_bytes;
+    let modern = opts.algorithm == Algorithm::Modern;
     if bytes < MIN_MEMORY_BYTES {
         return Err(Error::MemoryTooSmall {
             bytes,
             min_bytes: MIN_MEMORY_BYTES,
         });
     }
-    if bytes > MAX_MEMORY_BYTES {
+    let (max, max_text) = if modern {
+        (MAX_MEMORY_BYTES_MODERN, "999999TB")
+    } else {
+        (MAX_MEMORY_BYTES, "999999GB")
+    };
+    if bytes > max {
         return Err(Error::InvalidOption {
             name: "total_memory_bytes",
-            reason: format!("{bytes} bytes is above pgtune's maximum of 999999GB"),
+            reason: format!(
+                "{bytes} bytes is above the {} algorithm's maximum of {max_text}",
+                opts.algorithm
+            ),
         });
     }
     if !bytes.is_multiple_of(KB) {
@@ -349,6 +442,15 @@ fn validate(input: &PgtuneInput) -> Result<u64> {
             max: MAX_PG_VERSION,
         });
     }
+    if !modern && opts.db_size != DbSize::MidRam {
+        return Err(Error::InvalidOption {
+            name: "db_size",
+            reason: format!(
+                "{} needs the modern algorithm: the classic pgtune has no data size input",
+                opts.db_size
+            ),
+        });
+    }
     Ok(bytes / KB)
 }
 
@@ -371,7 +473,8 @@ pub fn pgtune(input: &PgtuneInput) -> Result<Vec<Setting>> {
 }
 
 /// Computes the settings for `input` on `opts.os` with `opts.algorithm`; the errors
-/// are [`pgtune`]'s.
+/// are [`pgtune`]'s, plus memory above the algorithm's maximum and a data size other
+/// than [`DbSize::MidRam`] with [`Algorithm::Classic`].
 ///
 /// ```
 /// use cortex_dbtune::pgtune::{pgtune_with, Algorithm, DbType, Os, PgtuneInput, PgtuneOptions, Storage};
@@ -387,15 +490,18 @@ pub fn pgtune(input: &PgtuneInput) -> Result<Vec<Setting>> {
 /// let s = pgtune_with(&input, &PgtuneOptions::new(Os::Linux, Algorithm::Modern))?;
 /// let get = |n: &str| s.iter().find(|s| s.name == n).map(|s| s.value.as_str());
 /// assert_eq!(get("work_mem"), Some("4MB")); // the 4 MB floor
-/// assert_eq!(get("io_method"), Some("worker"));
+/// assert_eq!(get("io_method"), Some("io_uring"));
 /// # Ok::<(), cortex_dbtune::Error>(())
 /// ```
 pub fn pgtune_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<Vec<Setting>> {
     use DbType::*;
-    let ram_kb = validate(input)?;
+    let ram_kb = validate(input, opts)?;
     let modern = opts.algorithm == Algorithm::Modern;
     let t = input.db_type;
-    let mut out = Vec::with_capacity(20);
+    let v = input.pg_version;
+    // Modern pgtune lifts its Windows limits from PostgreSQL 18 (64-bit sizes there).
+    let windows_2gb = opts.os == Os::Windows && (!modern || v <= 17);
+    let mut out = Vec::with_capacity(24);
 
     let max_connections = input.connections.unwrap_or(match t {
         Web => 200,
@@ -414,7 +520,8 @@ pub fn pgtune_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<Vec<Sett
         },
     ));
 
-    // Desktop leaves most memory to the other programs on the machine.
+    // Desktop leaves most memory to the other programs on the machine. (pgtune's
+    // Windows limit of 512MB applies before PostgreSQL 10 only, below MIN_PG_VERSION.)
     let shared_buffers = if t == Desktop {
         ram_kb / 16
     } else {
@@ -445,11 +552,20 @@ pub fn pgtune_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<Vec<Sett
         },
     ));
 
-    let mwm_cap = if modern { 8 * GB_KB } else { 2 * GB_KB };
-    let mut mwm = if t == Dw { ram_kb / 8 } else { ram_kb / 16 }.min(mwm_cap);
-    // Windows refuses a maintenance_work_mem of 2GB or more.
-    if opts.os == Os::Windows && mwm >= 2 * GB_KB {
-        mwm = 2 * GB_KB - MB_KB;
+    // The cap; a value reaching it becomes the cap, on Windows (which refuses 2GB) 1MB
+    // under it.
+    let mwm_cap = if modern && !windows_2gb {
+        8 * GB_KB
+    } else {
+        2 * GB_KB
+    };
+    let mut mwm = if t == Dw { ram_kb / 8 } else { ram_kb / 16 };
+    if mwm >= mwm_cap {
+        mwm = if windows_2gb {
+            mwm_cap - MB_KB
+        } else {
+            mwm_cap
+        };
     }
     out.push(setting(
         "maintenance_work_mem",
@@ -457,7 +573,7 @@ pub fn pgtune_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<Vec<Sett
         format!(
             "RAM/{} capped at {}: faster VACUUM and CREATE INDEX",
             if t == Dw { 8 } else { 16 },
-            if opts.os == Os::Windows {
+            if windows_2gb {
                 "2GB - 1MB (Windows refuses 2GB)"
             } else if modern {
                 "8GB"
@@ -496,19 +612,29 @@ pub fn pgtune_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<Vec<Sett
         },
     ));
 
-    out.push(setting(
-        "random_page_cost",
-        if input.storage == Storage::Hdd {
-            "4"
-        } else {
-            "1.1"
-        },
-        if input.storage == Storage::Hdd {
-            "random reads cost 4x sequential ones on spinning disks"
-        } else {
-            "random reads cost about as much as sequential ones on SSD/SAN"
-        },
-    ));
+    let (random_page_cost, why) = if modern && opts.db_size == DbSize::LessRam {
+        (
+            "1.1",
+            "the data fits in RAM: reads come from memory, not the disk",
+        )
+    } else if input.storage == Storage::Hdd {
+        (
+            "4",
+            "random reads cost 4x sequential ones on spinning disks",
+        )
+    } else if modern && t == Dw {
+        (
+            "4",
+            "PostgreSQL's default: a lower cost makes the planner pick index scans for \
+             large warehouse reads, slower than sequential scans",
+        )
+    } else {
+        (
+            "1.1",
+            "random reads cost about as much as sequential ones on SSD/SAN/NVMe",
+        )
+    };
+    out.push(setting("random_page_cost", random_page_cost, why));
 
     // Only where posix_fadvise exists: pgtune writes it for Linux alone.
     if opts.os == Os::Linux {
@@ -530,7 +656,8 @@ pub fn pgtune_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<Vec<Sett
     let cpus = input.cpus.filter(|&c| c >= 4);
     let workers = cpus.unwrap_or(8);
     // Real division as in pgtune (JavaScript numbers); every operand is an integer
-    // below 2^53, so f64 gives the same result.
+    // below 2^53, so f64 gives the same result, and so do the products with 1.3 and
+    // 0.9 below (one IEEE multiplication each, as in JavaScript).
     let w = (ram_kb - shared_buffers) as f64
         / ((u64::from(max_connections) + u64::from(workers)) * 3) as f64;
     let (divisor, work_mem) = match t {
@@ -538,32 +665,59 @@ pub fn pgtune_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<Vec<Sett
         Dw | Mixed => (2, (w / 2.0).floor()),
         Desktop => (6, (w / 6.0).floor()),
     };
+    let (work_mem, size_note) = match (modern, opts.db_size) {
+        (true, DbSize::LessRam) => ((work_mem * 1.3).floor(), " x 1.3 (data fits in RAM)"),
+        (true, DbSize::GreaterRam) => ((work_mem * 0.9).floor(), " x 0.9 (data > 3x RAM)"),
+        _ => (work_mem, ""),
+    };
     let floor = if modern { 4 * MB_KB } else { 64 };
-    let work_mem = (work_mem as u64).max(floor);
+    let mut work_mem = (work_mem as u64).max(floor);
+    let win_cap = modern && windows_2gb;
+    if win_cap {
+        work_mem = work_mem.min(2 * GB_KB - MB_KB);
+    }
     out.push(setting(
         "work_mem",
         format_kb(work_mem),
         format!(
-            "(RAM - shared_buffers) / ((max_connections + {workers} workers) x 3){}, at least {}",
+            "(RAM - shared_buffers) / ((max_connections + {workers} workers) x 3){}{size_note}, \
+             at least {}{}",
             if divisor > 1 {
                 format!(" / {divisor}")
             } else {
                 String::new()
             },
-            format_kb(floor)
+            format_kb(floor),
+            if win_cap {
+                ", at most 2GB - 1MB (Windows)"
+            } else {
+                ""
+            }
         ),
     ));
 
-    let huge = ram_kb >= 32 * GB_KB;
-    out.push(setting(
-        "huge_pages",
-        if huge { "try" } else { "off" },
-        if huge {
-            "RAM >= 32GB: huge pages cut page-table overhead"
+    // Classic: by RAM; modern: by shared_buffers, never on macOS (no huge pages there).
+    let (huge, why) = if !modern {
+        if ram_kb >= 32 * GB_KB {
+            (true, "RAM >= 32GB: huge pages cut page-table overhead")
         } else {
-            "RAM < 32GB: huge pages bring little"
-        },
-    ));
+            (false, "RAM < 32GB: huge pages bring little")
+        }
+    } else if opts.os == Os::Mac {
+        (false, "macOS: PostgreSQL has no huge pages there")
+    } else if shared_buffers >= 2 * GB_KB {
+        (
+            true,
+            "shared_buffers >= 2GB: huge pages cut page-table overhead",
+        )
+    } else {
+        (false, "shared_buffers < 2GB: huge pages bring little")
+    };
+    out.push(setting("huge_pages", if huge { "try" } else { "off" }, why));
+
+    if modern {
+        modern_settings(input, opts, mwm, &mut out);
+    }
 
     let (min_wal, max_wal) = match t {
         Web | Mixed => (GB_KB, 4 * GB_KB),
@@ -605,7 +759,7 @@ pub fn pgtune_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<Vec<Sett
             "one parallel worker per CPU",
         ));
         // The setting exists from PostgreSQL 11; pgtune leaves it out for 10.
-        if input.pg_version >= 11 {
+        if v >= 11 {
             out.push(setting(
                 "max_parallel_maintenance_workers",
                 half.min(4).to_string(),
@@ -626,85 +780,152 @@ pub fn pgtune_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Result<Vec<Sett
             "must be 0 when wal_level = minimal",
         ));
     }
-    if modern {
-        modern_settings(input, &mut out);
-    }
     Ok(out)
 }
 
-/// The settings [`Algorithm::Modern`] adds after the classic ones. The spec gives no
-/// values for them; each reason says what the value rests on.
-fn modern_settings(input: &PgtuneInput, out: &mut Vec<Setting>) {
-    use DbType::*;
-    let t = input.db_type;
-    // JIT compilation pays off for long analytical queries and costs short ones more
-    // than it saves.
-    let jit = matches!(t, Dw | Mixed);
-    out.push(setting(
-        "jit",
-        if jit { "on" } else { "off" },
-        if jit {
-            "long analytical queries gain from JIT compilation"
-        } else {
-            "short queries pay JIT compilation time without gaining from it"
-        },
-    ));
-    out.push(setting(
-        "wal_compression",
-        "on",
-        "compressed full-page images: less WAL for a little CPU (pglz, built into every server)",
-    ));
-    let workers = input.cpus.map_or(3, |c| (c / 4).clamp(3, 8));
-    out.push(setting(
-        "autovacuum_max_workers",
-        workers.to_string(),
-        "a quarter of the CPUs, between 3 (PostgreSQL's default) and 8",
-    ));
-    let (vacuum, analyze) = if t == Dw {
-        ("0.1", "0.05")
-    } else {
-        ("0.05", "0.02")
-    };
-    out.push(setting(
-        "autovacuum_vacuum_scale_factor",
-        vacuum,
-        "vacuum once this share of a table is dead, before bloat builds up",
-    ));
-    out.push(setting(
-        "autovacuum_analyze_scale_factor",
-        analyze,
-        "analyze once this share of a table changed, so plans follow the data",
-    ));
-    out.push(setting(
-        "autovacuum_vacuum_cost_limit",
-        if input.storage == Storage::Hdd {
-            "400"
-        } else {
-            "2000"
-        },
-        "autovacuum I/O budget: higher where the storage takes random I/O well",
-    ));
-    if input.pg_version >= 18 {
-        // `io_uring` needs a server built with liburing and Linux; `worker` runs on
-        // every build, so a server never refuses to start over it.
-        out.push(setting(
-            "io_method",
-            "worker",
-            "asynchronous I/O through I/O workers (PostgreSQL 18), available on every build",
-        ));
+/// The `io_method` modern pgtune picks for PostgreSQL 18 and later: `io_uring` on
+/// Linux (needs a server built with liburing: see [`pgtune_warnings_with`]), `worker`
+/// elsewhere.
+fn io_method(input: &PgtuneInput, os: Os) -> Option<&'static str> {
+    match (input.pg_version >= 18, os) {
+        (false, _) => None,
+        (true, Os::Linux) => Some("io_uring"),
+        (true, _) => Some("worker"),
     }
 }
 
-/// pgtune's warnings for `input`: RAM under 256 MB or over 100 GB.
-pub fn pgtune_warnings(input: &PgtuneInput) -> Vec<String> {
-    let b = input.total_memory_bytes;
-    if b < 256 * 1024 * 1024 {
-        vec!["this tool is not optimal for low memory systems (under 256MB)".to_string()]
-    } else if b > 100 * 1024 * 1024 * 1024 {
-        vec!["this tool is not optimal for very high memory systems (over 100GB)".to_string()]
-    } else {
-        Vec::new()
+/// The settings [`Algorithm::Modern`] writes between `huge_pages` and `min_wal_size`,
+/// each only where its pgtune commit writes it; `mwm` is `maintenance_work_mem` in kB.
+fn modern_settings(input: &PgtuneInput, opts: &PgtuneOptions, mwm: u64, out: &mut Vec<Setting>) {
+    use DbType::*;
+    let t = input.db_type;
+    let v = input.pg_version;
+    // JIT (on by default from PostgreSQL 12) costs short queries planning time and CPU
+    // spikes; dw and desktop keep the server's default.
+    if v >= 12 && matches!(t, Web | Oltp | Mixed) {
+        out.push(setting(
+            "jit",
+            "off",
+            "short queries pay JIT compilation time without gaining from it",
+        ));
     }
+    if v >= 15 {
+        out.push(setting(
+            "wal_compression",
+            "lz4",
+            "compressed full-page images with lz4 (PostgreSQL 15+): less WAL for less CPU \
+             than pglz; needs a server built with lz4",
+        ));
+    } else {
+        out.push(setting(
+            "wal_compression",
+            "on",
+            "compressed full-page images (pglz): less WAL for a little CPU",
+        ));
+    }
+    // PostgreSQL's default is 3; only larger machines get more.
+    let av_workers = match input.cpus {
+        Some(c) if c >= 32 => Some(5),
+        Some(c) if c >= 16 => Some(4),
+        _ => None,
+    };
+    if let Some(n) = av_workers {
+        out.push(setting(
+            "autovacuum_max_workers",
+            n.to_string(),
+            "more CPUs: more tables vacuumed at once (4 from 16 CPUs, 5 from 32)",
+        ));
+    }
+    // Each autovacuum worker would otherwise take maintenance_work_mem (up to 8GB).
+    let threshold = 2 * GB_KB;
+    if mwm >= threshold {
+        let windows_2gb = opts.os == Os::Windows && v <= 17;
+        let value = if windows_2gb {
+            threshold - MB_KB
+        } else {
+            threshold
+        };
+        out.push(setting(
+            "autovacuum_work_mem",
+            format_kb(value),
+            "maintenance_work_mem >= 2GB: each autovacuum worker capped at 2GB",
+        ));
+    }
+    let method = io_method(input, opts.os);
+    if let Some(m) = method {
+        out.push(setting(
+            "io_method",
+            m,
+            if m == "io_uring" {
+                "asynchronous I/O through io_uring (PostgreSQL 18 on Linux); needs a server \
+                 built with liburing"
+            } else {
+                "asynchronous I/O through I/O worker processes (PostgreSQL 18; no io_uring \
+                 off Linux)"
+            },
+        ));
+    }
+    // Only for io_method = worker, and only above PostgreSQL's default of 3.
+    if let (Some("worker"), Some(c)) = (method, input.cpus) {
+        let n = (c / 4).clamp(3, 32);
+        if n > 3 {
+            out.push(setting(
+                "io_workers",
+                n.to_string(),
+                "a quarter of the CPUs, at most 32, for io_method = worker",
+            ));
+        }
+    }
+}
+
+/// pgtune's warnings for `input` with [`Algorithm::Classic`]: RAM under 256 MB or over
+/// 100 GB.
+pub fn pgtune_warnings(input: &PgtuneInput) -> Vec<String> {
+    pgtune_warnings_with(input, &PgtuneOptions::default())
+}
+
+/// pgtune's warnings for `input` with `opts`: RAM under 256 MB or over 100 GB, and for
+/// [`Algorithm::Modern`] also the build options `wal_compression = lz4` and
+/// `io_method = io_uring` need, and that a data warehouse larger than RAM on fast
+/// storage keeps `random_page_cost` at PostgreSQL's default.
+pub fn pgtune_warnings_with(input: &PgtuneInput, opts: &PgtuneOptions) -> Vec<String> {
+    let b = input.total_memory_bytes;
+    let mut out = Vec::new();
+    if b < 256 * 1024 * 1024 {
+        out.push("this tool is not optimal for low memory systems (under 256MB)".to_string());
+    } else if b > 100 * 1024 * 1024 * 1024 {
+        out.push("this tool is not optimal for very high memory systems (over 100GB)".to_string());
+    }
+    if opts.algorithm != Algorithm::Modern {
+        return out;
+    }
+    if input.pg_version >= 15 {
+        out.push(
+            "wal_compression = lz4 requires PostgreSQL to be compiled with --with-lz4".to_string(),
+        );
+    }
+    if io_method(input, opts.os) == Some("io_uring") {
+        out.push(
+            "io_method = io_uring requires PostgreSQL to be compiled with --with-liburing"
+                .to_string(),
+        );
+    }
+    if input.db_type == DbType::Dw
+        && input.storage != Storage::Hdd
+        && opts.db_size != DbSize::LessRam
+    {
+        let drive = match input.storage {
+            Storage::Ssd => "SSDs",
+            Storage::Nvme => "NVMe drives",
+            _ => "SAN storage",
+        };
+        out.push(format!(
+            "cost parameters for data warehouses on {drive} are left at defaults to avoid \
+             catastrophic index scan selections; monitor query planner behavior and adjust \
+             random_page_cost if necessary"
+        ));
+    }
+    out
 }
 
 /// pgtune's `postgresql.conf` lines: `name = value`, one per setting, in order.
@@ -739,18 +960,22 @@ pub const SETTING_NAMES: &[&str] = &[
     "jit",
     "wal_compression",
     "autovacuum_max_workers",
-    "autovacuum_vacuum_scale_factor",
-    "autovacuum_analyze_scale_factor",
-    "autovacuum_vacuum_cost_limit",
+    "autovacuum_work_mem",
     "io_method",
+    "io_workers",
 ];
 
 /// The input lines pgtune prints above its settings, without the comment marker:
 /// `DB Version: 15`, `OS Type: linux`, `DB Type: web`, `Total Memory (RAM): 16 GB`,
-/// `CPUs num: 8` and `Connections num: 200` (each only when given), `Data Storage: ssd`.
+/// `CPUs num: 8` and `Connections num: 200` (each only when given), `Data Storage: ssd`
+/// (with [`Algorithm::Modern`], a whole number of TB is written `2 TB`, as its form has
+/// that unit).
 pub fn header_lines(input: &PgtuneInput, opts: &PgtuneOptions) -> Vec<String> {
     let b = input.total_memory_bytes;
-    let ram = if b.is_multiple_of(KB * KB * KB) {
+    // Modern pgtune has a TB unit; classic's largest is GB.
+    let ram = if opts.algorithm == Algorithm::Modern && b.is_multiple_of(KB * KB * KB * KB) {
+        format!("{} TB", b / (KB * KB * KB * KB))
+    } else if b.is_multiple_of(KB * KB * KB) {
         format!("{} GB", b / (KB * KB * KB))
     } else if b.is_multiple_of(KB * KB) {
         format!("{} MB", b / (KB * KB))
@@ -1325,20 +1550,47 @@ mod tests {
             get(&pgtune(&big).unwrap(), "maintenance_work_mem").unwrap(),
             "2GB"
         );
-        assert_eq!(get(&s, "jit").unwrap(), "on");
-        assert_eq!(get(&s, "autovacuum_max_workers").unwrap(), "8");
-        assert_eq!(get(&s, "autovacuum_vacuum_cost_limit").unwrap(), "400");
-        assert_eq!(get(&s, "io_method").unwrap(), "worker");
+        // dw keeps the server's jit; 32 CPUs: 5 autovacuum workers, each capped at 2GB
+        // since maintenance_work_mem >= 2GB; io_uring on Linux with PostgreSQL 18.
+        assert_eq!(get(&s, "jit"), None);
+        assert_eq!(get(&s, "autovacuum_max_workers").unwrap(), "5");
+        assert_eq!(get(&s, "autovacuum_work_mem").unwrap(), "2GB");
+        assert_eq!(get(&s, "io_method").unwrap(), "io_uring");
+        assert_eq!(get(&s, "io_workers"), None);
+        assert_eq!(get(&s, "wal_compression").unwrap(), "lz4");
         // 1GB, 1000 connections: W = 786432 / 3024 = 260kB, raised to 4MB.
-        let tiny = input(DbType::Web, "1GB", None, Some(1000), Storage::Ssd, 17);
+        let tiny = input(DbType::Web, "1GB", None, Some(1000), Storage::Ssd, 14);
         let s = pgtune_with(&tiny, &m).unwrap();
         assert_eq!(get(&s, "work_mem").unwrap(), "4MB");
         assert_eq!(get(&pgtune(&tiny).unwrap(), "work_mem").unwrap(), "260kB");
         assert_eq!(get(&s, "io_method"), None);
+        assert_eq!(get(&s, "jit").unwrap(), "off");
         assert_eq!(get(&s, "wal_compression").unwrap(), "on");
-        // Every name written is one SETTING_NAMES lists, so ALTER SYSTEM takes it.
+        // Every modern setting at once (Windows, PostgreSQL 18, 64 CPUs): every name
+        // written is one SETTING_NAMES lists, so ALTER SYSTEM takes it.
+        let all = input(DbType::Web, "256GB", Some(64), None, Storage::Ssd, 18);
+        let s = pgtune_with(&all, &PgtuneOptions::new(Os::Windows, Algorithm::Modern)).unwrap();
+        for name in ["jit", "autovacuum_work_mem", "io_method", "io_workers"] {
+            assert!(get(&s, name).is_some(), "{name}");
+        }
         assert!(s.iter().all(|x| SETTING_NAMES.contains(&x.name)));
         assert_eq!(Algorithm::default(), Algorithm::Classic);
+    }
+
+    #[test]
+    fn db_size_names_and_terabyte_header() {
+        for d in [DbSize::LessRam, DbSize::MidRam, DbSize::GreaterRam] {
+            assert_eq!(d.as_str().parse::<DbSize>().unwrap(), d);
+            assert_eq!(d.as_str().replace('_', "-").parse::<DbSize>().unwrap(), d);
+        }
+        let e = "huge".parse::<DbSize>().unwrap_err().to_string();
+        assert!(e.contains("huge") && e.contains("less_ram"), "{e}");
+        assert_eq!(DbSize::default(), DbSize::MidRam);
+        // Modern pgtune's form has a TB unit, classic's stops at GB.
+        let i = input(DbType::Web, "2TB", None, None, Storage::Ssd, 18);
+        let ram = |a| header_lines(&i, &PgtuneOptions::new(Os::Linux, a))[3].clone();
+        assert_eq!(ram(Algorithm::Modern), "Total Memory (RAM): 2 TB");
+        assert_eq!(ram(Algorithm::Classic), "Total Memory (RAM): 2048 GB");
     }
 
     #[test]

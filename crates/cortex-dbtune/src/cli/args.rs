@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::Param;
-use crate::pgtune::{self, Algorithm, DbType, Os, Storage};
+use crate::pgtune::{self, Algorithm, DbSize, DbType, Os, Storage};
 
 /// PostgreSQL advice: pgtune's settings and EXPLAIN plan analysis.
 #[derive(Debug, Parser)]
@@ -274,11 +274,36 @@ impl From<OsArg> for Os {
 /// The rules' generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum AlgorithmArg {
-    /// pgtune's 2025 release as the spec writes it down (the default).
+    /// pgtune's 2025 release, commit 2f5122d7 (the default).
     Classic,
-    /// Newer rules: 4MB work_mem floor, 8GB maintenance_work_mem cap, jit,
-    /// wal_compression, autovacuum and (PostgreSQL 18) io_method.
+    /// pgtune's newest rules, commit 7caef27c: 4MB work_mem floor, 8GB
+    /// maintenance_work_mem cap, jit, wal_compression, autovacuum and (PostgreSQL 18)
+    /// io_method / io_workers.
     Modern,
+}
+
+/// The database's size against RAM (modern pgtune's "Total Data Size").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DbSizeArg {
+    /// Smaller than RAM.
+    #[value(name = "less-ram", alias = "less_ram")]
+    Less,
+    /// One to three times RAM.
+    #[value(name = "mid-ram", alias = "mid_ram")]
+    Mid,
+    /// More than three times RAM.
+    #[value(name = "greater-ram", alias = "greater_ram")]
+    Greater,
+}
+
+impl From<DbSizeArg> for DbSize {
+    fn from(v: DbSizeArg) -> Self {
+        match v {
+            DbSizeArg::Less => DbSize::LessRam,
+            DbSizeArg::Mid => DbSize::MidRam,
+            DbSizeArg::Greater => DbSize::GreaterRam,
+        }
+    }
 }
 
 impl From<AlgorithmArg> for Algorithm {
@@ -344,10 +369,14 @@ pub(crate) struct PgtuneArgs {
     /// caps maintenance_work_mem at 2GB - 1MB.
     #[arg(long, value_enum, default_value = "linux")]
     pub(crate) os: OsArg,
-    /// The rules: classic = pgtune's 2025 release (unchanged output), modern = newer
-    /// rules (see the README for what each matches and what is approximated).
+    /// The rules: classic = pgtune's 2025 release (unchanged output), modern = its
+    /// newest rules (the README names the pgtune commit each matches).
     #[arg(long, value_enum, default_value = "classic")]
     pub(crate) algorithm: AlgorithmArg,
+    /// The database's size against RAM (modern only): less-ram sets random_page_cost
+    /// 1.1 and raises work_mem 30%, greater-ram lowers work_mem 10%.
+    #[arg(long, value_enum, default_value = "mid-ram")]
+    pub(crate) db_size: DbSizeArg,
     /// Output format.
     #[arg(long, value_enum, default_value = "conf")]
     pub(crate) format: ConfFormat,

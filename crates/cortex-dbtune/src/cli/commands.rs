@@ -230,9 +230,9 @@ pub(crate) fn pgtune(a: PgtuneArgs) -> Result<(), Error> {
         storage: a.storage.into(),
         pg_version: a.pg_version,
     };
-    let opts = PgtuneOptions::new(a.os.into(), a.algorithm.into());
+    let opts = PgtuneOptions::new(a.os.into(), a.algorithm.into()).with_db_size(a.db_size.into());
     let settings = pgtune::pgtune_with(&input, &opts)?;
-    for w in pgtune::pgtune_warnings(&input) {
+    for w in pgtune::pgtune_warnings_with(&input, &opts) {
         eprintln!("warning: {w}");
     }
     // pgtune's input comments, then a blank line, then the settings.

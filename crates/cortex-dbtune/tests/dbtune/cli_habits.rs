@@ -169,19 +169,10 @@ fn modern_algorithm_adds_settings_and_moves_floor_and_cap() {
         value(&modern, "maintenance_work_mem").as_deref(),
         Some("8GB")
     );
-    for name in [
-        "jit",
-        "wal_compression",
-        "autovacuum_max_workers",
-        "autovacuum_vacuum_scale_factor",
-        "autovacuum_analyze_scale_factor",
-        "autovacuum_vacuum_cost_limit",
-        "io_method",
-    ] {
+    for name in ["jit", "wal_compression", "autovacuum_work_mem", "io_method"] {
         assert!(value(&classic, name).is_none(), "{name} in classic");
         assert!(value(&modern, name).is_some(), "{name} missing in modern");
     }
-    assert_eq!(value(&modern, "jit").as_deref(), Some("off"));
     // The work_mem floor: 1GB with 5000 connections computes ~50kB.
     let classic = conf(&pgtune("1GB", "ssd", &["--connections", "5000"]));
     let modern = conf(&pgtune(
@@ -191,23 +182,132 @@ fn modern_algorithm_adds_settings_and_moves_floor_and_cap() {
     ));
     assert_eq!(value(&classic, "work_mem").as_deref(), Some("64kB"));
     assert_eq!(value(&modern, "work_mem").as_deref(), Some("4MB"));
-    // io_method exists from PostgreSQL 18 only.
-    let o = run(&[
-        "pgtune",
+    // The classic pgtune has no data size input.
+    let o = pgtune("16GB", "ssd", &["--db-size", "less-ram"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("less_ram"), "{}", err(&o));
+}
+
+/// `pgtune --algorithm modern` with `args`, its whole stdout and stderr.
+fn modern(args: &[&str]) -> (String, String) {
+    let mut all = vec!["pgtune", "--algorithm", "modern"];
+    all.extend_from_slice(args);
+    let o = run(&all);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    (out(&o), err(&o))
+}
+
+#[test]
+fn modern_output_is_pgtune_7caef27c_for_a_dw_on_nvme() {
+    // pgtune 7caef27c for: dw, 128GB, 24 CPUs, 60 connections, NVMe, PostgreSQL 18,
+    // Linux, data over 3x RAM.
+    // sb = 128GB / 4 = 32GB; mwm = 128GB / 8 = 16GB -> the 8GB cap, so
+    // autovacuum_work_mem = 2GB; W = 100,663,296 / ((60 + 24) * 3) / 2 = 199,728.8
+    // -> 199728, x 0.9 = 179,755.2 -> 179755kB; dw on NVMe larger than RAM:
+    // random_page_cost stays 4; 24 CPUs: 4 autovacuum workers, 12 per gather (dw).
+    let (stdout, stderr) = modern(&[
         "--db-type",
         "dw",
         "--ram",
-        "8GB",
+        "128GB",
+        "--cpus",
+        "24",
+        "--connections",
+        "60",
+        "--storage",
+        "nvme",
+        "--pg-version",
+        "18",
+        "--db-size",
+        "greater-ram",
+    ]);
+    assert_eq!(
+        stdout,
+        "# DB Version: 18\n# OS Type: linux\n# DB Type: dw\n# Total Memory (RAM): 128 GB\n\
+         # CPUs num: 24\n# Connections num: 60\n# Data Storage: nvme\n\n\
+         max_connections = 60\n\
+         shared_buffers = 32GB\n\
+         effective_cache_size = 96GB\n\
+         maintenance_work_mem = 8GB\n\
+         checkpoint_completion_target = 0.9\n\
+         wal_buffers = 16MB\n\
+         default_statistics_target = 500\n\
+         random_page_cost = 4\n\
+         effective_io_concurrency = 1000\n\
+         work_mem = 179755kB\n\
+         huge_pages = try\n\
+         wal_compression = lz4\n\
+         autovacuum_max_workers = 4\n\
+         autovacuum_work_mem = 2GB\n\
+         io_method = io_uring\n\
+         min_wal_size = 4GB\n\
+         max_wal_size = 16GB\n\
+         max_worker_processes = 24\n\
+         max_parallel_workers_per_gather = 12\n\
+         max_parallel_workers = 24\n\
+         max_parallel_maintenance_workers = 4\n"
+    );
+    // pgtune's warnings: lz4 and liburing builds, and the warehouse cost parameters.
+    for needle in ["--with-lz4", "--with-liburing", "NVMe drives"] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+}
+
+#[test]
+fn modern_output_is_pgtune_7caef27c_for_web_on_windows() {
+    // pgtune 7caef27c for: web, 12GB, 16 CPUs, SSD, PostgreSQL 17, Windows, data
+    // smaller than RAM, as ALTER SYSTEM.
+    // sb = 3GB >= 2GB: huge_pages try; mwm = 12GB / 16 = 768MB; W = 9,437,184 / ((200 + 16) * 3) = 14,563.6 -> 14563,
+    // x 1.3 = 18,931.9 -> 18931kB; data in RAM: random_page_cost 1.1; Windows: no
+    // effective_io_concurrency; PostgreSQL 17: no io_method.
+    let (stdout, stderr) = modern(&[
+        "--db-type",
+        "web",
+        "--ram",
+        "12GB",
+        "--cpus",
+        "16",
         "--storage",
         "ssd",
         "--pg-version",
         "17",
-        "--algorithm",
-        "modern",
+        "--os",
+        "windows",
+        "--db-size",
+        "less_ram",
+        "--format",
+        "alter",
     ]);
-    let pg17 = conf(&o);
-    assert!(value(&pg17, "io_method").is_none());
-    assert_eq!(value(&pg17, "jit").as_deref(), Some("on"));
+    let statements: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("ALTER SYSTEM"))
+        .collect();
+    assert_eq!(
+        statements,
+        [
+            "ALTER SYSTEM SET max_connections = '200';",
+            "ALTER SYSTEM SET shared_buffers = '3GB';",
+            "ALTER SYSTEM SET effective_cache_size = '9GB';",
+            "ALTER SYSTEM SET maintenance_work_mem = '768MB';",
+            "ALTER SYSTEM SET checkpoint_completion_target = '0.9';",
+            "ALTER SYSTEM SET wal_buffers = '16MB';",
+            "ALTER SYSTEM SET default_statistics_target = '100';",
+            "ALTER SYSTEM SET random_page_cost = '1.1';",
+            "ALTER SYSTEM SET work_mem = '18931kB';",
+            "ALTER SYSTEM SET huge_pages = 'try';",
+            "ALTER SYSTEM SET jit = 'off';",
+            "ALTER SYSTEM SET wal_compression = 'lz4';",
+            "ALTER SYSTEM SET autovacuum_max_workers = '4';",
+            "ALTER SYSTEM SET min_wal_size = '1GB';",
+            "ALTER SYSTEM SET max_wal_size = '4GB';",
+            "ALTER SYSTEM SET max_worker_processes = '16';",
+            "ALTER SYSTEM SET max_parallel_workers_per_gather = '4';",
+            "ALTER SYSTEM SET max_parallel_workers = '16';",
+            "ALTER SYSTEM SET max_parallel_maintenance_workers = '4';",
+        ]
+    );
+    assert!(stderr.contains("--with-lz4"), "{stderr}");
+    assert!(!stderr.contains("liburing"), "{stderr}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 #[cfg(feature = "cli")]
 mod cli_habits;
+mod pgtune_upstream;
 mod spans;
 
 use std::sync::atomic::{AtomicU32, Ordering};

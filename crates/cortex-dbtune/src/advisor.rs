@@ -219,7 +219,26 @@ pub struct IndexAdvice {
     pub note: String,
 }
 
+/// The verified cost drop from which an index suggestion is critical: the index saves
+/// 90% of the statement's cost or more (PEV2's top level).
+pub const CRITICAL_COST_DROP: f64 = 0.9;
+
 impl IndexAdvice {
+    /// How much the suggestion matters: critical when verified with a cost drop of at
+    /// least [`CRITICAL_COST_DROP`], warning when verified with a smaller one (at least
+    /// the advisor's `min_cost_drop`), info when unverified (no HypoPG: the planner was
+    /// not asked).
+    pub fn severity(&self) -> crate::plan::Severity {
+        use crate::plan::Severity;
+        if !self.verified {
+            return Severity::Info;
+        }
+        match self.cost_drop() {
+            Some(d) if d >= CRITICAL_COST_DROP => Severity::Critical,
+            _ => Severity::Warning,
+        }
+    }
+
     /// The share of the cost the index saves (`1 - after / before`), when verified.
     pub fn cost_drop(&self) -> Option<f64> {
         match (self.cost_before, self.cost_after) {
@@ -991,6 +1010,36 @@ pub async fn advise_indexes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advice_severity_follows_the_verified_cost_drop() {
+        use crate::plan::Severity;
+        let advice = |verified, before: Option<f64>, after: Option<f64>| IndexAdvice {
+            schema: None,
+            table: "t".into(),
+            keys: Vec::new(),
+            columns: Vec::new(),
+            create_sql: String::new(),
+            cost_before: before,
+            cost_after: after,
+            verified,
+            source: String::new(),
+            note: String::new(),
+        };
+        assert_eq!(
+            advice(true, Some(1000.0), Some(100.0)).severity(),
+            Severity::Critical
+        );
+        assert_eq!(
+            advice(true, Some(1000.0), Some(100.1)).severity(),
+            Severity::Warning
+        );
+        assert_eq!(
+            advice(true, Some(1000.0), Some(500.0)).severity(),
+            Severity::Warning
+        );
+        assert_eq!(advice(false, None, None).severity(), Severity::Info);
+    }
 
     fn from_vars(vars: &[(&str, &str)]) -> Result<AdviseOptions> {
         let lookup = |k: &str| {

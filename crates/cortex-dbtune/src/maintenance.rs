@@ -14,13 +14,16 @@ use sqlx::Row;
 use sqlx::postgres::PgPool;
 
 use crate::Result;
-use crate::plan::quote_ident;
+use crate::plan::{Severity, quote_ident};
 
 /// Dead tuples over (live + dead) above which a table is suggested a VACUUM, with at
 /// least [`MIN_DEAD_TUPLES`] dead (autovacuum's own default trigger is 20% + 50 rows).
 pub const DEAD_RATIO: f64 = 0.1;
 /// The fewest dead tuples worth a manual VACUUM.
 pub const MIN_DEAD_TUPLES: i64 = 1000;
+/// Dead tuples over (live + dead) above which a table's VACUUM is critical: more dead
+/// than live tuples, so every scan reads more dead rows than live ones.
+pub const CRITICAL_DEAD_RATIO: f64 = 0.5;
 
 /// An index never scanned since the statistics were reset.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -177,6 +180,71 @@ pub struct MaintenanceReport {
     pub tables: Vec<TableHealth>,
     /// Every temporary table of the database, orphaned ones first.
     pub temp_tables: Vec<TempTable>,
+}
+
+/// One item of a [`MaintenanceReport`] worth acting on, with how much it matters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaintenanceFinding {
+    /// How much it matters (see [`MaintenanceReport::findings`]).
+    pub severity: Severity,
+    /// `unused_index`, `duplicate_index`, `vacuum` or `orphaned_temp_table`.
+    pub kind: &'static str,
+    /// The object, `"schema"."name"` quoted.
+    pub object: String,
+}
+
+impl MaintenanceReport {
+    /// The report's items to act on, each with a level:
+    ///
+    /// - critical: a table with more dead than live tuples (dead ratio above
+    ///   [`CRITICAL_DEAD_RATIO`], at least [`MIN_DEAD_TUPLES`] dead);
+    /// - warning: any other table that needs a VACUUM (`needs_vacuum`), an unused index,
+    ///   each redundant index of a duplicate set, an orphaned temporary table (it holds
+    ///   back `relfrozenxid` until autovacuum drops it).
+    ///
+    /// Temporary tables of live or unknown sessions are no finding.
+    pub fn findings(&self) -> Vec<MaintenanceFinding> {
+        let mut out = Vec::new();
+        for t in self.tables.iter().filter(|t| t.needs_vacuum) {
+            let critical = t.dead_tuples >= MIN_DEAD_TUPLES
+                && t.dead_ratio.is_some_and(|r| r > CRITICAL_DEAD_RATIO);
+            out.push(MaintenanceFinding {
+                severity: if critical {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                kind: "vacuum",
+                object: qualified(&t.schema, &t.table),
+            });
+        }
+        for i in &self.unused_indexes {
+            out.push(MaintenanceFinding {
+                severity: Severity::Warning,
+                kind: "unused_index",
+                object: qualified(&i.schema, &i.index),
+            });
+        }
+        for d in &self.duplicate_indexes {
+            for r in &d.redundant {
+                out.push(MaintenanceFinding {
+                    severity: Severity::Warning,
+                    kind: "duplicate_index",
+                    object: qualified(&d.schema, r),
+                });
+            }
+        }
+        for t in &self.temp_tables {
+            if t.owner == TempOwner::Orphaned {
+                out.push(MaintenanceFinding {
+                    severity: Severity::Warning,
+                    kind: "orphaned_temp_table",
+                    object: qualified(&t.schema, &t.table),
+                });
+            }
+        }
+        out
+    }
 }
 
 fn qualified(schema: &str, name: &str) -> String {
@@ -375,6 +443,83 @@ async fn temp_tables(pool: &PgPool) -> Result<Vec<TempTable>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table(name: &str, live: i64, dead: i64, needs_vacuum: bool) -> TableHealth {
+        TableHealth {
+            schema: "app".into(),
+            table: name.into(),
+            live_tuples: live,
+            dead_tuples: dead,
+            dead_ratio: (live + dead > 0).then(|| dead as f64 / (live + dead) as f64),
+            estimated_bloat_ratio: None,
+            last_vacuum: None,
+            last_autovacuum: None,
+            last_analyze: None,
+            last_autoanalyze: None,
+            needs_vacuum,
+            sql: String::new(),
+        }
+    }
+
+    #[test]
+    fn findings_levels() {
+        let temp = |name: &str, owner| TempTable {
+            schema: "pg_temp_3".into(),
+            table: name.into(),
+            backend_id: 3,
+            size_bytes: 0,
+            owner,
+            sql: None,
+        };
+        let report = MaintenanceReport {
+            unused_indexes: vec![UnusedIndex {
+                schema: "app".into(),
+                table: "t".into(),
+                index: "t_idx".into(),
+                size_bytes: 8192,
+                sql: String::new(),
+            }],
+            duplicate_indexes: vec![DuplicateIndexes {
+                schema: "app".into(),
+                table: "t".into(),
+                keep: "a".into(),
+                redundant: vec!["b".into(), "c".into()],
+                definition: String::new(),
+                sql: Vec::new(),
+            }],
+            tables: vec![
+                // More dead than live: critical; exactly half: warning.
+                table("bloated", 1000, 1001, true),
+                table("half", 1000, 1000, true),
+                // Over half dead but under MIN_DEAD_TUPLES: a warning only.
+                table("small", 10, 990, true),
+                table("fine", 1000, 0, false),
+            ],
+            temp_tables: vec![
+                temp("gone", TempOwner::Orphaned),
+                temp("live", TempOwner::Live),
+                temp("unknown", TempOwner::Unknown),
+            ],
+        };
+        let got: Vec<(Severity, &str, String)> = report
+            .findings()
+            .into_iter()
+            .map(|f| (f.severity, f.kind, f.object))
+            .collect();
+        let w = Severity::Warning;
+        assert_eq!(
+            got,
+            [
+                (Severity::Critical, "vacuum", r#""app"."bloated""#.into()),
+                (w, "vacuum", r#""app"."half""#.into()),
+                (w, "vacuum", r#""app"."small""#.into()),
+                (w, "unused_index", r#""app"."t_idx""#.into()),
+                (w, "duplicate_index", r#""app"."b""#.into()),
+                (w, "duplicate_index", r#""app"."c""#.into()),
+                (w, "orphaned_temp_table", r#""pg_temp_3"."gone""#.into()),
+            ]
+        );
+    }
 
     #[test]
     fn unlogged_sql_is_quoted() {

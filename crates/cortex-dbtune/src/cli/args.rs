@@ -15,7 +15,7 @@ use crate::pgtune::{self, Algorithm, DbSize, DbType, Os, Storage};
     about,
     after_help = "Exit status: 0 done; 1 runtime error (cannot connect, the server refused, \
                   ...); 2 usage error (a bad flag or value, a missing setting); 3 findings at \
-                  or above --fail-on (explain, check-system)."
+                  or above --fail-on (explain, check-system, maintenance, advise-indexes)."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -118,6 +118,11 @@ pub(crate) struct AdviseArgs {
     /// role). Another user than the advisor's own needs a plan role.
     #[arg(long = "plan-user", value_name = "USER")]
     pub(crate) plan_users: Vec<String>,
+    /// Exit 3 when a suggestion is at or above this level: critical = verified with a
+    /// cost drop of 90% or more; warning = any verified suggestion. Unverified ones
+    /// (no HypoPG) never count. Without it suggestions do not change the exit status.
+    #[arg(long, value_enum)]
+    pub(crate) fail_on: Option<FailOn>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: ReportFormat,
@@ -160,6 +165,12 @@ pub(crate) struct SettingsArgs {
 pub(crate) struct MaintenanceArgs {
     #[command(flatten)]
     pub(crate) conn: ConnArgs,
+    /// Exit 3 when a finding is at or above this level: critical = a table with more
+    /// dead than live tuples; warning = also any table needing VACUUM, an unused or
+    /// duplicate index, an orphaned temporary table. Without it findings do not change
+    /// the exit status.
+    #[arg(long, value_enum)]
+    pub(crate) fail_on: Option<FailOn>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: ReportFormat,

@@ -57,7 +57,37 @@ fn advise_options(
     }
 }
 
-pub(crate) fn advise(a: AdviseArgs) -> Result<(), Error> {
+/// The `--fail-on` level a severity reaches, if any (info never does).
+fn fail_level(s: crate::plan::Severity) -> Option<FailOn> {
+    match s {
+        crate::plan::Severity::Critical => Some(FailOn::Critical),
+        crate::plan::Severity::Warning => Some(FailOn::Warning),
+        _ => None,
+    }
+}
+
+/// `true` when no finding reaches `fail_on` (always without it); each finding that
+/// does is named on stderr, so the exit status comes with its reason.
+fn passes(
+    fail_on: Option<FailOn>,
+    findings: impl IntoIterator<Item = (crate::plan::Severity, String)>,
+) -> bool {
+    let Some(fail_on) = fail_on else {
+        return true;
+    };
+    let mut pass = true;
+    for (severity, what) in findings {
+        if fail_level(severity).is_some_and(|l| l >= fail_on) {
+            eprintln!("finding: {severity}: {what}");
+            pass = false;
+        }
+    }
+    pass
+}
+
+/// Runs the advisor and prints its suggestions; `Ok(true)` when none is at or above
+/// `--fail-on` (always without it).
+pub(crate) fn advise(a: AdviseArgs) -> Result<bool, Error> {
     use crate::advisor::{AdviseOptions, QuerySource, advise_indexes};
     let url = a.conn.url(&process_env)?;
     let opts = advise_options(a.plan_role, a.plan_users, AdviseOptions::from_env()?);
@@ -82,7 +112,12 @@ pub(crate) fn advise(a: AdviseArgs) -> Result<(), Error> {
         ReportFormat::Table => output::advice_table(&advice),
     };
     emit(&out);
-    Ok(())
+    Ok(passes(
+        a.fail_on,
+        advice
+            .iter()
+            .map(|ad| (ad.severity(), ad.create_sql.clone())),
+    ))
 }
 
 /// The pgtune input of `settings`: the host's resources (or the flags'), the server's
@@ -137,7 +172,9 @@ pub(crate) fn settings(a: SettingsArgs) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) fn maintenance(a: MaintenanceArgs) -> Result<(), Error> {
+/// Reads and prints the maintenance report; `Ok(true)` when no finding is at or above
+/// `--fail-on` (always without it).
+pub(crate) fn maintenance(a: MaintenanceArgs) -> Result<bool, Error> {
     let url = a.conn.url(&process_env)?;
     let report = runtime()?.block_on(async {
         let pool = connect(url, 1).await?;
@@ -150,7 +187,13 @@ pub(crate) fn maintenance(a: MaintenanceArgs) -> Result<(), Error> {
         ReportFormat::Table => output::maintenance_table(&report),
     };
     emit(&out);
-    Ok(())
+    Ok(passes(
+        a.fail_on,
+        report
+            .findings()
+            .into_iter()
+            .map(|f| (f.severity, format!("{} {}", f.kind, f.object))),
+    ))
 }
 
 /// Runs the checks; `Ok(true)` when none is at or above `--fail-on`.
@@ -210,15 +253,10 @@ pub(crate) fn explain(a: ExplainArgs) -> Result<bool, Error> {
     let Some(fail_on) = a.fail_on else {
         return Ok(true);
     };
-    let level = |s: crate::plan::Severity| match s {
-        crate::plan::Severity::Critical => Some(FailOn::Critical),
-        crate::plan::Severity::Warning => Some(FailOn::Warning),
-        _ => None,
-    };
     Ok(!analysis
         .findings
         .iter()
-        .any(|f| level(f.severity).is_some_and(|l| l >= fail_on)))
+        .any(|f| fail_level(f.severity).is_some_and(|l| l >= fail_on)))
 }
 
 pub(crate) fn pgtune(a: PgtuneArgs) -> Result<(), Error> {

@@ -61,8 +61,8 @@ fn error_report(e: &(dyn std::error::Error + 'static)) -> String {
 /// Runs the command line of this process. Exit codes: [`EXIT_OK`] on success,
 /// [`EXIT_RUNTIME`] on a runtime error (cannot connect, the server refused a
 /// statement), [`EXIT_USAGE`] on a usage error (clap's, or a value the command refuses),
-/// [`EXIT_FINDINGS`] when `--fail-on` (explain, check-system) met a finding at or above
-/// its level. Errors are printed to stderr.
+/// [`EXIT_FINDINGS`] when `--fail-on` (explain, check-system, maintenance,
+/// advise-indexes) met a finding at or above its level. Errors are printed to stderr.
 ///
 /// Logs of the library (warnings by default, more with `RUST_LOG`, e.g.
 /// `RUST_LOG=cortex_dbtune=debug`) go to stderr, so stdout stays the command's output.
@@ -107,9 +107,9 @@ where
         Command::Pgtune(a) => commands::pgtune(a).map(|()| true),
         Command::Explain(a) => commands::explain(a),
         Command::CheckSystem(a) => commands::check_system(a),
-        Command::AdviseIndexes(a) => commands::advise(a).map(|()| true),
+        Command::AdviseIndexes(a) => commands::advise(a),
         Command::Settings(a) => commands::settings(a).map(|()| true),
-        Command::Maintenance(a) => commands::maintenance(a).map(|()| true),
+        Command::Maintenance(a) => commands::maintenance(a),
     };
     match result {
         Ok(true) => ExitCode::from(EXIT_OK),

@@ -7,7 +7,7 @@ use sqlx::postgres::PgPool;
 
 use super::{Schema, pool};
 
-async fn extensions(pool: &PgPool) {
+pub(super) async fn extensions(pool: &PgPool) {
     // CI starts a fresh server: the tests create what they need. Concurrent CREATE
     // EXTENSION IF NOT EXISTS can still race on the catalog, so retry once.
     for ext in ["hypopg", "pg_stat_statements"] {

@@ -403,3 +403,171 @@ fn fail_on_gates_the_exit_status_on_findings() {
 
 /// A sort that spills to disk under a small work_mem.
 const EXPLAIN_WITH_FINDINGS: &str = "SELECT g FROM generate_series(1, 300000) g ORDER BY g DESC";
+
+/// `db_url()` with its database name replaced by `name`.
+fn url_of_database(name: &str) -> String {
+    let url = db_url();
+    let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+    let (server, _) = base.rsplit_once('/').expect("a database URL has a path");
+    if query.is_empty() {
+        format!("{server}/{name}")
+    } else {
+        format!("{server}/{name}?{query}")
+    }
+}
+
+/// `maintenance` on the database at `url`, with `extra` flags.
+fn maintenance(url: &str, extra: &[&str]) -> Output {
+    bin()
+        .arg("maintenance")
+        .args(extra)
+        .env("DATABASE_URL", url)
+        .output()
+        .expect("binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_on_gates_maintenance_on_a_database_of_its_own() {
+    use sqlx::{AssertSqlSafe, Connection};
+    // A database of its own: other tests' tables cannot add findings.
+    let admin = super::pool().await;
+    let name = format!("dbtune_failon_{}", std::process::id());
+    let admin_exec = |sql: String| {
+        let admin = admin.clone();
+        async move {
+            sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                .execute(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    };
+    admin_exec(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    admin_exec(format!("CREATE DATABASE {name}")).await;
+    let url = url_of_database(&name);
+    let codes = |url: &str| {
+        [None, Some("warning"), Some("critical")].map(|level| {
+            let o = match level {
+                Some(l) => maintenance(url, &["--fail-on", l]),
+                None => maintenance(url, &[]),
+            };
+            (o.status.code(), err(&o))
+        })
+    };
+
+    // Empty: no finding at any level.
+    let [none, warning, critical] = codes(&url);
+    assert_eq!(none.0, Some(0), "{}", none.1);
+    assert_eq!(warning.0, Some(0), "{}", warning.1);
+    assert_eq!(critical.0, Some(0), "{}", critical.1);
+
+    // An index nothing has scanned: a warning.
+    let mut conn = sqlx::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    sqlx::raw_sql(
+        "CREATE TABLE t (id int PRIMARY KEY, v int) WITH (autovacuum_enabled = false); \
+         INSERT INTO t SELECT g, g % 10 FROM generate_series(1, 5000) g; \
+         CREATE INDEX t_v ON t (v); ANALYZE t",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let [none, warning, critical] = codes(&url);
+    assert_eq!(none.0, Some(0), "{}", none.1);
+    assert_eq!(warning.0, Some(3), "{}", warning.1);
+    assert!(
+        warning
+            .1
+            .contains(r#"warning: unused_index "public"."t_v""#),
+        "{}",
+        warning.1
+    );
+    assert_eq!(critical.0, Some(0), "{}", critical.1);
+
+    // 4000 of 5000 rows deleted (autovacuum off for the table): more dead than live,
+    // critical. The session ends so its statistics reach the server.
+    sqlx::raw_sql("DELETE FROM t WHERE id > 1000")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    // The statistics of an ended session arrive shortly after it ends: wait, bounded,
+    // until the report shows the dead tuples.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let o = maintenance(&url, &["--format", "json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+        let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+        let dead = v["tables"][0]["dead_tuples"].as_i64();
+        if dead == Some(4000) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead tuples reported within 30s: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let [none, warning, critical] = codes(&url);
+    assert_eq!(none.0, Some(0), "{}", none.1);
+    assert_eq!(warning.0, Some(3), "{}", warning.1);
+    assert_eq!(critical.0, Some(3), "{}", critical.1);
+    assert!(
+        critical.1.contains(r#"critical: vacuum "public"."t""#),
+        "{}",
+        critical.1
+    );
+    // --fail-on critical names only the critical finding.
+    assert!(!critical.1.contains("unused_index"), "{}", critical.1);
+
+    admin_exec(format!("DROP DATABASE {name} WITH (FORCE)")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_on_gates_advise_indexes_on_verified_advice() {
+    let pool = super::pool().await;
+    super::advisor::extensions(&pool).await;
+    let s = super::Schema::new(&pool, "failon_adv").await;
+    let big = s.t("big");
+    s.exec(&format!(
+        "CREATE TABLE {big} AS SELECT g AS id, g % 100000 AS val, md5(g::text) AS pad \
+         FROM generate_series(1, 200000) g; ANALYZE {big}"
+    ))
+    .await;
+    let sql = format!("SELECT id, pad FROM {big} WHERE val = 4242");
+    let advise = |extra: &[&str]| {
+        let mut args = vec!["advise-indexes", "--no-pg-stat-statements", "--query", &sql];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // Verified by HypoPG: a seq scan of 200,000 rows against an index lookup of 2 saves
+    // far over 90% of the cost, so the suggestion is critical.
+    for level in ["warning", "critical"] {
+        let o = advise(&["--fail-on", level]);
+        assert_eq!(o.status.code(), Some(3), "{level}: {}", err(&o));
+        assert!(
+            err(&o).contains("critical: CREATE INDEX CONCURRENTLY"),
+            "{level}: {}",
+            err(&o)
+        );
+        assert!(out(&o).contains("CREATE INDEX CONCURRENTLY"), "{}", out(&o));
+    }
+    // Without --fail-on the advice does not change the status.
+    let o = advise(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    // Unverified (no HypoPG): info, never gating.
+    let o = advise(&["--no-hypopg", "--fail-on", "warning"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(out(&o).contains("CREATE INDEX CONCURRENTLY"), "{}", out(&o));
+    // No advice at all.
+    let o = run(&[
+        "advise-indexes",
+        "--no-pg-stat-statements",
+        "--query",
+        "SELECT 1",
+        "--fail-on",
+        "warning",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    s.drop().await;
+}

@@ -169,7 +169,7 @@ impl FromStr for Storage {
     }
 }
 
-/// pgtune's inputs. The OS is Linux, the only one the spec covers.
+/// pgtune's inputs; the OS, the algorithm and the data size are [`PgtuneOptions`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgtuneInput {
     /// The workload.
@@ -1106,7 +1106,8 @@ mod tests {
         assert_eq!(got, want, "input {i:?}");
     }
 
-    // Every expected value below was computed by hand from pgtune-spec.md's formulas;
+    // Every expected value below was computed by hand from the classic formulas (pgtune
+    // 2f5122d7, which the workspace's pgtune spec writes down);
     // the arithmetic is in the comments so a reviewer can re-check it.
 
     #[test]

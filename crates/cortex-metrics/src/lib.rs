@@ -23,7 +23,7 @@ pub use self::config::{DEFAULT_SECONDS_BUCKETS, DEFAULT_VALUE_BUCKETS, MetricsCo
 pub use self::counter::Counter;
 pub use self::error::{Error, Result};
 pub use self::gauge::Gauge;
-pub use self::histogram::{Histogram, HistogramSnapshot, RELATIVE_ERROR};
+pub use self::histogram::{Bucket, Histogram, HistogramBuckets, HistogramSnapshot, RELATIVE_ERROR};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use self::layer::{MetricsFuture, MetricsLayer, MetricsService, UNMATCHED_ROUTE};

@@ -84,6 +84,7 @@
 
 mod config;
 mod error;
+mod h1;
 mod output;
 mod plot;
 mod progress;

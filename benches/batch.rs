@@ -2,12 +2,17 @@
 //! through cortex-batch, async-graphql's `DataLoader` and direct per-key calls, against
 //! one loader costing a yield plus ~20 µs of spinning per call (a stand-in for a round
 //! trip). `batch/overhead_100k`: the same shape with a free loader on one thread, ours
-//! against direct calls, to estimate our own cost per request.
+//! against direct calls, to estimate our own cost per request. `batch/latency_bound`:
+//! 256 concurrent callers, each doing sequential lookups of distinct keys, against a
+//! backend whose every call sleeps 1 ms (a round trip that waits rather than works),
+//! through cortex-batch, `DataLoader` and direct calls; the backend calls each made
+//! are printed once per contender, after the group.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use async_graphql::dataloader::{DataLoader, Loader};
@@ -72,19 +77,73 @@ impl BatchFn for Free {
     }
 }
 
+/// One way to look a key up. Each task owns a clone and borrows it for every lookup,
+/// so no contender pays a reference count per lookup that the others do not.
+trait Lookup: Clone + Send + Sync + 'static {
+    fn get(&self, k: u64) -> impl Future<Output = u64> + Send;
+}
+
+/// Through our batcher.
+struct Ours<F: BatchFn>(Batcher<F>);
+
+impl<F: BatchFn> Clone for Ours<F> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<F: BatchFn<Key = u64, Value = u64>> Lookup for Ours<F> {
+    async fn get(&self, k: u64) -> u64 {
+        self.0.load(k).await.expect("value")
+    }
+}
+
+/// Through async-graphql's `DataLoader`.
+struct Dl<L: Loader<u64>>(Arc<DataLoader<L>>);
+
+impl<L: Loader<u64>> Clone for Dl<L> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<L: Loader<u64, Value = u64, Error = Infallible>> Lookup for Dl<L> {
+    async fn get(&self, k: u64) -> u64 {
+        self.0.load_one(k).await.expect("ok").expect("value")
+    }
+}
+
+/// A direct call of the loader for one key.
+#[derive(Clone)]
+struct Direct<T>(T);
+
+impl Lookup for Direct<RoundTrip> {
+    async fn get(&self, k: u64) -> u64 {
+        self.0.fetch(&[k]).await[&k]
+    }
+}
+
+impl Lookup for Direct<Free> {
+    async fn get(&self, k: u64) -> u64 {
+        black_box(k) * 2
+    }
+}
+
+impl Lookup for Direct<Sleepy> {
+    async fn get(&self, k: u64) -> u64 {
+        self.0.fetch(&[k]).await[0]
+    }
+}
+
 /// 1 000 tasks x 100 sequential lookups of distinct keys through `lookup`.
-async fn drive<L, Fut>(lookup: L)
-where
-    L: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = u64> + Send,
-{
+async fn drive<L: Lookup>(lookup: L) {
     let mut set = JoinSet::new();
     for t in 0..TASKS {
         let lookup = lookup.clone();
         set.spawn(async move {
             for i in 0..PER_TASK {
                 let k = t * PER_TASK + i;
-                assert_eq!(black_box(lookup(k).await), k * 2);
+                assert_eq!(black_box(lookup.get(k).await), k * 2);
             }
         });
     }
@@ -114,30 +173,19 @@ fn lookup_100k(c: &mut Criterion) {
     g.throughput(Throughput::Elements(TASKS * PER_TASK));
     g.sample_size(10);
     g.bench_function("cortex_batch", |b| {
-        b.to_async(&rt).iter(|| {
-            let batcher = Arc::new(ours(loader));
-            drive(move |k| {
-                let batcher = Arc::clone(&batcher);
-                async move { batcher.load(k).await.expect("value") }
-            })
-        });
+        b.to_async(&rt).iter(|| drive(Ours(ours(loader))));
     });
     g.bench_function("async_graphql_dataloader", |b| {
         b.to_async(&rt).iter(|| {
-            let dl = Arc::new(
+            drive(Dl(Arc::new(
                 DataLoader::new(loader, tokio::spawn)
                     .max_batch_size(BATCH)
                     .delay(WAIT),
-            );
-            drive(move |k| {
-                let dl = Arc::clone(&dl);
-                async move { dl.load_one(k).await.expect("ok").expect("value") }
-            })
+            )))
         });
     });
     g.bench_function("direct", |b| {
-        b.to_async(&rt)
-            .iter(|| drive(move |k| async move { loader.fetch(&[k]).await[&k] }));
+        b.to_async(&rt).iter(|| drive(Direct(loader)));
     });
     g.finish();
 }
@@ -152,20 +200,123 @@ fn overhead_100k(c: &mut Criterion) {
     g.throughput(Throughput::Elements(TASKS * PER_TASK));
     g.sample_size(10);
     g.bench_function("cortex_batch", |b| {
-        b.to_async(&rt).iter(|| {
-            let batcher = Arc::new(ours(Free));
-            drive(move |k| {
-                let batcher = Arc::clone(&batcher);
-                async move { batcher.load(k).await.expect("value") }
-            })
-        });
+        b.to_async(&rt).iter(|| drive(Ours(ours(Free))));
     });
     g.bench_function("direct", |b| {
-        b.to_async(&rt)
-            .iter(|| drive(move |k| async move { black_box(k) * 2 }));
+        b.to_async(&rt).iter(|| drive(Direct(Free)));
     });
     g.finish();
 }
 
-criterion_group!(benches, lookup_100k, overhead_100k);
+const CALLERS: u64 = 256;
+const PER_CALLER: u64 = 40;
+
+/// A backend bound by latency: every call sleeps 1 ms, however many keys it carries,
+/// and is counted, as are the keys asked for.
+#[derive(Clone, Default)]
+struct Sleepy {
+    calls: Arc<AtomicU64>,
+    keys: Arc<AtomicU64>,
+}
+
+impl Sleepy {
+    async fn fetch(&self, keys: &[u64]) -> Vec<u64> {
+        self.calls.fetch_add(1, Relaxed);
+        self.keys.fetch_add(keys.len() as u64, Relaxed);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        keys.iter().map(|&k| k * 2).collect()
+    }
+
+    /// `(calls, keys)` so far.
+    fn counts(&self) -> (u64, u64) {
+        (self.calls.load(Relaxed), self.keys.load(Relaxed))
+    }
+}
+
+impl BatchFn for Sleepy {
+    type Key = u64;
+    type Value = u64;
+    type Error = Infallible;
+
+    async fn load(&self, keys: &[u64]) -> Result<Loaded<u64, u64>, Infallible> {
+        Ok(Loaded::InOrder(self.fetch(keys).await))
+    }
+}
+
+impl Loader<u64> for Sleepy {
+    type Value = u64;
+    type Error = Infallible;
+
+    async fn load(&self, keys: &[u64]) -> Result<HashMap<u64, u64>, Infallible> {
+        let values = self.fetch(keys).await;
+        Ok(keys.iter().copied().zip(values).collect())
+    }
+}
+
+/// `CALLERS` concurrent callers x `PER_CALLER` sequential lookups of distinct keys.
+async fn callers<L: Lookup>(lookup: L) {
+    let mut set = JoinSet::new();
+    for c in 0..CALLERS {
+        let lookup = lookup.clone();
+        set.spawn(async move {
+            for i in 0..PER_CALLER {
+                let k = c * PER_CALLER + i;
+                assert_eq!(black_box(lookup.get(k).await), k * 2);
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("caller");
+    }
+}
+
+fn latency_bound(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // One backend per contender, so each one's counts are its own.
+    let (ours_be, dl_be, direct_be) = (Sleepy::default(), Sleepy::default(), Sleepy::default());
+    let mut g = c.benchmark_group("batch/latency_bound");
+    g.throughput(Throughput::Elements(CALLERS * PER_CALLER));
+    g.sample_size(10);
+    g.bench_function("cortex_batch", |b| {
+        // Defaults but for the size and wait the batchers share.
+        b.to_async(&rt)
+            .iter(|| callers(Ours(ours(ours_be.clone()))));
+    });
+    g.bench_function("async_graphql_dataloader", |b| {
+        b.to_async(&rt).iter(|| {
+            callers(Dl(Arc::new(
+                DataLoader::new(dl_be.clone(), tokio::spawn)
+                    .max_batch_size(BATCH)
+                    .delay(WAIT),
+            )))
+        });
+    });
+    g.bench_function("direct", |b| {
+        b.to_async(&rt).iter(|| callers(Direct(direct_be.clone())));
+    });
+    g.finish();
+    // Outside the timed loop: backend calls per 1 000 lookups, over every iteration
+    // criterion ran (warm-up included), so the three are comparable whatever their
+    // iteration counts.
+    for (name, be) in [
+        ("cortex_batch", &ours_be),
+        ("async_graphql_dataloader", &dl_be),
+        ("direct", &direct_be),
+    ] {
+        let (calls, keys) = be.counts();
+        if keys == 0 {
+            continue; // filtered out of this run
+        }
+        println!(
+            "batch/latency_bound/{name}: {calls} backend calls for {keys} lookups, {:.1} per 1000",
+            calls as f64 * 1000.0 / keys.max(1) as f64
+        );
+    }
+}
+
+criterion_group!(benches, lookup_100k, overhead_100k, latency_bound);
 criterion_main!(benches);

@@ -1,5 +1,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::poll_fn;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -19,8 +21,22 @@ type Reply<V> = oneshot::Sender<Result<V>>;
 /// One waiting request.
 struct Request<K, V> {
     key: K,
-    tx: Reply<V>,
+    /// `None` once answered early (its deadline passed while its batch loaded).
+    tx: Option<Reply<V>>,
     at: Instant,
+}
+
+impl<K, V> Request<K, V> {
+    /// Its caller stopped waiting (or it was answered already): nothing to load it for.
+    fn gone(&self) -> bool {
+        self.tx.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+
+    fn answer(&mut self, result: Result<V>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(result);
+        }
+    }
 }
 
 /// Everything the lock guards: the queue and the counters that change with it, so a
@@ -29,10 +45,16 @@ struct State<K, V> {
     /// Requests not yet dispatched, oldest first; a batch is drained from the front.
     pending: VecDeque<Request<K, V>>,
     in_flight: usize,
-    /// Bumped whenever a batch leaves `pending`, so a timer armed for an earlier batch
-    /// knows it is stale.
-    generation: u64,
-    timer_armed: bool,
+    /// The queue's timer, if one is armed: its id and when it fires. One timer serves
+    /// the whole queue (the oldest request is due first); it is replaced only by one
+    /// that must fire earlier, so a busy batcher arms about one per `max_wait`, not one
+    /// per batch or per request.
+    timer: Option<(u64, Instant)>,
+    /// The id of the last timer armed.
+    timers: u64,
+    /// A flush is scheduled: a task that dispatches what is queued once the tasks
+    /// ready to run now have had their turn (see [`Shared::plan`]).
+    flush: bool,
     closed: bool,
     requests: u64,
     batches: u64,
@@ -138,7 +160,31 @@ impl<K, V> Drop for Locked<'_, K, V> {
 /// What to do once the lock is released.
 struct Plan<K, V> {
     batches: Vec<Vec<Request<K, V>>>,
+    /// A timer to spawn: its id and deadline.
     timer: Option<(u64, Instant)>,
+    /// Spawn the flush task.
+    flush: bool,
+}
+
+impl<K, V> Plan<K, V> {
+    fn none() -> Self {
+        Self {
+            batches: Vec::new(),
+            timer: None,
+            flush: false,
+        }
+    }
+}
+
+/// What made [`Shared::plan`] run.
+#[derive(Clone, Copy)]
+enum Cause {
+    /// A request was queued, or a slot came back.
+    Queued,
+    /// The queue's timer fired at this time.
+    Timer(Instant),
+    /// The flush task ran.
+    Flush,
 }
 
 /// Batches the keys of concurrent [`load`](Self::load) calls into calls of one
@@ -206,7 +252,7 @@ impl<F: BatchFn> BatcherBuilder<F> {
         self
     }
 
-    /// Most batches loading at once. Default: 4.
+    /// Most batches loading at once. Default: 16.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.config.max_in_flight = n;
         self
@@ -314,8 +360,9 @@ impl<F: BatchFn> BatcherBuilder<F> {
                 state: Mutex::new(State {
                     pending: VecDeque::new(),
                     in_flight: 0,
-                    generation: 0,
-                    timer_armed: false,
+                    timer: None,
+                    timers: 0,
+                    flush: false,
                     closed: false,
                     requests: 0,
                     batches: 0,
@@ -361,8 +408,8 @@ impl<F: BatchFn> Batcher<F> {
     /// are queued), [`Error::Timeout`], or the batch's failure: [`Error::Loader`],
     /// [`Error::LoaderPanicked`], [`Error::WrongCount`], [`Error::Missing`].
     ///
-    /// # Panics
-    /// Outside a tokio runtime (loads are spawned onto it).
+    /// Batches load on tasks spawned onto the caller's tokio runtime: outside one, a
+    /// request that would start a batch gets [`Error::Closed`].
     pub async fn load(&self, key: F::Key) -> Result<F::Value> {
         let (tx, rx) = oneshot::channel();
         let at = Instant::now();
@@ -375,19 +422,22 @@ impl<F: BatchFn> Batcher<F> {
             {
                 return Err(self.shared.refuse(&mut st));
             }
-            st.pending.push_back(Request { key, tx, at });
-            self.shared.plan(&mut st, false)
+            st.pending.push_back(Request {
+                key,
+                tx: Some(tx),
+                at,
+            });
+            self.shared.plan(&mut st, Cause::Queued)
         };
         self.shared.execute(plan);
-        self.shared.wait(rx, at).await
+        wait(rx).await
     }
 
     /// The values of `keys`, in order, each with its own result. The keys join the
     /// current batch together (split at `max_batch_size`); keys past `max_pending`
     /// queued requests get [`Error::Saturated`] at once, the others are queued.
     ///
-    /// # Panics
-    /// Outside a tokio runtime.
+    /// As [`load`](Self::load), batches load on the caller's tokio runtime.
     pub async fn load_many(&self, keys: impl IntoIterator<Item = F::Key>) -> Vec<Result<F::Value>> {
         let at = Instant::now();
         // `Err`: refused at once, the queue was full.
@@ -406,16 +456,20 @@ impl<F: BatchFn> Batcher<F> {
                     continue;
                 }
                 let (tx, rx) = oneshot::channel();
-                st.pending.push_back(Request { key, tx, at });
+                st.pending.push_back(Request {
+                    key,
+                    tx: Some(tx),
+                    at,
+                });
                 receivers.push(Ok(rx));
             }
-            self.shared.plan(&mut st, false)
+            self.shared.plan(&mut st, Cause::Queued)
         };
         self.shared.execute(plan);
         let mut out = Vec::with_capacity(receivers.len());
         for rx in receivers {
             out.push(match rx {
-                Ok(rx) => self.shared.wait(rx, at).await,
+                Ok(rx) => wait(rx).await,
                 Err(e) => Err(e),
             });
         }
@@ -430,8 +484,8 @@ impl<F: BatchFn> Batcher<F> {
             st.closed = true;
             std::mem::take(&mut st.pending)
         };
-        for r in drained {
-            let _ = r.tx.send(Err(Error::Closed));
+        for mut r in drained {
+            r.answer(Err(Error::Closed));
         }
     }
 
@@ -494,7 +548,7 @@ impl<F: BatchFn> Shared<F> {
     /// length first, so the common path costs one comparison.)
     #[cold]
     fn make_room(&self, st: &mut State<F::Key, F::Value>) -> bool {
-        while st.pending.front().is_some_and(|r| r.tx.is_closed()) {
+        while st.pending.front().is_some_and(Request::gone) {
             st.pending.pop_front();
             st.abandoned += 1;
         }
@@ -509,23 +563,37 @@ impl<F: BatchFn> Shared<F> {
         }
     }
 
-    /// Decide, under the lock, which batches fire now and whether to arm a timer.
+    /// Decide, under the lock, which batches fire now and whether to arm a timer or
+    /// schedule a flush.
     ///
     /// A batch fires when a loading slot is free and: the batcher is idle (the fast
-    /// path), the batch is full, the wait is zero, or `force` (its timer ran out).
-    fn plan(&self, st: &mut State<F::Key, F::Value>, force: bool) -> Plan<F::Key, F::Value> {
+    /// path), the batch is full, the wait is zero, its oldest request has waited
+    /// `max_wait` (the queue's timer fired), or the flush ran. The flush is natural
+    /// batching: a request that fires nothing while a slot is free does not wait for
+    /// the timer, only for the tasks that are ready to run now (the rest of its
+    /// burst) to queue theirs, so it pays no latency a direct call would not. With
+    /// every slot loading, requests accumulate until a load finishes (its task takes
+    /// them).
+    ///
+    /// Why not wait for the batch to fill while a slot is free: with a backend bound
+    /// by latency, a request held back for a fuller batch arrives a round trip late,
+    /// and the callers behind it do too; a burst is batched anyway.
+    fn plan(&self, st: &mut State<F::Key, F::Value>, cause: Cause) -> Plan<F::Key, F::Value> {
         let c = &self.config;
-        let mut plan = Plan {
-            batches: Vec::new(),
-            timer: None,
-        };
-        while !st.pending.is_empty()
-            && st.in_flight < c.max_in_flight
-            && (force
-                || st.in_flight == 0
+        let few = self.few_in_flight();
+        let mut plan = Plan::none();
+        while let Some(front) = st.pending.front() {
+            let fire = st.in_flight == 0
                 || st.pending.len() >= c.max_batch_size
-                || c.max_wait.is_zero())
-        {
+                || c.max_wait.is_zero()
+                || match cause {
+                    Cause::Queued => false,
+                    Cause::Timer(now) => front.at + c.max_wait <= now,
+                    Cause::Flush => st.in_flight < few,
+                };
+            if !fire || st.in_flight >= c.max_in_flight {
+                break;
+            }
             let batch = self.take(st);
             if batch.is_empty() {
                 break; // every queued caller had given up; the queue is empty now
@@ -533,8 +601,29 @@ impl<F: BatchFn> Shared<F> {
             st.in_flight += 1;
             plan.batches.push(batch);
         }
+        if !st.pending.is_empty() && !st.flush && !st.closed && st.in_flight < few {
+            st.flush = true;
+            plan.flush = true;
+        }
         self.arm(st, &mut plan);
         plan
+    }
+
+    /// Below this many batches loading, a flush dispatches what is queued: every
+    /// slot. (Measured with `batch/latency_bound`: flushing only below half the slots
+    /// left requests that queued behind the half waiting a round trip longer.)
+    fn few_in_flight(&self) -> usize {
+        self.config.max_in_flight
+    }
+
+    /// The flush task ran: dispatch what queued meanwhile if few batches load.
+    fn on_flush(self: &Arc<Self>) {
+        let plan = {
+            let mut st = self.lock();
+            st.flush = false;
+            self.plan(&mut st, Cause::Flush)
+        };
+        self.execute(plan);
     }
 
     /// Form the next batch from the front of the queue: up to `max_batch_size`
@@ -545,24 +634,22 @@ impl<F: BatchFn> Shared<F> {
         let max = self.config.max_batch_size;
         let n = st.pending.len().min(max);
         let mut batch: Vec<_> = st.pending.drain(..n).collect();
-        if batch.iter().any(|r| r.tx.is_closed()) {
+        if batch.iter().any(Request::gone) {
             // Drop those that gave up and refill their places one by one (the rare
             // path; the scan above is the common one).
-            batch.retain(|r| !r.tx.is_closed());
+            batch.retain(|r| !r.gone());
             st.abandoned += (n - batch.len()) as u64;
             while batch.len() < max {
                 let Some(r) = st.pending.pop_front() else {
                     break;
                 };
-                if r.tx.is_closed() {
+                if r.gone() {
                     st.abandoned += 1;
                 } else {
                     batch.push(r);
                 }
             }
         }
-        st.generation += 1;
-        st.timer_armed = false;
         if !batch.is_empty() {
             st.requests += batch.len() as u64;
             st.batches += 1;
@@ -570,20 +657,67 @@ impl<F: BatchFn> Shared<F> {
         batch
     }
 
-    /// Arm a timer for the oldest pending request, unless one is armed or no slot is
-    /// free (then the next load to finish takes the batch anyway).
-    fn arm(&self, st: &mut State<F::Key, F::Value>, plan: &mut Plan<F::Key, F::Value>) {
-        if st.timer_armed || st.closed || st.in_flight >= self.config.max_in_flight {
-            return;
-        }
-        if let Some(front) = st.pending.front() {
-            st.timer_armed = true;
-            plan.timer = Some((st.generation, front.at + self.config.max_wait));
+    /// When the queue's timer must fire: when its oldest request has waited
+    /// `max_wait` (only while a loading slot is free: otherwise the next load to
+    /// finish takes the batch) or reaches its `request_timeout`, whichever is first.
+    fn due(&self, st: &State<F::Key, F::Value>) -> Option<Instant> {
+        let c = &self.config;
+        let front = st.pending.front().filter(|_| !st.closed)?;
+        let wait = (st.in_flight < c.max_in_flight).then(|| front.at + c.max_wait);
+        let timeout = (!c.request_timeout.is_zero()).then(|| front.at + c.request_timeout);
+        match (wait, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
+    /// Arm the queue's timer for [`due`](Self::due), unless one armed already fires
+    /// by then (a timer that fires early finds nothing due and re-arms).
+    fn arm(&self, st: &mut State<F::Key, F::Value>, plan: &mut Plan<F::Key, F::Value>) {
+        let Some(deadline) = self.due(st) else {
+            return;
+        };
+        if st.timer.is_some_and(|(_, armed)| armed <= deadline) {
+            return;
+        }
+        st.timers += 1;
+        st.timer = Some((st.timers, deadline));
+        plan.timer = st.timer;
+    }
+
+    /// The queue's timer `id`, armed for `deadline`, fired (unless a later one replaced
+    /// it): answer the queued requests past their `request_timeout`, fire the batches
+    /// whose wait ran out, and re-arm for the next.
+    fn on_timer(self: &Arc<Self>, id: u64, deadline: Instant) {
+        let limit = self.config.request_timeout;
+        let mut expired = Vec::new();
+        let plan = {
+            let mut st = self.lock();
+            if st.timer.is_none_or(|(armed, _)| armed != id) {
+                return;
+            }
+            st.timer = None;
+            // The runtime's clock says `deadline` has passed, even when it is paused
+            // (tests) and the system clock lags behind it.
+            let now = Instant::now().max(deadline);
+            // The queue is in arrival order, so the expired requests are at its front.
+            while !limit.is_zero() && st.pending.front().is_some_and(|r| r.at + limit <= now) {
+                expired.extend(st.pending.pop_front());
+            }
+            self.plan(&mut st, Cause::Timer(now))
+        };
+        for mut r in expired {
+            if !r.gone() {
+                self.timeouts.fetch_add(1, Relaxed);
+                let waited = r.at.elapsed();
+                r.answer(Err(Error::Timeout { waited }));
+            }
+        }
+        self.execute(plan);
+    }
+
     fn execute(self: &Arc<Self>, plan: Plan<F::Key, F::Value>) {
-        if plan.batches.is_empty() && plan.timer.is_none() {
+        if plan.batches.is_empty() && plan.timer.is_none() && !plan.flush {
             return;
         }
         let rt = Handle::try_current().ok();
@@ -608,43 +742,104 @@ impl<F: BatchFn> Shared<F> {
                 rt.spawn(run(slot, batch, cause.clone()));
             }
         }
-        if let (Some(rt), Some((generation, deadline))) = (rt, plan.timer) {
-            let shared = Arc::clone(self);
-            rt.spawn(async move {
-                tokio::time::sleep_until(deadline.into()).await;
-                let plan = {
-                    let mut st = shared.lock();
-                    if st.generation != generation || !st.timer_armed {
-                        return;
+        if plan.flush {
+            match &rt {
+                Some(rt) => {
+                    let shared = Arc::downgrade(self);
+                    rt.spawn(async move {
+                        // Spawned behind the tasks ready now; the yield lets those that
+                        // are woken meanwhile run too, so the burst is in the queue.
+                        tokio::task::yield_now().await;
+                        if let Some(shared) = shared.upgrade() {
+                            shared.on_flush();
+                        }
+                    });
+                }
+                None => self.lock().flush = false,
+            }
+        }
+        if let Some((id, deadline)) = plan.timer {
+            match rt {
+                Some(rt) => {
+                    // A `Weak`: a timer armed for a `request_timeout` far away must not
+                    // keep a dropped batcher (and its registry gauge) alive that long.
+                    let shared = Arc::downgrade(self);
+                    rt.spawn(async move {
+                        tokio::time::sleep_until(deadline.into()).await;
+                        if let Some(shared) = shared.upgrade() {
+                            shared.on_timer(id, deadline);
+                        }
+                    });
+                }
+                // No runtime to sleep on: disarm, so the next load from one re-arms.
+                None => {
+                    let mut st = self.lock();
+                    if st.timer.is_some_and(|(armed, _)| armed == id) {
+                        st.timer = None;
                     }
-                    shared.plan(&mut st, true)
-                };
-                shared.execute(plan);
-            });
-        }
-    }
-
-    async fn wait(&self, rx: oneshot::Receiver<Result<F::Value>>, at: Instant) -> Result<F::Value> {
-        let limit = self.config.request_timeout;
-        if limit.is_zero() {
-            return rx.await.unwrap_or(Err(Error::Closed));
-        }
-        match tokio::time::timeout_at((at + limit).into(), rx).await {
-            Ok(Ok(result)) => result,
-            // The sender went away unanswered: the runtime is shutting down.
-            Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => {
-                self.timeouts.fetch_add(1, Relaxed);
-                Err(Error::Timeout {
-                    waited: at.elapsed(),
-                })
+                }
             }
         }
     }
 
+    /// Answer the requests of a loading batch whose `request_timeout` has passed by
+    /// `now`; the others' earliest deadline, if any still wait.
+    fn expire(&self, batch: &mut [Request<F::Key, F::Value>], now: Instant) -> Option<Instant> {
+        let limit = self.config.request_timeout;
+        let mut next: Option<Instant> = None;
+        for r in batch.iter_mut().filter(|r| !r.gone()) {
+            let deadline = r.at + limit;
+            if deadline <= now {
+                self.timeouts.fetch_add(1, Relaxed);
+                r.answer(Err(Error::Timeout {
+                    waited: now.saturating_duration_since(r.at),
+                }));
+            } else {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+            }
+        }
+        next
+    }
+
+    /// Drive `load` to its end while answering each request of `batch` whose
+    /// `request_timeout` passes first with [`Error::Timeout`]: one timer for the
+    /// whole batch (reset to the next deadline), none for the caller. A loader that
+    /// answers before the first deadline never arms it.
+    async fn load_within<T>(
+        &self,
+        mut load: Pin<&mut impl Future<Output = T>>,
+        batch: &mut [Request<F::Key, F::Value>],
+    ) -> T {
+        let mut next = if self.config.request_timeout.is_zero() {
+            None
+        } else {
+            self.expire(batch, Instant::now())
+        };
+        let Some(first) = next else {
+            return load.await;
+        };
+        let mut timer = pin!(tokio::time::sleep_until(first.into()));
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = load.as_mut().poll(cx) {
+                return Poll::Ready(out);
+            }
+            while let Some(deadline) = next {
+                if timer.as_mut().poll(cx).is_pending() {
+                    break;
+                }
+                next = self.expire(batch, Instant::now().max(deadline));
+                if let Some(d) = next {
+                    timer.as_mut().reset(d.into());
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Load `batch` in a `batch.load` debug span (batcher name, `size` requests,
     /// `keys` distinct keys) that follows from `cause`, the span that made it due.
-    async fn load_batch(&self, batch: Vec<Request<F::Key, F::Value>>, cause: &tracing::Span) {
+    async fn load_batch(&self, mut batch: Vec<Request<F::Key, F::Value>>, cause: &tracing::Span) {
         let n = batch.len();
         let dispatched = Instant::now();
         let m = &self.metrics;
@@ -668,7 +863,8 @@ impl<F: BatchFn> Shared<F> {
             keys = keys.len()
         );
         span.follows_from(cause);
-        let outcome = CatchUnwind(pin!(async { self.f.load(&keys).await }.instrument(span))).await;
+        let load = CatchUnwind(pin!(async { self.f.load(&keys).await }.instrument(span)));
+        let outcome = self.load_within(pin!(load), &mut batch).await;
         let elapsed = dispatched.elapsed();
         self.metrics.load.record_duration(elapsed);
         if elapsed > self.config.slow_batch {
@@ -691,26 +887,28 @@ impl<F: BatchFn> Shared<F> {
             Ok(Ok(Loaded::InOrder(values))) => {
                 if slots.is_empty() {
                     // No duplicates: move each value to its request.
-                    for (r, v) in batch.into_iter().zip(values) {
-                        let _ = r.tx.send(Ok(v));
+                    for (mut r, v) in batch.into_iter().zip(values) {
+                        r.answer(Ok(v));
                     }
                 } else {
-                    for (r, &i) in batch.into_iter().zip(&slots) {
-                        let _ = r.tx.send(Ok(values[i].clone()));
+                    for (mut r, &i) in batch.into_iter().zip(&slots) {
+                        if r.tx.is_some() {
+                            r.answer(Ok(values[i].clone()));
+                        }
                     }
                 }
                 0
             }
             Ok(Ok(Loaded::ByKey(mut values))) => {
                 let mut missing = 0;
-                for r in batch {
+                for mut r in batch.into_iter().filter(|r| r.tx.is_some()) {
                     let v = if slots.is_empty() {
                         values.remove(&r.key)
                     } else {
                         values.get(&r.key).cloned()
                     };
                     missing += usize::from(v.is_none());
-                    let _ = r.tx.send(v.ok_or(Error::Missing));
+                    r.answer(v.ok_or(Error::Missing));
                 }
                 missing
             }
@@ -727,6 +925,14 @@ impl<F: BatchFn> Shared<F> {
     }
 }
 
+/// A caller's wait for its answer. Bounded without a timer of its own: the batcher
+/// answers [`Error::Timeout`] at the request's deadline (the queue's timer while it
+/// is queued, its batch's while it loads), and a dropped request (its batch task gone
+/// with its runtime) answers [`Error::Closed`].
+async fn wait<V>(rx: oneshot::Receiver<Result<V>>) -> Result<V> {
+    rx.await.unwrap_or(Err(Error::Closed))
+}
+
 /// A batch task: load `batch`, then keep taking whatever queued meanwhile, so a busy
 /// batcher reuses this task instead of spawning one per batch.
 async fn run<F: BatchFn>(
@@ -739,9 +945,9 @@ async fn run<F: BatchFn>(
     // Callers may have given up while this task waited to be scheduled: check the
     // batch again, so it is as fresh as one the loop below forms and loads without
     // yielding.
-    if batch.iter().any(|r| r.tx.is_closed()) {
+    if batch.iter().any(Request::gone) {
         let before = batch.len();
-        batch.retain(|r| !r.tx.is_closed());
+        batch.retain(|r| !r.gone());
         let mut st = shared.lock();
         st.abandoned += (before - batch.len()) as u64;
         st.requests -= (before - batch.len()) as u64;
@@ -752,6 +958,10 @@ async fn run<F: BatchFn>(
     loop {
         if !batch.is_empty() {
             shared.load_batch(batch, &cause).await;
+            // Natural batching: the callers just answered usually load again at once.
+            // Let them run first, so their next keys join the batch this task takes
+            // now (or fill one of their own) instead of trickling out one by one.
+            tokio::task::yield_now().await;
         }
         let plan = {
             let mut st = shared.lock();
@@ -761,14 +971,75 @@ async fn run<F: BatchFn>(
                 slot.released = true;
                 return;
             }
-            let mut plan = Plan {
-                batches: Vec::new(),
-                timer: None,
-            };
+            let mut plan = Plan::none();
             shared.arm(&mut st, &mut plan);
             plan
         };
         shared.execute(plan);
+    }
+}
+
+/// A hasher for the one map of a batch (its distinct keys): a multiply-rotate over
+/// the key's words, far cheaper than SipHash for the usual integer and short string
+/// ids. Flooding it with colliding keys costs at most `max_batch_size`² comparisons
+/// in one batch, so the keyed hasher's protection buys nothing here.
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0; 8];
+            word.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, n: u16) {
+        self.mix(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The table indexes by the low bits and tags by the top ones: fold the high
+        // half, which the multiply mixes best, into the low.
+        self.0 ^ (self.0 >> 32)
     }
 }
 
@@ -778,7 +1049,8 @@ fn distinct<K: Clone + Eq + std::hash::Hash, V>(batch: &[Request<K, V>]) -> (Vec
     if batch.len() == 1 {
         return (vec![batch[0].key.clone()], Vec::new());
     }
-    let mut index: HashMap<&K, usize> = HashMap::with_capacity(batch.len());
+    let mut index: HashMap<&K, usize, BuildHasherDefault<KeyHasher>> =
+        HashMap::with_capacity_and_hasher(batch.len(), BuildHasherDefault::default());
     let mut keys = Vec::with_capacity(batch.len());
     let mut slots = Vec::with_capacity(batch.len());
     for r in batch {
@@ -794,10 +1066,12 @@ fn distinct<K: Clone + Eq + std::hash::Hash, V>(batch: &[Request<K, V>]) -> (Vec
     (keys, slots)
 }
 
+/// Answer every request of `batch` still waiting with `error`; how many there were.
 fn fail<K, V>(batch: Vec<Request<K, V>>, error: Error) -> usize {
-    let n = batch.len();
-    for r in batch {
-        let _ = r.tx.send(Err(error.clone()));
+    let mut n = 0;
+    for mut r in batch.into_iter().filter(|r| r.tx.is_some()) {
+        r.answer(Err(error.clone()));
+        n += 1;
     }
     n
 }
@@ -829,7 +1103,7 @@ impl<F: BatchFn> Drop for Slot<F> {
                 // drop. What is queued waits for the next load, from any runtime.
                 return;
             }
-            self.shared.plan(&mut st, false)
+            self.shared.plan(&mut st, Cause::Queued)
         };
         self.shared.execute(plan);
     }

@@ -16,16 +16,21 @@ pub struct BatchConfig {
     /// Most keys in one call of the loader; a full batch fires at once. Default: 50.
     pub max_batch_size: usize,
     /// Longest a request waits for its batch to fill while another batch is loading.
-    /// An idle batcher does not wait at all. Default: 100 ms.
+    /// A bound, not the usual wait: an idle batcher does not wait at all, and while a
+    /// loading slot is free a request goes as soon as the requests arriving with it
+    /// are queued. Default: 100 ms.
     #[serde(with = "cortex_support::duration::secs")]
     pub max_wait: Duration,
     /// Most batches loading at once; requests beyond queue (up to `max_pending`, each
-    /// for at most `request_timeout`). Default: 4.
+    /// for at most `request_timeout`). With a backend bound by latency this caps
+    /// throughput at `max_in_flight * max_batch_size` requests per round trip, so it is
+    /// set well above the batches a burst needs: default 16 (800 requests loading at
+    /// once with the default size).
     pub max_in_flight: usize,
     /// Most requests queued for a batch; a load past it fails at once with
     /// [`Error::Saturated`] instead of queueing. Requests whose callers gave up still
-    /// count until they are dropped from the queue. Default: 10 000 (50 rounds of the
-    /// default 4 batches of 50).
+    /// count until they are dropped from the queue. Default: 10 000 (200 full batches
+    /// of the default 50).
     pub max_pending: usize,
     /// Longest a caller waits for its result before [`Error::Timeout`]; zero means no
     /// bound. Default: 30 s.
@@ -41,7 +46,7 @@ impl Default for BatchConfig {
         Self {
             max_batch_size: 50,
             max_wait: Duration::from_millis(100),
-            max_in_flight: 4,
+            max_in_flight: 16,
             max_pending: 10_000,
             request_timeout: Duration::from_secs(30),
             slow_batch: Duration::from_secs(1),
@@ -67,7 +72,7 @@ impl FromEnv for BatchConfig {
         },
         EnvVar {
             name: "BATCH_MAX_IN_FLIGHT",
-            default: "4",
+            default: "16",
             doc: "Most batches loading at once.",
         },
         EnvVar {

@@ -66,6 +66,7 @@ async fn ten_thousand_concurrent_loads_each_get_their_own_value() {
         let rec = recorder(Duration::from_millis(1));
         let b = Batcher::builder(Rec(Arc::clone(&rec)))
             .max_wait(Duration::from_millis(5))
+            .max_in_flight(4)
             .build()
             .unwrap();
         let mut set = JoinSet::new();
@@ -77,12 +78,16 @@ async fn ten_thousand_concurrent_loads_each_get_their_own_value() {
             let (k, v) = r.unwrap();
             assert_eq!(v.unwrap(), k * 10);
         }
-        let batches = rec.batches.lock().unwrap();
-        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 10_000);
-        assert!(batches.len() < 10_000 / 10, "{} batches", batches.len());
-        // No batch exceeds the maximum, and no more than max_in_flight load at once.
-        assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 50));
-        assert!(rec.max_active.load(SeqCst) <= 4);
+        {
+            let batches = rec.batches.lock().unwrap();
+            assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 10_000);
+            assert!(batches.len() < 10_000 / 10, "{} batches", batches.len());
+            // No batch exceeds the maximum, and no more than max_in_flight load at once.
+            assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 50));
+            assert!(rec.max_active.load(SeqCst) <= 4);
+        }
+        // A batch task holds its slot until its callers have had their turn.
+        until(|| b.stats().in_flight == 0).await;
         let s = b.stats();
         assert_eq!((s.requests, s.pending, s.in_flight), (10_000, 0, 0));
     })
@@ -146,7 +151,9 @@ async fn a_panicking_loader_gives_errors_and_the_batcher_keeps_working() {
             }
         }
         assert_eq!(b.load(7).await.unwrap(), 7);
-        assert_eq!(b.stats().in_flight, 0);
+        // The slot comes back once the batch task has let its callers run (it takes
+        // what they queue next).
+        until(|| b.stats().in_flight == 0).await;
     })
     .await;
 }
@@ -313,6 +320,7 @@ async fn a_caller_that_gave_up_is_never_loaded() {
             }
         }))
         .max_pending(N as usize)
+        .max_in_flight(4)
         .build()
         .unwrap();
         let mut set = JoinSet::new();
@@ -495,6 +503,120 @@ async fn request_timeout_gives_timeout() {
         assert_eq!(b.stats().timeouts, 1);
     })
     .await;
+}
+
+/// While every slot is held by a load that never ends, queued requests still end at
+/// their deadline: the queue's timer answers them, no caller holds a timer of its own.
+#[tokio::test]
+async fn a_queued_request_times_out_while_every_slot_is_stuck() {
+    bounded(async {
+        let b = Batcher::builder(batch_fn(|keys: Vec<u64>| async move {
+            std::future::pending::<()>().await;
+            Ok::<_, std::io::Error>(keys)
+        }))
+        .max_in_flight(1)
+        .request_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+        let stuck = tokio::spawn({
+            let b = b.clone();
+            async move { b.load(0).await }
+        });
+        until(|| b.stats().in_flight == 1).await;
+        match b.load(1).await {
+            Err(Error::Timeout { waited }) => assert!(waited >= Duration::from_millis(50)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(stuck.await.unwrap(), Err(Error::Timeout { .. })));
+        let s = b.stats();
+        assert_eq!((s.timeouts, s.requests, s.pending), (2, 1, 0), "{s:?}");
+    })
+    .await;
+}
+
+/// A request whose deadline passes while its batch loads gets `Timeout` then, and the
+/// rest of the batch is answered when the load ends. Key 0 holds the only slot until
+/// keys 1 and 2 are queued, half a timeout apart; they load together until key 1 has
+/// timed out, well before key 2's deadline.
+#[tokio::test]
+async fn a_request_past_its_deadline_times_out_while_its_batch_loads_on() {
+    bounded(async {
+        let timeout = Duration::from_secs(1);
+        let gates = [
+            Arc::new(tokio::sync::Semaphore::new(0)),
+            Arc::new(tokio::sync::Semaphore::new(0)),
+        ];
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let b = Batcher::builder(batch_fn({
+            let (seen, gates) = (Arc::clone(&seen), gates.clone());
+            move |keys: Vec<u64>| {
+                seen.lock().unwrap().push(keys.clone());
+                let gate = Arc::clone(&gates[usize::from(!keys.contains(&0))]);
+                async move {
+                    let _open = gate.acquire().await;
+                    Ok::<_, std::io::Error>(keys)
+                }
+            }
+        }))
+        .max_in_flight(1)
+        .request_timeout(timeout)
+        .build()
+        .unwrap();
+        let spawn = |k: u64| {
+            let b = b.clone();
+            tokio::spawn(async move { b.load(k).await })
+        };
+        let zero = spawn(0);
+        until(|| b.stats().in_flight == 1).await;
+        let one = spawn(1);
+        until(|| b.stats().pending == 1).await;
+        tokio::time::sleep(timeout / 2).await;
+        let two = spawn(2);
+        until(|| b.stats().pending == 2).await;
+        gates[0].add_permits(1);
+        assert_eq!(zero.await.unwrap().unwrap(), 0);
+        // Key 1 ends at its deadline although its batch is still loading.
+        match one.await.unwrap() {
+            Err(Error::Timeout { waited }) => assert!(waited >= timeout),
+            other => panic!("key 1: {other:?}"),
+        }
+        gates[1].add_permits(1);
+        assert_eq!(two.await.unwrap().unwrap(), 2);
+        assert_eq!(*seen.lock().unwrap(), [vec![0], vec![1, 2]]);
+        assert_eq!(b.stats().timeouts, 1);
+    })
+    .await;
+}
+
+/// Natural batching: requests that arrive together while a batch loads go together as
+/// soon as their burst is queued, not after that load or `max_wait`. Paused time, so
+/// the elapsed time is exactly the loads waited for: key 0 loads for 10 ms alone
+/// (idle), and keys 1 and 2, loaded while it does, take 10 ms more, not 20 ms (after
+/// key 0's load) or a second (`max_wait`).
+#[tokio::test(start_paused = true)]
+async fn a_burst_while_a_batch_loads_goes_at_once_as_one_batch() {
+    let rec = recorder(Duration::from_millis(10));
+    let b = Batcher::builder(Rec(Arc::clone(&rec)))
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let zero = tokio::spawn({
+        let b = b.clone();
+        async move { b.load(0).await }
+    });
+    while b.stats().in_flight == 0 {
+        tokio::task::yield_now().await;
+    }
+    let start = tokio::time::Instant::now();
+    let (one, two) = tokio::join!(b.load(1), b.load(2));
+    let waited = tokio::time::Instant::now() - start;
+    assert_eq!((one.unwrap(), two.unwrap()), (10, 20));
+    assert!(
+        waited < Duration::from_millis(20),
+        "keys 1 and 2 waited {waited:?}"
+    );
+    assert_eq!(zero.await.unwrap().unwrap(), 0);
+    assert_eq!(*rec.batches.lock().unwrap(), [vec![0], vec![1, 2]]);
 }
 
 #[tokio::test]

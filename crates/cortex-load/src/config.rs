@@ -126,6 +126,55 @@ pub struct LoadConfig {
     /// is still encrypted, but with whoever answers. Refused for `http://` and
     /// together with `ca_file`.
     pub insecure: bool,
+    /// The HTTP version the users speak (CLI `--http-version`, `--http2`).
+    pub http_version: HttpVersion,
+}
+
+/// Which HTTP version the users speak; each user keeps one connection either way
+/// and sends its requests on it one after the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HttpVersion {
+    /// HTTP/1.1 on `http://`; on `https://` the server's pick by ALPN among `h2`
+    /// and `http/1.1` (HTTP/1.1 when it picks none).
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// HTTP/1.1 only (ALPN offers only `http/1.1`).
+    #[serde(rename = "1.1")]
+    Http1,
+    /// HTTP/2 only (feature `http2`, part of `tls`): ALPN offers only `h2` on
+    /// `https://`, and `http://` gets HTTP/2 with prior knowledge (h2c).
+    #[serde(rename = "2")]
+    Http2,
+}
+
+impl HttpVersion {
+    /// The name used on the command line and in JSON: `auto`, `1.1` or `2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Http1 => "1.1",
+            Self::Http2 => "2",
+        }
+    }
+}
+
+impl std::str::FromStr for HttpVersion {
+    type Err = LoadError;
+
+    /// `auto`, `1.1` (or `1`, `http/1.1`) or `2` (or `h2`, `http/2`), any case.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "1.1" | "1" | "http/1.1" => Ok(Self::Http1),
+            "2" | "h2" | "http/2" => Ok(Self::Http2),
+            _ => Err(LoadError::BadSetting {
+                name: "http_version",
+                value: s.to_owned(),
+                reason: "expected auto, 1.1 or 2",
+            }),
+        }
+    }
 }
 
 impl Default for LoadConfig {
@@ -146,6 +195,7 @@ impl Default for LoadConfig {
             threads: 0,
             ca_file: None,
             insecure: false,
+            http_version: HttpVersion::Auto,
         }
     }
 }
@@ -249,6 +299,13 @@ impl LoadConfig {
             return Err(LoadError::NoScenarios);
         }
         let target = Target::parse(&self.url)?;
+        if self.http_version == HttpVersion::Http2 && !cfg!(feature = "http2") {
+            return Err(LoadError::BadSetting {
+                name: "http_version",
+                value: "2".to_owned(),
+                reason: "HTTP/2 needs the `http2` feature (or `tls`) of cortex-load",
+            });
+        }
         #[cfg(feature = "tls")]
         let tls = self.tls_client(&target)?;
         #[cfg(not(feature = "tls"))]
@@ -290,6 +347,7 @@ impl LoadConfig {
             OutputFormat::of(out)?;
         }
         Ok(Plan {
+            http_version: self.http_version,
             target,
             #[cfg(feature = "tls")]
             tls,
@@ -315,7 +373,7 @@ impl LoadConfig {
             (None, true) => Trust::Insecure,
             (None, false) => Trust::WebPki,
         };
-        TlsClient::new(&self.url, &target.host, trust).map(Some)
+        TlsClient::new(&self.url, &target.host, trust, self.http_version).map(Some)
     }
 
     fn check_tls_settings(&self, target: &Target) -> Result<()> {
@@ -432,19 +490,21 @@ impl Target {
 
 /// A scenario turned into the parts of a request, built once.
 #[derive(Clone, Debug)]
-// `uri`, `headers` and `body` are for the HTTP/2 client (the next change).
-#[allow(dead_code)]
 pub(crate) struct Prepared {
     pub(crate) name: String,
     pub(crate) method: Method,
-    /// Origin-form URI (path and query): what HTTP/1.1 puts on the request line.
-    pub(crate) uri: Uri,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
     /// The endpoint as reported (the path and query sent).
     pub(crate) endpoint: String,
     /// The whole HTTP/1.1 request, serialized once: what each request writes.
     pub(crate) h1: Bytes,
+    /// HTTP/2: the absolute URI (`:scheme`, `:authority` and `:path` come from it).
+    #[cfg(feature = "http2")]
+    pub(crate) uri: Uri,
+    /// HTTP/2: the headers, without `host` (the authority says it).
+    #[cfg(feature = "http2")]
+    pub(crate) headers: HeaderMap,
+    #[cfg(feature = "http2")]
+    pub(crate) body: Bytes,
 }
 
 impl Prepared {
@@ -513,14 +573,32 @@ impl Prepared {
             headers.insert(name, value);
         }
         let h1 = serialize_h1(&method, &uri, &headers, &body);
+        #[cfg(feature = "http2")]
+        let (uri, headers) = {
+            let mut headers = headers;
+            headers.remove(HOST);
+            let absolute = format!(
+                "{}://{}{}",
+                target.scheme(),
+                target.host_header.to_str().unwrap_or_default(),
+                path
+            );
+            let uri: Uri = absolute
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| bad_endpoint(&e.to_string()))?;
+            (uri, headers)
+        };
         Ok(Self {
             name: s.name.clone(),
             method,
             endpoint: path,
-            uri,
-            headers,
-            body,
             h1,
+            #[cfg(feature = "http2")]
+            uri,
+            #[cfg(feature = "http2")]
+            headers,
+            #[cfg(feature = "http2")]
+            body,
         })
     }
 }
@@ -553,6 +631,7 @@ fn serialize_h1(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -
 /// The validated configuration: target and pre-built requests.
 #[derive(Debug)]
 pub(crate) struct Plan {
+    pub(crate) http_version: HttpVersion,
     pub(crate) target: Target,
     /// The TLS client of an `https://` target.
     #[cfg(feature = "tls")]

@@ -85,6 +85,8 @@
 mod config;
 mod error;
 mod h1;
+#[cfg(feature = "http2")]
+mod http2;
 mod output;
 mod plot;
 mod progress;
@@ -93,7 +95,9 @@ mod summary;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use self::config::{DEFAULT_THINK_TIME, LoadConfig, MAX_DURATION, MAX_USERS, Scenario};
+pub use self::config::{
+    DEFAULT_THINK_TIME, HttpVersion, LoadConfig, MAX_DURATION, MAX_USERS, Scenario,
+};
 pub use self::error::{LoadError, Result};
 pub use self::output::summary_path;
 pub use self::run::{LoadTest, StopHandle};

@@ -1,5 +1,5 @@
 //! `cortex-load`: an HTTP load generator (closed or open loop) over keep-alive
-//! HTTP/1.1.
+//! HTTP/1.1, or HTTP/2 (`--http2`, or ALPN on `https://`).
 //!
 //! ```text
 //! cortex-load http://127.0.0.1:8080/health -c 50 -n 10000
@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
-use cortex_load::{LoadConfig, LoadTest, Scenario, Summary};
+use cortex_load::{HttpVersion, LoadConfig, LoadTest, Scenario, Summary};
 use cortex_support::duration::parse_duration;
 
 mod hgrm;
@@ -149,6 +149,19 @@ struct Args {
     /// encrypted, with whoever answers). Needs the `tls` feature.
     #[arg(long, conflicts_with = "cacert")]
     insecure: bool,
+    /// HTTP version: auto (HTTP/1.1 on http://; on https:// the server's pick by ALPN,
+    /// h2 or http/1.1), 1.1, or 2 (ALPN h2 only on https://, prior knowledge (h2c) on
+    /// http://). HTTP/2 needs the `http2` feature (part of `tls`).
+    #[arg(long, value_name = "VERSION", default_value = "auto", value_parser = parse_http_version)]
+    http_version: HttpVersion,
+    /// Use HTTP/2: the same as --http-version 2.
+    #[arg(long, conflicts_with = "http_version")]
+    http2: bool,
+}
+
+fn parse_http_version(s: &str) -> Result<HttpVersion, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an HTTP version: expected auto, 1.1 or 2"))
 }
 
 /// The target URL and the single scenario's path: without --path and
@@ -269,6 +282,11 @@ fn config(args: &Args) -> Result<LoadConfig, String> {
         }),
         ca_file: args.cacert.clone(),
         insecure: args.insecure,
+        http_version: if args.http2 {
+            HttpVersion::Http2
+        } else {
+            args.http_version
+        },
     })
 }
 

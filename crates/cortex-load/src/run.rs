@@ -13,7 +13,7 @@ use http::Method;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::config::{LoadConfig, OutputFormat, Plan, Prepared};
+use super::config::{HttpVersion, LoadConfig, OutputFormat, Plan, Prepared};
 use super::error::{LoadError, Result};
 use super::h1;
 use super::output::{Record, Writer};
@@ -539,8 +539,11 @@ type Stream = crate::tls::Stream;
 
 /// A user's keep-alive connection. It is driven inside the user's task (no task of
 /// its own), so a request costs no cross-task wake-up.
+/// (hyper runs an HTTP/2 connection in tasks of its own.)
 enum Conn {
     H1(h1::Conn<Stream>),
+    #[cfg(feature = "http2")]
+    H2(crate::http2::Conn),
 }
 
 impl Conn {
@@ -548,6 +551,8 @@ impl Conn {
     fn is_reusable(&self) -> bool {
         match self {
             Self::H1(c) => c.is_reusable(),
+            #[cfg(feature = "http2")]
+            Self::H2(c) => c.is_reusable(),
         }
     }
 }
@@ -569,15 +574,25 @@ async fn send(
                 conn.insert(connect(addr, plan).await?)
             }
         };
+        // `Ok(None)`: not the request's fault on a reused connection (the server
+        // closed it while idle); send again once on a new one.
         let result = match c {
-            Conn::H1(c) => c.exchange(&p.h1, p.method == Method::HEAD).await,
+            Conn::H1(c) => match c.exchange(&p.h1, p.method == Method::HEAD).await {
+                Ok(answer) => Ok(Some(answer)),
+                Err(h1::Error::Stale) => Ok(None),
+                Err(h1::Error::Http) => Err(ErrorKind::Http),
+            },
+            #[cfg(feature = "http2")]
+            Conn::H2(c) => match c.exchange(p).await {
+                Ok(answer) => Ok(Some(answer)),
+                Err(crate::http2::Error::NotSent) => Ok(None),
+                Err(crate::http2::Error::Http) => Err(ErrorKind::Http),
+            },
         };
-        match result {
-            Ok(answer) => return Ok(answer),
-            // The server closed the idle connection: not the request's fault on a
-            // reused connection; send again once on a new one.
-            Err(h1::Error::Stale) if !fresh => *conn = None,
-            Err(_) => return Err(ErrorKind::Http),
+        match result? {
+            Some(answer) => return Ok(answer),
+            None if !fresh => *conn = None,
+            None => return Err(ErrorKind::Http),
         }
     }
 }
@@ -591,7 +606,7 @@ async fn connect(addr: SocketAddr, plan: &Plan) -> std::result::Result<Conn, Err
         .map_err(|_| ErrorKind::Connect)?;
     tcp.set_nodelay(true).map_err(|_| ErrorKind::Connect)?;
     #[cfg(not(feature = "tls"))]
-    let (stream, _) = (tcp, plan);
+    let (stream, negotiated_h2) = (tcp, false);
     #[cfg(feature = "tls")]
     let stream = match &plan.tls {
         None => crate::tls::Stream::Plain(tcp),
@@ -599,5 +614,16 @@ async fn connect(addr: SocketAddr, plan: &Plan) -> std::result::Result<Conn, Err
             tls.connect(tcp).await.map_err(|_| ErrorKind::Tls)?,
         )),
     };
+    #[cfg(feature = "tls")]
+    let negotiated_h2 = stream.negotiated_h2();
+    // Forced HTTP/2 goes ahead without ALPN's agreement (prior knowledge): a server
+    // that does not speak it fails the requests, which says so.
+    if negotiated_h2 || plan.http_version == HttpVersion::Http2 {
+        #[cfg(feature = "http2")]
+        return crate::http2::Conn::handshake(stream)
+            .await
+            .map(Conn::H2)
+            .map_err(|_| ErrorKind::Connect);
+    }
     Ok(Conn::H1(h1::Conn::new(stream)))
 }

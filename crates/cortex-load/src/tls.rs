@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::config::HttpVersion;
 use crate::error::{LoadError, Result};
 
 /// Who the client trusts.
@@ -49,7 +50,13 @@ impl std::fmt::Debug for TlsClient {
 
 impl TlsClient {
     /// A client for `host` (a DNS name or an IP address, without brackets).
-    pub(crate) fn new(url: &str, host: &str, trust: Trust<'_>) -> Result<Self> {
+    /// ALPN offers what `version` allows: `h2` and `http/1.1`, or only one of them.
+    pub(crate) fn new(
+        url: &str,
+        host: &str,
+        trust: Trust<'_>,
+        version: HttpVersion,
+    ) -> Result<Self> {
         let name = ServerName::try_from(host.to_owned()).map_err(|_| LoadError::BadUrl {
             url: url.to_owned(),
             reason: format!("{host:?} is not a valid TLS server name"),
@@ -70,8 +77,13 @@ impl TlsClient {
                 ))),
         }
         .with_no_client_auth();
-        // The client speaks HTTP/1.1 only; say so, so a server offering h2 does not pick it.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // The server picks among what is offered; with none offered it would speak
+        // HTTP/1.1 anyway.
+        config.alpn_protocols = match version {
+            HttpVersion::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
+            HttpVersion::Http2 => vec![b"h2".to_vec()],
+        };
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
             name,
@@ -148,13 +160,23 @@ impl ServerCertVerifier for NoCertificateCheck {
     }
 }
 
-/// A user's connection: plain TCP or TLS over TCP, one type for the hyper connection.
+/// A user's connection: plain TCP or TLS over TCP, one type for both HTTP clients.
 #[derive(Debug)]
 pub(crate) enum Stream {
     /// `http://`.
     Plain(TcpStream),
     /// `https://` (boxed: the TLS state is large, and moves once per connection).
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The server chose HTTP/2 by ALPN.
+    pub(crate) fn negotiated_h2(&self) -> bool {
+        match self {
+            Self::Plain(_) => false,
+            Self::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
 }
 
 impl AsyncRead for Stream {

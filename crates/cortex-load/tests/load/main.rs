@@ -108,6 +108,8 @@ fn config(url: &str, scenarios: Vec<Scenario>, users: u32, per_user: u64) -> Loa
 mod bad_input;
 mod cli;
 #[cfg(feature = "tls")]
+mod http2;
+#[cfg(feature = "tls")]
 mod tls;
 
 fn tmp(name: &str) -> PathBuf {

@@ -33,7 +33,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA (`ca.pem`) and a server certificate for `localhost` and `127.0.0.1` signed by
 /// it (`server.pem`, `server.key`), P-256 keys, in `dir`.
-fn make_certificates(dir: &Path) {
+pub(super) fn make_certificates(dir: &Path) {
     let p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
     openssl(
         dir,
@@ -101,10 +101,10 @@ fn make_certificates(dir: &Path) {
 
 /// axum over tokio-rustls: the TLS handshake happens in `accept`; a failed one is
 /// counted and the next connection accepted.
-struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    failed_handshakes: Arc<AtomicU64>,
+pub(super) struct TlsListener {
+    pub(super) tcp: TcpListener,
+    pub(super) acceptor: TlsAcceptor,
+    pub(super) failed_handshakes: Arc<AtomicU64>,
 }
 
 impl axum::serve::Listener for TlsListener {

@@ -74,9 +74,17 @@ impl Room {
 
     /// Gives a place back.
     pub(crate) fn give(&self) {
-        let free = self.free.fetch_add(1, Ordering::SeqCst) + 1;
-        if free >= self.wake_at && self.waiters.load(Ordering::SeqCst) > 0 {
-            self.space.notify_one();
+        self.give_n(1);
+    }
+
+    /// Gives `n` places back at once, waking as many waiting producers (at most).
+    pub(crate) fn give_n(&self, n: usize) {
+        let free = self.free.fetch_add(n, Ordering::SeqCst) + n;
+        if free >= self.wake_at {
+            let waiters = self.waiters.load(Ordering::SeqCst);
+            for _ in 0..waiters.min(n) {
+                self.space.notify_one();
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::handle::DrainReport;
 use super::{CountOut, Engine};
-use crate::{Error, Priority, Result, TaskId, TaskInfo, TaskStatus};
+use crate::{Error, Result, TaskId, TaskInfo, TaskStatus};
 use std::sync::atomic::Ordering;
 
 impl Engine {
@@ -48,10 +48,7 @@ impl Engine {
             }
         }
         record.cancel.store(true, Ordering::Release);
-        let level = record
-            .priority
-            .map_or(0, Priority::index)
-            .min(self.stats.len() - 1);
+        let level = record.opts.level.min(self.stats.len() - 1);
         let removed = self.lock_sched().remove(level, id);
         match removed {
             Some(job) => {

@@ -20,13 +20,14 @@ impl Engine {
             s.status = TaskStatus::Retrying;
             s.error = Some(error);
         }
-        self.stats[job.opts.level].served[slot]
+        self.stats[job.record.opts.level].served[slot]
             .retried
             .fetch_add(1, Ordering::Relaxed);
         if let Some(r) = &self.recorders {
             r.retried.increment();
         }
         let backoff = job
+            .record
             .opts
             .retry
             .map_or(Duration::ZERO, |r| r.backoff(attempts));
@@ -38,7 +39,7 @@ impl Engine {
                 inner: Box::pin(tokio::time::sleep(backoff)),
             }
             .await;
-            let level = job.opts.level;
+            let level = job.record.opts.level;
             let slot = engine.shared_slot();
             let mut sched = engine.lock_sched();
             // Checked under the queue's lock: a worker that saw the queue closed and
@@ -68,7 +69,7 @@ impl Engine {
         slot: usize,
         retired: Option<&mut Retired>,
     ) -> Instant {
-        let level = job.opts.level;
+        let level = job.record.opts.level;
         let stats = &self.stats[level].served[slot];
         let (status, error) = match &outcome {
             Ok(_) => (TaskStatus::Completed, None),
@@ -93,20 +94,8 @@ impl Engine {
         if let (Some(r), Some(t)) = (&self.recorders, started) {
             r.run.record_duration(now.saturating_duration_since(t));
         }
-        {
-            let mut s = record.lock();
-            s.status = status;
-            s.finished = Some(now);
-            if error.is_some() {
-                s.error = error;
-            }
-            s.result = json;
-            if !record.detached.load(Ordering::Acquire) {
-                s.outcome = Some(outcome);
-            }
-        }
-        record.done.store(true, Ordering::Release);
-        record.handle_waker.wake();
+        let stored = record.store(status, now, error, json, outcome);
+        record.publish(stored);
         match retired {
             // A worker retires its finished records in batches: one lock of the index
             // per batch instead of one per task.

@@ -86,9 +86,15 @@ impl<T: 'static> Future for TaskHandle<T> {
 
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
-        self.record.detached.store(true, Ordering::Release);
-        // Frees a value that finished before the handle went.
-        self.record.lock().outcome.take();
+        // A handle dropped before its task finished (the common case for a detached
+        // task) takes no lock: the worker sees `detached` and keeps no value. The
+        // worker stores `done` after the value and reads `detached` again after that
+        // (both sequentially consistent), so whichever of the two comes second frees
+        // a value the other raced with.
+        self.record.detached.store(true, Ordering::SeqCst);
+        if self.record.done.load(Ordering::SeqCst) {
+            self.record.lock().outcome.take();
+        }
     }
 }
 
@@ -103,7 +109,7 @@ mod tests {
         let r = Arc::new(Record::new(
             TaskId::from_u64(1),
             "t".into(),
-            None,
+            crate::engine::Options::NONE,
             Instant::now(),
         ));
         {
@@ -137,16 +143,67 @@ mod tests {
         let r = Arc::new(Record::new(
             TaskId::from_u64(2),
             "t".into(),
-            None,
+            crate::engine::Options::NONE,
             Instant::now(),
         ));
         let h = TaskHandle::<u8>::new(Arc::clone(&r));
         assert_eq!(h.id(), TaskId::from_u64(2));
         let mut h = h;
         assert!((&mut h).now_or_never().is_none());
-        r.lock().outcome = Some(Ok(Box::new(1u8)));
+        let stored = r.store(
+            TaskStatus::Completed,
+            Instant::now(),
+            None,
+            None,
+            Ok(Box::new(1u8)),
+        );
+        r.publish(stored);
         drop(h);
         assert!(r.detached.load(Ordering::Acquire));
         assert!(r.lock().outcome.is_none());
+    }
+
+    #[test]
+    fn a_handle_dropped_between_the_value_and_done_still_frees_the_value() {
+        // The handle's drop takes no lock when the task has not finished; the worker,
+        // which stored the value before the handle went, frees it when it publishes.
+        let r = Arc::new(Record::new(
+            TaskId::from_u64(3),
+            "t".into(),
+            crate::engine::Options::NONE,
+            Instant::now(),
+        ));
+        let h = TaskHandle::<u8>::new(Arc::clone(&r));
+        let stored = r.store(
+            TaskStatus::Completed,
+            Instant::now(),
+            None,
+            None,
+            Ok(Box::new(1u8)),
+        );
+        assert!(stored, "a live handle wants the value");
+        drop(h);
+        assert!(
+            r.lock().outcome.is_some(),
+            "not done yet: the handle left it"
+        );
+        r.publish(stored);
+        assert!(r.lock().outcome.is_none());
+        // Detached before the end: no value is kept at all.
+        let r2 = Arc::new(Record::new(
+            TaskId::from_u64(4),
+            "t".into(),
+            crate::engine::Options::NONE,
+            Instant::now(),
+        ));
+        drop(TaskHandle::<u8>::new(Arc::clone(&r2)));
+        assert!(!r2.store(
+            TaskStatus::Completed,
+            Instant::now(),
+            None,
+            None,
+            Ok(Box::new(1u8))
+        ));
+        assert!(r2.lock().outcome.is_none());
     }
 }

@@ -53,6 +53,17 @@ pub(crate) struct Options {
     pub(crate) retry: Option<Retry>,
 }
 
+#[cfg(test)]
+impl Options {
+    /// Level 0, no priority, timeout or retries.
+    pub(crate) const NONE: Self = Self {
+        level: 0,
+        priority: None,
+        timeout: None,
+        retry: None,
+    };
+}
+
 /// Engine settings, filled in by each public queue type from its own config.
 #[derive(Clone, Debug)]
 pub(crate) struct EngineConfig {
@@ -78,6 +89,11 @@ pub(crate) struct Engine {
     /// Workers about to sleep or asleep on `work`. Producers signal `work` only when
     /// some are: with every worker busy, a push touches no shared wake-up state.
     sleepers: AtomicUsize,
+    /// A wake-up is on its way to a sleeping worker: until that worker looks at the
+    /// queue, producers do not wake another (one enqueue after another would otherwise
+    /// wake every sleeper, each for a queue the first one empties). The woken worker
+    /// clears it, then looks; finding more than it takes, it wakes the next.
+    waking: AtomicBool,
     /// Signalled when the last live task finishes (for shutdown and `wait_idle`).
     idle: Notify,
     /// Callers inside `wait_idle`; finishing tasks check for idleness only when some.
@@ -111,6 +127,7 @@ impl Engine {
             room: (0..levels).map(|_| Room::new(config.capacity)).collect(),
             work: Notify::new(),
             sleepers: AtomicUsize::new(0),
+            waking: AtomicBool::new(false),
             idle: Notify::new(),
             idle_waiters: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -151,9 +168,9 @@ impl Engine {
         // Read before the lock, and only when debug spans can be on: off, it costs
         // a level check.
         let cause = if tracing::level_enabled!(tracing::Level::DEBUG) {
-            tracing::Span::current()
+            Some(Box::new(tracing::Span::current()))
         } else {
-            tracing::Span::none()
+            None
         };
         let mut sched = self.lock_sched();
         // Room may have been taken just before a close; checked under the lock the
@@ -163,13 +180,10 @@ impl Engine {
             self.room[opts.level].give();
             return Err(Error::ShutDown);
         }
-        let record = sched
-            .index
-            .insert(|id| Record::new(id, name, opts.priority, queued));
+        let record = sched.index.insert(|id| Record::new(id, name, opts, queued));
         let job = Job {
             record: Arc::clone(&record),
             work,
-            opts,
             holds_room: true,
             cause,
         };

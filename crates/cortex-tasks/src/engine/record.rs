@@ -13,7 +13,7 @@ use futures_util::task::AtomicWaker;
 
 use super::Options;
 use super::work::{AnyBox, BoxWork};
-use crate::{Error, Priority, Result, TaskId, TaskInfo, TaskStatus};
+use crate::{Error, Result, TaskId, TaskInfo, TaskStatus};
 
 /// The mutable part of a task's record.
 #[derive(Debug)]
@@ -34,7 +34,9 @@ pub(super) struct State {
 pub(crate) struct Record {
     pub(super) id: TaskId,
     pub(super) name: Cow<'static, str>,
-    pub(super) priority: Option<Priority>,
+    /// Its level, priority, timeout and retries: fixed at enqueue, kept here rather
+    /// than in its job so a job stays small to move between queues.
+    pub(super) opts: Options,
     pub(super) queued: Instant,
     pub(super) state: Mutex<State>,
     pub(super) cancel: AtomicBool,
@@ -50,16 +52,11 @@ pub(crate) struct Record {
 
 impl Record {
     /// The record of a task just accepted: queued, no attempt yet.
-    pub(super) fn new(
-        id: TaskId,
-        name: Cow<'static, str>,
-        priority: Option<Priority>,
-        queued: Instant,
-    ) -> Self {
+    pub(super) fn new(id: TaskId, name: Cow<'static, str>, opts: Options, queued: Instant) -> Self {
         Self {
             id,
             name,
-            priority,
+            opts,
             queued,
             state: Mutex::new(State {
                 status: TaskStatus::Queued,
@@ -84,13 +81,50 @@ impl Record {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Writes the final status, and the outcome for the handle unless it was dropped;
+    /// returns whether the outcome was kept. [`publish`](Self::publish) follows.
+    pub(super) fn store(
+        &self,
+        status: TaskStatus,
+        now: Instant,
+        error: Option<String>,
+        json: Option<serde_json::Value>,
+        outcome: Result<AnyBox>,
+    ) -> bool {
+        let mut s = self.lock();
+        s.status = status;
+        s.finished = Some(now);
+        if error.is_some() {
+            s.error = error;
+        }
+        s.result = json;
+        let wanted = !self.detached.load(Ordering::SeqCst);
+        if wanted {
+            s.outcome = Some(outcome);
+        }
+        wanted
+    }
+
+    /// Marks the task done and wakes its handle. A handle dropped since
+    /// [`store`](Self::store) may have looked at `done` too early to free the value,
+    /// so it is freed here: `done` is written and `detached` read again, both
+    /// sequentially consistent, so the second of the two to run frees it.
+    pub(super) fn publish(&self, stored: bool) {
+        self.done.store(true, Ordering::SeqCst);
+        if !self.detached.load(Ordering::SeqCst) {
+            self.handle_waker.wake();
+        } else if stored {
+            self.lock().outcome.take();
+        }
+    }
+
     pub(super) fn info(&self, clock: &Clock) -> TaskInfo {
         let s = self.lock();
         TaskInfo {
             id: self.id,
             name: self.name.to_string(),
             status: s.status,
-            priority: self.priority,
+            priority: self.opts.priority,
             queued_at: clock.system(self.queued),
             started_at: s.started.map(|t| clock.system(t)),
             finished_at: s.finished.map(|t| clock.system(t)),
@@ -118,14 +152,14 @@ impl Clock {
 pub(super) struct Job {
     pub(super) record: Arc<Record>,
     pub(super) work: BoxWork,
-    pub(super) opts: Options,
     /// Whether it took a unit of its level's bound (a retried job re-enters without
     /// one: it was accepted already).
     pub(super) holds_room: bool,
     /// The span current where the job was enqueued: the parent of its `task.run`
     /// spans, so a run is found under the request that queued it. `Span::none()` when
-    /// debug spans were off.
-    pub(super) cause: tracing::Span,
+    /// debug spans were off. Boxed, and only when there is one: a job is moved
+    /// between queues, and most carry none.
+    pub(super) cause: Option<Box<tracing::Span>>,
 }
 
 impl Drop for Job {
@@ -180,7 +214,7 @@ mod tests {
         Arc::new(Record::new(
             TaskId::from_u64(id),
             "t".into(),
-            None,
+            Options::NONE,
             Instant::now(),
         ))
     }
@@ -189,14 +223,8 @@ mod tests {
         Job {
             record: Arc::clone(record),
             work: once(async { Ok::<u8, std::io::Error>(1) }, no_json),
-            opts: Options {
-                level: 0,
-                priority: None,
-                timeout: None,
-                retry: None,
-            },
             holds_room: false,
-            cause: tracing::Span::none(),
+            cause: None,
         }
     }
 

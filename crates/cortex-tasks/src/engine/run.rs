@@ -2,16 +2,17 @@
 //! cancellation checked on every poll), then retry it or finish it.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
-use tracing::Instrument;
-
-use super::record::{Cancellable, Job, Record};
-use super::work::{AnyBox, Attempt};
+use super::record::{Job, Record};
+use super::stats::own_add;
+use super::work::{AnyBox, Work};
 use super::{CountOut, Engine, Retry};
 use crate::{Error, Result, TaskId, TaskStatus};
 
@@ -23,6 +24,9 @@ pub(super) const TAKE_AHEAD: usize = 15;
 
 /// A task shorter than this lets its worker take jobs ahead.
 pub(super) const SHORT_TASK: Duration = Duration::from_micros(100);
+
+/// Places a worker owes its bound at most before it gives them back.
+pub(super) const GIVE_BATCH: usize = 16;
 
 /// Finished records a worker retires at once.
 pub(super) const RETIRE_BATCH: usize = 32;
@@ -66,6 +70,7 @@ impl Engine {
         let mut retired = Retired::with_capacity(RETIRE_BATCH);
         let mut ahead = VecDeque::with_capacity(TAKE_AHEAD);
         let mut short = false;
+        let mut owed = vec![0usize; self.room.len()];
         loop {
             // Registering as a waiter costs a lock inside `Notify`: only done when the
             // queue looked empty, and then the queue is checked again before sleeping
@@ -84,6 +89,12 @@ impl Engine {
                     // after that look sees the count and signals (`wake_one`).
                     self.sleepers.fetch_add(1, Ordering::SeqCst);
                     let _awake = CountOut(&self.sleepers);
+                    // A worker about to look for the last time clears the flag too:
+                    // the wake-up it stood for may have been used up by a worker that
+                    // found a job without sleeping (a stored permit is not passed on),
+                    // and a producer that saw the flag set before this clear pushed
+                    // before the look below, so nothing is left without a worker.
+                    self.waking.store(false, Ordering::SeqCst);
                     // Read before the last look at the queue: once closed, nothing new
                     // is put in (see `retry`), so an empty queue now stays empty.
                     let closing = self.closing.load(Ordering::SeqCst);
@@ -93,15 +104,26 @@ impl Engine {
                         None => {
                             last_finish = None;
                             notified.await;
+                            // Cleared before this worker looks at the queue: a job
+                            // pushed after the look found it cleared and wakes again.
+                            self.waking.store(false, Ordering::SeqCst);
                             continue;
                         }
                     }
                 }
             };
-            self.release_room(&job);
-            self.stats[job.opts.level].served[slot]
-                .taken
-                .fetch_add(1, Ordering::Relaxed);
+            // Places go back to the bound in one atomic operation per batch taken
+            // ahead, not one per task: the bound's count is the line producers and
+            // workers fight over. Only started tasks are owed, so fewer than the bound
+            // ever wait; owing stops at the batch's last task, before any sleep, and
+            // before a task that may be long.
+            if job.holds_room {
+                owed[job.record.opts.level] += 1;
+            }
+            if ahead.is_empty() || !short || owed.iter().any(|&n| n >= GIVE_BATCH) {
+                self.give_owed(&mut owed);
+            }
+            own_add(&self.stats[job.record.opts.level].served[slot].taken, 1);
             // The last task was long and a worker idles: what this one took ahead
             // would wait behind the next long task, so it goes back to the queue.
             if !short && !ahead.is_empty() && self.sleepers.load(Ordering::Relaxed) > 0 {
@@ -113,9 +135,12 @@ impl Engine {
         }
     }
 
-    /// Wakes one sleeping worker, if any sleeps.
+    /// Wakes one sleeping worker, if any sleeps and no wake-up is on its way already.
     pub(super) fn wake_one(&self) {
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
+        if self.sleepers.load(Ordering::SeqCst) > 0
+            && !self.waking.load(Ordering::SeqCst)
+            && !self.waking.swap(true, Ordering::SeqCst)
+        {
             self.work.notify_one();
         }
     }
@@ -125,9 +150,19 @@ impl Engine {
         self.config.workers
     }
 
+    /// Gives back the places of the tasks this worker started.
+    fn give_owed(&self, owed: &mut [usize]) {
+        for (room, n) in self.room.iter().zip(owed.iter_mut()) {
+            if *n > 0 {
+                room.give_n(*n);
+                *n = 0;
+            }
+        }
+    }
+
     pub(super) fn release_room(&self, job: &Job) {
         if job.holds_room {
-            self.room[job.opts.level].give();
+            self.room[job.record.opts.level].give();
         }
     }
 
@@ -171,7 +206,7 @@ impl Engine {
         slot: usize,
         retired: &mut Retired,
     ) -> Option<Instant> {
-        let level = job.opts.level;
+        let level = job.record.opts.level;
         let Some((attempts, started)) = self.begin(&job.record, now) else {
             return Some(self.finish(job, Err(Error::Cancelled), None, slot, Some(retired)));
         };
@@ -180,14 +215,12 @@ impl Engine {
             let used = Error::Failed("the task's future was already used".into());
             return Some(self.finish(job, Err(used), None, slot, Some(retired)));
         }
-        self.stats[level].served[slot]
-            .running
-            .fetch_add(1, Ordering::Relaxed);
-        let retry = job.opts.retry.filter(|_| job.work.retryable());
+        own_add(&self.stats[level].served[slot].running, 1);
+        let retry = job.record.opts.retry.filter(|_| job.work.retryable());
         // A child of the span that enqueued the task (a root when there was none),
         // not of the worker's: the run is found under the request that asked for it.
         let span = tracing::debug_span!(
-            parent: &job.cause,
+            parent: job.cause.as_deref().and_then(tracing::Span::id),
             "task.run",
             queue = self.config.name.as_str(),
             task = &*job.record.name,
@@ -195,24 +228,27 @@ impl Engine {
             attempt = attempts,
             outcome = tracing::field::Empty
         );
-        let attempt = Attempt {
-            work: job.work.as_mut(),
-        };
         let ending = self
-            .attempt(&job.record, attempt, job.opts.timeout, retry, attempts)
-            .instrument(span.clone())
+            .attempt(
+                &job.record,
+                job.work.as_mut(),
+                job.record.opts.timeout,
+                &span,
+                retry,
+                attempts,
+            )
             .await;
-        span.record(
-            "outcome",
-            match &ending {
-                Ending::Done(Ok(_)) => "ok",
-                Ending::Done(Err(_)) => "failed",
-                Ending::Retry(_) => "retry",
-            },
-        );
-        self.stats[level].served[slot]
-            .running
-            .fetch_sub(1, Ordering::Relaxed);
+        if !span.is_disabled() {
+            span.record(
+                "outcome",
+                match &ending {
+                    Ending::Done(Ok(_)) => "ok",
+                    Ending::Done(Err(_)) => "failed",
+                    Ending::Retry(_) => "retry",
+                },
+            );
+        }
+        own_add(&self.stats[level].served[slot].running, u64::MAX);
         match ending {
             Ending::Done(outcome) => {
                 Some(self.finish(job, outcome, Some(started), slot, Some(retired)))
@@ -230,26 +266,24 @@ impl Engine {
     async fn attempt(
         &self,
         record: &Record,
-        attempt: Attempt<'_>,
+        work: Pin<&mut dyn Work>,
         timeout: Option<Duration>,
+        span: &tracing::Span,
         retry: Option<Retry>,
         attempts: u32,
     ) -> Ending {
-        let guarded = Cancellable {
+        let outcome = Guarded {
             record,
-            inner: AssertUnwindSafe(attempt).catch_unwind(),
-        };
-        let outcome = match timeout {
-            Some(limit) => tokio::time::timeout(limit, guarded)
-                .await
-                .map_err(|_| Error::TimedOut(limit)),
-            None => Ok(guarded.await),
-        };
+            work,
+            // Boxed, and only with a limit: most tasks have none, and an inline timer
+            // would make every attempt's future larger to move.
+            deadline: timeout.map(|limit| (limit, Box::pin(tokio::time::sleep(limit)))),
+            span,
+        }
+        .await;
         let failure = match outcome {
-            Ok(None) => return Ending::Done(Err(Error::Cancelled)),
-            Ok(Some(Ok(Ok(value)))) => return Ending::Done(Ok(value)),
-            Ok(Some(Ok(Err(text)))) => Error::Failed(text),
-            Ok(Some(Err(panic))) => Error::Panicked(cortex_support::panic_message(&*panic)),
+            Ok(value) => return Ending::Done(Ok(value)),
+            Err(Error::Cancelled) => return Ending::Done(Err(Error::Cancelled)),
             Err(e) => e,
         };
         match retry {
@@ -258,6 +292,57 @@ impl Engine {
             }
             _ => Ending::Done(Err(failure)),
         }
+    }
+}
+
+/// One attempt, guarded: its panic caught, its time limited, a cancel seen on every
+/// poll, its span entered while it runs (only when the span is enabled). One small
+/// future instead of a stack of adapters (cancel, catch, timeout, instrument), each of
+/// which would move the attempt into itself.
+struct Guarded<'a> {
+    record: &'a Record,
+    work: Pin<&'a mut dyn Work>,
+    deadline: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    span: &'a tracing::Span,
+}
+
+impl Future for Guarded<'_> {
+    type Output = Result<AnyBox>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.record.cancel.load(Ordering::Acquire) {
+            return Poll::Ready(Err(Error::Cancelled));
+        }
+        let work = this.work.as_mut();
+        let span = this.span;
+        // Catching a panic of a poll costs nothing until one happens.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let _entered = (!span.is_disabled()).then(|| span.enter());
+            work.poll_attempt(cx)
+        }));
+        match polled {
+            Ok(Poll::Ready(Ok(value))) => return Poll::Ready(Ok(value)),
+            Ok(Poll::Ready(Err(text))) => return Poll::Ready(Err(Error::Failed(text))),
+            Err(panic) => {
+                return Poll::Ready(Err(Error::Panicked(cortex_support::panic_message(&*panic))));
+            }
+            Ok(Poll::Pending) => {}
+        }
+        // As `tokio::time::timeout`: the attempt is polled first, then its limit.
+        if let Some((limit, sleep)) = &mut this.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(Error::TimedOut(*limit)));
+        }
+        // Only an attempt that waits needs waking by a cancel: registered after the
+        // poll (an attempt that finishes at once never pays for it), then the flag is
+        // read again so a cancel between the two is not missed.
+        this.record.run_waker.register(cx.waker());
+        if this.record.cancel.load(Ordering::Acquire) {
+            return Poll::Ready(Err(Error::Cancelled));
+        }
+        Poll::Pending
     }
 }
 
@@ -284,7 +369,12 @@ mod tests {
     #[tokio::test]
     async fn an_attempt_begins_running_and_counted_unless_cancelled() {
         let engine = engine();
-        let r = Record::new(TaskId::from_u64(1), "t".into(), None, Instant::now());
+        let r = Record::new(
+            TaskId::from_u64(1),
+            "t".into(),
+            crate::engine::Options::NONE,
+            Instant::now(),
+        );
         let t0 = Instant::now();
         assert_eq!(engine.begin(&r, Some(t0)), Some((1, t0)));
         assert_eq!(r.lock().status, TaskStatus::Running);
@@ -298,7 +388,12 @@ mod tests {
             "a cancelled task does not start"
         );
         assert_eq!(r.lock().attempts, 2);
-        let done = Record::new(TaskId::from_u64(2), "t".into(), None, Instant::now());
+        let done = Record::new(
+            TaskId::from_u64(2),
+            "t".into(),
+            crate::engine::Options::NONE,
+            Instant::now(),
+        );
         done.lock().status = TaskStatus::Cancelled;
         assert_eq!(engine.begin(&done, None), None);
         engine.close();

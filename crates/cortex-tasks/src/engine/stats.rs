@@ -36,6 +36,18 @@ pub(super) struct Served {
     pub(super) retried: AtomicU64,
 }
 
+/// Adds `n` (wrapping: `u64::MAX` subtracts one) to a count that only the calling
+/// worker writes (its own slot): a load and a store, with no locked instruction. A
+/// locked one is a full barrier on x86 and waits for every store before it, among
+/// them the cold writes to the task's record; three per task cost more than the
+/// rest of a worker's bookkeeping.
+pub(super) fn own_add(count: &AtomicU64, n: u64) {
+    count.store(
+        count.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Release,
+    );
+}
+
 impl LevelStats {
     pub(super) fn new(slots: usize) -> Self {
         Self {

@@ -160,16 +160,3 @@ where
         json,
     })
 }
-
-/// One attempt of a job's work, as a future.
-pub(super) struct Attempt<'a> {
-    pub(super) work: Pin<&'a mut dyn Work>,
-}
-
-impl Future for Attempt<'_> {
-    type Output = Result<AnyBox, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.work.as_mut().poll_attempt(cx)
-    }
-}

@@ -73,6 +73,36 @@ async fn a_hundred_thousand_tasks_with_panics_are_all_accounted_for() {
     assert!(error.contains("panicked on purpose"), "{error}");
 }
 
+/// Workers that outrun their producer sleep and are woken again thousands of times;
+/// a wake-up lost on the way leaves the producer waiting for room that never comes
+/// (an `EnqueueTimeout`), or the queue never idle. Few places make the producer wait
+/// for room too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wake_up_is_lost_between_a_fast_producer_and_sleeping_workers() {
+    for workers in [1, 2, 10] {
+        let queue = {
+            let mut c = config(&format!("wakeups_{workers}"), workers, 64);
+            c.limits.enqueue_timeout = Duration::from_secs(10);
+            TaskQueue::start(c).unwrap()
+        };
+        for round in 0..20u64 {
+            for _ in 0..5_000 {
+                queue
+                    .enqueue("noop", async { Res::Ok(()) })
+                    .await
+                    .unwrap_or_else(|e| panic!("{workers} workers, round {round}: {e}"))
+                    .detach();
+            }
+            assert!(
+                queue.wait_idle(Duration::from_secs(10)).await,
+                "{workers} workers, round {round}: {:?}",
+                queue.stats()
+            );
+        }
+        assert_eq!(queue.stats().completed, 100_000);
+    }
+}
+
 #[tokio::test]
 async fn a_panic_reaches_the_handle_with_its_message() {
     let queue = TaskQueue::start(config("panic_handle", 1, 10)).unwrap();

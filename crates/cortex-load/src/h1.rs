@@ -299,29 +299,36 @@ fn parse_head(head: &[u8]) -> Option<Head> {
             return None;
         }
         let colon = line.iter().position(|&b| b == b':')?;
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        let name = &line[..colon];
+        let value = || line[colon + 1..].trim_ascii();
         if name.is_empty() || name.iter().any(|b| b.is_ascii_whitespace()) {
             return None;
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(value)?;
-            // Several values must agree (RFC 9112, 6.3).
-            if h.content_length.is_some_and(|m| m != n) {
-                return None;
+        // The length first: most headers are none of the three, and that settles it.
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                let n = parse_length(value())?;
+                // Several values must agree (RFC 9112, 6.3).
+                if h.content_length.is_some_and(|m| m != n) {
+                    return None;
+                }
+                h.content_length = Some(n);
             }
-            h.content_length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            h.transfer_encoding = true;
-            // Only the last coding says whether the body is chunked.
-            h.chunked = value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                h.close |= token.eq_ignore_ascii_case(b"close");
-                h.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                h.transfer_encoding = true;
+                // Only the last coding says whether the body is chunked.
+                h.chunked = value()
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in value().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    h.close |= token.eq_ignore_ascii_case(b"close");
+                    h.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            _ => {}
         }
     }
     Some(h)

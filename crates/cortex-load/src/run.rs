@@ -419,17 +419,20 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
     let mut timer = pin!(tokio::time::sleep(s.timeout));
     let progress = &s.progress[u as usize];
     let mut sent = 0u64;
+    // The clock is read once per request in a closed loop without think time: the
+    // end of one request is the start of the next.
+    let mut now = Instant::now();
     loop {
         if s.stop.load(Relaxed) {
             break;
         }
-        let intended = match s.slot_nanos {
+        // When the request is sent, and when its latency counts from.
+        let (sending, intended) = match s.slot_nanos {
             None => {
-                let now = Instant::now();
                 if sent >= s.per_user || s.end.is_some_and(|e| now >= e) {
                     break;
                 }
-                now
+                (now, now)
             }
             Some(slot) => {
                 let i = s.next_slot.fetch_add(1, Relaxed);
@@ -437,26 +440,28 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
                     break;
                 }
                 let t = s.start + Duration::from_nanos((i as f64 * slot) as u64);
+                let now = Instant::now();
                 // Past the end, stop even if the schedule is behind (the target is
                 // slower than the rate): a backlog must not stretch the run.
-                if s.end.is_some_and(|e| t >= e || Instant::now() >= e) {
+                if s.end.is_some_and(|e| t >= e || now >= e) {
                     break;
                 }
-                if t > Instant::now() {
+                if t > now {
                     // A free connection waiting for its slot: measure from the
                     // wake-up, so the timer's 1 ms granularity is not counted as
                     // server latency. Only a slot that is already due (every
                     // connection was busy) counts from its intended time.
                     tokio::time::sleep_until(t.into()).await;
-                    Instant::now()
+                    let woke = Instant::now();
+                    (woke, woke)
                 } else {
-                    t
+                    (now, t)
                 }
             }
         };
         let idx = s.plan.pick(rng.next());
         let scenario = &s.plan.scenarios[idx];
-        let deadline = tokio::time::Instant::now() + s.timeout;
+        let deadline = tokio::time::Instant::from_std(sending + s.timeout);
         let result = {
             let mut request = pin!(send(&mut conn, s.addr, &s.plan, scenario));
             loop {
@@ -480,7 +485,8 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
             // The connection is in an unknown state (a request may be in flight).
             conn = None;
         }
-        let latency = intended.elapsed();
+        now = Instant::now();
+        let latency = now.saturating_duration_since(intended);
         s.latency.record_duration(latency);
         sent += 1;
         stats.total += 1;
@@ -513,14 +519,17 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
                 let full = std::mem::replace(b, Vec::with_capacity(BATCH));
                 // The writer only goes away on an I/O error, reported at the end.
                 let _ = tx.send(full).await;
+                // A full channel may have made this wait: not the next request's.
+                now = Instant::now();
             }
         }
         if s.slot_nanos.is_none() && !s.think.is_zero() {
-            let next = Instant::now() + s.think;
+            let next = now + s.think;
             if sent >= s.per_user || s.end.is_some_and(|e| next >= e) {
                 break;
             }
             tokio::time::sleep(s.think).await;
+            now = Instant::now();
         }
     }
     if let (Some(b), Some(tx)) = (batch, tx.as_ref())

@@ -41,11 +41,8 @@ impl Engine {
             .get(id)
             .cloned()
             .ok_or(Error::UnknownTask(id))?;
-        {
-            let s = record.lock();
-            if s.status.is_finished() {
-                return Err(Error::AlreadyFinished(id));
-            }
+        if record.status().is_finished() {
+            return Err(Error::AlreadyFinished(id));
         }
         record.cancel.store(true, Ordering::Release);
         let level = record.opts.level.min(self.stats.len() - 1);
@@ -57,7 +54,7 @@ impl Engine {
                 self.stats[level].served[slot]
                     .taken
                     .fetch_add(1, Ordering::Relaxed);
-                self.finish(job, Err(Error::Cancelled), None, slot, None);
+                self.finish(job, Err(Error::Cancelled), false, slot, None);
             }
             None => record.run_waker.wake(),
         }

@@ -15,11 +15,8 @@ impl Engine {
     /// Puts a failed attempt back after its backoff. The task was accepted, so it goes
     /// back without waiting for room: accepted work is never dropped for lack of it.
     pub(super) fn retry(self: &Arc<Self>, job: Job, attempts: u32, error: String, slot: usize) {
-        {
-            let mut s = job.record.lock();
-            s.status = TaskStatus::Retrying;
-            s.error = Some(error);
-        }
+        job.record.lock().error = Some(error);
+        job.record.set_status(TaskStatus::Retrying);
         self.stats[job.record.opts.level].served[slot]
             .retried
             .fetch_add(1, Ordering::Relaxed);
@@ -46,7 +43,7 @@ impl Engine {
             // then found it empty under the same lock never misses a job put back here.
             if waited.is_none() || engine.closing.load(Ordering::SeqCst) {
                 drop(sched);
-                engine.finish(job, Err(Error::Cancelled), None, slot, None);
+                engine.finish(job, Err(Error::Cancelled), false, slot, None);
                 return;
             }
             engine.stats[level].served[slot]
@@ -65,7 +62,7 @@ impl Engine {
         &self,
         mut job: Job,
         outcome: Result<AnyBox>,
-        started: Option<Instant>,
+        ran: bool,
         slot: usize,
         retired: Option<&mut Retired>,
     ) -> Instant {
@@ -91,10 +88,12 @@ impl Engine {
         let json = job.work.as_mut().finish(&outcome);
         let record = &job.record;
         let now = Instant::now();
-        if let (Some(r), Some(t)) = (&self.recorders, started) {
-            r.run.record_duration(now.saturating_duration_since(t));
+        let (stored, finished) = record.store(status, now, error, json, outcome);
+        if let (Some(r), true) = (&self.recorders, ran)
+            && let Some(run) = record.ran(finished)
+        {
+            r.run.record(run);
         }
-        let stored = record.store(status, now, error, json, outcome);
         record.publish(stored);
         match retired {
             // A worker retires its finished records in batches: one lock of the index

@@ -78,7 +78,7 @@ impl<T: 'static> Future for TaskHandle<T> {
                     .map_err(|_| Error::Failed("task value of an unexpected type".into()))
             })),
             // Finished and already taken: a handle polled after it was ready.
-            None if s.status.is_finished() => Poll::Ready(Err(Error::Cancelled)),
+            None if self.record.status().is_finished() => Poll::Ready(Err(Error::Cancelled)),
             None => Poll::Pending,
         }
     }
@@ -112,11 +112,8 @@ mod tests {
             crate::engine::Options::NONE,
             Instant::now(),
         ));
-        {
-            let mut s = r.lock();
-            s.status = TaskStatus::Completed;
-            s.outcome = Some(value);
-        }
+        r.lock().outcome = Some(value);
+        r.set_status(TaskStatus::Completed);
         r
     }
 
@@ -150,13 +147,15 @@ mod tests {
         assert_eq!(h.id(), TaskId::from_u64(2));
         let mut h = h;
         assert!((&mut h).now_or_never().is_none());
-        let stored = r.store(
-            TaskStatus::Completed,
-            Instant::now(),
-            None,
-            None,
-            Ok(Box::new(1u8)),
-        );
+        let stored = r
+            .store(
+                TaskStatus::Completed,
+                Instant::now(),
+                None,
+                None,
+                Ok(Box::new(1u8)),
+            )
+            .0;
         r.publish(stored);
         drop(h);
         assert!(r.detached.load(Ordering::Acquire));
@@ -174,13 +173,15 @@ mod tests {
             Instant::now(),
         ));
         let h = TaskHandle::<u8>::new(Arc::clone(&r));
-        let stored = r.store(
-            TaskStatus::Completed,
-            Instant::now(),
-            None,
-            None,
-            Ok(Box::new(1u8)),
-        );
+        let stored = r
+            .store(
+                TaskStatus::Completed,
+                Instant::now(),
+                None,
+                None,
+                Ok(Box::new(1u8)),
+            )
+            .0;
         assert!(stored, "a live handle wants the value");
         drop(h);
         assert!(
@@ -197,13 +198,16 @@ mod tests {
             Instant::now(),
         ));
         drop(TaskHandle::<u8>::new(Arc::clone(&r2)));
-        assert!(!r2.store(
-            TaskStatus::Completed,
-            Instant::now(),
-            None,
-            None,
-            Ok(Box::new(1u8))
-        ));
+        assert!(
+            !r2.store(
+                TaskStatus::Completed,
+                Instant::now(),
+                None,
+                None,
+                Ok(Box::new(1u8))
+            )
+            .0
+        );
         assert!(r2.lock().outcome.is_none());
     }
 }

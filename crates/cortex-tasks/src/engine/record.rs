@@ -4,10 +4,10 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::task::AtomicWaker;
 
@@ -15,13 +15,12 @@ use super::Options;
 use super::work::{AnyBox, BoxWork};
 use crate::{Error, Result, TaskId, TaskInfo, TaskStatus};
 
-/// The mutable part of a task's record.
+/// The part of a task's record that needs a lock: what only some tasks have (an
+/// error, a recorded result, a value nobody took yet). Status, attempts and times are
+/// atomics beside it, so a task that succeeds with its handle dropped takes no lock
+/// at all.
 #[derive(Debug)]
 pub(super) struct State {
-    pub(super) status: TaskStatus,
-    pub(super) started: Option<Instant>,
-    pub(super) finished: Option<Instant>,
-    pub(super) attempts: u32,
     pub(super) error: Option<String>,
     pub(super) result: Option<serde_json::Value>,
     /// The value or error, until the handle takes it (dropped at once when detached).
@@ -38,6 +37,16 @@ pub(crate) struct Record {
     /// than in its job so a job stays small to move between queues.
     pub(super) opts: Options,
     pub(super) queued: Instant,
+    /// A [`TaskStatus`] (`status_code`). Written after the fields it sums up (times,
+    /// the state under the lock) with `Release`, so a reader that sees a final status
+    /// sees them too.
+    status: AtomicU8,
+    /// Attempts started; written only by the worker running the task.
+    attempts: AtomicU32,
+    /// When the latest attempt started and when the task finished, as nanoseconds
+    /// since `queued` plus one (0: not yet).
+    started: AtomicU64,
+    finished: AtomicU64,
     pub(super) state: Mutex<State>,
     pub(super) cancel: AtomicBool,
     /// Wakes the running attempt when the task is cancelled.
@@ -58,11 +67,11 @@ impl Record {
             name,
             opts,
             queued,
+            status: AtomicU8::new(status_code(TaskStatus::Queued)),
+            attempts: AtomicU32::new(0),
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
             state: Mutex::new(State {
-                status: TaskStatus::Queued,
-                started: None,
-                finished: None,
-                attempts: 0,
                 error: None,
                 result: None,
                 outcome: None,
@@ -81,8 +90,69 @@ impl Record {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(super) fn status(&self) -> TaskStatus {
+        status_from(self.status.load(Ordering::Acquire))
+    }
+
+    pub(super) fn set_status(&self, status: TaskStatus) {
+        self.status.store(status_code(status), Ordering::Release);
+    }
+
+    pub(super) fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Acquire)
+    }
+
+    pub(super) fn started(&self) -> Option<Instant> {
+        self.at(&self.started)
+    }
+
+    pub(super) fn finished(&self) -> Option<Instant> {
+        self.at(&self.finished)
+    }
+
+    fn at(&self, field: &AtomicU64) -> Option<Instant> {
+        match field.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.queued + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    /// Writes `at` into a time field; returns it as nanoseconds since `queued`. One
+    /// subtraction of `Instant`s per time, reused for the metrics.
+    fn stamp(&self, field: &AtomicU64, at: Instant) -> u64 {
+        let nanos = u64::try_from(at.saturating_duration_since(self.queued).as_nanos())
+            .unwrap_or(u64::MAX - 1);
+        field.store(nanos + 1, Ordering::Release);
+        nanos
+    }
+
+    /// Starts an attempt at `now`, unless the task was cancelled; returns its number
+    /// and how long the task had waited since it was queued. Only the worker that
+    /// runs the task calls it.
+    pub(super) fn begin(&self, now: Instant) -> Option<(u32, u64)> {
+        if self.cancel.load(Ordering::Acquire) || self.status() == TaskStatus::Cancelled {
+            return None;
+        }
+        let attempts = self.attempts.load(Ordering::Relaxed) + 1;
+        self.attempts.store(attempts, Ordering::Release);
+        let waited = self.stamp(&self.started, now);
+        self.set_status(TaskStatus::Running);
+        Some((attempts, waited))
+    }
+
+    /// Nanoseconds from the latest attempt's start to `finished_nanos` (since
+    /// `queued`), if an attempt started.
+    pub(super) fn ran(&self, finished_nanos: u64) -> Option<u64> {
+        match self.started.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(finished_nanos.saturating_sub(n - 1)),
+        }
+    }
+
     /// Writes the final status, and the outcome for the handle unless it was dropped;
-    /// returns whether the outcome was kept. [`publish`](Self::publish) follows.
+    /// returns whether the outcome was kept, and the finishing time as nanoseconds
+    /// since `queued`. [`publish`](Self::publish) follows. Takes the lock only for
+    /// what needs it (an error, a result, a value to keep).
     pub(super) fn store(
         &self,
         status: TaskStatus,
@@ -90,19 +160,25 @@ impl Record {
         error: Option<String>,
         json: Option<serde_json::Value>,
         outcome: Result<AnyBox>,
-    ) -> bool {
-        let mut s = self.lock();
-        s.status = status;
-        s.finished = Some(now);
-        if error.is_some() {
-            s.error = error;
-        }
-        s.result = json;
+    ) -> (bool, u64) {
+        let finished = self.stamp(&self.finished, now);
         let wanted = !self.detached.load(Ordering::SeqCst);
-        if wanted {
-            s.outcome = Some(outcome);
+        if wanted || error.is_some() || json.is_some() {
+            let mut s = self.lock();
+            if error.is_some() {
+                s.error = error;
+            }
+            if json.is_some() {
+                s.result = json;
+            }
+            if wanted {
+                s.outcome = Some(outcome);
+            }
         }
-        wanted
+        // After the lock is released: a handle that found no value under the lock
+        // finds the status not final yet, and waits to be woken.
+        self.set_status(status);
+        (wanted, finished)
     }
 
     /// Marks the task done and wakes its handle. A handle dropped since
@@ -119,19 +195,45 @@ impl Record {
     }
 
     pub(super) fn info(&self, clock: &Clock) -> TaskInfo {
+        // The status first: once final, the times and the error below are final too.
+        let status = self.status();
+        let (started, finished, attempts) = (self.started(), self.finished(), self.attempts());
         let s = self.lock();
         TaskInfo {
             id: self.id,
             name: self.name.to_string(),
-            status: s.status,
+            status,
             priority: self.opts.priority,
             queued_at: clock.system(self.queued),
-            started_at: s.started.map(|t| clock.system(t)),
-            finished_at: s.finished.map(|t| clock.system(t)),
-            attempts: s.attempts,
+            started_at: started.map(|t| clock.system(t)),
+            finished_at: finished.map(|t| clock.system(t)),
+            attempts,
             error: s.error.clone(),
             result: s.result.clone(),
         }
+    }
+}
+
+/// A status as stored in a record's atomic.
+fn status_code(status: TaskStatus) -> u8 {
+    match status {
+        TaskStatus::Queued => 0,
+        TaskStatus::Running => 1,
+        TaskStatus::Retrying => 2,
+        TaskStatus::Completed => 3,
+        TaskStatus::Failed => 4,
+        TaskStatus::Cancelled => 5,
+    }
+}
+
+fn status_from(code: u8) -> TaskStatus {
+    match code {
+        0 => TaskStatus::Queued,
+        1 => TaskStatus::Running,
+        2 => TaskStatus::Retrying,
+        3 => TaskStatus::Completed,
+        4 => TaskStatus::Failed,
+        _ => TaskStatus::Cancelled,
     }
 }
 
@@ -171,12 +273,12 @@ impl Drop for Job {
         }
         {
             let mut s = self.record.lock();
-            s.status = TaskStatus::Cancelled;
             s.error = Some("the queue was dropped before the task finished".into());
             if !self.record.detached.load(Ordering::Acquire) {
                 s.outcome = Some(Err(Error::Cancelled));
             }
         }
+        self.record.set_status(TaskStatus::Cancelled);
         self.record.handle_waker.wake();
     }
 }
@@ -249,7 +351,7 @@ mod tests {
         let r = record(1);
         let handle = TaskHandle::<u8>::new(Arc::clone(&r));
         drop(job(&r));
-        assert_eq!(r.lock().status, TaskStatus::Cancelled);
+        assert_eq!(r.status(), TaskStatus::Cancelled);
         assert!(
             r.lock()
                 .error
@@ -267,14 +369,14 @@ mod tests {
         let r = record(2);
         r.detached.store(true, Ordering::Release);
         drop(job(&r));
-        assert_eq!(r.lock().status, TaskStatus::Cancelled);
+        assert_eq!(r.status(), TaskStatus::Cancelled);
         assert!(r.lock().outcome.is_none(), "nobody would take it");
 
         let r = record(3);
-        r.lock().status = TaskStatus::Completed;
+        r.set_status(TaskStatus::Completed);
         r.done.store(true, Ordering::Release);
         drop(job(&r));
-        assert_eq!(r.lock().status, TaskStatus::Completed);
+        assert_eq!(r.status(), TaskStatus::Completed);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::record::{Job, Record};
 use super::stats::own_add;
 use super::work::{AnyBox, Work};
 use super::{CountOut, Engine, Retry};
-use crate::{Error, Result, TaskId, TaskStatus};
+use crate::{Error, Result, TaskId};
 
 /// Finished tasks a worker has not yet retired: (finishing time, id).
 pub(super) type Retired = Vec<(Instant, TaskId)>;
@@ -181,21 +181,14 @@ impl Engine {
     /// Marks the record running, unless it was cancelled while it waited; returns the
     /// attempt number and its start.
     fn begin(&self, record: &Record, now: Option<Instant>) -> Option<(u32, Instant)> {
-        let mut s = record.lock();
-        if record.cancel.load(Ordering::Acquire) || s.status == TaskStatus::Cancelled {
-            return None;
-        }
-        s.status = TaskStatus::Running;
-        s.attempts += 1;
         let now = now.unwrap_or_else(Instant::now);
-        if s.started.is_none()
+        let (attempts, waited) = record.begin(now)?;
+        if attempts == 1
             && let Some(r) = &self.recorders
         {
-            r.wait
-                .record_duration(now.saturating_duration_since(record.queued));
+            r.wait.record(waited);
         }
-        s.started = Some(now);
-        Some((s.attempts, now))
+        Some((attempts, now))
     }
 
     /// Runs one attempt; returns when it finished, if the task did.
@@ -208,12 +201,12 @@ impl Engine {
     ) -> Option<Instant> {
         let level = job.record.opts.level;
         let Some((attempts, started)) = self.begin(&job.record, now) else {
-            return Some(self.finish(job, Err(Error::Cancelled), None, slot, Some(retired)));
+            return Some(self.finish(job, Err(Error::Cancelled), false, slot, Some(retired)));
         };
         if !job.work.as_mut().start() {
             // Only a plain future can be out of attempts, and it is never retried.
             let used = Error::Failed("the task's future was already used".into());
-            return Some(self.finish(job, Err(used), None, slot, Some(retired)));
+            return Some(self.finish(job, Err(used), false, slot, Some(retired)));
         }
         own_add(&self.stats[level].served[slot].running, 1);
         let retry = job.record.opts.retry.filter(|_| job.work.retryable());
@@ -250,9 +243,7 @@ impl Engine {
         }
         own_add(&self.stats[level].served[slot].running, u64::MAX);
         match ending {
-            Ending::Done(outcome) => {
-                Some(self.finish(job, outcome, Some(started), slot, Some(retired)))
-            }
+            Ending::Done(outcome) => Some(self.finish(job, outcome, true, slot, Some(retired))),
             Ending::Retry(error) => {
                 if let Some(r) = &self.recorders {
                     r.run.record_duration(started.elapsed());
@@ -349,6 +340,7 @@ impl Future for Guarded<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TaskStatus;
     use crate::engine::{EngineConfig, Policy};
 
     fn engine() -> Arc<Engine> {
@@ -377,8 +369,8 @@ mod tests {
         );
         let t0 = Instant::now();
         assert_eq!(engine.begin(&r, Some(t0)), Some((1, t0)));
-        assert_eq!(r.lock().status, TaskStatus::Running);
-        assert_eq!(r.lock().started, Some(t0));
+        assert_eq!(r.status(), TaskStatus::Running);
+        assert_eq!(r.started(), Some(t0));
         // A retry's attempt counts on.
         assert_eq!(engine.begin(&r, Some(t0)).map(|(n, _)| n), Some(2));
         r.cancel.store(true, Ordering::Release);
@@ -387,14 +379,14 @@ mod tests {
             None,
             "a cancelled task does not start"
         );
-        assert_eq!(r.lock().attempts, 2);
+        assert_eq!(r.attempts(), 2);
         let done = Record::new(
             TaskId::from_u64(2),
             "t".into(),
             crate::engine::Options::NONE,
             Instant::now(),
         );
-        done.lock().status = TaskStatus::Cancelled;
+        done.set_status(TaskStatus::Cancelled);
         assert_eq!(engine.begin(&done, None), None);
         engine.close();
     }

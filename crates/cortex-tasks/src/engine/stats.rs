@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::Engine;
 use crate::QueueStats;
 
-/// Counters of one level. Producers write only `accepted`; each worker writes only its
+/// Counters of one level. Producers write only `accepted` (under the queue's lock); each worker writes only its
 /// own `served` slot (one more slot takes cancels and retries from elsewhere). Every
 /// slot has its own cache line, so no line bounces between threads per task; gauges
 /// (queued, live) are differences of these monotonic counts, summed when read.
@@ -36,8 +36,8 @@ pub(super) struct Served {
     pub(super) retried: AtomicU64,
 }
 
-/// Adds `n` (wrapping: `u64::MAX` subtracts one) to a count that only the calling
-/// worker writes (its own slot): a load and a store, with no locked instruction. A
+/// Adds `n` (wrapping: `u64::MAX` subtracts one) to a count that only the caller
+/// writes (a worker's own slot, or a count written under a lock): a load and a store, with no locked instruction. A
 /// locked one is a full barrier on x86 and waits for every store before it, among
 /// them the cold writes to the task's record; three per task cost more than the
 /// rest of a worker's bookkeeping.

@@ -19,7 +19,8 @@
 //! the start of the run.
 //!
 //! Environment: `REDIS_URL` (default `redis://127.0.0.1:6379`), `ROUNDS` (3),
-//! `DEEP_JOBS`, `RATE`, `SECS`, `CONCURRENCY`, `BATCH`, `APALIS_POLL_MS`.
+//! `DEEP_JOBS`, `RATE`, `SECS`, `CONCURRENCY`, `BATCH`, `APALIS_POLL_MS`; `ONLY=ours`
+//! runs our side alone (to profile it).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -179,7 +180,11 @@ async fn ours(url: &str, s: Settings, ns: &str) -> Measure {
     for r in futures_util::future::join_all(chunks).await {
         r.expect("enqueue");
     }
+    let enqueued = t0.elapsed();
     wait_for("ours deep", s.deep_jobs, completed).await;
+    if std::env::var_os("QVA_DEBUG").is_some() {
+        eprintln!("ours: enqueued in {enqueued:?}, all done in {:?}", t0.elapsed());
+    }
     let deep_rate = s.deep_jobs as f64 / t0.elapsed().as_secs_f64();
 
     // Shallow.
@@ -427,6 +432,15 @@ async fn main() {
     for round in 1..=rounds {
         let ns_ours = format!("qva-ours-{pid}-{round}");
         let ns_apalis = format!("qva-apalis-{pid}-{round}");
+        // `ONLY=ours` (for profiling one side) runs ours alone.
+        if std::env::var("ONLY").as_deref() == Ok("ours") {
+            let o = ours(&url, s, &ns_ours).await;
+            println!(
+                "ours: deep {:.0} jobs/s, shallow p50 {:.2} ms p99 {:.2} ms",
+                o.deep_rate, o.p50_ms, o.p99_ms
+            );
+            continue;
+        }
         let (o, a) = if round % 2 == 1 {
             let o = ours(&url, s, &ns_ours).await;
             let a = apalis(&url, s, &ns_apalis).await;
@@ -438,6 +452,9 @@ async fn main() {
         };
         eprintln!("round {round} done");
         rows.push((o, a));
+    }
+    if rows.is_empty() {
+        return;
     }
     println!(
         "| round | ours deep jobs/s | apalis deep jobs/s | deep ratio | ours p50 / p99 ms | apalis p50 / p99 ms | p50 ratio (apalis/ours) | p99 ratio (apalis/ours) |"

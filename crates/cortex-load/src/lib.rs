@@ -4,8 +4,8 @@
 //! # How a run works
 //!
 //! HTTP load testing: simulated users sending weighted scenarios to one target over
-//! keep-alive HTTP/1.1, in a closed or an open loop, with latencies in
-//! [`cortex_metrics::Histogram`]s.
+//! keep-alive HTTP/1.1 (or HTTP/2, feature `http2`), in a closed or an open loop,
+//! with latencies in [`cortex_metrics::Histogram`]s.
 //!
 //! # Closed and open loop
 //!
@@ -53,10 +53,11 @@
 //! Counts are kept per user and merged at the end; latencies go to one lock-free,
 //! per-thread-sharded histogram. With an output file, finished requests are streamed
 //! in batches through a bounded channel to one writer thread; nothing per request is
-//! held in memory. Requests are pre-built per scenario (method, URI, headers and a
-//! `Bytes` body cloned per request), each user drives its own hyper connection in its
-//! own task, and with [`LoadConfig::threads`] users run on dedicated
-//! single-threaded runtimes.
+//! held in memory. HTTP/1.1 requests are serialized once per scenario and written as
+//! they are; answers are parsed in one reused buffer per connection, driven inside the
+//! user's task (no channel, no allocation per request; HTTP/2 goes through hyper). With
+//! [`LoadConfig::threads`] users run on dedicated single-threaded runtimes. The clock
+//! is read once per request in a closed loop.
 //!
 //! # Output files
 //!

@@ -6,44 +6,49 @@ use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use cortex_metrics::{Counter, Histogram, Metrics};
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::{BatchConfig, BatchFn, BatchStats, Error, Loaded, Result};
 
-type Reply<V> = oneshot::Sender<Result<V>>;
-
-/// One waiting request.
-struct Request<K, V> {
-    key: K,
-    /// `None` once answered early (its deadline passed while its batch loaded).
-    tx: Option<Reply<V>>,
-    at: Instant,
+/// A request's answer slot in the batcher's slab: its caller waits on it, its batch
+/// fills it. Slots are reused (through `State::free`), so once the slab has grown to
+/// the peak of requests in flight a request allocates nothing: no channel, no `Arc`.
+enum Reply<V> {
+    /// Unused, on the free list.
+    Free,
+    /// The caller waits, with its waker once it has polled.
+    Waiting(Option<Waker>),
+    /// Answered; the caller has not taken it yet.
+    Ready(Result<V>),
+    /// The caller stopped waiting while the request was queued or loading.
+    Gone,
 }
 
-impl<K, V> Request<K, V> {
-    /// Its caller stopped waiting (or it was answered already): nothing to load it for.
-    fn gone(&self) -> bool {
-        self.tx.as_ref().is_none_or(oneshot::Sender::is_closed)
-    }
-
-    fn answer(&mut self, result: Result<V>) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(result);
-        }
-    }
+/// One waiting request.
+struct Request<K> {
+    key: K,
+    /// Its answer slot.
+    slot: u32,
+    at: Instant,
+    /// Answered (or dropped) already: e.g. its deadline passed while its batch loaded.
+    done: bool,
 }
 
 /// Everything the lock guards: the queue and the counters that change with it, so a
 /// request costs one lock and no extra atomics.
 struct State<K, V> {
     /// Requests not yet dispatched, oldest first; a batch is drained from the front.
-    pending: VecDeque<Request<K, V>>,
+    pending: VecDeque<Request<K>>,
+    /// The answer slots of the requests queued, loading, or answered and not yet
+    /// taken by their callers.
+    slots: Vec<Reply<V>>,
+    /// Indexes of the `Free` slots.
+    free: Vec<u32>,
     in_flight: usize,
     /// The queue's timer, if one is armed: its id and when it fires. One timer serves
     /// the whole queue (the oldest request is due first); it is replaced only by one
@@ -52,15 +57,174 @@ struct State<K, V> {
     timer: Option<(u64, Instant)>,
     /// The id of the last timer armed.
     timers: u64,
+    /// The armed timer counts `max_wait` (a slot was free when it was armed).
+    timer_wait: bool,
     /// A flush is scheduled: a task that dispatches what is queued once the tasks
     /// ready to run now have had their turn (see [`Shared::plan`]).
     flush: bool,
+    /// While a flush is scheduled, the clock reading of the request that scheduled
+    /// it: the requests of the same burst take it as their arrival time instead of
+    /// reading the clock each (the largest cost of a request otherwise).
+    burst_at: Option<Instant>,
     closed: bool,
     requests: u64,
     batches: u64,
     duplicates: u64,
     abandoned: u64,
     saturated: u64,
+}
+
+impl<K, V> State<K, V> {
+    /// The arrival time of a request queued now: the clock, or, in a burst (a flush
+    /// is scheduled and has not run yet), the reading of the burst's first request.
+    /// The burst's requests were all queued before the flush runs, i.e. while the
+    /// runtime ran the tasks ready when it was scheduled: typically microseconds
+    /// apart. So `batch.wait` and `request_timeout` count from the start of the
+    /// burst, at most that much early.
+    fn arrival(&self) -> Instant {
+        self.burst_at.unwrap_or_else(Instant::now)
+    }
+
+    /// A slot for a new request, its caller waiting with `waker`.
+    fn open(&mut self, waker: Option<Waker>) -> u32 {
+        let reply = Reply::Waiting(waker);
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = reply;
+                i
+            }
+            None => {
+                self.slots.push(reply);
+                // `max_pending` and the loading batches bound the slots in use far
+                // below `u32::MAX`.
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        }
+    }
+
+    fn release(&mut self, slot: u32) {
+        self.slots[slot as usize] = Reply::Free;
+        self.free.push(slot);
+    }
+
+    /// Nothing to load `r` for: its caller stopped waiting, or it was answered.
+    fn gone(&self, r: &Request<K>) -> bool {
+        r.done || matches!(self.slots[r.slot as usize], Reply::Gone)
+    }
+
+    /// Answer `r` (once); the waker to wake once the lock is released. A request
+    /// whose caller left frees its slot instead.
+    fn answer(&mut self, r: &mut Request<K>, result: Result<V>) -> Option<Waker> {
+        if r.done {
+            return None;
+        }
+        r.done = true;
+        let slot = r.slot as usize;
+        match &mut self.slots[slot] {
+            Reply::Waiting(waker) => {
+                let waker = waker.take();
+                self.slots[slot] = Reply::Ready(result);
+                waker
+            }
+            Reply::Gone => {
+                self.release(r.slot);
+                None
+            }
+            Reply::Free | Reply::Ready(_) => None,
+        }
+    }
+
+    /// Drop `r` unloaded, its caller gone; counted as abandoned.
+    fn discard(&mut self, mut r: Request<K>) {
+        self.abandoned += 1;
+        let _ = self.answer(&mut r, Err(Error::Closed));
+    }
+}
+
+/// Wake the callers answered under the lock, now that it is released.
+fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
+    }
+}
+
+/// A caller's wait for its answer. Bounded without a timer of its own: the batcher
+/// answers [`Error::Timeout`] at the request's deadline (the queue's timer while it
+/// is queued, its batch's while it loads), and a batch dropped unanswered (its task
+/// dropped with its runtime) answers [`Error::Closed`]. Dropped before its answer, it
+/// marks the slot `Gone`, so no batch formed after that loads the key.
+struct Answer<'a, F: BatchFn> {
+    shared: &'a Shared<F>,
+    slot: u32,
+    done: bool,
+}
+
+impl<F: BatchFn> Future for Answer<'_, F> {
+    type Output = Result<F::Value>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let slot = self.slot;
+        let mut st = self.shared.lock();
+        match &mut st.slots[slot as usize] {
+            Reply::Waiting(waker) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            Reply::Ready(_) => {
+                let reply = std::mem::replace(&mut st.slots[slot as usize], Reply::Free);
+                st.free.push(slot);
+                drop(st);
+                self.done = true;
+                if let Reply::Ready(result) = reply {
+                    return Poll::Ready(result);
+                }
+            }
+            Reply::Free | Reply::Gone => {}
+        }
+        self.done = true;
+        Poll::Ready(Err(Error::Closed))
+    }
+}
+
+impl<F: BatchFn> Drop for Answer<'_, F> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut st = self.shared.lock();
+        match st.slots[self.slot as usize] {
+            Reply::Waiting(_) => st.slots[self.slot as usize] = Reply::Gone,
+            Reply::Ready(_) => st.release(self.slot),
+            Reply::Free | Reply::Gone => {}
+        }
+    }
+}
+
+/// A batch's requests on their way to their answers. Any still unanswered when it is
+/// dropped (its task dropped with its runtime, or never spawned) get
+/// [`Error::Closed`], so no caller waits for a batch that is gone.
+struct Batch<F: BatchFn> {
+    shared: Arc<Shared<F>>,
+    requests: Vec<Request<F::Key>>,
+}
+
+impl<F: BatchFn> Drop for Batch<F> {
+    fn drop(&mut self) {
+        if self.requests.iter().all(|r| r.done) {
+            return;
+        }
+        let wakers = {
+            let mut st = self.shared.lock();
+            let st = &mut *st;
+            self.requests
+                .iter_mut()
+                .filter_map(|r| st.answer(r, Err(Error::Closed)))
+                .collect()
+        };
+        wake_all(wakers);
+    }
 }
 
 /// The label key naming a batcher in every `batch.*` family.
@@ -158,15 +322,15 @@ impl<K, V> Drop for Locked<'_, K, V> {
 }
 
 /// What to do once the lock is released.
-struct Plan<K, V> {
-    batches: Vec<Vec<Request<K, V>>>,
+struct Plan<K> {
+    batches: Vec<Vec<Request<K>>>,
     /// A timer to spawn: its id and deadline.
     timer: Option<(u64, Instant)>,
     /// Spawn the flush task.
     flush: bool,
 }
 
-impl<K, V> Plan<K, V> {
+impl<K> Plan<K> {
     fn none() -> Self {
         Self {
             batches: Vec::new(),
@@ -179,8 +343,10 @@ impl<K, V> Plan<K, V> {
 /// What made [`Shared::plan`] run.
 #[derive(Clone, Copy)]
 enum Cause {
-    /// A request was queued, or a slot came back.
-    Queued,
+    /// A caller queued requests that arrived at this time.
+    Queued(Instant),
+    /// A loading slot came back without its task taking the queue.
+    Freed,
     /// The queue's timer fired at this time.
     Timer(Instant),
     /// The flush task ran.
@@ -359,10 +525,14 @@ impl<F: BatchFn> BatcherBuilder<F> {
                 name: self.name,
                 state: Mutex::new(State {
                     pending: VecDeque::new(),
+                    slots: Vec::new(),
+                    free: Vec::new(),
                     in_flight: 0,
                     timer: None,
                     timers: 0,
+                    timer_wait: false,
                     flush: false,
+                    burst_at: None,
                     closed: false,
                     requests: 0,
                     batches: 0,
@@ -411,26 +581,44 @@ impl<F: BatchFn> Batcher<F> {
     /// Batches load on tasks spawned onto the caller's tokio runtime: outside one, a
     /// request that would start a batch gets [`Error::Closed`].
     pub async fn load(&self, key: F::Key) -> Result<F::Value> {
-        let (tx, rx) = oneshot::channel();
-        let at = Instant::now();
-        let plan = {
-            let mut st = self.shared.lock();
-            if st.closed {
-                return Err(Error::Closed);
+        let shared = &*self.shared;
+        let mut key = Some(key);
+        let mut answer: Option<Answer<'_, F>> = None;
+        poll_fn(|cx| {
+            if let Some(answer) = answer.as_mut() {
+                return Pin::new(answer).poll(cx);
             }
-            if st.pending.len() >= self.shared.config.max_pending && !self.shared.make_room(&mut st)
-            {
-                return Err(self.shared.refuse(&mut st));
-            }
-            st.pending.push_back(Request {
-                key,
-                tx: Some(tx),
-                at,
-            });
-            self.shared.plan(&mut st, Cause::Queued)
-        };
-        self.shared.execute(plan);
-        wait(rx).await
+            let Some(key) = key.take() else {
+                return Poll::Ready(Err(Error::Closed));
+            };
+            // First poll: queue the key with this task's waker, in one lock.
+            let plan = {
+                let mut st = shared.lock();
+                let at = st.arrival();
+                if st.closed {
+                    return Poll::Ready(Err(Error::Closed));
+                }
+                if st.pending.len() >= shared.config.max_pending && !shared.make_room(&mut st) {
+                    return Poll::Ready(Err(shared.refuse(&mut st)));
+                }
+                let slot = st.open(Some(cx.waker().clone()));
+                st.pending.push_back(Request {
+                    key,
+                    slot,
+                    at,
+                    done: false,
+                });
+                answer = Some(Answer {
+                    shared,
+                    slot,
+                    done: false,
+                });
+                shared.plan(&mut st, Cause::Queued(at))
+            };
+            self.shared.execute(plan);
+            Poll::Pending
+        })
+        .await
     }
 
     /// The values of `keys`, in order, each with its own result. The keys join the
@@ -439,37 +627,43 @@ impl<F: BatchFn> Batcher<F> {
     ///
     /// As [`load`](Self::load), batches load on the caller's tokio runtime.
     pub async fn load_many(&self, keys: impl IntoIterator<Item = F::Key>) -> Vec<Result<F::Value>> {
-        let at = Instant::now();
+        let shared = &*self.shared;
         // `Err`: refused at once, the queue was full.
-        let mut receivers = Vec::new();
+        let mut answers = Vec::new();
         let plan = {
-            let mut st = self.shared.lock();
+            let mut st = shared.lock();
+            let at = st.arrival();
             if st.closed {
                 drop(st);
                 return keys.into_iter().map(|_| Err(Error::Closed)).collect();
             }
             for key in keys {
-                if st.pending.len() >= self.shared.config.max_pending
-                    && !self.shared.make_room(&mut st)
-                {
-                    receivers.push(Err(self.shared.refuse(&mut st)));
+                if st.pending.len() >= shared.config.max_pending && !shared.make_room(&mut st) {
+                    answers.push(Err(shared.refuse(&mut st)));
                     continue;
                 }
-                let (tx, rx) = oneshot::channel();
+                let slot = st.open(None);
                 st.pending.push_back(Request {
                     key,
-                    tx: Some(tx),
+                    slot,
                     at,
+                    done: false,
                 });
-                receivers.push(Ok(rx));
+                answers.push(Ok(Answer {
+                    shared,
+                    slot,
+                    done: false,
+                }));
             }
-            self.shared.plan(&mut st, Cause::Queued)
+            shared.plan(&mut st, Cause::Queued(at))
         };
         self.shared.execute(plan);
-        let mut out = Vec::with_capacity(receivers.len());
-        for rx in receivers {
-            out.push(match rx {
-                Ok(rx) => wait(rx).await,
+        let mut out = Vec::with_capacity(answers.len());
+        // Awaited in order; those not reached yet keep their slots (and withdraw
+        // their requests if this future is dropped).
+        for answer in answers {
+            out.push(match answer {
+                Ok(answer) => answer.await,
                 Err(e) => Err(e),
             });
         }
@@ -479,14 +673,17 @@ impl<F: BatchFn> Batcher<F> {
     /// Stop: every request not yet dispatched gets [`Error::Closed`], and so does
     /// every later call. Batches already loading finish and deliver their results.
     pub fn close(&self) {
-        let drained = {
+        let wakers = {
             let mut st = self.shared.lock();
             st.closed = true;
-            std::mem::take(&mut st.pending)
+            let drained = std::mem::take(&mut st.pending);
+            let mut wakers = Vec::new();
+            for mut r in drained {
+                wakers.extend(st.answer(&mut r, Err(Error::Closed)));
+            }
+            wakers
         };
-        for mut r in drained {
-            r.answer(Err(Error::Closed));
-        }
+        wake_all(wakers);
     }
 
     /// `true` after [`close`](Self::close).
@@ -548,9 +745,10 @@ impl<F: BatchFn> Shared<F> {
     /// length first, so the common path costs one comparison.)
     #[cold]
     fn make_room(&self, st: &mut State<F::Key, F::Value>) -> bool {
-        while st.pending.front().is_some_and(Request::gone) {
-            st.pending.pop_front();
-            st.abandoned += 1;
+        while st.pending.front().is_some_and(|r| st.gone(r)) {
+            if let Some(r) = st.pending.pop_front() {
+                st.discard(r);
+            }
         }
         st.pending.len() < self.config.max_pending
     }
@@ -578,7 +776,7 @@ impl<F: BatchFn> Shared<F> {
     /// Why not wait for the batch to fill while a slot is free: with a backend bound
     /// by latency, a request held back for a fuller batch arrives a round trip late,
     /// and the callers behind it do too; a burst is batched anyway.
-    fn plan(&self, st: &mut State<F::Key, F::Value>, cause: Cause) -> Plan<F::Key, F::Value> {
+    fn plan(&self, st: &mut State<F::Key, F::Value>, cause: Cause) -> Plan<F::Key> {
         let c = &self.config;
         let few = self.few_in_flight();
         let mut plan = Plan::none();
@@ -587,7 +785,7 @@ impl<F: BatchFn> Shared<F> {
                 || st.pending.len() >= c.max_batch_size
                 || c.max_wait.is_zero()
                 || match cause {
-                    Cause::Queued => false,
+                    Cause::Queued(_) | Cause::Freed => false,
                     Cause::Timer(now) => front.at + c.max_wait <= now,
                     Cause::Flush => st.in_flight < few,
                 };
@@ -601,8 +799,17 @@ impl<F: BatchFn> Shared<F> {
             st.in_flight += 1;
             plan.batches.push(batch);
         }
-        if !st.pending.is_empty() && !st.flush && !st.closed && st.in_flight < few {
+        // Scheduled even with every slot loading: it also ends the burst, so the
+        // shared arrival time (`burst_at`) is never older than one. Only by a caller:
+        // the request it just queued read the clock (no flush was pending), so its
+        // time starts the burst; a flush or timer re-scheduling itself would spin.
+        if let Cause::Queued(at) = cause
+            && !st.pending.is_empty()
+            && !st.flush
+            && !st.closed
+        {
             st.flush = true;
+            st.burst_at = Some(at);
             plan.flush = true;
         }
         self.arm(st, &mut plan);
@@ -621,6 +828,7 @@ impl<F: BatchFn> Shared<F> {
         let plan = {
             let mut st = self.lock();
             st.flush = false;
+            st.burst_at = None;
             self.plan(&mut st, Cause::Flush)
         };
         self.execute(plan);
@@ -630,21 +838,28 @@ impl<F: BatchFn> Shared<F> {
     /// requests whose callers still wait. The others are dropped (counted as
     /// abandoned), so a caller that gave up is never loaded by a batch formed after.
     /// Empty only when the queue is.
-    fn take(&self, st: &mut State<F::Key, F::Value>) -> Vec<Request<F::Key, F::Value>> {
+    fn take(&self, st: &mut State<F::Key, F::Value>) -> Vec<Request<F::Key>> {
         let max = self.config.max_batch_size;
         let n = st.pending.len().min(max);
         let mut batch: Vec<_> = st.pending.drain(..n).collect();
-        if batch.iter().any(Request::gone) {
+        if batch.iter().any(|r| st.gone(r)) {
             // Drop those that gave up and refill their places one by one (the rare
             // path; the scan above is the common one).
-            batch.retain(|r| !r.gone());
-            st.abandoned += (n - batch.len()) as u64;
+            let mut kept = Vec::with_capacity(batch.len());
+            for r in batch {
+                if st.gone(&r) {
+                    st.discard(r);
+                } else {
+                    kept.push(r);
+                }
+            }
+            batch = kept;
             while batch.len() < max {
                 let Some(r) = st.pending.pop_front() else {
                     break;
                 };
-                if r.gone() {
-                    st.abandoned += 1;
+                if st.gone(&r) {
+                    st.discard(r);
                 } else {
                     batch.push(r);
                 }
@@ -673,7 +888,13 @@ impl<F: BatchFn> Shared<F> {
 
     /// Arm the queue's timer for [`due`](Self::due), unless one armed already fires
     /// by then (a timer that fires early finds nothing due and re-arms).
-    fn arm(&self, st: &mut State<F::Key, F::Value>, plan: &mut Plan<F::Key, F::Value>) {
+    fn arm(&self, st: &mut State<F::Key, F::Value>, plan: &mut Plan<F::Key>) {
+        // Arrival times never decrease along the queue, so a timer armed while a slot
+        // was free fires no later than anything due since: the common case, checked
+        // without computing a deadline.
+        if st.timer.is_some() && st.timer_wait {
+            return;
+        }
         let Some(deadline) = self.due(st) else {
             return;
         };
@@ -682,6 +903,7 @@ impl<F: BatchFn> Shared<F> {
         }
         st.timers += 1;
         st.timer = Some((st.timers, deadline));
+        st.timer_wait = st.in_flight < self.config.max_in_flight;
         plan.timer = st.timer;
     }
 
@@ -690,7 +912,7 @@ impl<F: BatchFn> Shared<F> {
     /// whose wait ran out, and re-arm for the next.
     fn on_timer(self: &Arc<Self>, id: u64, deadline: Instant) {
         let limit = self.config.request_timeout;
-        let mut expired = Vec::new();
+        let mut wakers = Vec::new();
         let plan = {
             let mut st = self.lock();
             if st.timer.is_none_or(|(armed, _)| armed != id) {
@@ -702,21 +924,24 @@ impl<F: BatchFn> Shared<F> {
             let now = Instant::now().max(deadline);
             // The queue is in arrival order, so the expired requests are at its front.
             while !limit.is_zero() && st.pending.front().is_some_and(|r| r.at + limit <= now) {
-                expired.extend(st.pending.pop_front());
+                let Some(mut r) = st.pending.pop_front() else {
+                    break;
+                };
+                if st.gone(&r) {
+                    st.discard(r);
+                    continue;
+                }
+                self.timeouts.fetch_add(1, Relaxed);
+                let waited = now.saturating_duration_since(r.at);
+                wakers.extend(st.answer(&mut r, Err(Error::Timeout { waited })));
             }
             self.plan(&mut st, Cause::Timer(now))
         };
-        for mut r in expired {
-            if !r.gone() {
-                self.timeouts.fetch_add(1, Relaxed);
-                let waited = r.at.elapsed();
-                r.answer(Err(Error::Timeout { waited }));
-            }
-        }
+        wake_all(wakers);
         self.execute(plan);
     }
 
-    fn execute(self: &Arc<Self>, plan: Plan<F::Key, F::Value>) {
+    fn execute(self: &Arc<Self>, plan: Plan<F::Key>) {
         if plan.batches.is_empty() && plan.timer.is_none() && !plan.flush {
             return;
         }
@@ -738,6 +963,10 @@ impl<F: BatchFn> Shared<F> {
                 started: false,
                 released: false,
             };
+            let batch = Batch {
+                shared: Arc::clone(self),
+                requests: batch,
+            };
             if let Some(rt) = &rt {
                 rt.spawn(run(slot, batch, cause.clone()));
             }
@@ -755,7 +984,11 @@ impl<F: BatchFn> Shared<F> {
                         }
                     });
                 }
-                None => self.lock().flush = false,
+                None => {
+                    let mut st = self.lock();
+                    st.flush = false;
+                    st.burst_at = None;
+                }
             }
         }
         if let Some((id, deadline)) = plan.timer {
@@ -784,19 +1017,22 @@ impl<F: BatchFn> Shared<F> {
 
     /// Answer the requests of a loading batch whose `request_timeout` has passed by
     /// `now`; the others' earliest deadline, if any still wait.
-    fn expire(&self, batch: &mut [Request<F::Key, F::Value>], now: Instant) -> Option<Instant> {
+    fn expire(&self, batch: &mut [Request<F::Key>], now: Instant) -> Option<Instant> {
         let limit = self.config.request_timeout;
         let mut next: Option<Instant> = None;
-        for r in batch.iter_mut().filter(|r| !r.gone()) {
-            let deadline = r.at + limit;
-            if deadline <= now {
+        let mut wakers = Vec::new();
+        if batch.iter().any(|r| !r.done && r.at + limit <= now) {
+            let mut st = self.lock();
+            for r in batch.iter_mut().filter(|r| !r.done && r.at + limit <= now) {
                 self.timeouts.fetch_add(1, Relaxed);
-                r.answer(Err(Error::Timeout {
-                    waited: now.saturating_duration_since(r.at),
-                }));
-            } else {
-                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                let waited = now.saturating_duration_since(r.at);
+                wakers.extend(st.answer(r, Err(Error::Timeout { waited })));
             }
+        }
+        wake_all(wakers);
+        for r in batch.iter().filter(|r| !r.done) {
+            let deadline = r.at + limit;
+            next = Some(next.map_or(deadline, |n| n.min(deadline)));
         }
         next
     }
@@ -808,7 +1044,7 @@ impl<F: BatchFn> Shared<F> {
     async fn load_within<T>(
         &self,
         mut load: Pin<&mut impl Future<Output = T>>,
-        batch: &mut [Request<F::Key, F::Value>],
+        batch: &mut [Request<F::Key>],
     ) -> T {
         let mut next = if self.config.request_timeout.is_zero() {
             None
@@ -837,23 +1073,22 @@ impl<F: BatchFn> Shared<F> {
         .await
     }
 
-    /// Load `batch` in a `batch.load` debug span (batcher name, `size` requests,
-    /// `keys` distinct keys) that follows from `cause`, the span that made it due.
-    async fn load_batch(&self, mut batch: Vec<Request<F::Key, F::Value>>, cause: &tracing::Span) {
-        let n = batch.len();
+    /// Load the requests of `batch` in a `batch.load` debug span (batcher name, `size`
+    /// requests, `keys` distinct keys) that follows from `cause`, the span that made
+    /// it due, and answer them all under one lock. Leaves `batch` empty.
+    async fn load_batch(&self, batch: &mut Batch<F>, cause: &tracing::Span) {
+        let requests = &mut batch.requests;
+        let n = requests.len();
         let dispatched = Instant::now();
         let m = &self.metrics;
         m.size.record(n as u64);
         m.requests.add(n as u64);
-        for r in &batch {
+        for r in requests.iter() {
             m.wait
                 .record_duration(dispatched.saturating_duration_since(r.at));
         }
         // Distinct keys, and for each request the index of its key.
-        let (keys, slots) = distinct(&batch);
-        if keys.len() < n {
-            self.lock().duplicates += (n - keys.len()) as u64;
-        }
+        let (keys, slots) = distinct(requests);
         // A batch serves many callers: it is a root of its own, linked to its cause.
         let span = tracing::debug_span!(
             parent: None,
@@ -864,7 +1099,7 @@ impl<F: BatchFn> Shared<F> {
         );
         span.follows_from(cause);
         let load = CatchUnwind(pin!(async { self.f.load(&keys).await }.instrument(span)));
-        let outcome = self.load_within(pin!(load), &mut batch).await;
+        let outcome = self.load_within(pin!(load), requests).await;
         let elapsed = dispatched.elapsed();
         self.metrics.load.record_duration(elapsed);
         if elapsed > self.config.slow_batch {
@@ -876,88 +1111,91 @@ impl<F: BatchFn> Shared<F> {
                 "slow batch"
             );
         }
-        let errors = match outcome {
-            Ok(Ok(Loaded::InOrder(values))) if values.len() != keys.len() => fail(
-                batch,
-                Error::WrongCount {
+        // Each request's answer, in order, computed before taking the lock.
+        let results: Vec<Result<F::Value>> = match outcome {
+            Ok(Ok(Loaded::InOrder(values))) if values.len() != keys.len() => {
+                let e = Error::WrongCount {
                     expected: keys.len(),
                     got: values.len(),
-                },
-            ),
-            Ok(Ok(Loaded::InOrder(values))) => {
-                if slots.is_empty() {
-                    // No duplicates: move each value to its request.
-                    for (mut r, v) in batch.into_iter().zip(values) {
-                        r.answer(Ok(v));
-                    }
-                } else {
-                    for (mut r, &i) in batch.into_iter().zip(&slots) {
-                        if r.tx.is_some() {
-                            r.answer(Ok(values[i].clone()));
-                        }
-                    }
-                }
-                0
+                };
+                vec![Err(e); n]
             }
-            Ok(Ok(Loaded::ByKey(mut values))) => {
-                let mut missing = 0;
-                for mut r in batch.into_iter().filter(|r| r.tx.is_some()) {
+            // No duplicates: each value moves to its request.
+            Ok(Ok(Loaded::InOrder(values))) if slots.is_empty() => {
+                values.into_iter().map(Ok).collect()
+            }
+            Ok(Ok(Loaded::InOrder(values))) => {
+                slots.iter().map(|&i| Ok(values[i].clone())).collect()
+            }
+            Ok(Ok(Loaded::ByKey(mut values))) => requests
+                .iter()
+                .map(|r| {
                     let v = if slots.is_empty() {
                         values.remove(&r.key)
                     } else {
                         values.get(&r.key).cloned()
                     };
-                    missing += usize::from(v.is_none());
-                    r.answer(v.ok_or(Error::Missing));
-                }
-                missing
-            }
-            Ok(Err(e)) => fail(batch, Error::Loader(Arc::new(e.into()))),
+                    v.ok_or(Error::Missing)
+                })
+                .collect(),
+            Ok(Err(e)) => vec![Err(Error::Loader(Arc::new(e.into()))); n],
             Err(message) => {
                 tracing::error!(batch = %self.name, size = n, %message, "loader panicked");
-                fail(batch, Error::LoaderPanicked(message))
+                vec![Err(Error::LoaderPanicked(message)); n]
             }
         };
+        let mut errors = 0u64;
+        let mut wakers = Vec::with_capacity(n);
+        {
+            let mut st = self.lock();
+            st.duplicates += (n - keys.len()) as u64;
+            for (r, result) in requests.iter_mut().zip(results) {
+                if r.done {
+                    continue; // answered at its deadline
+                }
+                errors += u64::from(result.is_err());
+                wakers.extend(st.answer(r, result));
+            }
+        }
+        requests.clear();
+        wake_all(wakers);
         if errors > 0 {
-            self.errors.fetch_add(errors as u64, Relaxed);
-            self.metrics.errors.add(errors as u64);
+            self.errors.fetch_add(errors, Relaxed);
+            self.metrics.errors.add(errors);
         }
     }
 }
 
-/// A caller's wait for its answer. Bounded without a timer of its own: the batcher
-/// answers [`Error::Timeout`] at the request's deadline (the queue's timer while it
-/// is queued, its batch's while it loads), and a dropped request (its batch task gone
-/// with its runtime) answers [`Error::Closed`].
-async fn wait<V>(rx: oneshot::Receiver<Result<V>>) -> Result<V> {
-    rx.await.unwrap_or(Err(Error::Closed))
-}
-
 /// A batch task: load `batch`, then keep taking whatever queued meanwhile, so a busy
 /// batcher reuses this task instead of spawning one per batch.
-async fn run<F: BatchFn>(
-    mut slot: Slot<F>,
-    mut batch: Vec<Request<F::Key, F::Value>>,
-    cause: tracing::Span,
-) {
+async fn run<F: BatchFn>(mut slot: Slot<F>, mut batch: Batch<F>, cause: tracing::Span) {
     slot.started = true;
     let shared = &slot.shared;
     // Callers may have given up while this task waited to be scheduled: check the
     // batch again, so it is as fresh as one the loop below forms and loads without
     // yielding.
-    if batch.iter().any(Request::gone) {
-        let before = batch.len();
-        batch.retain(|r| !r.gone());
+    {
         let mut st = shared.lock();
-        st.abandoned += (before - batch.len()) as u64;
-        st.requests -= (before - batch.len()) as u64;
-        if batch.is_empty() {
-            st.batches -= 1;
+        if batch.requests.iter().any(|r| st.gone(r)) {
+            let before = batch.requests.len();
+            let mut kept = Vec::with_capacity(before);
+            for r in std::mem::take(&mut batch.requests) {
+                if st.gone(&r) {
+                    st.discard(r);
+                } else {
+                    kept.push(r);
+                }
+            }
+            batch.requests = kept;
+            st.requests -= (before - batch.requests.len()) as u64;
+            if batch.requests.is_empty() {
+                st.batches -= 1;
+            }
         }
     }
     loop {
-        if !batch.is_empty() {
-            shared.load_batch(batch, &cause).await;
+        if !batch.requests.is_empty() {
+            shared.load_batch(&mut batch, &cause).await;
             // Natural batching: the callers just answered usually load again at once.
             // Let them run first, so their next keys join the batch this task takes
             // now (or fill one of their own) instead of trickling out one by one.
@@ -965,8 +1203,8 @@ async fn run<F: BatchFn>(
         }
         let plan = {
             let mut st = shared.lock();
-            batch = shared.take(&mut st);
-            if batch.is_empty() {
+            batch.requests = shared.take(&mut st);
+            if batch.requests.is_empty() {
                 st.in_flight -= 1;
                 slot.released = true;
                 return;
@@ -1045,7 +1283,7 @@ impl Hasher for KeyHasher {
 
 /// The distinct keys of `batch` in first-seen order, and the key index of each request
 /// (empty when there are no duplicates, the common case, so answers can be moved).
-fn distinct<K: Clone + Eq + std::hash::Hash, V>(batch: &[Request<K, V>]) -> (Vec<K>, Vec<usize>) {
+fn distinct<K: Clone + Eq + std::hash::Hash>(batch: &[Request<K>]) -> (Vec<K>, Vec<usize>) {
     if batch.len() == 1 {
         return (vec![batch[0].key.clone()], Vec::new());
     }
@@ -1064,16 +1302,6 @@ fn distinct<K: Clone + Eq + std::hash::Hash, V>(batch: &[Request<K, V>]) -> (Vec
         slots = Vec::new();
     }
     (keys, slots)
-}
-
-/// Answer every request of `batch` still waiting with `error`; how many there were.
-fn fail<K, V>(batch: Vec<Request<K, V>>, error: Error) -> usize {
-    let mut n = 0;
-    for mut r in batch.into_iter().filter(|r| r.tx.is_some()) {
-        r.answer(Err(error.clone()));
-        n += 1;
-    }
-    n
 }
 
 /// A batch's claim on one loading slot, taken (with `in_flight`) when the batch is
@@ -1103,7 +1331,7 @@ impl<F: BatchFn> Drop for Slot<F> {
                 // drop. What is queued waits for the next load, from any runtime.
                 return;
             }
-            self.shared.plan(&mut st, Cause::Queued)
+            self.shared.plan(&mut st, Cause::Freed)
         };
         self.shared.execute(plan);
     }

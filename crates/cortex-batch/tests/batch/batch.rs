@@ -483,6 +483,36 @@ fn a_batch_task_dropped_before_it_ran_gives_back_its_slot() {
     assert_eq!(b.stats().in_flight, 0);
 }
 
+/// A caller whose batch task was dropped with its runtime (before it ran) is answered
+/// `Closed`, not left waiting: the load is polled once on a runtime that is then
+/// dropped, and polled to its end on another.
+#[test]
+fn a_caller_whose_batch_task_was_dropped_gets_closed() {
+    let rec = recorder(Duration::ZERO);
+    let b = Batcher::builder(Rec(Arc::clone(&rec))).build().unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    };
+    let mut load = Box::pin(b.load(7));
+    let rt = runtime();
+    rt.block_on(poll_fn(|cx| {
+        assert!(load.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    }));
+    drop(rt);
+    let r = runtime().block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), load)
+            .await
+            .expect("the caller still waits 10 s after its batch task was dropped")
+    });
+    assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+    assert!(rec.batches.lock().unwrap().is_empty());
+    assert_eq!(b.stats().in_flight, 0);
+}
+
 #[tokio::test]
 async fn request_timeout_gives_timeout() {
     bounded(async {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cortex_pool::RedisManagedConnection;
 use redis::streams::StreamReadReply;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::runner::dispatch;
 use super::shared::{Entry, Shared, Slot, lock};
@@ -82,12 +82,25 @@ pub(super) fn dispatch_taken(
     }
 }
 
+/// How long a reader with a backlog behind it waits for more slots to free before it
+/// takes what it has (see [`free_slots`]). Timers tick by the millisecond, so the wait
+/// is at most about two.
+pub(super) const GATHER: Duration = Duration::from_micros(500);
+
 /// Waits for at least one free slot, then takes up to `batch`; `None` once the worker
 /// stops.
+///
+/// With `backlog` (the reader's last take filled every slot it asked for, so more
+/// entries are likely waiting), it waits up to [`GATHER`] for half of `batch` to be
+/// free: under load slots free one by one as tasks end, and taking each as it frees
+/// would spend a round trip (and a script run on Redis, whose cost is mostly per call)
+/// on every few entries. Without a backlog it takes what is free at once, so an idle
+/// worker starts a new task without delay.
 pub(super) async fn free_slots(
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
     batch: usize,
+    backlog: bool,
 ) -> Option<Vec<OwnedSemaphorePermit>> {
     let first = tokio::select! {
         biased;
@@ -109,14 +122,48 @@ pub(super) async fn free_slots(
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
+    gather(&shared.sem, stop, first, batch, backlog).await
+}
+
+/// The slots to take with `first`: those free now, up to `batch`; with `backlog`, after
+/// waiting up to [`GATHER`] for half of `batch` (see [`free_slots`]). `None` once the
+/// worker stops.
+pub(super) async fn gather(
+    sem: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+    first: OwnedSemaphorePermit,
+    batch: usize,
+    backlog: bool,
+) -> Option<Vec<OwnedSemaphorePermit>> {
     let mut permits = vec![first];
+    gather_free(sem, &mut permits, batch);
+    let want = (batch / 2).max(1);
+    if backlog && permits.len() < want {
+        let until = tokio::time::Instant::now() + GATHER;
+        while permits.len() < want {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return None,
+                p = sem.clone().acquire_owned() => match p {
+                    Ok(p) => permits.push(p),
+                    Err(_) => return None,
+                },
+                () = tokio::time::sleep_until(until) => break,
+            }
+        }
+        gather_free(sem, &mut permits, batch);
+    }
+    Some(permits)
+}
+
+/// Adds to `permits` the slots free now, up to `batch` in all.
+fn gather_free(sem: &Arc<Semaphore>, permits: &mut Vec<OwnedSemaphorePermit>, batch: usize) {
     while permits.len() < batch {
-        match shared.sem.clone().try_acquire_owned() {
+        match sem.clone().try_acquire_owned() {
             Ok(p) => permits.push(p),
             Err(_) => break,
         }
     }
-    Some(permits)
 }
 
 /// Runs the start script for `batch` as start request `seq` of each entry's delivery,
@@ -157,6 +204,8 @@ pub(super) async fn reader(
     let mut blocking: Option<RedisManagedConnection> = None;
     let mut backlog: [VecDeque<Entry>; 3] = Default::default();
     let mut failures = 0u32;
+    // Whether the last take filled every slot it had (see `free_slots`).
+    let mut full = false;
     loop {
         if *stop.borrow() {
             return;
@@ -166,15 +215,18 @@ pub(super) async fn reader(
                 backlog[e.prio.index()].push_back(e);
             }
         }
-        let Some(mut permits) = free_slots(&shared, &mut stop, cfg.batch).await else {
+        let Some(mut permits) = free_slots(&shared, &mut stop, cfg.batch, full).await else {
             return;
         };
+        full = false;
         if backlog.iter().all(VecDeque::is_empty) {
             // Under load one round trip reads and starts a batch; only when nothing is
             // waiting does the worker block on its own connection.
-            match take(&shared, permits.len()).await {
+            let asked = permits.len();
+            match take(&shared, asked).await {
                 Ok(taken) if !taken.is_empty() => {
                     failures = 0;
+                    full = taken.len() >= asked;
                     dispatch_taken(&shared, taken, &mut permits);
                     shared.active.notify_waiters();
                     continue;
@@ -289,19 +341,24 @@ pub(super) fn next_batch(
 pub(super) async fn helper(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let cfg = shared.config().clone();
     let mut failures = 0u32;
+    // Whether the last take filled every slot it had (see `free_slots`).
+    let mut full = false;
     loop {
         if *stop.borrow() {
             return;
         }
-        let Some(mut permits) = free_slots(&shared, &mut stop, cfg.batch).await else {
+        let Some(mut permits) = free_slots(&shared, &mut stop, cfg.batch, full).await else {
             return;
         };
+        full = false;
         let active = shared.active.notified();
         tokio::pin!(active);
         active.as_mut().enable();
-        match take(&shared, permits.len()).await {
+        let asked = permits.len();
+        match take(&shared, asked).await {
             Ok(taken) if !taken.is_empty() => {
                 failures = 0;
+                full = taken.len() >= asked;
                 dispatch_taken(&shared, taken, &mut permits);
             }
             Ok(_) => {
@@ -437,5 +494,66 @@ mod tests {
         let rest = next_batch(&mut backlog, &mut held, &mut lost, 10);
         assert_eq!(ids(&rest), [4, 1]);
         assert!(next_batch(&mut backlog, &mut held, &mut lost, 10).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_backlog_a_reader_waits_briefly_for_half_a_batch_of_slots() {
+        let sem = Arc::new(Semaphore::new(8));
+        let (_stop_tx, mut stop) = watch::channel(false);
+        // Six of eight slots busy: two free.
+        let busy: Vec<_> = (0..6)
+            .map(|_| sem.clone().try_acquire_owned().expect("free"))
+            .collect();
+        let first = sem.clone().try_acquire_owned().expect("free");
+
+        // No backlog: what is free now, at once.
+        let got = gather(&sem, &mut stop, first, 8, false)
+            .await
+            .expect("running");
+        assert_eq!(got.len(), 2);
+        drop(got);
+
+        // A backlog: slots that free within GATHER join the batch, up to half of it.
+        let first = sem.clone().try_acquire_owned().expect("free");
+        let mut busy = busy.into_iter();
+        let (b1, b2) = (busy.next().expect("busy"), busy.next().expect("busy"));
+        // Runs once the reader waits (one thread: the test's task yields to it then).
+        let release = tokio::spawn(async move { drop((b1, b2)) });
+        let got = gather(&sem, &mut stop, first, 8, true)
+            .await
+            .expect("running");
+        release.await.expect("release");
+        assert_eq!(got.len(), 4, "two free at once, two freed while it waited");
+        drop(got);
+
+        // A backlog, half a batch free already: no wait.
+        let first = sem.clone().try_acquire_owned().expect("free");
+        let t0 = tokio::time::Instant::now();
+        let got = gather(&sem, &mut stop, first, 8, true)
+            .await
+            .expect("running");
+        assert_eq!(got.len(), 4);
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+
+        // A backlog and nothing freeing: after GATHER, what it has.
+        let mut got = got.into_iter();
+        let first = got.next().expect("one");
+        let t0 = tokio::time::Instant::now();
+        let alone = gather(&sem, &mut stop, first, 8, true)
+            .await
+            .expect("running");
+        assert_eq!(alone.len(), 1);
+        assert!(t0.elapsed() >= GATHER, "gave up waiting after GATHER");
+        drop((got, busy));
+
+        // Stopping ends the wait.
+        let (stop_tx, mut stop) = watch::channel(false);
+        let _all: Vec<_> = (0..7)
+            .map(|_| sem.clone().try_acquire_owned().expect("free"))
+            .collect();
+        drop(alone);
+        let first = sem.clone().try_acquire_owned().expect("free");
+        stop_tx.send(true).expect("stop");
+        assert!(gather(&sem, &mut stop, first, 8, true).await.is_none());
     }
 }

@@ -741,6 +741,46 @@ mod tests {
         assert!(err.to_string().contains("`tls` feature"), "{err}");
     }
 
+    #[cfg(not(feature = "http2"))]
+    #[test]
+    fn http2_without_the_feature_says_to_enable_it() {
+        let c = LoadConfig {
+            scenarios: vec![Scenario::get("/")],
+            http_version: HttpVersion::Http2,
+            ..LoadConfig::default()
+        };
+        let err = c.plan().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LoadError::BadSetting {
+                    name: "http_version",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`http2` feature"), "{err}");
+    }
+
+    #[test]
+    fn http_versions_parse_by_their_names() {
+        for (text, v) in [
+            ("auto", HttpVersion::Auto),
+            ("1.1", HttpVersion::Http1),
+            ("HTTP/1.1", HttpVersion::Http1),
+            ("2", HttpVersion::Http2),
+            ("h2", HttpVersion::Http2),
+        ] {
+            assert_eq!(text.parse::<HttpVersion>().unwrap(), v, "{text}");
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(json, format!("\"{}\"", v.as_str()));
+            assert_eq!(serde_json::from_str::<HttpVersion>(&json).unwrap(), v);
+        }
+        let err = "3".parse::<HttpVersion>().unwrap_err();
+        assert!(err.to_string().contains('3'), "{err}");
+    }
+
     #[cfg(feature = "tls")]
     #[test]
     fn https_targets_default_to_port_443_and_check_the_ca_file() {

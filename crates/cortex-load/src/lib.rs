@@ -103,7 +103,7 @@ pub use self::error::{LoadError, Result};
 pub use self::output::summary_path;
 pub use self::run::{LoadTest, StopHandle};
 pub use self::summary::{
-    EndpointStats, ErrorGroup, ErrorKind, Latency, Mode, PercentilePoint, Summary,
+    EndpointStats, ErrorGroup, ErrorKind, Latency, LatencyBuckets, Mode, PercentilePoint, Summary,
 };
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! connection, in a closed or an open loop.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -11,14 +12,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cortex_metrics::Histogram;
 use http::Method;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::config::{HttpVersion, LoadConfig, OutputFormat, Plan, Prepared};
 use super::error::{LoadError, Result};
 use super::h1;
 use super::output::{Record, Writer};
 use super::progress::{self, UserProgress};
-use super::summary::{EndpointStats, ErrorGroup, ErrorKind, Latency, Mode, Summary};
+use super::summary::{
+    EndpointStats, ErrorGroup, ErrorKind, Latency, LatencyBuckets, Mode, Summary,
+};
 
 /// Records sent to the writer per channel message: batching keeps the channel out of
 /// the per-request cost.
@@ -45,18 +48,77 @@ const BATCH: usize = 64;
 pub struct LoadTest {
     config: LoadConfig,
     plan: Arc<Plan>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
 }
 
 /// Ends a running [`LoadTest`] early (e.g. on Ctrl-C): users send no new request,
-/// those in flight finish or time out, and `run` returns the summary so far.
+/// those in flight finish or time out, and `run` returns the summary so far. A user
+/// waiting (its ramp-up start, its think time, its open-loop slot, a connection being
+/// opened) stops waiting at once.
 #[derive(Clone, Debug)]
-pub struct StopHandle(Arc<AtomicBool>);
+pub struct StopHandle(Arc<Stop>);
 
 impl StopHandle {
     /// Ask the run to stop.
     pub fn stop(&self) {
-        self.0.store(true, Relaxed);
+        self.0.stop();
+    }
+}
+
+/// The stop signal: a flag read between requests (no wake-up cost per request) and a
+/// notification that ends every wait at once.
+#[derive(Debug, Default)]
+struct Stop {
+    flag: AtomicBool,
+    /// `Notify` is not tied to a runtime, so it wakes users on every `--threads`
+    /// runtime alike.
+    notify: Notify,
+}
+
+impl Stop {
+    fn stop(&self) {
+        self.flag.store(true, Relaxed);
+        self.notify.notify_waiters();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.flag.load(Relaxed)
+    }
+
+    /// Resolves once the run is asked to stop (at once if it already was).
+    async fn stopped(&self) {
+        // Registered before the flag is read: a stop between the read and the wait
+        // still wakes this one (`notify_waiters` reaches every `Notified` created).
+        let notified = self.notify.notified();
+        if self.is_stopped() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// `f`'s output, or `None` if the run is asked to stop first.
+    async fn or_stop<F: Future>(&self, f: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            () = self.stopped() => None,
+            r = f => Some(r),
+        }
+    }
+}
+
+/// Why [`send`] returned without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NoAnswer {
+    /// The request failed: counted.
+    Failed(ErrorKind),
+    /// The run was asked to stop while the connection was being opened: nothing was
+    /// sent, nothing is counted.
+    Stopped,
+}
+
+impl From<ErrorKind> for NoAnswer {
+    fn from(k: ErrorKind) -> Self {
+        Self::Failed(k)
     }
 }
 
@@ -85,7 +147,11 @@ pub(crate) struct Shared {
     latency: Histogram,
     pub(crate) progress: Box<[UserProgress]>,
     pub(crate) expected: Option<u64>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
+    /// Whether a connection spoke HTTP/2, for the summary's `http_version`.
+    spoke_h2: AtomicBool,
+    /// Whether a connection spoke HTTP/1.1.
+    spoke_h1: AtomicBool,
 }
 
 /// Counts of one user, merged at the end.
@@ -114,7 +180,7 @@ impl LoadTest {
         Ok(Self {
             config,
             plan,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(Stop::default()),
         })
     }
 
@@ -173,6 +239,8 @@ impl LoadTest {
             progress: (0..c.users).map(|_| UserProgress::default()).collect(),
             expected,
             stop: Arc::clone(&self.stop),
+            spoke_h2: AtomicBool::new(false),
+            spoke_h1: AtomicBool::new(false),
         });
 
         let progress = c.progress.then(|| progress::spawn(Arc::clone(&shared)));
@@ -290,6 +358,17 @@ impl LoadTest {
             endpoints,
             errors,
             percentiles: Summary::curve(&shared.latency),
+            http_version: if shared.spoke_h2.load(Relaxed) {
+                HttpVersion::Http2
+            } else if shared.spoke_h1.load(Relaxed) {
+                HttpVersion::Http1
+            } else {
+                match self.plan.http_version {
+                    HttpVersion::Http2 => HttpVersion::Http2,
+                    _ => HttpVersion::Http1,
+                }
+            },
+            latency_buckets: Some(LatencyBuckets(shared.latency.buckets())),
         }
     }
 }
@@ -409,7 +488,10 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
     // Users start evenly spread over the ramp-up.
     if !s.ramp_up.is_zero() {
         let offset = s.ramp_up.mul_f64(f64::from(u) / f64::from(s.users));
-        tokio::time::sleep_until((s.start + offset).into()).await;
+        let start = tokio::time::sleep_until((s.start + offset).into());
+        if s.stop.or_stop(start).await.is_none() {
+            return stats;
+        }
     }
     let mut rng = Rng(u64::from(u).wrapping_mul(0xA076_1D64_78BD_642F) ^ s.start_unix_ms);
     let mut conn: Option<Conn> = None;
@@ -423,7 +505,7 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
     // end of one request is the start of the next.
     let mut now = Instant::now();
     loop {
-        if s.stop.load(Relaxed) {
+        if s.stop.is_stopped() {
             break;
         }
         // When the request is sent, and when its latency counts from.
@@ -451,7 +533,13 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
                     // wake-up, so the timer's 1 ms granularity is not counted as
                     // server latency. Only a slot that is already due (every
                     // connection was busy) counts from its intended time.
-                    tokio::time::sleep_until(t.into()).await;
+                    if s.stop
+                        .or_stop(tokio::time::sleep_until(t.into()))
+                        .await
+                        .is_none()
+                    {
+                        break;
+                    }
                     let woke = Instant::now();
                     (woke, woke)
                 } else {
@@ -463,7 +551,7 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
         let scenario = &s.plan.scenarios[idx];
         let deadline = tokio::time::Instant::from_std(sending + s.timeout);
         let result = {
-            let mut request = pin!(send(&mut conn, s.addr, &s.plan, scenario));
+            let mut request = pin!(send(&mut conn, s, scenario));
             loop {
                 tokio::select! {
                     biased;
@@ -474,17 +562,22 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
                         // requests never touch the timer wheel.
                         if tokio::time::Instant::now() >= deadline {
                             timer.as_mut().reset(deadline + s.timeout);
-                            break Err(ErrorKind::Timeout);
+                            break Err(NoAnswer::Failed(ErrorKind::Timeout));
                         }
                         timer.as_mut().reset(deadline);
                     }
                 }
             }
         };
-        if result.is_err() {
-            // The connection is in an unknown state (a request may be in flight).
-            conn = None;
-        }
+        let result = match result {
+            Ok(answer) => Ok(answer),
+            Err(NoAnswer::Failed(k)) => {
+                // The connection is in an unknown state (a request may be in flight).
+                conn = None;
+                Err(k)
+            }
+            Err(NoAnswer::Stopped) => break,
+        };
         now = Instant::now();
         let latency = now.saturating_duration_since(intended);
         s.latency.record_duration(latency);
@@ -528,7 +621,9 @@ async fn user(shared: Arc<Shared>, u: u32, tx: Option<mpsc::Sender<Vec<Record>>>
             if sent >= s.per_user || s.end.is_some_and(|e| next >= e) {
                 break;
             }
-            tokio::time::sleep(s.think).await;
+            if s.stop.or_stop(tokio::time::sleep(s.think)).await.is_none() {
+                break;
+            }
             now = Instant::now();
         }
     }
@@ -556,6 +651,15 @@ enum Conn {
 }
 
 impl Conn {
+    /// Whether this connection speaks HTTP/2.
+    fn is_h2(&self) -> bool {
+        match self {
+            Self::H1(_) => false,
+            #[cfg(feature = "http2")]
+            Self::H2(_) => true,
+        }
+    }
+
     /// Whether the next request may go on this connection.
     fn is_reusable(&self) -> bool {
         match self {
@@ -570,17 +674,28 @@ impl Conn {
 /// whole answer. Returns the status and the body size.
 async fn send(
     conn: &mut Option<Conn>,
-    addr: SocketAddr,
-    plan: &Plan,
+    s: &Shared,
     p: &Prepared,
-) -> std::result::Result<(u16, u64), ErrorKind> {
+) -> std::result::Result<(u16, u64), NoAnswer> {
     let mut fresh = false;
     loop {
         let c = match conn {
             Some(c) if c.is_reusable() => c,
             _ => {
                 fresh = true;
-                conn.insert(connect(addr, plan).await?)
+                // Opening a connection is a wait the stop ends (a slow or silent
+                // server); nothing was sent yet, so nothing is lost.
+                let opened = s
+                    .stop
+                    .or_stop(connect(s.addr, &s.plan))
+                    .await
+                    .ok_or(NoAnswer::Stopped)??;
+                if opened.is_h2() {
+                    s.spoke_h2.store(true, Relaxed);
+                } else {
+                    s.spoke_h1.store(true, Relaxed);
+                }
+                conn.insert(opened)
             }
         };
         // `Ok(None)`: not the request's fault on a reused connection (the server
@@ -601,7 +716,7 @@ async fn send(
         match result? {
             Some(answer) => return Ok(answer),
             None if !fresh => *conn = None,
-            None => return Err(ErrorKind::Http),
+            None => return Err(ErrorKind::Http.into()),
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use cortex_metrics::{Histogram, HistogramSnapshot};
+use cortex_metrics::{Histogram, HistogramBuckets, HistogramSnapshot};
+
+use crate::config::HttpVersion;
 use serde::{Deserialize, Serialize};
 
 /// Closed or open loop.
@@ -165,6 +167,39 @@ pub struct Summary {
     pub errors: Vec<ErrorGroup>,
     /// Latency by percentile, for plots (0% to 99.999% on a log scale, then 100%).
     pub percentiles: Vec<PercentilePoint>,
+    /// The HTTP version the run's connections spoke: [`HttpVersion::Http1`] (`"1.1"`)
+    /// or [`HttpVersion::Http2`] (`"2"`), never `Auto`. On `https://` the server picks
+    /// by ALPN (every connection of a run asks the same, so they agree); if any
+    /// connection spoke HTTP/2 the run did. A run that opened no connection reports
+    /// the version asked for, HTTP/1.1 for `auto`.
+    pub http_version: HttpVersion,
+    /// The recorded latency histogram (nanoseconds), for exact percentile
+    /// distributions (the CLI's `.hgrm` file). Not serialized: `None` in a summary read
+    /// back from JSON.
+    #[serde(skip)]
+    pub latency_buckets: Option<LatencyBuckets>,
+}
+
+/// The buckets of a run's latency histogram (nanoseconds), as
+/// [`cortex_metrics::Histogram::buckets`] returns them: every recorded request is
+/// counted in exactly one bucket.
+#[derive(Clone, Debug)]
+pub struct LatencyBuckets(pub HistogramBuckets);
+
+impl LatencyBuckets {
+    /// The buckets.
+    pub fn buckets(&self) -> &HistogramBuckets {
+        &self.0
+    }
+}
+
+impl PartialEq for LatencyBuckets {
+    /// Same buckets with the same counts, and the same exact min and max.
+    fn eq(&self, other: &Self) -> bool {
+        self.0.min() == other.0.min()
+            && self.0.max() == other.0.max()
+            && self.0.iter().eq(other.0.iter())
+    }
 }
 
 impl Summary {
@@ -201,7 +236,12 @@ impl Summary {
             (Mode::Open, Some(r)) => format!("open loop, {r} req/s target"),
             _ => "closed loop".to_owned(),
         };
-        let _ = writeln!(out, "Load test: {} users, {mode}", self.users);
+        let _ = writeln!(
+            out,
+            "Load test: {} users, {mode}, HTTP/{}",
+            self.users,
+            self.http_version.as_str()
+        );
         let _ = writeln!(
             out,
             "Requests:   {} total, {} succeeded, {} failed ({:.2}% success)",

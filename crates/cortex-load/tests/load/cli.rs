@@ -36,7 +36,10 @@ async fn positional_url_and_short_flags_run_and_report() {
     ]))
     .await;
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("Load test: 3 users"), "{out}");
+    assert!(
+        out.contains("Load test: 3 users, closed loop, HTTP/1.1\n"),
+        "{out}"
+    );
     assert!(out.contains("12 total, 12 succeeded"), "{out}");
     assert_eq!(state.hits.load(SeqCst), 12);
 
@@ -152,6 +155,7 @@ async fn json_puts_only_the_summary_on_stdout() {
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {out}"));
     assert_eq!(v["total"], 20);
     assert_eq!(v["successes"], 20);
+    assert_eq!(v["http_version"], "1.1", "plain http:// speaks HTTP/1.1");
     assert_eq!(v["thresholds"][0]["threshold"], "error-rate>50%");
     assert_eq!(v["thresholds"][0]["crossed"], false);
     // The summary part reads back as the library's type.
@@ -178,7 +182,7 @@ fn hgrm_rows(text: &str) -> Vec<(f64, f64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hgrm_file_has_the_table_and_footer() {
-    let (url, _) = server().await;
+    let (url, state) = server().await;
     let path = tmp("latency.hgrm");
     let (code, _, err) = run(strings(&[
         &format!("{url}/ok"),
@@ -209,6 +213,42 @@ async fn hgrm_file_has_the_table_and_footer() {
     }
     let last = rows[rows.len() - 1];
     assert_eq!((last.1, last.2), (1.0, 400), "{text}");
+    assert_eq!(state.hits.load(SeqCst), 400, "the server saw every request");
+    // HdrHistogram's format, as its log processors read it: every row but the last
+    // has the 1/(1-Percentile) column matching its percentile; the last has none.
+    for l in text.lines().skip(2).filter(|l| !l.starts_with('#')) {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        let p: f64 = cols[1].parse().unwrap();
+        if p < 1.0 {
+            assert_eq!(cols.len(), 4, "{l:?}");
+            let inv: f64 = cols[3].parse().unwrap();
+            assert!((inv - 1.0 / (1.0 - p)).abs() < 0.01, "{l:?}");
+            assert_eq!(cols[1].split('.').nth(1).map(str::len), Some(12), "{l:?}");
+        } else {
+            assert_eq!(cols.len(), 3, "{l:?}");
+        }
+    }
+    assert_eq!(
+        text.lines().nth(1),
+        Some(""),
+        "a blank line after the header"
+    );
+    // Percentile levels follow HdrHistogram's ticks (5 per half distance): the first
+    // rows step by 10% until 50%, then by 5% until 75%.
+    let levels: Vec<f64> = rows.iter().map(|r| r.1).collect();
+    for w in levels.windows(2).filter(|w| w[1] < 1.0) {
+        let step = w[1] - w[0];
+        let expected = 1.0 / (5.0 * 2f64.powi(((1.0 / (1.0 - w[0])).log2() + 1e-9) as i32 + 1));
+        assert!(
+            (step - expected).abs() < 1e-9,
+            "step {step} after {} (expected {expected})\n{text}",
+            w[0]
+        );
+    }
+    // The count of a row is exact: TotalCount at level p covers at least p of all.
+    for r in &rows {
+        assert!(r.2 as f64 >= r.1 * 400.0 - 1e-6, "{r:?}\n{text}");
+    }
     assert!(rows.iter().all(|r| r.0 > 0.0 && r.2 <= 400), "{text}");
     let footer: Vec<&str> = text.lines().filter(|l| l.starts_with("#[")).collect();
     assert_eq!(footer.len(), 3, "{text}");
@@ -338,7 +378,7 @@ fn bad_fail_on_is_a_usage_error_naming_it() {
 }
 
 /// Send SIGINT to a child.
-fn interrupt(child: &Child) {
+pub(super) fn interrupt(child: &Child) {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -347,7 +387,7 @@ fn interrupt(child: &Child) {
 }
 
 /// Wait for a child to exit, at most `bound`; kill it and fail if it does not.
-fn wait_bounded(child: &mut Child, bound: Duration, what: &str) -> i32 {
+pub(super) fn wait_bounded(child: &mut Child, bound: Duration, what: &str) -> i32 {
     let until = Instant::now() + bound;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -363,7 +403,7 @@ fn wait_bounded(child: &mut Child, bound: Duration, what: &str) -> i32 {
 }
 
 /// Lines of the child's stderr, read on a thread.
-fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+pub(super) fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let err = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -377,7 +417,7 @@ fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
 }
 
 /// Wait (bounded) for a stderr line containing `needle`.
-fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) {
+pub(super) fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) {
     let until = Instant::now() + Duration::from_secs(30);
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {

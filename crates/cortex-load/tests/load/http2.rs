@@ -147,6 +147,7 @@ async fn https_speaks_what_alpn_negotiates_unless_told() {
     assert_eq!((s.total, s.successes), (10, 10), "{:?}", s.errors);
     assert_eq!(s.bytes_received, 10 * 2);
     assert_eq!(server.seen.counts(), (0, 10, 0));
+    assert_eq!(s.http_version, HttpVersion::Http2);
 
     // A JSON body over HTTP/2, answered back: sent and counted whole.
     let mut post = Scenario::get("/v");
@@ -165,6 +166,7 @@ async fn https_speaks_what_alpn_negotiates_unless_told() {
         .unwrap();
     assert_eq!((s.total, s.successes), (10, 10), "{:?}", s.errors);
     assert_eq!(server.seen.counts(), (10, 20, 0));
+    assert_eq!(s.http_version, HttpVersion::Http1);
 
     // A server that offers only http/1.1 gets HTTP/1.1 from auto.
     let h1_only = https_server(&[b"http/1.1"]).await;
@@ -175,6 +177,7 @@ async fn https_speaks_what_alpn_negotiates_unless_told() {
         .unwrap();
     assert_eq!((s.total, s.successes), (10, 10), "{:?}", s.errors);
     assert_eq!(h1_only.seen.counts(), (10, 0, 0));
+    assert_eq!(s.http_version, HttpVersion::Http1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,6 +190,7 @@ async fn plain_http_is_http1_unless_http2_is_forced() {
         .unwrap();
     assert_eq!((s.total, s.successes), (10, 10), "{:?}", s.errors);
     assert_eq!(server.seen.counts(), (10, 0, 0));
+    assert_eq!(s.http_version, HttpVersion::Http1);
     let s = LoadTest::new(config(&server, HttpVersion::Http2, Scenario::get("/v")))
         .unwrap()
         .run()
@@ -194,6 +198,7 @@ async fn plain_http_is_http1_unless_http2_is_forced() {
         .unwrap();
     assert_eq!((s.total, s.successes), (10, 10), "{:?}", s.errors);
     assert_eq!(server.seen.counts(), (10, 10, 0));
+    assert_eq!(s.http_version, HttpVersion::Http2);
 }
 
 /// Run the binary with `args`; returns the exit code, stdout and stderr.
@@ -231,18 +236,36 @@ async fn cli_http2_flags() {
     let (code, stdout, stderr) = cli(args(&url, &["--cacert", ca])).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("6 total, 6 succeeded"), "{stdout}");
+    assert!(
+        stdout.contains(", HTTP/2\n"),
+        "the report names the version: {stdout}"
+    );
     assert_eq!(tls.seen.counts(), (0, 6, 0), "ALPN picked h2");
-
-    let (code, _, stderr) = cli(args(&url, &["--cacert", ca, "--http-version", "1.1"])).await;
+    let (code, stdout, stderr) = cli(args(&url, &["--cacert", ca, "--json"])).await;
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(tls.seen.counts(), (6, 6, 0));
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["http_version"], "2", "{stdout}");
+    assert_eq!(tls.seen.counts(), (0, 12, 0));
+
+    let (code, stdout, stderr) = cli(args(
+        &url,
+        &["--cacert", ca, "--http-version", "1.1", "--json"],
+    ))
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["http_version"], "1.1", "{stdout}");
+    assert_eq!(tls.seen.counts(), (6, 12, 0));
 
     let h2c = h2c_server().await;
     let url = format!("{}/v", h2c.url);
-    let (code, _, stderr) = cli(args(&url, &["--http2"])).await;
+    let (code, stdout, stderr) = cli(args(&url, &["--http2"])).await;
     assert_eq!(code, Some(0), "{stderr}");
-    let (code, _, stderr) = cli(args(&url, &["--http-version", "2"])).await;
+    assert!(stdout.contains(", HTTP/2\n"), "{stdout}");
+    let (code, stdout, stderr) = cli(args(&url, &["--http-version", "2", "--json"])).await;
     assert_eq!(code, Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["http_version"], "2", "{stdout}");
     assert_eq!(h2c.seen.counts(), (0, 12, 0), "h2c with prior knowledge");
 
     // Usage errors name the value; nothing is sent.

@@ -109,6 +109,7 @@ mod bad_input;
 mod cli;
 #[cfg(feature = "tls")]
 mod http2;
+mod stop;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -83,3 +83,56 @@ async fn ctrl_c_ends_a_ramp_up_wait() {
     ])
     .await;
 }
+
+/// A TLS handshake the server never answers: the connection is accepted and held
+/// silent, so opening the user's connection waits until `--timeout` (60 s here)
+/// unless the stop ends that wait.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_ends_a_connection_being_opened() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, SeqCst);
+            held.push(socket);
+        }
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cortex-load"))
+        .arg(format!("https://127.0.0.1:{port}/"))
+        .args(["--json", "--quiet", "--insecure", "--timeout", "60s"])
+        .args(["-c", "2", "-n", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let errs = stderr_lines(&mut child);
+    // The preflight connection, then the users' own.
+    let until = Instant::now() + Duration::from_secs(30);
+    while accepted.load(SeqCst) < 3 {
+        assert!(Instant::now() < until, "the users did not connect in 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        interrupt(&child);
+        let code = wait_bounded(&mut child, EXIT_BOUND, "TLS handshake");
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        (code, out)
+    })
+    .await
+    .unwrap();
+    wait_for_line(&errs, "stopping (Ctrl-C)");
+    // Nothing was sent, so nothing succeeded: the documented status 4, with the
+    // summary of zero requests (the cut handshakes are not counted as failures).
+    assert_eq!(code, 4, "{out}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["total"].as_u64(), Some(0), "{out}");
+}

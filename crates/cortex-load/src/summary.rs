@@ -171,7 +171,9 @@ pub struct Summary {
     /// or [`HttpVersion::Http2`] (`"2"`), never `Auto`. On `https://` the server picks
     /// by ALPN (every connection of a run asks the same, so they agree); if any
     /// connection spoke HTTP/2 the run did. A run that opened no connection reports
-    /// the version asked for, HTTP/1.1 for `auto`.
+    /// the version asked for, HTTP/1.1 for `auto`. A summary saved before this field
+    /// existed reads back as HTTP/1.1, the only version spoken then.
+    #[serde(default = "http1")]
     pub http_version: HttpVersion,
     /// The recorded latency histogram (nanoseconds), for exact percentile
     /// distributions (the CLI's `.hgrm` file). Not serialized: `None` in a summary read
@@ -200,6 +202,11 @@ impl PartialEq for LatencyBuckets {
             && self.0.max() == other.0.max()
             && self.0.iter().eq(other.0.iter())
     }
+}
+
+/// The version of summaries saved without one.
+fn http1() -> HttpVersion {
+    HttpVersion::Http1
 }
 
 impl Summary {

@@ -231,6 +231,15 @@ async fn json_output_streams_requests_and_summary() {
     assert!(s.successes > 0 && s.failures > 0);
     let summary: Summary = serde_json::from_value(v["summary"].clone()).unwrap();
     same_counts(&summary, &s);
+    // A summary saved before the HTTP version was recorded still reads back.
+    let mut older = v["summary"].clone();
+    older
+        .as_object_mut()
+        .unwrap()
+        .remove("http_version")
+        .unwrap();
+    let older: Summary = serde_json::from_value(older).unwrap();
+    assert_eq!(older.http_version, cortex_load::HttpVersion::Http1);
     for r in requests {
         let status = r["status"].as_u64().unwrap();
         assert_eq!(r["success"] == true, status == 200);

@@ -181,36 +181,124 @@ pub struct CgroupLimits {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn cgroup_limits(root: &std::path::Path) -> CgroupLimits {
-    let read = |p: &str| std::fs::read_to_string(root.join(p)).ok();
-    let memory_bytes = match read("memory.max") {
-        Some(v2) => v2.trim().parse::<u64>().ok(),
-        None => read("memory/memory.limit_in_bytes")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|&b| b < 1 << 62),
-    };
-    let quota = |q: i64, period: i64| {
-        (q > 0 && period > 0).then(|| {
-            let c = (q as u64).div_ceil(period as u64).max(1);
-            u32::try_from(c).unwrap_or(u32::MAX)
-        })
-    };
-    let cpus = match read("cpu.max") {
-        Some(v2) => {
-            let mut it = v2.split_whitespace();
-            match (it.next(), it.next().map(str::parse::<i64>)) {
-                (Some(q), Some(Ok(period))) => q.parse::<i64>().ok().and_then(|q| quota(q, period)),
-                _ => None,
-            }
-        }
-        None => {
-            let num = |p: &str| read(p).and_then(|v| v.trim().parse::<i64>().ok());
-            match (num("cpu/cpu.cfs_quota_us"), num("cpu/cpu.cfs_period_us")) {
-                (Some(q), Some(p)) => quota(q, p),
-                _ => None,
-            }
-        }
-    };
+    let memory_bytes = v2_memory(root).unwrap_or_else(|| v1_memory(&root.join("memory")));
+    let cpus = v2_cpus(root).unwrap_or_else(|| v1_cpus(&root.join("cpu")));
     CgroupLimits { memory_bytes, cpus }
+}
+
+/// The limits that bind this process: those under `root` (what a container's cgroup
+/// namespace shows there) and those of the process's own group and each of its
+/// ancestors, found from `self_cgroup` (the text of `/proc/self/cgroup`), the smallest
+/// of each. Without a namespace the process sits in a nested group (v2 `0::/a/b`, v1
+/// `4:memory:/a/b`) whose limit the top-level files do not show; limits nest, so an
+/// ancestor's binds too.
+///
+/// ```
+/// let root = std::env::temp_dir().join(format!("cgroup-self-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(root.join("memory/jobs/one"))?;
+/// std::fs::write(root.join("memory/jobs/memory.limit_in_bytes"), "1073741824\n")?;
+/// let l = cortex_dbtune::system::process_cgroup_limits(&root, "4:memory:/jobs/one\n");
+/// assert_eq!(l.memory_bytes, Some(1 << 30));
+/// std::fs::remove_dir_all(&root)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn process_cgroup_limits(root: &std::path::Path, self_cgroup: &str) -> CgroupLimits {
+    let mut limits = cgroup_limits(root);
+    let lower = |slot: &mut Option<u64>, found: Option<u64>| {
+        if let Some(f) = found {
+            *slot = Some(slot.map_or(f, |s| s.min(f)));
+        }
+    };
+    let mut memory = limits.memory_bytes;
+    let mut cpus = limits.cpus.map(u64::from);
+    for line in self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        // Only plain relative components: never a path that climbs out of `root`.
+        let rel: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        if rel.is_empty() || rel.iter().any(|c| *c == "." || *c == "..") {
+            continue;
+        }
+        // The group and its ancestors, innermost first, below a controller's base.
+        let groups = |base: std::path::PathBuf| {
+            (1..=rel.len())
+                .rev()
+                .map(|n| rel[..n].iter().fold(base.clone(), |d, c| d.join(c)))
+                .collect::<Vec<_>>()
+        };
+        if controllers.is_empty() {
+            // cgroup v2, mounted at `root` itself when it is the only hierarchy.
+            for dir in groups(root.to_path_buf()) {
+                lower(&mut memory, v2_memory(&dir).flatten());
+                lower(&mut cpus, v2_cpus(&dir).flatten().map(u64::from));
+            }
+            continue;
+        }
+        let names: Vec<&str> = controllers.split(',').collect();
+        if names.contains(&"memory") {
+            for dir in groups(root.join("memory")) {
+                lower(&mut memory, v1_memory(&dir));
+            }
+        }
+        if names.contains(&"cpu") {
+            // `cpu,cpuacct` is usually mounted under that name with `cpu` a link to it.
+            let base = [root.join("cpu"), root.join(controllers)]
+                .into_iter()
+                .find(|b| b.is_dir())
+                .unwrap_or_else(|| root.join("cpu"));
+            for dir in groups(base) {
+                lower(&mut cpus, v1_cpus(&dir).map(u64::from));
+            }
+        }
+    }
+    limits.memory_bytes = memory;
+    limits.cpus = cpus.map(|c| u32::try_from(c).unwrap_or(u32::MAX));
+    limits
+}
+
+/// cgroup v2 `memory.max` in `dir`: `None` without the file, `Some(None)` for `max`.
+fn v2_memory(dir: &std::path::Path) -> Option<Option<u64>> {
+    let text = std::fs::read_to_string(dir.join("memory.max")).ok()?;
+    Some(text.trim().parse::<u64>().ok())
+}
+
+/// cgroup v2 `cpu.max` in `dir` (`"<quota|max> <period>"`) as whole CPUs.
+fn v2_cpus(dir: &std::path::Path) -> Option<Option<u32>> {
+    let text = std::fs::read_to_string(dir.join("cpu.max")).ok()?;
+    let mut it = text.split_whitespace();
+    Some(match (it.next(), it.next().map(str::parse::<i64>)) {
+        (Some(q), Some(Ok(period))) => q.parse::<i64>().ok().and_then(|q| quota(q, period)),
+        _ => None,
+    })
+}
+
+/// cgroup v1 `memory.limit_in_bytes` in `dir`; 2^62 or more is the kernel's "no limit".
+fn v1_memory(dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&b| b < 1 << 62)
+}
+
+/// cgroup v1 `cpu.cfs_quota_us` over `cpu.cfs_period_us` in `dir` (`-1` = none).
+fn v1_cpus(dir: &std::path::Path) -> Option<u32> {
+    let num = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    quota(num("cpu.cfs_quota_us")?, num("cpu.cfs_period_us")?)
+}
+
+/// A CPU quota as whole CPUs, rounded up, at least 1; `None` when either is not positive.
+fn quota(q: i64, period: i64) -> Option<u32> {
+    (q > 0 && period > 0).then(|| {
+        let c = (q as u64).div_ceil(period as u64).max(1);
+        u32::try_from(c).unwrap_or(u32::MAX)
+    })
 }
 
 /// `facts` with memory and CPUs lowered to `limits` where a limit is smaller: inside a
@@ -227,11 +315,13 @@ pub fn apply_cgroup_limits(mut facts: SystemFacts, limits: &CgroupLimits) -> Sys
 }
 
 /// Reads the host's facts from `/proc` and the standard library, lowered to the
-/// cgroup limits under [`CGROUP_ROOT`] when this process runs inside a container.
+/// cgroup limits that bind this process ([`process_cgroup_limits`] under
+/// [`CGROUP_ROOT`]), inside a container or in a limited group on a host.
 pub fn gather() -> SystemFacts {
+    let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     apply_cgroup_limits(
         gather_host(),
-        &cgroup_limits(std::path::Path::new(CGROUP_ROOT)),
+        &process_cgroup_limits(std::path::Path::new(CGROUP_ROOT), &self_cgroup),
     )
 }
 
@@ -606,6 +696,63 @@ mod tests {
         let empty = cgroup_dir("empty", &[]);
         assert_eq!(cgroup_limits(&empty), CgroupLimits::default());
         for d in [v2, unlimited, v1, v1_none, garbage, empty] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_process_group_and_its_ancestors_bind_not_only_the_top_level() {
+        // v1 hybrid: the top level has no limit, the process's group none either, its
+        // parent 1 GB of memory; the CPU limit sits on the group itself.
+        let v1 = cgroup_dir(
+            "self-v1",
+            &[
+                ("memory/memory.limit_in_bytes", "9223372036854771712\n"),
+                ("memory/svc/memory.limit_in_bytes", "1073741824\n"),
+                (
+                    "memory/svc/one/memory.limit_in_bytes",
+                    "9223372036854771712\n",
+                ),
+                ("cpu,cpuacct/svc/one/cpu.cfs_quota_us", "150000\n"),
+                ("cpu,cpuacct/svc/one/cpu.cfs_period_us", "100000\n"),
+            ],
+        );
+        let text = "12:cpu,cpuacct:/svc/one\n4:memory:/svc/one\n0::/\n";
+        assert_eq!(cgroup_limits(&v1), CgroupLimits::default());
+        assert_eq!(
+            process_cgroup_limits(&v1, text),
+            CgroupLimits {
+                memory_bytes: Some(GB),
+                cpus: Some(2)
+            }
+        );
+        // v2: the smallest of the group's and its ancestors' limits.
+        let v2 = cgroup_dir(
+            "self-v2",
+            &[
+                ("memory.max", "max\n"),
+                ("a/memory.max", "2147483648\n"),
+                ("a/b/memory.max", "max\n"),
+                ("a/b/cpu.max", "100000 100000\n"),
+                ("a/cpu.max", "400000 100000\n"),
+            ],
+        );
+        assert_eq!(
+            process_cgroup_limits(&v2, "0::/a/b\n"),
+            CgroupLimits {
+                memory_bytes: Some(2 * GB),
+                cpus: Some(1)
+            }
+        );
+        // A path that would climb out of the root, or nonsense lines, count for nothing.
+        for text in ["0::/../a\n", "4:memory:/svc/../svc\n", "garbage\n", ""] {
+            assert_eq!(
+                process_cgroup_limits(&v2, text),
+                CgroupLimits::default(),
+                "{text:?}"
+            );
+        }
+        for d in [v1, v2] {
             std::fs::remove_dir_all(d).unwrap();
         }
     }

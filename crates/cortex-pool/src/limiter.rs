@@ -80,7 +80,7 @@ impl FromEnv for LimiterConfig {
         EnvVar {
             name: "DB_CONNECTION_WAIT",
             default: "5s",
-            doc: "Longest wait for an admission before `Error::Saturated`.",
+            doc: "Longest wait for an admission before `Error::Saturated` (`Limiter::acquire_within` shortens it to a caller's own budget).",
         },
         EnvVar {
             name: "DB_CONNECTION_RETRY_AFTER",

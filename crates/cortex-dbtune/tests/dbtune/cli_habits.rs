@@ -571,3 +571,90 @@ async fn fail_on_gates_advise_indexes_on_verified_advice() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     s.drop().await;
 }
+
+/// A cgroup made for one test, removed when dropped (once its processes are gone).
+struct TestGroup(std::path::PathBuf);
+
+impl TestGroup {
+    /// A child of this process's own group in the v1 hierarchy `controller`, with
+    /// `files` written into it.
+    fn v1(controller: &str, files: &[(&str, &str)]) -> Self {
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let path = own
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.splitn(3, ':').skip(1);
+                parts.next().zip(parts.next())
+            })
+            .find(|(c, _)| c.split(',').any(|c| c == controller))
+            .map(|(_, p)| p.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| panic!("no v1 {controller} group in {own:?}"));
+        let dir = std::path::Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(path)
+            .join(format!("cortex-dbtune-test-{}", std::process::id()));
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot make the cgroup {}: {e}", dir.display()));
+        let group = Self(dir);
+        for (name, value) in files {
+            std::fs::write(group.0.join(name), value)
+                .unwrap_or_else(|e| panic!("cannot write {name} = {value}: {e}"));
+        }
+        group
+    }
+
+    fn procs(&self) -> String {
+        self.0.join("cgroup.procs").display().to_string()
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Inside a real cgroup with 1 GiB of memory and one CPU's quota below this process's
+/// own (nested) groups, `check-system` reports those, not the host's. It used to read
+/// only the top-level files, which in a nested group say "no limit".
+#[test]
+fn check_system_reports_the_limits_of_the_cgroup_it_runs_in() {
+    let memory = TestGroup::v1("memory", &[("memory.limit_in_bytes", "1073741824")]);
+    let cpu = TestGroup::v1(
+        "cpu",
+        &[
+            ("cpu.cfs_period_us", "100000"),
+            ("cpu.cfs_quota_us", "100000"),
+        ],
+    );
+    // The shell moves itself into both groups, then becomes the binary.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && echo $$ > {} && exec \"$0\" check-system --format json",
+            memory.procs(),
+            cpu.procs()
+        ))
+        .arg(env!("CARGO_BIN_EXE_cortex-dbtune"))
+        .output()
+        .expect("sh runs");
+    assert!(matches!(o.status.code(), Some(0 | 3)), "{}", err(&o));
+    let report: serde_json::Value = serde_json::from_str(&out(&o)).expect("JSON report");
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} check in {report}"))["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(check("cpus"), "1");
+    let gb: f64 = check("memory_total")
+        .trim_end_matches(" GB")
+        .parse()
+        .expect("memory in GB");
+    assert!((gb - 1.0).abs() < 0.05, "memory_total {gb} GB, limit 1 GiB");
+}

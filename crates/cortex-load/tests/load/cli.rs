@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use super::{cli, free_port, server, tmp};
+use super::{cli, free_port, server, tmp, wait_until_counted};
 
 /// The documented exit statuses.
 const USAGE: i32 = 2;
@@ -455,14 +455,7 @@ async fn ctrl_c_ends_the_run_and_still_reports() {
         .unwrap();
     let errs = stderr_lines(&mut child);
     // Wait until requests flow (bounded), then about a second more.
-    let until = Instant::now() + Duration::from_secs(30);
-    while state.hits.load(SeqCst) == 0 {
-        assert!(
-            Instant::now() < until,
-            "no request reached the server in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_counted(&state.hits, 1, "a request reaching the server").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     interrupt(&child);
     let code = tokio::task::spawn_blocking(move || {
@@ -502,14 +495,7 @@ async fn a_second_ctrl_c_exits_at_once() {
         .spawn()
         .unwrap();
     let errs = stderr_lines(&mut child);
-    let until = Instant::now() + Duration::from_secs(30);
-    while state.hits.load(SeqCst) == 0 {
-        assert!(
-            Instant::now() < until,
-            "no request reached the server in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_counted(&state.hits, 1, "a request reaching the server").await;
     let code = tokio::task::spawn_blocking(move || {
         interrupt(&child);
         wait_for_line(&errs, "stopping (Ctrl-C)");

@@ -113,6 +113,16 @@ mod stop;
 #[cfg(feature = "tls")]
 mod tls;
 
+/// Wait (at most 30 s) until `counter` reaches `n`, polling; `what` names the wait in
+/// the failure. The child processes under test are only signalled once they work.
+async fn wait_until_counted(counter: &AtomicU64, n: u64, what: &str) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while counter.load(SeqCst) < n {
+        assert!(Instant::now() < until, "{what}: not seen within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn tmp(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}", std::process::id()))
 }

@@ -4,10 +4,10 @@
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::cli::{interrupt, stderr_lines, wait_bounded, wait_for_line};
-use super::server;
+use super::{server, wait_until_counted};
 
 /// Liveness bound for the process to exit after Ctrl-C. Every wait below is longer
 /// (19 s, 60 s, 15 s), so a wait that ignores the stop overruns it.
@@ -26,14 +26,12 @@ async fn interrupted_while_waiting(extra: &[&str]) {
         .spawn()
         .unwrap();
     let errs = stderr_lines(&mut child);
-    let until = Instant::now() + Duration::from_secs(30);
-    while state.hits.load(SeqCst) == 0 {
-        assert!(
-            Instant::now() < until,
-            "{extra:?}: no request reached the server in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_counted(
+        &state.hits,
+        1,
+        &format!("{extra:?}: a request reaching the server"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let what = format!("{extra:?}");
     let (code, out) = tokio::task::spawn_blocking(move || {
@@ -114,11 +112,7 @@ async fn ctrl_c_ends_a_connection_being_opened() {
         .unwrap();
     let errs = stderr_lines(&mut child);
     // The preflight connection, then the users' own.
-    let until = Instant::now() + Duration::from_secs(30);
-    while accepted.load(SeqCst) < 3 {
-        assert!(Instant::now() < until, "the users did not connect in 30 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_counted(&accepted, 3, "the preflight and both users connecting").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (code, out) = tokio::task::spawn_blocking(move || {
         interrupt(&child);

@@ -15,11 +15,8 @@ use axum::routing::any;
 use cortex_load::{HttpVersion, LoadConfig, LoadTest, Scenario};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{self, ServerConfig};
 
-use super::tls::{TlsListener, make_certificates};
+use super::tls::{TlsListener, server_config};
 
 /// Requests seen, by HTTP version.
 #[derive(Default)]
@@ -73,20 +70,7 @@ fn app(seen: &Arc<Seen>) -> Router {
 /// client chose to speak.
 async fn https_server(alpn: &[&[u8]]) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    make_certificates(dir.path());
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.path().join("server.pem"))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.path().join("server.key")).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+    let mut config = server_config(dir.path());
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let seen = Arc::new(Seen::default());
     let listener = TlsListener {

@@ -33,7 +33,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA (`ca.pem`) and a server certificate for `localhost` and `127.0.0.1` signed by
 /// it (`server.pem`, `server.key`), P-256 keys, in `dir`.
-pub(super) fn make_certificates(dir: &Path) {
+fn make_certificates(dir: &Path) {
     let p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
     openssl(
         dir,
@@ -138,22 +138,27 @@ struct HttpsServer {
     _dir: tempfile::TempDir,
 }
 
-async fn https_server() -> HttpsServer {
-    let dir = tempfile::tempdir().unwrap();
-    make_certificates(dir.path());
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.path().join("server.pem"))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.path().join("server.key")).unwrap();
+/// A test CA and server certificate made in `dir` (see [`make_certificates`]), and
+/// the rustls server configuration serving that certificate (no ALPN set).
+pub(super) fn server_config(dir: &Path) -> ServerConfig {
+    make_certificates(dir);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .unwrap();
+        .unwrap()
+}
+
+async fn https_server() -> HttpsServer {
+    let dir = tempfile::tempdir().unwrap();
+    let config = server_config(dir.path());
     let hits = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&hits);
     let app = Router::new().route(

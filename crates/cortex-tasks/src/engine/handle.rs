@@ -105,13 +105,30 @@ mod tests {
     use futures_util::FutureExt;
     use std::time::Instant;
 
-    fn finished(value: Result<Box<dyn std::any::Any + Send>>) -> Arc<Record> {
-        let r = Arc::new(Record::new(
-            TaskId::from_u64(1),
+    /// A queued record with id `id`.
+    fn record(id: u64) -> Arc<Record> {
+        Arc::new(Record::new(
+            TaskId::from_u64(id),
             "t".into(),
             crate::engine::Options::NONE,
             Instant::now(),
-        ));
+        ))
+    }
+
+    /// The worker's side of a success: store the value (whether a handle wants it).
+    fn store_one(r: &Record) -> bool {
+        r.store(
+            TaskStatus::Completed,
+            Instant::now(),
+            None,
+            None,
+            Ok(Box::new(1u8)),
+        )
+        .0
+    }
+
+    fn finished(value: Result<Box<dyn std::any::Any + Send>>) -> Arc<Record> {
+        let r = record(1);
         r.lock().outcome = Some(value);
         r.set_status(TaskStatus::Completed);
         r
@@ -137,25 +154,12 @@ mod tests {
 
     #[test]
     fn a_running_task_keeps_its_handle_waiting_and_a_dropped_handle_frees_the_value() {
-        let r = Arc::new(Record::new(
-            TaskId::from_u64(2),
-            "t".into(),
-            crate::engine::Options::NONE,
-            Instant::now(),
-        ));
+        let r = record(2);
         let h = TaskHandle::<u8>::new(Arc::clone(&r));
         assert_eq!(h.id(), TaskId::from_u64(2));
         let mut h = h;
         assert!((&mut h).now_or_never().is_none());
-        let stored = r
-            .store(
-                TaskStatus::Completed,
-                Instant::now(),
-                None,
-                None,
-                Ok(Box::new(1u8)),
-            )
-            .0;
+        let stored = store_one(&r);
         r.publish(stored);
         drop(h);
         assert!(r.detached.load(Ordering::Acquire));
@@ -166,22 +170,9 @@ mod tests {
     fn a_handle_dropped_between_the_value_and_done_still_frees_the_value() {
         // The handle's drop takes no lock when the task has not finished; the worker,
         // which stored the value before the handle went, frees it when it publishes.
-        let r = Arc::new(Record::new(
-            TaskId::from_u64(3),
-            "t".into(),
-            crate::engine::Options::NONE,
-            Instant::now(),
-        ));
+        let r = record(3);
         let h = TaskHandle::<u8>::new(Arc::clone(&r));
-        let stored = r
-            .store(
-                TaskStatus::Completed,
-                Instant::now(),
-                None,
-                None,
-                Ok(Box::new(1u8)),
-            )
-            .0;
+        let stored = store_one(&r);
         assert!(stored, "a live handle wants the value");
         drop(h);
         assert!(
@@ -191,23 +182,9 @@ mod tests {
         r.publish(stored);
         assert!(r.lock().outcome.is_none());
         // Detached before the end: no value is kept at all.
-        let r2 = Arc::new(Record::new(
-            TaskId::from_u64(4),
-            "t".into(),
-            crate::engine::Options::NONE,
-            Instant::now(),
-        ));
+        let r2 = record(4);
         drop(TaskHandle::<u8>::new(Arc::clone(&r2)));
-        assert!(
-            !r2.store(
-                TaskStatus::Completed,
-                Instant::now(),
-                None,
-                None,
-                Ok(Box::new(1u8))
-            )
-            .0
-        );
+        assert!(!store_one(&r2));
         assert!(r2.lock().outcome.is_none());
     }
 }
